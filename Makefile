@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`. Both install first.
+PY ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+DEMO_OUT ?= demo_out
+PYTEST_ARGS ?=
+
+.PHONY: install apt test test-slow demo bench clean
+
+# Idempotent: rebuilds .venv only when setup.cfg changes.
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,torch]'
+	@touch $@
+
+# System packages: TTS engines and real recorded speech for tests (root on Debian).
+apt:
+	@if command -v apt-get >/dev/null 2>&1 && ! (command -v espeak-ng >/dev/null && test -d /usr/share/pocketsphinx/test/data); then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata >/dev/null; \
+	fi
+
+test: apt install
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: apt install
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+demo: apt install
+	$(VPY) -m slmjax.demo --out=$(DEMO_OUT)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""slmjax.data."""
