@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slmjax.data import build_pipeline
+from slmjax.data import DataError, build_pipeline
 from slmjax.model import count_params
 from slmjax.train import flops as flops_lib
 from slmjax.train.checkpoint import RunCheckpoints
@@ -28,7 +28,11 @@ from slmjax.train.run_files import RunError, claim_workdir, update_run_json
 from slmjax.train.sharding import make_global_batch
 from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
                                make_train_step)
-from slmjax.train.validate import model_config, total_steps, validate
+from slmjax.train.validate import ConfigError, model_config, total_steps, validate
+
+# Errors that mean bad input (config, data, workdir) or a diverged run: report their one-line
+# message, not a traceback.
+USER_ERRORS = (ConfigError, DataError, RunError)
 
 
 class _Preemption:
