@@ -151,3 +151,26 @@ def test_cli_config_typo_and_missing_dataset_are_one_line(tmp_path):
   assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
   assert "not found" in p.stderr.strip().splitlines()[-1]
   assert not os.path.exists(wd)
+
+
+def test_packed_mixture_run_reports_test_loss_per_dataset(unit_dataset, tmp_path):
+  """Two unit datasets (one marked synthetic, i.e. TTS) in packed mode: the eval rows carry a
+  test loss per dataset, and `test_loss` is the natural-speech one alone."""
+  rng = np.random.default_rng(3)
+  tts = str(tmp_path / "tts")
+  write_unit_dataset(tts, {"train": random_utterances(200, 34, rng, mean_len=10),
+                           "test": random_utterances(20, 34, rng, mean_len=10)},
+                     vocab_size=34, synthetic=True)
+  wd = str(tmp_path / "run")
+  info = loop.train(_config(data__kind="units", data__path=f"{unit_dataset},{tts}",
+                            data__weights="3,1", data__mode="packed", train__steps=4,
+                            train__eval_every=4), wd)
+  names = [d["name"] for d in info["data"]["datasets"]]
+  assert names == ["units", "tts"] and [d["rows_per_batch"] for d in info["data"]["datasets"]] \
+      == [6, 2]
+  ev = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl")) if "test_loss" in l]
+  assert len(ev) == 1 and ev[0]["step"] == 4
+  assert ev[0]["test_loss"] == ev[0]["test_loss/units"] != ev[0]["test_loss/tts"]
+  assert info["test_loss_by_dataset"] == {"units": ev[0]["test_loss/units"],
+                                          "tts": ev[0]["test_loss/tts"]}
+  assert info["status"] == "completed" and info["final_test_loss"] == ev[0]["test_loss"]
