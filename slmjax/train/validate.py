@@ -102,7 +102,8 @@ def problems(config, n_devices: int | None = None) -> list[str]:
         if cfg.ffn_dim % axes["tensor"]:
             out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size {cfg.ffn_dim}")
         shards = axes["data"] * axes["fsdp"]
-        if t.micro_batches > 0 and t.batch_size > 0 and (t.batch_size // t.micro_batches) % shards:
+        if t.micro_batches > 0 and t.batch_size > 0 and t.batch_size % t.micro_batches == 0 \
+                and (t.batch_size // t.micro_batches) % shards:
             out.append(f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} "
                        f"is not divisible by the {shards} batch shards (mesh.data * mesh.fsdp)")
     return out
@@ -147,3 +148,28 @@ def validate(config, n_devices: int | None = None) -> None:
     found = problems(config, n_devices)
     if found:
         raise ConfigError("\n".join(found))
+
+
+def run_plan(config, n_devices: int) -> dict:
+    """What a run will do: sizes, FLOPs per token, steps, tokens, mesh (the --dry_run JSON)."""
+    from slmjax.model import count_params
+    from slmjax.train.flops import flops_per_token
+    from slmjax.train.optim import warmup_steps
+
+    cfg = model_config(config)
+    total, nonemb = count_params(cfg)
+    steps = total_steps(config)
+    return {
+        "size": config.model.get("size", ""),
+        "n_params": total,
+        "n_params_nonemb": nonemb,
+        "flops_per_token": flops_per_token(cfg, int(config.data.seq_len)),
+        "steps": steps,
+        "warmup_steps": warmup_steps(config, steps),
+        "tokens": steps * batch_tokens(config),
+        "batch_tokens": batch_tokens(config),
+        "batch_size": int(config.train.batch_size),
+        "micro_batches": int(config.train.micro_batches),
+        "seq_len": int(config.data.seq_len),
+        "mesh": mesh_shape(config, n_devices),
+    }
