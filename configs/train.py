@@ -57,8 +57,9 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     sy = d.synthetic = ml_collections.ConfigDict()  # data.kind=synthetic: a random n-gram stream
     sy.train_tokens = 1_000_000  # tokens of its training split
     sy.test_tokens = 50_000  # tokens of its held-out split
-    sy.order = 2  # the next unit depends on this many previous symbols (1..3)
-    sy.concentration = 0.1  # Dirichlet concentration of next-unit distributions (small = peaky)
+    sy.order = 1  # the next unit depends on this many previous symbols (1..3)
+    sy.support = 16  # units that may follow each context (drawn at random per context)
+    sy.concentration = 0.5  # Dirichlet concentration over those units (small = peaky)
     sy.mean_utterance = 50.0  # mean utterance length in units (EOS ends each)
 
     t = c.train = ml_collections.ConfigDict()

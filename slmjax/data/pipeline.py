@@ -34,8 +34,8 @@ def open_datasets(config) -> list:
     get = (lambda k, v: _opt(s, k, v))
     return [synthetic_dataset(
         vocab, train_tokens=int(get("train_tokens", 1_000_000)),
-        test_tokens=int(get("test_tokens", 50_000)), order=int(get("order", 2)),
-        concentration=float(get("concentration", 0.1)),
+        test_tokens=int(get("test_tokens", 50_000)), order=int(get("order", 1)),
+        support=int(get("support", 16)), concentration=float(get("concentration", 0.5)),
         mean_utterance=float(get("mean_utterance", 50.0)), seed=int(config.seed))]
   if kind != "units":
     raise DataError(f"data.kind must be 'synthetic' or 'units', got {kind!r}")

@@ -114,7 +114,8 @@ def _data_run_problems(config) -> list[str]:
     out, d, t, ck = [], config.data, config.train, config.checkpoint
     sy = d.get("synthetic")
     if d.kind == "synthetic" and sy is not None:
-        for name in ("train_tokens", "test_tokens", "mean_utterance", "concentration"):
+        for name in ("train_tokens", "test_tokens", "mean_utterance", "concentration",
+                     "support"):
             if not sy.get(name, 1) > 0:
                 out.append(f"data.synthetic.{name}={sy[name]} must be positive")
         if not 1 <= sy.get("order", 1) <= 3:
