@@ -8,6 +8,7 @@ tokenizer directory as ``hubert.safetensors`` (our parameter names, config in th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -22,6 +23,18 @@ from slmjax.units.errors import UnitsError
 from slmjax.units.hubert import HubertConfig, HubertEncoder
 
 WEIGHTS_FILE = "hubert.safetensors"
+
+
+@functools.lru_cache(maxsize=8)
+def _runner(graphdef, layer: int):
+    """One jitted encoder per architecture and layer, shared by every instance (compiles once)."""
+
+    @jax.jit
+    def run(state, wave, n_valid):
+        hidden, _, _ = nnx.merge(graphdef, state)(wave, n_valid, num_layers=layer)
+        return hidden[layer]
+
+    return run
 
 
 class HubertFeatures:
@@ -41,14 +54,8 @@ class HubertFeatures:
         self.min_samples = cfg.receptive_field
         self.dim = cfg.hidden_size
         self.weights_sha256 = weights_sha256
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def run(state, wave, n_valid):
-            hidden, _, _ = nnx.merge(graphdef, state)(wave, n_valid, num_layers=layer)
-            return hidden[layer]
-
-        self._state, self._run = state, run
+        graphdef, self._state = nnx.split(model)
+        self._run = _runner(graphdef, layer)
 
     @classmethod
     def from_checkpoint(cls, path: str, layer: int, chunk_seconds: float = 30.0, save_dir: str | None = None):
