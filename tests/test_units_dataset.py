@@ -166,4 +166,4 @@ def test_cli_fit_encode_with_unigram_tokens(tmp_path):
                               f"--tokenizer={tmp_path / 'tok'}"], env=env, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("slmjax-units: error: audio source not found")
     r = subprocess.run(cli + ["--help"], env=env, capture_output=True, text=True)
-    assert r.returncode == 0 and "--tokenizer" in r.stdout + r.stderr
+    assert "--tokenizer" in r.stdout and "slmjax-units fit" in r.stdout  # absl exits 1 after --help
