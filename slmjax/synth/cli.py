@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags
 
-from slmjax.synth import corpus, engines, layout, sblimp, stories, storycloze, swuggy
+from slmjax.synth import corpus, engines, layout, render, sblimp, stories, storycloze, swuggy
 from slmjax.synth.errors import SynthError
 
 COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "stories")
@@ -34,6 +34,12 @@ _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.01, "corpus: hashed share
 _SPLITS = flags.DEFINE_list("splits", ["dev", "test"], "sblimp/swuggy: splits to write.")
 
 
+def _voices() -> list[engines.Voice]:
+    voices = engines.parse_voices(_VOICES.value)
+    render.check_engines(voices)  # a missing engine or unknown voice stops here, before any work
+    return voices
+
+
 def _need_out() -> str:
     if not _OUT.value:
         raise SynthError("--out is required")
@@ -41,7 +47,7 @@ def _need_out() -> str:
 
 
 def _bench(cmd: str) -> dict:
-    root, voices = _need_out(), engines.parse_voices(_VOICES.value)
+    root, voices = _need_out(), _voices()
     if _N.value < 1:
         raise SynthError(f"--n={_N.value}: must be >= 1")
     splits = tuple(_SPLITS.value)
@@ -75,7 +81,7 @@ def main(argv: list[str]) -> None:
     cmd = argv[1]
     try:
         if cmd == "corpus":
-            result = corpus.build(_need_out(), _HOURS.value, engines.parse_voices(_VOICES.value), _SEED.value,
+            result = corpus.build(_need_out(), _HOURS.value, _voices(), _SEED.value,
                                   _TEXT.value, _EXCLUDE.value, _WORKERS.value, _TEST_FRACTION.value)
         elif cmd == "check":
             found, problems = layout.check(_need_out())

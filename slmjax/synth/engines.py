@@ -9,6 +9,7 @@ turns (text, voice) into a float32 waveform; :func:`synthesize` resamples it to 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import shutil
@@ -126,7 +127,30 @@ def _run(cmd: list[str], text: str) -> bytes:
     return proc.stdout
 
 
+@functools.lru_cache(maxsize=None)
+def _espeak_names(exe: str, which: str) -> frozenset[str]:
+    """Voice (or variant) names espeak-ng knows: languages, voice names and file names, lower case."""
+    out = subprocess.run([exe, f"--voices{which}"], capture_output=True, text=True).stdout.splitlines()[1:]
+    names = set()
+    for line in out:
+        cols = line.split()
+        if len(cols) >= 5:
+            names.update(c.lower() for c in (cols[1], cols[3], cols[4], cols[4].split("/")[-1]))
+    return frozenset(names)
+
+
+def check_espeak_voice(name: str) -> None:
+    """espeak-ng silently falls back to its default voice for an unknown name: refuse it instead."""
+    exe = require_engine("espeak")
+    base, _, variant = name.partition("+")
+    if base.lower() not in _espeak_names(exe, ""):
+        raise SynthError(f"espeak-ng has no voice {base!r} (see `espeak-ng --voices`)")
+    if variant and variant.lower() not in _espeak_names(exe, "=variant"):
+        raise SynthError(f"espeak-ng has no variant {variant!r} (see `espeak-ng --voices=variant`)")
+
+
 def _espeak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
+    check_espeak_voice(voice.name)
     out = _run([require_engine("espeak"), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch),
                 "--stdout", "--stdin"], text)
     # espeak streams a 44-byte RIFF header with placeholder sizes, then 16-bit PCM mono.

@@ -58,8 +58,11 @@ def _render_one(job: Job) -> tuple[str, float, bool]:
 
 def check_engines(voices: Iterable[engines.Voice]) -> None:
     """Fail early, with the install command, when a voice's engine is missing."""
+    voices = list(voices)
     for engine in sorted({v.engine for v in voices}):
         engines.require_engine(engine)
+    for name in sorted({v.name for v in voices if v.engine == "espeak"}):
+        engines.check_espeak_voice(name)
 
 
 class Renderer:
