@@ -130,7 +130,9 @@ def plan_packed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs):
 def make_mesh(devices=None):
     """A data-parallel mesh over all devices, with the model's axis names (fsdp = tensor = 1)."""
     devices = list(devices if devices is not None else jax.devices())
-    return jax.make_mesh((len(devices), 1, 1), MESH_AXES, devices=devices)
+    # Auto axes: any model code (sharding constraints by logical names or none) runs unchanged.
+    return jax.make_mesh((len(devices), 1, 1), MESH_AXES, devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,) * 3)
 
 
 class Scorer:
