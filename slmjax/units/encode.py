@@ -1,0 +1,61 @@
+"""``encode``: audio source -> unit dataset, one worker's share of shards, then the merge."""
+
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+from slmjax.units.errors import UnitsError
+from slmjax.units.sources import list_utterances
+from slmjax.units.tokenizer import load_tokenizer
+from slmjax.units.writer import encode_shard, is_complete, merge, plan_fingerprint, plan_shards, prepare_output
+
+
+def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int = 0, shard_utterances: int = 2000,
+                   min_seconds: float = 0.0, synthetic: bool = False, durations: bool = False, progress: bool = True):
+    """Encode this worker's shards (skipping complete ones); merge when every shard is done.
+
+    Returns the manifest dict once merged, else None (other workers still have shards to do).
+    """
+    if not 0 <= worker_index < num_workers:
+        raise UnitsError(f"--worker_index must be in [0, {num_workers}), got {worker_index}")
+    if durations and tok.coarse is not None:
+        raise UnitsError("--durations needs a tokenizer without coarse tokens (durations are per unit)")
+    shards = plan_shards(utts, shard_utterances)
+    options = {"min_seconds": min_seconds, "synthetic": synthetic, "durations": durations, "shard_utterances": shard_utterances}
+    prepare_output(out, plan_fingerprint(shards, tok.identity, options))
+    mine = [s for s in shards if s.index % num_workers == worker_index and not is_complete(out, s)]
+    total = sum(len(s.utts) for s in mine)
+    stats = {"audio": 0.0, "start": time.perf_counter()}
+    bar = tqdm(total=total, desc=f"encode worker {worker_index}/{num_workers}", unit="file", disable=not progress)
+
+    def on_utt(seconds, _):
+        stats["audio"] += seconds
+        wall = time.perf_counter() - stats["start"]
+        bar.update(1)
+        bar.set_postfix(rtf=f"{stats['audio'] / max(wall, 1e-9):.0f}x")
+
+    for shard in mine:
+        encode_shard(tok, shard, out, durations=durations, min_seconds=min_seconds, on_utt=on_utt)
+    bar.close()
+    if all(is_complete(out, s) for s in shards):
+        return merge(out, shards, tok, synthetic=synthetic, durations=durations)
+    return None
+
+
+def encode_from_flags(FLAGS, merge_only: bool = False):
+    tok = load_tokenizer(FLAGS.tokenizer)
+    utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
+    if merge_only:
+        from slmjax.units.writer import plan_shards as plan
+
+        manifest = merge(FLAGS.out, plan(utts, FLAGS.shard_utterances), tok, synthetic=FLAGS.synthetic, durations=FLAGS.durations)
+    else:
+        manifest = encode_dataset(tok, utts, FLAGS.out, FLAGS.num_workers, FLAGS.worker_index, FLAGS.shard_utterances,
+                                  FLAGS.min_seconds, FLAGS.synthetic, FLAGS.durations)
+    if manifest is None:
+        print(f"worker {FLAGS.worker_index}/{FLAGS.num_workers} done; the manifest is written once every worker has finished")
+        return
+    summary = {s: {k: v[k] for k in ("utterances", "tokens", "seconds")} for s, v in manifest["splits"].items()}
+    print(f"wrote {FLAGS.out}/manifest.json: vocab {manifest['vocab_size']}, splits {summary}, skipped {manifest['skipped']}")

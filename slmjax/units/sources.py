@@ -1,0 +1,164 @@
+"""Audio sources: a folder, a fairseq TSV manifest, a JSONL manifest, or a TFDS dataset.
+
+Every source lists its utterances up front (id, where the audio is, split when the source knows it),
+so that all workers see the same ordered list without reading any audio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Callable
+
+import numpy as np
+
+from slmjax.units.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_wave, resample
+from slmjax.units.errors import UnitsError
+
+SPLIT_DIRS = ("train", "valid", "validation", "dev", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One input: ``uid`` unique in the source, ``source`` (path or TFDS reference) for reports."""
+
+    uid: str
+    source: str
+    split: str | None
+    load: Callable[[], np.ndarray] = dataclasses.field(compare=False, repr=False)
+
+
+def holdout_split(uid: str, holdout: float) -> str:
+    """Stable hashed holdout: 'test' for about ``holdout`` of ids, else 'train'."""
+    h = int.from_bytes(hashlib.sha256(uid.encode("utf-8")).digest()[:8], "little")
+    return "test" if h / 2.0**64 < holdout else "train"
+
+
+def list_utterances(spec: str, data_dir: str | None = None, holdout: float = 0.01) -> list[Utterance]:
+    """All utterances of ``spec`` (comma-separated sources allowed), each with a split."""
+    utts: list[Utterance] = []
+    for part in [s for s in spec.split(",") if s]:
+        utts.extend(_list_one(part, data_dir))
+    if not utts:
+        raise UnitsError(f"no audio found in --audio={spec}")
+    seen = set()
+    for u in utts:
+        if u.uid in seen:
+            raise UnitsError(f"duplicate utterance id {u.uid!r} in --audio={spec}")
+        seen.add(u.uid)
+    if not 0.0 <= holdout < 1.0:
+        raise UnitsError(f"--holdout must be in [0, 1), got {holdout}")
+    return [u if u.split else dataclasses.replace(u, split=holdout_split(u.uid, holdout)) for u in utts]
+
+
+def _list_one(spec: str, data_dir: str | None) -> list[Utterance]:
+    if spec.startswith("tfds:"):
+        return _list_tfds(spec, data_dir)
+    if os.path.isdir(spec):
+        return _list_folder(spec)
+    if not os.path.exists(spec):
+        raise UnitsError(f"audio source not found: {spec}")
+    if spec.endswith(".tsv"):
+        return _list_tsv(spec)
+    if spec.endswith(".jsonl"):
+        return _list_jsonl(spec)
+    if spec.lower().endswith(AUDIO_EXTENSIONS):
+        return [_file_utt(os.path.splitext(os.path.basename(spec))[0], spec, None)]
+    raise UnitsError(f"unknown audio source {spec!r}: expected a folder, .tsv, .jsonl, audio file or tfds:NAME:SPLIT")
+
+
+def _file_utt(uid: str, path: str, split: str | None) -> Utterance:
+    return Utterance(uid=uid, source=path, split=split, load=lambda: load_wave(path))
+
+
+def _list_folder(root: str) -> list[Utterance]:
+    utts = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.lower().endswith(AUDIO_EXTENSIONS):
+                continue
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            top = rel.split("/")[0] if "/" in rel else None
+            utts.append(_file_utt(os.path.splitext(rel)[0], path, top if top in SPLIT_DIRS else None))
+    return utts
+
+
+def _split_from_name(path: str) -> str | None:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem if stem in SPLIT_DIRS else None
+
+
+def _list_tsv(path: str) -> list[Utterance]:
+    """fairseq manifest: first line the root folder, then ``relpath<TAB>n_samples`` per line."""
+    with open(path, encoding="utf-8") as f:
+        lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+    if not lines:
+        raise UnitsError(f"empty TSV manifest: {path}")
+    root = lines[0].strip()
+    if not os.path.isabs(root):
+        root = os.path.join(os.path.dirname(os.path.abspath(path)), root)
+    split = _split_from_name(path)
+    utts = []
+    for ln in lines[1:]:
+        rel = ln.split("\t")[0]
+        utts.append(_file_utt(os.path.splitext(rel)[0], os.path.join(root, rel), split))
+    return utts
+
+
+def _list_jsonl(path: str) -> list[Utterance]:
+    """JSONL manifest: one object per line with ``path`` and optional ``id``, ``split``, ``text``."""
+    base = os.path.dirname(os.path.abspath(path))
+    utts = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, ln in enumerate(f, 1):
+            if not ln.strip():
+                continue
+            try:
+                row = json.loads(ln)
+                audio = row["path"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UnitsError(f"{path}:{lineno}: expected a JSON object with a 'path' field") from None
+            full = audio if os.path.isabs(audio) else os.path.join(base, audio)
+            uid = str(row.get("id") or os.path.splitext(audio)[0])
+            utts.append(_file_utt(uid, full, row.get("split")))
+    return utts
+
+
+def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
+    """``tfds:NAME[/CONFIG]:SPLIT`` read with ``tfds.data_source`` (random access, no TensorFlow)."""
+    parts = spec.split(":")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise UnitsError(f"TFDS source must be tfds:NAME[/CONFIG]:SPLIT, got {spec!r}")
+    _, name, split = parts
+    import tensorflow_datasets as tfds
+
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as exc:  # noqa: BLE001
+        raise UnitsError(f"cannot open {spec} (data_dir={data_dir}): {str(exc).splitlines()[0]}") from None
+    features = builder.info.features
+    audio_key = next((k for k, v in features.items() if type(v).__name__ == "Audio"), None)
+    if audio_key is None:
+        raise UnitsError(f"{spec} has no Audio feature")
+    sr = int(getattr(features[audio_key], "sample_rate", None) or SAMPLE_RATE)
+
+    def loader(i):
+        def load():
+            wave = np.asarray(source[i][audio_key])
+            if wave.dtype.kind == "i":
+                wave = wave.astype(np.float32) / np.float32(np.iinfo(wave.dtype).max + 1)
+            if wave.ndim == 2:
+                wave = wave.mean(axis=1)
+            return resample(wave.astype(np.float32), sr)
+
+        return load
+
+    utts = []
+    for i in range(len(source)):  # ids by index: reading each record's own id would decode its audio
+        utts.append(Utterance(uid=f"{name}:{split}:{i}", source=f"{spec}#{i}", split=split, load=loader(i)))
+    return utts

@@ -1,0 +1,108 @@
+"""The tokenizer directory and the public ``load_tokenizer`` surface (docs/interfaces.md).
+
+A tokenizer directory holds ``tokenizer.json`` (feature spec, k, coarse model), ``centroids.npy``
+with its ``centroids.json`` header, optionally ``coarse.model`` (SentencePiece) and, for HuBERT
+features, the imported encoder weights. It is self-contained: encoding never needs the original
+checkpoint or PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from slmjax.units import ids as unit_ids
+from slmjax.units.audio import BadAudio, as_wave, check_wave, load_wave
+from slmjax.units.coarse import Coarse
+from slmjax.units.errors import UnitsError
+from slmjax.units.features import build_features
+from slmjax.units.kmeans import assign, centroids_sha256
+
+FORMAT_VERSION = 1
+
+
+class Tokenizer:
+    """Speech -> units: features, nearest centroid, repeats collapsed, optional coarse tokens."""
+
+    def __init__(self, features, centroids: np.ndarray, coarse: Coarse | None = None):
+        self.features = features
+        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        self._cents_sq = np.sum(self.centroids * self.centroids, 1)
+        self.k = int(self.centroids.shape[0])
+        if self.centroids.shape[1] != features.dim:
+            raise UnitsError(f"centroids have dim {self.centroids.shape[1]} but {features.kind} features have dim {features.dim}")
+        self.coarse = coarse
+        n_base = coarse.vocab_size if coarse is not None else self.k
+        special = unit_ids.special_ids(n_base)
+        self.eos_id, self.pad_id, self.vocab_size = special["eos_id"], special["pad_id"], special["vocab_size"]
+        self.frame_rate = float(features.frame_rate)
+        self.dtype = unit_ids.storage_dtype(self.vocab_size)
+        coarse_id = None if coarse is None else {"type": coarse.model_type, "vocab_size": coarse.vocab_size, "sha256": coarse.sha256}
+        self.identity = {"kind": features.kind, "k": self.k, "centroids_sha256": centroids_sha256(self.centroids),
+                         "coarse": coarse_id, "features_sha256": features.fingerprint()}
+
+    def frame_units(self, wave: np.ndarray) -> np.ndarray:
+        """Uncollapsed nearest-centroid unit per feature frame."""
+        feats = self.features(wave)
+        return assign(feats, self.centroids, self._cents_sq)
+
+    def encode_units(self, wave, return_durations: bool = False):
+        """Collapsed units 0..K-1 (no coarse tokens, no EOS); durations in frames if asked."""
+        return unit_ids.collapse(self.frame_units(as_wave(wave)), return_durations=return_durations)
+
+    def encode_wave(self, wave) -> np.ndarray:
+        """Collapsed ids, coarse tokens applied, no EOS (int32)."""
+        units = self.encode_units(wave)
+        return self.coarse.encode(units) if self.coarse is not None else units
+
+    def encode_file(self, path: str) -> np.ndarray:
+        """Load mono 16 kHz audio, then :meth:`encode_wave`; bad audio raises UnitsError."""
+        try:
+            wave = load_wave(path)
+            check_wave(wave, self.features.min_samples)
+        except BadAudio as exc:
+            raise UnitsError(f"{path}: {exc}") from None
+        return self.encode_wave(wave)
+
+
+def save_tokenizer(tokdir: str, features, centroids: np.ndarray, kmeans_header: dict, coarse_bytes: bytes | None = None,
+                   extra: dict | None = None) -> Tokenizer:
+    """Write a tokenizer directory (each file via a temp name then rename); returns the loaded tokenizer."""
+    from slmjax.units.kmeans import save_centroids
+
+    os.makedirs(tokdir, exist_ok=True)
+    save_centroids(os.path.join(tokdir, "centroids.npy"), centroids, kmeans_header)
+    if coarse_bytes is not None:
+        _write_bytes(os.path.join(tokdir, "coarse.model"), coarse_bytes)
+    elif os.path.exists(os.path.join(tokdir, "coarse.model")):
+        os.remove(os.path.join(tokdir, "coarse.model"))
+    meta = {"format_version": FORMAT_VERSION, "features": features.spec(), "k": int(centroids.shape[0]),
+            "centroids": "centroids.npy", "coarse": "coarse.model" if coarse_bytes is not None else None, **(extra or {})}
+    _write_bytes(os.path.join(tokdir, "tokenizer.json"), json.dumps(meta, indent=1).encode())
+    return load_tokenizer(tokdir)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+
+
+def load_tokenizer(tokdir: str) -> Tokenizer:
+    """Load a tokenizer directory written by ``slmjax-units fit``."""
+    path = os.path.join(tokdir, "tokenizer.json")
+    if not os.path.exists(path):
+        raise UnitsError(f"not a tokenizer directory (no tokenizer.json): {tokdir}")
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UnitsError(f"{path}: unsupported format_version {meta.get('format_version')}")
+    features = build_features(meta["features"], tokdir)
+    centroids = np.load(os.path.join(tokdir, meta["centroids"]))
+    coarse = None
+    if meta.get("coarse"):
+        with open(os.path.join(tokdir, meta["coarse"]), "rb") as f:
+            coarse = Coarse(f.read())
+    return Tokenizer(features, centroids, coarse)

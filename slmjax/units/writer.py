@@ -1,0 +1,190 @@
+"""The unit dataset writer: ArrayRecord shards, per-shard part files, and the merge into manifest.json.
+
+Shards are a pure function of the utterance list and ``shard_utterances``, never of the number of
+workers: worker w of N encodes the shards whose global index is w mod N, so N workers and one worker
+write byte-identical datasets. A shard is complete when its part file ``parts/<shard>.json`` exists
+(written after the shard itself, both through a temp name and a rename); reruns skip complete shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from slmjax.units import ids as unit_ids
+from slmjax.units.audio import BadAudio, check_wave
+from slmjax.units.errors import UnitsError
+from slmjax.units.sources import Utterance
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class Shard:
+    split: str
+    name: str
+    index: int  # global index over all splits: decides the worker
+    utts: list
+
+
+def plan_shards(utts: list[Utterance], shard_utterances: int) -> list[Shard]:
+    """Split-wise, source-ordered chunks of at most ``shard_utterances`` utterances."""
+    if shard_utterances < 1:
+        raise UnitsError(f"--shard_utterances must be >= 1, got {shard_utterances}")
+    by_split: dict[str, list] = {}
+    for u in utts:
+        by_split.setdefault(u.split, []).append(u)
+    shards = []
+    for split in sorted(by_split):
+        items = by_split[split]
+        n = -(-len(items) // shard_utterances)
+        for i in range(n):
+            chunk = items[i * shard_utterances : (i + 1) * shard_utterances]
+            shards.append(Shard(split, f"{split}-{i:05d}-of-{n:05d}.array_record", len(shards), chunk))
+    return shards
+
+
+def plan_fingerprint(shards: list[Shard], identity: dict, options: dict) -> str:
+    h = hashlib.sha256(json.dumps([identity, options], sort_keys=True).encode())
+    for s in shards:
+        h.update(s.name.encode())
+        for u in s.utts:
+            h.update(b"\0" + u.uid.encode())
+    return h.hexdigest()
+
+
+def _atomic_json(path: str, obj) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def prepare_output(out: str, fingerprint: str) -> None:
+    """Create ``out`` (and parts/) and pin the plan; a different plan in ``out`` is an error."""
+    os.makedirs(os.path.join(out, "parts"), exist_ok=True)
+    path = os.path.join(out, "plan.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            if json.load(f).get("fingerprint") != fingerprint:
+                raise UnitsError(f"{out} holds a dataset from another source, tokenizer or options; use a new --out")
+    else:
+        _atomic_json(path, {"fingerprint": fingerprint})
+
+
+def part_path(out: str, shard: Shard) -> str:
+    return os.path.join(out, "parts", shard.name + ".json")
+
+
+def is_complete(out: str, shard: Shard) -> bool:
+    return os.path.exists(part_path(out, shard))
+
+
+def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_seconds: float = 0.0, on_utt=None) -> dict:
+    """Encode one shard's utterances, write the shard then its part file; returns the part dict."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    min_samples = max(tok.features.min_samples, int(round(min_seconds * 16000)))
+    records, dur_records, part = [], [], {"utterances": 0, "tokens": 0, "units": 0, "frames": 0, "seconds": 0.0,
+                                          "ids": [], "skipped": []}
+    for u in shard.utts:
+        t0 = time.perf_counter()
+        seconds = 0.0
+        try:
+            wave = u.load()
+            seconds = wave.size / 16000.0
+            check_wave(wave, min_samples)
+            frames = tok.frame_units(wave)
+            units, durs = unit_ids.collapse(frames, return_durations=True)
+            ids = tok.coarse.encode(units) if tok.coarse is not None else units
+            if ids.size == 0:
+                raise BadAudio("too short: no feature frames")
+        except BadAudio as exc:
+            part["skipped"].append({"source": u.source, "id": u.uid, "reason": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a decoder or feature failure skips this input only
+            part["skipped"].append({"source": u.source, "id": u.uid, "reason": f"failed: {type(exc).__name__}: {exc}"})
+        else:
+            records.append(unit_ids.to_record(unit_ids.with_eos(ids, tok.eos_id), tok.dtype))
+            if durations:
+                dur_records.append(np.append(np.minimum(durs, 65535), 0).astype("<u2").tobytes())
+            part["utterances"] += 1
+            part["tokens"] += int(ids.size) + 1
+            part["units"] += int(units.size)
+            part["frames"] += int(frames.size)
+            part["seconds"] += seconds
+            part["ids"].append(u.uid)
+        if on_utt is not None:
+            on_utt(seconds, time.perf_counter() - t0)
+    files = [(shard.name, records)] + ([(shard.name.replace(".array_record", ".durations.array_record"), dur_records)] if durations else [])
+    for name, recs in files:
+        if not recs:
+            continue
+        final = os.path.join(out, name)
+        tmp = os.path.join(out, "." + name + ".tmp")
+        writer = ArrayRecordWriter(tmp, "group_size:1")
+        for r in recs:
+            writer.write(r)
+        writer.close()
+        os.replace(tmp, final)
+    _atomic_json(part_path(out, shard), part)
+    return part
+
+
+def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations: bool = False) -> dict:
+    """Write skipped.jsonl and manifest.json from the part files; needs every shard complete."""
+    missing = [s.name for s in shards if not is_complete(out, s)]
+    if missing:
+        raise UnitsError(f"{len(missing)} shard(s) not encoded yet (first: {missing[0]}); run the remaining workers first")
+    splits, skipped = {}, []
+    totals = {"units": 0, "tokens": 0, "utterances": 0}
+    for s in shards:
+        with open(part_path(out, s)) as f:
+            part = json.load(f)
+        skipped.extend(part["skipped"])
+        if not part["utterances"]:
+            continue
+        sp = splits.setdefault(s.split, {"shards": [], "utterances": 0, "tokens": 0, "units": 0, "frames": 0, "seconds": 0.0})
+        sp["shards"].append(s.name)
+        for key in ("utterances", "tokens", "units", "frames", "seconds"):
+            sp[key] += part[key]
+        totals["units"] += part["units"]
+        totals["tokens"] += part["tokens"] - part["utterances"]
+        totals["utterances"] += part["utterances"]
+    with open(os.path.join(out, "skipped.jsonl.tmp"), "w") as f:
+        for row in skipped:
+            f.write(json.dumps(row) + "\n")
+    os.replace(os.path.join(out, "skipped.jsonl.tmp"), os.path.join(out, "skipped.jsonl"))
+    if not totals["utterances"]:
+        reasons = sorted({r["reason"].split(":")[0] for r in skipped})
+        raise UnitsError(f"nothing could be encoded: all {len(skipped)} inputs were skipped ({', '.join(reasons)}); "
+                         f"see {os.path.join(out, 'skipped.jsonl')}")
+    for sp in splits.values():
+        sp["seconds"] = round(sp["seconds"], 3)
+    coarse = None
+    if tok.coarse is not None:
+        coarse = dict(tok.identity["coarse"], units=totals["units"], tokens=totals["tokens"],
+                      compression_ratio=round(totals["units"] / max(totals["tokens"], 1), 4))
+    manifest = {"format_version": FORMAT_VERSION, "tokenizer": tok.identity, "vocab_size": tok.vocab_size,
+                "eos_id": tok.eos_id, "pad_id": tok.pad_id, "dtype": tok.dtype, "frame_rate": tok.frame_rate,
+                "splits": splits, "skipped": len(skipped), "synthetic": bool(synthetic), "coarse": coarse,
+                "durations": bool(durations)}
+    _atomic_json(os.path.join(out, "manifest.json"), manifest)
+    return manifest
+
+
+def read_dataset(out: str, split: str) -> list[np.ndarray]:
+    """All records of one split as int32 arrays (for tests and inspection)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    seqs = []
+    for name in manifest["splits"][split]["shards"]:
+        reader = ArrayRecordReader(os.path.join(out, name))
+        seqs.extend(unit_ids.from_record(r, manifest["dtype"]) for r in reader.read_all())
+        reader.close()
+    return seqs
