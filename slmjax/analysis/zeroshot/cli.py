@@ -86,6 +86,10 @@ def _make_scorer(cfg, params, pad_id):
     def logits_fn(p, tokens, positions, segment_ids):
         return slmjax.model.forward(cfg, p, tokens, positions=positions, segment_ids=segment_ids)
 
+    # Build the model's (cached) skeleton outside the scoring mesh: under a mesh without the
+    # training axis rules, NNX would try to resolve logical axis names against it.
+    slmjax.model.param_logical_axes(cfg)
+
     return Scorer(logits_fn, params, max_len=cfg.max_seq_len, pad_id=pad_id,
                   tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching)
 
