@@ -157,3 +157,13 @@ def test_exclusion_hashes_cover_every_benchmark_text(root):
             assert ex.leaks(m["text"])
             assert ex.leaks("Once upon a time. " + m["text"] + " The end.")  # a context inside a longer text
     assert not ex.leaks("The cat sat on the mat. It was warm.")
+
+
+def test_the_evaluation_validator_accepts_our_root(root):
+    benchmarks = pytest.importorskip("slmjax.analysis.zeroshot.benchmarks")
+    assert benchmarks.validate(root) == []
+    pairs = {(b.task, b.split): len(b.pairs) for b in benchmarks.discover(root)}
+    assert len(pairs) == 6, pairs
+    for (task, _), n in pairs.items():  # pairs are (item, voice): 2 voices; storycloze: one voice per story
+        expected = {"sblimp": 2 * N, "ssc": N, "tsc": N}.get(task)
+        assert n == expected if expected else 2 * (N - 1) <= n <= 2 * N, (task, n)

@@ -4,6 +4,7 @@
   slmjax-synth sblimp|swuggy|storycloze --out=ROOT [--n=N] [--voices=...] [--seed=S]
   slmjax-synth bench --out=ROOT [--n=N]      all three benchmark sets into one root
   slmjax-synth check --out=ROOT              validate a benchmark root's layout
+  slmjax-synth leakage --out=CORPUS_DIR --exclude=ROOT[,ROOT]   count corpus texts holding benchmark items
   slmjax-synth stories [--n=N] [--seed=S]    print built-in stories and generator statistics
 
 --voices: comma-separated ENGINE:VOICE[:sSPEED][:pPITCH] specs (e.g. espeak:en-us+f3:s165:p62) or a
@@ -17,10 +18,10 @@ import sys
 
 from absl import app, flags
 
-from slmjax.synth import corpus, engines, layout, render, sblimp, stories, storycloze, swuggy
+from slmjax.synth import corpus, engines, layout, leakage, render, sblimp, stories, storycloze, swuggy
 from slmjax.synth.errors import SynthError
 
-COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "stories")
+COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "leakage", "stories")
 
 _OUT = flags.DEFINE_string("out", None, "Output folder (corpus) or benchmark root.")
 _N = flags.DEFINE_integer("n", 100, "Benchmarks: items (pairs) per split; stories: how many to print.")
@@ -75,6 +76,20 @@ def _stories() -> dict:
     return {}
 
 
+def _leakage() -> dict:
+    import os
+
+    if not _EXCLUDE.value:
+        raise SynthError("--exclude=BENCH_ROOT is required")
+    manifest = os.path.join(_need_out(), "manifest.jsonl")
+    if not os.path.isfile(manifest):
+        raise SynthError(f"{manifest} does not exist")
+    excl = leakage.load(_EXCLUDE.value)
+    rows = corpus.read_manifest(manifest)
+    leaking = [r["id"] for r in rows if excl.leaks(r["text"])]
+    return {"utterances": len(rows), "benchmark_hashes": len(excl), "leaking": len(leaking), "leaking_ids": leaking[:20]}
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"give one command: {' | '.join(COMMANDS)}")
@@ -90,6 +105,8 @@ def main(argv: list[str]) -> None:
                 print(json.dumps(result, indent=1))
                 raise SynthError(f"{_OUT.value}: {len(problems)} problems" if found else
                                  f"{_OUT.value}: no benchmark sets found")
+        elif cmd == "leakage":
+            result = _leakage()
         elif cmd == "stories":
             result = _stories()
         else:
