@@ -93,3 +93,45 @@ def test_renderer_writes_16k_mono_and_resumes(tmp_path, workers):
     assert d2 == pytest.approx(d1)
     assert [os.stat(j.path).st_mtime_ns for i, j in enumerate(jobs) if i != 3] == mtimes[:3] + mtimes[4:]
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
+def _median_f0(wave, sr=16000):
+    """Median pitch (Hz) of the loud frames by autocorrelation: a plain NumPy reference."""
+    frame, hop = 1024, 256
+    f0s = []
+    energy_floor = 0.3 * np.sqrt(np.mean(wave**2))
+    for start in range(0, len(wave) - frame, hop):
+        x = wave[start:start + frame] * np.hanning(frame)
+        if np.sqrt(np.mean(x**2)) < energy_floor:
+            continue
+        ac = np.correlate(x, x, "full")[frame - 1:]
+        lo, hi = sr // 400, sr // 60
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.3 * ac[0]:
+            f0s.append(sr / lag)
+    return float(np.median(f0s))
+
+
+ENGINES_HERE = [e for e, exe in (("espeak", "espeak-ng"), ("flite", "flite")) if shutil.which(exe)]
+
+
+@pytest.mark.parametrize("engine", ENGINES_HERE)
+def test_speed_and_pitch_change_the_audio(engine):
+    name = {"espeak": "en-us", "flite": "kal16"}[engine]
+    text = "The brave little bear walked all the way home through the green forest."
+    slow = engines.synthesize(text, engines.parse_voice(f"{engine}:{name}:s120:p50"))
+    fast = engines.synthesize(text, engines.parse_voice(f"{engine}:{name}:s240:p50"))
+    assert len(slow) / len(fast) > 1.5
+    low = _median_f0(engines.synthesize(text, engines.parse_voice(f"{engine}:{name}:s175:p15")))
+    high = _median_f0(engines.synthesize(text, engines.parse_voice(f"{engine}:{name}:s175:p85")))
+    assert high > 1.2 * low, (low, high)
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed")
+def test_flite_voices_are_checked_and_rendered_at_16k(tmp_path):
+    with pytest.raises(SynthError, match="flite has no voice 'nosuch'"):
+        engines.synthesize("hello", engines.parse_voice("flite:nosuch"))
+    job = render.Job(str(tmp_path / "a.wav"), "Hello there, little fox.", engines.parse_voice("flite:slt"))
+    with render.Renderer(1) as r:
+        (d,) = r.render([job])
+    assert sf.info(job.path).samplerate == 16000 and 0.5 < d < 4

@@ -149,8 +149,25 @@ def check_espeak_voice(name: str) -> None:
         raise SynthError(f"espeak-ng has no variant {variant!r} (see `espeak-ng --voices=variant`)")
 
 
+@functools.lru_cache(maxsize=None)
+def _flite_names(exe: str) -> frozenset[str]:
+    out = subprocess.run([exe, "-lv"], capture_output=True, text=True).stdout
+    return frozenset(out.partition(":")[2].split())
+
+
+def check_voice(voice: Voice) -> None:
+    """Refuse a voice name the engine does not know (espeak-ng and flite silently fall back to a default)."""
+    if voice.engine == "espeak":
+        check_espeak_voice(voice.name)
+    elif voice.engine == "flite":
+        names = _flite_names(require_engine("flite"))
+        if voice.name not in names and not os.path.isfile(voice.name):
+            raise SynthError(f"flite has no voice {voice.name!r} (known: {' '.join(sorted(names))}, or a .flitevox path)")
+    else:
+        require_engine(voice.engine)
+
+
 def _espeak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
-    check_espeak_voice(voice.name)
     out = _run([require_engine("espeak"), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch),
                 "--stdout", "--stdin"], text)
     # espeak streams a 44-byte RIFF header with placeholder sizes, then 16-bit PCM mono.
@@ -190,6 +207,7 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     """Speak ``text`` with ``voice``: float32 mono at 16 kHz, leading/trailing silence trimmed."""
     if not text.strip():
         raise SynthError("cannot synthesise an empty text")
+    check_voice(voice)
     wave, sr = ENGINES[voice.engine](voice, text)
     if sr != SAMPLE_RATE:
         import soxr  # a librosa dependency; much faster than a polyphase filter at this ratio

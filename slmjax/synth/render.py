@@ -61,8 +61,8 @@ def check_engines(voices: Iterable[engines.Voice]) -> None:
     voices = list(voices)
     for engine in sorted({v.engine for v in voices}):
         engines.require_engine(engine)
-    for name in sorted({v.name for v in voices if v.engine == "espeak"}):
-        engines.check_espeak_voice(name)
+    for voice in {(v.engine, v.name): v for v in voices}.values():
+        engines.check_voice(voice)
 
 
 class Renderer:
