@@ -25,7 +25,7 @@ SAD = ("sad", "upset", "gloomy", "sorry")
 _IRREGULAR_PLURALS = {"mouse": "mice", "sheep": "sheep", "fish": "fish", "goose": "geese", "child": "children",
                       "man": "men", "woman": "women", "tooth": "teeth", "foot": "feet", "leaf": "leaves",
                       "wolf": "wolves", "knife": "knives", "loaf": "loaves", "scarf": "scarves",
-                      "elf": "elves", "deer": "deer", "person": "people"}
+                      "elf": "elves", "deer": "deer", "person": "people", "starfish": "starfish"}
 
 
 def plural(noun: str) -> str:
