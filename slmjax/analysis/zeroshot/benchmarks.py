@@ -1,0 +1,302 @@
+"""Benchmark sets in their official layouts: discovery, loading and validation.
+
+Layouts (see BENCHMARKS.md):
+  ZeroSpeech 2021 sLM21: ``<root>/{lexical,syntactic}/{dev,test}/*.wav`` + ``gold.csv``.
+  Spoken / topic StoryCloze: ``<root>/sSC/`` and ``<root>/tSC/`` (also ``sStoryCloze``,
+  ``spoken_storycloze``, ... ) with ``{2i}_{story}_correct.wav`` / ``{2i+1}_{story}_incorrect.wav``.
+
+Every problem found is collected as a :class:`Problem`; item-level problems (a missing wav, an
+unpaired row, a duplicate stem) drop the item and are recorded, structural ones (no gold.csv, a missing
+column) make the whole set unusable.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+
+AUDIO_EXTS = (".wav", ".flac")
+LEXICAL_COLUMNS = ("filename", "id", "voice", "frequency", "word", "phones", "length", "correct")
+SYNTACTIC_COLUMNS = ("filename", "type", "subtype", "id", "voice", "transcription", "correct")
+SBLIMP_TYPES = (
+    "anaphor_agreement", "argument_structure", "binding", "control_raising",
+    "determiner_noun_agreement", "ellipsis", "filler_gap_dependency", "irregular_forms",
+    "island_effects", "npi_licensing", "quantifiers", "subject_verb_agreement")
+_SC_NAME = re.compile(r"^(\d+)_(.+)_(correct|incorrect)$")
+_SSC_DIR = re.compile(r"^(s|spoken)[-_ ]?(sc|story[-_ ]?cloze)([-_ .].*)?$", re.IGNORECASE)
+_TSC_DIR = re.compile(r"^(t|topic)[-_ ]?(sc|story[-_ ]?cloze)([-_ .].*)?$", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a benchmark set. ``severity`` is ``error`` or ``warning``."""
+    severity: str
+    where: str
+    what: str
+
+    def __str__(self):
+        return f"{self.severity}: {self.where}: {self.what}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A forced choice: ``pos`` should score higher than ``neg``.
+
+    ``item`` groups the pairs that are averaged over voices (the official unit of accuracy);
+    ``group`` is the sBLIMP type (macro mean) and ``frequency`` the sWUGGY word frequency.
+    """
+    pos: str
+    neg: str
+    item: tuple
+    voice: str = ""
+    group: str = ""
+    subgroup: str = ""
+    frequency: int | None = None
+
+
+@dataclasses.dataclass
+class Benchmark:
+    """One benchmark split: its audio files by stem, its pairs and what was dropped."""
+    name: str            # e.g. "swuggy_dev", "sblimp_test", "ssc", "tsc"
+    task: str            # "swuggy" | "sblimp" | "ssc" | "tsc"
+    split: str           # "dev" | "test" | "" (StoryCloze)
+    directory: Path
+    files: dict          # stem -> audio path (only stems that take part in a pair)
+    pairs: list
+    problems: list
+    submission: str      # relative path of the official submission file
+
+    @property
+    def errors(self):
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def _audio_files(directory: Path, problems: list, recursive: bool = False) -> dict:
+    found = {}
+    walker = directory.rglob("*") if recursive else directory.iterdir()
+    for path in sorted(walker):
+        if path.suffix.lower() not in AUDIO_EXTS or not path.is_file():
+            continue
+        if path.stem in found:
+            problems.append(Problem("error", str(path),
+                                    f"duplicate stem {path.stem!r} (also {found[path.stem]})"))
+            found[path.stem] = None   # ambiguous: neither copy is used
+            continue
+        found[path.stem] = path
+    return found
+
+
+def _read_gold(path: Path, columns: tuple, problems: list):
+    where = str(path)
+    if not path.is_file():
+        problems.append(Problem("error", where, "gold.csv is missing"))
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in columns if c not in header]
+        if missing:
+            problems.append(Problem("error", where, f"bad columns: missing {missing}; "
+                                    f"expected {','.join(columns)}, found {','.join(header)}"))
+            return None
+        rows, seen = [], {}
+        for line, row in enumerate(reader, start=2):
+            stem = (row["filename"] or "").strip()
+            stem = os.path.splitext(stem)[0] if stem.lower().endswith(AUDIO_EXTS) else stem
+            if not stem:
+                problems.append(Problem("error", f"{where}:{line}", "empty filename"))
+                continue
+            if stem in seen:
+                problems.append(Problem("error", f"{where}:{line}",
+                                        f"duplicate stem {stem!r} (first on line {seen[stem]})"))
+                rows = [r for r in rows if r["_stem"] != stem]
+                continue
+            seen[stem] = line
+            if (row["correct"] or "").strip() not in ("0", "1"):
+                problems.append(Problem("error", f"{where}:{line}",
+                                        f"bad value in column correct: {row['correct']!r}"))
+                continue
+            row = {k: (v or "").strip() for k, v in row.items() if k is not None}
+            row["_stem"], row["_line"] = stem, line
+            rows.append(row)
+    return rows
+
+
+def _pair_rows(rows, key_fn, where, problems, make_pair):
+    """Join correct (1) and incorrect (0) rows on ``key_fn``; check file-order pairing agrees."""
+    by_key = defaultdict(lambda: ([], []))
+    for r in rows:
+        by_key[key_fn(r)][0 if r["correct"] == "1" else 1].append(r)
+    pairs = []
+    for key, (pos, neg) in by_key.items():
+        if len(pos) != 1 or len(neg) != 1:
+            lines = [r["_line"] for r in pos + neg]
+            problems.append(Problem("error", where, f"unpaired item {key}: {len(pos)} correct and "
+                                    f"{len(neg)} incorrect rows (lines {lines})"))
+            continue
+        pairs.append(make_pair(pos[0], neg[0]))
+    # The official tools pair the i-th correct row with the i-th incorrect row.
+    pos_rows = [r for r in rows if r["correct"] == "1"]
+    neg_rows = [r for r in rows if r["correct"] == "0"]
+    by_position = sum(1 for a, b in zip(pos_rows, neg_rows) if key_fn(a) != key_fn(b))
+    if by_position or len(pos_rows) != len(neg_rows):
+        problems.append(Problem("warning", where,
+                                f"file-order pairing (used by the official scripts) disagrees with "
+                                f"the key join for {by_position} rows; slmjax joins on keys"))
+    return pairs
+
+
+def _int_or_none(value, where, problems):
+    try:
+        return int(float(value))
+    except ValueError:
+        problems.append(Problem("error", where, f"bad value in column frequency: {value!r}"))
+        return None
+
+
+def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
+    """Load ``<root>/lexical/<split>`` (sWUGGY) or ``<root>/syntactic/<split>`` (sBLIMP)."""
+    directory = Path(directory)
+    problems = []
+    columns = LEXICAL_COLUMNS if task == "swuggy" else SYNTACTIC_COLUMNS
+    gold_path = directory / "gold.csv"
+    rows = _read_gold(gold_path, columns, problems)
+    audio = _audio_files(directory, problems)
+    bench = Benchmark(f"{task}_{split}", task, split, directory, {}, [], problems,
+                      f"{'lexical' if task == 'swuggy' else 'syntactic'}/{split}.txt")
+    if rows is None:
+        return bench
+    usable = []
+    for r in rows:
+        if r["_stem"] not in audio:
+            problems.append(Problem("error", f"{gold_path}:{r['_line']}",
+                                    f"missing wav for {r['_stem']!r}"))
+        elif audio[r["_stem"]] is not None:
+            usable.append(r)
+    gold_stems = {r["_stem"] for r in rows}
+    extra = sorted(s for s in audio if s not in gold_stems)
+    if extra:
+        problems.append(Problem("warning", str(directory), f"{len(extra)} audio files not in "
+                                f"gold.csv (ignored), e.g. {extra[:3]}"))
+    if task == "swuggy":
+        def key(r):
+            return (r["id"], r["voice"])
+
+        def make(p, n):
+            freq = _int_or_none(p["frequency"] or "0", f"{gold_path}:{p['_line']}", problems)
+            return Pair(p["_stem"], n["_stem"], (p["id"],), p["voice"], frequency=freq)
+    else:
+        def key(r):
+            return (r["type"], r["subtype"], r["id"], r["voice"])
+
+        def make(p, n):
+            return Pair(p["_stem"], n["_stem"], (p["type"], p["subtype"], p["id"]), p["voice"],
+                        group=p["type"], subgroup=p["subtype"])
+    bench.pairs = _pair_rows(usable, key, str(gold_path), problems, make)
+    bench.files = {s: audio[s] for p in bench.pairs for s in (p.pos, p.neg)}
+    return bench
+
+
+def load_storycloze(directory: Path, task: str) -> Benchmark:
+    """Load a spoken (``ssc``) or topic (``tsc``) StoryCloze folder; pairs by file index."""
+    directory = Path(directory)
+    problems = []
+    audio = _audio_files(directory, problems, recursive=True)
+    bench = Benchmark(task, task, "", directory, {}, [], problems, f"{'sSC' if task == 'ssc' else 'tSC'}.txt")
+    correct, incorrect = {}, {}
+    for stem, path in audio.items():
+        m = _SC_NAME.match(stem)
+        if not m:
+            problems.append(Problem("error", str(path), "file name is not "
+                                    "<index>_<story>_correct|incorrect"))
+            continue
+        if path is None:
+            continue
+        (correct if m.group(3) == "correct" else incorrect)[int(m.group(1))] = (m.group(2), stem)
+    used = set()
+    for index in sorted(correct):
+        story, stem = correct[index]
+        partner = next((incorrect[j] for j in (index + 1, index)
+                        if j in incorrect and incorrect[j][0] == story and j not in used), None)
+        if partner is None:
+            problems.append(Problem("error", str(directory / stem), f"unpaired item: no incorrect "
+                                    f"file {index + 1}_{story}_incorrect"))
+            continue
+        used.add(index + 1 if incorrect.get(index + 1) == partner else index)
+        bench.pairs.append(Pair(stem, partner[1], (index,)))
+    for j, (story, stem) in sorted(incorrect.items()):
+        if j not in used:
+            problems.append(Problem("error", str(directory / stem),
+                                    "unpaired item: no matching correct file"))
+    if not bench.pairs and not problems:
+        problems.append(Problem("error", str(directory), "no StoryCloze audio files"))
+    bench.files = {s: audio[s] for p in bench.pairs for s in (p.pos, p.neg)}
+    return bench
+
+
+def _slm21_roots(root: Path):
+    candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
+    return [c for c in candidates if (c / "lexical").is_dir() or (c / "syntactic").is_dir()]
+
+
+def _sc_dirs(root: Path):
+    found = {}
+    for parent in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
+        for d in sorted(p for p in parent.iterdir() if p.is_dir()):
+            for task, pattern in (("ssc", _SSC_DIR), ("tsc", _TSC_DIR)):
+                if pattern.match(d.name) and task not in found:
+                    found[task] = d
+    return found
+
+
+def discover(root, tasks=None) -> list:
+    """Find and load every benchmark set under ``root`` (optionally only ``tasks``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ZeroShotError(f"benchmarks root {root} is not a directory")
+    benches = []
+    for base in _slm21_roots(root)[:1]:
+        for folder, task in (("lexical", "swuggy"), ("syntactic", "sblimp")):
+            for split in ("dev", "test"):
+                if (base / folder / split).is_dir():
+                    benches.append(load_slm21(base / folder / split, task, split))
+    for task, d in sorted(_sc_dirs(root).items()):
+        benches.append(load_storycloze(d, task))
+    if tasks:
+        benches = [b for b in benches if b.task in tasks or b.name in tasks]
+    if not benches:
+        raise ZeroShotError(f"no benchmark set found under {root} (expected lexical/, syntactic/, "
+                            "sSC/ or tSC/; see BENCHMARKS layout in the README)")
+    return benches
+
+
+def check_audio_headers(bench: Benchmark) -> None:
+    """Append a problem for every audio file whose header cannot be read or is not 16 kHz mono."""
+    import soundfile
+    for stem, path in list(bench.files.items()):
+        try:
+            info = soundfile.info(str(path))
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
+            bench.problems.append(Problem("error", str(path), f"unreadable audio ({e})"))
+            continue
+        if info.samplerate != 16000 or info.channels != 1:
+            bench.problems.append(Problem("warning", str(path), f"{info.samplerate} Hz, "
+                                          f"{info.channels} channel(s): resampled to 16 kHz mono"))
+
+
+def validate(root, check_audio: bool = True) -> list:
+    """Every problem of every benchmark set under ``root`` (an empty list: all is well)."""
+    problems = []
+    for bench in discover(root):
+        if check_audio:
+            check_audio_headers(bench)
+        problems.extend(bench.problems)
+        if not bench.pairs and not bench.errors:
+            problems.append(Problem("error", str(bench.directory), "no usable pairs"))
+    return problems

@@ -1,0 +1,199 @@
+"""slmjax-eval: zero-shot sBLIMP / sWUGGY / sSC / tSC scores of a run's checkpoints.
+
+  slmjax-eval --workdir=RUN --benchmarks=ROOT [--steps=all|last|1000,2000] [--tokenizer=TOKDIR]
+  slmjax-eval --validate --benchmarks=ROOT
+  slmjax-eval --release_checkpoint=PATH --tokenizer=TOKDIR --benchmarks=ROOT --out=DIR
+
+Writes RUN/zeroshot/<step>/ (or DIR/zeroshot/release/): scores.json and official submission files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+
+from slmjax.analysis.zeroshot import benchmarks as bm
+from slmjax.analysis.zeroshot import runs
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/); scores go to "
+                    "<workdir>/zeroshot/<step>/.")
+flags.DEFINE_string("benchmarks", None, "Root holding lexical/, syntactic/ (sLM21 layout), sSC/, "
+                    "tSC/.")
+flags.DEFINE_string("steps", "all", "Checkpoints to score: all, last, or a comma list of steps.")
+flags.DEFINE_string("tokenizer", None, "Tokenizer dir (slmjax-units fit); default: the run's "
+                    "dataset manifest tokenizer_dir. Must match the run's tokenizer identity.")
+flags.DEFINE_list("tasks", [], "Only these tasks or sets (swuggy, sblimp, ssc, tsc, sblimp_dev, ...).")
+flags.DEFINE_string("units_cache", None, "Cache of benchmark units (default: "
+                    "<benchmarks>/.slmjax_units, or ~/.cache/slmjax/units if read-only).")
+flags.DEFINE_boolean("validate", False, "Only check the benchmark sets and list every problem.")
+flags.DEFINE_boolean("force", False, "Re-score checkpoints that already have scores.json.")
+flags.DEFINE_string("release_checkpoint", None, "Score a checkpoint of the paper's PyTorch release "
+                    "(directory with config.json + model.safetensors, or a state-dict file).")
+flags.DEFINE_string("out", None, "Output root for --release_checkpoint (writes <out>/zeroshot/release/).")
+flags.DEFINE_list("test_data", None, "Unit datasets for the test loss (default: the run's natural "
+                  "speech datasets with a test split); empty to skip.")
+flags.DEFINE_enum("batching", "bucket", ["bucket", "pack"], "bucket: length-bucketed right-padded "
+                  "rows; pack: several files per row with segment ids.")
+flags.DEFINE_integer("tokens_per_batch", 65536, "Tokens per scoring batch (over all devices).")
+
+
+def _report_problems(benches) -> list:
+    usable = []
+    for b in benches:
+        errors = b.errors
+        for p in errors[:5]:
+            logging.warning("%s", p)
+        if len(errors) > 5:
+            logging.warning("%s: %d more problems; run slmjax-eval --validate", b.name,
+                            len(errors) - 5)
+        if b.pairs:
+            usable.append(b)
+        else:
+            logging.error("%s: no usable pairs, skipped", b.name)
+    if not usable:
+        raise ZeroShotError(f"no usable benchmark set under {FLAGS.benchmarks}; "
+                            "run slmjax-eval --validate --benchmarks=ROOT")
+    return usable
+
+
+def _validate() -> int:
+    problems = bm.validate(FLAGS.benchmarks)
+    for p in problems:
+        print(p)
+    n_err = sum(p.severity == "error" for p in problems)
+    for b in bm.discover(FLAGS.benchmarks):
+        print(f"{b.name}: {len(b.pairs)} pairs, {len(b.files)} files in {b.directory}")
+    print(f"{n_err} errors, {len(problems) - n_err} warnings")
+    return 1 if n_err else 0
+
+
+def _encode_all(benches, tok, identity):
+    from slmjax.analysis.zeroshot.units_cache import default_cache_dir, encode_benchmark
+    cache = FLAGS.units_cache or default_cache_dir(FLAGS.benchmarks)
+    return {b.name: encode_benchmark(b, tok, cache, identity) for b in benches}
+
+
+def _make_scorer(cfg, params, pad_id):
+    import slmjax.model
+    from slmjax.analysis.zeroshot.scoring import Scorer
+
+    def logits_fn(p, tokens, positions, segment_ids):
+        return slmjax.model.forward(cfg, p, tokens, positions=positions, segment_ids=segment_ids)
+
+    # Build the model's (cached) skeleton outside the scoring mesh: under a mesh without the
+    # training axis rules, NNX would try to resolve logical axis names against it.
+    slmjax.model.param_logical_axes(cfg)
+
+    return Scorer(logits_fn, params, max_len=cfg.max_seq_len, pad_id=pad_id,
+                  tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching)
+
+
+def _check_vocab(cfg, tok, where):
+    if cfg.vocab_size != tok.vocab_size:
+        raise ZeroShotError(f"{where}: model vocab_size {cfg.vocab_size} but tokenizer vocab_size "
+                            f"{tok.vocab_size} (units {tok.eos_id} = EOS): not the same units")
+
+
+def _select_steps(available: list) -> list:
+    if not available:
+        raise ZeroShotError(f"{FLAGS.workdir} has no checkpoints")
+    if FLAGS.steps == "all":
+        return available
+    if FLAGS.steps == "last":
+        return available[-1:]
+    try:
+        wanted = [int(s) for s in FLAGS.steps.split(",") if s.strip()]
+    except ValueError:
+        raise ZeroShotError(f"--steps={FLAGS.steps!r}: expected all, last or a comma list of "
+                            "integers") from None
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise ZeroShotError(f"--steps: no checkpoint for {missing}; available: {available}")
+    return wanted
+
+
+def _score_run():
+    from slmjax.analysis.zeroshot.evaluate import evaluate_model
+    workdir = Path(FLAGS.workdir)
+    units = runs.run_units(workdir)
+    tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
+    steps = _select_steps(runs.list_checkpoint_steps(workdir))
+    todo = [s for s in steps if FLAGS.force or not (workdir / "zeroshot" / str(s) /
+                                                     "scores.json").exists()]
+    for s in sorted(set(steps) - set(todo)):
+        logging.info("step %d already scored (%s); --force to redo", s,
+                     workdir / "zeroshot" / str(s) / "scores.json")
+    if not todo:
+        return
+    benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
+    encoded = _encode_all(benches, tok, tok.identity)
+    test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
+                 {Path(p).name: p for p in FLAGS.test_data if p})
+    scorer = None
+    for step in todo:
+        cfg, params, got = runs.restore(workdir, step)
+        _check_vocab(cfg, tok, f"{workdir} step {step}")
+        if scorer is None:
+            scorer = _make_scorer(cfg, params, tok.pad_id)
+        else:
+            scorer.set_params(params)
+        meta = {"step": int(got), "workdir": str(workdir), "source": "run checkpoint",
+                "tokenizer": tok.identity, "batching": FLAGS.batching}
+        scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
+                                workdir / "zeroshot" / str(got), meta, test_sets)
+        print(json.dumps({"step": int(got), **{k: round(v["accuracy"], 4) for k, v in
+                                                scores["headline"].items()}}))
+
+
+def _score_release():
+    import slmjax.model
+    from slmjax.analysis.zeroshot.evaluate import evaluate_model
+    if not FLAGS.tokenizer or not FLAGS.out:
+        raise ZeroShotError("--release_checkpoint needs --tokenizer=TOKDIR (the units the release "
+                            "was trained on) and --out=DIR")
+    try:
+        cfg, params = slmjax.model.load_release_checkpoint(FLAGS.release_checkpoint)
+    except slmjax.model.CheckpointFormatError as e:
+        raise ZeroShotError(str(e)) from None
+    tok = runs.load_run_tokenizer(runs.RunUnits(None, None, None, None, None, []), FLAGS.tokenizer)
+    _check_vocab(cfg, tok, FLAGS.release_checkpoint)
+    benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
+    encoded = _encode_all(benches, tok, tok.identity)
+    meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
+            "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching}
+    test_sets = {Path(p).name: p for p in (FLAGS.test_data or []) if p}
+    scores = evaluate_model(_make_scorer(cfg, params, tok.pad_id), benches, encoded, tok.eos_id,
+                            Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)
+    print(json.dumps({k: round(v["accuracy"], 4) for k, v in scores["headline"].items()}))
+
+
+def main(argv):
+    del argv
+    try:
+        if not FLAGS.benchmarks:
+            raise ZeroShotError("--benchmarks=ROOT is required")
+        if FLAGS.validate:
+            return _validate()
+        if FLAGS.release_checkpoint:
+            return _score_release()
+        if not FLAGS.workdir:
+            raise ZeroShotError("--workdir=RUN (or --release_checkpoint=PATH) is required")
+        _score_run()
+    except ZeroShotError as e:
+        print(f"slmjax-eval: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,116 @@
+"""Score one model on benchmark sets and write ``<out>/`` (submission files + ``scores.json``).
+
+Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
+  scores.json                       every task x convention x metric: n_items, accuracy, ci95, ties
+  <convention>/lexical/dev.txt ...  official submission files, ``<stem> <score>`` per line
+  <convention>/sSC.txt, tSC.txt
+  per_file/<benchmark>.tsv          stem, n_units, sum_logprob, eos_logprob, truncated
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from slmjax.analysis.zeroshot import rules
+from slmjax.analysis.zeroshot.scoring import CONVENTIONS, benchmark_sequence, file_scores
+
+SCORES_VERSION = 1
+
+
+def _atomic_write(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def score_benchmark(scorer, bench, units: dict, eos_id: int):
+    """Per-file stats of the benchmark's encoded files: ``(stems, SeqStats)``."""
+    stems = [s for s in bench.files if s in units]
+    stats = scorer.score([benchmark_sequence(units[s], eos_id) for s in stems],
+                         desc=f"scoring {bench.name}")
+    return stems, stats
+
+
+def summarize(bench, stems, stats, skipped: dict) -> dict:
+    """scores.json entry for one benchmark: every convention's accuracy rows."""
+    scored = set(stems)
+    pairs = [p for p in bench.pairs if p.pos in scored and p.neg in scored]
+    entry = {"task": bench.task, "split": bench.split, "directory": str(bench.directory),
+             "n_files": len(stems), "n_pairs": len(pairs),
+             "n_pairs_dropped": len(bench.pairs) - len(pairs),
+             "n_truncated": int(stats.truncated.sum()),
+             "skipped_files": dict(sorted(skipped.items())),
+             "problems": [str(p) for p in bench.problems],
+             "conventions": {}}
+    for conv in CONVENTIONS:
+        scores = dict(zip(stems, file_scores(stats, conv).tolist()))
+        entry["conventions"][conv] = rules.aggregate(bench.task, pairs, scores)
+    return entry
+
+
+def write_submissions(out: Path, bench, stems, stats):
+    for conv in CONVENTIONS:
+        values = file_scores(stats, conv)
+        lines = "".join(f"{s} {float(v)!r}\n" for s, v in zip(stems, values))
+        _atomic_write(out / conv / bench.submission, lines)
+    rows = ["stem\tn_units\tsum_logprob\teos_logprob\ttruncated\n"] + [
+        f"{s}\t{int(n) - 1}\t{float(b)!r}\t{float(e)!r}\t{int(t)}\n"
+        for s, n, b, e, t in zip(stems, stats.n_targets, stats.body_logprob, stats.last_logprob,
+                                 stats.truncated)]
+    _atomic_write(out / "per_file" / f"{bench.name}.tsv", "".join(rows))
+
+
+def headline(tasks: dict, convention: str = "mean") -> dict:
+    """The usual number per task (sBLIMP macro, sWUGGY all, sSC/tSC accuracy), dev split first."""
+    out = {}
+    for name in sorted(tasks, key=lambda n: (tasks[n]["split"] != "dev", n)):
+        entry = tasks[name]
+        key = entry["task"]
+        if key in out:
+            continue
+        for row in entry["conventions"][convention]:
+            if row["metric"] == rules.HEADLINE_METRIC[key]:
+                out[key] = {"benchmark": name, "metric": row["metric"], "accuracy": row["accuracy"],
+                            "ci95": row["ci95"], "n_items": row["n_items"]}
+        if key == "sblimp":
+            item = next(r for r in entry["conventions"][convention] if r["metric"] == "item")
+            out["sblimp_item"] = {"benchmark": name, "metric": "item", "accuracy": item["accuracy"],
+                                  "ci95": item["ci95"], "n_items": item["n_items"]}
+        if key == "swuggy":
+            inv = next(r for r in entry["conventions"][convention] if r["metric"] == "in_vocab")
+            out["swuggy_in_vocab"] = {"benchmark": name, "metric": "in_vocab",
+                                      "accuracy": inv["accuracy"], "ci95": inv["ci95"],
+                                      "n_items": inv["n_items"]}
+    return out
+
+
+def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
+                   test_sets: dict | None = None) -> dict:
+    """Score ``benches`` (with ``encoded[name] = (units, skipped)``), write ``out``, return the
+    scores dict. ``test_sets``: name -> dataset dir for the held-out test loss."""
+    from slmjax.analysis.zeroshot.testloss import heldout_loss
+    out = Path(out)
+    t0 = time.time()
+    tasks, n_tokens = {}, 0
+    for bench in benches:
+        units, skipped = encoded[bench.name]
+        stems, stats = score_benchmark(scorer, bench, units, eos_id)
+        n_tokens += int(np.sum(stats.n_targets))
+        write_submissions(out, bench, stems, stats)
+        tasks[bench.name] = summarize(bench, stems, stats, skipped)
+    test_loss = {name: heldout_loss(scorer, path) for name, path in (test_sets or {}).items()}
+    seconds = time.time() - t0
+    scores = {"format_version": SCORES_VERSION, **meta,
+              "accuracy_unit": "fraction of items in [0, 1]; chance 0.5",
+              "conventions": list(CONVENTIONS), "headline_convention": "mean",
+              "headline": headline(tasks), "tasks": tasks, "test_loss": test_loss,
+              "timing": {"seconds": seconds, "scored_tokens": n_tokens,
+                         "tokens_per_sec": n_tokens / max(seconds, 1e-9)}}
+    _atomic_write(out / "scores.json", json.dumps(scores, indent=1, sort_keys=False) + "\n")
+    return scores

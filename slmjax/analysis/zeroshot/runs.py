@@ -1,0 +1,96 @@
+"""What a run says about itself: the datasets it trained on, their tokenizer, its checkpoints.
+
+Reads only files (``config.json``, the unit datasets' ``manifest.json``) and the public
+``slmjax.train.checkpoint`` functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+
+
+@dataclasses.dataclass
+class RunUnits:
+    """The unit scheme of a run: tokenizer identity and ids, and its datasets."""
+    identity: dict | None
+    tokenizer_dir: str | None
+    vocab_size: int | None
+    eos_id: int | None
+    pad_id: int | None
+    datasets: list          # (path, manifest) of every dataset in data.path
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise ZeroShotError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ZeroShotError(f"{what} {path} is not valid JSON ({e})") from None
+
+
+def run_units(workdir) -> RunUnits:
+    """The tokenizer a run's data were made with (from ``config.json`` -> ``data.path`` manifests)."""
+    workdir = Path(workdir)
+    config = _read_json(workdir / "config.json", "run config")
+    data = config.get("data", {})
+    if data.get("kind") == "synthetic" or not data.get("path"):
+        return RunUnits(None, None, None, None, None, [])
+    datasets = []
+    for raw in str(data["path"]).split(","):
+        path = Path(raw.strip())
+        if not path.is_absolute() and not path.exists():
+            path = workdir / path
+        datasets.append((path, _read_json(path / "manifest.json", "unit dataset manifest")))
+    first_path, first = datasets[0]
+    for path, m in datasets[1:]:
+        if m["tokenizer"] != first["tokenizer"]:
+            raise ZeroShotError(f"the run's datasets disagree on the tokenizer: {first_path} has "
+                                f"{first['tokenizer']}, {path} has {m['tokenizer']}")
+    tokdir = first.get("tokenizer_dir")
+    if tokdir and not Path(tokdir).is_absolute():
+        tokdir = str(first_path / tokdir)
+    return RunUnits(first["tokenizer"], tokdir, int(first["vocab_size"]), int(first["eos_id"]),
+                    int(first["pad_id"]), datasets)
+
+
+def load_run_tokenizer(units: RunUnits, tokenizer_dir: str | None):
+    """Load the tokenizer (``--tokenizer`` or the manifest's ``tokenizer_dir``) and check that it is
+    the one the run's data were encoded with."""
+    from slmjax.units import load_tokenizer
+    tokdir = tokenizer_dir or units.tokenizer_dir
+    if not tokdir:
+        raise ZeroShotError("no tokenizer: pass --tokenizer=TOKDIR (the directory made by "
+                            "`slmjax-units fit` for this run's data)")
+    try:
+        tok = load_tokenizer(str(tokdir))
+    except Exception as e:  # noqa: BLE001 - the tokenizer's own error, on one line
+        raise ZeroShotError(f"cannot load tokenizer {tokdir}: {e}".splitlines()[0]) from None
+    if units.identity is not None and tok.identity != units.identity:
+        raise ZeroShotError(f"tokenizer {tokdir} is {tok.identity}, but the run's data were "
+                            f"encoded with {units.identity}: refusing to score with other units")
+    return tok
+
+
+def heldout_datasets(units: RunUnits) -> dict:
+    """name -> dataset dir of the run's datasets with a natural-speech ``test`` split."""
+    out = {}
+    for path, m in units.datasets:
+        if "test" in m.get("splits", {}) and not m.get("synthetic", False):
+            out[path.name] = str(path)
+    return out
+
+
+def list_checkpoint_steps(workdir) -> list:
+    from slmjax.train.checkpoint import list_steps
+    return sorted(int(s) for s in list_steps(str(workdir)))
+
+
+def restore(workdir, step):
+    """(model cfg, params, step) of one checkpoint."""
+    from slmjax.train.checkpoint import restore_params
+    return restore_params(str(workdir), step=step)

@@ -1,0 +1,227 @@
+"""Batched, length-bucketed log-likelihood scoring of token sequences, data-parallel over a mesh.
+
+A sequence ``seq`` is scored as a causal LM scores it: inputs ``seq[:-1]``, targets ``seq[1:]``. For a
+benchmark file, ``seq = [EOS] + units + [EOS]``: the sum over all targets but the last is the paper's
+numerator, the last target is the terminal EOS. Sequences are grouped into batches of similar length
+(``bucket``: right-padded rows; ``pack``: several sequences per row with ``segment_ids`` and reset
+positions). Padding never enters a score and causal attention never looks right, so a sequence's score
+does not depend on the batch it lands in. Per-token log-probs come back in float32 and are summed in
+float64 on the host.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+@dataclasses.dataclass
+class SeqStats:
+    """Per-sequence results: log p summed over all targets but the last, log p of the last target,
+    number of targets (``len(seq) - 1``), and whether the sequence was cut to fit the context."""
+    body_logprob: np.ndarray
+    last_logprob: np.ndarray
+    n_targets: np.ndarray
+    truncated: np.ndarray
+
+
+@dataclasses.dataclass
+class _Batch:
+    tokens: np.ndarray      # [B, T] inputs
+    targets: np.ndarray     # [B, T]
+    positions: np.ndarray | None
+    segment_ids: np.ndarray | None
+    spans: list             # (seq index, row, start, n_targets)
+
+
+def bucket_ladder(max_len: int, multiple: int = 16, ratio: float = 1.25) -> list:
+    """Row lengths used for buckets: multiples of ``multiple`` growing by ~``ratio``, capped at max_len."""
+    ladder, t = [], multiple
+    while t < max_len:
+        ladder.append(t)
+        t = max(t + multiple, math.ceil(t * ratio / multiple) * multiple)
+    ladder.append(max_len)
+    return ladder
+
+
+def _rows_for(n: int, full: int, n_dev: int) -> int:
+    """Rows of a batch holding ``n`` rows of work: full batches, else the next power of 2 (x n_dev)."""
+    if n >= full:
+        return full
+    rows = n_dev
+    while rows < n:
+        rows *= 2
+    return min(rows, full)
+
+
+def plan_bucketed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs, multiple=16,
+                  ratio=1.25):
+    """Right-padded batches; ``lengths`` are target counts (already <= max_len)."""
+    ladder = np.array(bucket_ladder(max_len, multiple, ratio))
+    bucket_of = np.searchsorted(ladder, lengths)
+    batches = []
+    for b in np.unique(bucket_of):
+        t = int(ladder[b])
+        full = max(n_dev, (tokens_per_batch // t) // n_dev * n_dev)
+        members = np.flatnonzero(bucket_of == b)
+        members = members[np.argsort(-lengths[members], kind="stable")]
+        for s in range(0, len(members), full):
+            chunk = members[s:s + full]
+            rows = _rows_for(len(chunk), full, n_dev)
+            tokens = np.full((rows, t), pad_id, np.int32)
+            targets = np.full((rows, t), pad_id, np.int32)
+            spans = []
+            for r, i in enumerate(chunk):
+                n = int(lengths[i])
+                tokens[r, :n] = seqs[i][:n]
+                targets[r, :n] = seqs[i][1:n + 1]
+                spans.append((int(i), r, 0, n))
+            batches.append(_Batch(tokens, targets, None, None, spans))
+    return batches
+
+
+def plan_packed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs):
+    """Rows of ``max_len`` holding several sequences each (``segment_ids`` 1.., padding 0)."""
+    order = list(np.argsort(-lengths, kind="stable"))
+    rows = []   # each row: list of seq indices; longest first, then fill with the shortest that fit
+    lo, hi = 0, len(order) - 1
+    while lo <= hi:
+        row, used = [order[lo]], int(lengths[order[lo]])
+        lo += 1
+        while lo <= hi and used + int(lengths[order[hi]]) <= max_len:
+            row.append(order[hi])
+            used += int(lengths[order[hi]])
+            hi -= 1
+        rows.append(row)
+    full = max(n_dev, (tokens_per_batch // max_len) // n_dev * n_dev)
+    batches = []
+    for s in range(0, len(rows), full):
+        chunk = rows[s:s + full]
+        nrows = _rows_for(len(chunk), full, n_dev)
+        tokens = np.full((nrows, max_len), pad_id, np.int32)
+        targets = np.full((nrows, max_len), pad_id, np.int32)
+        positions = np.zeros((nrows, max_len), np.int32)
+        segments = np.zeros((nrows, max_len), np.int32)
+        spans = []
+        for r, row in enumerate(chunk):
+            start = 0
+            for k, i in enumerate(row):
+                n = int(lengths[i])
+                tokens[r, start:start + n] = seqs[i][:n]
+                targets[r, start:start + n] = seqs[i][1:n + 1]
+                positions[r, start:start + n] = np.arange(n)
+                segments[r, start:start + n] = k + 1
+                spans.append((int(i), r, start, n))
+                start += n
+        batches.append(_Batch(tokens, targets, positions, segments, spans))
+    return batches
+
+
+def make_mesh(devices=None):
+    """A data-parallel mesh over all devices, with the model's axis names (fsdp = tensor = 1)."""
+    devices = list(devices if devices is not None else jax.devices())
+    # Auto axes: any model code (sharding constraints by logical names or none) runs unchanged.
+    return jax.make_mesh((len(devices), 1, 1), MESH_AXES, devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,) * 3)
+
+
+class Scorer:
+    """Scores token sequences with ``logits_fn(params, tokens, positions, segment_ids) -> [B,T,V]``.
+
+    ``params`` are replicated over the mesh's devices and batches split along ``data``. The jitted
+    function is compiled once per batch shape and reused across checkpoints (:meth:`set_params`).
+    """
+
+    def __init__(self, logits_fn: Callable, params, *, max_len: int, pad_id: int, mesh=None,
+                 tokens_per_batch: int = 32768, mode: str = "bucket", progress: bool = True):
+        if mode not in ("bucket", "pack"):
+            raise ValueError(f"mode must be bucket or pack, got {mode!r}")
+        self.mesh = mesh if mesh is not None else make_mesh()
+        self.n_dev = self.mesh.shape["data"]
+        self.max_len, self.pad_id, self.mode = int(max_len), int(pad_id), mode
+        self.tokens_per_batch = int(tokens_per_batch)
+        self.progress = progress
+        self._rows = NamedSharding(self.mesh, P("data"))
+
+        def token_logprobs(params, tokens, targets, positions, segment_ids):
+            logits = logits_fn(params, tokens, positions, segment_ids).astype(jnp.float32)
+            picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+            return picked - jax.nn.logsumexp(logits, axis=-1)
+
+        self._fn = jax.jit(token_logprobs)
+        self.set_params(params)
+
+    def set_params(self, params):
+        """Swap in another checkpoint of the same model (no recompilation)."""
+        self.params = jax.device_put(params, NamedSharding(self.mesh, P()))
+
+    def _put(self, x):
+        return None if x is None else jax.device_put(x, self._rows)
+
+    def score(self, seqs, desc: str = "scoring") -> SeqStats:
+        """Score every sequence (1-D int arrays of length >= 2); see :class:`SeqStats`."""
+        seqs = [np.asarray(s, np.int32) for s in seqs]
+        if any(len(s) < 2 for s in seqs):
+            raise ValueError("every sequence needs at least one target (length >= 2)")
+        truncated = np.array([len(s) - 1 > self.max_len for s in seqs])
+        # Too long for the context: keep the end (the part that differs between StoryCloze endings).
+        seqs = [s[-(self.max_len + 1):] if t else s for s, t in zip(seqs, truncated)]
+        lengths = np.array([len(s) - 1 for s in seqs], np.int64)
+        plan = plan_bucketed if self.mode == "bucket" else plan_packed
+        batches = plan(lengths, max_len=self.max_len, tokens_per_batch=self.tokens_per_batch,
+                       n_dev=self.n_dev, pad_id=self.pad_id, seqs=seqs)
+        body = np.zeros(len(seqs), np.float64)
+        last = np.zeros(len(seqs), np.float64)
+        pending = collections.deque()
+
+        def drain(until):
+            while len(pending) > until:
+                batch, out = pending.popleft()
+                lp = np.asarray(out)
+                for i, r, start, n in batch.spans:
+                    body[i] = lp[r, start:start + n - 1].sum(dtype=np.float64)
+                    last[i] = lp[r, start + n - 1]
+
+        with jax.set_mesh(self.mesh):
+            for batch in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
+                out = self._fn(self.params, self._put(batch.tokens), self._put(batch.targets),
+                               self._put(batch.positions), self._put(batch.segment_ids))
+                pending.append((batch, out))
+                drain(until=2)   # keep two batches in flight while the host reads results
+            drain(until=0)
+        return SeqStats(body, last, lengths, truncated)
+
+
+CONVENTIONS = ("mean", "sum", "mean_eos")
+
+
+def file_scores(stats: SeqStats, convention: str) -> np.ndarray:
+    """Per-file scores from benchmark sequences ``[EOS] + units + [EOS]``.
+
+    ``mean`` (the paper's): mean log p of the units, terminal EOS excluded; ``sum``: the same summed;
+    ``mean_eos``: mean over the units and the terminal EOS.
+    """
+    n_units = stats.n_targets - 1
+    if convention == "mean":
+        return stats.body_logprob / np.maximum(n_units, 1)
+    if convention == "sum":
+        return stats.body_logprob.copy()
+    if convention == "mean_eos":
+        return (stats.body_logprob + stats.last_logprob) / stats.n_targets
+    raise ValueError(f"unknown convention {convention!r}; one of {CONVENTIONS}")
+
+
+def benchmark_sequence(units, eos_id: int) -> np.ndarray:
+    """``[EOS] + units + [EOS]``: the paper's input convention plus the terminal EOS target."""
+    units = np.asarray(units, np.int32)
+    return np.concatenate([[eos_id], units, [eos_id]]).astype(np.int32)

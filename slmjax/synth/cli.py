@@ -1,0 +1,126 @@
+"""slmjax-synth: spoken corpora and benchmark sets in the official layouts.
+
+  slmjax-synth corpus --out=DIR --hours=H [--voices=...] [--text=FILE] [--exclude=BENCH_ROOT]
+  slmjax-synth sblimp|swuggy|storycloze --out=ROOT [--n=N] [--voices=...] [--seed=S]
+  slmjax-synth bench --out=ROOT [--n=N]      all three benchmark sets into one root
+  slmjax-synth check --out=ROOT              validate a benchmark root's layout
+  slmjax-synth leakage --out=CORPUS_DIR --exclude=ROOT[,ROOT]   count corpus texts holding benchmark items
+  slmjax-synth stories [--n=N] [--seed=S]    print built-in stories and generator statistics
+
+--voices: comma-separated ENGINE:VOICE[:sSPEED][:pPITCH] specs (e.g. espeak:en-us+f3:s165:p62) or a
+count N of the built-in espeak-ng voices. A rerun skips every wav that already exists.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from slmjax.synth import corpus, engines, layout, leakage, render, sblimp, stories, storycloze, swuggy
+from slmjax.synth.errors import SynthError
+
+COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "leakage", "stories")
+
+_OUT = flags.DEFINE_string("out", None, "Output folder (corpus) or benchmark root.")
+_N = flags.DEFINE_integer("n", 100, "Benchmarks: items (pairs) per split; stories: how many to print.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of texts, voices and file names.")
+_VOICES = flags.DEFINE_string("voices", "4", "Voices: comma-separated specs, or a count of built-in voices.")
+_WORKERS = flags.DEFINE_integer("workers", None, "Synthesis processes (default: one per CPU core).")
+_HOURS = flags.DEFINE_float("hours", 1.0, "corpus: hours of audio (0 with --text: the whole file).")
+_TEXT = flags.DEFINE_string("text", None, "corpus: text file (plain, <|endoftext|>-separated, or JSONL).")
+_EXCLUDE = flags.DEFINE_list("exclude", [], "corpus: benchmark roots whose texts the corpus must not contain.")
+_TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.01, "corpus: hashed share of utterances in split 'test'.")
+_SPLITS = flags.DEFINE_list("splits", ["dev", "test"], "sblimp/swuggy: splits to write.")
+
+
+def _voices() -> list[engines.Voice]:
+    voices = engines.parse_voices(_VOICES.value)
+    render.check_engines(voices)  # a missing engine or unknown voice stops here, before any work
+    return voices
+
+
+def _need_out() -> str:
+    if not _OUT.value:
+        raise SynthError("--out is required")
+    return _OUT.value
+
+
+def _bench(cmd: str) -> dict:
+    root, voices = _need_out(), _voices()
+    if _N.value < 1:
+        raise SynthError(f"--n={_N.value}: must be >= 1")
+    splits = tuple(_SPLITS.value)
+    if not splits or set(splits) - {"dev", "test"}:
+        raise SynthError(f"--splits={','.join(splits)}: choose from dev,test")
+    out = {}
+    if cmd in ("sblimp", "bench"):
+        out["sblimp"] = sblimp.build(root, _N.value, voices, _SEED.value, _WORKERS.value, splits)
+    if cmd in ("swuggy", "bench"):
+        out["swuggy"] = swuggy.build(root, _N.value, voices, _SEED.value, _WORKERS.value, splits)
+        out["swuggy"]["word_list"] = swuggy.system_words()[1]
+    if cmd in ("storycloze", "bench"):
+        out["storycloze"] = storycloze.build(root, _N.value, voices, _SEED.value, _WORKERS.value)
+    found, problems = layout.check(root, check_audio=False)
+    if problems:
+        raise SynthError(f"{root}: layout check failed: {problems[0]}")
+    out["voices"] = [v.spec for v in voices]
+    return out
+
+
+def _stories() -> dict:
+    for i in range(_N.value):
+        s = stories.story(_SEED.value, i)
+        print(f"[{s.topic}, {'success' if s.success else 'failure'}] {s.text}\n")
+    return {}
+
+
+def _leakage() -> dict:
+    import os
+
+    if not _EXCLUDE.value:
+        raise SynthError("--exclude=BENCH_ROOT is required")
+    manifest = os.path.join(_need_out(), "manifest.jsonl")
+    if not os.path.isfile(manifest):
+        raise SynthError(f"{manifest} does not exist")
+    excl = leakage.load(_EXCLUDE.value)
+    rows = corpus.read_manifest(manifest)
+    leaking = [r["id"] for r in rows if excl.leaks(r["text"])]
+    return {"utterances": len(rows), "benchmark_hashes": len(excl), "leaking": len(leaking), "leaking_ids": leaking[:20]}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise app.UsageError(f"give one command: {' | '.join(COMMANDS)}")
+    cmd = argv[1]
+    try:
+        if cmd == "corpus":
+            result = corpus.build(_need_out(), _HOURS.value, _voices(), _SEED.value,
+                                  _TEXT.value, _EXCLUDE.value, _WORKERS.value, _TEST_FRACTION.value)
+        elif cmd == "check":
+            found, problems = layout.check(_need_out())
+            result = {"sets": found, "problems": problems}
+            if problems or not found:
+                print(json.dumps(result, indent=1))
+                raise SynthError(f"{_OUT.value}: {len(problems)} problems" if found else
+                                 f"{_OUT.value}: no benchmark sets found")
+        elif cmd == "leakage":
+            result = _leakage()
+        elif cmd == "stories":
+            result = _stories()
+        else:
+            result = _bench(cmd)
+    except SynthError as e:
+        print(f"slmjax-synth {cmd}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if result:
+        print(json.dumps(result))
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,143 @@
+"""A spoken corpus: texts read by several voices, with a JSONL manifest that slmjax-units reads.
+
+Layout of ``OUT``::
+
+    manifest.jsonl   one line per utterance: {"path", "id", "text", "voice", "duration", "split"[, "topic"]}
+                     path is relative to OUT; duration in seconds; split "train" or "test"
+    wavs/NNN/*.wav   16 kHz mono 16-bit PCM
+    corpus.json      summary: hours, counts per voice and split, text source, leakage check
+
+Resumable: texts, voices and file names are a pure function of the seed, so a rerun skips every wav
+that exists and continues; the manifest is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import time
+from collections import Counter
+
+from tqdm import tqdm
+
+from slmjax.synth import engines, leakage, textsrc
+from slmjax.synth.errors import SynthError
+from slmjax.synth.render import Job, Renderer, atomic_write_text
+
+SPEED_JITTER, PITCH_JITTER = 0.08, 8
+
+
+def split_of(utt_id: str, test_fraction: float) -> str:
+    """Stable hashed holdout: the same id always lands in the same split."""
+    h = int.from_bytes(hashlib.sha1(utt_id.encode()).digest()[:8], "big") / 2.0**64
+    return "test" if h < test_fraction else "train"
+
+
+def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, text: str | None = None,
+          exclude: list[str] = (), workers: int | None = None, test_fraction: float = 0.01,
+          max_utterances: int | None = None) -> dict:
+    """Synthesise about ``hours`` of speech (0 = the whole --text file) into ``out``; returns the summary."""
+    if hours <= 0 and text is None:
+        raise SynthError("--hours must be > 0 with the built-in stories (only a --text file can be read to its end)")
+    if not 0.0 <= test_fraction < 1.0:
+        raise SynthError(f"--test_fraction={test_fraction}: must be in [0, 1)")
+    os.makedirs(out, exist_ok=True)
+    excl = leakage.load(list(exclude))
+    source = textsrc.from_file(text) if text else textsrc.from_generator(seed)
+    target = hours * 3600.0 if hours > 0 else float("inf")
+    limit = max_utterances if max_utterances else None
+    records, dropped, seen_ids = [], 0, set()
+    total = 0.0
+    t0 = time.time()
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    bar = tqdm(total=None if target == float("inf") else round(target), desc="corpus", unit="s audio",
+               dynamic_ncols=True)
+    with Renderer(workers, desc="corpus") as renderer:
+        n_taken = 0
+        while total < target and (limit is None or len(records) < limit):
+            batch = []
+            mean = total / len(records) if records else 20.0
+            want = (target - total) / mean * 1.05 + 1 if target < float("inf") else 32 * n_workers
+            chunk = int(min(32 * n_workers, max(n_workers, want)))
+            if limit is not None:
+                chunk = min(chunk, limit - len(records))
+            for rec in itertools.islice(source, chunk):
+                n_taken += 1
+                if excl and excl.leaks(rec["text"]):
+                    dropped += 1
+                    continue
+                if rec["id"] in seen_ids:
+                    raise SynthError(f"corpus text id {rec['id']!r} occurs twice")
+                seen_ids.add(rec["id"])
+                rng = random.Random(f"{seed}:{rec['id']}")
+                k = len(records) + len(batch)
+                rec["voice"] = voices[k % len(voices)].varied(_np_rng(rng), SPEED_JITTER, PITCH_JITTER)
+                rec["path"] = f"wavs/{k // 1000:04d}/{k:08d}.wav"
+                batch.append(rec)
+            if not batch:
+                break  # the text file is exhausted
+            durations = renderer.render([Job(os.path.join(out, r["path"]), r["text"], r["voice"]) for r in batch],
+                                        bar=bar)
+            for rec, dur in zip(batch, durations):
+                if total >= target or (limit is not None and len(records) >= limit):
+                    os.remove(os.path.join(out, rec["path"]))  # rendered past the target: not part of the corpus
+                    continue
+                rec["duration"] = round(dur, 4)
+                records.append(rec)
+                total += dur
+        skipped_existing = renderer.skipped
+        new_seconds = renderer.seconds_synthesised
+    bar.close()
+    wall = time.time() - t0
+
+    lines = []
+    for r in records:
+        row = {"path": r["path"], "id": r["id"], "text": r["text"], "voice": r["voice"].spec,
+               "duration": r["duration"], "split": split_of(r["id"], test_fraction)}
+        if "topic" in r:
+            row["topic"] = r["topic"]
+        lines.append(json.dumps(row, ensure_ascii=False))
+    atomic_write_text(os.path.join(out, "manifest.jsonl"), "\n".join(lines) + "\n")
+    base_voice = {r["voice"].spec: _base(r["voice"], voices) for r in records}
+    summary = {
+        "utterances": len(records), "hours": round(total / 3600, 4),
+        "per_voice": dict(Counter(base_voice[r["voice"].spec] for r in records)),
+        "per_split": dict(Counter(split_of(r["id"], test_fraction) for r in records)),
+        "source": os.path.abspath(text) if text else f"built-in stories, seed {seed}",
+        "voices": [v.spec for v in voices], "speed_jitter": SPEED_JITTER, "pitch_jitter": PITCH_JITTER,
+        "leakage": {"exclude": [os.path.abspath(e) for e in exclude], "benchmark_hashes": len(excl),
+                    "texts_dropped": dropped, "texts_considered": n_taken},
+        "synthesised_now": renderer.synthesised, "already_there": skipped_existing,
+        "wall_seconds": round(wall, 2), "workers": n_workers,
+        # speed of this run's synthesis (files already there excluded): audio seconds per wall second
+        "realtime_factor": round(new_seconds / max(wall, 1e-9), 1),
+        "audio_hours_per_minute": round(new_seconds / 3600 / max(wall, 1e-9) * 60, 3),
+    }
+    atomic_write_text(os.path.join(out, "corpus.json"), json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _np_rng(rng: random.Random):
+    import numpy as np
+
+    return np.random.default_rng(rng.getrandbits(64))
+
+
+def _base(v: engines.Voice, voices: list[engines.Voice]) -> str:
+    return next(b.spec for b in voices if (b.engine, b.name) == (v.engine, v.name))
+
+
+def read_manifest(path: str) -> list[dict]:
+    """Rows of a corpus manifest.jsonl, each path made absolute."""
+    root = os.path.dirname(os.path.abspath(path))
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                row["path"] = row["path"] if os.path.isabs(row["path"]) else os.path.join(root, row["path"])
+                rows.append(row)
+    return rows

@@ -1,0 +1,93 @@
+"""Benchmark texts must never occur in a training corpus: text hashes, recorded and checked.
+
+Benchmark commands write ``<root>/exclude/<set>.txt`` (one ``<sha1> <kind>`` per line): ``sentence``
+hashes for sBLIMP sentences (grammatical and not), ``context`` hashes for the four context sentences of
+each StoryCloze story. :func:`load` also hashes the transcriptions of any ``syntactic/*/gold.csv`` it
+finds, so official sBLIMP roots are excluded too. A corpus text leaks when one of its sentences (or the
+whole text) is a benchmark sentence, or any four consecutive sentences are a benchmark context.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import hashlib
+import os
+import re
+
+from slmjax.synth.errors import SynthError
+
+CONTEXT_SENTENCES = 4
+_SENT = re.compile(r"(?<=[.!?])\s+")
+_NONWORD = re.compile(r"[^a-z0-9']+")
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation dropped, single spaces: two texts match when these are equal."""
+    return " ".join(_NONWORD.split(text.lower())).strip()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(normalize(text).encode("utf-8")).hexdigest()
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in _SENT.split(text.strip()) if s]
+
+
+@dataclasses.dataclass
+class Exclusions:
+    """Hashes a corpus must avoid."""
+
+    sentence: set[str] = dataclasses.field(default_factory=set)
+    context: set[str] = dataclasses.field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.sentence) + len(self.context)
+
+    def leaks(self, text: str) -> bool:
+        """True when ``text`` contains a benchmark sentence or a benchmark story context."""
+        sents = split_sentences(text)
+        if text_hash(text) in self.sentence or any(text_hash(s) in self.sentence for s in sents):
+            return True
+        k = CONTEXT_SENTENCES
+        return any(text_hash(" ".join(sents[i:i + k])) in self.context for i in range(len(sents) - k + 1))
+
+
+def write(root: str, name: str, sentences=(), contexts=()) -> str:
+    """Record a benchmark set's texts under ``<root>/exclude/<name>.txt`` (atomically)."""
+    from slmjax.synth.render import atomic_write_text
+
+    lines = sorted({f"{text_hash(s)} sentence" for s in sentences} | {f"{text_hash(c)} context" for c in contexts})
+    path = os.path.join(root, "exclude", f"{name}.txt")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def load(roots: list[str]) -> Exclusions:
+    """Hashes from every benchmark root given (exclude/*.txt and syntactic/*/gold.csv)."""
+    ex = Exclusions()
+    for root in roots:
+        if not os.path.isdir(root):
+            raise SynthError(f"--exclude: {root} is not a folder")
+        files = sorted(glob.glob(os.path.join(root, "exclude", "*.txt")))
+        golds = sorted(glob.glob(os.path.join(root, "syntactic", "*", "gold.csv")))
+        if not files and not golds:
+            raise SynthError(f"--exclude: {root} holds neither exclude/*.txt nor syntactic/*/gold.csv")
+        for path in files:
+            with open(path) as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    h, _, kind = line.strip().partition(" ")
+                    if kind not in ("sentence", "context") or len(h) != 40:
+                        raise SynthError(f"{path}:{n}: expected '<sha1> sentence|context'")
+                    getattr(ex, kind).add(h)
+        for path in golds:
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    if row.get("transcription"):
+                        ex.sentence.add(text_hash(row["transcription"]))
+    return ex

@@ -1,0 +1,118 @@
+"""Synthesising many files in parallel processes: resumable, atomic, with a progress bar."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from typing import Iterable, Sequence
+
+import soundfile as sf
+from tqdm import tqdm
+
+from slmjax.synth import engines
+from slmjax.synth.errors import SynthError
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One file to write: ``path`` (absolute) gets ``text`` spoken by ``voice``."""
+
+    path: str
+    text: str
+    voice: engines.Voice
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename: never a half-written file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def existing_duration(path: str) -> float | None:
+    """Seconds of a finished wav at ``path``, or None when it is missing or unreadable."""
+    try:
+        info = sf.info(path)
+    except (RuntimeError, OSError, sf.LibsndfileError):
+        return None
+    if info.samplerate != engines.SAMPLE_RATE or info.channels != 1 or info.frames == 0:
+        return None
+    return info.frames / info.samplerate
+
+
+def _render_one(job: Job) -> tuple[str, float, bool]:
+    done = existing_duration(job.path)
+    if done is not None:
+        return job.path, done, False
+    wave = engines.synthesize(job.text, job.voice)
+    os.makedirs(os.path.dirname(job.path), exist_ok=True)
+    atomic_write_bytes(job.path, engines.encode_wav(wave))
+    return job.path, len(wave) / engines.SAMPLE_RATE, True
+
+
+def check_engines(voices: Iterable[engines.Voice]) -> None:
+    """Fail early, with the install command, when a voice's engine is missing."""
+    voices = list(voices)
+    for engine in sorted({v.engine for v in voices}):
+        engines.require_engine(engine)
+    for voice in {(v.engine, v.name): v for v in voices}.values():
+        engines.check_voice(voice)
+
+
+class Renderer:
+    """A pool of worker processes that render Jobs; use as a context manager.
+
+    ``render(jobs)`` returns the duration in seconds of every job's wav, in order; files that
+    already exist are not synthesised again (a rerun resumes).
+    """
+
+    def __init__(self, workers: int | None = None, desc: str = "synth"):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.desc = desc
+        self._pool = None
+        self.synthesised = 0
+        self.skipped = 0
+        self.seconds = 0.0
+        self.seconds_synthesised = 0.0
+
+    def __enter__(self) -> "Renderer":
+        if self.workers > 1:
+            self._pool = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.terminate() if exc[0] is not None else self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def render(self, jobs: Sequence[Job], bar: tqdm | None = None) -> list[float]:
+        check_engines(j.voice for j in jobs)
+        own_bar = bar is None
+        if own_bar:
+            bar = tqdm(total=len(jobs), desc=self.desc, unit="file", dynamic_ncols=True)
+        index = {job.path: i for i, job in enumerate(jobs)}
+        if len(index) != len(jobs):
+            raise SynthError(f"{self.desc}: two jobs write the same file")
+        durations = [0.0] * len(jobs)
+        results = (self._pool.imap_unordered(_render_one, jobs, chunksize=4) if self._pool
+                   else map(_render_one, jobs))
+        try:
+            for path, seconds, made in results:
+                durations[index[path]] = seconds
+                self.synthesised += made
+                self.skipped += not made
+                self.seconds += seconds
+                self.seconds_synthesised += seconds if made else 0.0
+                bar.update(1 if own_bar else seconds)
+                bar.set_postfix(audio_h=f"{self.seconds / 3600:.2f}", skipped=self.skipped, refresh=False)
+        finally:
+            if own_bar:
+                bar.close()
+        return durations

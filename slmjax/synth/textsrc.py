@@ -1,0 +1,55 @@
+"""Texts to speak: the built-in story generator, or a user's file (plain text or JSONL)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+from slmjax.synth import stories
+from slmjax.synth.errors import SynthError
+
+ENDOFTEXT = "<|endoftext|>"
+
+
+def from_generator(seed: int) -> Iterator[dict]:
+    """Endless built-in stories: dicts with id, text and topic."""
+    i = 0
+    while True:
+        s = stories.story(seed, i)
+        yield {"id": f"story-{seed}-{i:08d}", "text": s.text, "topic": s.topic}
+        i += 1
+
+
+def from_file(path: str) -> Iterator[dict]:
+    """Texts of a file: JSONL (a ``text`` or ``story`` field, optional ``id``), or plain text in which
+    stories are separated by ``<|endoftext|>`` (TinyStories' own .txt files) or by blank lines."""
+    if not os.path.isfile(path):
+        raise SynthError(f"--text: {path} does not exist")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096)
+    if path.endswith((".jsonl", ".json")) or head.lstrip().startswith("{"):
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    text = rec.get("text", rec.get("story"))
+                except (json.JSONDecodeError, AttributeError):
+                    raise SynthError(f"{path}:{n}: not a JSON object") from None
+                if not isinstance(text, str):
+                    raise SynthError(f"{path}:{n}: no 'text' (or 'story') string field")
+                if text.strip():
+                    yield {"id": str(rec.get("id", f"{stem}-{n:08d}")), "text": " ".join(text.split())}
+        return
+    with open(path, encoding="utf-8") as f:
+        body = f.read()
+    chunks = body.split(ENDOFTEXT) if ENDOFTEXT in body else body.split("\n\n")
+    n = 0
+    for chunk in chunks:
+        text = " ".join(chunk.split())
+        if text:
+            yield {"id": f"{stem}-{n:08d}", "text": text}
+            n += 1

@@ -1,0 +1,174 @@
+"""Benchmarks -> units (cached) -> scores -> scores.json and submission files, with a bigram model
+whose likelihood is known in closed form; the validator; tokenizer mismatches refused."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slmjax.analysis.zeroshot import benchmarks as bm
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.analysis.zeroshot.evaluate import evaluate_model
+from slmjax.analysis.zeroshot.scoring import Scorer
+from slmjax.analysis.zeroshot.units_cache import encode_benchmark
+from zeroshot_fixtures import (K, FakeTokenizer, make_lexical, make_storycloze, make_syntactic,
+                               write_gold, write_units_wav, LEX_COLS)
+
+V = K + 2
+EOS, PAD = K, K + 1
+
+
+def _table():
+    """Bigram log-probs in closed form: p(next | prev) ∝ 2^(next == prev + 1) (rising runs are
+    likely), so a file's mean log-prob is determined by how many of its steps rise by one."""
+    t = np.zeros((V, V))
+    for a in range(V):
+        for b in range(V):
+            t[a, b] = np.log(2.0) if b == (a + 1) % V else 0.0
+    return t
+
+
+def _mean_logprob(units):
+    t = _table()
+    logp = t - np.log(np.exp(t).sum(1, keepdims=True))
+    seq = [EOS, *units]
+    return np.mean([logp[a, b] for a, b in zip(seq[:-1], seq[1:])])
+
+
+RISING, FLAT = [1, 2, 3, 4, 5], [1, 3, 5, 7, 9]
+
+
+def _build(root):
+    # sWUGGY: item "a" wins in both voices, item "b" ties in v1 (same units) and loses in v2.
+    def lex_units(item, voice, correct):
+        if item == "a":
+            return RISING if correct else FLAT
+        if voice == "v1":
+            return FLAT
+        return FLAT if correct else RISING
+    make_lexical(root / "lexical" / "dev", [("a", 10, "v1"), ("a", 10, "v2"),
+                                             ("b", 0, "v1"), ("b", 0, "v2")],
+                 shuffle_seed=5, units_of=lex_units)
+
+    def syn_units(key, voice, correct):
+        return (RISING if correct else FLAT) if key[0] == "binding" else (
+            FLAT if correct else RISING)
+    make_syntactic(root / "syntactic" / "dev",
+                   [("binding", "x", "1", "v1"), ("binding", "x", "2", "v1"),
+                    ("quantifiers", "y", "1", "v1")], units_of=syn_units)
+    make_storycloze(root / "sSC", 3, units_of=lambda i, c: RISING if (c ^ (i == 2)) else FLAT)
+
+
+def _score(root, tmp_path, tok=None):
+    tok = tok or FakeTokenizer()
+    benches = bm.discover(root)
+    encoded = {b.name: encode_benchmark(b, tok, tmp_path / "cache", progress=False)
+               for b in benches}
+    scorer = Scorer(lambda p, x, pos, seg: p[x], jnp.asarray(_table(), jnp.float32), max_len=32,
+                    pad_id=PAD, progress=False)
+    out = tmp_path / "run" / "zeroshot" / "7"
+    scores = evaluate_model(scorer, benches, encoded, EOS, out, {"step": 7})
+    return scores, out, tok
+
+
+def test_end_to_end_closed_form(tmp_path):
+    root = tmp_path / "bench"
+    _build(root)
+    scores, out, tok = _score(root, tmp_path)
+    assert set(scores["tasks"]) == {"swuggy_dev", "sblimp_dev", "ssc"}
+    sw = {r["metric"]: r for r in scores["tasks"]["swuggy_dev"]["conventions"]["mean"]}
+    assert sw["all"]["accuracy"] == pytest.approx((1.0 + 0.25) / 2)     # a: 1, b: (0.5 + 0) / 2
+    assert sw["in_vocab"]["accuracy"] == pytest.approx(1.0)
+    assert sw["all"]["tie_rate"] == pytest.approx(0.25)
+    sb = {r["metric"]: r for r in scores["tasks"]["sblimp_dev"]["conventions"]["mean"]}
+    assert sb["item"]["accuracy"] == pytest.approx(2 / 3)
+    assert sb["macro"]["accuracy"] == pytest.approx(0.5)
+    (sc,) = scores["tasks"]["ssc"]["conventions"]["sum"]
+    assert sc["accuracy"] == pytest.approx(2 / 3) and sc["n_items"] == 3
+    assert scores["headline"]["sblimp"]["accuracy"] == pytest.approx(0.5)
+    assert scores["headline"]["sblimp_item"]["accuracy"] == pytest.approx(2 / 3)
+    # submission files: every stem once, "<stem> <score>", scores equal the closed form
+    lines = (out / "mean" / "lexical" / "dev.txt").read_text().splitlines()
+    assert len(lines) == 8 and len({ln.split()[0] for ln in lines}) == 8
+    bench = next(b for b in bm.discover(root) if b.task == "swuggy")
+    for ln in lines:
+        stem, value = ln.split(" ")
+        units = tok.encode_file(bench.files[stem])
+        assert float(value) == pytest.approx(_mean_logprob(units), rel=1e-6)
+    for conv in ("mean", "sum", "mean_eos"):
+        assert (out / conv / "syntactic" / "dev.txt").is_file()
+        assert (out / conv / "sSC.txt").is_file()
+    tsv = (out / "per_file" / "ssc.tsv").read_text().splitlines()
+    assert tsv[0].split("\t") == ["stem", "n_units", "sum_logprob", "eos_logprob", "truncated"]
+    on_disk = json.loads((out / "scores.json").read_text())
+    assert on_disk["headline"] == json.loads(json.dumps(scores["headline"]))
+    for row in on_disk["tasks"]["sblimp_dev"]["conventions"]["mean_eos"]:
+        assert {"metric", "n_items", "accuracy", "ci95", "tie_rate"} <= set(row)
+
+
+def test_units_cache_reused_and_mismatch_refused(tmp_path):
+    root = tmp_path / "bench"
+    make_storycloze(root / "tSC", 4)
+    (bench,) = bm.discover(root)
+    tok = FakeTokenizer()
+    units, skipped = encode_benchmark(bench, tok, tmp_path / "c", progress=False)
+    assert tok.calls == 8 and not skipped and len(units) == 8
+    units2, _ = encode_benchmark(bench, tok, tmp_path / "c", progress=False)
+    assert tok.calls == 8   # nothing re-encoded
+    assert all(np.array_equal(units[s], units2[s]) for s in units)
+    # a cache made by another tokenizer, read as this one's: refused with a clear message
+    other = FakeTokenizer("other")
+    encode_benchmark(bench, other, tmp_path / "c2", progress=False)
+    import shutil
+    from slmjax.analysis.zeroshot.units_cache import cache_path
+    src = cache_path(tmp_path / "c2", bench, other.identity)
+    dst = cache_path(tmp_path / "c3", bench, tok.identity)
+    dst.parent.mkdir(parents=True)
+    shutil.copy(src, dst)
+    with pytest.raises(ZeroShotError, match="made by tokenizer"):
+        encode_benchmark(bench, tok, tmp_path / "c3", progress=False)
+
+
+def test_corrupt_audio_skipped_and_recorded(tmp_path):
+    root = tmp_path / "bench"
+    make_storycloze(root / "sSC", 3)
+    (root / "sSC" / "2_story001_correct.wav").write_bytes(b"not audio")
+    (bench,) = bm.discover(root)
+    scores, _, _ = _score(root, tmp_path)
+    entry = scores["tasks"]["ssc"]
+    assert "2_story001_correct" in entry["skipped_files"]
+    assert entry["n_pairs"] == 2 and entry["n_pairs_dropped"] == 1
+
+
+def test_validator_names_every_problem(tmp_path):
+    root = tmp_path / "bench"
+    make_lexical(root / "lexical" / "dev", [("1", 5, "v1"), ("2", 5, "v1"), ("3", 0, "v1")])
+    (root / "lexical" / "dev" / "f0000.wav").unlink()                 # missing wav
+    gold = (root / "lexical" / "dev" / "gold.csv").read_text().splitlines()
+    gold = [ln for ln in gold if not ln.startswith("f0003,")]         # unpaired item 2
+    gold.append(gold[-1])                                              # duplicate stem
+    (root / "lexical" / "dev" / "gold.csv").write_text("\n".join(gold) + "\n")
+    write_gold(root / "lexical" / "test" / "gold.csv", LEX_COLS[:-1], [["x", 1, "v", 0, "", "", 1]])
+    make_syntactic(root / "syntactic" / "dev", [("binding", "a", "1", "v1")])
+    (root / "syntactic" / "dev" / "s0000.flac").write_bytes(b"")       # duplicate stem on disk
+    make_storycloze(root / "tSC", 2)
+    (root / "tSC" / "3_story001_incorrect.wav").unlink()              # unpaired SC item
+    write_units_wav(root / "tSC" / "oops.wav", [1])                    # bad SC name
+    (root / "tSC" / "0_story000_correct.wav").write_bytes(b"RIFFjunk")  # unreadable
+    problems = bm.validate(root)
+    text = "\n".join(map(str, problems))
+    assert "missing wav for 'f0000'" in text
+    assert "unpaired item ('2', 'v1')" in text
+    assert "duplicate stem 'f0005'" in text
+    assert "bad columns: missing ['correct']" in text
+    assert "duplicate stem 's0000'" in text
+    assert "unpaired item: no incorrect file 3_story001_incorrect" in text
+    assert "oops.wav: file name is not" in text
+    assert "unreadable audio" in text
+    assert all(p.severity in ("error", "warning") for p in problems)
+
+
+def test_no_benchmarks_is_one_clear_error(tmp_path):
+    with pytest.raises(ZeroShotError, match="no benchmark set found"):
+        bm.discover(tmp_path)
