@@ -198,7 +198,7 @@ class Scorer:
         def drain(until):
             while len(pending) > until:
                 batch, out = pending.popleft()
-                lp = np.asarray(out)
+                lp = _to_host(out)
                 for i, r, start, n in batch.spans:
                     body[i] = lp[r, start:start + n - 1].sum(dtype=np.float64)
                     last[i] = lp[r, start + n - 1]
@@ -211,6 +211,14 @@ class Scorer:
                 drain(until=2)   # keep two batches in flight while the host reads results
             drain(until=0)
         return SeqStats(body, last, lengths, truncated)
+
+
+def _to_host(x) -> np.ndarray:
+    """The whole [B, T] result on every host (multi-host meshes hold only local rows)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 CONVENTIONS = ("mean", "sum", "mean_eos")
