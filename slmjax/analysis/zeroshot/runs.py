@@ -93,4 +93,8 @@ def list_checkpoint_steps(workdir) -> list:
 def restore(workdir, step):
     """(model cfg, params, step) of one checkpoint."""
     from slmjax.train.checkpoint import restore_params
-    return restore_params(str(workdir), step=step)
+    try:
+        return restore_params(str(workdir), step=step)
+    except Exception as e:  # noqa: BLE001 - one line naming the checkpoint, not a traceback
+        raise ZeroShotError(f"cannot restore {workdir} step {step}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
