@@ -63,9 +63,15 @@ def test_run_units_and_heldout_sets(tmp_path):
     assert runs.heldout_datasets(units) == {"ds": str(tmp_path / "ds")}
 
 
-def test_synthetic_datasets_have_no_test_loss(tmp_path):
+def test_synthetic_datasets_only_when_no_natural_one(tmp_path):
     run, _ = _run(tmp_path, {"synthetic": True})
-    assert runs.heldout_datasets(runs.run_units(run)) == {}
+    units = runs.run_units(run)
+    assert runs.heldout_datasets(units) == {"ds": str(tmp_path / "ds")}
+    natural = tmp_path / "nat"
+    write_unit_dataset(str(natural), {"test": [np.array([3, 20])]}, vocab_size=22,
+                       tokenizer=units.identity)
+    units.datasets.append((natural, json.loads((natural / "manifest.json").read_text())))
+    assert runs.heldout_datasets(units) == {"nat": str(natural)}
 
 
 def test_tokenizer_mismatch_refused(tmp_path):
