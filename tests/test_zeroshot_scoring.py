@@ -131,8 +131,23 @@ def test_data_parallel_over_eight_devices_and_ladder():
     scorer = Scorer(bigram_logits, jnp.zeros((V, V)), max_len=200, pad_id=PAD, progress=False)
     assert scorer.n_dev == 8
     ladder = bucket_ladder(200)
-    assert ladder[0] == 16 and ladder[-1] == 200 and all(b > a for a, b in zip(ladder, ladder[1:]))
-    assert all(t % 16 == 0 for t in ladder[:-1])
+    assert ladder[0] == 8 and ladder[-1] == 200 and all(b > a for a, b in zip(ladder, ladder[1:]))
+    assert all(t % 8 == 0 for t in ladder[:-1])
+
+
+def test_packing_fills_rows():
+    from slmjax.analysis.zeroshot.scoring import plan_packed
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(18, 77, 3000)
+    seqs = [np.zeros(n + 1, np.int32) for n in lengths]
+    batches = plan_packed(lengths, max_len=2048, tokens_per_batch=65536, n_dev=8, pad_id=PAD,
+                          seqs=seqs)
+    assert batches[0].tokens.shape[1] == 256          # short rows for short files
+    spans = sorted(sp[0] for b in batches for sp in b.spans)
+    assert spans == list(range(3000))                  # every sequence exactly once
+    used = sum(sp[3] for b in batches for sp in b.spans)
+    rows = sum(len({sp[1] for sp in b.spans}) for b in batches)
+    assert used / (rows * 256) > 0.97
 
 
 def test_too_long_sequence_keeps_the_end():

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from slmjax.analysis.zeroshot import rules
@@ -23,6 +24,8 @@ SCORES_VERSION = 1
 
 
 def _atomic_write(path: Path, text: str):
+    if jax.process_index() != 0:   # every host scores; one writes
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

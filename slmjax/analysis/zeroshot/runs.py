@@ -77,12 +77,11 @@ def load_run_tokenizer(units: RunUnits, tokenizer_dir: str | None):
 
 
 def heldout_datasets(units: RunUnits) -> dict:
-    """name -> dataset dir of the run's datasets with a natural-speech ``test`` split."""
-    out = {}
-    for path, m in units.datasets:
-        if "test" in m.get("splits", {}) and not m.get("synthetic", False):
-            out[path.name] = str(path)
-    return out
+    """name -> dataset dir of the run's datasets with a ``test`` split: the natural-speech ones (as
+    the paper), or, when the run saw only synthetic speech, those (marked synthetic in scores.json)."""
+    with_test = [(p, m) for p, m in units.datasets if "test" in m.get("splits", {})]
+    natural = [(p, m) for p, m in with_test if not m.get("synthetic", False)]
+    return {p.name: str(p) for p, _ in (natural or with_test)}
 
 
 def list_checkpoint_steps(workdir) -> list:
@@ -93,4 +92,8 @@ def list_checkpoint_steps(workdir) -> list:
 def restore(workdir, step):
     """(model cfg, params, step) of one checkpoint."""
     from slmjax.train.checkpoint import restore_params
-    return restore_params(str(workdir), step=step)
+    try:
+        return restore_params(str(workdir), step=step)
+    except Exception as e:  # noqa: BLE001 - one line naming the checkpoint, not a traceback
+        raise ZeroShotError(f"cannot restore {workdir} step {step}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -11,6 +11,7 @@ float64 on the host.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import math
@@ -44,7 +45,7 @@ class _Batch:
     spans: list             # (seq index, row, start, n_targets)
 
 
-def bucket_ladder(max_len: int, multiple: int = 16, ratio: float = 1.25) -> list:
+def bucket_ladder(max_len: int, multiple: int = 8, ratio: float = 1.125) -> list:
     """Row lengths used for buckets: multiples of ``multiple`` growing by ~``ratio``, capped at max_len."""
     ladder, t = [], multiple
     while t < max_len:
@@ -64,8 +65,8 @@ def _rows_for(n: int, full: int, n_dev: int) -> int:
     return min(rows, full)
 
 
-def plan_bucketed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs, multiple=16,
-                  ratio=1.25):
+def plan_bucketed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs, multiple=8,
+                  ratio=1.125):
     """Right-padded batches; ``lengths`` are target counts (already <= max_len)."""
     ladder = np.array(bucket_ladder(max_len, multiple, ratio))
     bucket_of = np.searchsorted(ladder, lengths)
@@ -90,19 +91,29 @@ def plan_bucketed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs, mu
     return batches
 
 
+def pack_length(lengths, max_len: int) -> int:
+    """Row length for packing: a power of two >= 256 that holds the longest sequence, <= max_len.
+    Short rows keep the attention cost per token close to that of the files themselves."""
+    longest = int(max(lengths)) if len(lengths) else 1
+    return min(max_len, max(256, 1 << (longest - 1).bit_length()))
+
+
 def plan_packed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs):
-    """Rows of ``max_len`` holding several sequences each (``segment_ids`` 1.., padding 0)."""
-    order = list(np.argsort(-lengths, kind="stable"))
-    rows = []   # each row: list of seq indices; longest first, then fill with the shortest that fit
-    lo, hi = 0, len(order) - 1
-    while lo <= hi:
-        row, used = [order[lo]], int(lengths[order[lo]])
-        lo += 1
-        while lo <= hi and used + int(lengths[order[hi]]) <= max_len:
-            row.append(order[hi])
-            used += int(lengths[order[hi]])
-            hi -= 1
-        rows.append(row)
+    """Rows holding several sequences each (``segment_ids`` 1.., padding 0), of
+    :func:`pack_length`."""
+    max_len = pack_length(lengths, max_len)
+    # Best-fit decreasing: each sequence, longest first, goes to the fullest row it still fits in.
+    rows, free = [], []   # free: sorted (remaining capacity, row index)
+    for i in np.argsort(-lengths, kind="stable"):
+        n = int(lengths[i])
+        k = bisect.bisect_left(free, (n, -1))
+        if k == len(free):
+            rows.append([int(i)])
+            bisect.insort(free, (max_len - n, len(rows) - 1))
+        else:
+            cap, r = free.pop(k)
+            rows[r].append(int(i))
+            bisect.insort(free, (cap - n, r))
     full = max(n_dev, (tokens_per_batch // max_len) // n_dev * n_dev)
     batches = []
     for s in range(0, len(rows), full):
@@ -187,7 +198,7 @@ class Scorer:
         def drain(until):
             while len(pending) > until:
                 batch, out = pending.popleft()
-                lp = np.asarray(out)
+                lp = _to_host(out)
                 for i, r, start, n in batch.spans:
                     body[i] = lp[r, start:start + n - 1].sum(dtype=np.float64)
                     last[i] = lp[r, start + n - 1]
@@ -200,6 +211,14 @@ class Scorer:
                 drain(until=2)   # keep two batches in flight while the host reads results
             drain(until=0)
         return SeqStats(body, last, lengths, truncated)
+
+
+def _to_host(x) -> np.ndarray:
+    """The whole [B, T] result on every host (multi-host meshes hold only local rows)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 CONVENTIONS = ("mean", "sum", "mean_eos")

@@ -1,0 +1,92 @@
+"""Held-out test loss against a closed form; what a run's files say about its tokenizer."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slmjax.analysis.zeroshot import runs
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.analysis.zeroshot.scoring import Scorer
+from slmjax.analysis.zeroshot.testloss import heldout_loss, stream_windows
+from slmjax.data.testing import random_utterances, write_unit_dataset
+
+V = 12
+
+
+def test_heldout_loss_is_mean_nll_per_unit(tmp_path):
+    rng = np.random.default_rng(0)
+    utts = random_utterances(17, V, rng, mean_len=12)
+    write_unit_dataset(str(tmp_path / "ds"), {"train": utts[:2], "test": utts}, vocab_size=V)
+    table = rng.normal(size=(V, V)).astype(np.float32)
+    scorer = Scorer(lambda p, x, pos, seg: p[x], jnp.asarray(table), max_len=16, pad_id=V - 1,
+                    progress=False)
+    got = heldout_loss(scorer, tmp_path / "ds")
+    stream = np.concatenate(utts)
+    t = table.astype(np.float64)
+    logp = t - np.log(np.exp(t).sum(1, keepdims=True))
+    want = -np.mean([logp[a, b] for a, b in zip(stream[:-1], stream[1:])])
+    assert got["n_tokens"] == len(stream) - 1 and got["n_utterances"] == 17
+    assert got["nll_per_unit"] == pytest.approx(want, rel=1e-6)
+
+
+def test_stream_windows_predict_every_token_once():
+    recs = [np.arange(5), np.arange(7), np.arange(3)]
+    wins = stream_windows(recs, 4)
+    assert sum(len(w) - 1 for w in wins) == 14
+    assert all(len(w) <= 5 for w in wins)
+    np.testing.assert_array_equal(np.concatenate([wins[0]] + [w[1:] for w in wins[1:]]),
+                                  np.concatenate(recs))
+
+
+def _run(tmp_path, manifest_extra=None, kind="units"):
+    ds = tmp_path / "ds"
+    ident = {"kind": "fake", "k": 20, "centroids_sha256": "0" * 8, "coarse": None}
+    write_unit_dataset(str(ds), {"train": [np.array([1, 20])], "test": [np.array([2, 20])]},
+                       vocab_size=22, tokenizer=ident)
+    if manifest_extra:
+        m = json.loads((ds / "manifest.json").read_text())
+        m.update(manifest_extra)
+        (ds / "manifest.json").write_text(json.dumps(m))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": {"kind": kind, "path": str(ds)}}))
+    return run, ident
+
+
+def test_run_units_and_heldout_sets(tmp_path):
+    run, ident = _run(tmp_path, {"tokenizer_dir": "../tok"})
+    units = runs.run_units(run)
+    assert units.identity == ident and units.eos_id == 20 and units.pad_id == 21
+    assert units.tokenizer_dir == str(tmp_path / "ds" / "../tok")
+    assert runs.heldout_datasets(units) == {"ds": str(tmp_path / "ds")}
+
+
+def test_synthetic_datasets_only_when_no_natural_one(tmp_path):
+    run, _ = _run(tmp_path, {"synthetic": True})
+    units = runs.run_units(run)
+    assert runs.heldout_datasets(units) == {"ds": str(tmp_path / "ds")}
+    natural = tmp_path / "nat"
+    write_unit_dataset(str(natural), {"test": [np.array([3, 20])]}, vocab_size=22,
+                       tokenizer=units.identity)
+    units.datasets.append((natural, json.loads((natural / "manifest.json").read_text())))
+    assert runs.heldout_datasets(units) == {"nat": str(natural)}
+
+
+def test_tokenizer_mismatch_refused(tmp_path):
+    from slmjax.units.features import MfccFeatures
+    from slmjax.units.mfcc import MfccConfig
+    from slmjax.units.tokenizer import save_tokenizer
+    run, _ = _run(tmp_path)
+    save_tokenizer(str(tmp_path / "tok"), MfccFeatures(MfccConfig()),
+                   np.zeros((20, 39), np.float32), {})
+    with pytest.raises(ZeroShotError, match="refusing to score with other units"):
+        runs.load_run_tokenizer(runs.run_units(run), str(tmp_path / "tok"))
+    with pytest.raises(ZeroShotError, match="pass --tokenizer"):
+        runs.load_run_tokenizer(runs.run_units(run), None)
+
+
+def test_missing_config_is_one_clear_error(tmp_path):
+    with pytest.raises(ZeroShotError, match="run config not found"):
+        runs.run_units(tmp_path)
