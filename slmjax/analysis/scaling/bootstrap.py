@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 
@@ -49,14 +50,20 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _one_thread(fn, x):
+    # Many small BLAS calls per task: extra BLAS threads only contend with the pool's processes.
+    with threadpool_limits(1):
+        return fn(x)
+
+
 def pmap(fn, items, workers: int, desc: str | None = None):
     """Map ``fn`` over ``items`` in a fork-based process pool (serial when workers <= 1), in order."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
-        return [fn(x) for x in tqdm(items, desc=desc, disable=desc is None, leave=False)]
+        return [_one_thread(fn, x) for x in tqdm(items, desc=desc, disable=desc is None, leave=False)]
     ctx = mp.get_context("fork")
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as ex:
-        futs = [ex.submit(fn, x) for x in items]
+        futs = [ex.submit(_one_thread, fn, x) for x in items]
         for _ in tqdm(cf.as_completed(futs), total=len(futs), desc=desc, disable=desc is None, leave=False):
             pass
         return [f.result() for f in futs]

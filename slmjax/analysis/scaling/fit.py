@@ -35,6 +35,16 @@ class FitOptions:
     sigmoid: bool = True
     grid: tuple = vpfit.ALPHA_GRID
 
+    def validate(self):
+        checks = [("bootstrap", self.bootstrap >= 20, "at least 20"),
+                  ("huber_bootstrap", self.huber_bootstrap >= 0, "0 or more"),
+                  ("level", 0.5 < self.level < 1, "in (0.5, 1)"), ("delta", self.delta > 0, "positive"),
+                  ("holdout", 0 < self.holdout < 0.5, "in (0, 0.5)"), ("n_refine", self.n_refine >= 1, ">= 1"),
+                  ("target_flops", all(c > 0 for c in self.target_flops), "positive")]
+        for name, ok, need in checks:
+            if not ok:
+                raise FitInputError(f"--{name}={getattr(self, name)} must be {need}")
+
 
 def _num(x):
     return None if x is None or not np.isfinite(x) else float(x)
@@ -42,6 +52,7 @@ def _num(x):
 
 def analyse(table: RunTable, opt: FitOptions):
     t0 = time.perf_counter()
+    opt.validate()
     workers = opt.workers or bs.default_workers()
     if opt.flops not in table.flops:
         raise FitInputError(f"--flops={opt.flops} unavailable (table has {', '.join(table.flops)})")
@@ -79,7 +90,7 @@ def analyse(table: RunTable, opt: FitOptions):
                   "converged": hub.converged, "replicates": int(len(hub_boot)),
                   "top_starts": [[f, p.tolist()] for f, p in hub.top]},
     }}
-    plots = {"N": N, "D": D, "L": L, "C": C, "C6": C6, "run_id": table.run_id[single], "C_grid": C_grid,
+    plots = {"L_all": L_all, "C_all": C_all, "N": N, "D": D, "L": L, "C": C, "C6": C6, "C_grid": C_grid,
              "vp_params": vp.params[0], "vp_boot": vp_boot, "hub_params": hub.params,
              "bands": approach3.bands(vp.params[0], vp_boot, C_grid, opt.level)}
 
@@ -95,7 +106,8 @@ def analyse(table: RunTable, opt: FitOptions):
                             "grouped": a2["grouped"], "profiles_used": a2["n_used"],
                             "profiles": a2["profiles"]}
     else:
-        res["approach2"] = {"skipped": "fewer than 2 IsoFLOP profiles with an interior minimum"}
+        res["approach2"] = {"skipped": "fewer than 2 IsoFLOP profiles with a minimum inside their sampled "
+                                       "sizes (the grid does not bracket the optimum)"}
     plots["approach2"] = a2
     a1 = isoflop.kaplan_fit(N, C, L)
     if a1 is not None:

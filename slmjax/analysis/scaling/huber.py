@@ -14,6 +14,7 @@ import itertools
 
 import numpy as np
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 START_GRID = dict(e=np.linspace(-1, 1, 5), a=np.arange(0, 30, 5.0), b=np.arange(0, 30, 5.0),
                   alpha=np.linspace(0, 2, 5), beta=np.linspace(0, 2, 5))
@@ -87,16 +88,22 @@ def huber_fit(logN, logD, L, w=None, delta=0.03, n_refine=64, extra_starts=(), g
         starts += list(G[np.argsort(vals)[:n_refine]])
     lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
     sols = []
-    for s in starts:
-        s = np.clip(s, lo, hi)
-        opt = optimize.minimize(_obj_grad, s, args=(logN, logD, logL, w, delta), jac=True,
-                                method="L-BFGS-B", bounds=bounds,
-                                options=dict(ftol=1e-15, gtol=1e-10, maxiter=5000, maxcor=20))
-        sols.append((float(opt.fun), opt.x, bool(opt.success)))
+    with threadpool_limits(1):
+        sols = _run_starts(starts, lo, hi, bounds, (logN, logD, logL, w, delta))
     sols.sort(key=lambda t: t[0])
     best = sols[0]
     top = [(f, to_params(x)) for f, x, ok in sols[:8] if ok]
     return HuberResult(to_params(best[1]), best[1], best[0], best[2], len(starts), top, bounds)
+
+
+def _run_starts(starts, lo, hi, bounds, args):
+    sols = []
+    for s in starts:
+        s = np.clip(s, lo, hi)
+        opt = optimize.minimize(_obj_grad, s, args=args, jac=True, method="L-BFGS-B", bounds=bounds,
+                                options=dict(ftol=1e-15, gtol=1e-10, maxiter=5000, maxcor=20))
+        sols.append((float(opt.fun), opt.x, bool(opt.success)))
+    return sols
 
 
 def at_bounds(res: HuberResult, tol=1e-6):

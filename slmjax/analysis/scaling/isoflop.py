@@ -56,10 +56,10 @@ def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
     profiles = []
     grouped = budget is not None and np.isfinite(budget).sum() >= 3
     if grouped:
-        raw = [(c, N[i], L[i], w[i]) for c, i in _groups(C, np.asarray(budget), w)]
+        raw = [(c, N[i], L[i], w[i], i.tolist()) for c, i in _groups(C, np.asarray(budget), w)]
     else:
-        raw = [(c, n, l, np.ones(len(n))) for c, n, l in _interpolated(N, D, L, C, w)]
-    for c, n, l, ww in raw:
+        raw = [(c, n, l, np.ones(len(n)), None) for c, n, l in _interpolated(N, D, L, C, w)]
+    for c, n, l, ww, idx in raw:
         x = np.log(n)
         if len(np.unique(np.round(x, 4))) < min_points:
             continue
@@ -71,7 +71,7 @@ def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
         profiles.append(dict(C=c, N_opt=float(np.exp(xs)) if ok else np.nan,
                              L_min=float(p0 - p1 * p1 / (4 * p2)) if ok else np.nan,
                              coef=(float(p2), float(p1), float(p0)), x_center=float(xc),
-                             inside=inside, n_points=len(x)))
+                             inside=inside, n_points=len(x), runs=idx))
     use = [p for p in profiles if p["inside"]]
     if len(use) < 2:
         return None if not profiles else dict(a=np.nan, b=np.nan, k=np.nan, profiles=profiles,
