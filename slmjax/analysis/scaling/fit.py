@@ -222,7 +222,7 @@ def _table_summary(table, one, opt):
     N = table.n(opt.n_param)
     return dict(source=table.source, runs=len(table), single_epoch_runs=len(one),
                 multi_epoch_runs=int(table.multi_epoch.sum()), sizes=table.distinct(table.n_params),
-                budgets=table.distinct(table.tokens), N_range=[float(N.min()), float(N.max())],
+                budgets=table.distinct(table.tokens / table.n_params, rel=0.05), N_range=[float(N.min()), float(N.max())],
                 D_range=[float(table.tokens.min()), float(table.tokens.max())],
                 C_range=[float(table.flops[opt.flops].min()), float(table.flops[opt.flops].max())],
                 flops_conventions=list(table.flops), tasks=sorted(table.acc),

@@ -37,7 +37,7 @@ def render(res: dict, figures: dict) -> str:
     lvl = f"{100 * o['level']:.0f}%"
     md = [f"# Scaling-law fit: {t['source']}", "",
           f"{t['runs']} runs ({t['single_epoch_runs']} single-epoch, {t['multi_epoch_runs']} multi-epoch), "
-          f"{t['sizes']} model sizes, {t['budgets']} token budgets. Intervals: {lvl} percentile bootstrap "
+          f"{t['sizes']} model sizes, {t['budgets']} token budgets (distinct D/N). Intervals: {lvl} percentile bootstrap "
           f"over runs ({a3['vp']['replicates']} replicates; {a3['huber']['replicates']} for the Huber objective).",
           "", "## Approach 3: L(N, D) = E + A / N^alpha + B / D^beta", ""]
     md += _params_table([("variable projection (least squares)", a3["vp"]),

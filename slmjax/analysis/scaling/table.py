@@ -163,13 +163,17 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
 
 
 def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3):
-    """At least ``min_sizes`` model sizes and ``min_budgets`` token budgets, or one clear error."""
-    ns, nd = table.distinct(table.n_params), table.distinct(table.tokens)
+    """At least ``min_sizes`` model sizes and ``min_budgets`` token budgets, or one clear error.
+
+    Budgets are counted as distinct tokens per parameter (D/N within 5%): with fewer than three, D is
+    tied to N and the surface cannot separate the two terms.
+    """
+    ns, nd = table.distinct(table.n_params), table.distinct(table.tokens / table.n_params, rel=0.05)
     if ns < min_sizes:
         raise FitInputError(f"{table.source}: only {ns} model size{'s' if ns != 1 else ''} "
                             f"(need at least {min_sizes} sizes and {min_budgets} token budgets to fit L(N, D))")
     if nd < min_budgets:
-        raise FitInputError(f"{table.source}: only {nd} token budget{'s' if nd != 1 else ''} "
+        raise FitInputError(f"{table.source}: only {nd} token budget{'s' if nd != 1 else ''} (distinct D/N) "
                             f"(need at least {min_budgets} budgets and {min_sizes} sizes to fit L(N, D))")
 
 
