@@ -33,7 +33,8 @@ class FitOptions:
     target_acc: dict = dataclasses.field(default_factory=dict)   # task -> accuracy to reach
     reference: str | None = None      # CSV task,gamma[,label]; default: the paper's rows
     sigmoid: bool = True
-    grid: tuple = vpfit.ALPHA_GRID
+    grid: tuple = vpfit.ALPHA_GRID      # (alpha, beta) grid of the point fit
+    boot_grid: tuple = vpfit.BOOT_GRID  # coarser grid of bootstrap replicates (then zoomed)
 
     def validate(self):
         checks = [("bootstrap", self.bootstrap >= 20, "at least 20"),
@@ -73,7 +74,7 @@ def analyse(table: RunTable, opt: FitOptions):
     # Approach 3: variable projection (primary) and the paper's Huber objective.
     t = time.perf_counter()
     vp = vpfit.vp_fit(lN, lD, L, grid=opt.grid, keep_grid=True)
-    vp_boot = approach3.vp_bootstrap(lN, lD, L, W, workers, grid=opt.grid)
+    vp_boot = approach3.vp_bootstrap(lN, lD, L, W, workers, grid=opt.boot_grid)
     timing["approach3_vp_s"] = time.perf_counter() - t
     t = time.perf_counter()
     hub = huber.huber_fit(lN, lD, L, delta=opt.delta, n_refine=opt.n_refine,

@@ -16,7 +16,8 @@ import dataclasses
 import numpy as np
 from scipy import optimize
 
-ALPHA_GRID = (0.01, 1.5, 150)   # default dense grid: lo, hi, points (same for beta)
+ALPHA_GRID = (0.01, 1.5, 150)   # point fit: dense grid lo, hi, points (same for beta)
+BOOT_GRID = (0.01, 1.5, 50)     # bootstrap replicates: coarser grid, one more zoom level
 SUBSETS = [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
 
 
