@@ -109,10 +109,12 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
     a2, a3 = res.get("approach2"), res["approach3"]["vp"]["allocation"]["a"]
     if a2 and a2.get("a"):
         ov = _overlap(a2["a"], a3)
+        iv = lambda s: f"{s['value']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]" if s.get("lo") is not None else "-"
         out.append(_flag("Approach 2 vs 3 disagree on a", ov is False,
-                         f"Approach 2 a = {a2['a']['value']:.3f} [{a2['a']['lo']}, {a2['a']['hi']}], "
-                         f"Approach 3 a = {a3['value']:.3f} [{a3['lo']:.3f}, {a3['hi']:.3f}]"
-                         if ov is not None else "no interval"))
+                         f"Approach 2 a = {iv(a2['a'])}, Approach 3 a = {iv(a3)}"))
+        weak = a2["profiles_used"] < 4 or a2["a"].get("lo") is None or a2["a"]["hi"] - a2["a"]["lo"] > 0.3
+        out.append(_flag("Approach 2 poorly constrained", weak,
+                         f"{a2['profiles_used']} profiles with an interior minimum; interval {iv(a2['a'])}"))
     ah = res["approach3"].get("huber")
     if ah:
         ov = _overlap(ah["allocation"]["a"], a3)

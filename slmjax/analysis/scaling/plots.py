@@ -152,6 +152,7 @@ def downstream_vs_compute(p, out, ref_gamma):
                     q0 = np.exp(pt["log_q0"]) * c0 ** pt["gamma"]
                     ax.plot(cc, 100 * q0 * (cc / c0) ** g[task], "--", lw=1, label=f"{label}: gamma = {g[task]}")
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="accuracy (%)", title=task)
+        ax.set_ylim(45, 100)
         ax.legend(fontsize=6)
     return _save(fig, out, "downstream_vs_compute.png")
 

@@ -68,7 +68,7 @@ def render(res: dict, figures: dict) -> str:
             if "skipped" in d:
                 md.append(f"| {task} | skipped: {d['skipped']} | | | | |")
                 continue
-            ratios = "; ".join(f"{k[6:-9]}: {_iv(v)}" for k, v in d.items() if k.startswith("ratio_"))
+            ratios = "; ".join(f"{k[len('ratio_'):-len('_over_ours')]}: {_iv(v)}" for k, v in d.items() if k.startswith("ratio_"))
             md.append(f"| {task} | {d['n_runs']} | {_iv(d['c1'])} | {_iv(d['sig_c'])} | {_iv(d['gamma'], '{:.4f}')} "
                       f"| {ratios or '-'} |")
             if "compute_to_target" in d:
@@ -124,7 +124,8 @@ def _checklist(res):
         "excluded (intermediate checkpoints of a longer cosine are never used as runs).",
         f"- **Objective and optimizer**: (i) variable projection: sum of squared loss residuals, exact NNLS for E, A, "
         f"B, dense (alpha, beta) grid {o['grid'][0]}-{o['grid'][1]} ({int(o['grid'][2])} x {int(o['grid'][2])}), "
-        "5 zoomed refinement grids, Nelder-Mead polish; (ii) the paper's: sum of Huber "
+        "5 zoomed refinement grids, Nelder-Mead polish (bootstrap replicates: "
+        f"{int(o['boot_grid'][2])} x {int(o['boot_grid'][2])} grid, 6 zooms); (ii) the paper's: sum of Huber "
         f"(delta {o['delta']}) on log-loss, log-sum-exp parametrisation, 4,500-point Chinchilla start grid evaluated, "
         f"L-BFGS-B from the best {o['n_refine']} plus the VP solution (ftol 1e-15, gtol 1e-10), e <= log min L.",
         f"- **Excluded points**: {len(excl)}" + (": " + "; ".join(f"{e['run_id']} ({e['reason']})" for e in excl[:20])
