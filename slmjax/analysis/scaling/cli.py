@@ -1,0 +1,113 @@
+"""slmjax-fit: scaling-law fits, plots and a report from a sweep root or a run-table CSV.
+
+  slmjax-fit --runs=SWEEP_ROOT_OR_CSV --out=DIR [--bootstrap=1000] [--experiment=NAME]
+
+Writes DIR/fit.json, DIR/*.png and DIR/report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from slmjax.analysis.scaling import downstream, plots, report
+from slmjax.analysis.scaling.errors import FitInputError
+from slmjax.analysis.scaling.fit import FitOptions, analyse
+from slmjax.analysis.scaling.sweep import read_runs
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("runs", None, "Sweep root (one workdir per run) or a run-table CSV.")
+flags.DEFINE_string("out", None, "Output directory for fit.json, plots and report.md.")
+flags.DEFINE_string("experiment", None, "Keep only these rows of a CSV with an `experiment` column.")
+flags.DEFINE_enum("n_param", "total", ["total", "nonemb"], "Parameter count N: total or non-embedding.")
+flags.DEFINE_enum("flops", "6N", ["6N", "6N_nonemb", "6N_attn"], "Compute axis for Approaches 1-2 and downstream.")
+flags.DEFINE_integer("bootstrap", 1000, "Bootstrap replicates (variable projection and derived quantities).")
+flags.DEFINE_integer("huber_bootstrap", 200, "Bootstrap replicates for the paper's Huber objective.")
+flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling.")
+flags.DEFINE_integer("workers", 0, "Processes for bootstrap refits (0: all cores).")
+flags.DEFINE_float("level", 0.95, "Interval level.")
+flags.DEFINE_float("delta", 0.03, "Huber delta of the paper's objective (Chinchilla used 1e-3).")
+flags.DEFINE_integer("n_refine", 64, "L-BFGS runs from the best grid starts of the paper's objective.")
+flags.DEFINE_float("holdout", 0.2, "Fraction of runs (largest budgets) held out for validation.")
+flags.DEFINE_list("target_flops", ["1e21"], "Compute levels at which to report N*(C), D*(C), L*(C).")
+flags.DEFINE_list("target_acc", [], "task=accuracy pairs (e.g. sblimp=0.65): compute needed to reach them.")
+flags.DEFINE_string("reference", None, "CSV task,gamma[,label] of reference gammas (default: the paper's rows).")
+flags.DEFINE_bool("sigmoid", True, "Fit the chance-floored sigmoid of accuracy vs loss.")
+
+
+def _clean(x):
+    """JSON-safe: NumPy scalars to Python, NaN/inf to null."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def _parse_targets(items):
+    out = {}
+    for it in items:
+        task, _, val = it.partition("=")
+        try:
+            v = float(val)
+        except ValueError:
+            raise FitInputError(f"--target_acc item {it!r} is not task=accuracy") from None
+        out[task.strip().lower()] = v / 100 if v > 1 else v
+    return out
+
+
+def main(runs, out, **kw):
+    """Run the analysis and write fit.json, the figures and report.md; returns the result dict."""
+    table = read_runs(runs, experiment=kw.pop("experiment", None))
+    opt = FitOptions(**kw)
+    res, p = analyse(table, opt)
+    os.makedirs(out, exist_ok=True)
+    figs = plots.write_all(p, out, downstream.read_reference(opt.reference))
+    res["figures"] = figs
+    path = os.path.join(out, "fit.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(_clean(res), f, indent=1)
+    os.replace(path + ".tmp", path)
+    report.write(res, figs, out)
+    return res
+
+
+def run_main(argv):
+    del argv
+    if not FLAGS.runs or not FLAGS.out:
+        sys.exit("slmjax-fit: --runs and --out are required (see --help)")
+    try:
+        tf = tuple(float(x) for x in FLAGS.target_flops)
+    except ValueError:
+        sys.exit(f"slmjax-fit: --target_flops must be numbers, got {FLAGS.target_flops}")
+    try:
+        res = main(FLAGS.runs, FLAGS.out, experiment=FLAGS.experiment, n_param=FLAGS.n_param, flops=FLAGS.flops,
+                   bootstrap=FLAGS.bootstrap, huber_bootstrap=FLAGS.huber_bootstrap, seed=FLAGS.seed,
+                   workers=FLAGS.workers, level=FLAGS.level, delta=FLAGS.delta, n_refine=FLAGS.n_refine,
+                   holdout=FLAGS.holdout, target_flops=tf, target_acc=_parse_targets(FLAGS.target_acc),
+                   reference=FLAGS.reference, sigmoid=FLAGS.sigmoid)
+    except FitInputError as e:
+        sys.exit(f"slmjax-fit: {e}")
+    a = res["approach3"]["vp"]["allocation"]["a"]
+    flagged = [d["check"] for d in res["diagnostics"] if d["flag"]]
+    print(json.dumps(_clean({"out": FLAGS.out, "a": a["value"], "a_interval": [a["lo"], a["hi"]],
+                             "flags": flagged, "seconds": res["timing"]["total_s"]})))
+
+
+def run():
+    app.run(run_main)
+
+
+if __name__ == "__main__":
+    run()

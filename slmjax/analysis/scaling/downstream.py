@@ -1,0 +1,115 @@
+"""Downstream accuracy vs loss and vs compute (two-alternative tasks, chance 0.5).
+
+- Linear in test loss (the paper, before saturation): acc = c0 + c1 L, weighted by n / (p (1 - p)).
+- Sigmoid with a chance floor: acc = 0.5 + (c - 0.5) * sigmoid(k (L0 - L)).
+- Envelope of best accuracy per FLOP (runs more accurate than every cheaper run), fitted as
+  Q = q0 C^gamma in log-log; compared with a reference gamma (the paper's text rows by default) and
+  inverted for the compute that reaches a target accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from scipy import optimize
+from scipy.special import expit
+
+from slmjax.analysis.scaling.errors import FitInputError
+
+
+def _binom_w(acc, n, w):
+    p = np.clip(acc, 0.02, 0.98)
+    nn = np.where(np.isfinite(n), n, 1.0)
+    return w * nn / (p * (1 - p))
+
+
+def linear_fit(L, acc, n, w):
+    """Weighted least squares acc = c0 + c1 L: (c0, c1)."""
+    ww = _binom_w(acc, n, w)
+    X = np.stack([np.ones_like(L), L], 1) * np.sqrt(ww)[:, None]
+    c, *_ = np.linalg.lstsq(X, acc * np.sqrt(ww), rcond=None)
+    return float(c[0]), float(c[1])
+
+
+def sigmoid(L, c, k, L0):
+    return 0.5 + (c - 0.5) * expit(k * (L0 - L))
+
+
+def sigmoid_fit(L, acc, n, w, x0=None):
+    """Weighted least squares for (c, k, L0), c in [0.5, 1], k > 0."""
+    sw = np.sqrt(_binom_w(acc, n, w))
+    if x0 is None:
+        x0 = (min(0.99, max(0.55, acc.max() + 0.05)), 2.0 / max(np.ptp(L), 1e-3), float(np.median(L)))
+    lo, hi = (0.5, 1e-3, L.min() - 10 * np.ptp(L) - 1), (1.0, 1e4, L.max() + 10 * np.ptp(L) + 1)
+    x0 = np.clip(x0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
+    res = optimize.least_squares(lambda p: (sigmoid(L, *p) - acc) * sw, x0, bounds=(lo, hi),
+                                 xtol=1e-10, ftol=1e-10, max_nfev=400)
+    return tuple(float(v) for v in res.x)
+
+
+def acc_envelope(C, acc, w):
+    """Indices of runs more accurate than every cheaper run (in order of compute)."""
+    front, best = [], -np.inf
+    for i in np.argsort(C, kind="stable"):
+        if w[i] > 0 and acc[i] > best:
+            front.append(i)
+            best = acc[i]
+    return np.array(front, int)
+
+
+def gamma_fit(C, acc, w):
+    """(gamma, log q0) of Q = q0 C^gamma on the accuracy envelope; NaNs with < 3 envelope points."""
+    f = acc_envelope(C, acc, w)
+    if len(f) < 3:
+        return np.nan, np.nan, f
+    g, lq = np.polyfit(np.log(C[f]), np.log(acc[f]), 1)
+    return float(g), float(lq), f
+
+
+def compute_for(target, gamma, log_q0):
+    """Compute C where q0 C^gamma reaches ``target`` accuracy."""
+    if not (gamma > 0):
+        return np.nan
+    return float(np.exp((np.log(target) - log_q0) / gamma))
+
+
+def task_fit(L, C, acc, n, w=None, sig=True, x0=None):
+    """All downstream quantities of one task for one set of run weights (dict of floats)."""
+    ok = np.isfinite(acc)
+    w = (np.ones(len(L)) if w is None else np.asarray(w, float)) * ok
+    a = np.where(ok, acc, 0.5)
+    out = dict(c0=np.nan, c1=np.nan, sig_c=np.nan, sig_k=np.nan, sig_L0=np.nan, gamma=np.nan, log_q0=np.nan)
+    if np.count_nonzero(w) < 3:
+        return out, np.array([], int)
+    sel = w > 0
+    out["c0"], out["c1"] = linear_fit(L[sel], a[sel], n[sel], w[sel])
+    if sig:
+        try:
+            out["sig_c"], out["sig_k"], out["sig_L0"] = sigmoid_fit(L[sel], a[sel], n[sel], w[sel], x0)
+        except (ValueError, np.linalg.LinAlgError):
+            pass
+    out["gamma"], out["log_q0"], front = gamma_fit(C, a, w)
+    return out, front
+
+
+def read_reference(path: str | None):
+    """Reference gammas: {label: {task: gamma}}. ``None`` -> the paper's text and speech rows."""
+    from slmjax.analysis.scaling.laws import PAPER_GAMMA
+    if path is None:
+        return {k: dict(v) for k, v in PAPER_GAMMA.items()}
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        raise FitInputError(f"{path}: reference table not readable") from None
+    if not rows or not {"task", "gamma"} <= set(rows[0]):
+        raise FitInputError(f"{path}: reference table needs columns task,gamma (optional label)")
+    ref = {}
+    for r in rows:
+        try:
+            g = float(r["gamma"])
+        except ValueError:
+            raise FitInputError(f"{path}: gamma {r['gamma']!r} for task {r['task']} is not a number") from None
+        ref.setdefault(r.get("label") or "reference", {})[r["task"].strip().lower()] = g
+    return ref

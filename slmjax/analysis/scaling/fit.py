@@ -1,0 +1,230 @@
+"""The whole analysis of one run table: every fit, its bootstrap, held-out check and diagnostics.
+
+``analyse(table, FitOptions(...))`` returns a JSON-ready dict (written as fit.json) and a dict of
+arrays for the plots. One matrix of resample weights drives every bootstrapped quantity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from slmjax.analysis.scaling import approach3, checks, datacon, downstream, huber, isoflop, vpfit
+from slmjax.analysis.scaling import bootstrap as bs
+from slmjax.analysis.scaling.errors import FitInputError
+from slmjax.analysis.scaling.table import RunTable, check_coverage
+
+
+@dataclasses.dataclass
+class FitOptions:
+    n_param: str = "total"            # N convention: total (tied embedding once) or nonemb
+    flops: str = "6N"                 # compute axis for Approaches 1-2 and downstream
+    bootstrap: int = 1000             # replicates for the VP fit and everything derived from it
+    huber_bootstrap: int = 200        # replicates for the paper's objective (L-BFGS per replicate)
+    seed: int = 0
+    workers: int = 0                  # 0: all cores
+    level: float = 0.95
+    delta: float = 0.03               # Huber delta (paper 0.03; Chinchilla 1e-3)
+    n_refine: int = 64                # L-BFGS runs from the best grid starts of the paper's objective
+    holdout: float = 0.2              # fraction of runs (largest budgets) held out
+    target_flops: tuple = (1e21,)     # extra compute levels for N*(C), D*(C), L*(C)
+    target_acc: dict = dataclasses.field(default_factory=dict)   # task -> accuracy to reach
+    reference: str | None = None      # CSV task,gamma[,label]; default: the paper's rows
+    sigmoid: bool = True
+    grid: tuple = vpfit.ALPHA_GRID      # (alpha, beta) grid of the point fit
+    boot_grid: tuple = vpfit.BOOT_GRID  # coarser grid of bootstrap replicates (then zoomed)
+
+    def validate(self):
+        checks = [("bootstrap", self.bootstrap >= 20, "at least 20"),
+                  ("huber_bootstrap", self.huber_bootstrap >= 0, "0 or more"),
+                  ("level", 0.5 < self.level < 1, "in (0.5, 1)"), ("delta", self.delta > 0, "positive"),
+                  ("holdout", 0 < self.holdout < 0.5, "in (0, 0.5)"), ("n_refine", self.n_refine >= 1, ">= 1"),
+                  ("target_flops", all(c > 0 for c in self.target_flops), "positive")]
+        for name, ok, need in checks:
+            if not ok:
+                raise FitInputError(f"--{name}={getattr(self, name)} must be {need}")
+
+
+def _num(x):
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def analyse(table: RunTable, opt: FitOptions):
+    t0 = time.perf_counter()
+    opt.validate()
+    workers = opt.workers or bs.default_workers()
+    if opt.flops not in table.flops:
+        raise FitInputError(f"--flops={opt.flops} unavailable (table has {', '.join(table.flops)})")
+    N_all, D_all, L_all = table.n(opt.n_param), table.tokens, table.test_loss
+    C_all = table.flops[opt.flops]
+    single = ~table.multi_epoch
+    one = table.subset(np.nonzero(single)[0])
+    check_coverage(one)
+    N, D, L, C = N_all[single], D_all[single], L_all[single], C_all[single]
+    lN, lD = np.log(N), np.log(D)
+    C6 = 6 * N * D
+    C_points = sorted({float(C6.max()), *map(float, opt.target_flops)})
+    C_grid = np.geomspace(C6.min() / 3, max(C6.max() * 100, max(C_points)), 60)
+    W_all = bs.resample_weights(len(table), opt.bootstrap, opt.seed, table.budget)
+    W = W_all[:, single]
+    timing = {}
+
+    # Approach 3: variable projection (primary) and the paper's Huber objective.
+    t = time.perf_counter()
+    vp = vpfit.vp_fit(lN, lD, L, grid=opt.grid, keep_grid=True)
+    vp_boot = approach3.vp_bootstrap(lN, lD, L, W, workers, grid=opt.boot_grid)
+    timing["approach3_vp_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    hub = huber.huber_fit(lN, lD, L, delta=opt.delta, n_refine=opt.n_refine,
+                          extra_starts=[huber.to_theta(vp.params[0])])
+    hb = min(opt.huber_bootstrap, opt.bootstrap)
+    hub_boot = approach3.huber_bootstrap(lN, lD, L, W[:hb], hub.theta, vp_boot[:hb], opt.delta, workers)
+    timing["approach3_huber_s"] = time.perf_counter() - t
+    res = {"approach3": {
+        "vp": {**approach3.summarise_fit(vp.params[0], vp_boot, C_points, opt.level),
+               "sse": float(vp.sse[0]), "objective": "sum of squared loss residuals, NNLS for E, A, B",
+               "grid": list(opt.grid), "replicates": int(len(vp_boot))},
+        "huber": {**approach3.summarise_fit(hub.params, hub_boot, C_points, opt.level),
+                  "objective_value": hub.objective, "delta": opt.delta, "starts": hub.n_starts,
+                  "converged": hub.converged, "replicates": int(len(hub_boot)),
+                  "top_starts": [[f, p.tolist()] for f, p in hub.top]},
+    }}
+    plots = {"L_all": L_all, "C_all": C_all, "N": N, "D": D, "L": L, "C": C, "C6": C6, "C_grid": C_grid,
+             "vp_params": vp.params[0], "vp_boot": vp_boot, "hub_params": hub.params,
+             "bands": approach3.bands(vp.params[0], vp_boot, C_grid, opt.level)}
+
+    # Approach 2 (IsoFLOP) and Approach 1 (envelope), on the same replicates.
+    t = time.perf_counter()
+    budget = one.budget if np.isfinite(one.budget).sum() >= 3 else None
+    a2 = isoflop.isoflop_fit(N, D, L, C6, budget)
+    if a2 is not None and np.isfinite(a2["a"]):
+        reps = np.array([(r["a"], r["b"]) if r and np.isfinite(r.get("a", np.nan)) else (np.nan, np.nan)
+                         for r in (isoflop.isoflop_fit(N, D, L, C6, budget, w) for w in W)])
+        res["approach2"] = {"a": bs.summarise(a2["a"], reps[:, 0], opt.level),
+                            "b": bs.summarise(a2["b"], reps[:, 1], opt.level), "k": a2["k"],
+                            "grouped": a2["grouped"], "profiles_used": a2["n_used"],
+                            "profiles": a2["profiles"]}
+    else:
+        res["approach2"] = {"skipped": "fewer than 2 IsoFLOP profiles with a minimum inside their sampled "
+                                       "sizes (the grid does not bracket the optimum)"}
+    plots["approach2"] = a2
+    a1 = isoflop.kaplan_fit(N, C, L)
+    if a1 is not None:
+        reps = np.array([[r["gamma"], r["a_env"]] if r else [np.nan, np.nan]
+                         for r in (isoflop.kaplan_fit(N, C, L, w) for w in W)])
+        res["approach1"] = {"gamma": bs.summarise(a1["gamma"], reps[:, 0], opt.level),
+                            "a_env": bs.summarise(a1["a_env"], reps[:, 1], opt.level),
+                            "C_c": a1["C_c"], "envelope_runs": [str(one.run_id[i]) for i in a1["envelope"]],
+                            "compute": opt.flops}
+    else:
+        res["approach1"] = {"skipped": "fewer than 3 runs on the loss-compute envelope"}
+    plots["approach1"] = a1
+    timing["approach12_s"] = time.perf_counter() - t
+
+    # Data-constrained second stage on multi-epoch runs.
+    multi = table.multi_epoch
+    if multi.sum() >= 2:
+        t = time.perf_counter()
+        args = (N_all[multi], D_all[multi], table.unique_tokens[multi], L_all[multi])
+        dc = datacon.repeat_fit(*args, vp.params[0], delta=opt.delta)
+        x0 = [np.log([dc["rn"], dc["rd"]])]
+        reps = np.array([[r["rn"], r["rd"]] for r in bs.map_rows(
+            _datacon_row, list(zip(vp_boot, W_all[:, multi])), (args, opt.delta, x0),
+            workers, desc="bootstrap (repeat terms)")])
+        res["data_constrained"] = {"R*_N": bs.summarise(dc["rn"], reps[:, 0], opt.level),
+                                   "R*_D": bs.summarise(dc["rd"], reps[:, 1], opt.level),
+                                   "n_runs": int(multi.sum()), "at_bounds": dc["at_bounds"]}
+        timing["data_constrained_s"] = time.perf_counter() - t
+    else:
+        res["data_constrained"] = {"skipped": f"{int(multi.sum())} multi-epoch run(s); need at least 2"}
+
+    # Downstream.
+    t = time.perf_counter()
+    res["downstream"], plots["downstream"] = _downstream(table, L_all, C_all, W_all, opt, workers)
+    timing["downstream_s"] = time.perf_counter() - t
+
+    # Held-out validation and diagnostics.
+    t = time.perf_counter()
+    res["holdout"] = checks.holdout(one, N, D, L, C6, opt.holdout, min(opt.bootstrap, 200), opt.seed,
+                                    workers, opt.level)
+    timing["holdout_s"] = time.perf_counter() - t
+    res["sensitivity"] = _sensitivity(table, one, opt)
+    res["diagnostics"] = checks.diagnostics(res, vp, vp_boot, hub, N, D, L, C6, vp.grid)
+    timing["total_s"] = time.perf_counter() - t0
+    res["timing"] = timing
+    res["table"] = _table_summary(table, one, opt)
+    res["options"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(opt).items()}
+    res["options"]["workers"] = workers
+    return res, plots
+
+
+def _datacon_row(common, row):
+    data, delta, x0 = common
+    p, w = row
+    if w.sum() == 0:
+        return {"rn": np.nan, "rd": np.nan}
+    return datacon.repeat_fit(*data, p, w=w, delta=delta, starts=x0)
+
+
+def _down_row(common, w):
+    L, C, a, n, sig, x0 = common
+    return downstream.task_fit(L, C, a, n, w, sig=sig, x0=x0)[0]
+
+
+def _downstream(table, L, C, W, opt, workers):
+    ref = downstream.read_reference(opt.reference)
+    out, plots = {}, {}
+    for task, (acc, n) in table.acc.items():
+        if np.isfinite(acc).sum() < 3:
+            out[task] = {"skipped": f"{int(np.isfinite(acc).sum())} runs with scores; need at least 3"}
+            continue
+        point, front = downstream.task_fit(L, C, acc, n, sig=opt.sigmoid)
+        x0 = (point["sig_c"], point["sig_k"], point["sig_L0"]) if np.isfinite(point["sig_c"]) else None
+        reps = bs.map_rows(_down_row, W, (L, C, acc, n, opt.sigmoid, x0), workers, desc=f"bootstrap ({task})")
+        R = {k: np.array([r[k] for r in reps]) for k in point}
+        t = {k: bs.summarise(point[k], R[k], opt.level) for k in point}
+        t["n_runs"] = int(np.isfinite(acc).sum())
+        t["n_items"] = _num(np.nanmedian(n)) if np.isfinite(n).any() else None
+        t["envelope_runs"] = [str(table.run_id[i]) for i in front]
+        for label, g in ref.items():
+            if task in g:
+                t[f"ratio_{label}_over_ours"] = bs.summarise(g[task] / point["gamma"], g[task] / R["gamma"], opt.level)
+                t[f"gamma_{label}"] = g[task]
+        target = opt.target_acc.get(task)
+        if target:
+            ct = [downstream.compute_for(target, g, q) for g, q in zip(R["gamma"], R["log_q0"])]
+            t["compute_to_target"] = {"target": target, **bs.summarise(
+                downstream.compute_for(target, point["gamma"], point["log_q0"]), ct, opt.level)}
+        out[task] = t
+        plots[task] = dict(acc=acc, n=n, point=point, front=front)
+    return out, plots
+
+
+def _sensitivity(table, one, opt):
+    """Point estimates of a (Approach 3) per N convention and of Approach 2 per FLOP convention."""
+    out = {"approach3_a_by_n_convention": {}, "approach2_a_by_flops": {}}
+    for conv in ("total", "nonemb"):
+        try:
+            N = one.n(conv)
+        except FitInputError:
+            continue
+        p = vpfit.vp_fit(np.log(N), np.log(one.tokens), one.test_loss, grid=opt.grid).params[0]
+        out["approach3_a_by_n_convention"][conv] = float(p[4] / (p[3] + p[4]))
+    budget = one.budget if np.isfinite(one.budget).sum() >= 3 else None
+    for conv, C in one.flops.items():
+        r = isoflop.isoflop_fit(one.n(opt.n_param), one.tokens, one.test_loss, C, budget)
+        out["approach2_a_by_flops"][conv] = _num(r["a"]) if r else None
+    return out
+
+
+def _table_summary(table, one, opt):
+    N = table.n(opt.n_param)
+    return dict(source=table.source, runs=len(table), single_epoch_runs=len(one),
+                multi_epoch_runs=int(table.multi_epoch.sum()), sizes=table.distinct(table.n_params),
+                budgets=table.distinct(table.tokens / table.n_params, rel=0.05), N_range=[float(N.min()), float(N.max())],
+                D_range=[float(table.tokens.min()), float(table.tokens.max())],
+                C_range=[float(table.flops[opt.flops].min()), float(table.flops[opt.flops].max())],
+                flops_conventions=list(table.flops), tasks=sorted(table.acc),
+                excluded=[{"run_id": r, "reason": why} for r, why in table.excluded], notes=table.notes)

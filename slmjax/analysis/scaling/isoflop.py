@@ -1,0 +1,111 @@
+"""Approach 2 (IsoFLOP parabolas) and Approach 1 (lower envelope of loss vs compute, Kaplan L(C)).
+
+IsoFLOP profiles come from the table's budget groups when it has them (runs planned at one FLOP
+budget); otherwise they are built by interpolating each model size's loss linearly in log D between
+its own finished runs (every run's schedule ends at its D, so each point is a real run) at a set of
+compute levels reached by at least three sizes. A parabola of loss in log N per profile gives N*(C);
+a line through log N* vs log C gives the exponent a (and b = 1 - a under C = 6 N D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _groups(C, budget, w):
+    """[(C level, run indices)] from budget labels (only runs with positive weight)."""
+    out = []
+    for lab in np.unique(budget[np.isfinite(budget)]):
+        idx = np.nonzero((budget == lab) & (w > 0))[0]
+        if len(idx):
+            out.append((float(np.exp(np.average(np.log(C[idx]), weights=w[idx]))), idx))
+    return out
+
+
+def _interpolated(N, D, L, C, w, levels=30):
+    """[(C level, N per size, L per size)] by log-linear interpolation along each size's budgets."""
+    keep = w > 0
+    sizes = np.unique(np.round(np.log(N[keep]), 2))
+    per = []
+    for s in sizes:
+        idx = np.nonzero(keep & (np.round(np.log(N), 2) == s))[0]
+        idx = idx[np.argsort(D[idx])]
+        logd = np.log(D[idx])
+        if len(np.unique(logd)) >= 2:
+            per.append((float(np.exp(np.mean(np.log(N[idx])))), logd, L[idx]))
+    if len(per) < 3:
+        return []
+    lo, hi = np.log(C[keep]).min(), np.log(C[keep]).max()
+    out = []
+    for lc in np.linspace(lo, hi, levels):
+        ns, ls = [], []
+        for n, logd, l in per:
+            x = lc - np.log(6.0 * n)
+            if logd[0] - 1e-9 <= x <= logd[-1] + 1e-9:
+                ns.append(n)
+                ls.append(np.interp(x, logd, l))
+        if len(ns) >= 3:
+            out.append((float(np.exp(lc)), np.array(ns), np.array(ls)))
+    return out
+
+
+def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
+    """Approach 2. Returns a, b, k (N* = k C^a), profiles, or ``None`` if fewer than 2 usable profiles."""
+    N, D, L, C = map(np.asarray, (N, D, L, C))
+    w = np.ones(len(L)) if w is None else np.asarray(w, float)
+    profiles = []
+    grouped = budget is not None and np.isfinite(budget).sum() >= 3
+    if grouped:
+        raw = [(c, N[i], L[i], w[i], i.tolist()) for c, i in _groups(C, np.asarray(budget), w)]
+    else:
+        raw = [(c, n, l, np.ones(len(n)), None) for c, n, l in _interpolated(N, D, L, C, w)]
+    for c, n, l, ww, idx in raw:
+        x = np.log(n)
+        if len(np.unique(np.round(x, 4))) < min_points:
+            continue
+        xc = x.mean()
+        p2, p1, p0 = np.polyfit(x - xc, l, 2, w=np.sqrt(ww))
+        ok = p2 > 0
+        xs = xc - p1 / (2 * p2) if ok else np.nan
+        inside = bool(ok and x.min() <= xs <= x.max())
+        profiles.append(dict(C=c, N_opt=float(np.exp(xs)) if ok else np.nan,
+                             L_min=float(p0 - p1 * p1 / (4 * p2)) if ok else np.nan,
+                             coef=(float(p2), float(p1), float(p0)), x_center=float(xc),
+                             inside=inside, n_points=len(x), runs=idx))
+    use = [p for p in profiles if p["inside"]]
+    if len(use) < 2:
+        return None if not profiles else dict(a=np.nan, b=np.nan, k=np.nan, profiles=profiles,
+                                               grouped=grouped, n_used=len(use))
+    lc = np.log([p["C"] for p in use])
+    ln = np.log([p["N_opt"] for p in use])
+    a, logk = np.polyfit(lc, ln, 1)
+    return dict(a=float(a), b=float(1.0 - a), k=float(np.exp(logk)), profiles=profiles,
+                grouped=grouped, n_used=len(use))
+
+
+def envelope(C, L, w=None):
+    """Indices of the lower envelope (Pareto front) of loss vs compute, in order of compute."""
+    C, L = np.asarray(C), np.asarray(L)
+    w = np.ones(len(L)) if w is None else np.asarray(w)
+    order = [i for i in np.argsort(C, kind="stable") if w[i] > 0]
+    front, best = [], np.inf
+    for i in order:
+        if L[i] < best:
+            front.append(i)
+            best = L[i]
+    return np.array(front, int)
+
+
+def kaplan_fit(N, C, L, w=None):
+    """Approach 1: L = (C_c / C)^gamma on the envelope; also N on the envelope ~ C^a_env."""
+    N, C, L = map(np.asarray, (N, C, L))
+    front = envelope(C, L, w)
+    if len(front) < 3:
+        return None
+    slope, icpt = np.polyfit(np.log(C[front]), np.log(L[front]), 1)
+    gamma = -slope
+    out = dict(gamma=float(gamma), C_c=float(np.exp(icpt / gamma)) if gamma > 0 else np.nan,
+               log_k=float(icpt), envelope=front.tolist(), a_env=np.nan)
+    if len(np.unique(np.round(np.log(N[front]), 3))) >= 3:
+        out["a_env"] = float(np.polyfit(np.log(C[front]), np.log(N[front]), 1)[0])
+    return out

@@ -1,0 +1,209 @@
+"""The run table: one row per finished training run, read from a CSV or a sweep root, validated.
+
+Columns (NumPy arrays, one entry per run):
+- ``run_id``; ``n_params`` (N, tied embedding counted once); ``n_params_nonemb`` (NaN if unknown);
+- ``tokens`` (D, tokens seen, repeats counted); ``unique_tokens`` (U_D, = D when unknown); ``epochs`` = D/U_D;
+- ``flops``: a dict convention -> C per run: ``6N`` (N total), ``6N_nonemb`` and ``6N_attn`` (PaLM-style
+  6N + 12 L H Q T with causal attention halved) when known;
+- ``test_loss``; ``budget`` (an IsoFLOP group label in FLOPs, NaN if none);
+- ``acc``: task -> (accuracy in [0, 1], number of items).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from slmjax.analysis.scaling.errors import FitInputError
+
+REQUIRED = ("n_params", "tokens", "test_loss")
+ALIASES = {"params": "n_params", "n": "n_params", "loss": "test_loss", "d": "tokens",
+           "run": "run_id", "name": "run_id", "flops_6n_attn": "flops", "c": "flops"}
+OPTIONAL_NUMERIC = ("n_params_nonemb", "unique_tokens", "flops", "budget", "tokens_seen")
+
+
+@dataclasses.dataclass
+class RunTable:
+    run_id: np.ndarray
+    n_params: np.ndarray
+    n_params_nonemb: np.ndarray
+    tokens: np.ndarray
+    unique_tokens: np.ndarray
+    test_loss: np.ndarray
+    budget: np.ndarray
+    flops: dict
+    acc: dict
+    source: str = ""
+    excluded: list = dataclasses.field(default_factory=list)   # (run_id, reason)
+    notes: list = dataclasses.field(default_factory=list)
+
+    def __len__(self):
+        return len(self.run_id)
+
+    @property
+    def epochs(self):
+        return self.tokens / self.unique_tokens
+
+    @property
+    def multi_epoch(self):
+        return self.epochs > 1.0 + 1e-6
+
+    def n(self, which: str = "total") -> np.ndarray:
+        """N under a parameter-count convention: ``total`` or ``nonemb``."""
+        if which == "total":
+            return self.n_params
+        if which == "nonemb":
+            if not np.all(np.isfinite(self.n_params_nonemb)):
+                raise FitInputError("--n_params=nonemb needs an n_params_nonemb value for every run")
+            return self.n_params_nonemb
+        raise FitInputError(f"unknown parameter-count convention {which!r} (use total or nonemb)")
+
+    def subset(self, idx) -> "RunTable":
+        idx = np.asarray(idx)
+        take = lambda a: a[idx]
+        return dataclasses.replace(
+            self, run_id=take(self.run_id), n_params=take(self.n_params),
+            n_params_nonemb=take(self.n_params_nonemb), tokens=take(self.tokens),
+            unique_tokens=take(self.unique_tokens), test_loss=take(self.test_loss),
+            budget=take(self.budget), flops={k: take(v) for k, v in self.flops.items()},
+            acc={k: (take(a), take(m)) for k, (a, m) in self.acc.items()},
+            excluded=list(self.excluded), notes=list(self.notes))
+
+    def distinct(self, values, rel=0.01) -> int:
+        """Number of distinct values up to a relative tolerance."""
+        v = np.sort(np.log(np.asarray(values)))
+        return int(1 + np.sum(np.diff(v) > math.log1p(rel))) if len(v) else 0
+
+
+def _num(text, what, where):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise FitInputError(f"{where}: {what} {text!r} is not a number") from None
+
+
+def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: int = 3,
+                excluded=None, notes=None) -> RunTable:
+    """Validate row dicts (numeric fields already parsed or strings) into a RunTable."""
+    if not rows:
+        raise FitInputError(f"{source}: no runs found")
+    excluded = list(excluded or [])
+    notes = list(notes or [])
+    ids, seen = [], {}
+    cols = {k: [] for k in REQUIRED + OPTIONAL_NUMERIC}
+    tasks = sorted({k[4:] for r in rows for k in r if k.startswith("acc_")})
+    acc = {t: ([], []) for t in tasks}
+    for i, r in enumerate(rows):
+        rid = str(r.get("run_id") or f"row{i + 1}")
+        where = f"{source} run {rid}"
+        if rid in seen:
+            raise FitInputError(f"{source}: run_id {rid!r} appears twice (rows {seen[rid] + 1} and {i + 1})")
+        seen[rid] = i
+        ids.append(rid)
+        for k in REQUIRED + OPTIONAL_NUMERIC:
+            raw = r.get(k, "")
+            if raw in ("", None):
+                if k in REQUIRED:
+                    raise FitInputError(f"{where}: {k} is missing")
+                cols[k].append(math.nan)
+                continue
+            v = _num(raw, k, where)
+            if not math.isfinite(v) or v <= 0:
+                kind = "NaN" if math.isnan(v) else f"{v:g}"
+                raise FitInputError(f"{where}: {k} is {kind} (must be a positive finite number)")
+            cols[k].append(v)
+        for t in tasks:
+            a = r.get(f"acc_{t}", "")
+            m = r.get(f"n_{t}", "")
+            a = math.nan if a in ("", None) else _num(a, f"acc_{t}", where)
+            m = math.nan if m in ("", None) else _num(m, f"n_{t}", where)
+            acc[t][0].append(a)
+            acc[t][1].append(m)
+    col = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
+    N, D, L = col["n_params"], col["tokens"], col["test_loss"]
+    U = np.where(np.isfinite(col["unique_tokens"]), col["unique_tokens"], D)
+    bad = np.nonzero(U > D * (1 + 1e-6))[0]
+    if len(bad):
+        i = bad[0]
+        raise FitInputError(f"{source} run {ids[i]}: unique_tokens {U[i]:.4g} exceeds tokens {D[i]:.4g}")
+    ts = col["tokens_seen"]
+    short = np.isfinite(ts) & (np.abs(ts - D) > 0.01 * D)
+    keep = ~short
+    for i in np.nonzero(short)[0]:
+        excluded.append((ids[i], f"schedule ended at {ts[i]:.4g} tokens, not its budget D = {D[i]:.4g}"))
+    nonemb = col["n_params_nonemb"]
+    bad = np.nonzero(np.isfinite(nonemb) & (nonemb > N))[0]
+    if len(bad):
+        raise FitInputError(f"{source} run {ids[bad[0]]}: n_params_nonemb exceeds n_params")
+    flops = {"6N": 6.0 * N * D}
+    if np.all(np.isfinite(nonemb)):
+        flops["6N_nonemb"] = 6.0 * nonemb * D
+    if np.all(np.isfinite(col["flops"])):
+        flops["6N_attn"] = col["flops"]
+    accd = {}
+    for t, (a, m) in acc.items():
+        a, m = np.asarray(a), np.asarray(m)
+        fin = a[np.isfinite(a)]
+        if len(fin) and np.any((fin < 0) | (fin > 100)):
+            raise FitInputError(f"{source}: acc_{t} has values outside [0, 1] (or [0, 100] for percent)")
+        if len(fin) and fin.max() > 1.0:
+            a = a / 100.0
+            notes.append(f"acc_{t} read as percent and divided by 100")
+        accd[t] = (a, m)
+    table = RunTable(run_id=np.asarray(ids, dtype=object), n_params=N, n_params_nonemb=nonemb,
+                     tokens=D, unique_tokens=U, test_loss=L, budget=col["budget"], flops=flops,
+                     acc=accd, source=source, excluded=excluded, notes=notes)
+    table = table.subset(np.nonzero(keep)[0])
+    check_coverage(table, min_sizes, min_budgets)
+    return table
+
+
+def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3):
+    """At least ``min_sizes`` model sizes and ``min_budgets`` token budgets, or one clear error.
+
+    Budgets are counted as distinct tokens per parameter (D/N within 5%): with fewer than three, D is
+    tied to N and the surface cannot separate the two terms.
+    """
+    ns, nd = table.distinct(table.n_params), table.distinct(table.tokens / table.n_params, rel=0.05)
+    if ns < min_sizes:
+        raise FitInputError(f"{table.source}: only {ns} model size{'s' if ns != 1 else ''} "
+                            f"(need at least {min_sizes} sizes and {min_budgets} token budgets to fit L(N, D))")
+    if nd < min_budgets:
+        raise FitInputError(f"{table.source}: only {nd} token budget{'s' if nd != 1 else ''} (distinct D/N) "
+                            f"(need at least {min_budgets} budgets and {min_sizes} sizes to fit L(N, D))")
+
+
+def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
+    """Read a run table from CSV (``run_id,n_params,tokens,test_loss`` at least; see module doc).
+
+    Accuracy columns are ``acc_<task>`` with item counts ``n_<task>``. ``experiment`` keeps the rows
+    whose ``experiment`` column equals it (tables that hold several studies must name one).
+    """
+    if not os.path.isfile(path):
+        raise FitInputError(f"{path}: no such file")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise FitInputError(f"{path}: empty CSV (no header)")
+        names = {h: ALIASES.get(h.strip().lower(), h.strip().lower()) for h in reader.fieldnames}
+        missing = [c for c in REQUIRED if c not in names.values()]
+        if missing:
+            raise FitInputError(f"{path}: missing column {missing[0]!r} (need run_id,n_params,tokens,test_loss)")
+        rows = [{names[k]: v for k, v in r.items() if k is not None} for r in reader]
+    if "experiment" in names.values():
+        exps = sorted({r.get("experiment", "") for r in rows})
+        if experiment is not None:
+            if experiment not in exps:
+                raise FitInputError(f"{path}: no experiment {experiment!r} (has {', '.join(exps)})")
+            rows = [r for r in rows if r.get("experiment") == experiment]
+        elif len(exps) > 1:
+            raise FitInputError(f"{path}: holds {len(exps)} experiments ({', '.join(exps)}); "
+                                "pick one with --experiment")
+    elif experiment is not None:
+        raise FitInputError(f"{path}: --experiment given but the CSV has no experiment column")
+    src = os.path.basename(path) + (f"[{experiment}]" if experiment else "")
+    return build_table(rows, src, **kw)

@@ -1,0 +1,119 @@
+"""Fitters against independent references: scipy NNLS, finite differences, exact synthetic laws."""
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from slmjax.analysis.scaling import datacon, downstream, huber, isoflop, laws, simulate, vpfit
+from slmjax.analysis.scaling import bootstrap as bs
+
+SPEECH = {k: v for k, v in laws.PAPER_LAWS["speech"].items() if k not in ("rn", "rd")}
+
+
+def _grid(noise=0.0, seed=0, **kw):
+    t = simulate.simulate_table(law=SPEECH, noise=noise, seed=seed, **kw)
+    return np.log(t.n_params), np.log(t.tokens), t.test_loss
+
+
+def test_projected_nnls_matches_scipy_nnls():
+    lN, lD, L = _grid(noise=0.02, seed=3)
+    rng = np.random.default_rng(0)
+    w = rng.multinomial(len(L), np.full(len(L), 1 / len(L))).astype(float)
+    for ab in [(0.25, 0.24), (0.05, 0.9), (1.2, 0.02), (0.6, 0.6)]:
+        sse, E, A, B = vpfit.projected(np.array(ab), lN, lD, L, w)
+        X = np.stack([np.ones_like(L), np.exp(-ab[0] * lN), np.exp(-ab[1] * lD)], 1)
+        sw = np.sqrt(w)
+        coef, rnorm = optimize.nnls(X * sw[:, None], L * sw)
+        assert sse == pytest.approx(rnorm ** 2, rel=1e-6, abs=1e-12)
+        np.testing.assert_allclose([E, A, B], coef, rtol=1e-5, atol=1e-9)
+
+
+def test_vp_recovers_exact_law_and_batch_equals_single():
+    lN, lD, L = _grid()
+    p = vpfit.vp_fit(lN, lD, L).params[0]
+    np.testing.assert_allclose(p, [SPEECH[k] for k in ("E", "A", "B", "alpha", "beta")], rtol=1e-4)
+    lN, lD, L = _grid(noise=0.01, seed=1)
+    W = bs.resample_weights(len(L), 6, seed=0)
+    batch = vpfit.vp_fit(lN, lD, L, weights=W, polish=False).params
+    for w, row in zip(W, batch):
+        np.testing.assert_allclose(vpfit.vp_fit(lN, lD, L, weights=w[None], polish=False).params[0], row,
+                                   rtol=1e-8)
+
+
+def test_huber_gradient_and_exact_recovery():
+    lN, lD, L = _grid(noise=0.01, seed=2)
+    th = np.array([0.4, 2.0, 3.5, 0.3, 0.25])
+    w = np.arange(len(L)) % 3 + 0.5
+    f, g = huber._obj_grad(th, lN, lD, np.log(L), w, 0.03)
+    num = [(huber._obj_grad(th + h, lN, lD, np.log(L), w, 0.03)[0]
+            - huber._obj_grad(th - h, lN, lD, np.log(L), w, 0.03)[0]) / 2e-6 for h in 1e-6 * np.eye(5)]
+    np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-9)
+    # Independent objective: float64 loop written here.
+    ref = 0.0
+    for i in range(len(L)):
+        r = np.log(np.exp(th[0]) + np.exp(th[1] - th[3] * lN[i]) + np.exp(th[2] - th[4] * lD[i])) - np.log(L[i])
+        ref += w[i] * (0.5 * r * r if abs(r) <= 0.03 else 0.03 * (abs(r) - 0.015))
+    assert f == pytest.approx(ref, rel=1e-12)
+    lN, lD, L = _grid()
+    res = huber.huber_fit(lN, lD, L, n_refine=16)
+    np.testing.assert_allclose(res.params, [SPEECH[k] for k in ("E", "A", "B", "alpha", "beta")], rtol=1e-4)
+    assert not huber.starts_disagree(res) and not huber.at_bounds(res)
+
+
+def test_isoflop_parabola_minimum_and_exponent():
+    # Loss exactly quadratic in log N around N*(C) = 0.1 C^0.5 -> a = 0.5 exactly.
+    N, D, L, budget = [], [], [], []
+    for C in (1e18, 1e19, 1e20, 1e21):
+        ns = 0.1 * C ** 0.5 * np.exp(np.linspace(-1, 1, 7))
+        N += list(ns)
+        D += list(C / (6 * ns))
+        L += list(3 - 0.1 * np.log10(C) + 0.2 * (np.log(ns) - np.log(0.1 * C ** 0.5)) ** 2)
+        budget += [C] * 7
+    N, D, L, budget = map(np.array, (N, D, L, budget))
+    r = isoflop.isoflop_fit(N, D, L, 6 * N * D, budget)
+    assert r["a"] == pytest.approx(0.5, abs=1e-9) and r["grouped"] and r["n_used"] == 4
+    assert r["k"] == pytest.approx(0.1, rel=1e-6)
+
+
+def test_envelope_and_kaplan():
+    C = np.array([1, 2, 3, 4, 5, 6.0]) * 1e18
+    L = np.array([3.0, 2.9, 3.1, 2.5, 2.6, 2.4])
+    assert isoflop.envelope(C, L).tolist() == [0, 1, 3, 5]
+    C = np.geomspace(1e17, 1e21, 9)
+    r = isoflop.kaplan_fit(np.geomspace(1e7, 1e9, 9), C, 7.0 * (C / 1e17) ** -0.05)
+    assert r["gamma"] == pytest.approx(0.05, rel=1e-9) and r["a_env"] == pytest.approx(0.5, rel=1e-9)
+
+
+def test_downstream_linear_sigmoid_gamma():
+    rng = np.random.default_rng(0)
+    L = np.linspace(2.0, 3.0, 30)
+    acc = 0.5 + (0.7 - 0.5) / (1 + np.exp(-4.0 * (2.5 - L)))
+    n = np.full(30, 1e7)
+    c, k, L0 = downstream.sigmoid_fit(L, acc, n, np.ones(30))
+    assert (c, k, L0) == pytest.approx((0.7, 4.0, 2.5), rel=1e-4)
+    lin = 0.9 - 0.15 * L + 0.001 * rng.standard_normal(30)
+    c0, c1 = downstream.linear_fit(L, lin, np.full(30, np.nan), np.ones(30))
+    ref = np.polyfit(L, lin, 1, w=np.sqrt(1 / (lin * (1 - lin))))
+    assert (c1, c0) == pytest.approx(tuple(ref), rel=1e-9)
+    C = np.geomspace(1e16, 1e20, 12)
+    q = 0.3 * C ** 0.02
+    g, lq, front = downstream.gamma_fit(C, q, np.ones(12))
+    assert g == pytest.approx(0.02, rel=1e-9) and len(front) == 12
+    target = 0.3 * 1e21 ** 0.02
+    assert downstream.compute_for(target, g, lq) == pytest.approx(1e21, rel=1e-6)
+
+
+def test_repeat_terms_recovered_from_exact_data():
+    law = dict(laws.PAPER_LAWS["speech"])
+    t = simulate.simulate_table(law=law, noise=0.0, epochs=(2, 4, 8, 16, 40), ratios=(2, 4, 8, 20, 64, 100))
+    m = t.multi_epoch
+    stage1 = [law[k] for k in ("E", "A", "B", "alpha", "beta")]
+    r = datacon.repeat_fit(t.n_params[m], t.tokens[m], t.unique_tokens[m], t.test_loss[m], stage1)
+    assert r["rd"] == pytest.approx(law["rd"], rel=1e-3) and r["rn"] == pytest.approx(law["rn"], rel=1e-3)
+
+
+def test_resample_weights_are_seeded_and_stratified():
+    strata = np.array([1, 1, 1, 2, 2, np.nan, np.nan, np.nan])
+    W1 = bs.resample_weights(8, 50, seed=7, strata=strata)
+    assert np.array_equal(W1, bs.resample_weights(8, 50, seed=7, strata=strata))
+    assert np.all(W1[:, :3].sum(1) == 3) and np.all(W1[:, 3:5].sum(1) == 2) and np.all(W1[:, 5:].sum(1) == 3)

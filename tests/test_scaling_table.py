@@ -1,0 +1,133 @@
+"""Run tables: CSV and sweep-root readers, validation with one clear line per problem."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from slmjax.analysis.scaling import FitInputError, read_csv, read_sweep
+from slmjax.analysis.scaling import simulate
+
+HERE = os.path.dirname(__file__)
+
+
+def _write(tmp_path, rows, name="runs.csv"):
+    path = str(tmp_path / name)
+    simulate.write_csv(rows, path)
+    return path
+
+
+def _rows():
+    return simulate.simulate_rows(noise=0.0, tasks={"sblimp": (0.7, 3.0, 2.6)})
+
+
+def test_csv_roundtrip_columns(tmp_path):
+    t = read_csv(_write(tmp_path, _rows()))
+    assert len(t) == 40
+    np.testing.assert_allclose(t.flops["6N"], 6 * t.n_params * t.tokens)
+    np.testing.assert_allclose(t.flops["6N_nonemb"], 6 * t.n_params_nonemb * t.tokens)
+    assert set(t.flops) == {"6N", "6N_nonemb", "6N_attn"}
+    assert np.all(t.epochs == 1.0)
+    acc, n = t.acc["sblimp"]
+    assert np.all((acc > 0.4) & (acc < 0.8)) and np.all(n == 2000)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: r[3].update(test_loss="nan"), "test_loss is NaN"),
+    (lambda r: r[5].update(tokens=-1e9), "tokens is -1e+09"),
+    (lambda r: r[5].update(n_params=0), "n_params is 0"),
+    (lambda r: r[2].update(test_loss="abc"), "test_loss 'abc' is not a number"),
+    (lambda r: r[7].update(run_id=r[6]["run_id"]), "appears twice"),
+    (lambda r: r[7].update(unique_tokens=r[7]["tokens"] * 2), "unique_tokens"),
+])
+def test_bad_rows_one_clear_line(tmp_path, edit, message):
+    rows = _rows()
+    edit(rows)
+    with pytest.raises(FitInputError) as e:
+        read_csv(_write(tmp_path, rows))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_one_model_size_and_too_few_budgets(tmp_path):
+    rows = [r for r in _rows() if r["n_params"] == simulate.PAPER_SIZES["s85m"][0]]
+    with pytest.raises(FitInputError, match="only 1 model size "):
+        read_csv(_write(tmp_path, rows))
+    rows = [r for r in _rows() if r["tokens"] / r["n_params"] in (2, 4)]
+    with pytest.raises(FitInputError, match="only 2 token budgets"):
+        read_csv(_write(tmp_path, rows))
+
+
+def test_missing_column_and_experiments(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("run_id,n_params,tokens\na,1,2\n")
+    with pytest.raises(FitInputError, match="missing column 'test_loss'"):
+        read_csv(str(p))
+    with pytest.raises(FitInputError, match="holds 2 experiments"):
+        read_csv(os.path.join(HERE, "data", "llama3_isoflops.csv"))
+    t = read_csv(os.path.join(HERE, "data", "llama3_isoflops.csv"), experiment="llama_3__raw_loss")
+    assert len(t) == 133 and np.isfinite(t.budget).all()
+
+
+def test_schedule_not_ending_at_D_is_excluded(tmp_path):
+    rows = _rows()
+    rows[0]["tokens_seen"] = rows[0]["tokens"] * 0.5
+    rows[1]["tokens_seen"] = rows[1]["tokens"]
+    t = read_csv(_write(tmp_path, rows))
+    assert len(t) == 39 and t.excluded[0][0] == rows[0]["run_id"] and "schedule ended" in t.excluded[0][1]
+
+
+def _workdir(root, rid, N, D, loss, status="completed", seen=None, zs_step=100, steps=100, scores=None):
+    wd = root / rid
+    wd.mkdir()
+    run = {"run_id": rid, "n_params": N, "n_params_nonemb": N * 0.99, "tokens": D, "steps": steps,
+           "flops_per_token": {"6n": 6 * N, "6n_attn": 6 * N * 1.2}, "unique_tokens": D, "epochs": 1,
+           "status": status, "final_test_loss": loss}
+    (wd / "run.json").write_text(json.dumps(run))
+    with open(wd / "metrics.jsonl", "w") as f:
+        f.write(json.dumps({"step": 50, "tokens_seen": D / 2, "loss": loss + 1}) + "\n")
+        f.write("{corrupt line\n")
+        f.write(json.dumps({"step": steps, "tokens_seen": D if seen is None else seen, "test_loss": loss}) + "\n")
+    if scores is not None:
+        (wd / "zeroshot" / str(zs_step)).mkdir(parents=True)
+        (wd / "zeroshot" / str(zs_step) / "scores.json").write_text(json.dumps(scores))
+
+
+def test_sweep_root(tmp_path):
+    i = 0
+    for N in (2e7, 8e7, 3e8):
+        for r in (4, 20, 100):
+            i += 1
+            _workdir(tmp_path, f"r{i}", N, r * N, 2 + 10 / r, scores={"sblimp": {"accuracy": 0.5 + r / 1000,
+                                                                                 "n_items": 6300}})
+    _workdir(tmp_path, "failed", 2e7, 1e9, 3.0, status="failed")
+    _workdir(tmp_path, "short", 2e7, 1e9, 3.0, seen=5e8)
+    _workdir(tmp_path, "early", 2e7, 2e9, 3.0, zs_step=10, scores={"sblimp": 0.9})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    t = read_sweep(str(tmp_path))
+    assert len(t) == 10
+    reasons = dict(t.excluded)
+    assert reasons["failed"] == "status failed" and "schedule ended" in reasons["short"]
+    assert "unreadable" in reasons["broken"]
+    acc, n = t.acc["sblimp"]
+    j = list(t.run_id).index("r1")
+    assert acc[j] == pytest.approx(0.504) and n[j] == 6300
+    assert np.isnan(acc[list(t.run_id).index("early")])      # not the final checkpoint's scores
+    assert any("early" in s for s in t.notes)
+    np.testing.assert_allclose(t.flops["6N_attn"], 7.2 * t.n_params * t.tokens)
+
+
+def test_cli_bad_table_prints_one_line(tmp_path):
+    rows = _rows()
+    rows[3]["test_loss"] = float("nan")
+    path = _write(tmp_path, rows)
+    p = subprocess.run([sys.executable, "-m", "slmjax.analysis.scaling.cli", f"--runs={path}",
+                        f"--out={tmp_path / 'out'}"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "test_loss is NaN" in lines[0] and lines[0].startswith("slmjax-fit:")
+    assert not (tmp_path / "out").exists()
