@@ -1,0 +1,177 @@
+"""Training examples cut from one split: random `windows` (the paper) or `packed` utterances.
+
+Both are random-access streams: example i (over all epochs) is a pure function of (seed, i), which
+makes the data order deterministic, restartable from a step number, and splittable across hosts.
+
+windows: per epoch, each shard's token stream is cut into windows of seq_len+1 consecutive tokens
+  with stride seq_len (consecutive windows share one token, so every transition of the stream is
+  trained exactly once per epoch), starting at a random phase in the shard; all windows of all
+  shards are then shuffled together, so shards weigh by their length. inputs = window[:-1],
+  targets = window[1:]; utterances run into each other through EOS, as in the paper.
+packed: per epoch, utterances are shuffled and placed whole, in order, into rows of seq_len slots
+  (next fit; an utterance longer than a row is cut into row-sized pieces). Each piece is one
+  segment: `segment_ids` (1, 2, ... per row, 0 = padding) and `positions` (restart at 0) let the
+  model mask attention across utterances; `weights` is 0 where the target would cross into another
+  utterance, on padding, and 1 elsewhere.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from slmjax.data.errors import DataError
+from slmjax.data.splits import Split, span_index
+
+
+class _EpochCache:
+  """Keeps the plans of the two most recently used epochs."""
+
+  def __init__(self, build):
+    self._build = build
+    self._plans = collections.OrderedDict()
+
+  def __call__(self, epoch: int):
+    if epoch not in self._plans:
+      self._plans[epoch] = self._build(epoch)
+      while len(self._plans) > 2:
+        self._plans.popitem(last=False)
+    self._plans.move_to_end(epoch)
+    return self._plans[epoch]
+
+
+class WindowStream:
+  """Random windows of seq_len+1 tokens from each shard's concatenated utterance stream."""
+
+  def __init__(self, split: Split, seq_len: int, seed: int, shuffle: bool = True):
+    self.split, self.seq_len, self.seed, self.shuffle = split, int(seq_len), int(seed), shuffle
+    ranges = split.shard_token_ranges()
+    lens = ranges[:, 1] - ranges[:, 0]
+    self._shard_start = ranges[:, 0]
+    self._per_shard = np.maximum(lens - 1, 0) // self.seq_len
+    self._slack = np.where(self._per_shard > 0, lens - 1 - self._per_shard * self.seq_len, 0)
+    self.examples_per_epoch = int(self._per_shard.sum())
+    if self.examples_per_epoch == 0:
+      raise DataError(f"split {split.name!r}: {split.n_tokens} tokens do not fill one window of "
+                      f"seq_len+1 = {self.seq_len + 1} tokens in any shard")
+    self._plan = _EpochCache(self._build)
+
+  def _build(self, epoch: int) -> np.ndarray:
+    """Start offsets (in the split stream) of this epoch's windows, in training order."""
+    rng = np.random.default_rng([self.seed, 0x77, epoch])
+    if self.shuffle:
+      phase = (rng.random(self._slack.size) * (self._slack + 1)).astype(np.int64)
+    else:
+      phase = np.zeros_like(self._slack)
+    shard = np.repeat(np.arange(self._per_shard.size), self._per_shard)
+    k = span_index(np.zeros_like(self._per_shard), self._per_shard)
+    starts = self._shard_start[shard] + phase[shard] + k * self.seq_len
+    return rng.permutation(starts) if self.shuffle else starts
+
+  def get(self, index: np.ndarray) -> dict:
+    """Examples at the given stream indices: inputs/targets int32 [n, seq_len]."""
+    index = np.asarray(index, np.int64)
+    epoch, pos = np.divmod(index, self.examples_per_epoch)
+    starts = np.empty_like(index)
+    for e in np.unique(epoch):
+      sel = epoch == e
+      starts[sel] = self._plan(int(e))[pos[sel]]
+    w = self.seq_len + 1
+    tok = self.split.read_spans(starts, np.full(index.size, w)).reshape(index.size, w)
+    return {"inputs": tok[:, :-1], "targets": tok[:, 1:]}
+
+
+class PackedStream:
+  """Whole utterances packed into rows of seq_len, with segment ids, positions and weights."""
+
+  def __init__(self, split: Split, seq_len: int, seed: int, pad_id: int, shuffle: bool = True):
+    self.split, self.seq_len, self.seed, self.shuffle = split, int(seq_len), int(seed), shuffle
+    self.pad_id = int(pad_id)
+    if split.n_records == 0:
+      raise DataError(f"split {split.name!r} has no utterances")
+    self._plan = _EpochCache(self._build)
+    self._rows = {}  # epoch -> number of rows
+    # Reported size of an epoch; epochs differ slightly (packing depends on the order).
+    self.examples_per_epoch = self._epoch_rows(0)
+
+  def _build(self, epoch: int):
+    t = self.seq_len
+    rng = np.random.default_rng([self.seed, 0x9a, epoch])
+    order = rng.permutation(self.split.n_records) if self.shuffle else np.arange(
+        self.split.n_records)
+    lens = self.split.lengths[order]
+    n_pieces = -(-lens // t)
+    rec = np.repeat(order, n_pieces)
+    a = span_index(np.zeros_like(n_pieces), n_pieces) * t
+    full = self.split.lengths[rec]
+    length = np.minimum(t, full - a)
+    cont = (a + length < full).astype(np.int64)
+    cum = np.concatenate([[0], np.cumsum(length)])
+    ptr, i, n = [0], 0, length.size
+    while i < n:  # next fit: one iteration per row, each row found by bisection
+      i = int(np.searchsorted(cum, cum[i] + t, side="right")) - 1
+      ptr.append(i)
+    return (self.split.starts[rec] + a, length, cont, np.asarray(ptr, np.int64))
+
+  def _epoch_rows(self, epoch: int) -> int:
+    if epoch not in self._rows:
+      self._rows[epoch] = int(self._plan(epoch)[3].size - 1)
+    return self._rows[epoch]
+
+  def _locate(self, index: np.ndarray):
+    """(epoch, row) of each stream index; epochs have different row counts."""
+    epoch = np.zeros_like(index)
+    row = index.copy()
+    e = 0
+    while np.any(row >= self._epoch_rows(e)):
+      over = row >= self._epoch_rows(e)
+      row[over] -= self._epoch_rows(e)
+      epoch[over] += 1
+      e += 1
+    return epoch, row
+
+  def get(self, index: np.ndarray) -> dict:
+    """Examples at the given stream indices: int32 [n, seq_len] inputs, targets, positions,
+    segment_ids and float32 weights."""
+    index = np.asarray(index, np.int64)
+    n, t = index.size, self.seq_len
+    epoch, row = self._locate(index)
+    out = {"inputs": np.full((n, t), self.pad_id, np.int32),
+           "targets": np.full((n, t), self.pad_id, np.int32),
+           "weights": np.zeros((n, t), np.float32),
+           "positions": np.zeros((n, t), np.int32),
+           "segment_ids": np.zeros((n, t), np.int32)}
+    for e in np.unique(epoch):
+      sel = np.flatnonzero(epoch == e)
+      start, length, cont, ptr = self._plan(int(e))
+      r = row[sel]
+      per_row = ptr[r + 1] - ptr[r]
+      item = span_index(ptr[r], per_row)
+      out_row = np.repeat(sel, per_row)
+      seg = span_index(np.ones_like(per_row), per_row)            # 1, 2, ... within each row
+      l, c = length[item], cont[item]
+      row_off = np.cumsum(l) - l
+      slot0 = row_off - np.repeat(row_off[np.cumsum(per_row) - per_row], per_row)
+      tok = self.split.read_spans(start[item], l + c)
+      src = np.cumsum(l + c) - (l + c)                            # item start in `tok`
+      j = span_index(np.zeros_like(l), l)
+      dst_row, dst_col = np.repeat(out_row, l), np.repeat(slot0, l) + j
+      s = np.repeat(src, l) + j
+      out["inputs"][dst_row, dst_col] = tok[s]
+      has_next = (j + 1 < np.repeat(l, l)) | (np.repeat(c, l) == 1)
+      out["targets"][dst_row[has_next], dst_col[has_next]] = tok[s[has_next] + 1]
+      out["weights"][dst_row, dst_col] = has_next
+      out["positions"][dst_row, dst_col] = j
+      out["segment_ids"][dst_row, dst_col] = np.repeat(seg, l)
+    return out
+
+
+def make_stream(split: Split, mode: str, seq_len: int, seed: int, pad_id: int,
+                shuffle: bool = True):
+  """The example stream of a split for `mode` ('windows' or 'packed')."""
+  if mode == "windows":
+    return WindowStream(split, seq_len, seed, shuffle)
+  if mode == "packed":
+    return PackedStream(split, seq_len, seed, pad_id, shuffle)
+  raise DataError(f"data.mode must be 'windows' or 'packed', got {mode!r}")

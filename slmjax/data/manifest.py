@@ -1,0 +1,111 @@
+"""Reading and validating a unit dataset directory (`manifest.json` + ArrayRecord shards)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from slmjax.data.errors import DataError
+from slmjax.data.splits import ArrayRecordSplit, shard_lengths
+
+FORMAT_VERSION = 1
+_REQUIRED = ("format_version", "tokenizer", "vocab_size", "eos_id", "pad_id", "dtype", "splits")
+
+
+@dataclasses.dataclass
+class UnitDataset:
+  """An opened unit dataset: its manifest and its splits."""
+
+  path: str
+  name: str
+  manifest: dict
+  splits: dict  # split name -> ArrayRecordSplit
+
+  @property
+  def vocab_size(self) -> int:
+    return int(self.manifest["vocab_size"])
+
+  @property
+  def eos_id(self) -> int:
+    return int(self.manifest["eos_id"])
+
+  @property
+  def pad_id(self) -> int:
+    return int(self.manifest["pad_id"])
+
+  @property
+  def synthetic(self) -> bool:
+    return bool(self.manifest.get("synthetic", False))
+
+
+def load_manifest(path: str) -> dict:
+  """Reads and checks `manifest.json` of a unit dataset directory; DataError on any problem."""
+  if not os.path.isdir(path):
+    raise DataError(f"unit dataset not found: {path} is not a directory")
+  mpath = os.path.join(path, "manifest.json")
+  if not os.path.isfile(mpath):
+    raise DataError(f"unit dataset {path}: no manifest.json (not a unit dataset directory?)")
+  try:
+    with open(mpath) as f:
+      m = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise DataError(f"unit dataset {path}: manifest.json is not valid JSON ({e})") from None
+  missing = [k for k in _REQUIRED if k not in m]
+  if missing:
+    raise DataError(f"unit dataset {path}: manifest.json lacks {', '.join(missing)}")
+  if m["format_version"] != FORMAT_VERSION:
+    raise DataError(f"unit dataset {path}: manifest format_version {m['format_version']} "
+                    f"(this reader reads {FORMAT_VERSION})")
+  try:
+    dtype = np.dtype(m["dtype"])
+  except TypeError:
+    raise DataError(f"unit dataset {path}: manifest dtype {m['dtype']!r} is not a NumPy dtype"
+                    ) from None
+  if dtype.kind not in "ui":
+    raise DataError(f"unit dataset {path}: manifest dtype {m['dtype']!r} is not an integer type")
+  v, eos, pad = int(m["vocab_size"]), int(m["eos_id"]), int(m["pad_id"])
+  if not (0 <= eos < v and 0 <= pad < v and eos != pad):
+    raise DataError(f"unit dataset {path}: eos_id {eos} / pad_id {pad} must be distinct ids "
+                    f"below vocab_size {v}")
+  if v > np.iinfo(dtype).max + 1:
+    raise DataError(f"unit dataset {path}: vocab_size {v} does not fit dtype {dtype}")
+  for split, info in m["splits"].items():
+    if not isinstance(info, dict) or not info.get("shards"):
+      raise DataError(f"unit dataset {path}: split {split!r} lists no shards")
+  return m
+
+
+def open_dataset(path: str, splits=("train", "test")) -> UnitDataset:
+  """Opens a unit dataset; checks every shard of the requested splits against the manifest.
+
+  The first open scans each shard once (record lengths, id range, EOS) and caches the lengths.
+  """
+  path = os.path.abspath(os.path.expanduser(path.rstrip("/")))
+  m = load_manifest(path)
+  dtype = np.dtype(m["dtype"])
+  opened = {}
+  for split in splits:
+    if split not in m["splits"]:
+      raise DataError(f"unit dataset {path}: manifest has no {split!r} split "
+                      f"(has {', '.join(sorted(m['splits']))})")
+    info = m["splits"][split]
+    shard_paths = [os.path.join(path, s) for s in info["shards"]]
+    for p in shard_paths:
+      if not os.path.isfile(p):
+        raise DataError(f"unit dataset {path}: shard {os.path.relpath(p, path)} listed in "
+                        "manifest.json is missing")
+    lens = [shard_lengths(p, dtype, int(m["vocab_size"]), int(m["eos_id"])) for p in shard_paths]
+    lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+    n_utt, n_tok = int(lengths.size), int(lengths.sum())
+    if "utterances" in info and int(info["utterances"]) != n_utt:
+      raise DataError(f"unit dataset {path}: split {split!r} has {n_utt} records but the "
+                      f"manifest says {info['utterances']} utterances (truncated shard?)")
+    if "tokens" in info and int(info["tokens"]) != n_tok:
+      raise DataError(f"unit dataset {path}: split {split!r} has {n_tok} tokens but the "
+                      f"manifest says {info['tokens']} (truncated shard?)")
+    bounds = np.concatenate([[0], np.cumsum([x.size for x in lens])]).astype(np.int64)
+    opened[split] = ArrayRecordSplit(split, shard_paths, m["dtype"], lengths, bounds)
+  return UnitDataset(path=path, name=os.path.basename(path), manifest=m, splits=opened)

@@ -1,0 +1,205 @@
+"""The training input pipeline: datasets -> example streams -> mixed global batches -> Grain.
+
+Global batch t is a pure function of (seed, t): dataset d fills a fixed share `counts[d]` of the
+batch's rows with examples t*counts[d] ... of its own stream, datasets in config order. Process p
+of P reads only rows [p*B/P, (p+1)*B/P) of it, so the global batch does not depend on the number
+of processes or devices, and the Grain iterator state (the next batch index) restores exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import grain
+import numpy as np
+
+from slmjax.data.errors import DataError
+from slmjax.data.examples import make_stream
+from slmjax.data.manifest import open_dataset
+from slmjax.data.synthetic import synthetic_dataset
+
+
+def _opt(cfg, name, default):
+  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
+
+
+def open_datasets(config) -> list:
+  """The datasets named by config.data (kind 'synthetic', or 'units' with comma-joined paths)."""
+  d = config.data
+  kind = _opt(d, "kind", "synthetic")
+  vocab = int(config.model.vocab_size)
+  if kind == "synthetic":
+    s = _opt(d, "synthetic", None) or {}
+    get = (lambda k, v: _opt(s, k, v))
+    return [synthetic_dataset(
+        vocab, train_tokens=int(get("train_tokens", 1_000_000)),
+        test_tokens=int(get("test_tokens", 50_000)), order=int(get("order", 2)),
+        concentration=float(get("concentration", 0.1)),
+        mean_utterance=float(get("mean_utterance", 50.0)), seed=int(config.seed))]
+  if kind != "units":
+    raise DataError(f"data.kind must be 'synthetic' or 'units', got {kind!r}")
+  paths = [p.strip() for p in str(_opt(d, "path", "") or "").split(",") if p.strip()]
+  if not paths:
+    raise DataError("data.kind='units' needs data.path (a unit dataset directory, or several "
+                    "joined by ',')")
+  split = str(_opt(d, "test_split", "test"))
+  datasets = [open_dataset(p, splits=("train", split)) for p in paths]
+  for ds in datasets:
+    ds.splits.setdefault("test", ds.splits[split])
+    if ds.vocab_size != vocab:
+      raise DataError(f"unit dataset {ds.path}: manifest vocab_size {ds.vocab_size} does not "
+                      f"match config.model.vocab_size {vocab}")
+    tok0 = datasets[0].manifest.get("tokenizer")
+    if ds.manifest.get("tokenizer") != tok0:
+      raise DataError(f"unit datasets {datasets[0].path} and {ds.path} use different "
+                      "tokenizers (manifest 'tokenizer' differs): their units do not mix")
+  names = [ds.name for ds in datasets]
+  if len(set(names)) != len(names):
+    for i, ds in enumerate(datasets):
+      ds.name = f"{i}_{ds.name}"
+  return datasets
+
+
+def mixture_counts(weights, batch_size: int, names) -> np.ndarray:
+  """Rows of each global batch given to each dataset: largest-remainder rounding of B*w."""
+  w = np.asarray(weights, np.float64)
+  if w.size != len(names) or np.any(~np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+    raise DataError(f"data.weights {list(weights)} must be {len(names)} non-negative numbers "
+                    "(one per dataset in data.path)")
+  x = batch_size * w / w.sum()
+  c = np.floor(x).astype(np.int64)
+  c[np.argsort(-(x - c), kind="stable")[:batch_size - int(c.sum())]] += 1
+  for n, wi, ci in zip(names, w, c):
+    if wi > 0 and ci == 0:
+      raise DataError(f"dataset {n}: weight {wi:g} gives it no row of a {batch_size}-sequence "
+                      "batch; raise its weight or the batch size")
+  return c
+
+
+class TrainBatches(grain.MapDataset):
+  """Grain MapDataset whose element t is this process's rows of global batch t."""
+
+  def __init__(self, streams, counts, process_index: int = 0, process_count: int = 1):
+    super().__init__()
+    self.streams, self.counts = list(streams), np.asarray(counts, np.int64)
+    b = int(self.counts.sum())
+    if b % process_count:
+      raise DataError(f"global batch {b} is not divisible by {process_count} processes")
+    self.local = b // process_count
+    self.lo = process_index * self.local
+    self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+
+  def __len__(self):
+    return sys.maxsize
+
+  def __str__(self):
+    return f"TrainBatches(rows={self.local}, datasets={len(self.streams)})"
+
+  def __getitem__(self, t):
+    if isinstance(t, slice):
+      return self.slice(t)
+    parts = []
+    for d, stream in enumerate(self.streams):
+      lo = max(self.lo, self.offsets[d])
+      hi = min(self.lo + self.local, self.offsets[d + 1])
+      if hi > lo:
+        k = np.arange(lo - self.offsets[d], hi - self.offsets[d])
+        parts.append(stream.get(int(t) * int(self.counts[d]) + k))
+    if len(parts) == 1:
+      return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+@dataclasses.dataclass
+class EvalSet:
+  """The held-out examples of one dataset, batched for evaluation (fixed order, padded)."""
+
+  name: str
+  synthetic: bool
+  stream: object
+  n_examples: int
+
+  def batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
+    """Yields this process's rows of each global eval batch; padding rows have weight 0."""
+    local = batch_size // process_count
+    for b0 in range(0, self.n_examples, batch_size):
+      idx = b0 + process_index * local + np.arange(local)
+      valid = idx < self.n_examples
+      ex = self.stream.get(np.where(valid, idx, 0))
+      w = ex.pop("weights", np.ones(ex["inputs"].shape, np.float32))
+      ex["weights"] = (w * valid[:, None]).astype(np.float32)
+      yield ex
+
+
+@dataclasses.dataclass
+class DataPipeline:
+  """Everything the loop needs from the data stage."""
+
+  datasets: list
+  counts: np.ndarray
+  train: TrainBatches
+  evals: list
+  seq_len: int
+  mode: str
+  num_threads: int
+  prefetch: int
+
+  def train_iter(self):
+    """A fresh Grain iterator over training batches (get_state/set_state checkpoint it)."""
+    opts = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=self.prefetch)
+    return iter(self.train.to_iter_dataset(opts))
+
+  @property
+  def unique_tokens(self) -> int:
+    """Distinct training tokens in the mixture (sum of the train splits)."""
+    return int(sum(ds.splits["train"].n_tokens for ds in self.datasets))
+
+  def epochs(self, steps: int) -> dict:
+    """Passes over each dataset's training examples after `steps` updates."""
+    return {ds.name: float(steps * c / s.examples_per_epoch)
+            for ds, c, s in zip(self.datasets, self.counts, self.train.streams)}
+
+  def info(self) -> dict:
+    out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}
+    for ds, c in zip(self.datasets, self.counts):
+      row = {"name": ds.name, "synthetic": bool(ds.synthetic), "rows_per_batch": int(c),
+             "train_tokens": ds.splits["train"].n_tokens,
+             "test_tokens": ds.splits["test"].n_tokens}
+      if hasattr(ds, "info"):
+        row.update({k: v for k, v in ds.info.items() if k in ("entropy_rate", "unigram_entropy",
+                                                               "order")})
+      else:
+        row["path"] = ds.path
+      out["datasets"].append(row)
+    return out
+
+
+def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> DataPipeline:
+  """Opens the datasets of config.data and builds the training and held-out pipelines."""
+  d = config.data
+  datasets = open_datasets(config)
+  mode = str(_opt(d, "mode", "windows"))
+  seq_len = int(d.seq_len)
+  seed = int(config.seed)
+  streams = [make_stream(ds.splits["train"], mode, seq_len, seed * 1000 + i, ds.pad_id)
+             for i, ds in enumerate(datasets)]
+  weights = _opt(d, "weights", None)
+  if weights in (None, "", ()):
+    weights = [ds.splits["train"].n_tokens for ds in datasets]
+  elif isinstance(weights, str):
+    try:
+      weights = [float(x) for x in weights.split(",")]
+    except ValueError:
+      raise DataError(f"data.weights {weights!r} is not a comma-separated list of numbers"
+                      ) from None
+  counts = mixture_counts(weights, int(config.train.batch_size), [ds.name for ds in datasets])
+  evals = []
+  for ds in datasets:
+    s = make_stream(ds.splits["test"], mode, seq_len, seed, ds.pad_id, shuffle=False)
+    evals.append(EvalSet(ds.name, bool(ds.synthetic), s, s.examples_per_epoch))
+  return DataPipeline(
+      datasets=datasets, counts=counts,
+      train=TrainBatches(streams, counts, process_index, process_count), evals=evals,
+      seq_len=seq_len, mode=mode, num_threads=int(_opt(d, "num_threads", 1)),
+      prefetch=int(_opt(d, "prefetch", 4)))

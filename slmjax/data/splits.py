@@ -1,0 +1,172 @@
+"""Token streams of one dataset split: ArrayRecord shards (read with Grain) or in-memory arrays.
+
+A split is a sequence of utterances (records) grouped in shards. Its tokens form one global stream
+(records in shard order); `starts[r]` is the stream offset of record r. Windows and packed rows are
+described as spans of that stream and read in bulk with `read_spans`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+from slmjax.data.errors import DataError
+
+
+@dataclasses.dataclass
+class Split:
+  """Common part: record lengths, shard boundaries (in records) and the stream offsets."""
+
+  name: str
+  lengths: np.ndarray          # int64 [R] tokens per record
+  shard_records: np.ndarray    # int64 [S+1] record index where each shard starts
+
+  def __post_init__(self):
+    self.lengths = np.asarray(self.lengths, np.int64)
+    self.starts = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+  @property
+  def n_tokens(self) -> int:
+    return int(self.starts[-1])
+
+  @property
+  def n_records(self) -> int:
+    return int(self.lengths.size)
+
+  def shard_token_ranges(self) -> np.ndarray:
+    """int64 [S, 2]: [start, end) of each shard in the split's token stream."""
+    b = self.starts[self.shard_records]
+    return np.stack([b[:-1], b[1:]], axis=1)
+
+  def read_spans(self, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Tokens of the stream spans [start_i, start_i + length_i), concatenated (int32)."""
+    raise NotImplementedError
+
+
+def _ramp(lengths: np.ndarray) -> np.ndarray:
+  """concatenate([arange(n) for n in lengths]) without a Python loop."""
+  lengths = np.asarray(lengths, np.int64)
+  total = int(lengths.sum())
+  offs = np.repeat(np.cumsum(lengths) - lengths, lengths)
+  return np.arange(total, dtype=np.int64) - offs
+
+
+def span_index(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+  """Flat stream indices covered by the spans, in span order."""
+  return np.repeat(np.asarray(start, np.int64), length) + _ramp(length)
+
+
+class MemorySplit(Split):
+  """A split held in memory as one token array (synthetic streams, tests)."""
+
+  def __init__(self, name: str, tokens: np.ndarray, lengths: np.ndarray, shard_records):
+    super().__init__(name, lengths, np.asarray(shard_records, np.int64))
+    self.tokens = np.asarray(tokens, np.int32)
+    assert self.tokens.size == self.n_tokens
+
+  def read_spans(self, start, length):
+    return self.tokens[span_index(start, length)]
+
+
+class ArrayRecordSplit(Split):
+  """A split stored as ArrayRecord shards, one record per utterance (see docs/interfaces.md).
+
+  Records are fetched in bulk through `grain.sources.ArrayRecordDataSource.__getitems__` and
+  decoded with one `np.frombuffer` over their concatenation.
+  """
+
+  def __init__(self, name: str, paths: list[str], dtype: str, lengths: np.ndarray,
+               shard_records: np.ndarray):
+    super().__init__(name, lengths, shard_records)
+    import grain  # pylint: disable=g-import-not-at-top
+    self.paths = list(paths)
+    self.dtype = np.dtype(dtype).newbyteorder("<")
+    self.source = grain.sources.ArrayRecordDataSource(self.paths)
+
+  def read_records(self, records: np.ndarray) -> np.ndarray:
+    """Tokens of the given (sorted, unique) records, concatenated."""
+    raw = self.source.__getitems__(records.tolist())
+    out = np.frombuffer(b"".join(raw), dtype=self.dtype)
+    if out.size != int(self.lengths[records].sum()):
+      raise DataError(f"split {self.name!r}: records changed on disk since the dataset was opened")
+    return out.astype(np.int32)
+
+  def read_spans(self, start, length):
+    start = np.asarray(start, np.int64)
+    length = np.asarray(length, np.int64)
+    r0 = np.searchsorted(self.starts, start, side="right") - 1
+    r1 = np.searchsorted(self.starts, start + length - 1, side="right") - 1
+    records = np.unique(span_index(r0, r1 - r0 + 1))
+    buf = self.read_records(records)
+    buf_start = np.cumsum(self.lengths[records]) - self.lengths[records]
+    # Records r0..r1 of each span are all present and consecutive in the buffer.
+    first = buf_start[np.searchsorted(records, r0)] + (start - self.starts[r0])
+    return buf[span_index(first, length)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Record-length index of ArrayRecord shards (needed to address the token stream), cached on disk.
+
+def _cache_dir() -> str:
+  root = os.environ.get("SLMJAX_CACHE") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "slmjax")
+  return os.path.join(root, "record_lengths")
+
+
+def _cache_key(path: str) -> str:
+  st = os.stat(path)
+  ident = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+  return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
+                  batch: int = 8192) -> np.ndarray:
+  """Tokens per record of one shard; validates ids and EOS on first read, then cached."""
+  cache = os.path.join(_cache_dir(), _cache_key(path) + ".npy")
+  if os.path.exists(cache):
+    try:
+      return np.load(cache)
+    except (OSError, ValueError):
+      pass
+  import grain  # pylint: disable=g-import-not-at-top
+  name = os.path.basename(path)
+  try:
+    src = grain.sources.ArrayRecordDataSource([path])
+    n = len(src)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"shard {path}: not a readable ArrayRecord file (truncated or corrupt?): "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+  itemsize = np.dtype(dtype).itemsize
+  lengths = np.empty(n, np.int64)
+  for lo in range(0, n, batch):
+    idx = list(range(lo, min(n, lo + batch)))
+    try:
+      raw = src.__getitems__(idx)
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f"shard {path}: records {lo}..{idx[-1]} unreadable (truncated or "
+                      f"corrupt?): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                      ) from None
+    nbytes = np.fromiter((len(r) for r in raw), np.int64, len(raw))
+    if np.any(nbytes % itemsize) or np.any(nbytes == 0):
+      raise DataError(f"shard {name}: a record is empty or not a whole number of {dtype} ids")
+    lengths[lo:lo + len(idx)] = nbytes // itemsize
+    ids = np.frombuffer(b"".join(raw), dtype=np.dtype(dtype).newbyteorder("<"))
+    if ids.size and int(ids.max()) >= vocab_size:
+      raise DataError(f"shard {name}: unit id {int(ids.max())} >= vocab_size {vocab_size} "
+                      "stated by the manifest")
+    last = ids[np.cumsum(nbytes // itemsize) - 1]
+    if np.any(last != eos_id):
+      raise DataError(f"shard {name}: a record does not end with eos_id {eos_id}")
+  try:
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+      np.save(f, lengths)
+    os.replace(tmp, cache)
+  except OSError:
+    pass  # a read-only cache only costs a re-scan next time
+  return lengths

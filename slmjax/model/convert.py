@@ -1,0 +1,215 @@
+"""Import and export of the paper's PyTorch release (parameter names in PAPER.md).
+
+PyTorch Linear weights are (out_features, in_features); ours are (in, out) with the attention
+projections split into heads: wq/wk/wv [dim, heads, head_dim], wo [heads, head_dim, dim].
+`output.weight` is tied to `tok_embeddings.weight` (absent from the release's safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from slmjax.model.config import ModelConfig
+
+
+class CheckpointFormatError(ValueError):
+    """A checkpoint that does not match the paper's release format (one-line message)."""
+
+
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+def _strip(name: str) -> str:
+    for prefix in ("_orig_mod.", "module.", "model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConfig:
+    """ModelConfig from tensor shapes (head_dim 64 as in every paper size unless n_heads given)."""
+    sd = {_strip(k): v for k, v in state_dict.items()}
+    if "tok_embeddings.weight" not in sd:
+        raise CheckpointFormatError("state dict has no 'tok_embeddings.weight': not the paper's format")
+    vocab, dim = np.shape(sd["tok_embeddings.weight"])
+    n_layers = 1 + max((int(m.group(1)) for k in sd if (m := _LAYER.match(k))), default=-1)
+    hidden = np.shape(sd["layers.0.feed_forward.w1.weight"])[0] if n_layers else None
+    fields = dict(vocab_size=int(vocab), dim=int(dim), n_layers=n_layers,
+                  n_heads=int(dim) // head_dim, hidden_dim=int(hidden) if hidden else None)
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict]:
+    """(cfg, params) from a dict name -> array in the paper's PyTorch naming."""
+    sd = {_strip(k): np.asarray(v, dtype=np.float32) for k, v in state_dict.items()}
+    cfg = cfg or infer_config(sd)
+    d, n, h = cfg.dim, cfg.n_heads, cfg.head_dim
+    expected = {k: tuple(v) for k, v in export_shapes(cfg).items()}
+    for name, shape in expected.items():
+        if name not in sd:
+            raise CheckpointFormatError(f"checkpoint lacks {name!r} (expected shape {shape})")
+        if sd[name].shape != shape:
+            raise CheckpointFormatError(f"{name!r} has shape {sd[name].shape}, expected {shape}")
+    extra = sorted(set(sd) - set(expected) - {"output.weight"} - {k for k in sd if k.endswith("freqs_cis")})
+    if extra:
+        raise CheckpointFormatError(f"checkpoint has unexpected tensors: {', '.join(extra[:5])}")
+    if "output.weight" in sd and not np.array_equal(sd["output.weight"], sd["tok_embeddings.weight"]):
+        raise CheckpointFormatError("output.weight differs from tok_embeddings.weight: not tied")
+    layers = {}
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        layers[str(i)] = {
+            "attention": {
+                "wq": sd[p + "attention.wq.weight"].T.reshape(d, n, h),
+                "wk": sd[p + "attention.wk.weight"].T.reshape(d, n, h),
+                "wv": sd[p + "attention.wv.weight"].T.reshape(d, n, h),
+                "wo": sd[p + "attention.wo.weight"].T.reshape(n, h, d),
+            },
+            "feed_forward": {
+                "w1": sd[p + "feed_forward.w1.weight"].T,
+                "w2": sd[p + "feed_forward.w2.weight"].T,
+                "w3": sd[p + "feed_forward.w3.weight"].T,
+            },
+            "attention_norm": {"scale": sd[p + "attention_norm.weight"]},
+            "ffn_norm": {"scale": sd[p + "ffn_norm.weight"]},
+        }
+    params = {"tok_embeddings": sd["tok_embeddings.weight"], "layers": layers,
+              "norm": {"scale": sd["norm.weight"]}}
+    params = _to_dtype(params, cfg.param_dtype)
+    return cfg, params
+
+
+def _to_dtype(tree, dtype: str):
+    if isinstance(tree, dict):
+        return {k: _to_dtype(v, dtype) for k, v in tree.items()}
+    import jax.numpy as jnp  # numpy has no bfloat16; jnp.dtype resolves it through ml_dtypes
+
+    return np.ascontiguousarray(tree.astype(jnp.dtype(dtype)))
+
+
+def export_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Names and (PyTorch) shapes of the release's tensors, output.weight excluded (tied)."""
+    d, f, nh = cfg.dim, cfg.ffn_dim, cfg.n_heads * cfg.head_dim
+    out = {"tok_embeddings.weight": (cfg.vocab_size, d)}
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        out.update({p + "attention.wq.weight": (nh, d), p + "attention.wk.weight": (nh, d),
+                    p + "attention.wv.weight": (nh, d), p + "attention.wo.weight": (d, nh),
+                    p + "feed_forward.w1.weight": (f, d), p + "feed_forward.w2.weight": (d, f),
+                    p + "feed_forward.w3.weight": (f, d), p + "attention_norm.weight": (d,),
+                    p + "ffn_norm.weight": (d,)})
+    out["norm.weight"] = (d,)
+    return out
+
+
+def export_state_dict(cfg: ModelConfig, params: dict, include_output: bool = False) -> dict:
+    """Params -> dict name -> float32 numpy array in the paper's PyTorch naming and layout."""
+    g = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
+    d, nh = cfg.dim, cfg.n_heads * cfg.head_dim
+    sd = {"tok_embeddings.weight": g(params["tok_embeddings"])}
+    for i in range(cfg.n_layers):
+        lp, p = params["layers"][str(i)], f"layers.{i}."
+        for w in ("wq", "wk", "wv"):
+            sd[p + f"attention.{w}.weight"] = g(lp["attention"][w]).reshape(d, nh).T.copy()
+        sd[p + "attention.wo.weight"] = g(lp["attention"]["wo"]).reshape(nh, d).T.copy()
+        for w in ("w1", "w2", "w3"):
+            sd[p + f"feed_forward.{w}.weight"] = g(lp["feed_forward"][w]).T.copy()
+        sd[p + "attention_norm.weight"] = g(lp["attention_norm"]["scale"])
+        sd[p + "ffn_norm.weight"] = g(lp["ffn_norm"]["scale"])
+    sd["norm.weight"] = g(params["norm"]["scale"])
+    if include_output:
+        sd["output.weight"] = sd["tok_embeddings.weight"]
+    return sd
+
+
+def config_from_model_args(args: dict, **overrides) -> ModelConfig:
+    """ModelConfig from the release's config.json `model_args`."""
+    if args.get("n_kv_heads") not in (None, args.get("n_heads")):
+        raise CheckpointFormatError(
+            f"n_kv_heads={args['n_kv_heads']} != n_heads={args.get('n_heads')}: grouped-query "
+            "attention is not part of the paper's model")
+    fields = dict(vocab_size=args["vocab_size"], dim=args["dim"], n_layers=args["n_layers"],
+                  n_heads=args["n_heads"], hidden_dim=args.get("hidden_dim"),
+                  multiple_of=args.get("multiple_of") or 256,
+                  norm_eps=args.get("norm_eps") or 1e-5,
+                  rope_theta=args.get("rope_theta") or 10000.0,
+                  max_seq_len=args.get("block_size") or args.get("max_seq_len") or 2050)
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def model_args_of(cfg: ModelConfig) -> dict:
+    return {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_kv_heads": None,
+            "vocab_size": cfg.vocab_size, "hidden_dim": cfg.hidden_dim,
+            "multiple_of": cfg.multiple_of, "norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
+            "block_size": cfg.max_seq_len, "dropout": 0.0}
+
+
+def _read_safetensors(path: str) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(path)
+
+
+def _read_torch(path: str) -> dict:
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise CheckpointFormatError(f"{path}: not a state dict")
+    return {k: v.float().numpy() for k, v in obj.items() if hasattr(v, "numpy")}
+
+
+def load_release_checkpoint(path: str, **overrides) -> tuple[ModelConfig, dict]:
+    """(cfg, params) from the release's directory (config.json + model.safetensors, or a sharded
+    model-0000K-of-0000N.safetensors + model.safetensors.index.json), a .safetensors file, or a
+    torch state-dict file (.pt/.pth/.bin)."""
+    if os.path.isdir(path):
+        cfg_path = os.path.join(path, "config.json")
+        if not os.path.exists(cfg_path):
+            raise CheckpointFormatError(f"{path}: no config.json")
+        with open(cfg_path) as f:
+            meta = json.load(f)
+        if "model_args" not in meta:
+            raise CheckpointFormatError(f"{cfg_path}: no 'model_args'")
+        cfg = config_from_model_args(meta["model_args"], **overrides)
+        index = os.path.join(path, "model.safetensors.index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+            sd = {}
+            for name in files:
+                sd.update(_read_safetensors(os.path.join(path, name)))
+        elif os.path.exists(os.path.join(path, "model.safetensors")):
+            sd = _read_safetensors(os.path.join(path, "model.safetensors"))
+        else:
+            raise CheckpointFormatError(f"{path}: neither model.safetensors nor its index")
+        return import_state_dict(sd, cfg)
+    if not os.path.exists(path):
+        raise CheckpointFormatError(f"{path}: no such file or directory")
+    sd = _read_safetensors(path) if path.endswith(".safetensors") else _read_torch(path)
+    return import_state_dict(sd, infer_config(sd, **overrides) if overrides else None)
+
+
+def save_release_checkpoint(path: str, cfg: ModelConfig, params: dict) -> None:
+    """Write the release's directory format (config.json + model.safetensors), atomically."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(path, exist_ok=True)
+    sd = export_state_dict(cfg, params)
+    tmp = os.path.join(path, "model.safetensors.tmp")
+    save_file(sd, tmp)
+    os.replace(tmp, os.path.join(path, "model.safetensors"))
+    meta = {"format_version": 1, "model_args": model_args_of(cfg), "torch_dtype": "float32",
+            "tied_weights": True}
+    with open(os.path.join(path, "config.json.tmp"), "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(os.path.join(path, "config.json.tmp"), os.path.join(path, "config.json"))

@@ -1,0 +1,127 @@
+"""The paper's Llama-style speech LM as Flax NNX modules.
+
+Pre-norm blocks: x + Attention(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)); final RMSNorm; output
+projection tied to the token embedding. Every parameter carries logical axis names in its
+`out_sharding` metadata; slmjax.train.sharding maps them onto mesh axes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from slmjax.model.attention import causal_attention
+from slmjax.model.config import ModelConfig, resolve_dtype
+
+
+def _normal(rngs: nnx.Rngs, shape, std: float, dtype, axes) -> nnx.Param:
+    value = std * jax.random.normal(rngs.params(), shape, jnp.float32)
+    return nnx.Param(value.astype(dtype), out_sharding=axes)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm in float32 with a learnable scale (init 1), no bias."""
+
+    def __init__(self, cfg: ModelConfig):
+        self.eps = cfg.norm_eps
+        self.scale = nnx.Param(jnp.ones((cfg.dim,), cfg.param_dtype), out_sharding=("norm",))
+
+    def __call__(self, x, dtype):
+        x = x.astype(jnp.float32)
+        x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        return (x * self.scale[...].astype(jnp.float32)).astype(dtype)
+
+
+def rope(x, positions, theta: float):
+    """Rotary embedding, interleaved pairs (x[2i], x[2i+1]), in float32. x [B,T,N,H], positions [B,T]."""
+    h = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+    angles = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B,T,1,H/2]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    xf = x.astype(jnp.float32).reshape(*x.shape[:-1], h // 2, 2)
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = jnp.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
+    return out.reshape(x.shape).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        d, n, h, pd = cfg.dim, cfg.n_heads, cfg.head_dim, cfg.param_dtype
+        std, out_std = cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        qkv_axes = ("embed", "heads", "head_dim")
+        self.wq = _normal(rngs, (d, n, h), std, pd, qkv_axes)
+        self.wk = _normal(rngs, (d, n, h), std, pd, qkv_axes)
+        self.wv = _normal(rngs, (d, n, h), std, pd, qkv_axes)
+        self.wo = _normal(rngs, (n, h, d), out_std, pd, ("heads", "head_dim", "embed"))
+
+    def __call__(self, x, positions, segment_ids):
+        cfg, dt = self.cfg, x.dtype
+        q = jnp.einsum("btd,dnh->btnh", x, self.wq[...].astype(dt))
+        k = jnp.einsum("btd,dnh->btnh", x, self.wk[...].astype(dt))
+        v = jnp.einsum("btd,dnh->btnh", x, self.wv[...].astype(dt))
+        q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+        o = causal_attention(q, k, v, segment_ids, impl=cfg.attention, block=cfg.attention_block)
+        return jnp.einsum("btnh,nhd->btd", o, self.wo[...].astype(dt))
+
+
+class FeedForward(nnx.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, f, pd = cfg.dim, cfg.ffn_dim, cfg.param_dtype
+        std, out_std = cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        self.w1 = _normal(rngs, (d, f), std, pd, ("embed", "mlp"))
+        self.w2 = _normal(rngs, (f, d), std, pd, ("mlp", "embed"))
+        self.w3 = _normal(rngs, (d, f), out_std, pd, ("embed", "mlp"))
+
+    def __call__(self, x):
+        dt = x.dtype
+        gate = jax.nn.silu(x @ self.w1[...].astype(dt))
+        return (gate * (x @ self.w3[...].astype(dt))) @ self.w2[...].astype(dt)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.attention_norm = RMSNorm(cfg)
+        self.attention = Attention(cfg, rngs)
+        self.ffn_norm = RMSNorm(cfg)
+        self.feed_forward = FeedForward(cfg, rngs)
+
+    def __call__(self, h, positions, segment_ids, dtype):
+        # The residual stream stays float32 (as under PyTorch autocast); matmuls run in `dtype`.
+        h = h + self.attention(self.attention_norm(h, dtype), positions, segment_ids).astype(h.dtype)
+        return h + self.feed_forward(self.ffn_norm(h, dtype)).astype(h.dtype)
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.tok_embeddings = _normal(
+            rngs, (cfg.vocab_size, cfg.dim), cfg.init_std, cfg.param_dtype, ("vocab", "embed"))
+        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+        self.norm = RMSNorm(cfg)
+
+    def __call__(self, tokens, positions, segment_ids):
+        cfg = self.cfg
+        dtype = resolve_dtype(cfg.dtype)
+        emb = self.tok_embeddings[...]
+        h = jnp.take(emb, tokens, axis=0).astype(jnp.float32)
+        for layer in self.layers:
+            if cfg.remat == "none":
+                h = layer(h, positions, segment_ids, dtype)
+            else:
+                h = nnx.remat(lambda blk, *a: blk(*a, dtype), policy=_REMAT_POLICIES[cfg.remat])(
+                    layer, h, positions, segment_ids)
+        x = self.norm(h, dtype)
+        return jnp.einsum("btd,vd->btv", x, emb.astype(dtype), preferred_element_type=jnp.float32)

@@ -1,0 +1,106 @@
+"""Synthetic n-gram stream (entropies checked against counts) and bad unit datasets."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from slmjax.data import DataError, build_pipeline, open_dataset
+from slmjax.data.synthetic import NGramModel, synthetic_dataset
+from slmjax.data.testing import random_utterances, write_unit_dataset
+
+
+def test_ngram_entropies_match_empirical_counts():
+  m = NGramModel(n_units=12, order=1, concentration=0.3, mean_utterance=20, seed=3)
+  tokens, lengths = m.sample(400_000, stream=0)
+  v = m.n_symbols
+  uni = np.bincount(tokens, minlength=v) / tokens.size
+  h_uni = -(uni[uni > 0] * np.log(uni[uni > 0])).sum()
+  pairs = np.bincount(tokens[:-1] * v + tokens[1:], minlength=v * v).reshape(v, v)
+  cond = pairs / pairs.sum(1, keepdims=True)
+  h_cond = -(pairs / pairs.sum() * np.log(np.where(cond > 0, cond, 1))).sum()
+  assert abs(h_uni - m.unigram_entropy()) < 0.01
+  assert abs(h_cond - m.entropy_rate()) < 0.01
+  assert m.entropy_rate() < m.unigram_entropy() - 0.5   # structure to learn
+  # Utterances end with EOS, no empty ones, mean length near the requested one.
+  ends = np.cumsum(lengths) - 1
+  assert np.all(tokens[ends] == m.eos_id) and np.all(lengths >= 2)
+  assert abs(lengths.mean() - 21) < 1.5
+
+
+def test_synthetic_dataset_ids_and_determinism():
+  a = synthetic_dataset(34, train_tokens=20_000, test_tokens=2_000, order=2, seed=7)
+  b = synthetic_dataset(34, train_tokens=20_000, test_tokens=2_000, order=2, seed=7)
+  np.testing.assert_array_equal(a.splits["train"].tokens, b.splits["train"].tokens)
+  assert a.eos_id == 32 and a.pad_id == 33
+  assert a.splits["train"].tokens.max() <= 32
+  assert not np.array_equal(a.splits["train"].tokens[:2000], a.splits["test"].tokens[:2000])
+
+
+def _cfg(path, vocab=20):
+  return ml_collections.ConfigDict(dict(
+      seed=0, model=dict(vocab_size=vocab),
+      data=dict(kind="units", path=path, mode="windows", seq_len=8, weights=None),
+      train=dict(batch_size=2)))
+
+
+@pytest.fixture()
+def ds(tmp_path, monkeypatch):
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(1)
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": random_utterances(60, 20, rng),
+                            "test": random_utterances(6, 20, rng)}, vocab_size=20)
+  return path
+
+
+def _one_line(e):
+  msg = str(e.value)
+  assert "\n" not in msg
+  return msg
+
+
+def test_missing_dataset(tmp_path):
+  with pytest.raises(DataError) as e:
+    build_pipeline(_cfg(str(tmp_path / "nowhere")))
+  assert "not found" in _one_line(e) and "nowhere" in str(e.value)
+
+
+def test_wrong_vocab_for_model(ds):
+  with pytest.raises(DataError) as e:
+    build_pipeline(_cfg(ds, vocab=502))
+  assert "vocab_size 20" in _one_line(e) and "config.model.vocab_size 502" in str(e.value)
+
+
+def test_truncated_shard(ds):
+  shard = os.path.join(ds, "train-00001-of-00002.array_record")
+  size = os.path.getsize(shard)
+  with open(shard, "r+b") as f:
+    f.truncate(size // 2)
+  with pytest.raises(DataError) as e:
+    open_dataset(ds)
+  assert "train-00001-of-00002" in _one_line(e) and "truncated" in str(e.value)
+
+
+def test_manifest_counts_must_match_shards(ds):
+  m = json.load(open(os.path.join(ds, "manifest.json")))
+  m["splits"]["train"]["tokens"] += 5
+  json.dump(m, open(os.path.join(ds, "manifest.json"), "w"))
+  with pytest.raises(DataError) as e:
+    open_dataset(ds)
+  assert "tokens" in _one_line(e)
+
+
+def test_missing_shard_and_bad_ids(ds, tmp_path):
+  os.remove(os.path.join(ds, "test-00000-of-00002.array_record"))
+  with pytest.raises(DataError) as e:
+    open_dataset(ds)
+  assert "test-00000-of-00002.array_record" in _one_line(e) and "missing" in str(e.value)
+  bad = str(tmp_path / "bad")
+  write_unit_dataset(bad, {"train": [np.array([3, 25, 18])], "test": [np.array([1, 18])]},
+                     vocab_size=20)
+  with pytest.raises(DataError) as e:
+    open_dataset(bad)
+  assert "unit id 25" in _one_line(e)
