@@ -116,7 +116,7 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         unique = _positive_int(unique, "unique_tokens")
     common = flatten(cfg.get("overrides", {}) or {})
     if data_path:
-        common = [("data.path", data_path)] + common
+        common = [("data.kind", "units"), ("data.path", data_path)] + common
     prefix = cfg.get("key_prefix", "") or ""
 
     sizes = {}
@@ -199,7 +199,7 @@ def table(runs: list[Run]) -> str:
     head = ("key", "N", "D", "D/N", "epochs", "C=6ND", "batch", "steps", "workdir")
     rows = [head] + [(
         r.key, f"{r.n_params:,}", f"{r.tokens:.3e}", f"{r.ratio:.4g}",
-        f"{r.epochs:.3g}" if r.epochs is not None else "-", f"{r.flops:.3e}", str(r.batch_size),
+        f"{r.epochs:.4g}" if r.epochs is not None else "-", f"{r.flops:.3e}", str(r.batch_size),
         f"{r.steps:,}", r.workdir) for r in runs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     right = {1, 2, 3, 4, 5, 6, 7}

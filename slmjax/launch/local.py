@@ -33,9 +33,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def command(run: Run, train_config: str | None = None) -> list[str]:
-    """The exact argv the local launcher runs for `run`."""
-    return local_train_program() + train_args(run, train_config)
+def command(run: Run, train_config: str | None = None, program: list[str] | None = None) -> list[str]:
+    """The exact argv the local launcher runs for `run` (`program`: the trainer, default slmjax-train)."""
+    return (program or local_train_program()) + train_args(run, train_config)
 
 
 class _Lock:
@@ -60,8 +60,10 @@ class _Lock:
 
 
 def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: bool = False,
-           train_config: str | None = None, out: TextIO = sys.stdout) -> int:
+           train_config: str | None = None, program: list[str] | None = None,
+           out: TextIO | None = None) -> int:
     """Run `runs` in order; returns 0 when every run is completed. See the module docstring."""
+    out = out or sys.stdout
     if "://" in root:
         raise SweepError(f"--launcher=local needs a local --root, got {root}")
     if dry_run:
@@ -69,7 +71,7 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
             if status.is_completed(r.workdir):
                 print(f"# {r.key}: completed, skipped", file=out)
             else:
-                print(shlex.join(command(r, train_config)), file=out)
+                print(shlex.join(command(r, train_config, program)), file=out)
         return 0
 
     lock = _Lock(root)
@@ -93,7 +95,7 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
                 print(f"[{i + 1}/{len(runs)}] {r.key}: completed, skipped", file=out, flush=True)
                 continue
             resumed = os.path.isdir(os.path.join(r.workdir, "checkpoints"))
-            argv = command(r, train_config)
+            argv = command(r, train_config, program)
             print(f"[{i + 1}/{len(runs)}] {r.key}: {'resuming' if resumed else 'starting'}: "
                   f"{shlex.join(argv)}", file=out, flush=True)
             status.log_event(root, "start", r.key, resumed=resumed, pid=os.getpid())

@@ -106,8 +106,9 @@ def _write(path: str, text: str) -> None:
 
 
 def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = False,
-           out: TextIO = sys.stdout) -> int:
+           out: TextIO | None = None) -> int:
     """Write and submit one job per run that is neither completed nor queued; 0 on success."""
+    out = out or sys.stdout
     opts.validate()
     if "://" in root:
         raise SweepError(f"--launcher=slurm needs --root on the cluster's shared filesystem, got {root}")

@@ -61,8 +61,9 @@ def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
 
 
 def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = False,
-           keep_going: bool = False, out: TextIO = sys.stdout) -> int:
+           keep_going: bool = False, out: TextIO | None = None) -> int:
     """Run `runs` one after another on all workers; 0 when all succeeded."""
+    out = out or sys.stdout
     opts.validate()
     if not root.startswith("gs://"):
         print(f"# note: --root={root} is not a gs:// path: every worker must see it "

@@ -32,9 +32,6 @@ def resolve_path(path: str, repo_root: str | None = None) -> str:
 
 def _module(path: str):
     if path not in _CACHE:
-        if not os.path.isfile(path):
-            raise _error(f"train_config={path!r}: no such file (run from the repository root or "
-                         "give an absolute path)")
         spec = importlib.util.spec_from_file_location(
             f"_slmjax_train_config_{len(_CACHE)}", path)
         module = importlib.util.module_from_spec(spec)
@@ -65,7 +62,11 @@ def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any, what: str
 def load(train_config: str, arg: str, overrides: list[tuple[str, Any]],
          repo_root: str | None = None) -> ml_collections.ConfigDict:
     """get_config(arg) from the training config file, with `overrides` applied in order."""
-    module = _module(resolve_path(train_config, repo_root))
+    path = resolve_path(train_config, repo_root)
+    if not os.path.isfile(path):
+        where = "" if os.path.isabs(train_config) else f" (looked in {os.getcwd()} and {repo_root})"
+        raise _error(f"train_config={train_config!r}: no such file{where}")
+    module = _module(path)
     try:
         cfg = module.get_config(arg) if arg else module.get_config()
     except (KeyError, ValueError) as e:

@@ -1,0 +1,136 @@
+"""Sweep expansion: keys, budgets, multi-epoch subsets, manifests and clear errors."""
+
+import json
+import os
+
+import ml_collections
+import pytest
+
+from slmjax.launch import grid
+from slmjax.launch.commands import flag_value, train_args
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_sweep(**changes):
+    c = ml_collections.ConfigDict()
+    c.train_config = "configs/train.py"
+    c.data_path = ""
+    c.unique_tokens = 1_000_000
+    c.seq_len = 64
+    c.ratios = (2, 8)
+    c.sizes = ml_collections.ConfigDict({
+        "a": dict(batch_size=4, train_arg="tiny",
+                  overrides={"model": {"dim": 64, "n_layers": 2, "n_heads": 1}}),
+        "b": dict(batch_size=8, train_arg="tiny",
+                  overrides={"model": {"dim": 128, "n_layers": 3, "n_heads": 2}})})
+    c.multi_epoch = ml_collections.ConfigDict(dict(sizes=("a",), epochs=(2, 4), unique_tokens=50_000))
+    c.overrides = ml_collections.ConfigDict({"train": {"lr": 1e-3}, "model": {"vocab_size": 102}})
+    c.key_prefix = ""
+    for k, v in changes.items():
+        c[k] = v
+    return c
+
+
+def n_params(vocab, dim, layers):
+    """Independent count: tied embedding + per layer (4 d^2 attention, 3 d h SwiGLU, 2 norms) + norm."""
+    hidden = 256 * -(-int(8 * dim / 3) // 256)
+    return vocab * dim + layers * (4 * dim * dim + 3 * dim * hidden + 2 * dim) + dim
+
+
+def test_format_tokens():
+    assert grid.format_tokens(2_731_000_000) == "2.7e9"
+    assert grid.format_tokens(41_421_824) == "4.1e7"
+    assert grid.format_tokens(108_900_000_000) == "1.1e11"
+    assert grid.format_tokens(999_999) == "1.0e6"
+
+
+def test_flag_values_read_back_by_ml_collections():
+    assert flag_value(True) == "true" and flag_value(3) == "3" and flag_value(5e-4) == "0.0005"
+    assert flag_value(2.0) == "2" and flag_value((1, 2)) == "(1,2)" and flag_value((3,)) == "(3,)"
+    assert flag_value("a,b") == "a,b"
+
+
+def test_expansion_budgets_keys_and_overrides():
+    runs = grid.expand(tiny_sweep(), "/r", REPO)
+    na, nb = n_params(102, 64, 2), n_params(102, 128, 3)
+    assert [(r.size, r.n_params, r.tokens) for r in runs] == [
+        ("a", na, 100_000), ("a", na, 200_000), ("a", na, 2 * na), ("a", na, 8 * na),
+        ("b", nb, 2 * nb), ("b", nb, 8 * nb)]   # sorted by N, then D
+    r = runs[3]
+    assert r.key == f"a_d{grid.format_tokens(8 * na)}" and r.workdir == f"/r/{r.key}"
+    assert r.steps == -(-8 * na // (4 * 64)) and r.batch_size == 4
+    assert r.flops == 6 * na * 8 * na and r.epochs == 8 * na / 1_000_000
+    assert train_args(r) == [
+        "--config=configs/train.py:tiny", f"--workdir=/r/{r.key}",
+        "--config.model.dim=64", "--config.model.n_heads=1", "--config.model.n_layers=2",
+        "--config.model.vocab_size=102", "--config.train.lr=0.001", "--config.data.seq_len=64",
+        "--config.train.batch_size=4", f"--config.train.tokens={8 * na}",
+        f"--config.train.steps={r.steps}"]
+    assert grid.select(runs, "^b_") == runs[4:]
+    with pytest.raises(grid.SweepError, match="matches none of the 6 runs"):
+        grid.select(runs, "^zzz")
+    with pytest.raises(grid.SweepError, match="is not a regular expression"):
+        grid.select(runs, "(")
+
+
+def test_multi_epoch_runs_are_restricted_to_their_unique_tokens():
+    runs = {r.key: r for r in grid.expand(tiny_sweep(), "/r", REPO)}
+    me = [r for r in runs.values() if r.restricted]
+    assert [r.tokens for r in me] == [100_000, 200_000]
+    for r in me:
+        assert r.key.endswith("_u5.0e4") and r.unique_tokens == 50_000 and r.epochs in (2, 4)
+        assert ("data.max_unique_tokens", 50_000) in r.overrides
+    single = [r for r in runs.values() if not r.restricted]
+    assert all(dict(r.overrides).get("data.max_unique_tokens") is None for r in single)
+
+
+def test_unique_tokens_from_the_dataset_manifest(tmp_path):
+    for name, tokens in (("d1", 300_000), ("d2", 200_000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps(
+            {"vocab_size": 102, "splits": {"train": {"tokens": tokens}, "test": {"tokens": 5}}}))
+    cfg = tiny_sweep(unique_tokens=0, data_path=f"{tmp_path}/d1,{tmp_path}/d2")
+    cfg.multi_epoch.unique_tokens = 0
+    runs = grid.expand(cfg, "/r", REPO)
+    assert all(r.unique_tokens == 500_000 for r in runs)
+    na = n_params(102, 64, 2)
+    # 2 and 4 epochs of the whole mixture (500K tokens), unrestricted.
+    assert sorted(r.tokens for r in runs if r.size == "a") == sorted([1_000_000, 2_000_000, 2 * na, 8 * na])
+    assert not any(r.restricted for r in runs)
+    assert dict(runs[0].overrides)["data.path"] == cfg.data_path
+    assert dict(runs[0].overrides)["data.kind"] == "units"
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(ratios=(2, 0)), "ratios must be positive numbers, got 0"),
+    (dict(seq_len=0), "seq_len must be a positive integer, got 0"),
+    (dict(overrides=ml_collections.ConfigDict({"train": {"nope": 1}})),
+     "the training config has no field 'train.nope'"),
+    (dict(overrides=ml_collections.ConfigDict({"nope": {"x": 1}})),
+     "the training config has no section 'nope'"),
+    (dict(train_config="configs/missing.py"), "train_config='configs/missing.py': no such file"),
+    (dict(ratios=(2, 2.01)), "two runs share the key"),
+])
+def test_bad_sweeps_are_one_clear_error(change, message):
+    with pytest.raises(grid.SweepError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        grid.expand(tiny_sweep(**change), "/r", REPO)
+
+
+def test_multi_epoch_errors():
+    cfg = tiny_sweep()
+    cfg.multi_epoch.sizes = ("c",)
+    with pytest.raises(grid.SweepError, match="multi_epoch.sizes names 'c', not one of sizes: a, b"):
+        grid.expand(cfg, "/r", REPO)
+    cfg = tiny_sweep(unique_tokens=0)
+    cfg.multi_epoch.unique_tokens = 0
+    with pytest.raises(grid.SweepError, match="multi_epoch needs unique_tokens"):
+        grid.expand(cfg, "/r", REPO)
+
+
+def test_larger_batches_for_named_ratios():
+    cfg = tiny_sweep()
+    cfg.sizes.b.batch_size_by_ratio = ((8, 16),)
+    runs = [r for r in grid.expand(cfg, "/r", REPO) if r.size == "b"]
+    assert [r.batch_size for r in runs] == [8, 16]
+    assert runs[1].steps == -(-runs[1].tokens // (16 * 64))
