@@ -13,6 +13,10 @@ from slmjax.model.config import ModelConfig
 from slmjax.model.transformer import Transformer
 
 
+# Every logical axis name a parameter may carry.
+LOGICAL_AXES = ("vocab", "embed", "heads", "head_dim", "mlp", "norm")
+
+
 def _str_keys(tree):
     if isinstance(tree, dict):
         return {str(k): _str_keys(v) for k, v in tree.items()}
@@ -27,7 +31,10 @@ def _build(cfg: ModelConfig, key) -> Transformer:
 @functools.lru_cache(maxsize=32)
 def _skeleton(cfg: ModelConfig):
     """(graphdef, abstract param State, logical axes as a pure dict) of a config."""
-    abstract = nnx.eval_shape(lambda: _build(cfg, jax.random.key(0)))
+    # Logical names map to None here so that nnx.eval_shape under a mesh never reads them as mesh
+    # axes; the real shardings come from the caller's rules.
+    with flax_spmd.logical_axis_rules(tuple((n, None) for n in LOGICAL_AXES)):
+        abstract = nnx.eval_shape(lambda: _build(cfg, jax.random.key(0)))
     graphdef, state = nnx.split(abstract, nnx.Param)
     axes = jax.tree.map(lambda v: tuple(v.get_metadata()["out_sharding"]), state,
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
@@ -41,36 +48,42 @@ def param_logical_axes(cfg: ModelConfig) -> dict:
 
 def abstract_params(cfg: ModelConfig) -> dict:
     """The params tree of jax.ShapeDtypeStruct (no memory allocated)."""
-    return jax.eval_shape(lambda: _init(cfg, jax.random.key(0)))
+    return jax.eval_shape(lambda: build_params(cfg, jax.random.key(0)))
 
 
-def _init(cfg: ModelConfig, key) -> dict:
+def build_params(cfg: ModelConfig, key) -> dict:
+    """Traceable init (use inside jax.jit; `init_params` is the eager, sharding-aware front)."""
     _, state = nnx.split(_build(cfg, key), nnx.Param)
     return _str_keys(nnx.to_pure_dict(state))
 
 
-def _mesh_shardings(cfg: ModelConfig):
-    """NamedShardings from flax logical-axis rules when a mesh and rules are both in context."""
-    mesh = jax.sharding.get_abstract_mesh()
-    rules = flax_spmd.get_logical_axis_rules()
-    if mesh.empty or not rules:
-        return None
+def logical_to_spec(axes, shape, mesh, rules) -> jax.sharding.PartitionSpec:
+    """PartitionSpec of an array with logical `axes` under `rules` ((logical, mesh axes) pairs).
+
+    Mesh axes of size 1 are dropped; a dimension whose size is not divisible by its mesh axes
+    stays replicated.
+    """
     table = dict(rules)
-    shapes = abstract_params(cfg)
+    spec = []
+    for name, size in zip(axes, shape):
+        target = table.get(name)
+        names = (target,) if isinstance(target, str) else tuple(target or ())
+        names = tuple(a for a in names if mesh.shape[a] > 1)  # size-1 axes shard nothing
+        n = 1
+        for a in names:
+            n *= mesh.shape[a]
+        if not names or size % n:
+            spec.append(None)
+        else:
+            spec.append(names[0] if len(names) == 1 else names)
+    return jax.sharding.PartitionSpec(*spec)
 
-    def spec(axes, shape):
-        out = []
-        for name, size in zip(axes, shape.shape):
-            target = table.get(name)
-            axes_t = (target,) if isinstance(target, str) else tuple(target or ())
-            n = 1
-            for a in axes_t:
-                n *= mesh.shape[a]
-            out.append(target if target and size % n == 0 else None)
-        return jax.sharding.NamedSharding(jax.sharding.get_mesh(), jax.sharding.PartitionSpec(*out))
 
-    return jax.tree.map(spec, param_logical_axes(cfg), shapes,
-                        is_leaf=lambda x: isinstance(x, tuple))
+def param_shardings(cfg: ModelConfig, mesh, rules) -> dict:
+    """NamedSharding of every parameter (same tree as the params) under logical-axis `rules`."""
+    return jax.tree.map(
+        lambda axes, s: jax.sharding.NamedSharding(mesh, logical_to_spec(axes, s.shape, mesh, rules)),
+        param_logical_axes(cfg), abstract_params(cfg), is_leaf=lambda x: isinstance(x, tuple))
 
 
 def init_params(cfg: ModelConfig, key) -> dict:
@@ -79,7 +92,9 @@ def init_params(cfg: ModelConfig, key) -> dict:
     Under `jax.set_mesh(mesh)` with flax logical-axis rules in context
     (`slmjax.train.sharding.axis_rules()`), the params are created sharded.
     """
-    return jax.jit(functools.partial(_init, cfg), out_shardings=_mesh_shardings(cfg))(key)
+    mesh, rules = jax.sharding.get_mesh(), flax_spmd.get_logical_axis_rules()
+    shardings = None if mesh.empty or not rules else param_shardings(cfg, mesh, rules)
+    return jax.jit(functools.partial(build_params, cfg), out_shardings=shardings)(key)
 
 
 def forward(cfg: ModelConfig, params: dict, tokens, positions=None, segment_ids=None):

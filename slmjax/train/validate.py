@@ -1,0 +1,114 @@
+"""Config resolution and validation, before any compute: one clear line per problem."""
+
+from __future__ import annotations
+
+import math
+
+from slmjax.model import ModelConfig
+
+MODEL_FIELDS = tuple(f for f in ModelConfig.__dataclass_fields__)
+
+
+class ConfigError(ValueError):
+    """An invalid training config; the message has one line per problem, naming the field."""
+
+
+def model_config(config) -> ModelConfig:
+    """The ModelConfig of a training config (`config.model.*`, `size` is informational)."""
+    fields = {k: config.model[k] for k in MODEL_FIELDS if k in config.model}
+    fields["hidden_dim"] = fields.get("hidden_dim") or None
+    return ModelConfig(**fields)
+
+
+def batch_tokens(config) -> int:
+    return int(config.train.batch_size) * int(config.data.seq_len)
+
+
+def total_steps(config) -> int:
+    """Updates of the run: train.steps, or ceil(train.tokens / tokens per update)."""
+    if config.train.steps > 0:
+        return int(config.train.steps)
+    return max(1, math.ceil(config.train.tokens / batch_tokens(config)))
+
+
+def mesh_shape(config, n_devices: int) -> dict[str, int]:
+    """Resolved mesh axis sizes (-1 = the remaining devices); raises ConfigError if impossible."""
+    mesh = config["mesh"]
+    axes = {a: int(mesh[a]) for a in ("data", "fsdp", "tensor")}
+    fixed = math.prod(v for v in axes.values() if v != -1)
+    free = [a for a, v in axes.items() if v == -1]
+    bad = [f"mesh.{a}={v} must be positive or -1" for a, v in axes.items() if v == 0 or v < -1]
+    if len(free) > 1:
+        bad.append(f"only one mesh axis may be -1, got {', '.join('mesh.' + a for a in free)}")
+    if bad:
+        raise ConfigError("\n".join(bad))
+    if free:
+        if n_devices % fixed:
+            raise ConfigError(f"mesh {axes} cannot fill {n_devices} devices: {fixed} does not divide it")
+        axes[free[0]] = n_devices // fixed
+    elif fixed != n_devices:
+        raise ConfigError(f"mesh data*fsdp*tensor = {axes['data']}*{axes['fsdp']}*{axes['tensor']} "
+                          f"= {fixed} does not match the {n_devices} available devices")
+    return axes
+
+
+def problems(config, n_devices: int | None = None) -> list[str]:
+    """Every problem of the config, one line each (empty when valid)."""
+    out = []
+    unknown = sorted(set(config.model) - set(MODEL_FIELDS) - {"size"})
+    if unknown:
+        out.append(f"unknown model field(s): {', '.join('model.' + k for k in unknown)}")
+    try:
+        cfg = model_config(config)
+    except TypeError as e:
+        return out + [f"model config: {e}"]
+    out += cfg.problems()
+    t, d = config.train, config.data
+    if d.kind not in ("synthetic", "units"):
+        out.append(f"data.kind={d.kind!r} is not one of synthetic, units")
+    if d.kind == "units" and not d.path:
+        out.append("data.path is empty but data.kind=units needs a unit dataset directory")
+    if d.mode not in ("windows", "packed"):
+        out.append(f"data.mode={d.mode!r} is not one of windows, packed")
+    if not 0 < d.seq_len <= cfg.max_seq_len:
+        out.append(f"data.seq_len={d.seq_len} must be in 1..model.max_seq_len={cfg.max_seq_len}")
+    if t.batch_size <= 0:
+        out.append(f"train.batch_size={t.batch_size} must be positive")
+    if t.micro_batches <= 0:
+        out.append(f"train.micro_batches={t.micro_batches} must be positive")
+    elif t.batch_size % t.micro_batches:
+        out.append(f"train.batch_size={t.batch_size} is not divisible by "
+                   f"train.micro_batches={t.micro_batches}")
+    if t.steps <= 0 and t.tokens <= 0:
+        out.append("train.steps and train.tokens are both 0: set one of them")
+    if not 0 <= t.min_lr <= t.lr:
+        out.append(f"train.min_lr={t.min_lr} must be in 0..train.lr={t.lr}")
+    for name in ("b1", "b2"):
+        if not 0 <= t[name] < 1:
+            out.append(f"train.{name}={t[name]} must be in [0, 1)")
+    for name in ("eps", "clip_norm", "log_every", "eval_every", "eval_batches"):
+        if t[name] <= 0:
+            out.append(f"train.{name}={t[name]} must be positive")
+    if t.weight_decay < 0:
+        out.append(f"train.weight_decay={t.weight_decay} must be >= 0")
+    if n_devices is not None:
+        try:
+            axes = mesh_shape(config, n_devices)
+        except ConfigError as e:
+            return out + str(e).splitlines()
+        if cfg.n_heads > 0 and cfg.n_heads % axes["tensor"]:
+            out.append(f"mesh.tensor={axes['tensor']} does not divide model.n_heads={cfg.n_heads}")
+        if cfg.ffn_dim % axes["tensor"]:
+            out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size {cfg.ffn_dim}")
+        shards = axes["data"] * axes["fsdp"]
+        if t.micro_batches > 0 and t.batch_size > 0 and (t.batch_size // t.micro_batches) % shards:
+            out.append(f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} "
+                       f"is not divisible by the {shards} batch shards (mesh.data * mesh.fsdp)")
+    return out
+
+
+def validate(config, n_devices: int | None = None) -> None:
+    """Raise ConfigError listing every problem (one line each) when the config is invalid."""
+    found = problems(config, n_devices)
+    if found:
+        raise ConfigError("\n".join(found))
