@@ -45,7 +45,7 @@ DRIVER = textwrap.dedent("""
     import sys
     from slmjax.launch import grid, local
     root, trainer, keep_going = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-    runs = [grid.Run(key=f"r{i}", size="x", n_params=10, tokens=100, batch_size=1, seq_len=10,
+    runs = [grid.Run(key=f"r{i}", size="x", n_params=10, tokens=100, batch_size=1, seq_len=10, warmup=1,
                      steps=10, unique_tokens=None, restricted=False, workdir=f"{root}/r{i}",
                      overrides=(("train.steps", 10),), train_config="t.py:x") for i in range(3)]
     sys.exit(local.launch(runs, root, program=[sys.executable, trainer], keep_going=keep_going))
@@ -139,7 +139,7 @@ def test_second_sweep_on_the_same_root_is_refused(tmp_path):
 
 
 def test_dry_run_lists_commands_and_skips_completed(tmp_path, capsys):
-    runs = [grid.Run(key=k, size="x", n_params=10, tokens=100, batch_size=1, seq_len=10, steps=10,
+    runs = [grid.Run(key=k, size="x", n_params=10, tokens=100, batch_size=1, seq_len=10, steps=10, warmup=1,
                      unique_tokens=None, restricted=False, workdir=str(tmp_path / k),
                      overrides=(("train.steps", 10), ("data.path", "a b")), train_config="t.py:x")
             for k in ("a", "b")]

@@ -6,15 +6,42 @@ import os
 import ml_collections
 import pytest
 
-from slmjax.launch import grid
+from slmjax.launch import grid, trainconf
 from slmjax.launch.commands import flag_value, train_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# configs/train.py plus data.max_unique_tokens, the field restricted multi-epoch runs set (the data
+# pipeline's side of that interface: train on the first U unique tokens of the data).
+WRAPPER = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location("_train", "{REPO}/configs/train.py")
+base = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(base)
+
+def get_config(arg):
+    c = base.get_config(arg)
+    if "max_unique_tokens" not in c.data:
+        c.data.max_unique_tokens = 0
+    return c
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def train_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "train_u.py"
+    path.write_text(WRAPPER)
+    global TRAIN_CONFIG
+    TRAIN_CONFIG = str(path)
+    return TRAIN_CONFIG
+
+
+TRAIN_CONFIG = None
+
 
 def tiny_sweep(**changes):
     c = ml_collections.ConfigDict()
-    c.train_config = "configs/train.py"
+    c.train_config = TRAIN_CONFIG
     c.data_path = ""
     c.unique_tokens = 1_000_000
     c.seq_len = 64
@@ -62,7 +89,7 @@ def test_expansion_budgets_keys_and_overrides():
     assert r.steps == -(-8 * na // (4 * 64)) and r.batch_size == 4
     assert r.flops == 6 * na * 8 * na and r.epochs == 8 * na / 1_000_000
     assert train_args(r) == [
-        "--config=configs/train.py:tiny", f"--workdir=/r/{r.key}",
+        f"--config={TRAIN_CONFIG}:tiny", f"--workdir=/r/{r.key}",
         "--config.model.dim=64", "--config.model.n_heads=1", "--config.model.n_layers=2",
         "--config.model.vocab_size=102", "--config.train.lr=0.001", "--config.data.seq_len=64",
         "--config.train.batch_size=4", f"--config.train.tokens={8 * na}",
@@ -89,17 +116,23 @@ def test_unique_tokens_from_the_dataset_manifest(tmp_path):
     for name, tokens in (("d1", 300_000), ("d2", 200_000)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "manifest.json").write_text(json.dumps(
-            {"vocab_size": 102, "splits": {"train": {"tokens": tokens}, "test": {"tokens": 5}}}))
+            {"vocab_size": 60, "splits": {"train": {"tokens": tokens}, "test": {"tokens": 5}}}))
     cfg = tiny_sweep(unique_tokens=0, data_path=f"{tmp_path}/d1,{tmp_path}/d2")
     cfg.multi_epoch.unique_tokens = 0
+    del cfg.overrides.model     # the vocabulary then comes from the manifests
     runs = grid.expand(cfg, "/r", REPO)
     assert all(r.unique_tokens == 500_000 for r in runs)
-    na = n_params(102, 64, 2)
+    na = n_params(60, 64, 2)
     # 2 and 4 epochs of the whole mixture (500K tokens), unrestricted.
     assert sorted(r.tokens for r in runs if r.size == "a") == sorted([1_000_000, 2_000_000, 2 * na, 8 * na])
     assert not any(r.restricted for r in runs)
     assert dict(runs[0].overrides)["data.path"] == cfg.data_path
     assert dict(runs[0].overrides)["data.kind"] == "units"
+    assert dict(runs[0].overrides)["model.vocab_size"] == 60
+    m = json.loads((tmp_path / "d2" / "manifest.json").read_text())
+    (tmp_path / "d2" / "manifest.json").write_text(json.dumps({**m, "vocab_size": 61}))
+    with pytest.raises(grid.SweepError, match=r"mixes datasets with vocab sizes \[60, 61\]"):
+        grid.expand(cfg, "/r", REPO)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -110,6 +143,7 @@ def test_unique_tokens_from_the_dataset_manifest(tmp_path):
     (dict(overrides=ml_collections.ConfigDict({"nope": {"x": 1}})),
      "the training config has no section 'nope'"),
     (dict(train_config="configs/missing.py"), "train_config='configs/missing.py': no such file"),
+    (dict(seq_len=4096), "data.seq_len=4096 must be in 1..model.max_seq_len=2050"),
     (dict(ratios=(2, 2.01)), "two runs share the key"),
 ])
 def test_bad_sweeps_are_one_clear_error(change, message):
@@ -134,3 +168,11 @@ def test_larger_batches_for_named_ratios():
     runs = [r for r in grid.expand(cfg, "/r", REPO) if r.size == "b"]
     assert [r.batch_size for r in runs] == [8, 16]
     assert runs[1].steps == -(-runs[1].tokens // (16 * 64))
+
+
+def test_restricted_runs_need_the_field_in_the_training_config():
+    cfg = tiny_sweep(train_config="configs/train.py")
+    if "max_unique_tokens" in trainconf.load("configs/train.py", "tiny", [], REPO).data:
+        pytest.skip("configs/train.py has data.max_unique_tokens")
+    with pytest.raises(grid.SweepError, match="has no field 'data.max_unique_tokens'"):
+        grid.expand(cfg, "/r", REPO)

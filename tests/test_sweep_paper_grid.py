@@ -34,7 +34,7 @@ def parse(out):
     """{key: row dict} from the table, and {key: {override: value}} from the commands."""
     lines = out.splitlines()
     head = lines[0].split()
-    assert head == ["key", "N", "D", "D/N", "epochs", "C=6ND", "batch", "steps", "workdir"]
+    assert head == ["key", "N", "D", "D/N", "epochs", "C=6ND", "batch", "steps", "warmup", "workdir"]
     rows, i = {}, 1
     while not re.match(r"^\d+ runs, total C", lines[i]):
         cells = lines[i].split()
@@ -96,6 +96,8 @@ def test_paper_grid_lists_every_run_with_n_d_c_steps(paper):
         assert int(cmd["data.seq_len"]) == SEQ
         # The schedule ends at the budget: the last update is the first to reach D tokens.
         assert (steps - 1) * b * SEQ < d <= steps * b * SEQ
+        # Warm-up: max(100, 1% of steps), capped at 1000 (PAPER.md).
+        assert int(row["warmup"].replace(",", "")) == min(1000, max(100, steps // 100)), k
         assert float(row["epochs"]) == pytest.approx(d / UNITS, rel=2e-3)
         assert cmd["config"] == f"{REPO}/configs/train.py:{size}"
         assert cmd["data.path"] == "/data/units" and cmd["data.kind"] == "units"

@@ -36,6 +36,7 @@ class Run:
     batch_size: int            # global sequences per update
     seq_len: int
     steps: int                 # ceil(D / (batch_size * seq_len))
+    warmup: int                # warm-up updates of its schedule (the training config's rule)
     unique_tokens: int | None  # U: distinct tokens the run may see (None: unknown)
     restricted: bool           # True: the run is limited to its first U unique tokens
     workdir: str
@@ -80,18 +81,23 @@ def _positive_int(value: Any, field: str) -> int:
     return int(value)
 
 
-def dataset_tokens(data_path: str) -> int | None:
-    """Training tokens of the unit dataset(s) at `data_path` (comma-joined), from manifest.json.
+def dataset_info(data_path: str) -> tuple[int | None, int | None]:
+    """(training tokens, vocab_size) of the unit dataset(s) at `data_path` (comma-joined).
 
-    None when a manifest cannot be read (a remote path, or no dataset yet)."""
-    total = 0
-    for path in [p for p in data_path.split(",") if p]:
+    Read from each manifest.json; (None, None) when one cannot be read (a remote path, or no
+    dataset yet). Datasets with different vocabularies cannot be mixed: one clear error."""
+    total, vocabs = 0, set()
+    for path in [p.strip() for p in data_path.split(",") if p.strip()]:
         try:
             with open(os.path.join(path, "manifest.json")) as f:
-                total += int(json.load(f)["splits"]["train"]["tokens"])
+                manifest = json.load(f)
+            total += int(manifest["splits"]["train"]["tokens"])
+            vocabs.add(int(manifest["vocab_size"]))
         except (OSError, KeyError, ValueError, TypeError):
-            return None
-    return total or None
+            return None, None
+    if len(vocabs) > 1:
+        raise SweepError(f"data_path mixes datasets with vocab sizes {sorted(vocabs)}")
+    return (total or None), (vocabs.pop() if vocabs else None)
 
 
 def _size_batch(spec: ml_collections.ConfigDict, name: str, ratio: float | None) -> int:
@@ -111,11 +117,15 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         raise SweepError("--root is empty: give the directory (or gs:// path) that holds the runs")
     seq_len = _positive_int(cfg.seq_len, "seq_len")
     data_path = cfg.get("data_path", "") or ""
-    unique = cfg.get("unique_tokens", 0) or (dataset_tokens(data_path) if data_path else None)
+    data_tokens, vocab = dataset_info(data_path) if data_path else (None, None)
+    unique = cfg.get("unique_tokens", 0) or data_tokens
     if unique is not None:
         unique = _positive_int(unique, "unique_tokens")
     common = flatten(cfg.get("overrides", {}) or {})
     if data_path:
+        # The model's vocabulary is the dataset's (the trainer checks they agree).
+        if vocab is not None and "model.vocab_size" not in dict(common):
+            common = [("model.vocab_size", vocab)] + common
         common = [("data.kind", "units"), ("data.path", data_path)] + common
     prefix = cfg.get("key_prefix", "") or ""
 
@@ -160,8 +170,10 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
             ("train.steps", steps)]
         if restricted:
             over.append(("data.max_unique_tokens", u))
+        run_cfg = trainconf.load(cfg.train_config, arg, over, repo_root)
+        warmup = trainconf.check(run_cfg, key)
         runs.append(Run(key=key, size=name, n_params=n, tokens=d, batch_size=batch, seq_len=seq_len,
-                        steps=steps, unique_tokens=u, restricted=restricted,
+                        steps=steps, warmup=warmup, unique_tokens=u, restricted=restricted,
                         workdir=join(root, key), overrides=tuple(over),
                         train_config=f"{cfg.train_config}:{arg}"))
     runs.sort(key=lambda r: (r.n_params, r.tokens, r.key))
@@ -195,14 +207,14 @@ def join(root: str, name: str) -> str:
 
 
 def table(runs: list[Run]) -> str:
-    """The plan as an aligned text table: key, N, D, D/N, epochs, C, batch, steps, workdir."""
-    head = ("key", "N", "D", "D/N", "epochs", "C=6ND", "batch", "steps", "workdir")
+    """The plan as an aligned text table: key, N, D, D/N, epochs, C, batch, steps, warm-up, workdir."""
+    head = ("key", "N", "D", "D/N", "epochs", "C=6ND", "batch", "steps", "warmup", "workdir")
     rows = [head] + [(
         r.key, f"{r.n_params:,}", f"{r.tokens:.3e}", f"{r.ratio:.4g}",
         f"{r.epochs:.4g}" if r.epochs is not None else "-", f"{r.flops:.3e}", str(r.batch_size),
-        f"{r.steps:,}", r.workdir) for r in runs]
+        f"{r.steps:,}", f"{r.warmup:,}", r.workdir) for r in runs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    right = {1, 2, 3, 4, 5, 6, 7}
+    right = {1, 2, 3, 4, 5, 6, 7, 8}
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
              for row in rows]
     total = sum(r.flops for r in runs)

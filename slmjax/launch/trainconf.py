@@ -7,7 +7,6 @@ for N. The trainer builds the very same config from the command line the sweep w
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 from typing import Any
@@ -78,9 +77,19 @@ def load(train_config: str, arg: str, overrides: list[tuple[str, Any]],
 
 def count_params(cfg: ml_collections.ConfigDict) -> int:
     """N: total parameters (tied embedding counted once) of the model `cfg.model` describes."""
-    from slmjax.model import ModelConfig, count_params as model_count
+    from slmjax.model import count_params as model_count
+    from slmjax.train.validate import model_config
 
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    fields = {k: v for k, v in cfg.model.to_dict().items() if k in names}
-    total, _ = model_count(ModelConfig(**fields))
+    total, _ = model_count(model_config(cfg))
     return int(total)
+
+
+def check(cfg: ml_collections.ConfigDict, what: str) -> int:
+    """Validate a run's training config as slmjax-train will; returns its warm-up steps."""
+    from slmjax.train.optim import warmup_steps
+    from slmjax.train.validate import problems
+
+    found = problems(cfg)
+    if found:
+        raise _error(f"{what}: {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))
+    return warmup_steps(cfg)
