@@ -4,9 +4,11 @@ import json
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 
 from slmjax.launch import grid, trainconf
+from slmjax.data.testing import random_utterances, write_unit_dataset
 from slmjax.launch.commands import flag_value, train_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,19 +114,22 @@ def test_multi_epoch_runs_are_restricted_to_their_unique_tokens():
     assert all(dict(r.overrides).get("data.max_unique_tokens") is None for r in single)
 
 
-def test_unique_tokens_from_the_dataset_manifest(tmp_path):
-    for name, tokens in (("d1", 300_000), ("d2", 200_000)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "manifest.json").write_text(json.dumps(
-            {"vocab_size": 60, "splits": {"train": {"tokens": tokens}, "test": {"tokens": 5}}}))
+def test_vocabulary_and_epoch_size_from_the_datasets(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("d1", 3000), ("d2", 2000)):
+        write_unit_dataset(str(tmp_path / name), {"train": random_utterances(n, 60, rng),
+                                                  "test": random_utterances(20, 60, rng)},
+                           vocab_size=60)
+    tokens = sum(json.loads((tmp_path / d / "manifest.json").read_text())["splits"]["train"]["tokens"]
+                 for d in ("d1", "d2"))
     cfg = tiny_sweep(unique_tokens=0, data_path=f"{tmp_path}/d1,{tmp_path}/d2")
     cfg.multi_epoch.unique_tokens = 0
     del cfg.overrides.model     # the vocabulary then comes from the manifests
     runs = grid.expand(cfg, "/r", REPO)
-    assert all(r.unique_tokens == 500_000 for r in runs)
+    assert all(r.unique_tokens == tokens for r in runs)
     na = n_params(60, 64, 2)
-    # 2 and 4 epochs of the whole mixture (500K tokens), unrestricted.
-    assert sorted(r.tokens for r in runs if r.size == "a") == sorted([1_000_000, 2_000_000, 2 * na, 8 * na])
+    # 2 and 4 epochs of the whole mixture, unrestricted.
+    assert sorted(r.tokens for r in runs if r.size == "a") == sorted([2 * tokens, 4 * tokens, 2 * na, 8 * na])
     assert not any(r.restricted for r in runs)
     assert dict(runs[0].overrides)["data.path"] == cfg.data_path
     assert dict(runs[0].overrides)["data.kind"] == "units"
@@ -133,6 +138,15 @@ def test_unique_tokens_from_the_dataset_manifest(tmp_path):
     (tmp_path / "d2" / "manifest.json").write_text(json.dumps({**m, "vocab_size": 61}))
     with pytest.raises(grid.SweepError, match=r"mixes datasets with vocab sizes \[60, 61\]"):
         grid.expand(cfg, "/r", REPO)
+
+
+def test_epoch_size_of_synthetic_data_is_counted_by_the_data_package():
+    runs = grid.expand(tiny_sweep(unique_tokens=0, multi_epoch=ml_collections.ConfigDict(
+        dict(sizes=(), epochs=(), unique_tokens=0))), "/r", REPO)
+    from slmjax.data import open_datasets
+    cfg = trainconf.load(TRAIN_CONFIG, "tiny", [("model.vocab_size", 102)], REPO)
+    want = sum(ds.splits["train"].n_tokens for ds in open_datasets(cfg))
+    assert want > 0 and all(r.unique_tokens == want for r in runs)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -158,6 +172,7 @@ def test_multi_epoch_errors():
         grid.expand(cfg, "/r", REPO)
     cfg = tiny_sweep(unique_tokens=0)
     cfg.multi_epoch.unique_tokens = 0
+    cfg.data_path = "/nonexistent/units"
     with pytest.raises(grid.SweepError, match="multi_epoch needs unique_tokens"):
         grid.expand(cfg, "/r", REPO)
 

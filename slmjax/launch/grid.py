@@ -81,23 +81,21 @@ def _positive_int(value: Any, field: str) -> int:
     return int(value)
 
 
-def dataset_info(data_path: str) -> tuple[int | None, int | None]:
-    """(training tokens, vocab_size) of the unit dataset(s) at `data_path` (comma-joined).
+def dataset_vocab(data_path: str) -> int | None:
+    """vocab_size of the unit dataset(s) at `data_path` (comma-joined), from their manifest.json.
 
-    Read from each manifest.json; (None, None) when one cannot be read (a remote path, or no
-    dataset yet). Datasets with different vocabularies cannot be mixed: one clear error."""
-    total, vocabs = 0, set()
+    None when a manifest cannot be read (a remote path, or no dataset yet). Datasets with
+    different vocabularies cannot be mixed: one clear error."""
+    vocabs = set()
     for path in [p.strip() for p in data_path.split(",") if p.strip()]:
         try:
             with open(os.path.join(path, "manifest.json")) as f:
-                manifest = json.load(f)
-            total += int(manifest["splits"]["train"]["tokens"])
-            vocabs.add(int(manifest["vocab_size"]))
+                vocabs.add(int(json.load(f)["vocab_size"]))
         except (OSError, KeyError, ValueError, TypeError):
-            return None, None
+            return None
     if len(vocabs) > 1:
         raise SweepError(f"data_path mixes datasets with vocab sizes {sorted(vocabs)}")
-    return (total or None), (vocabs.pop() if vocabs else None)
+    return vocabs.pop() if vocabs else None
 
 
 def _size_batch(spec: ml_collections.ConfigDict, name: str, ratio: float | None) -> int:
@@ -117,15 +115,12 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         raise SweepError("--root is empty: give the directory (or gs:// path) that holds the runs")
     seq_len = _positive_int(cfg.seq_len, "seq_len")
     data_path = cfg.get("data_path", "") or ""
-    data_tokens, vocab = dataset_info(data_path) if data_path else (None, None)
-    unique = cfg.get("unique_tokens", 0) or data_tokens
-    if unique is not None:
-        unique = _positive_int(unique, "unique_tokens")
+    vocab = dataset_vocab(data_path) if data_path else None
     common = flatten(cfg.get("overrides", {}) or {})
     if data_path:
-        # The model's vocabulary is the dataset's (the trainer checks they agree).
-        if vocab is not None and "model.vocab_size" not in dict(common):
-            common = [("model.vocab_size", vocab)] + common
+        # The model's vocabulary is the dataset's (the trainer checks that they agree).
+        if vocab is not None:
+            common = [("model.vocab_size", vocab)] + [o for o in common if o[0] != "model.vocab_size"]
         common = [("data.kind", "units"), ("data.path", data_path)] + common
     prefix = cfg.get("key_prefix", "") or ""
 
@@ -137,6 +132,10 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         size_over = flatten(spec.get("overrides", {}) or {})
         tcfg = trainconf.load(cfg.train_config, arg, size_over + common, repo_root)
         sizes[name] = (arg, size_over, trainconf.count_params(tcfg))
+    # U: the config's figure, else what the data package counts in the training split(s).
+    unique = cfg.get("unique_tokens", 0) or (trainconf.data_tokens(tcfg) if sizes else None)
+    if unique is not None:
+        unique = _positive_int(unique, "unique_tokens")
 
     plan: list[tuple[str, float | None, int, int | None, bool]] = []
     for name in sizes:
@@ -148,7 +147,7 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
     if me is not None and me.get("sizes"):
         me_unique = me.get("unique_tokens", 0) or unique
         if not me_unique:
-            raise SweepError("multi_epoch needs unique_tokens (or a data_path with a manifest.json)")
+            raise SweepError("multi_epoch needs unique_tokens (or data the sweep can open and count)")
         me_unique = _positive_int(me_unique, "multi_epoch.unique_tokens")
         restrict = bool(me.get("unique_tokens", 0))
         for name in me.sizes:

@@ -93,3 +93,13 @@ def check(cfg: ml_collections.ConfigDict, what: str) -> int:
     if found:
         raise _error(f"{what}: {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))
     return warmup_steps(cfg)
+
+
+def data_tokens(cfg: ml_collections.ConfigDict) -> int | None:
+    """Training tokens of the data `cfg.data` names, counted by slmjax.data; None if unreadable."""
+    try:
+        from slmjax.data import open_datasets
+
+        return int(sum(ds.splits["train"].n_tokens for ds in open_datasets(cfg))) or None
+    except Exception:  # noqa: BLE001 - remote or absent data: U stays unknown ("-" in the table)
+        return None
