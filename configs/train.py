@@ -51,6 +51,15 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     d.weights = ""  # mixture weights, one per path joined by ","; empty = proportional to tokens
     d.mode = "windows"  # windows (paper: random windows of a concatenated stream) | packed
     d.seq_len = 128 if tiny else 2050  # tokens per training example (inputs); <= model.max_seq_len
+    d.test_split = "test"  # manifest split that gives the held-out test loss
+    d.num_threads = 2  # Grain threads preparing batches ahead of the step
+    d.prefetch = 4  # batches prepared ahead
+    sy = d.synthetic = ml_collections.ConfigDict()  # data.kind=synthetic: a random n-gram stream
+    sy.train_tokens = 1_000_000  # tokens of its training split
+    sy.test_tokens = 50_000  # tokens of its held-out split
+    sy.order = 2  # the next unit depends on this many previous symbols (1..3)
+    sy.concentration = 0.1  # Dirichlet concentration of next-unit distributions (small = peaky)
+    sy.mean_utterance = 50.0  # mean utterance length in units (EOS ends each)
 
     t = c.train = ml_collections.ConfigDict()
     t.batch_size = 16 if tiny else PAPER_BATCH[size]  # global sequences per update
@@ -70,6 +79,10 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     t.log_every = 10 if tiny else 50  # steps between metrics.jsonl rows
     t.eval_every = 100 if tiny else 1000  # steps between test-loss evaluations (and at the end)
     t.eval_batches = 4 if tiny else 20  # batches of the held-out split per evaluation
+    t.progress = True  # tqdm progress bar
+    t.peak_flops = 0.0  # peak FLOP/s per device for MFU; 0 = device table (measured on CPU)
+    t.profile_start = -1  # step at which a JAX profiler trace starts (-1 = none) ...
+    t.profile_steps = 5  # ... and how many steps it covers (written to WORKDIR/profile)
 
     mesh = c.mesh = ml_collections.ConfigDict()
     mesh.data = 1  # pure data-parallel replicas

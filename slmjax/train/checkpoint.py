@@ -1,0 +1,128 @@
+"""Orbax checkpoints of a run: train state and Grain data-iterator state, saved together.
+
+`checkpoints/<step>/` holds two items: `state` (the sharded train state: step, params, opt_state)
+and `data` (the Grain iterator state, one JSON per process). Public, for other stages:
+`list_steps(workdir)` and `restore_params(workdir, step=None) -> (model_cfg, params, step)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from slmjax.train.run_files import RunError, read_json
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def list_steps(workdir: str) -> list[int]:
+  """Steps with a finished checkpoint, ascending (half-written ones are not listed)."""
+  d = checkpoint_dir(workdir)
+  if not os.path.isdir(d):
+    return []
+  with ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(create=False,
+                                                                    read_only=True)) as mngr:
+    return sorted(int(s) for s in mngr.all_steps())
+
+
+class RunCheckpoints:
+  """Saving and restoring a run's checkpoints, with retention and corrupt-checkpoint fallback."""
+
+  def __init__(self, workdir: str, ckpt_cfg):
+    self.workdir = os.path.abspath(workdir)
+    keep_every = int(ckpt_cfg.get("keep_every", 0) or 0)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max(1, int(ckpt_cfg.get("keep", 3))),
+        keep_period=keep_every or None,
+        enable_async_checkpointing=bool(ckpt_cfg.get("async_save", True)),
+        create=True)
+    self.mngr = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+  def steps(self) -> list[int]:
+    return sorted(int(s) for s in self.mngr.all_steps())
+
+  def save(self, step: int, state, data_iter) -> None:
+    """Starts saving (async): returns once device arrays are copied off the accelerator."""
+    if step in self.steps():
+      return
+    self.mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)),
+        force=True)
+
+  def restore_latest(self, abstract_state, data_iter):
+    """(step, state) of the newest readable checkpoint, or None when there is none.
+
+    A checkpoint that fails to restore is moved to `corrupt_checkpoints/` with a warning and the
+    previous one is tried.
+    """
+    for step in reversed(self.steps()):
+      try:
+        out = self.mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iter)))
+        return step, out["state"]
+      except Exception as e:  # pylint: disable=broad-except
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        self._quarantine(step, reason)
+    return None
+
+  def _quarantine(self, step: int, reason: str) -> None:
+    src = os.path.join(checkpoint_dir(self.workdir), str(step))
+    dst = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
+    msg = (f"checkpoint {src} is unreadable ({reason[:300]}); moved to {dst}, "
+           "resuming from the previous checkpoint")
+    log.warning(msg)
+    print(f"WARNING: {msg}", flush=True)
+    if jax.process_index() == 0 and os.path.isdir(src):
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      shutil.move(src, dst)
+    self.mngr.reload()
+
+  def wait(self) -> None:
+    self.mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self.mngr.wait_until_finished()
+    self.mngr.close()
+
+
+def restore_params(workdir: str, step: int | None = None):
+  """Model weights of a run: (ModelConfig, params as a tree of jax arrays, step).
+
+  step=None takes the latest checkpoint. Arrays are restored onto the default device.
+  """
+  from slmjax.model import abstract_params  # pylint: disable=g-import-not-at-top
+  from slmjax.train.validate import model_config  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  cfg_json = read_json(os.path.join(workdir, "config.json"))
+  if cfg_json is None:
+    raise RunError(f"{workdir} is not a run workdir (no config.json)")
+  model_cfg = model_config(ml_collections.ConfigDict(cfg_json))
+  steps = list_steps(workdir)
+  if not steps:
+    raise RunError(f"run {workdir} has no checkpoint")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise RunError(f"run {workdir} has no checkpoint at step {step} (has {steps})")
+  abstract = abstract_params(model_cfg)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+  with ocp.CheckpointManager(checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(
+      create=False, read_only=True)) as mngr:
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item={"params": abstract}, restore_args={"params": restore_args},
+        partial_restore=True)))
+  params = jax.tree.map(jax.numpy.asarray, out["state"]["params"])
+  return model_cfg, params, step

@@ -1,0 +1,228 @@
+"""The training loop: `train(config, workdir)`.
+
+One run per workdir. A relaunch with the same workdir resumes from the newest readable checkpoint
+(train state and data iterator together), so a preempted or killed run ends bit-for-bit as an
+uninterrupted one. Step metrics are fetched from the device one step late (the next step is
+already queued), so logging never stalls the accelerator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from slmjax.data import DataError, build_pipeline
+from slmjax.model import count_params
+from slmjax.train import flops as flops_lib
+from slmjax.train.checkpoint import RunCheckpoints
+from slmjax.train.mesh import make_mesh
+from slmjax.train.metrics import MetricsWriter
+from slmjax.train.run_files import RunError, claim_workdir, update_run_json
+from slmjax.train.sharding import make_global_batch
+from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
+                               make_train_step)
+from slmjax.train.validate import ConfigError, model_config, total_steps, validate
+
+# Errors that mean bad input (config, data, workdir) or a diverged run: report their one-line
+# message, not a traceback.
+USER_ERRORS = (ConfigError, DataError, RunError)
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def restore(self):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _peak(config, model_cfg) -> tuple[float, str]:
+  given = float(config.train.get("peak_flops", 0) or 0)
+  if given > 0:
+    return given, "config"
+  dtype = "float32" if jax.devices()[0].platform == "cpu" else "bfloat16"
+  if model_cfg.dtype not in ("auto", None):
+    dtype = str(model_cfg.dtype)
+  return flops_lib.peak_flops(jax.devices()[0], dtype)
+
+
+class _Evaluator:
+  """Held-out loss: mean NLL per token, per dataset and over the natural-speech datasets."""
+
+  def __init__(self, config, mesh, pipeline):
+    self.mesh, self.pipeline = mesh, pipeline
+    self.batch = int(config.train.batch_size)
+    self.max_batches = int(config.train.get("eval_batches", 0) or 0)
+    self.step = make_eval_step(config, mesh)
+
+  def __call__(self, params) -> dict:
+    sums = {}
+    for ev in self.pipeline.evals:
+      nll, cnt = jnp.zeros(()), jnp.zeros(())
+      for i, local in enumerate(ev.batches(self.batch, jax.process_index(), jax.process_count())):
+        if self.max_batches and i >= self.max_batches:
+          break
+        a, b = self.step(params, make_global_batch(local, self.mesh))
+        nll, cnt = nll + a, cnt + b
+      sums[ev.name] = (float(nll), float(cnt), ev.synthetic)
+    natural = {k: v for k, v in sums.items() if not v[2]} or sums
+    out = {"test_loss": sum(v[0] for v in natural.values()) / sum(v[1] for v in natural.values())}
+    if len(sums) > 1:
+      out.update({f"test_loss/{k}": v[0] / v[1] for k, v in sums.items()})
+    return out
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (or resumes) the run of `config` in `workdir`; returns the final run.json dict.
+
+  Raises ConfigError / DataError / RunError with a one-line message on bad input, before any
+  file of an existing run is changed.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  validate(config, jax.device_count())
+  primary = jax.process_index() == 0
+  pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
+  if primary:
+    claim_workdir(workdir, config)
+  mesh = make_mesh(config.mesh)
+  model_cfg = model_config(config)
+  steps, batch = total_steps(config), int(config.train.batch_size)
+  seq_len = int(config.data.seq_len)
+  batch_tokens = batch * seq_len
+  fpt = flops_lib.flops_per_token(model_cfg, seq_len)
+  n_params, n_nonemb = count_params(model_cfg)
+
+  ckpts = RunCheckpoints(workdir, config.checkpoint)
+  data_iter = pipeline.train_iter()
+  restored = ckpts.restore_latest(abstract_train_state(config, mesh), data_iter)
+  if restored is None:
+    start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
+  else:
+    start, state = restored
+  planned = steps * batch_tokens
+  unique = pipeline.unique_tokens
+  run = dict(run_id=os.path.basename(workdir), n_params=n_params, n_params_nonemb=n_nonemb,
+             flops_per_token=fpt, tokens=planned, steps=steps, batch_tokens=batch_tokens,
+             unique_tokens=unique, epochs=planned / unique,
+             epochs_by_dataset=pipeline.epochs(steps), data=pipeline.info(),
+             mesh={k: int(v) for k, v in mesh.shape.items()}, devices=jax.device_count(),
+             processes=jax.process_count(), resumed_from=start or None)
+  if primary:
+    update_run_json(workdir, **run, status="running")
+  if start >= steps:
+    ckpts.close()
+    return update_run_json(workdir, status="completed") if primary else run
+
+  peak, peak_src = _peak(config, model_cfg)
+  writer = MetricsWriter(workdir, start, enabled=primary)
+  train_step = make_train_step(config, mesh)
+  evaluate = _Evaluator(config, mesh, pipeline)
+  log_every = max(1, int(config.train.get("log_every", 1)))
+  eval_every = int(config.train.get("eval_every", 0) or 0)
+  ck_every = int(config.checkpoint.get("every_steps", 0) or 0)
+  prof_start = int(config.train.get("profile_start", -1))
+  prof_steps = int(config.train.get("profile_steps", 5))
+  preempt = _Preemption()
+  bar = _progress(config, primary, start, steps)
+  pending = None               # (step, device metrics) of the last dispatched step
+  last = time.perf_counter()
+  status, final = "running", {}
+
+  def fetch():
+    """Brings the pending step's metrics to the host, logs them, stops on NaN/Inf."""
+    nonlocal pending, last
+    s, m = pending
+    pending = None
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    now = time.perf_counter()
+    dt, last = now - last, now
+    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+      raise RunError(f"non-finite training loss at step {s} (loss={m['loss']}, grad_norm="
+                     f"{m['grad_norm']}); stopped, the last good checkpoint is kept "
+                     f"({ckpts.steps()[-1] if ckpts.steps() else 'none yet'})")
+    if s % log_every == 0 or s == steps:
+      tps = batch_tokens / dt
+      writer.write(dict(step=s, loss=m["loss"], lr=m["lr"], grad_norm=m["grad_norm"],
+                        tokens_seen=s * batch_tokens, tokens_per_sec=tps, step_time=dt,
+                        mfu=flops_lib.mfu(tps, fpt["6n_attn"], peak, jax.device_count())))
+    if bar is not None:
+      bar.update(s - bar.n)
+      bar.set_postfix(loss=f"{m['loss']:.4f}")
+
+  try:
+    for t in range(start, steps):
+      s = t + 1
+      if s == prof_start:
+        jax.profiler.start_trace(os.path.join(workdir, "profile"))
+      local = next(data_iter)
+      state, metrics = train_step(state, make_global_batch(local, mesh))
+      if pending is not None:
+        fetch()
+      pending = (s, metrics)
+      if prof_start >= 0 and (s == prof_start + prof_steps - 1 or s == steps) and s >= prof_start:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        prof_start = -1
+      do_eval = (eval_every and s % eval_every == 0) or s == steps
+      do_ckpt = (ck_every and s % ck_every == 0) or s == steps or preempt.requested
+      if do_eval or do_ckpt:
+        fetch()               # a checkpoint is only written after its loss proved finite
+      if do_eval:
+        final = evaluate(state["params"])
+        writer.write({"step": s, **final})
+      if do_ckpt:
+        ckpts.save(s, state, data_iter)
+      if preempt.requested and s < steps:
+        status = "preempted"
+        break
+    else:
+      status = "completed"
+    if pending is not None:
+      fetch()
+  except BaseException as e:
+    status = "failed"
+    if primary:
+      update_run_json(workdir, status=status, error=str(e).splitlines()[0] if str(e) else
+                      type(e).__name__)
+    raise
+  finally:
+    preempt.restore()
+    if bar is not None:
+      bar.close()
+    writer.close()
+    ckpts.close()
+    close = getattr(data_iter, "close", None)
+    if close is not None:
+      close()
+  out = dict(status=status, peak_flops=peak, peak_flops_source=peak_src)
+  if status == "completed":
+    out.update(final_test_loss=final.get("test_loss"),
+               test_loss_by_dataset={k.split("/", 1)[1]: v for k, v in final.items()
+                                     if k.startswith("test_loss/")} or
+               {pipeline.evals[0].name: final.get("test_loss")})
+  if primary:
+    return update_run_json(workdir, **out)
+  return {**run, **out}
+
+
+def _progress(config, primary, start, steps):
+  if not primary or not config.train.get("progress", True):
+    return None
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True)

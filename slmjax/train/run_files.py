@@ -1,0 +1,101 @@
+"""The small files of a run workdir: config.json (with conflict check) and run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+class RunError(RuntimeError):
+  """A run cannot start or continue; the one-line message says why."""
+
+
+# Fields that may differ between launches in one workdir: they change how a run is executed,
+# logged or stored, not the numbers it computes.
+_FREE_PREFIXES = ("mesh.", "checkpoint.", "train.log_every", "train.eval_every",
+                  "train.eval_batches", "train.profile", "train.progress", "data.num_threads",
+                  "data.prefetch", "model.attention", "model.attention_block", "model.remat",
+                  "train.micro_batches")
+
+
+def write_json(path: str, obj) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  d = os.path.dirname(os.path.abspath(path))
+  os.makedirs(d, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path), suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True, default=_default)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _default(x):
+  if hasattr(x, "item"):
+    return x.item()
+  if hasattr(x, "tolist"):
+    return x.tolist()
+  return str(x)
+
+
+def read_json(path: str, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def config_dict(config) -> dict:
+  """The resolved config as plain JSON-able nested dicts."""
+  return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else config,
+                               default=_default))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_conflicts(old: dict, new: dict) -> list[str]:
+  """'field: old vs new' for every field that differs and changes the run's math."""
+  a, b = _flatten(old), _flatten(new)
+  out = []
+  for k in sorted(set(a) | set(b)):
+    if k.startswith(_FREE_PREFIXES):
+      continue
+    if a.get(k, "<absent>") != b.get(k, "<absent>"):
+      out.append(f"{k}: {a.get(k, '<absent>')!r} in the workdir vs {b.get(k, '<absent>')!r} now")
+  return out
+
+
+def claim_workdir(workdir: str, config) -> bool:
+  """Writes config.json, or checks the new config against an existing one.
+
+  Returns True when the workdir already held this run (a relaunch). Raises RunError naming the
+  conflicting fields when the workdir belongs to a different run; nothing is written then.
+  """
+  path = os.path.join(workdir, "config.json")
+  new = config_dict(config)
+  old = read_json(path)
+  if old is not None:
+    diff = config_conflicts(old, new)
+    if diff:
+      raise RunError(f"workdir {workdir} holds a run with another config ({'; '.join(diff)}); "
+                     "use a new workdir or the same config")
+  os.makedirs(workdir, exist_ok=True)
+  write_json(path, new)
+  return old is not None
+
+
+def update_run_json(workdir: str, **fields) -> dict:
+  """Merges fields into run.json (atomically) and returns the result."""
+  path = os.path.join(workdir, "run.json")
+  run = read_json(path, {}) or {}
+  run.update(fields)
+  write_json(path, run)
+  return run

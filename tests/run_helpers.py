@@ -1,0 +1,77 @@
+"""Launching small training runs in subprocesses (own device count, killable) for loop tests."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The `tiny` preset, cut down so that a run takes seconds on a shared 2-core CPU.
+TINY = {"train.steps": 24, "train.log_every": 1, "train.eval_every": 8, "train.eval_batches": 2,
+        "checkpoint.every_steps": 8, "checkpoint.keep": 5, "data.seq_len": 32,
+        "train.batch_size": 8, "model.vocab_size": 34, "train.peak_flops": 1e11,
+        "train.progress": False, "train.warmup_min": 4, "train.lr": 3e-3,
+        "data.synthetic.train_tokens": 60000, "data.synthetic.test_tokens": 4096,
+        "data.synthetic.order": 1}
+
+_RUNNER = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("train_config", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+cfg = mod.get_config("tiny")
+for k, v in json.loads(sys.argv[3]).items():
+  node = cfg
+  *path, last = k.split(".")
+  for p in path:
+    node = node[p]
+  node[last] = v
+from slmjax.train.loop import train
+train(cfg, sys.argv[2])
+"""
+
+
+def launch(workdir, devices=8, **overrides):
+  """Starts a run of TINY (+ overrides, dotted keys with '__' for '.') in a subprocess."""
+  flat = dict(TINY)
+  flat.update({k.replace("__", "."): v for k, v in overrides.items()})
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return subprocess.Popen(
+      [sys.executable, "-c", _RUNNER, os.path.join(ROOT, "configs", "train.py"), str(workdir),
+       json.dumps(flat)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(workdir, devices=8, timeout=600, **overrides):
+  p = launch(workdir, devices, **overrides)
+  out, _ = p.communicate(timeout=timeout)
+  assert p.returncode == 0, out[-3000:]
+  return out
+
+
+def run_until(workdir, step, sig, devices=8, timeout=600, **overrides):
+  """Runs until metrics.jsonl shows `step`, then sends `sig`; returns (returncode, output)."""
+  p = launch(workdir, devices, **overrides)
+  path = os.path.join(workdir, "metrics.jsonl")
+  end = time.time() + timeout
+  while time.time() < end and p.poll() is None:
+    if os.path.exists(path) and any(json.loads(l).get("step", 0) >= step
+                                    for l in open(path) if l.strip()):
+      p.send_signal(sig)
+      break
+    time.sleep(0.05)
+  out, _ = p.communicate(timeout=timeout)
+  return p.returncode, out
+
+
+def train_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(l) for l in f if l.strip()]
+  return [r for r in rows if "loss" in r], [r for r in rows if "test_loss" in r]
+
+
+SIGKILL, SIGTERM = signal.SIGKILL, signal.SIGTERM

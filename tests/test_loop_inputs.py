@@ -1,0 +1,153 @@
+"""Bad inputs and failures of a run: each one clear line, nothing of an existing run overwritten."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from run_helpers import ROOT, TINY
+from slmjax.data import DataError
+from slmjax.data.testing import random_utterances, write_unit_dataset
+from slmjax.train import loop
+from slmjax.train.checkpoint import list_steps, restore_params
+from slmjax.train.run_files import RunError, config_conflicts
+
+
+def _config(**overrides):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("train_config",
+                                                os.path.join(ROOT, "configs", "train.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config("tiny")
+  flat = dict(TINY, **{"train.steps": 10, "checkpoint.every_steps": 4, "train.eval_every": 4})
+  flat.update({k.replace("__", "."): v for k, v in overrides.items()})
+  for k, v in flat.items():
+    node = cfg
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return cfg
+
+
+def _snapshot(wd):
+  out = {}
+  for root, _, files in os.walk(wd):
+    for f in files:
+      p = os.path.join(root, f)
+      out[p] = open(p, "rb").read()
+  return out
+
+
+@pytest.fixture(scope="module")
+def diverged(tmp_path_factory):
+  """A run whose loss turns NaN at step 8 (a checkpoint step); also records a profiler trace."""
+  wd = str(tmp_path_factory.mktemp("nan") / "run")
+  real = loop.make_train_step
+
+  def poisoned(config, mesh):
+    step = real(config, mesh)
+
+    def wrapped(state, batch):
+      s = int(state["step"])
+      state, m = step(state, batch)
+      if s + 1 >= 8:
+        m = dict(m, loss=m["loss"] * np.nan)
+      return state, m
+    return wrapped
+
+  loop.make_train_step = poisoned
+  try:
+    with pytest.raises(RunError) as e:
+      loop.train(_config(train__profile_start=2, train__profile_steps=2), wd)
+  finally:
+    loop.make_train_step = real
+  return wd, str(e.value)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(diverged):
+  wd, msg = diverged
+  assert "non-finite training loss at step 8" in msg and "\n" not in msg
+  assert list_steps(wd) == [4]                         # step 8 was never saved
+  info = json.load(open(os.path.join(wd, "run.json")))
+  assert info["status"] == "failed" and "non-finite" in info["error"]
+  _, params, step = restore_params(wd)
+  assert step == 4 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+  assert os.listdir(os.path.join(wd, "profile"))      # the requested trace was written
+
+
+def test_conflicting_config_is_refused_naming_fields(diverged):
+  wd, _ = diverged
+  before = _snapshot(wd)
+  with pytest.raises(RunError) as e:
+    loop.train(_config(train__lr=1e-3, data__seq_len=16), wd)
+  msg = str(e.value)
+  assert "\n" not in msg and "train.lr" in msg and "data.seq_len" in msg
+  assert _snapshot(wd) == before
+  # Fields that do not change the math may differ between launches.
+  old = json.load(open(os.path.join(wd, "config.json")))
+  new = json.loads(json.dumps(old))
+  new["train"]["log_every"] = 7
+  new["mesh"]["fsdp"] = 4
+  new["checkpoint"]["keep"] = 9
+  assert config_conflicts(old, new) == []
+  new["train"]["batch_size"] = 4
+  assert [c.split(":")[0] for c in config_conflicts(old, new)] == ["train.batch_size"]
+
+
+@pytest.fixture()
+def unit_dataset(tmp_path, monkeypatch):
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / "units")
+  write_unit_dataset(path, {"train": random_utterances(300, 34, rng),
+                            "test": random_utterances(30, 34, rng)}, vocab_size=34)
+  return path
+
+
+def test_bad_data_leaves_an_existing_run_untouched(diverged, unit_dataset, tmp_path):
+  wd, _ = diverged
+  before = _snapshot(wd)
+  cases = {
+      "not found": dict(data__kind="units", data__path=str(tmp_path / "missing")),
+      "vocab_size 34 does not match config.model.vocab_size 502":
+          dict(data__kind="units", data__path=unit_dataset, model__vocab_size=502),
+  }
+  shard = os.path.join(unit_dataset, "train-00000-of-00002.array_record")
+  for expected, overrides in cases.items():
+    with pytest.raises(DataError) as e:
+      loop.train(_config(**overrides), wd)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) - 100)
+  with pytest.raises(DataError) as e:
+    loop.train(_config(data__kind="units", data__path=unit_dataset), wd)
+  assert "train-00000-of-00002.array_record" in str(e.value) and "\n" not in str(e.value)
+  assert _snapshot(wd) == before
+  fresh = str(tmp_path / "fresh")
+  with pytest.raises(DataError):
+    loop.train(_config(data__kind="units", data__path=unit_dataset), fresh)
+  assert not os.path.exists(fresh)
+
+
+def _cli(*args):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  return subprocess.run([sys.executable, "-m", "slmjax.train.cli",
+                         f"--config={os.path.join(ROOT, 'configs', 'train.py')}:tiny", *args],
+                        env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_config_typo_and_missing_dataset_are_one_line(tmp_path):
+  wd = str(tmp_path / "run")
+  p = _cli(f"--workdir={wd}", "--config.train.stpes=5")
+  assert p.returncode != 0 and "stpes" in p.stderr and "Traceback" not in p.stderr, p.stderr
+  p = _cli(f"--workdir={wd}", "--config.data.kind=units", f"--config.data.path={tmp_path}/nope")
+  assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+  assert "not found" in p.stderr.strip().splitlines()[-1]
+  assert not os.path.exists(wd)

@@ -1,0 +1,131 @@
+"""Preemption and restarts: a `tiny` synthetic run stopped by SIGTERM, then killed by SIGKILL, then
+relaunched, ends bit-for-bit as an uninterrupted run (per-step losses and final parameters); a
+checkpoint written on 8 devices restores onto 4; 8 devices and 1 device give the same curve."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from run_helpers import SIGKILL, SIGTERM, TINY, run, run_until, train_rows
+from slmjax.train.checkpoint import list_steps, restore_params
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """One uninterrupted run shared by the tests of this module."""
+  wd = str(tmp_path_factory.mktemp("ref") / "run")
+  run(wd)
+  return wd
+
+
+def _params(wd, step=None):
+  _, params, s = restore_params(wd, step)
+  return s, jax.tree.map(np.asarray, params)
+
+
+def _assert_same_params(a, b, exact=True):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    if exact:
+      np.testing.assert_array_equal(x, y)
+    else:
+      np.testing.assert_allclose(x, y, rtol=2e-3, atol=2e-4)
+
+
+def test_reference_run_writes_every_figure(reference):
+  rows, evals = train_rows(reference)
+  assert [r["step"] for r in rows] == list(range(1, TINY["train.steps"] + 1))
+  for key in ("loss", "lr", "grad_norm", "tokens_seen", "tokens_per_sec", "step_time", "mfu"):
+    assert all(r[key] is not None for r in rows), key
+  assert rows[-1]["tokens_seen"] == 24 * 8 * 32
+  assert [r["step"] for r in evals] == [8, 16, 24]
+  info = json.load(open(os.path.join(reference, "run.json")))
+  assert info["status"] == "completed" and info["final_test_loss"] == evals[-1]["test_loss"]
+  assert info["n_params"] > info["n_params_nonemb"] > 0
+  assert info["tokens"] == 24 * 8 * 32 and info["unique_tokens"] >= 60000
+  assert abs(info["epochs"] - info["tokens"] / info["unique_tokens"]) < 1e-9
+  assert os.path.isdir(os.path.join(reference, "tensorboard"))
+  assert json.load(open(os.path.join(reference, "config.json")))["train"]["steps"] == 24
+  assert list_steps(reference) == [8, 16, 24]
+
+
+def test_tiny_run_learns_the_synthetic_structure(reference):
+  """Test loss ends far below the unigram entropy of the n-gram stream (a context-free model's
+  best) and not below its entropy rate (the best any model can do)."""
+  info = json.load(open(os.path.join(reference, "run.json")))
+  ds = info["data"]["datasets"][0]
+  assert ds["unigram_entropy"] - ds["entropy_rate"] > 1.0
+  assert info["final_test_loss"] < ds["unigram_entropy"] - 0.75
+  assert info["final_test_loss"] > ds["entropy_rate"] - 0.1
+
+
+def test_sigterm_then_sigkill_then_relaunch_is_bit_exact(reference, tmp_path):
+  wd = str(tmp_path / "run")
+  code, out = run_until(wd, 5, SIGTERM)                # preempted: saves where it stands
+  assert code == 0, out[-2000:]
+  assert json.load(open(os.path.join(wd, "run.json")))["status"] == "preempted", out[-2000:]
+  first_stop = list_steps(wd)[-1]
+  assert 5 <= first_stop < 24 and first_stop % 8 != 0  # not a scheduled checkpoint
+  code, out = run_until(wd, 18, SIGKILL)               # killed: nothing saved at the kill
+  assert code == -9 and json.load(open(os.path.join(wd, "run.json")))["status"] == "running"
+  assert list_steps(wd)[-1] < 24
+  run(wd)                                             # relaunch: resumes, finishes
+  ref_rows, ref_evals = train_rows(reference)
+  rows, evals = train_rows(wd)
+  strip = lambda rs: [{k: r[k] for k in ("step", "loss", "grad_norm", "lr")} for r in rs]
+  assert strip(rows) == strip(ref_rows)               # exact float equality, every step
+  assert evals == ref_evals
+  assert json.load(open(os.path.join(wd, "run.json")))["status"] == "completed"
+  _assert_same_params(_params(wd)[1], _params(reference)[1])
+
+
+def test_checkpoint_from_8_devices_resumes_on_4(reference, tmp_path):
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  shutil.rmtree(os.path.join(wd, "checkpoints", "24"))
+  run(wd, devices=4, mesh__fsdp=-1)
+  run_json = json.load(open(os.path.join(wd, "run.json")))
+  assert run_json["resumed_from"] == 16 and run_json["devices"] == 4
+  ref_rows, _ = train_rows(reference)
+  rows, _ = train_rows(wd)
+  np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in ref_rows],
+                             rtol=1e-4)
+  _assert_same_params(_params(wd)[1], _params(reference)[1], exact=False)
+
+
+@pytest.mark.slow
+def test_one_device_gives_the_same_curve_as_eight(reference, tmp_path):
+  wd = str(tmp_path / "run")
+  run(wd, devices=1)
+  ref_rows, ref_evals = train_rows(reference)
+  rows, evals = train_rows(wd)
+  np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in ref_rows],
+                             rtol=1e-4)
+  np.testing.assert_allclose([r["test_loss"] for r in evals],
+                             [r["test_loss"] for r in ref_evals], rtol=1e-4)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path):
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  # Damage the newest checkpoint's array data: the run must notice, keep it aside, resume
+  # from step 16 and finish exactly as before.
+  state = os.path.join(wd, "checkpoints", "24", "state")
+  for root, _, files in os.walk(state):
+    for f in files:
+      if "ocdbt" in root or f.startswith(("d", "manifest")):
+        with open(os.path.join(root, f), "r+b") as fh:
+          fh.truncate(max(0, os.path.getsize(os.path.join(root, f)) // 3))
+  json.dump({}, open(os.path.join(wd, "run.json"), "w"))
+  out = run(wd)
+  assert "checkpoint" in out and "unreadable" in out, out[-2000:]
+  assert os.listdir(os.path.join(wd, "corrupt_checkpoints"))
+  assert json.load(open(os.path.join(wd, "run.json")))["resumed_from"] == 16
+  _assert_same_params(_params(wd)[1], _params(reference)[1])
+  strip = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_sec", "step_time",
+                                                              "mfu")} for r in rs]
+  assert strip(train_rows(wd)[0]) == strip(train_rows(reference)[0])
+  assert train_rows(wd)[1] == train_rows(reference)[1]
