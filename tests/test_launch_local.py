@@ -114,6 +114,9 @@ def test_killed_sweep_relaunched_finishes_every_run_exactly_once(tmp_path, sig):
     completed = [e["key"] for e in events if e["event"] == "completed"]
     assert sorted(completed) == ["r0", "r1", "r2"]
     assert [e["key"] for e in events if e["event"] == "skip"] == ["r0"]
+    # Each run's output is in ROOT/logs/KEY.log, one header per launch of the run.
+    assert (root / "logs" / "r1.log").read_text().count("==== ") == 2
+    assert (root / "logs" / "r0.log").read_text().count("==== ") == 1
 
 
 def test_failed_run_stops_the_sweep_unless_keep_going(tmp_path):

@@ -24,6 +24,8 @@ _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "tpu", "slurm"], "W
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and the exact commands; launch nothing.")
 _ONLY = flags.DEFINE_string("only", None, "Regular expression: launch only the runs whose key matches.")
 _KEEP_GOING = flags.DEFINE_bool("keep_going", False, "local/tpu: go on with the next run after a failure.")
+_STREAM = flags.DEFINE_bool("stream", False, "local: show each run's output here instead of "
+                            "writing it to ROOT/logs/KEY.log.")
 _REPO_DIR = flags.DEFINE_string(
     "repo_dir", None, "The repository where the runs execute: tpu default ~/slmjax on every worker; "
     "slurm default the current directory (on the shared filesystem).")
@@ -74,7 +76,7 @@ def main(argv: list[str]) -> int:
 
         train_config = os.path.abspath(resolve_path(cfg.train_config, repo_root))
         return local.launch(runs, root, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value,
-                            train_config=train_config)
+                            train_config=train_config, stream=_STREAM.value)
     if launcher == "tpu":
         opts = tpu.TpuOptions(name=_TPU_NAME.value or "", zone=_ZONE.value or "",
                               project=_PROJECT.value or "", repo_dir=_REPO_DIR.value or "~/slmjax",

@@ -4,7 +4,8 @@ A completed run (run.json status 'completed') is skipped; any other run is start
 workdir, and the trainer resumes it from its last checkpoint. So a killed sweep, launched again,
 loses at most the work since the last checkpoint and trains every run to completion exactly once.
 One sweep at a time per root (a lock file); the trainer dies with the sweep (parent-death signal),
-so a killed sweep never leaves a trainer behind to race its successor.
+so a killed sweep never leaves a trainer behind to race its successor. Each run's output goes to
+<root>/logs/<key>.log (appended across launches) unless `stream` sends it to this terminal.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def command(run: Run, train_config: str | None = None, program: list[str] | None
     return (program or local_train_program()) + train_args(run, train_config)
 
 
+def _log_path(root: str, key: str) -> str:
+    return os.path.join(root, "logs", f"{key}.log")
+
+
+def _open_log(root: str, key: str, argv: list[str]):
+    os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+    f = open(_log_path(root, key), "a")
+    f.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n")
+    f.flush()
+    return f
+
+
 class _Lock:
     """An exclusive flock on <root>/.sweep.lock, released by the kernel if this process dies."""
 
@@ -61,7 +74,7 @@ class _Lock:
 
 def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: bool = False,
            train_config: str | None = None, program: list[str] | None = None,
-           out: TextIO | None = None) -> int:
+           stream: bool = False, out: TextIO | None = None) -> int:
     """Run `runs` in order; returns 0 when every run is completed. See the module docstring."""
     out = out or sys.stdout
     if "://" in root:
@@ -100,20 +113,29 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
                   f"{shlex.join(argv)}", file=out, flush=True)
             status.log_event(root, "start", r.key, resumed=resumed, pid=os.getpid())
             t0 = time.time()
-            child["proc"] = subprocess.Popen(argv, preexec_fn=_die_with_parent)
-            rc = child["proc"].wait()
-            child["proc"] = None
+            log = None if stream else _open_log(root, r.key, argv)
+            try:
+                child["proc"] = subprocess.Popen(argv, preexec_fn=_die_with_parent, stdout=log,
+                                                 stderr=subprocess.STDOUT if log else None)
+                rc = child["proc"].wait()
+            finally:
+                child["proc"] = None
+                if log:
+                    log.close()
             seconds = round(time.time() - t0, 1)
             if stop["signal"] is not None:
                 status.log_event(root, "interrupted", r.key, rc=rc, seconds=seconds)
                 break
             if rc == 0 and status.is_completed(r.workdir):
                 status.log_event(root, "completed", r.key, seconds=seconds)
+                loss = status.final_loss(r.workdir)
+                print(f"[{i + 1}/{len(runs)}] {r.key}: completed in {seconds:.0f} s"
+                      + (f", test loss {loss:.4f}" if loss is not None else ""), file=out, flush=True)
                 continue
             why = f"exit code {rc}" if rc else "exit code 0 but run.json is not 'completed'"
             status.log_event(root, "failed", r.key, rc=rc, seconds=seconds)
-            print(f"[{i + 1}/{len(runs)}] {r.key}: failed ({why}); workdir {r.workdir}",
-                  file=out, flush=True)
+            where = "" if stream else f"; log {_log_path(root, r.key)}"
+            print(f"[{i + 1}/{len(runs)}] {r.key}: failed ({why}){where}", file=out, flush=True)
             failed.append(r.key)
             if not keep_going:
                 break

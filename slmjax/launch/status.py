@@ -10,20 +10,31 @@ from typing import Any
 EVENTS = "sweep.jsonl"
 
 
+def _run_json(workdir: str) -> dict:
+    if "://" in workdir:
+        from etils import epath
+
+        return json.loads((epath.Path(workdir) / "run.json").read_text())
+    with open(os.path.join(workdir, "run.json")) as f:
+        return json.load(f)
+
+
+def final_loss(workdir: str) -> float | None:
+    """run.json's final_test_loss, None when absent."""
+    try:
+        value = _run_json(workdir).get("final_test_loss")
+        return float(value) if value is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def run_status(workdir: str) -> str | None:
     """The `status` field of workdir/run.json ('running', 'completed', ...), None when absent.
 
     Works for local paths and, through etils.epath, for gs:// when a GCS filesystem is installed;
     an unreadable remote path gives None (the trainer then decides: it resumes or returns)."""
     try:
-        if "://" in workdir:
-            from etils import epath
-
-            text = (epath.Path(workdir) / "run.json").read_text()
-        else:
-            with open(os.path.join(workdir, "run.json")) as f:
-                text = f.read()
-        return json.loads(text).get("status")
+        return _run_json(workdir).get("status")
     except Exception:  # noqa: BLE001 - absent, half-visible or unreachable all mean "not known done"
         return None
 
