@@ -138,3 +138,59 @@ def test_two_processes_on_localhost_compute_what_one_process_computes():
         # Cross-process all-reduce (gloo) may sum in another order: equal to float32 rounding.
         np.testing.assert_allclose([o["total"], *o["mean"]], [one["total"], *one["mean"]], rtol=1e-6)
         np.testing.assert_allclose(o["mean"], x.mean(axis=0), rtol=1e-6)
+
+
+# slmjax-train with the process layout set up first (as the installed console script does once
+# slmjax.train.cli calls slmjax.train.distributed.initialize()).
+TRAIN = ("import sys; from slmjax.train import distributed; distributed.initialize(); "
+         "from slmjax.train.cli import run; sys.argv[0] = 'slmjax-train'; run()")
+
+
+def _losses(workdir):
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return ({r["step"]: r["loss"] for r in rows if "loss" in r},
+            {r["step"]: r["test_loss"] for r in rows if "test_loss" in r})
+
+
+@pytest.mark.slow   # ~1-2 min on a shared 2-core machine: three trainers start and compile
+def test_two_processes_train_tiny_to_the_losses_of_one_process(tmp_path):
+    args = ["--config=configs/train.py:tiny", "--config.model.vocab_size=102",
+            "--config.train.steps=20", "--config.train.log_every=1",
+            "--config.train.eval_every=10", "--config.checkpoint.every_steps=10"]
+    port = _free_port()
+    two = str(tmp_path / "two")
+    procs = [subprocess.Popen([sys.executable, "-c", TRAIN, *args, f"--workdir={two}"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=_worker_env(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                              JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    one = str(tmp_path / "one")
+    single = subprocess.Popen([sys.executable, "-c", TRAIN, *args, f"--workdir={one}"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=_worker_env(8))
+    for p in procs + [single]:
+        out = p.communicate(timeout=900)[0]
+        assert p.returncode == 0, out[-3000:]
+
+    run_two = json.loads(open(os.path.join(two, "run.json")).read())
+    run_one = json.loads(open(os.path.join(one, "run.json")).read())
+    assert run_two["processes"] == 2 and run_one["processes"] == 1
+    assert run_two["devices"] == run_one["devices"] == 8
+    assert run_two["status"] == run_one["status"] == "completed"
+    train_two, test_two = _losses(two)
+    train_one, test_one = _losses(one)
+    assert sorted(train_two) == sorted(train_one) == list(range(1, 21))   # metrics written once
+    assert sorted(test_two) == sorted(test_one) == [10, 20]
+    # Same global batches, same updates: equal up to float32 reduction order across processes.
+    np.testing.assert_allclose([train_two[s] for s in range(1, 21)],
+                               [train_one[s] for s in range(1, 21)], rtol=1e-5)
+    np.testing.assert_allclose([test_two[10], test_two[20]], [test_one[10], test_one[20]], rtol=1e-5)
+    assert train_one[20] < train_one[1]
+    # Checkpoints written by both processes restore in one process: the final parameters agree.
+    from slmjax.train.checkpoint import restore_params
+    _, p_two, s_two = restore_params(two)
+    _, p_one, s_one = restore_params(one)
+    assert s_two == s_one == 20
+    import jax
+    for a, b in zip(jax.tree.leaves(p_two), jax.tree.leaves(p_one)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
