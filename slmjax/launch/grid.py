@@ -160,7 +160,7 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
     for name, ratio, d, u, restricted in plan:
         arg, size_over, n = sizes[name]
         batch = _size_batch(cfg.sizes[name], name, ratio)
-        steps = math.ceil(d / (batch * seq_len))
+        steps = -(-d // (batch * seq_len))   # ceil, in integers
         key = f"{prefix}{name}_d{format_tokens(d)}"
         if restricted:
             key += f"_u{format_tokens(u)}"
