@@ -1,0 +1,54 @@
+"""The study's grid (Cuervo & Marxer 2024): 5 sizes x D/N in {2..100}, plus multi-epoch runs.
+
+    slmjax-sweep --config=configs/sweeps/paper_grid.py --root=gs://BUCKET/paper_grid \
+        --config.data_path=gs://BUCKET/units/hubert25hz_k500 --dry_run
+
+Every run trains `configs/train.py:<size>` with the paper's batch size for its size, a token budget
+D, and steps = ceil(D / (batch_size * 2050)), so that its LR schedule (linear warm-up over
+max(100, 1% of steps) as configs/train.py defines it, then cosine to 5e-5) ends exactly at its
+budget. Compute C = 6ND with N the total parameter count (tied embedding once): about 5e15 to 4e20
+FLOPs over the 52 runs.
+"""
+
+import ml_collections
+
+# The paper's batch sizes, in sequences of 2050 units per update (PAPER.md).
+BATCH_SIZES = {"s20m": 64, "s85m": 128, "s155m": 256, "s309m": 252, "s823m": 456}
+
+
+def get_config(arg=None):
+    del arg
+    c = ml_collections.ConfigDict()
+    c.name = "paper_grid"
+    # Training config every run starts from: `<train_config>:<size>` (relative to the repo root).
+    c.train_config = "configs/train.py"
+    # Unit dataset directory (or several joined by ','), passed to each run as data.path.
+    # Empty: the training config's own data.path.
+    c.data_path = ""
+    # Tokens of one epoch of the training data (U), for the epochs column and the multi-epoch runs.
+    # The paper's corpus: 10.89B deduplicated HuBERT units. 0: read from the dataset's manifest.json.
+    c.unique_tokens = 10_890_000_000
+    c.seq_len = 2050  # context length of every run (data.seq_len)
+    # Single-epoch grid: D = ratio * N for every size and ratio.
+    c.ratios = (2, 4, 8, 10, 20, 32, 64, 100)
+    c.sizes = ml_collections.ConfigDict()
+    for name, batch in BATCH_SIZES.items():
+        c.sizes[name] = ml_collections.ConfigDict(dict(
+            batch_size=batch,       # global sequences per update
+            train_arg=name,         # the argument of configs/train.py's get_config
+            overrides={},           # extra --config.* overrides for this size only (nested dict)
+        ))
+    # The 823M model's two longest runs used larger batches (494 and 608 sequences).
+    c.sizes.s823m.batch_size_by_ratio = ((64, 494), (100, 608))
+    # Multi-epoch runs: D = epochs * U for these sizes, to fit the data-constrained terms.
+    c.multi_epoch = ml_collections.ConfigDict(dict(
+        sizes=("s20m", "s85m", "s155m"),
+        epochs=(2, 4, 8, 10),
+        # U for these runs. 0: the whole dataset (unique_tokens). A positive value restricts each
+        # run to the first U unique tokens of the data (data.max_unique_tokens).
+        unique_tokens=0,
+    ))
+    # --config.* overrides for every run (nested dict, e.g. {"checkpoint": {"every_steps": 1000}}).
+    c.overrides = ml_collections.ConfigDict()
+    c.key_prefix = ""  # prepended to every run key
+    return c

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Submit a sweep to SLURM from a login node: one sbatch job per run that is neither completed nor
+# queued (scripts in ROOT/slurm/). Run it again after time limits or failures to resume the rest.
+#
+#   launch/slurm_run.sh SWEEP_CONFIG ROOT [slmjax-sweep flags...]
+#   e.g. launch/slurm_run.sh configs/sweeps/paper_grid.py /shared/runs/paper \
+#          --config.data_path=/shared/units --slurm_partition=gpu --nodes=2 --gpus_per_node=8 \
+#          --time=2-00:00:00 --dry_run
+set -euo pipefail
+
+usage="usage: launch/slurm_run.sh SWEEP_CONFIG ROOT [slmjax-sweep flags...]"
+config=${1:?$usage}
+root=${2:?$usage}
+shift 2
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+exec "$here/.venv/bin/slmjax-sweep" --config="$config" --root="$root" --launcher=slurm \
+  --repo_dir="$here" "$@"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Stop the training run on every worker of a TPU VM slice: SIGTERM to the trainer whose pid each
+# worker recorded in ~/slmjax-train.pid, then SIGKILL after a grace period. Stop the launching
+# slmjax-sweep first (Ctrl-C in its terminal) or it starts the next run.
+#
+#   launch/tpu_stop.sh TPU_NAME ZONE [PROJECT]
+set -euo pipefail
+
+usage="usage: launch/tpu_stop.sh TPU_NAME ZONE [PROJECT]"
+name=${1:?$usage}
+zone=${2:?$usage}
+project=${3:-}
+grace=${SLMJAX_STOP_GRACE:-60}
+
+gflags=("--zone=$zone")
+if [[ -n $project ]]; then gflags+=("--project=$project"); fi
+
+# shellcheck disable=SC2016  # expanded on the workers, not here
+remote='pidfile=~/slmjax-train.pid
+if [[ ! -f $pidfile ]]; then echo "$(hostname): no trainer recorded"; exit 0; fi
+pid=$(cat "$pidfile")
+if ! kill -0 "$pid" 2>/dev/null; then echo "$(hostname): trainer $pid already stopped"; rm -f "$pidfile"; exit 0; fi
+kill -TERM "$pid"
+for _ in $(seq '"$grace"'); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; echo "$(hostname): trainer $pid killed"; else echo "$(hostname): trainer $pid stopped"; fi
+rm -f "$pidfile"'
+
+gcloud compute tpus tpu-vm ssh "$name" --worker=all "${gflags[@]}" --command="$remote"

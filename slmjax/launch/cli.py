@@ -1,0 +1,105 @@
+"""slmjax-sweep: expand a sweep config into runs, print the plan, and launch it.
+
+    slmjax-sweep --config=configs/sweeps/paper_grid.py --root=DIR [--launcher=local|tpu|slurm]
+                 [--dry_run] [--only=REGEX] [--config.field=value ...]
+
+--dry_run prints the table and exactly the commands (tpu), scripts and sbatch calls (slurm) or
+trainer command lines (local) that would run, and launches nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from slmjax.launch import grid, local, slurm, tpu
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Sweep config file (configs/sweeps/*.py); override fields with --config.x=v.")
+_ROOT = flags.DEFINE_string("root", None, "Sweep root: one workdir per run, named by its key.")
+_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "tpu", "slurm"], "Where the runs go.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and the exact commands; launch nothing.")
+_ONLY = flags.DEFINE_string("only", None, "Regular expression: launch only the runs whose key matches.")
+_KEEP_GOING = flags.DEFINE_bool("keep_going", False, "local/tpu: go on with the next run after a failure.")
+_STREAM = flags.DEFINE_bool("stream", False, "local: show each run's output here instead of "
+                            "writing it to ROOT/logs/KEY.log.")
+_REPO_DIR = flags.DEFINE_string(
+    "repo_dir", None, "The repository where the runs execute: tpu default ~/slmjax on every worker; "
+    "slurm default the current directory (on the shared filesystem).")
+_VENV = flags.DEFINE_string("venv", ".venv", "Virtual environment of the runs (relative to --repo_dir).")
+# TPU pod slices.
+_TPU_NAME = flags.DEFINE_string("tpu_name", None, "tpu: name of the TPU VM slice.")
+_ZONE = flags.DEFINE_string("zone", None, "tpu: zone of the slice, e.g. us-central2-b.")
+_PROJECT = flags.DEFINE_string("project", None, "tpu: Google Cloud project (default: gcloud's).")
+# SLURM GPU clusters.
+_PARTITION = flags.DEFINE_string("slurm_partition", None, "slurm: partition.")
+_ACCOUNT = flags.DEFINE_string("account", None, "slurm: account to charge.")
+_NODES = flags.DEFINE_integer("nodes", 1, "slurm: nodes per run (one task per node).")
+_GPUS = flags.DEFINE_integer("gpus_per_node", 8, "slurm: GPUs per node (all given to its one task).")
+_CPUS = flags.DEFINE_integer("cpus_per_task", 0, "slurm: CPUs per task (0: the cluster's default).")
+_TIME = flags.DEFINE_string("time", None, "slurm: time limit per job, e.g. 2-00:00:00.")
+
+
+def _repo_root(config_file: str | None) -> str | None:
+    """The repository holding the sweep config (configs/sweeps/FILE.py -> its grandparent's parent)."""
+    if not config_file:
+        return None
+    path = os.path.abspath(config_file.split(":", 1)[0])
+    return os.path.dirname(os.path.dirname(os.path.dirname(path)))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cfg = _CONFIG.value
+    if cfg is None:
+        raise grid.SweepError("--config is required, e.g. --config=configs/sweeps/cpu_mini.py")
+    root = _ROOT.value
+    if not root:
+        raise grid.SweepError("--root is required: the directory (or gs:// path) for the run workdirs")
+    launcher = _LAUNCHER.value
+    if "://" not in root:
+        if launcher == "tpu" and not os.path.isabs(root):
+            raise grid.SweepError("--launcher=tpu needs --root as gs://... or an absolute path "
+                                  "every worker sees")
+        if launcher != "tpu":
+            root = os.path.abspath(root)
+    repo_root = _repo_root(config_flags.get_config_filename(flags.FLAGS["config"]))
+    runs = grid.select(grid.expand(cfg, root, repo_root), _ONLY.value)
+    print(grid.table(runs), flush=True)
+
+    if launcher == "local":
+        from slmjax.launch.trainconf import resolve_path
+
+        train_config = os.path.abspath(resolve_path(cfg.train_config, repo_root))
+        return local.launch(runs, root, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value,
+                            train_config=train_config, stream=_STREAM.value)
+    if launcher == "tpu":
+        opts = tpu.TpuOptions(name=_TPU_NAME.value or "", zone=_ZONE.value or "",
+                              project=_PROJECT.value or "", repo_dir=_REPO_DIR.value or "~/slmjax",
+                              venv=_VENV.value)
+        return tpu.launch(runs, root, opts, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value)
+    opts = slurm.SlurmOptions(nodes=_NODES.value, gpus_per_node=_GPUS.value,
+                              partition=_PARTITION.value or "", account=_ACCOUNT.value or "",
+                              time=_TIME.value or "", cpus_per_task=_CPUS.value,
+                              repo_dir=_REPO_DIR.value or os.getcwd(), venv=_VENV.value)
+    return slurm.launch(runs, root, opts, dry_run=_DRY_RUN.value)
+
+
+def _main(argv: list[str]) -> None:
+    try:
+        sys.exit(main(argv))
+    except grid.SweepError as e:
+        sys.exit(f"slmjax-sweep: {e}")
+
+
+def run() -> None:
+    """Console entry point (slmjax-sweep)."""
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    run()

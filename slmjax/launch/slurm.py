@@ -1,0 +1,134 @@
+"""SLURM launcher: one sbatch job per run, one task per node holding all of that node's GPUs.
+
+Each job's script is written to <root>/slurm/<key>.sbatch and submitted with `sbatch --parsable`.
+Inside the job `srun` starts one `slmjax-train` per node; `slmjax.train.distributed` reads the
+SLURM environment, makes one JAX process per node and keeps every GPU of the node visible to it.
+Completed runs and runs already queued under their job name are skipped, so submitting the sweep
+again after a time limit or a failure resumes exactly the runs that are not done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import TextIO
+
+from slmjax.launch import status
+from slmjax.launch.commands import TRAIN_SCRIPT, train_args
+from slmjax.launch.grid import Run, SweepError, join
+
+JOB_PREFIX = "slmjax-"
+_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmOptions:
+    nodes: int = 1
+    gpus_per_node: int = 8
+    partition: str = ""
+    account: str = ""
+    time: str = ""               # e.g. 2-00:00:00; empty: the partition's default
+    cpus_per_task: int = 0       # 0: the cluster's default
+    repo_dir: str = ""           # the repository on the cluster's shared filesystem
+    venv: str = ".venv"          # relative to repo_dir, or absolute
+
+    def validate(self) -> None:
+        if self.nodes < 1:
+            raise SweepError(f"--nodes must be at least 1, got {self.nodes}")
+        if self.gpus_per_node < 0:
+            raise SweepError(f"--gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        if self.time and not _TIME.match(self.time):
+            raise SweepError(f"--time={self.time!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+        if not self.repo_dir:
+            raise SweepError("--launcher=slurm needs the repository directory (--repo_dir)")
+
+
+def script_path(root: str, run: Run) -> str:
+    return join(join(root, "slurm"), f"{run.key}.sbatch")
+
+
+def job_name(run: Run) -> str:
+    return JOB_PREFIX + run.key
+
+
+def script(run: Run, root: str, opts: SlurmOptions) -> str:
+    """The sbatch script of `run`, exactly as written to disk."""
+    lines = ["#!/bin/bash",
+             f"#SBATCH --job-name={job_name(run)}",
+             f"#SBATCH --nodes={opts.nodes}",
+             "#SBATCH --ntasks-per-node=1"]
+    if opts.gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-task={opts.gpus_per_node}")
+    if opts.cpus_per_task:
+        lines.append(f"#SBATCH --cpus-per-task={opts.cpus_per_task}")
+    if opts.partition:
+        lines.append(f"#SBATCH --partition={opts.partition}")
+    if opts.account:
+        lines.append(f"#SBATCH --account={opts.account}")
+    if opts.time:
+        lines.append(f"#SBATCH --time={opts.time}")
+    lines += [f"#SBATCH --output={join(join(root, 'slurm'), run.key)}-%j.out",
+              "#SBATCH --open-mode=append",
+              f"# {run.key}: N={run.n_params} D={run.tokens} C={run.flops:.4e} steps={run.steps}",
+              "set -euo pipefail",
+              f"cd {shlex.quote(opts.repo_dir)}",
+              "srun --kill-on-bad-exit=1 "
+              + shlex.join([os.path.join(opts.venv, "bin", TRAIN_SCRIPT)] + train_args(run)),
+              ""]
+    return "\n".join(lines)
+
+
+def sbatch_command(run: Run, root: str) -> list[str]:
+    return ["sbatch", "--parsable", script_path(root, run)]
+
+
+def _queued_names() -> set[str]:
+    try:
+        out = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True,
+                             check=True).stdout
+    except FileNotFoundError:
+        raise SweepError("squeue is not on PATH: run --launcher=slurm on a SLURM login node") from None
+    except subprocess.CalledProcessError as e:
+        raise SweepError(f"squeue failed: {(e.stderr or '').strip().splitlines()[:1]}") from None
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = False,
+           out: TextIO | None = None) -> int:
+    """Write and submit one job per run that is neither completed nor queued; 0 on success."""
+    out = out or sys.stdout
+    opts.validate()
+    if "://" in root:
+        raise SweepError(f"--launcher=slurm needs --root on the cluster's shared filesystem, got {root}")
+    queued = set() if dry_run else _queued_names()
+    for r in runs:
+        if status.is_completed(r.workdir):
+            print(f"# {r.key}: completed, skipped", file=out, flush=True)
+            continue
+        if job_name(r) in queued:
+            print(f"# {r.key}: already queued as {job_name(r)}, skipped", file=out, flush=True)
+            continue
+        path, argv = script_path(root, r), sbatch_command(r, root)
+        if dry_run:
+            print(f"# ---- {path}\n{script(r, root, opts)}{shlex.join(argv)}", file=out)
+            continue
+        _write(path, script(r, root, opts))
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = (proc.stderr or proc.stdout).strip().splitlines()
+            print(f"{r.key}: sbatch failed: {first[0] if first else proc.returncode}", file=out)
+            return 1
+        print(f"{r.key}: submitted job {proc.stdout.strip()} ({path})", file=out, flush=True)
+    return 0

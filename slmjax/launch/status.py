@@ -1,0 +1,70 @@
+"""What a sweep root says about its runs: run.json status, and the sweep's event log."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+EVENTS = "sweep.jsonl"
+
+
+def _run_json(workdir: str) -> dict:
+    if "://" in workdir:
+        from etils import epath
+
+        return json.loads((epath.Path(workdir) / "run.json").read_text())
+    with open(os.path.join(workdir, "run.json")) as f:
+        return json.load(f)
+
+
+def final_loss(workdir: str) -> float | None:
+    """run.json's final_test_loss, None when absent."""
+    try:
+        value = _run_json(workdir).get("final_test_loss")
+        return float(value) if value is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_status(workdir: str) -> str | None:
+    """The `status` field of workdir/run.json ('running', 'completed', ...), None when absent.
+
+    Works for local paths and, through etils.epath, for gs:// when a GCS filesystem is installed;
+    an unreadable remote path gives None (the trainer then decides: it resumes or returns)."""
+    try:
+        return _run_json(workdir).get("status")
+    except Exception:  # noqa: BLE001 - absent, half-visible or unreachable all mean "not known done"
+        return None
+
+
+def is_completed(workdir: str) -> bool:
+    return run_status(workdir) == "completed"
+
+
+def log_event(root: str, event: str, key: str, **fields: Any) -> None:
+    """Append one line to <root>/sweep.jsonl and flush it to disk (local roots only)."""
+    if "://" in root:
+        return
+    os.makedirs(root, exist_ok=True)
+    line = json.dumps({"time": round(time.time(), 3), "event": event, "key": key, **fields})
+    with open(os.path.join(root, EVENTS), "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_events(root: str) -> list[dict]:
+    """Events of <root>/sweep.jsonl; a torn last line (a killed writer) is skipped."""
+    out = []
+    try:
+        with open(os.path.join(root, EVENTS)) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out

@@ -1,0 +1,94 @@
+"""TPU pod launcher: each run on every worker of a Cloud TPU VM slice, one run after another.
+
+For every run the launcher executes, from the machine it runs on,
+
+    gcloud compute tpus tpu-vm ssh NAME --zone=ZONE [--project=P] --worker=all \
+        --command='cd REPO && echo $$ > ~/slmjax-train.pid && exec VENV/bin/slmjax-train \
+                   --config=... --workdir=ROOT/KEY ...'
+
+and waits for it. Every worker starts the same trainer; `slmjax.train.distributed` detects the slice
+and makes one JAX process per worker. ROOT must be visible to all workers (a gs:// bucket or a
+shared filesystem). Workers are prepared once with launch/tpu_setup.sh (see the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import subprocess
+import sys
+from typing import TextIO
+
+from slmjax.launch import status
+from slmjax.launch.commands import TRAIN_SCRIPT, train_args
+from slmjax.launch.grid import Run, SweepError
+
+PIDFILE = "~/slmjax-train.pid"   # the trainer's pid on each worker, read by launch/tpu_stop.sh
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./~$@+-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TpuOptions:
+    name: str
+    zone: str
+    project: str = ""
+    repo_dir: str = "~/slmjax"   # the repository on every worker (launch/tpu_setup.sh puts it there)
+    venv: str = ".venv"          # relative to repo_dir, or absolute
+
+    def validate(self) -> None:
+        if not self.name:
+            raise SweepError("--launcher=tpu needs --tpu_name (the TPU VM slice)")
+        if not self.zone:
+            raise SweepError("--launcher=tpu needs --zone (e.g. us-central2-b)")
+        for flag, value in (("--repo_dir", self.repo_dir), ("--venv", self.venv)):
+            if not _SAFE_PATH.match(value):
+                raise SweepError(f"{flag}={value!r}: use a path without spaces or quotes")
+
+
+def remote_command(run: Run, opts: TpuOptions) -> str:
+    """The shell command every worker runs for `run`."""
+    return (f"cd {opts.repo_dir} && echo $$ > {PIDFILE} && exec {opts.venv}/bin/{TRAIN_SCRIPT} "
+            + shlex.join(train_args(run)))
+
+
+def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
+    """The exact argv the launcher executes for `run`."""
+    argv = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", opts.name, f"--zone={opts.zone}"]
+    if opts.project:
+        argv.append(f"--project={opts.project}")
+    return argv + ["--worker=all", f"--command={remote_command(run, opts)}"]
+
+
+def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = False,
+           keep_going: bool = False, out: TextIO | None = None) -> int:
+    """Run `runs` one after another on all workers; 0 when all succeeded."""
+    out = out or sys.stdout
+    opts.validate()
+    if not root.startswith("gs://"):
+        print(f"# note: --root={root} is not a gs:// path: every worker must see it "
+              "(a shared filesystem mounted at the same place)", file=out)
+    failed = []
+    for i, r in enumerate(runs):
+        if status.is_completed(r.workdir):
+            print(f"# {r.key}: completed, skipped", file=out, flush=True)
+            continue
+        argv = gcloud_command(r, opts)
+        if dry_run:
+            print(shlex.join(argv), file=out)
+            continue
+        print(f"[{i + 1}/{len(runs)}] {r.key}: {shlex.join(argv)}", file=out, flush=True)
+        try:
+            rc = subprocess.run(argv).returncode
+        except FileNotFoundError:
+            raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
+        if rc != 0:
+            print(f"[{i + 1}/{len(runs)}] {r.key}: failed (exit code {rc}); launch/tpu_stop.sh "
+                  "stops what is left on the workers", file=out, flush=True)
+            failed.append(r.key)
+            if not keep_going:
+                break
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=out)
+        return 1
+    return 0

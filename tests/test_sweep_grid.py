@@ -1,0 +1,193 @@
+"""Sweep expansion: keys, budgets, multi-epoch subsets, manifests and clear errors."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from slmjax.launch import grid, trainconf
+from slmjax.data.testing import random_utterances, write_unit_dataset
+from slmjax.launch.commands import flag_value, train_args
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# configs/train.py plus data.max_unique_tokens, the field restricted multi-epoch runs set (the data
+# pipeline's side of that interface: train on the first U unique tokens of the data).
+WRAPPER = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location("_train", "{REPO}/configs/train.py")
+base = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(base)
+
+def get_config(arg):
+    c = base.get_config(arg)
+    if "max_unique_tokens" not in c.data:
+        c.data.max_unique_tokens = 0
+    return c
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def train_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "train_u.py"
+    path.write_text(WRAPPER)
+    global TRAIN_CONFIG
+    TRAIN_CONFIG = str(path)
+    return TRAIN_CONFIG
+
+
+TRAIN_CONFIG = None
+
+
+def tiny_sweep(**changes):
+    c = ml_collections.ConfigDict()
+    c.train_config = TRAIN_CONFIG
+    c.data_path = ""
+    c.unique_tokens = 1_000_000
+    c.seq_len = 64
+    c.ratios = (2, 8)
+    c.sizes = ml_collections.ConfigDict({
+        "a": dict(batch_size=4, train_arg="tiny",
+                  overrides={"model": {"dim": 64, "n_layers": 2, "n_heads": 1}}),
+        "b": dict(batch_size=8, train_arg="tiny",
+                  overrides={"model": {"dim": 128, "n_layers": 3, "n_heads": 2}})})
+    c.multi_epoch = ml_collections.ConfigDict(dict(sizes=("a",), epochs=(2, 4), unique_tokens=50_000))
+    c.overrides = ml_collections.ConfigDict({"train": {"lr": 1e-3}, "model": {"vocab_size": 102}})
+    c.key_prefix = ""
+    for k, v in changes.items():
+        c[k] = v
+    return c
+
+
+def n_params(vocab, dim, layers):
+    """Independent count: tied embedding + per layer (4 d^2 attention, 3 d h SwiGLU, 2 norms) + norm."""
+    hidden = 256 * -(-int(8 * dim / 3) // 256)
+    return vocab * dim + layers * (4 * dim * dim + 3 * dim * hidden + 2 * dim) + dim
+
+
+def test_format_tokens():
+    assert grid.format_tokens(2_731_000_000) == "2.7e9"
+    assert grid.format_tokens(41_421_824) == "4.1e7"
+    assert grid.format_tokens(108_900_000_000) == "1.1e11"
+    assert grid.format_tokens(999_999) == "1.0e6"
+
+
+def test_flag_values_read_back_by_ml_collections():
+    assert flag_value(True) == "true" and flag_value(3) == "3" and flag_value(5e-4) == "0.0005"
+    assert flag_value(2.0) == "2" and flag_value((1, 2)) == "(1,2)" and flag_value((3,)) == "(3,)"
+    assert flag_value("a,b") == "a,b"
+
+
+def test_expansion_budgets_keys_and_overrides():
+    runs = grid.expand(tiny_sweep(), "/r", REPO)
+    na, nb = n_params(102, 64, 2), n_params(102, 128, 3)
+    assert [(r.size, r.n_params, r.tokens) for r in runs] == [
+        ("a", na, 100_000), ("a", na, 200_000), ("a", na, 2 * na), ("a", na, 8 * na),
+        ("b", nb, 2 * nb), ("b", nb, 8 * nb)]   # sorted by N, then D
+    r = runs[3]
+    assert r.key == f"a_d{grid.format_tokens(8 * na)}" and r.workdir == f"/r/{r.key}"
+    assert r.steps == -(-8 * na // (4 * 64)) and r.batch_size == 4
+    assert r.flops == 6 * na * 8 * na and r.epochs == 8 * na / 1_000_000
+    assert train_args(r) == [
+        f"--config={TRAIN_CONFIG}:tiny", f"--workdir=/r/{r.key}",
+        "--config.model.dim=64", "--config.model.n_heads=1", "--config.model.n_layers=2",
+        "--config.model.vocab_size=102", "--config.train.lr=0.001", "--config.data.seq_len=64",
+        "--config.train.batch_size=4", f"--config.train.tokens={8 * na}",
+        f"--config.train.steps={r.steps}"]
+    assert grid.select(runs, "^b_") == runs[4:]
+    with pytest.raises(grid.SweepError, match="matches none of the 6 runs"):
+        grid.select(runs, "^zzz")
+    with pytest.raises(grid.SweepError, match="is not a regular expression"):
+        grid.select(runs, "(")
+
+
+def test_multi_epoch_runs_are_restricted_to_their_unique_tokens():
+    runs = {r.key: r for r in grid.expand(tiny_sweep(), "/r", REPO)}
+    me = [r for r in runs.values() if r.restricted]
+    assert [r.tokens for r in me] == [100_000, 200_000]
+    for r in me:
+        assert r.key.endswith("_u5.0e4") and r.unique_tokens == 50_000 and r.epochs in (2, 4)
+        assert ("data.max_unique_tokens", 50_000) in r.overrides
+    single = [r for r in runs.values() if not r.restricted]
+    assert all(dict(r.overrides).get("data.max_unique_tokens") is None for r in single)
+
+
+def test_vocabulary_and_epoch_size_from_the_datasets(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("d1", 3000), ("d2", 2000)):
+        write_unit_dataset(str(tmp_path / name), {"train": random_utterances(n, 60, rng),
+                                                  "test": random_utterances(20, 60, rng)},
+                           vocab_size=60)
+    tokens = sum(json.loads((tmp_path / d / "manifest.json").read_text())["splits"]["train"]["tokens"]
+                 for d in ("d1", "d2"))
+    cfg = tiny_sweep(unique_tokens=0, data_path=f"{tmp_path}/d1,{tmp_path}/d2")
+    cfg.multi_epoch.unique_tokens = 0
+    del cfg.overrides.model     # the vocabulary then comes from the manifests
+    runs = grid.expand(cfg, "/r", REPO)
+    assert all(r.unique_tokens == tokens for r in runs)
+    na = n_params(60, 64, 2)
+    # 2 and 4 epochs of the whole mixture, unrestricted.
+    assert sorted(r.tokens for r in runs if r.size == "a") == sorted([2 * tokens, 4 * tokens, 2 * na, 8 * na])
+    assert not any(r.restricted for r in runs)
+    assert dict(runs[0].overrides)["data.path"] == cfg.data_path
+    assert dict(runs[0].overrides)["data.kind"] == "units"
+    assert dict(runs[0].overrides)["model.vocab_size"] == 60
+    m = json.loads((tmp_path / "d2" / "manifest.json").read_text())
+    (tmp_path / "d2" / "manifest.json").write_text(json.dumps({**m, "vocab_size": 61}))
+    with pytest.raises(grid.SweepError, match=r"mixes datasets with vocab sizes \[60, 61\]"):
+        grid.expand(cfg, "/r", REPO)
+
+
+def test_epoch_size_of_synthetic_data_is_counted_by_the_data_package():
+    runs = grid.expand(tiny_sweep(unique_tokens=0, multi_epoch=ml_collections.ConfigDict(
+        dict(sizes=(), epochs=(), unique_tokens=0))), "/r", REPO)
+    from slmjax.data import open_datasets
+    cfg = trainconf.load(TRAIN_CONFIG, "tiny", [("model.vocab_size", 102)], REPO)
+    want = sum(ds.splits["train"].n_tokens for ds in open_datasets(cfg))
+    assert want > 0 and all(r.unique_tokens == want for r in runs)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(ratios=(2, 0)), "ratios must be positive numbers, got 0"),
+    (dict(seq_len=0), "seq_len must be a positive integer, got 0"),
+    (dict(overrides=ml_collections.ConfigDict({"train": {"nope": 1}})),
+     "the training config has no field 'train.nope'"),
+    (dict(overrides=ml_collections.ConfigDict({"nope": {"x": 1}})),
+     "the training config has no section 'nope'"),
+    (dict(train_config="configs/missing.py"), "train_config='configs/missing.py': no such file"),
+    (dict(seq_len=4096), "data.seq_len=4096 must be in 1..model.max_seq_len=2050"),
+    (dict(ratios=(2, 2.01)), "two runs share the key"),
+])
+def test_bad_sweeps_are_one_clear_error(change, message):
+    with pytest.raises(grid.SweepError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        grid.expand(tiny_sweep(**change), "/r", REPO)
+
+
+def test_multi_epoch_errors():
+    cfg = tiny_sweep()
+    cfg.multi_epoch.sizes = ("c",)
+    with pytest.raises(grid.SweepError, match="multi_epoch.sizes names 'c', not one of sizes: a, b"):
+        grid.expand(cfg, "/r", REPO)
+    cfg = tiny_sweep(unique_tokens=0)
+    cfg.multi_epoch.unique_tokens = 0
+    cfg.data_path = "/nonexistent/units"
+    with pytest.raises(grid.SweepError, match="multi_epoch needs unique_tokens"):
+        grid.expand(cfg, "/r", REPO)
+
+
+def test_larger_batches_for_named_ratios():
+    cfg = tiny_sweep()
+    cfg.sizes.b.batch_size_by_ratio = ((8, 16),)
+    runs = [r for r in grid.expand(cfg, "/r", REPO) if r.size == "b"]
+    assert [r.batch_size for r in runs] == [8, 16]
+    assert runs[1].steps == -(-runs[1].tokens // (16 * 64))
+
+
+def test_restricted_runs_need_the_field_in_the_training_config():
+    cfg = tiny_sweep(train_config="configs/train.py")
+    if "max_unique_tokens" in trainconf.load("configs/train.py", "tiny", [], REPO).data:
+        pytest.skip("configs/train.py has data.max_unique_tokens")
+    with pytest.raises(grid.SweepError, match="has no field 'data.max_unique_tokens'"):
+        grid.expand(cfg, "/r", REPO)
