@@ -33,86 +33,86 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def build_stages(out: str) -> list[Stage]:
-  """The demo's stages, in order, with rough 2-core CPU time estimates for the ETA."""
-  bench = os.path.join(out, "benchmarks")
-  corpus = os.path.join(out, "corpus")
-  tok = os.path.join(out, "tokenizer")
-  units = os.path.join(out, "units")
-  runs = os.path.join(out, "runs")
-  fit = os.path.join(out, "fit")
-  grid = _GRID.value if os.path.isabs(_GRID.value) else os.path.join(REPO, _GRID.value)
-  synth = console_script("slmjax-synth")
-  common = [f"--seed={_SEED.value}"]
+    """The demo's stages, in order, with rough 2-core CPU time estimates for the ETA."""
+    bench = os.path.join(out, "benchmarks")
+    corpus = os.path.join(out, "corpus")
+    tok = os.path.join(out, "tokenizer")
+    units = os.path.join(out, "units")
+    runs = os.path.join(out, "runs")
+    fit = os.path.join(out, "fit")
+    grid = _GRID.value if os.path.isabs(_GRID.value) else os.path.join(REPO, _GRID.value)
+    synth = console_script("slmjax-synth")
+    common = [f"--seed={_SEED.value}"]
 
-  def bench_cmds():
-    return [synth + [task, f"--out={bench}", f"--n={_BENCH_N.value}",
-                     f"--voices={_BENCH_VOICES.value}"] + common
-            for task in ("sblimp", "swuggy", "storycloze")]
+    def bench_cmds():
+        return [synth + [task, f"--out={bench}", f"--n={_BENCH_N.value}",
+                         f"--voices={_BENCH_VOICES.value}"] + common
+                for task in ("sblimp", "swuggy", "storycloze")]
 
-  def corpus_cmds():
-    return [synth + ["corpus", f"--out={corpus}", f"--hours={_HOURS.value}",
-                     f"--voices={_VOICES.value}", f"--exclude={bench}"] + common]
+    def corpus_cmds():
+        return [synth + ["corpus", f"--out={corpus}", f"--hours={_HOURS.value}",
+                         f"--voices={_VOICES.value}", f"--exclude={bench}"] + common]
 
-  manifest = os.path.join(corpus, "manifest.jsonl")
-  units_cli = console_script("slmjax-units")
+    manifest = os.path.join(corpus, "manifest.jsonl")
+    units_cli = console_script("slmjax-units")
 
-  def fit_tok_cmds():
-    return [units_cli + ["fit", f"--audio={manifest}", f"--out={tok}", f"--k={_K.value}"]]
+    def fit_tok_cmds():
+        return [units_cli + ["fit", f"--audio={manifest}", f"--out={tok}", f"--k={_K.value}"]]
 
-  def encode_cmds():
-    return [units_cli + ["encode", f"--tokenizer={tok}", f"--audio={manifest}", f"--out={units}"]]
+    def encode_cmds():
+        return [units_cli + ["encode", f"--tokenizer={tok}", f"--audio={manifest}", f"--out={units}"]]
 
-  sweep = console_script("slmjax-sweep") + [f"--config={grid}", f"--root={runs}",
-                                             f"--config.data_path={units}"]
+    sweep = console_script("slmjax-sweep") + [f"--config={grid}", f"--root={runs}",
+                                               f"--config.data_path={units}"]
 
-  def sweep_cmds():
-    return [sweep + ["--launcher=local"]]
+    def sweep_cmds():
+        return [sweep + ["--launcher=local"]]
 
-  def eval_cmds():
-    workdirs = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(runs, "*", "run.json")))
-    if not workdirs:
-      raise StageError(f"no runs under {runs}: the sweep stage wrote nothing")
-    return [console_script("slmjax-eval") + [f"--workdir={w}", f"--benchmarks={bench}",
-                                              "--steps=last"] for w in workdirs]
+    def eval_cmds():
+        workdirs = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(runs, "*", "run.json")))
+        if not workdirs:
+            raise StageError(f"no runs under {runs}: the sweep stage wrote nothing")
+        return [console_script("slmjax-eval") + [f"--workdir={w}", f"--benchmarks={bench}",
+                                                  "--steps=last"] for w in workdirs]
 
-  def fit_cmds():
-    return [console_script("slmjax-fit") + [f"--runs={runs}", f"--out={fit}",
-                                             f"--bootstrap={_BOOTSTRAP.value}"]]
+    def fit_cmds():
+        return [console_script("slmjax-fit") + [f"--runs={runs}", f"--out={fit}",
+                                                 f"--bootstrap={_BOOTSTRAP.value}"]]
 
-  def write_report():
-    report.write_demo_report(out)
+    def write_report():
+        report.write_demo_report(out)
 
-  return [
-      Stage("benchmarks", "synthesise sBLIMP, sWUGGY, sSC and tSC sets", 90, bench_cmds),
-      Stage("corpus", f"synthesise a {_HOURS.value:g}-hour story corpus", 240, corpus_cmds),
-      Stage("tokenizer", "fit the MFCC k-means tokenizer", 90, fit_tok_cmds),
-      Stage("encode", "encode the corpus into units", 90, encode_cmds),
-      Stage("sweep", "train the grid (slmjax-sweep, local)", 900, sweep_cmds),
-      Stage("eval", "score every final checkpoint on the four benchmarks", 300, eval_cmds),
-      Stage("fit", "fit scaling laws with bootstrap intervals", 120, fit_cmds),
-      Stage("report", "write report.md", 5, lambda: [], after=write_report),
-  ]
+    return [
+        Stage("benchmarks", "synthesise sBLIMP, sWUGGY, sSC and tSC sets", 90, bench_cmds),
+        Stage("corpus", f"synthesise a {_HOURS.value:g}-hour story corpus", 240, corpus_cmds),
+        Stage("tokenizer", "fit the MFCC k-means tokenizer", 90, fit_tok_cmds),
+        Stage("encode", "encode the corpus into units", 90, encode_cmds),
+        Stage("sweep", "train the grid (slmjax-sweep, local)", 900, sweep_cmds),
+        Stage("eval", "score every final checkpoint on the four benchmarks", 300, eval_cmds),
+        Stage("fit", "fit scaling laws with bootstrap intervals", 120, fit_cmds),
+        Stage("report", "write report.md", 5, lambda: [], after=write_report),
+    ]
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  out = os.path.abspath(_OUT.value)
-  os.makedirs(out, exist_ok=True)
-  env = dict(os.environ)
-  env.setdefault("PYTHONUNBUFFERED", "1")
-  try:
-    run_stages(build_stages(out), out, env=env)
-  except StageError as e:
-    print(f"slmjax demo: {e}", file=sys.stderr)
-    return 1
-  print(f"report: {os.path.join(out, 'report.md')}")
-  return 0
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    out = os.path.abspath(_OUT.value)
+    os.makedirs(out, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        run_stages(build_stages(out), out, env=env)
+    except StageError as e:
+        print(f"slmjax demo: {e}", file=sys.stderr)
+        return 1
+    print(f"report: {os.path.join(out, 'report.md')}")
+    return 0
 
 
 def run():
-  app.run(main)
+    app.run(main)
 
 
 if __name__ == "__main__":
-  run()
+    run()

@@ -17,164 +17,164 @@ TASK_TITLES = {"sblimp": "sBLIMP (macro)", "swuggy": "sWUGGY (all)", "ssc": "sSC
 
 
 def _load(path, default=None):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return default
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
 
 
 def _iv(d, fmt="{:.3g}"):
-  """'value [lo, hi]' from a bootstrap summary dict."""
-  if not isinstance(d, dict) or d.get("value") is None:
-    return "n/a"
-  s = fmt.format(d["value"])
-  if d.get("lo") is not None and d.get("hi") is not None:
-    s += f" [{fmt.format(d['lo'])}, {fmt.format(d['hi'])}]"
-  return s
+    """'value [lo, hi]' from a bootstrap summary dict."""
+    if not isinstance(d, dict) or d.get("value") is None:
+        return "n/a"
+    s = fmt.format(d["value"])
+    if d.get("lo") is not None and d.get("hi") is not None:
+        s += f" [{fmt.format(d['lo'])}, {fmt.format(d['hi'])}]"
+    return s
 
 
 def _corpus_summary(out):
-  rows = []
-  path = os.path.join(out, "corpus", "manifest.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      rows = [json.loads(line) for line in f if line.strip()]
-  hours = sum(float(r.get("duration", 0)) for r in rows) / 3600
-  voices = sorted({str(r.get("voice")) for r in rows})
-  return len(rows), hours, voices
+    rows = []
+    path = os.path.join(out, "corpus", "manifest.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    hours = sum(float(r.get("duration", 0)) for r in rows) / 3600
+    voices = sorted({str(r.get("voice")) for r in rows})
+    return len(rows), hours, voices
 
 
 def _final_scores(workdir):
-  steps = sorted((int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "zeroshot", "*"))
-                  if os.path.basename(p).isdigit()))
-  if not steps:
-    return {}
-  return _load(os.path.join(workdir, "zeroshot", str(steps[-1]), "scores.json"), {}).get("headline", {})
+    steps = sorted((int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "zeroshot", "*"))
+                    if os.path.basename(p).isdigit()))
+    if not steps:
+        return {}
+    return _load(os.path.join(workdir, "zeroshot", str(steps[-1]), "scores.json"), {}).get("headline", {})
 
 
 def _runs_section(runs_dir):
-  lines = ["| run | N (params) | D (tokens) | epochs | test loss | "
-           + " | ".join(TASK_TITLES.values()) + " |",
-           "|---|---|---|---|---|" + "---|" * len(TASK_TITLES)]
-  best = {t: None for t in TASK_TITLES}
-  for run_json in sorted(glob.glob(os.path.join(runs_dir, "*", "run.json"))):
-    wd = os.path.dirname(run_json)
-    run = _load(run_json, {})
-    head = _final_scores(wd)
-    cells = []
-    for task in TASK_TITLES:
-      h = head.get(task)
-      if not h:
-        cells.append("-")
-        continue
-      lo, hi = (h.get("ci95") or [None, None])[:2]
-      cells.append(f"{100 * h['accuracy']:.1f}" + (f" [{100 * lo:.1f}, {100 * hi:.1f}]"
-                                                      if lo is not None else ""))
-      if best[task] is None or h["accuracy"] > best[task][1]["accuracy"]:
-        best[task] = (os.path.basename(wd), h)
-    loss = run.get("final_test_loss")
-    loss_s = f"{loss:.4f}" if isinstance(loss, (int, float)) else "n/a"
-    lines.append(f"| {os.path.basename(wd)} | {run.get('n_params', 0):,} | {run.get('tokens', 0):,} | "
-                 f"{run.get('epochs') or 1:.3g} | {loss_s} | " + " | ".join(cells) + " |")
-  return lines, best
+    lines = ["| run | N (params) | D (tokens) | epochs | test loss | "
+             + " | ".join(TASK_TITLES.values()) + " |",
+             "|---|---|---|---|---|" + "---|" * len(TASK_TITLES)]
+    best = {t: None for t in TASK_TITLES}
+    for run_json in sorted(glob.glob(os.path.join(runs_dir, "*", "run.json"))):
+        wd = os.path.dirname(run_json)
+        run = _load(run_json, {})
+        head = _final_scores(wd)
+        cells = []
+        for task in TASK_TITLES:
+            h = head.get(task)
+            if not h:
+                cells.append("-")
+                continue
+            lo, hi = (h.get("ci95") or [None, None])[:2]
+            cells.append(f"{100 * h['accuracy']:.1f}" + (f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+                                                            if lo is not None else ""))
+            if best[task] is None or h["accuracy"] > best[task][1]["accuracy"]:
+                best[task] = (os.path.basename(wd), h)
+        loss = run.get("final_test_loss")
+        loss_s = f"{loss:.4f}" if isinstance(loss, (int, float)) else "n/a"
+        lines.append(f"| {os.path.basename(wd)} | {run.get('n_params', 0):,} | {run.get('tokens', 0):,} | "
+                     f"{run.get('epochs') or 1:.3g} | {loss_s} | " + " | ".join(cells) + " |")
+    return lines, best
 
 
 def _chance_lines(best):
-  lines = []
-  beaten = []
-  for task, entry in best.items():
-    if entry is None:
-      lines.append(f"- {TASK_TITLES[task]}: no scores.")
-      continue
-    run, h = entry
-    lo = (h.get("ci95") or [None])[0]
-    above = lo is not None and lo > 0.5
-    if above:
-      beaten.append(TASK_TITLES[task])
-    lines.append(f"- {TASK_TITLES[task]}: best {100 * h['accuracy']:.1f}% ({run}, n={h.get('n_items')}"
-                 f" items); 95% interval {'above' if above else 'includes or is below'} chance (50%).")
-  if beaten:
-    lines.insert(0, "Beats chance (95% interval above 50%) on: " + ", ".join(beaten) + ".")
-  else:
-    lines.insert(0, "No benchmark is beaten with a 95% interval above chance. These models have "
-                 "30K-110K parameters and see a few million units of MFCC tokens from synthetic "
-                 "speech: units carry little lexical identity and the models are far below the sizes "
-                 "where the paper sees syntax and semantics emerge.")
-  return lines
+    lines = []
+    beaten = []
+    for task, entry in best.items():
+        if entry is None:
+            lines.append(f"- {TASK_TITLES[task]}: no scores.")
+            continue
+        run, h = entry
+        lo = (h.get("ci95") or [None])[0]
+        above = lo is not None and lo > 0.5
+        if above:
+            beaten.append(TASK_TITLES[task])
+        lines.append(f"- {TASK_TITLES[task]}: best {100 * h['accuracy']:.1f}% ({run}, n={h.get('n_items')}"
+                     f" items); 95% interval {'above' if above else 'includes or is below'} chance (50%).")
+    if beaten:
+        lines.insert(0, "Beats chance (95% interval above 50%) on: " + ", ".join(beaten) + ".")
+    else:
+        lines.insert(0, "No benchmark is beaten with a 95% interval above chance. These models have "
+                     "30K-110K parameters and see a few million units of MFCC tokens from synthetic "
+                     "speech: units carry little lexical identity and the models are far below the sizes "
+                     "where the paper sees syntax and semantics emerge.")
+    return lines
 
 
 def write_demo_report(out: str) -> str:
-  """Writes ``<out>/report.md`` from the demo's folders; returns its path."""
-  fit = _load(os.path.join(out, "fit", "fit.json"), {})
-  units = _load(os.path.join(out, "units", "manifest.json"), {})
-  n_utt, hours, voices = _corpus_summary(out)
-  runs_dir = os.path.join(out, "runs")
-  table = read_sweep(runs_dir, min_sizes=1, min_budgets=1)
-  sizes = sorted({int(n) for n in table.n_params})
-  run_lines, best = _runs_section(runs_dir)
+    """Writes ``<out>/report.md`` from the demo's folders; returns its path."""
+    fit = _load(os.path.join(out, "fit", "fit.json"), {})
+    units = _load(os.path.join(out, "units", "manifest.json"), {})
+    n_utt, hours, voices = _corpus_summary(out)
+    runs_dir = os.path.join(out, "runs")
+    table = read_sweep(runs_dir, min_sizes=1, min_budgets=1)
+    sizes = sorted({int(n) for n in table.n_params})
+    run_lines, best = _runs_section(runs_dir)
 
-  L = ["# slmjax demo: a scaling study in miniature", "",
-       f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-       f"{platform.machine()} with {os.cpu_count()} CPU cores ({platform.platform()}).", "",
-       "## What was run", ""]
-  tok = units.get("tokenizer", {})
-  train = units.get("splits", {}).get("train", {})
-  L += [f"- Corpus: {n_utt:,} synthetic stories read by {len(voices)} espeak-ng voices, "
-        f"{hours:.2f} hours of 16 kHz audio (`corpus/manifest.jsonl`).",
-        f"- Tokenizer: {tok.get('kind', '?')} features, k-means K={tok.get('k', '?')}, repeats "
-        f"collapsed, EOS appended; vocabulary {units.get('vocab_size', '?')}; "
-        f"{train.get('tokens', 0):,} training units ({units.get('frame_rate', '?')} Hz frames).",
-        f"- Grid: {len(table)} runs, {len(sizes)} sizes ({', '.join(f'{n:,}' for n in sizes)} "
-        f"parameters), budgets {min(table.tokens):,.0f} to {max(table.tokens):,.0f} tokens, each "
-        "with its own warm-up and cosine schedule ending at its budget.",
-        "- Benchmarks: generated sBLIMP, sWUGGY, sSC and tSC sets in the official layouts "
-        "(`benchmarks/`), scored with the paper's convention (mean log-probability per unit).", ""]
+    L = ["# slmjax demo: a scaling study in miniature", "",
+         f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+         f"{platform.machine()} with {os.cpu_count()} CPU cores ({platform.platform()}).", "",
+         "## What was run", ""]
+    tok = units.get("tokenizer", {})
+    train = units.get("splits", {}).get("train", {})
+    L += [f"- Corpus: {n_utt:,} synthetic stories read by {len(voices)} espeak-ng voices, "
+          f"{hours:.2f} hours of 16 kHz audio (`corpus/manifest.jsonl`).",
+          f"- Tokenizer: {tok.get('kind', '?')} features, k-means K={tok.get('k', '?')}, repeats "
+          f"collapsed, EOS appended; vocabulary {units.get('vocab_size', '?')}; "
+          f"{train.get('tokens', 0):,} training units ({units.get('frame_rate', '?')} Hz frames).",
+          f"- Grid: {len(table)} runs, {len(sizes)} sizes ({', '.join(f'{n:,}' for n in sizes)} "
+          f"parameters), budgets {min(table.tokens):,.0f} to {max(table.tokens):,.0f} tokens, each "
+          "with its own warm-up and cosine schedule ending at its budget.",
+          "- Benchmarks: generated sBLIMP, sWUGGY, sSC and tSC sets in the official layouts "
+          "(`benchmarks/`), scored with the paper's convention (mean log-probability per unit).", ""]
 
-  vp = fit.get("approach3", {}).get("vp", {})
-  params = vp.get("params", {})
-  alloc = vp.get("allocation", {})
-  L += ["## The fitted law", "",
-        "L(N, D) = E + A / N^alpha + B / D^beta, fitted by variable projection (Approach 3) with "
-        "95% bootstrap intervals over runs; the paper's speech row (Table 5) beside it.", "",
-        "| | E | A | B | alpha | beta | a = beta/(alpha+beta) | b |", "|---|---|---|---|---|---|---|---|"]
-  L.append("| this demo | " + " | ".join(_iv(params.get(k)) for k in ("E", "A", "B", "alpha", "beta"))
-           + f" | {_iv(alloc.get('a'))} | {_iv(alloc.get('b'))} |")
-  pa, pb = PAPER_LAW["alpha"], PAPER_LAW["beta"]
-  L.append("| paper (HuBERT units) | " + " | ".join(f"{PAPER_LAW[k]:g}" for k in PAPER_LAW)
-           + f" | {pb / (pa + pb):.2f} | {pa / (pa + pb):.2f} |")
-  a2 = fit.get("approach2", {})
-  if "a" in a2:
-    L += ["", f"Approach 2 (IsoFLOP parabolas): a = {_iv(a2['a'])}, b = {_iv(a2.get('b'))}."]
-  diags = fit.get("diagnostics", [])
-  if diags:
-    L += ["", "Diagnostics of the fit:"] + [f"- {d if isinstance(d, str) else json.dumps(d)}"
-                                            for d in diags]
-  L += ["", "## Benchmarks (accuracy %, final checkpoints, 95% bootstrap intervals)", ""] + run_lines
-  L += [""] + _chance_lines(best)
-  down = fit.get("downstream", {})
-  gl = [f"- {TASK_TITLES.get(t, t)}: gamma = {_iv(d.get('gamma'))}"
-        + (f" (paper, speech: {PAPER_GAMMA[t]})" if t in PAPER_GAMMA else "")
-        for t, d in sorted(down.items()) if isinstance(d, dict) and "gamma" in d]
-  if gl:
-    L += ["", "Accuracy envelope vs compute, Q ~ C^gamma:"] + gl
-  pngs = sorted(glob.glob(os.path.join(out, "fit", "*.png")))
-  if pngs:
-    L += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](fit/{os.path.basename(p)})" for p in pngs]
-  L += ["", "## What differs from the paper", "",
-        "- Speech: synthetic (espeak-ng) stories, not 160k hours of natural speech; the test loss is "
-        "on held-out synthetic utterances.",
-        "- Units: 39-dim MFCC + k-means (HuBERT iteration 1 style) at 100 Hz, not mHuBERT-25Hz layer "
-        "11 with K=500: MFCC units are noisier and carry less linguistic identity.",
-        "- Models: tens of thousands of parameters and a context of 128 units, not 20M-823M and 2050; "
-        "the fitted exponents describe this miniature regime and are not expected to match the "
-        "paper's.",
-        "- Benchmarks: small generated sets (a few hundred pairs), so intervals are wide.",
-        "", "The full fit report, with every approach, held-out validation and the reporting "
-        "checklist, is [fit/report.md](fit/report.md)."]
-  path = os.path.join(out, "report.md")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write("\n".join(L) + "\n")
-  os.replace(tmp, path)
-  return path
+    vp = fit.get("approach3", {}).get("vp", {})
+    params = vp.get("params", {})
+    alloc = vp.get("allocation", {})
+    L += ["## The fitted law", "",
+          "L(N, D) = E + A / N^alpha + B / D^beta, fitted by variable projection (Approach 3) with "
+          "95% bootstrap intervals over runs; the paper's speech row (Table 5) beside it.", "",
+          "| | E | A | B | alpha | beta | a = beta/(alpha+beta) | b |", "|---|---|---|---|---|---|---|---|"]
+    L.append("| this demo | " + " | ".join(_iv(params.get(k)) for k in ("E", "A", "B", "alpha", "beta"))
+             + f" | {_iv(alloc.get('a'))} | {_iv(alloc.get('b'))} |")
+    pa, pb = PAPER_LAW["alpha"], PAPER_LAW["beta"]
+    L.append("| paper (HuBERT units) | " + " | ".join(f"{PAPER_LAW[k]:g}" for k in PAPER_LAW)
+             + f" | {pb / (pa + pb):.2f} | {pa / (pa + pb):.2f} |")
+    a2 = fit.get("approach2", {})
+    if "a" in a2:
+        L += ["", f"Approach 2 (IsoFLOP parabolas): a = {_iv(a2['a'])}, b = {_iv(a2.get('b'))}."]
+    diags = fit.get("diagnostics", [])
+    if diags:
+        L += ["", "Diagnostics of the fit:"] + [f"- {d if isinstance(d, str) else json.dumps(d)}"
+                                                for d in diags]
+    L += ["", "## Benchmarks (accuracy %, final checkpoints, 95% bootstrap intervals)", ""] + run_lines
+    L += [""] + _chance_lines(best)
+    down = fit.get("downstream", {})
+    gl = [f"- {TASK_TITLES.get(t, t)}: gamma = {_iv(d.get('gamma'))}"
+          + (f" (paper, speech: {PAPER_GAMMA[t]})" if t in PAPER_GAMMA else "")
+          for t, d in sorted(down.items()) if isinstance(d, dict) and "gamma" in d]
+    if gl:
+        L += ["", "Accuracy envelope vs compute, Q ~ C^gamma:"] + gl
+    pngs = sorted(glob.glob(os.path.join(out, "fit", "*.png")))
+    if pngs:
+        L += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](fit/{os.path.basename(p)})" for p in pngs]
+    L += ["", "## What differs from the paper", "",
+          "- Speech: synthetic (espeak-ng) stories, not 160k hours of natural speech; the test loss is "
+          "on held-out synthetic utterances.",
+          "- Units: 39-dim MFCC + k-means (HuBERT iteration 1 style) at 100 Hz, not mHuBERT-25Hz layer "
+          "11 with K=500: MFCC units are noisier and carry less linguistic identity.",
+          "- Models: tens of thousands of parameters and a context of 128 units, not 20M-823M and 2050; "
+          "the fitted exponents describe this miniature regime and are not expected to match the "
+          "paper's.",
+          "- Benchmarks: small generated sets (a few hundred pairs), so intervals are wide.",
+          "", "The full fit report, with every approach, held-out validation and the reporting "
+          "checklist, is [fit/report.md](fit/report.md)."]
+    path = os.path.join(out, "report.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(L) + "\n")
+    os.replace(tmp, path)
+    return path

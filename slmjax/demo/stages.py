@@ -18,85 +18,85 @@ from typing import Callable, Sequence
 
 @dataclasses.dataclass
 class Stage:
-  """One step of the chain.
+    """One step of the chain.
 
-  name: short id, also the name of the done-marker.
-  title: what a person reads in the progress line.
-  estimate_s: expected seconds on a 2-core CPU; only used to share out the ETA.
-  commands: a callable returning the command lines to run (built lazily, so that a stage can
-    depend on files that earlier stages wrote).
-  after: an optional callable run after the commands succeed (e.g. to write a report).
-  """
+    name: short id, also the name of the done-marker.
+    title: what a person reads in the progress line.
+    estimate_s: expected seconds on a 2-core CPU; only used to share out the ETA.
+    commands: a callable returning the command lines to run (built lazily, so that a stage can
+      depend on files that earlier stages wrote).
+    after: an optional callable run after the commands succeed (e.g. to write a report).
+    """
 
-  name: str
-  title: str
-  estimate_s: float
-  commands: Callable[[], Sequence[Sequence[str]]]
-  after: Callable[[], None] | None = None
+    name: str
+    title: str
+    estimate_s: float
+    commands: Callable[[], Sequence[Sequence[str]]]
+    after: Callable[[], None] | None = None
 
 
 def _fmt(seconds: float) -> str:
-  seconds = max(0, int(seconds))
-  return f"{seconds // 60:d}m{seconds % 60:02d}s"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60:d}m{seconds % 60:02d}s"
 
 
 class StageError(RuntimeError):
-  """A stage's command failed; the message names the stage and the command."""
+    """A stage's command failed; the message names the stage and the command."""
 
 
 def run_stages(stages: Sequence[Stage], out: str, env: dict | None = None,
                log: Callable[[str], None] = print) -> dict:
-  """Runs the stages in order, skipping those already done. Returns {name: seconds or 'skipped'}."""
-  marker_dir = os.path.join(out, ".stages")
-  os.makedirs(marker_dir, exist_ok=True)
-  total_estimate = sum(s.estimate_s for s in stages)
-  start = time.time()
-  done_estimate = 0.0  # estimated seconds of the stages run in this invocation
-  timings = {}
-  for i, stage in enumerate(stages):
-    marker = os.path.join(marker_dir, stage.name + ".json")
-    remaining_estimate = sum(s.estimate_s for s in stages[i:])
-    if os.path.exists(marker):
-      log(f"[{i + 1}/{len(stages)}] {stage.title}: done before, skipped")
-      timings[stage.name] = "skipped"
-      total_estimate -= stage.estimate_s
-      continue
-    elapsed = time.time() - start
-    speed = elapsed / done_estimate if done_estimate > 0 else 1.0
-    log(f"[{i + 1}/{len(stages)}] {stage.title} (elapsed {_fmt(elapsed)}, "
-        f"ETA {_fmt(remaining_estimate * speed)})")
-    t0 = time.time()
-    for cmd in stage.commands():
-      log("  $ " + " ".join(shlex.quote(c) for c in cmd))
-      proc = subprocess.run(list(cmd), env=env, stdin=subprocess.DEVNULL)
-      if proc.returncode != 0:
-        raise StageError(f"stage '{stage.name}' failed (exit {proc.returncode}) running: "
-                         + " ".join(shlex.quote(c) for c in cmd))
-    if stage.after is not None:
-      stage.after()
-    seconds = time.time() - t0
-    timings[stage.name] = round(seconds, 1)
-    done_estimate += stage.estimate_s
-    tmp = marker + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"seconds": seconds, "finished": time.time()}, f)
-    os.replace(tmp, marker)
-  log(f"all stages done in {_fmt(time.time() - start)}")
-  return timings
+    """Runs the stages in order, skipping those already done. Returns {name: seconds or 'skipped'}."""
+    marker_dir = os.path.join(out, ".stages")
+    os.makedirs(marker_dir, exist_ok=True)
+    total_estimate = sum(s.estimate_s for s in stages)
+    start = time.time()
+    done_estimate = 0.0  # estimated seconds of the stages run in this invocation
+    timings = {}
+    for i, stage in enumerate(stages):
+        marker = os.path.join(marker_dir, stage.name + ".json")
+        remaining_estimate = sum(s.estimate_s for s in stages[i:])
+        if os.path.exists(marker):
+            log(f"[{i + 1}/{len(stages)}] {stage.title}: done before, skipped")
+            timings[stage.name] = "skipped"
+            total_estimate -= stage.estimate_s
+            continue
+        elapsed = time.time() - start
+        speed = elapsed / done_estimate if done_estimate > 0 else 1.0
+        log(f"[{i + 1}/{len(stages)}] {stage.title} (elapsed {_fmt(elapsed)}, "
+            f"ETA {_fmt(remaining_estimate * speed)})")
+        t0 = time.time()
+        for cmd in stage.commands():
+            log("  $ " + " ".join(shlex.quote(c) for c in cmd))
+            proc = subprocess.run(list(cmd), env=env, stdin=subprocess.DEVNULL)
+            if proc.returncode != 0:
+                raise StageError(f"stage '{stage.name}' failed (exit {proc.returncode}) running: "
+                                 + " ".join(shlex.quote(c) for c in cmd))
+        if stage.after is not None:
+            stage.after()
+        seconds = time.time() - t0
+        timings[stage.name] = round(seconds, 1)
+        done_estimate += stage.estimate_s
+        tmp = marker + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"seconds": seconds, "finished": time.time()}, f)
+        os.replace(tmp, marker)
+    log(f"all stages done in {_fmt(time.time() - start)}")
+    return timings
 
 
 def console_script(name: str) -> list[str]:
-  """The command that runs one of slmjax's console scripts with this interpreter."""
-  bindir = os.path.dirname(sys.executable)
-  path = os.path.join(bindir, name)
-  if os.path.exists(path):
-    return [path]
-  module = {
-      "slmjax-synth": "slmjax.synth.cli",
-      "slmjax-units": "slmjax.units.cli",
-      "slmjax-train": "slmjax.train.cli",
-      "slmjax-eval": "slmjax.analysis.zeroshot.cli",
-      "slmjax-fit": "slmjax.analysis.scaling.cli",
-      "slmjax-sweep": "slmjax.launch.cli",
-  }[name]
-  return [sys.executable, "-c", f"import {module} as m; m.run()"]
+    """The command that runs one of slmjax's console scripts with this interpreter."""
+    bindir = os.path.dirname(sys.executable)
+    path = os.path.join(bindir, name)
+    if os.path.exists(path):
+        return [path]
+    module = {
+        "slmjax-synth": "slmjax.synth.cli",
+        "slmjax-units": "slmjax.units.cli",
+        "slmjax-train": "slmjax.train.cli",
+        "slmjax-eval": "slmjax.analysis.zeroshot.cli",
+        "slmjax-fit": "slmjax.analysis.scaling.cli",
+        "slmjax-sweep": "slmjax.launch.cli",
+    }[name]
+    return [sys.executable, "-c", f"import {module} as m; m.run()"]
