@@ -45,3 +45,25 @@ def test_keeps_latest_n_plus_every_mth_and_restores_iterator(tmp_path):
 def test_restore_params_errors_are_one_line(tmp_path):
   with pytest.raises(RunError, match="not a run workdir"):
     restore_params(str(tmp_path))
+
+
+def test_iterator_state_falls_back_to_the_step_when_unusable(tmp_path):
+  """E.g. a relaunch with another number of processes: the per-process Grain file is absent."""
+  import os
+  import shutil
+  wd = str(tmp_path)
+  pipe = _pipeline()
+  it = pipe.train_iter()
+  for _ in range(3):
+    next(it)
+  ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=2)))
+  state = {"w": jnp.arange(3.0)}
+  ck.save(3, state, it)
+  ck.close()
+  shutil.rmtree(os.path.join(wd, "checkpoints", "3", "data"))
+  it2 = _pipeline().train_iter()
+  ck2 = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=2)))
+  step, _ = ck2.restore_latest(state, it2)
+  ck2.close()
+  assert step == 3 and list_steps(wd) == [3]          # state fine: not treated as corrupt
+  np.testing.assert_array_equal(next(it2)["inputs"], pipe.train[3]["inputs"])

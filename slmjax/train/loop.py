@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 
+from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,6 +96,8 @@ def train(config, workdir: str) -> dict:
   file of an existing run is changed.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  if absl_logging.get_verbosity() >= absl_logging.INFO:
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   validate(config, jax.device_count())
   primary = jax.process_index() == 0
   pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
