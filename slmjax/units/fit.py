@@ -12,7 +12,7 @@ from slmjax.units.audio import BadAudio, check_wave
 from slmjax.units.errors import UnitsError
 from slmjax.units.kmeans import assign, fit_kmeans, import_sklearn
 from slmjax.units.sources import list_utterances
-from slmjax.units.tokenizer import save_tokenizer
+from slmjax.units.tokenizer import one_blas_thread, save_tokenizer
 
 
 def read_features(features, utts, max_seconds: float, seed: int, progress: bool = True) -> list[np.ndarray]:
@@ -30,7 +30,8 @@ def read_features(features, utts, max_seconds: float, seed: int, progress: bool 
             check_wave(wave, features.min_samples)
         except BadAudio:
             continue
-        feats.append(features(wave))
+        with one_blas_thread():
+            feats.append(features(wave))
         seconds += wave.size / 16000
         bar.set_postfix(rtf=f"{seconds / max(time.perf_counter() - t0, 1e-9):.0f}x")
     bar.close()
