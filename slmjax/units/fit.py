@@ -44,7 +44,8 @@ def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str =
                   batch_size: int = 10000, max_frames: int = 1_000_000, fit_hours: float = 10.0,
                   kmeans_file: str | None = None, coarse: str = "none", coarse_vocab: int = 5000, progress: bool = True):
     """Fit (or import) centroids and optional coarse tokens; write and return the tokenizer."""
-    feats = read_features(features, utts, fit_hours * 3600, seed, progress)
+    # imported centroids need audio only to train coarse tokens
+    feats = read_features(features, utts, fit_hours * 3600, seed, progress) if not kmeans_file or coarse != "none" else []
     if kmeans_file:
         cents = import_sklearn(kmeans_file)
         header = {"imported_from": kmeans_file}
