@@ -121,6 +121,24 @@ def test_two_workers_then_merge_equal_one_worker_and_rerun_skips(tmp_path, tok_d
         encode_dataset(tok, utts[:3], str(tmp_path / "one"), shard_utterances=2, progress=False)
 
 
+def test_durations_kept_beside_units(tmp_path, tok_dir):
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    _write_good(tmp_path / "audio", 2)
+    tok = load_tokenizer(tok_dir)
+    m = encode_dataset(tok, list_utterances(str(tmp_path / "audio"), holdout=0.0), str(tmp_path / "ds"), durations=True,
+                       progress=False)
+    assert m["durations"]
+    seqs = read_dataset(str(tmp_path / "ds"), "train")
+    name = m["splits"]["train"]["shards"][0].replace(".array_record", ".durations.array_record")
+    durs = [np.frombuffer(r, "<u2") for r in ArrayRecordReader(str(tmp_path / "ds" / name)).read_all()]
+    for i, (s, d) in enumerate(zip(seqs, durs)):
+        wave = sf.read(tmp_path / "audio" / f"good{i:02d}.wav", dtype="float32")[0]
+        frames = tok.frame_units(wave)
+        assert len(d) == len(s) and d[-1] == 0 and d.sum() == len(frames)  # EOS has duration 0
+        assert np.array_equal(np.repeat(s[:-1], d[:-1]), frames)
+
+
 def test_sources_tsv_jsonl_and_hashed_holdout(tmp_path):
     _write_good(tmp_path / "audio", 3)
     (tmp_path / "valid.tsv").write_text(f"{tmp_path / 'audio'}\ngood00.wav\t8000\ngood01.wav\t9600\n")
@@ -139,6 +157,35 @@ def test_sources_tsv_jsonl_and_hashed_holdout(tmp_path):
         list_utterances(str(tmp_path / "bad.jsonl"))
     with pytest.raises(UnitsError, match="tfds:NAME"):
         list_utterances("tfds:onlyname")
+
+
+def test_tfds_source_adapter(monkeypatch):
+    """tfds:NAME:SPLIT through tfds.data_source (faked: writing a TFDS dataset needs TensorFlow)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    wave8k = (np.sin(np.arange(8000) / 5.0) * 16000).astype(np.int16)
+    calls = {}
+
+    class Audio:  # stands in for tfds.features.Audio (building that needs TensorFlow)
+        sample_rate = 8000
+
+    class Info:
+        features = {"audio": Audio(), "id": object()}
+
+    class Builder:
+        info = Info()
+
+    def data_source(name, split, data_dir, download):
+        calls.update(name=name, split=split, data_dir=data_dir, download=download)
+        return [{"audio": wave8k, "id": b"a"}, {"audio": wave8k[:4000], "id": b"b"}]
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: Builder())
+    utts = list_utterances("tfds:speech/clean:validation", data_dir="/data/tfds")
+    assert calls == {"name": "speech/clean", "split": "validation", "data_dir": "/data/tfds", "download": False}
+    assert [(u.uid, u.split) for u in utts] == [("speech/clean:validation:0", "validation"), ("speech/clean:validation:1", "validation")]
+    wave = utts[0].load()
+    assert wave.dtype == np.float32 and wave.shape == (16000,)  # int16 scaled, resampled 8 -> 16 kHz
+    assert 0.4 < np.abs(wave).max() < 0.6
 
 
 def test_cli_fit_encode_with_unigram_tokens(tmp_path):

@@ -73,3 +73,20 @@ def test_import_sklearn_file(tmp_path):
     joblib.dump({"not": "kmeans"}, tmp_path / "bad.bin")
     with pytest.raises(UnitsError, match="not a fitted sklearn KMeans"):
         import_sklearn(str(tmp_path / "bad.bin"))
+
+
+def test_tokenizer_from_imported_kmeans_file(tmp_path):
+    sklearn = pytest.importorskip("sklearn.cluster")
+    joblib = pytest.importorskip("joblib")
+    from slmjax.units.features import MfccFeatures
+    from slmjax.units.fit import fit_tokenizer
+
+    km = sklearn.KMeans(6, n_init=1, random_state=0).fit(np.random.default_rng(0).normal(size=(200, 39)))
+    joblib.dump(km, tmp_path / "km6.bin")
+    tok = fit_tokenizer(MfccFeatures(), [], str(tmp_path / "tok"), k=0, kmeans_file=str(tmp_path / "km6.bin"), progress=False)
+    assert (tok.k, tok.eos_id, tok.pad_id, tok.vocab_size) == (6, 6, 7, 8)
+    np.testing.assert_array_equal(tok.centroids, km.cluster_centers_.astype(np.float32))
+    km3 = sklearn.KMeans(2, n_init=1, random_state=0).fit(np.random.default_rng(0).normal(size=(50, 3)))
+    joblib.dump(km3, tmp_path / "km3.bin")
+    with pytest.raises(UnitsError, match="centroids of dim 3, features of dim 39"):
+        fit_tokenizer(MfccFeatures(), [], str(tmp_path / "tok2"), k=0, kmeans_file=str(tmp_path / "km3.bin"), progress=False)

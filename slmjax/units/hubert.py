@@ -103,21 +103,22 @@ class Dense(nnx.Module):
 
 
 class ConvLayer(nnx.Module):
-    """Strided valid conv as im2col + one matmul (kernel [k * c_in, c_out]), then norm and GELU."""
+    """Strided valid conv (kernel [k, c_in, c_out]), then norm and GELU.
+
+    XLA's CPU convolution ran 3x faster here than im2col + matmul on the 2-core machine."""
 
     def __init__(self, cfg: HubertConfig, i: int):
         c_in = 1 if i == 0 else cfg.conv_dim[i - 1]
         self.k, self.s, c_out = cfg.conv_kernel[i], cfg.conv_stride[i], cfg.conv_dim[i]
-        self.kernel = _zeros(self.k * c_in, c_out)
+        self.kernel = _zeros(self.k, c_in, c_out)
         self.bias = _zeros(c_out) if cfg.conv_bias else None
         self.norm = "layer" if cfg.feat_extract_norm == "layer" else ("group" if i == 0 else None)
         if self.norm:
             self.norm_scale, self.norm_bias = _ones(c_out), _zeros(c_out)
 
     def __call__(self, x, n_valid):
-        length = (x.shape[1] - self.k) // self.s + 1
-        patches = jnp.concatenate([x[:, j : j + self.s * (length - 1) + 1 : self.s] for j in range(self.k)], axis=-1)
-        y = patches @ self.kernel[...]
+        y = jax.lax.conv_general_dilated(x, self.kernel[...], (self.s,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+        length = y.shape[1]
         if self.bias is not None:
             y = y + self.bias[...]
         n_valid = (n_valid - self.k) // self.s + 1

@@ -42,7 +42,7 @@ def hf_to_params(sd: dict, cfg: HubertConfig) -> dict:
     for i, (c_out, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
         p = f"feature_extractor.conv_layers.{i}"
         w = take(f"{p}.conv.weight")  # [out, in, k]
-        out[f"convs.{i}.kernel"] = w.transpose(2, 1, 0).reshape(-1, c_out)
+        out[f"convs.{i}.kernel"] = w.transpose(2, 1, 0)
         if cfg.conv_bias:
             out[f"convs.{i}.bias"] = take(f"{p}.conv.bias")
         if cfg.feat_extract_norm == "layer" or i == 0:
