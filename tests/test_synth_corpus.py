@@ -96,6 +96,12 @@ def test_plain_text_tinystories_format(tmp_path):
     corpus.build(out, hours=0, voices=engines.parse_voices("1"), text=str(path), workers=1)
     rows = corpus.read_manifest(os.path.join(out, "manifest.jsonl"))
     assert [r["text"] for r in rows] == ["One day a cat sat down.", "The end came soon."]
+    shard = tmp_path / "data00.json"  # TinyStories' JSON shards: an array of objects with a "story"
+    shard.write_text(json.dumps([{"story": "A dog ran.\n\nIt was fast.", "source": "x"}, {"story": "Bye now."}]))
+    corpus.build(str(tmp_path / "j"), hours=0, voices=engines.parse_voices("1"), text=str(shard), workers=1)
+    rows = corpus.read_manifest(str(tmp_path / "j" / "manifest.jsonl"))
+    assert [(r["id"], r["text"]) for r in rows] == [("data00-00000000", "A dog ran. It was fast."),
+                                                    ("data00-00000001", "Bye now.")]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
