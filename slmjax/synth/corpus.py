@@ -98,6 +98,9 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
         new_seconds = renderer.seconds_synthesised
     bar.close()
     wall = time.time() - t0
+    if not records:
+        raise SynthError(f"corpus: nothing to write ({n_taken} texts read, {dropped} held benchmark items, "
+                         f"{len(failed)} could not be spoken)")
 
     lines = []
     for r in records:
