@@ -96,6 +96,12 @@ def test_plain_text_tinystories_format(tmp_path):
     corpus.build(out, hours=0, voices=engines.parse_voices("1"), text=str(path), workers=1)
     rows = corpus.read_manifest(os.path.join(out, "manifest.jsonl"))
     assert [r["text"] for r in rows] == ["One day a cat sat down.", "The end came soon."]
+    shard = tmp_path / "data00.json"  # TinyStories' JSON shards: an array of objects with a "story"
+    shard.write_text(json.dumps([{"story": "A dog ran.\n\nIt was fast.", "source": "x"}, {"story": "Bye now."}]))
+    corpus.build(str(tmp_path / "j"), hours=0, voices=engines.parse_voices("1"), text=str(shard), workers=1)
+    rows = corpus.read_manifest(str(tmp_path / "j" / "manifest.jsonl"))
+    assert [(r["id"], r["text"]) for r in rows] == [("data00-00000000", "A dog ran. It was fast."),
+                                                    ("data00-00000001", "Bye now.")]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
@@ -122,3 +128,30 @@ def test_cli_errors_help_and_check(bench):
     assert "slmjax-synth corpus --out=DIR" in _cli("--help").stdout
     p = _cli("check", f"--out={bench}")
     assert p.returncode == 0 and json.loads(p.stdout)["problems"] == []
+
+
+def test_a_text_the_engine_cannot_speak_is_skipped_and_recorded(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in
+                              (("a", "A fine line."), ("b", "..."), ("c", "Another fine line."))) + "\n")
+    out = tmp_path / "c"
+    s = corpus.build(str(out), hours=0, voices=engines.parse_voices("1"), text=str(path), workers=1)
+    rows = corpus.read_manifest(str(out / "manifest.jsonl"))
+    assert [r["id"] for r in rows] == ["a", "c"] and s["skipped_texts"] == 1
+    (skip,) = [json.loads(line) for line in open(out / "skipped.jsonl")]
+    assert skip["id"] == "b" and "silence" in skip["reason"]
+    assert sorted(p.name for p in (out / "wavs").rglob("*.wav")) == sorted(os.path.basename(r["path"]) for r in rows)
+
+
+def test_file_names_stay_unique_across_batches_after_a_failure(tmp_path):
+    # the first batch (3 texts at this target) holds a failure between two good texts; later batches follow
+    texts = [("x0", "One.")] + [("x1", "...")] + [(f"x{i}", " ".join(["hello"] * i) + ".") for i in range(2, 9)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps({"id": i, "text": t}) for i, t in texts) + "\n")
+    out = tmp_path / "c"
+    corpus.build(str(out), hours=45 / 3600, voices=engines.parse_voices("1"), text=str(path), workers=2)
+    rows = corpus.read_manifest(str(out / "manifest.jsonl"))
+    assert [r["id"] for r in rows] == ["x0"] + [f"x{i}" for i in range(2, 9)]
+    assert len({r["path"] for r in rows}) == len(rows)
+    durations = [sf.info(r["path"]).frames / 16000 for r in rows]
+    assert durations == sorted(durations)  # each file holds its own text: one more word, a longer file

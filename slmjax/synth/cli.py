@@ -5,7 +5,8 @@
   slmjax-synth bench --out=ROOT [--n=N]      all three benchmark sets into one root
   slmjax-synth check --out=ROOT              validate a benchmark root's layout
   slmjax-synth leakage --out=CORPUS_DIR --exclude=ROOT[,ROOT]   count corpus texts holding benchmark items
-  slmjax-synth stories [--n=N] [--seed=S]    print built-in stories and generator statistics
+  slmjax-synth stories [--n=N] [--seed=S] [--count=M]   print N built-in stories; with M, count the
+                                             distinct stories and words among stories 0..M-1
 
 --voices: comma-separated ENGINE:VOICE[:sSPEED][:pPITCH] specs (e.g. espeak:en-us+f3:s165:p62) or a
 count N of the built-in espeak-ng voices. A rerun skips every wav that already exists.
@@ -32,6 +33,7 @@ _HOURS = flags.DEFINE_float("hours", 1.0, "corpus: hours of audio (0 with --text
 _TEXT = flags.DEFINE_string("text", None, "corpus: text file (plain, <|endoftext|>-separated, or JSONL).")
 _EXCLUDE = flags.DEFINE_list("exclude", [], "corpus: benchmark roots whose texts the corpus must not contain.")
 _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.01, "corpus: hashed share of utterances in split 'test'.")
+_COUNT = flags.DEFINE_integer("count", 0, "stories: count distinct stories and words among this many.")
 _SPLITS = flags.DEFINE_list("splits", ["dev", "test"], "sblimp/swuggy: splits to write.")
 
 
@@ -70,10 +72,21 @@ def _bench(cmd: str) -> dict:
 
 
 def _stories() -> dict:
+    import hashlib
+
+    from tqdm import tqdm
+
     for i in range(_N.value):
         s = stories.story(_SEED.value, i)
         print(f"[{s.topic}, {'success' if s.success else 'failure'}] {s.text}\n")
-    return {}
+    if _COUNT.value <= 0:
+        return {}
+    seen, vocab = set(), set()
+    for i in tqdm(range(_COUNT.value), desc="stories", unit="story", mininterval=1.0):
+        text = stories.story(_SEED.value, i).text
+        seen.add(hashlib.sha1(text.encode()).digest()[:12])
+        vocab.update(stories.words(text))
+    return {"seed": _SEED.value, "stories": _COUNT.value, "distinct": len(seen), "lexicon_words": len(vocab)}
 
 
 def _leakage() -> dict:
