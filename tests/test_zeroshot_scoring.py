@@ -159,3 +159,17 @@ def test_too_long_sequence_keeps_the_end():
     assert stats.truncated[0] and stats.n_targets[0] == 16
     lp = _bigram_reference(table.astype(np.float64), seq[-17:])
     assert stats.body_logprob[0] == pytest.approx(lp[:-1].sum(), rel=1e-5)
+
+
+def test_auto_plan_picks_the_cheaper_batching():
+    from slmjax.analysis.zeroshot.scoring import plan_batches, plan_cost
+    rng = np.random.default_rng(1)
+    for lo, hi, want in ((18, 77, "pack"), (280, 470, "bucket")):
+        lengths = rng.integers(lo, hi, 400)
+        seqs = [np.zeros(n + 1, np.int32) for n in lengths]
+        kw = dict(max_len=2048, tokens_per_batch=16384, n_dev=8, pad_id=PAD, seqs=seqs, width=256)
+        plans = {m: plan_batches(lengths, mode=m, **kw) for m in ("bucket", "pack", "auto")}
+        got = "pack" if plans["auto"][0].segment_ids is not None else "bucket"
+        assert got == want
+        assert plan_cost(plans["auto"], 256) == min(plan_cost(plans[m], 256)
+                                                    for m in ("bucket", "pack"))

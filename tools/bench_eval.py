@@ -27,7 +27,7 @@ flags.DEFINE_integer("max_len", 1024, "Model context.")
 flags.DEFINE_integer("n_files", 2000, "Benchmark files to score.")
 flags.DEFINE_enum("lengths", "sblimp", ["sblimp", "storycloze"], "Unit-length distribution: "
                   "sblimp ~ 25 Hz units of 1-4 s sentences; storycloze ~ 15-25 s stories.")
-flags.DEFINE_enum("batching", "bucket", ["bucket", "pack"], "Scorer batching.")
+flags.DEFINE_enum("batching", "auto", ["auto", "bucket", "pack"], "Scorer batching.")
 flags.DEFINE_integer("tokens_per_batch", 16384, "Tokens per scoring batch.")
 flags.DEFINE_integer("repeats", 2, "Timed repetitions (best is reported); one warm-up before.")
 FLAGS = flags.FLAGS
@@ -62,8 +62,7 @@ def main(argv):
     import numpy as np
 
     import slmjax.model
-    from slmjax.analysis.zeroshot.scoring import (Scorer, benchmark_sequence, plan_bucketed,
-                                                  plan_packed)
+    from slmjax.analysis.zeroshot.scoring import Scorer, benchmark_sequence
 
     shape = (slmjax.model.MODEL_SIZES[FLAGS.size] if FLAGS.size else
              dict(dim=FLAGS.dim, n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads))
@@ -79,13 +78,11 @@ def main(argv):
         return slmjax.model.forward(cfg, p, tokens, positions=positions, segment_ids=segment_ids)
 
     scorer = Scorer(logits_fn, params, max_len=cfg.max_seq_len, pad_id=pad, progress=False,
-                    tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching)
+                    tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching, width=cfg.dim)
 
     # The same batch shapes, every token counted, bare forward (logits materialised, then dropped).
-    plan = plan_bucketed if FLAGS.batching == "bucket" else plan_packed
     lengths = np.array([len(s) - 1 for s in seqs])
-    batches = plan(lengths, max_len=cfg.max_seq_len, tokens_per_batch=FLAGS.tokens_per_batch,
-                   n_dev=scorer.n_dev, pad_id=pad, seqs=seqs)
+    batches = scorer.plan(lengths, seqs)
     rows = jax.sharding.NamedSharding(scorer.mesh, jax.sharding.PartitionSpec("data"))
     fwd = jax.jit(lambda p, t, pos, seg: logits_fn(p, t, pos, seg).sum())
     inputs = [tuple(None if x is None else jax.device_put(x, rows)
@@ -115,7 +112,9 @@ def main(argv):
         "forward_full_context_tokens_per_sec": full.size / t_full,
         "padding_fraction": 1 - real_tokens / shape_tokens,
         "n_files": len(seqs), "scored_tokens": int(real_tokens), "batches": len(batches),
-        "batching": FLAGS.batching, "lengths": FLAGS.lengths,
+        "batching": FLAGS.batching,
+        "plan": "pack" if batches and batches[0].segment_ids is not None else "bucket",
+        "row_lengths": sorted({int(b.tokens.shape[1]) for b in batches}), "lengths": FLAGS.lengths,
         "model": {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                   "vocab_size": cfg.vocab_size, "max_len": cfg.max_seq_len},
         "device": f"{jax.devices()[0].platform} x{jax.device_count()}",

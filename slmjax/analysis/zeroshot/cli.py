@@ -38,8 +38,9 @@ flags.DEFINE_string("release_checkpoint", None, "Score a checkpoint of the paper
 flags.DEFINE_string("out", None, "Output root for --release_checkpoint (writes <out>/zeroshot/release/).")
 flags.DEFINE_list("test_data", None, "Unit datasets for the test loss (default: the run's natural "
                   "speech datasets with a test split); empty to skip.")
-flags.DEFINE_enum("batching", "bucket", ["bucket", "pack"], "bucket: length-bucketed right-padded "
-                  "rows; pack: several files per row with segment ids.")
+flags.DEFINE_enum("batching", "auto", ["auto", "bucket", "pack"], "bucket: length-bucketed "
+                  "right-padded rows; pack: several files per row with segment ids; auto: the "
+                  "cheaper plan for each benchmark.")
 flags.DEFINE_integer("tokens_per_batch", 65536, "Tokens per scoring batch (over all devices).")
 
 
@@ -91,7 +92,7 @@ def _make_scorer(cfg, params, pad_id):
     slmjax.model.param_logical_axes(cfg)
 
     return Scorer(logits_fn, params, max_len=cfg.max_seq_len, pad_id=pad_id,
-                  tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching)
+                  tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching, width=cfg.dim)
 
 
 def _check_vocab(cfg, tok, where):

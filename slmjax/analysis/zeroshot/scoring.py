@@ -4,7 +4,7 @@ A sequence ``seq`` is scored as a causal LM scores it: inputs ``seq[:-1]``, targ
 benchmark file, ``seq = [EOS] + units + [EOS]``: the sum over all targets but the last is the paper's
 numerator, the last target is the terminal EOS. Sequences are grouped into batches of similar length
 (``bucket``: right-padded rows; ``pack``: several sequences per row with ``segment_ids`` and reset
-positions). Padding never enters a score and causal attention never looks right, so a sequence's score
+positions; ``auto``: whichever plan is cheaper for the given lengths). Padding never enters a score and causal attention never looks right, so a sequence's score
 does not depend on the batch it lands in. Per-token log-probs come back in float32 and are summed in
 float64 on the host.
 """
@@ -56,17 +56,19 @@ def bucket_ladder(max_len: int, multiple: int = 8, ratio: float = 1.125) -> list
 
 
 def _rows_for(n: int, full: int, n_dev: int) -> int:
-    """Rows of a batch holding ``n`` rows of work: full batches, else the next power of 2 (x n_dev)."""
+    """Rows of a batch holding ``n`` rows of work: a full batch, else ``n`` rounded up to a step of
+    about n/8 (a multiple of n_dev), so that padding rows stay under ~1/8 while batch shapes stay
+    few (about eight per octave) and are shared between benchmarks."""
     if n >= full:
         return full
-    rows = n_dev
-    while rows < n:
-        rows *= 2
-    return min(rows, full)
+    step = n_dev
+    while step * 16 <= n:
+        step *= 2
+    return min(full, -(-n // step) * step)
 
 
 def plan_bucketed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs, multiple=8,
-                  ratio=1.125):
+                  ratio=1.125, width=512):
     """Right-padded batches; ``lengths`` are target counts (already <= max_len)."""
     ladder = np.array(bucket_ladder(max_len, multiple, ratio))
     bucket_of = np.searchsorted(ladder, lengths)
@@ -91,29 +93,42 @@ def plan_bucketed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs, mu
     return batches
 
 
-def pack_length(lengths, max_len: int) -> int:
-    """Row length for packing: a power of two >= 256 that holds the longest sequence, <= max_len.
-    Short rows keep the attention cost per token close to that of the files themselves."""
-    longest = int(max(lengths)) if len(lengths) else 1
-    return min(max_len, max(256, 1 << (longest - 1).bit_length()))
-
-
-def plan_packed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs):
-    """Rows holding several sequences each (``segment_ids`` 1.., padding 0), of
-    :func:`pack_length`."""
-    max_len = pack_length(lengths, max_len)
-    # Best-fit decreasing: each sequence, longest first, goes to the fullest row it still fits in.
+def _best_fit(lengths, row_len: int) -> list:
+    """Best-fit decreasing: each sequence, longest first, goes to the fullest row it still fits."""
     rows, free = [], []   # free: sorted (remaining capacity, row index)
     for i in np.argsort(-lengths, kind="stable"):
         n = int(lengths[i])
         k = bisect.bisect_left(free, (n, -1))
         if k == len(free):
             rows.append([int(i)])
-            bisect.insort(free, (max_len - n, len(rows) - 1))
+            bisect.insort(free, (row_len - n, len(rows) - 1))
         else:
             cap, r = free.pop(k)
             rows[r].append(int(i))
             bisect.insort(free, (cap - n, r))
+    return rows
+
+
+def row_cost(row_len: int, width: int) -> float:
+    """Relative forward cost of one row: per-token matmuls (~24 d^2 per layer) plus causal
+    attention over on average half the row (~2 d T per layer): T (1 + T / (12 d))."""
+    return row_len * (1.0 + row_len / (12.0 * width))
+
+
+def pack_length(lengths, max_len: int, width: int = 512) -> int:
+    """Row length for packing: among 1, 2, 4 and 8 times the longest sequence (rounded up to 64,
+    at least 256, at most max_len), the cheapest by :func:`row_cost` after best-fit packing."""
+    longest = int(max(lengths)) if len(lengths) else 1
+    base = max(256, -(-longest // 64) * 64)
+    options = sorted({min(max_len, base * m) for m in (1, 2, 4, 8)})
+    return min(options, key=lambda t: len(_best_fit(lengths, t)) * row_cost(t, width))
+
+
+def plan_packed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs, width=512):
+    """Rows holding several sequences each (``segment_ids`` 1.., padding 0), of
+    :func:`pack_length`."""
+    max_len = pack_length(lengths, max_len, width)
+    rows = _best_fit(lengths, max_len)
     full = max(n_dev, (tokens_per_batch // max_len) // n_dev * n_dev)
     batches = []
     for s in range(0, len(rows), full):
@@ -138,6 +153,20 @@ def plan_packed(lengths, *, max_len, tokens_per_batch, n_dev, pad_id, seqs):
     return batches
 
 
+def plan_cost(batches, width: int) -> float:
+    return sum(b.tokens.shape[0] * row_cost(b.tokens.shape[1], width) for b in batches)
+
+
+def plan_batches(lengths, *, mode, width=512, **kw):
+    """Batches for ``mode`` bucket | pack | auto (auto: the cheaper plan by :func:`plan_cost`)."""
+    if mode == "bucket":
+        return plan_bucketed(lengths, width=width, **kw)
+    if mode == "pack":
+        return plan_packed(lengths, width=width, **kw)
+    plans = [plan_bucketed(lengths, width=width, **kw), plan_packed(lengths, width=width, **kw)]
+    return min(plans, key=lambda p: plan_cost(p, width))
+
+
 def make_mesh(devices=None):
     """A data-parallel mesh over all devices, with the model's axis names (fsdp = tensor = 1)."""
     devices = list(devices if devices is not None else jax.devices())
@@ -154,9 +183,11 @@ class Scorer:
     """
 
     def __init__(self, logits_fn: Callable, params, *, max_len: int, pad_id: int, mesh=None,
-                 tokens_per_batch: int = 32768, mode: str = "bucket", progress: bool = True):
-        if mode not in ("bucket", "pack"):
-            raise ValueError(f"mode must be bucket or pack, got {mode!r}")
+                 tokens_per_batch: int = 32768, mode: str = "auto", width: int = 512,
+                 progress: bool = True):
+        if mode not in ("auto", "bucket", "pack"):
+            raise ValueError(f"mode must be auto, bucket or pack, got {mode!r}")
+        self.width = int(width)
         self.mesh = mesh if mesh is not None else make_mesh()
         self.n_dev = self.mesh.shape["data"]
         self.max_len, self.pad_id, self.mode = int(max_len), int(pad_id), mode
@@ -179,6 +210,12 @@ class Scorer:
     def _put(self, x):
         return None if x is None else jax.device_put(x, self._rows)
 
+    def plan(self, lengths, seqs) -> list:
+        """The batches :meth:`score` runs for sequences of these target counts."""
+        return plan_batches(lengths, mode=self.mode, width=self.width, max_len=self.max_len,
+                            tokens_per_batch=self.tokens_per_batch, n_dev=self.n_dev,
+                            pad_id=self.pad_id, seqs=seqs)
+
     def score(self, seqs, desc: str = "scoring") -> SeqStats:
         """Score every sequence (1-D int arrays of length >= 2); see :class:`SeqStats`."""
         seqs = [np.asarray(s, np.int32) for s in seqs]
@@ -188,9 +225,7 @@ class Scorer:
         # Too long for the context: keep the end (the part that differs between StoryCloze endings).
         seqs = [s[-(self.max_len + 1):] if t else s for s, t in zip(seqs, truncated)]
         lengths = np.array([len(s) - 1 for s in seqs], np.int64)
-        plan = plan_bucketed if self.mode == "bucket" else plan_packed
-        batches = plan(lengths, max_len=self.max_len, tokens_per_batch=self.tokens_per_batch,
-                       n_dev=self.n_dev, pad_id=self.pad_id, seqs=seqs)
+        batches = self.plan(lengths, seqs)
         body = np.zeros(len(seqs), np.float64)
         last = np.zeros(len(seqs), np.float64)
         pending = collections.deque()
