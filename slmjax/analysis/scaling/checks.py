@@ -120,6 +120,11 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
         ov = _overlap(ah["allocation"]["a"], a3)
         out.append(_flag("VP and Huber objectives disagree on a", ov is False,
                          f"Huber a = {ah['allocation']['a']['value']:.3f}, VP a = {a3['value']:.3f}"))
+    dc = res.get("data_constrained") or {}
+    if "at_bounds" in dc:
+        out.append(_flag("repeat terms at bounds", dc["at_bounds"],
+                         f"{dc['at_bounds'] or 'none'} (R* searched in [0.05, 1e4]; at a bound the multi-epoch "
+                         "runs do not constrain it)"))
     nmax = laws.n_opt(C.max(), A, B, al, be)
     out.append(_flag("optimum outside sampled sizes", not (N.min() <= nmax <= N.max()),
                      f"N*(C_max = {C.max():.3g}) = {nmax:.3g}, sampled N {N.min():.3g}-{N.max():.3g}"))

@@ -158,6 +158,10 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
                      tokens=D, unique_tokens=U, test_loss=L, budget=col["budget"], flops=flops,
                      acc=accd, source=source, excluded=excluded, notes=notes)
     table = table.subset(np.nonzero(keep)[0])
+    key = np.round(np.log(np.stack([table.n_params, table.tokens, table.unique_tokens], 1)), 4)
+    n_dup = len(key) - len(np.unique(key, axis=0))
+    if n_dup:
+        table.notes.append(f"{n_dup} run(s) repeat another run's (N, D, unique tokens): kept as replicates")
     check_coverage(table, min_sizes, min_budgets)
     return table
 
