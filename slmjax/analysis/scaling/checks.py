@@ -62,6 +62,15 @@ def holdout(table, N, D, L, C, frac, reps, seed, workers, level):
                 ci_coverage=float(np.mean((ci[0] <= obs) & (obs <= ci[1]))), level=level)
 
 
+def _bimodality(x):
+    """Sarle's bimodality coefficient (0.555 for a uniform distribution, higher for two modes)."""
+    n = len(x)
+    if n < 10 or np.ptp(x) == 0:
+        return 0.0
+    g, k = stats.skew(x, bias=False), stats.kurtosis(x, bias=False)
+    return float((g * g + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
+
+
 def _flag(name, flag, detail):
     return {"check": name, "flag": bool(flag), "detail": detail}
 
@@ -88,6 +97,14 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
                          | (bb[:, 4] >= hi - step) | (bb[:, 1] <= 0) | (bb[:, 2] <= 0))) if len(bb) else 0.0
     out.append(_flag("bootstrap replicates at bounds", frac > 0.05,
                      f"{100 * frac:.1f}% of replicates have alpha/beta at the grid edge or A/B = 0"))
+    if len(bb):
+        a = bb[:, 4] / (bb[:, 3] + bb[:, 4])
+        ok = np.isfinite(a)
+        bcs = {name: _bimodality(x[ok]) for name, x in (("alpha", bb[:, 3]), ("beta", bb[:, 4]), ("a", a))}
+        bad = [k for k, v in bcs.items() if v > 0.555]
+        out.append(_flag("bootstrap multimodal or failing", bad or ok.mean() < 0.95,
+                         f"{100 * (1 - ok.mean()):.1f}% of replicates failed; bimodality coefficient "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in bcs.items()) + " (> 0.555 suggests two modes)"))
     if vp.sse_grid is not None:
         mins = vpfit.grid_local_minima(vp.sse_grid, alphas, betas, rel=0.01)
         far = [m for m in mins[1:] if max(abs(m[0] - mins[0][0]), abs(m[1] - mins[0][1])) > 5 * step]
