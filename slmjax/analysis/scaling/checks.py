@@ -81,7 +81,7 @@ def _overlap(s1, s2):
     return not (s1["hi"] < s2["lo"] or s2["hi"] < s1["lo"])
 
 
-def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
+def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid, budget=None):
     """List of {'check', 'flag', 'detail'}: a flag marks something a reader must look at."""
     out = []
     alphas, betas = grid
@@ -123,6 +123,13 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
     for name, x in (("log N", np.log(N)), ("log D", np.log(D)), ("log C", np.log(C))):
         rho, p = stats.spearmanr(x, r) if np.ptp(x) > 0 else (0.0, 1.0)
         out.append(_flag(f"residuals trend with {name}", p < 0.01, f"Spearman rho = {rho:.2f}, p = {p:.2g}"))
+    if budget is not None and np.isfinite(budget).all():
+        groups = [r[budget == b] for b in np.unique(budget)]
+        groups = [g for g in groups if len(g) >= 2]
+        if len(groups) >= 2:
+            h, p = stats.kruskal(*groups)
+            out.append(_flag("residuals differ between IsoFLOP budgets", p < 0.01,
+                             f"Kruskal-Wallis H = {h:.1f}, p = {p:.2g} over {len(groups)} budgets"))
     a2, a3 = res.get("approach2"), res["approach3"]["vp"]["allocation"]["a"]
     if a2 and a2.get("a"):
         ov = _overlap(a2["a"], a3)
