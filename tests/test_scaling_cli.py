@@ -36,5 +36,10 @@ def test_cli_end_to_end(tmp_path):
     for needle in ("## Reporting checklist", "**Held-out validation**", "![loss_vs_compute](loss_vs_compute.png)",
                    "| check | flagged | detail |", "R*_N", "sblimp"):
         assert needle in md
+    import csv
+    with open(os.path.join(out, "runs.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 50 and {"epochs", "C_6N", "C_6N_nonemb", "C_6N_attn", "acc_tsc", "n_tsc"} <= set(table[0])
+    assert sorted({round(float(r["epochs"]), 6) for r in table}) == [1.0, 3.0, 6.0]
     assert not [f for f in os.listdir(out) if f.endswith(".tmp") or f.startswith(".")]
     assert res["approach3"]["vp"]["replicates"] == 60

@@ -117,3 +117,11 @@ def test_resample_weights_are_seeded_and_stratified():
     W1 = bs.resample_weights(8, 50, seed=7, strata=strata)
     assert np.array_equal(W1, bs.resample_weights(8, 50, seed=7, strata=strata))
     assert np.all(W1[:, :3].sum(1) == 3) and np.all(W1[:, 3:5].sum(1) == 2) and np.all(W1[:, 5:].sum(1) == 3)
+
+
+def test_bimodality_coefficient():
+    from slmjax.analysis.scaling.checks import _bimodality
+    rng = np.random.default_rng(0)
+    assert _bimodality(rng.standard_normal(4000)) == pytest.approx(1 / 3, abs=0.03)   # normal: 1/3
+    two = np.concatenate([rng.normal(-3, 0.5, 2000), rng.normal(3, 0.5, 2000)])
+    assert _bimodality(two) > 0.8

@@ -49,5 +49,6 @@ def test_coverage_quick():
 @pytest.mark.parametrize("noise", [0.01, 0.02])
 def test_coverage_about_95_percent(noise):
     cov = _coverage(200, 400, noise)
+    print(f"coverage at noise {noise}: alpha, beta, a = {cov}")
     # 200 simulations: a binomial 95% band around 0.95 is about [0.92, 0.98].
     assert np.all((cov >= 0.91) & (cov <= 0.99)), cov

@@ -51,6 +51,16 @@ def test_bad_rows_one_clear_line(tmp_path, edit, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_attention_flops_from_shape_columns(tmp_path):
+    rows = _rows()
+    for r in rows:
+        del r["flops"]
+        r.update(n_layers=6, dim=512, seq_len=2050)
+    t = read_csv(_write(tmp_path, rows))
+    # Hand formula: (6 N + 12 L H Q T / 2) D with H Q = dim (causal attention counted once).
+    np.testing.assert_allclose(t.flops["6N_attn"], (6 * t.n_params + 12 * 6 * 512 * 2050 / 2) * t.tokens)
+
+
 def test_one_model_size_and_too_few_budgets(tmp_path):
     rows = [r for r in _rows() if r["n_params"] == simulate.PAPER_SIZES["s85m"][0]]
     with pytest.raises(FitInputError, match="only 1 model size "):

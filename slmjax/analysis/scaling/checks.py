@@ -62,6 +62,15 @@ def holdout(table, N, D, L, C, frac, reps, seed, workers, level):
                 ci_coverage=float(np.mean((ci[0] <= obs) & (obs <= ci[1]))), level=level)
 
 
+def _bimodality(x):
+    """Sarle's bimodality coefficient (0.555 for a uniform distribution, higher for two modes)."""
+    n = len(x)
+    if n < 10 or np.ptp(x) == 0:
+        return 0.0
+    g, k = stats.skew(x, bias=False), stats.kurtosis(x, bias=False)
+    return float((g * g + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
+
+
 def _flag(name, flag, detail):
     return {"check": name, "flag": bool(flag), "detail": detail}
 
@@ -72,7 +81,7 @@ def _overlap(s1, s2):
     return not (s1["hi"] < s2["lo"] or s2["hi"] < s1["lo"])
 
 
-def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
+def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid, budget=None):
     """List of {'check', 'flag', 'detail'}: a flag marks something a reader must look at."""
     out = []
     alphas, betas = grid
@@ -88,6 +97,14 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
                          | (bb[:, 4] >= hi - step) | (bb[:, 1] <= 0) | (bb[:, 2] <= 0))) if len(bb) else 0.0
     out.append(_flag("bootstrap replicates at bounds", frac > 0.05,
                      f"{100 * frac:.1f}% of replicates have alpha/beta at the grid edge or A/B = 0"))
+    if len(bb):
+        a = bb[:, 4] / (bb[:, 3] + bb[:, 4])
+        ok = np.isfinite(a)
+        bcs = {name: _bimodality(x[ok]) for name, x in (("alpha", bb[:, 3]), ("beta", bb[:, 4]), ("a", a))}
+        bad = [k for k, v in bcs.items() if v > 0.555]
+        out.append(_flag("bootstrap multimodal or failing", bad or ok.mean() < 0.95,
+                         f"{100 * (1 - ok.mean()):.1f}% of replicates failed; bimodality coefficient "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in bcs.items()) + " (> 0.555 suggests two modes)"))
     if vp.sse_grid is not None:
         mins = vpfit.grid_local_minima(vp.sse_grid, alphas, betas, rel=0.01)
         far = [m for m in mins[1:] if max(abs(m[0] - mins[0][0]), abs(m[1] - mins[0][1])) > 5 * step]
@@ -106,6 +123,13 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
     for name, x in (("log N", np.log(N)), ("log D", np.log(D)), ("log C", np.log(C))):
         rho, p = stats.spearmanr(x, r) if np.ptp(x) > 0 else (0.0, 1.0)
         out.append(_flag(f"residuals trend with {name}", p < 0.01, f"Spearman rho = {rho:.2f}, p = {p:.2g}"))
+    if budget is not None and np.isfinite(budget).all():
+        groups = [r[budget == b] for b in np.unique(budget)]
+        groups = [g for g in groups if len(g) >= 2]
+        if len(groups) >= 2:
+            h, p = stats.kruskal(*groups)
+            out.append(_flag("residuals differ between IsoFLOP budgets", p < 0.01,
+                             f"Kruskal-Wallis H = {h:.1f}, p = {p:.2g} over {len(groups)} budgets"))
     a2, a3 = res.get("approach2"), res["approach3"]["vp"]["allocation"]["a"]
     if a2 and a2.get("a"):
         ov = _overlap(a2["a"], a3)
@@ -120,6 +144,11 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid):
         ov = _overlap(ah["allocation"]["a"], a3)
         out.append(_flag("VP and Huber objectives disagree on a", ov is False,
                          f"Huber a = {ah['allocation']['a']['value']:.3f}, VP a = {a3['value']:.3f}"))
+    dc = res.get("data_constrained") or {}
+    if "at_bounds" in dc:
+        out.append(_flag("repeat terms at bounds", dc["at_bounds"],
+                         f"{dc['at_bounds'] or 'none'} (R* searched in [0.05, 1e4]; at a bound the multi-epoch "
+                         "runs do not constrain it)"))
     nmax = laws.n_opt(C.max(), A, B, al, be)
     out.append(_flag("optimum outside sampled sizes", not (N.min() <= nmax <= N.max()),
                      f"N*(C_max = {C.max():.3g}) = {nmax:.3g}, sampled N {N.min():.3g}-{N.max():.3g}"))

@@ -2,7 +2,8 @@
 
   slmjax-fit --runs=SWEEP_ROOT_OR_CSV --out=DIR [--bootstrap=1000] [--experiment=NAME]
 
-Writes DIR/fit.json, DIR/*.png and DIR/report.md.
+Writes DIR/fit.json, DIR/*.png, DIR/report.md and DIR/runs.csv (the validated run table with every
+derived column: N total and non-embedding, D, unique tokens, epochs, C per FLOP convention, accuracies).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from slmjax.analysis.scaling import downstream, plots, report
+from slmjax.analysis.scaling import downstream, plots, report, simulate
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.fit import FitOptions, analyse
 from slmjax.analysis.scaling.sweep import read_runs
@@ -73,6 +74,7 @@ def main(runs, out, **kw):
     opt = FitOptions(**kw)
     res, p = analyse(table, opt)
     os.makedirs(out, exist_ok=True)
+    simulate.write_csv(table.rows(), os.path.join(out, "runs.csv"))
     figs = plots.write_all(p, out, downstream.read_reference(opt.reference))
     res["figures"] = figs
     path = os.path.join(out, "fit.json")

@@ -25,14 +25,19 @@ def repeat_fit(N, D, U, L, stage1, w=None, delta=0.03, starts=None):
     w = np.ones(len(L)) if w is None else np.asarray(w, float)
     E, A, B, al, be = stage1
     logL = np.log(L)
+    # Everything but R*_N, R*_D is fixed by stage 1: precompute the repeat counts once.
+    R_D = np.maximum(D / U - 1.0, 0.0)
+    U_N = np.minimum(N, laws.n_opt_for_data(U, A, B, al, be))
+    R_N = np.maximum(N / U_N - 1.0, 0.0)
 
     def f(lr):
-        pred = laws.data_constrained(N, D, U, E, A, B, al, be, np.exp(lr[0]), np.exp(lr[1]))
+        pred = laws.chinchilla(laws.effective(U_N, R_N, np.exp(lr[0])), laws.effective(U, R_D, np.exp(lr[1])),
+                               E, A, B, al, be)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.log(pred) - logL
         return float(_huber(np.where(np.isfinite(r), r, 1e3), delta) @ w)
 
-    grid = starts if starts is not None else list(itertools.product(np.log([1, 5, 25, 100]), repeat=2))
+    grid = starts if starts is not None else list(itertools.product(np.log([1, 8, 60]), repeat=2))
     best = None
     for s in grid:
         opt = optimize.minimize(f, np.asarray(s, float), method="L-BFGS-B", bounds=[LOG_R_BOUNDS] * 2,

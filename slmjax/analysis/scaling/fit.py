@@ -151,7 +151,7 @@ def analyse(table: RunTable, opt: FitOptions):
                                     workers, opt.level)
     timing["holdout_s"] = time.perf_counter() - t
     res["sensitivity"] = _sensitivity(table, one, opt)
-    res["diagnostics"] = checks.diagnostics(res, vp, vp_boot, hub, N, D, L, C6, vp.grid)
+    res["diagnostics"] = checks.diagnostics(res, vp, vp_boot, hub, N, D, L, C6, vp.grid, one.budget)
     timing["total_s"] = time.perf_counter() - t0
     res["timing"] = timing
     res["table"] = _table_summary(table, one, opt)

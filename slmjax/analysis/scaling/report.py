@@ -89,6 +89,8 @@ def render(res: dict, figures: dict) -> str:
         for r in ho["runs"]:
             md.append(f"| {r['run_id']} | {r['N']:.3g} | {r['D']:.3g} | {r['observed']:.4f} | {r['predicted']:.4f} "
                       f"| [{r['pi'][0]:.4f}, {r['pi'][1]:.4f}] | {100 * r['rel_error']:+.2f}% |")
+    if t["notes"]:
+        md += ["", "## Notes on the input", ""] + [f"- {n}" for n in t["notes"]]
     md += ["", "## Diagnostics", "", "| check | flagged | detail |", "|---|---|---|"]
     for d in res["diagnostics"]:
         md.append(f"| {d['check']} | {'**YES**' if d['flag'] else 'no'} | {d['detail']} |")

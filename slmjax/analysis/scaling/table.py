@@ -23,7 +23,8 @@ from slmjax.analysis.scaling.errors import FitInputError
 REQUIRED = ("n_params", "tokens", "test_loss")
 ALIASES = {"params": "n_params", "n": "n_params", "loss": "test_loss", "d": "tokens",
            "run": "run_id", "name": "run_id", "flops_6n_attn": "flops", "c": "flops"}
-OPTIONAL_NUMERIC = ("n_params_nonemb", "unique_tokens", "flops", "budget", "tokens_seen")
+OPTIONAL_NUMERIC = ("n_params_nonemb", "unique_tokens", "flops", "budget", "tokens_seen",
+                    "n_layers", "dim", "seq_len")
 
 
 @dataclasses.dataclass
@@ -73,10 +74,27 @@ class RunTable:
             acc={k: (take(a), take(m)) for k, (a, m) in self.acc.items()},
             excluded=list(self.excluded), notes=list(self.notes))
 
+    def rows(self) -> list[dict]:
+        """The table as row dicts with every derived column (written as runs.csv by the CLI)."""
+        out = []
+        for i in range(len(self)):
+            r = dict(run_id=self.run_id[i], n_params=self.n_params[i], n_params_nonemb=self.n_params_nonemb[i],
+                     tokens=self.tokens[i], unique_tokens=self.unique_tokens[i], epochs=self.epochs[i],
+                     test_loss=self.test_loss[i], budget=self.budget[i])
+            r.update({f"C_{k}": v[i] for k, v in self.flops.items()})
+            for t, (a, m) in self.acc.items():
+                r[f"acc_{t}"], r[f"n_{t}"] = a[i], m[i]
+            out.append({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out_row(r)})
+        return out
+
     def distinct(self, values, rel=0.01) -> int:
         """Number of distinct values up to a relative tolerance."""
         v = np.sort(np.log(np.asarray(values)))
         return int(1 + np.sum(np.diff(v) > math.log1p(rel))) if len(v) else 0
+
+
+def out_row(r):
+    return [(k, float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in r.items()]
 
 
 def _num(text, what, where):
@@ -144,6 +162,9 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
         flops["6N_nonemb"] = 6.0 * nonemb * D
     if np.all(np.isfinite(col["flops"])):
         flops["6N_attn"] = col["flops"]
+    elif all(np.all(np.isfinite(col[k])) for k in ("n_layers", "dim", "seq_len")):
+        # PaLM/MaxText: 6N + 12 L H Q T per token with H Q = dim, causal attention halved.
+        flops["6N_attn"] = (6.0 * N + 6.0 * col["n_layers"] * col["dim"] * col["seq_len"]) * D
     accd = {}
     for t, (a, m) in acc.items():
         a, m = np.asarray(a), np.asarray(m)
@@ -158,6 +179,10 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
                      tokens=D, unique_tokens=U, test_loss=L, budget=col["budget"], flops=flops,
                      acc=accd, source=source, excluded=excluded, notes=notes)
     table = table.subset(np.nonzero(keep)[0])
+    key = np.round(np.log(np.stack([table.n_params, table.tokens, table.unique_tokens], 1)), 4)
+    n_dup = len(key) - len(np.unique(key, axis=0))
+    if n_dup:
+        table.notes.append(f"{n_dup} run(s) repeat another run's (N, D, unique tokens): kept as replicates")
     check_coverage(table, min_sizes, min_budgets)
     return table
 
