@@ -33,8 +33,13 @@ def test_one_process_is_a_no_op(clean_env):
     assert info == distributed.ProcessInfo("single", 1, 0) and kwargs == {}
     info, kwargs = distributed.resolve("localhost:1234", 1, 0)
     assert info.source == "single" and kwargs == {}
-    clean_env.setenv("SLURM_JOB_ID", "5")
-    clean_env.setenv("SLURM_NTASKS", "1")
+    for k, v in dict(SLURM_JOB_ID="5", SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0",
+                     SLURM_STEP_NODELIST="gpu01").items():
+        clean_env.setenv(k, v)
+    assert distributed.resolve()[0].source == "single"
+    # An sbatch script's own shell (no job step yet) is one process even with several tasks.
+    clean_env.setenv("SLURM_NTASKS", "4")
+    clean_env.delenv("SLURM_STEP_NODELIST")
     assert distributed.resolve()[0].source == "single"
 
 

@@ -49,6 +49,8 @@ class ProcessInfo:
 
 
 _INFO: ProcessInfo | None = None
+_SLURM_STEP_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+                    "SLURM_LOCALID")
 
 
 def _env_int(name: str) -> int | None:
@@ -102,7 +104,8 @@ def resolve(coordinator_address: str | None = None, num_processes: int | None = 
         return info, dict(coordinator_address=coordinator_address, num_processes=num_processes,
                           process_id=process_id)
 
-    if "SLURM_JOB_ID" in os.environ and (_env_int("SLURM_NTASKS") or 1) > 1:
+    # A SLURM job step (srun) with several tasks; the batch script itself has no step node list.
+    if (all(v in os.environ for v in _SLURM_STEP_VARS) and (_env_int("SLURM_NTASKS") or 1) > 1):
         kwargs = {}
         gpus = _slurm_local_gpus()
         if gpus is not None:
