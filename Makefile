@@ -18,9 +18,9 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 
 # System packages: TTS engines and real recorded speech for tests (root on Debian).
 apt:
-	@if command -v apt-get >/dev/null 2>&1 && ! (command -v espeak-ng >/dev/null && test -d /usr/share/pocketsphinx/test/data); then \
+	@if command -v apt-get >/dev/null 2>&1 && ! (command -v espeak-ng >/dev/null && test -d /usr/share/pocketsphinx/test/data && test -f /usr/share/dict/words); then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata wamerican >/dev/null; \
 	fi
 
 test: apt install
