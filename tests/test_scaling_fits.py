@@ -125,3 +125,13 @@ def test_bimodality_coefficient():
     assert _bimodality(rng.standard_normal(4000)) == pytest.approx(1 / 3, abs=0.03)   # normal: 1/3
     two = np.concatenate([rng.normal(-3, 0.5, 2000), rng.normal(3, 0.5, 2000)])
     assert _bimodality(two) > 0.8
+
+
+def test_reference_table(tmp_path):
+    assert downstream.read_reference(None)["text"]["sblimp"] == 0.066
+    p = tmp_path / "ref.csv"
+    p.write_text("task,gamma,label\nsblimp,0.05,pythia\ntsc,0.03,pythia\n")
+    assert downstream.read_reference(str(p)) == {"pythia": {"sblimp": 0.05, "tsc": 0.03}}
+    p.write_text("task,slope\nsblimp,0.05\n")
+    with pytest.raises(downstream.FitInputError, match="needs columns task,gamma"):
+        downstream.read_reference(str(p))

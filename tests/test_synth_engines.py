@@ -127,11 +127,14 @@ def test_speed_and_pitch_change_the_audio(engine):
     assert high > 1.2 * low, (low, high)
 
 
-@pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed")
-def test_flite_voices_are_checked_and_rendered_at_16k(tmp_path):
-    with pytest.raises(SynthError, match="flite has no voice 'nosuch'"):
-        engines.synthesize("hello", engines.parse_voice("flite:nosuch"))
-    job = render.Job(str(tmp_path / "a.wav"), "Hello there, little fox.", engines.parse_voice("flite:slt"))
+@pytest.mark.parametrize("engine,program,voice", [("flite", "flite", "slt"), ("festival", "text2wave", "kal_diphone")])
+def test_other_engines_check_voices_and_render_at_16k(tmp_path, engine, program, voice):
+    if shutil.which(program) is None:
+        pytest.skip(f"{engine} not installed")
+    with pytest.raises(SynthError, match=f"{engine} has no voice 'nosuch'"):
+        engines.synthesize("hello", engines.parse_voice(f"{engine}:nosuch"))
+    jobs = [render.Job(str(tmp_path / f"{s}.wav"), "Hello there, little fox.", engines.parse_voice(f"{engine}:{voice}:s{s}"))
+            for s in (130, 260)]
     with render.Renderer(1) as r:
-        (d,) = r.render([job])
-    assert sf.info(job.path).samplerate == 16000 and 0.5 < d < 4
+        slow, fast = r.render(jobs)
+    assert sf.info(jobs[0].path).samplerate == 16000 and 0.5 < fast < slow < 5 and slow / fast > 1.4

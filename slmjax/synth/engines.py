@@ -2,7 +2,8 @@
 
 A voice spec is ``ENGINE:VOICE[:sSPEED][:pPITCH]``, e.g. ``espeak:en-us+f3:s165:p60``:
 ENGINE is ``espeak``, ``flite`` or ``festival``; VOICE is the engine's own voice name; SPEED is in
-words per minute (espeak scale, 175 = normal) and PITCH is 0-99 (50 = the voice's own). Every engine
+words per minute (espeak scale, 175 = normal) and PITCH is 0-99 (50 = the voice's own; festival
+ignores it). Every engine
 turns (text, voice) into a float32 waveform; :func:`synthesize` resamples it to 16 kHz mono.
 """
 
@@ -150,6 +151,17 @@ def check_espeak_voice(name: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
+def _festival_names(exe: str) -> frozenset[str]:
+    festival = os.path.join(os.path.dirname(exe), "festival")
+    try:
+        out = subprocess.run([festival, "-b", "(print (voice.list))"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()  # cannot list: let text2wave report the problem
+    return frozenset(out.strip().strip("()").split())
+
+
+@functools.lru_cache(maxsize=None)
 def _flite_names(exe: str) -> frozenset[str]:
     out = subprocess.run([exe, "-lv"], capture_output=True, text=True).stdout
     return frozenset(out.partition(":")[2].split())
@@ -164,7 +176,9 @@ def check_voice(voice: Voice) -> None:
         if voice.name not in names and not os.path.isfile(voice.name):
             raise SynthError(f"flite has no voice {voice.name!r} (known: {' '.join(sorted(names))}, or a .flitevox path)")
     else:
-        require_engine(voice.engine)
+        names = _festival_names(require_engine("festival"))
+        if names and voice.name not in names:
+            raise SynthError(f"festival has no voice {voice.name!r} (known: {' '.join(sorted(names))})")
 
 
 def _espeak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
