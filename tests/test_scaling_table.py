@@ -141,3 +141,24 @@ def test_cli_bad_table_prints_one_line(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "test_loss is NaN" in lines[0] and lines[0].startswith("slmjax-fit:")
     assert not (tmp_path / "out").exists()
+
+
+def test_sweep_root_reads_slmjax_eval_headline(tmp_path):
+    """scores.json as slmjax-eval writes it: the headline wins over the per-convention task rows."""
+    scores = {"format_version": 1, "headline_convention": "mean",
+              "headline": {"sblimp": {"benchmark": "sblimp_dev", "metric": "macro", "accuracy": 0.61,
+                                      "ci95": [0.6, 0.62], "n_items": 6300},
+                           "tsc": {"benchmark": "tsc", "metric": "accuracy", "accuracy": 0.78,
+                                   "ci95": [0.76, 0.8], "n_items": 1871}},
+              "tasks": {"sblimp_dev": {"task": "sblimp", "conventions": {
+                  "mean": [{"metric": "item", "accuracy": 0.1, "n_items": 6300}]}}}}
+    i = 0
+    for N in (2e7, 8e7, 3e8):
+        for r in (4, 20, 100):
+            i += 1
+            _workdir(tmp_path, f"r{i}", N, r * N, 2 + 10 / r, scores=scores)
+    t = read_sweep(str(tmp_path))
+    acc, n = t.acc["sblimp"]
+    assert np.allclose(acc, 0.61) and np.all(n == 6300)
+    acc, n = t.acc["tsc"]
+    assert np.allclose(acc, 0.78) and np.all(n == 1871)

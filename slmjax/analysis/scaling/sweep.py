@@ -41,7 +41,7 @@ def _last_metrics(path):
 
 def _scores(obj):
     """task -> (accuracy, n items) from a scores.json object (tolerant of nesting and naming)."""
-    for key in ("benchmarks", "scores", "tasks"):
+    for key in ("headline", "benchmarks", "scores", "tasks"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
     out = {}
