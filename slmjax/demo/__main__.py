@@ -22,6 +22,7 @@ from slmjax.demo.stages import Stage, StageError, console_script, run_stages
 _OUT = flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.")
 _HOURS = flags.DEFINE_float("hours", 4.0, "Hours of synthetic story audio in the training corpus.")
 _VOICES = flags.DEFINE_string("voices", "8", "Corpus voices: a count of built-in voices, or specs.")
+_TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.05, "Share of corpus utterances held out for the test loss.")
 _BENCH_VOICES = flags.DEFINE_string("bench_voices", "4", "Benchmark voices (count or specs).")
 _BENCH_N = flags.DEFINE_integer("bench_n", 200, "Items (pairs) per benchmark set and split.")
 _K = flags.DEFINE_integer("k", 100, "k-means units of the MFCC tokenizer (HuBERT iteration 1: 100).")
@@ -51,7 +52,8 @@ def build_stages(out: str) -> list[Stage]:
 
     def corpus_cmds():
         return [synth + ["corpus", f"--out={corpus}", f"--hours={_HOURS.value}",
-                         f"--voices={_VOICES.value}", f"--exclude={bench}"] + common]
+                         f"--voices={_VOICES.value}", f"--exclude={bench}",
+                         f"--test_fraction={_TEST_FRACTION.value}"] + common]
 
     manifest = os.path.join(corpus, "manifest.jsonl")
     units_cli = console_script("slmjax-units")
