@@ -131,11 +131,20 @@ def test_unigram_grid_has_the_coarse_vocabulary(tmp_path):
             assert float(rows[k]["epochs"]) == pytest.approx(r * n_uni / UNIGRAM, rel=2e-3)
 
 
-def test_cli_errors_are_one_line(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/sweeps/paper_grid.py", "--config.ratios=(2,-1)"],
+     "ratios must be positive numbers, got -1"),
+    (["--config=configs/sweeps/nope.py"],
+     "[Errno 2] No such file or directory: 'configs/sweeps/nope.py'"),
+    (["--config=configs/sweeps/paper_grid.py", "--config.ratio=(2,)"],
+     "the sweep config has no field ratio"),
+    (["--config=configs/sweeps/paper_grid.py", "--launcher=tpu", "--zone=z"],
+     "--launcher=tpu needs --tpu_name (the TPU VM slice)"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "slmjax.launch.cli", "--config=configs/sweeps/paper_grid.py",
-         f"--root={tmp_path}", "--config.ratios=(2,-1)", "--dry_run"],
+        [sys.executable, "-m", "slmjax.launch.cli", f"--root={tmp_path}", *args, "--dry_run"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == "slmjax-sweep: ratios must be positive numbers, got -1"
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"slmjax-sweep: {message}"]
+    assert proc.stdout == ""
