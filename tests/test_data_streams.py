@@ -21,7 +21,8 @@ V, T = 20, 16
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-  os.environ["SLMJAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+  mp = pytest.MonkeyPatch()
+  mp.setenv("SLMJAX_CACHE", str(tmp_path_factory.mktemp("cache")))
   rng = np.random.default_rng(0)
   path = str(tmp_path_factory.mktemp("ds"))
   splits = {"train": random_utterances(150, V, rng, mean_len=12),
@@ -29,7 +30,8 @@ def dataset(tmp_path_factory):
   # A few long utterances so packing must cut them into pieces.
   splits["train"][3] = np.append(rng.integers(0, V - 2, 40), V - 2)
   write_unit_dataset(path, splits, vocab_size=V, n_shards=3)
-  return path, splits
+  yield path, splits
+  mp.undo()
 
 
 def _config(path, mode="windows", batch=4, seed=1):
