@@ -1,4 +1,4 @@
-"""Token streams of one dataset split: ArrayRecord shards (read with Grain) or in-memory arrays.
+"""Token streams of one dataset split: ArrayRecord shards (bulk reads) or in-memory arrays.
 
 A split is a sequence of utterances (records) grouped in shards. Its tokens form one global stream
 (records in shard order); `starts[r]` is the stream offset of record r. Windows and packed rows are
@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+import threading
 
 import numpy as np
 
@@ -75,21 +76,62 @@ class MemorySplit(Split):
 class ArrayRecordSplit(Split):
   """A split stored as ArrayRecord shards, one record per utterance (see docs/interfaces.md).
 
-  Records are fetched in bulk through `grain.sources.ArrayRecordDataSource.__getitems__` and
-  decoded with one `np.frombuffer` over their concatenation.
+  Records are fetched in bulk, one `ArrayRecordReader.read(positions)` call per shard touched
+  (the C++ reader reads them in parallel), and decoded with one `np.frombuffer` over their
+  concatenation. Readers open lazily and are shared by Grain's reader threads.
   """
 
   def __init__(self, name: str, paths: list[str], dtype: str, lengths: np.ndarray,
-               shard_records: np.ndarray):
+               shard_records: np.ndarray, subset: np.ndarray | None = None):
+    """lengths/shard_records describe all records of the shards; `subset` (sorted record
+    indices) restricts the split to those records (a held-out part, or the rest)."""
+    lengths = np.asarray(lengths, np.int64)
+    shard_records = np.asarray(shard_records, np.int64)
+    self._phys_bounds = shard_records
+    self._phys = None
+    if subset is not None:
+      self._phys = np.asarray(subset, np.int64)
+      lengths = lengths[self._phys]
+      shard_records = np.searchsorted(self._phys, shard_records).astype(np.int64)
     super().__init__(name, lengths, shard_records)
-    import grain  # pylint: disable=g-import-not-at-top
     self.paths = list(paths)
     self.dtype = np.dtype(dtype).newbyteorder("<")
-    self.source = grain.sources.ArrayRecordDataSource(self.paths)
+    self._readers = [None] * len(self.paths)
+    self._lock = threading.Lock()
+
+  def __getstate__(self):  # picklable for Grain worker processes: readers reopen there
+    state = dict(self.__dict__)
+    state["_readers"] = [None] * len(self.paths)
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def _reader(self, shard: int):
+    if self._readers[shard] is None:
+      with self._lock:
+        if self._readers[shard] is None:
+          self._readers[shard] = open_reader(self.paths[shard])
+    return self._readers[shard]
 
   def read_records(self, records: np.ndarray) -> np.ndarray:
     """Tokens of the given (sorted, unique) records, concatenated."""
-    raw = self.source.__getitems__(records.tolist())
+    phys = records if self._phys is None else self._phys[records]
+    shard = np.searchsorted(self._phys_bounds, phys, side="right") - 1
+    cuts = np.flatnonzero(np.diff(shard)) + 1
+    raw = []
+    for part in np.split(np.arange(records.size), cuts):
+      if part.size == 0:
+        continue
+      s = int(shard[part[0]])
+      pos = phys[part] - self._phys_bounds[s]
+      reader = self._reader(s)
+      if pos[-1] - pos[0] + 1 == pos.size:  # a contiguous run: one range read
+        raw.extend(reader.read(int(pos[0]), int(pos[-1]) + 1))
+      else:
+        raw.extend(reader.read(pos.tolist()))
     out = np.frombuffer(b"".join(raw), dtype=self.dtype)
     if out.size != int(self.lengths[records].sum()):
       raise DataError(f"split {self.name!r}: records changed on disk since the dataset was opened")
@@ -106,6 +148,12 @@ class ArrayRecordSplit(Split):
     # Records r0..r1 of each span are all present and consecutive in the buffer.
     first = buf_start[np.searchsorted(records, r0)] + (start - self.starts[r0])
     return buf[span_index(first, length)]
+
+
+def open_reader(path: str):
+  """An ArrayRecord reader of one shard (the options Grain's ArrayRecordDataSource uses)."""
+  from array_record.python.array_record_module import ArrayRecordReader  # pylint: disable=g-import-not-at-top
+  return ArrayRecordReader(path, options="readahead_buffer_size:0", file_reader_buffer_size=32768)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,24 +180,24 @@ def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
       return np.load(cache)
     except (OSError, ValueError):
       pass
-  import grain  # pylint: disable=g-import-not-at-top
   name = os.path.basename(path)
   try:
-    src = grain.sources.ArrayRecordDataSource([path])
-    n = len(src)
+    reader = open_reader(path)
+    n = reader.num_records()
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f"shard {path}: not a readable ArrayRecord file (truncated or corrupt?): "
                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
   itemsize = np.dtype(dtype).itemsize
   lengths = np.empty(n, np.int64)
   for lo in range(0, n, batch):
-    idx = list(range(lo, min(n, lo + batch)))
+    hi = min(n, lo + batch)
     try:
-      raw = src.__getitems__(idx)
+      raw = reader.read(lo, hi)
     except Exception as e:  # pylint: disable=broad-except
-      raise DataError(f"shard {path}: records {lo}..{idx[-1]} unreadable (truncated or "
+      raise DataError(f"shard {path}: records {lo}..{hi - 1} unreadable (truncated or "
                       f"corrupt?): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                       ) from None
+    idx = range(lo, hi)
     nbytes = np.fromiter((len(r) for r in raw), np.int64, len(raw))
     if np.any(nbytes % itemsize) or np.any(nbytes == 0):
       raise DataError(f"shard {name}: a record is empty or not a whole number of {dtype} ids")
@@ -161,6 +209,13 @@ def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
     last = ids[np.cumsum(nbytes // itemsize) - 1]
     if np.any(last != eos_id):
       raise DataError(f"shard {name}: a record does not end with eos_id {eos_id}")
+  try:
+    ok = reader.ok()
+    reader.close()
+  except Exception:  # pylint: disable=broad-except
+    ok = False
+  if not ok:
+    raise DataError(f"shard {path}: ArrayRecord reader reports an error (truncated or corrupt?)")
   try:
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), suffix=".tmp")

@@ -114,11 +114,14 @@ def _data_run_problems(config) -> list[str]:
     out, d, t, ck = [], config.data, config.train, config.checkpoint
     sy = d.get("synthetic")
     if d.kind == "synthetic" and sy is not None:
-        for name in ("train_tokens", "test_tokens", "mean_utterance", "concentration"):
+        for name in ("train_tokens", "test_tokens", "mean_utterance", "concentration",
+                     "support"):
             if not sy.get(name, 1) > 0:
                 out.append(f"data.synthetic.{name}={sy[name]} must be positive")
         if not 1 <= sy.get("order", 1) <= 3:
             out.append(f"data.synthetic.order={sy.order} must be 1, 2 or 3")
+    if not 0 < d.get("holdout", 0.01) < 1:
+        out.append(f"data.holdout={d.holdout} must be in (0, 1)")
     if d.get("num_threads", 0) < 0 or d.get("prefetch", 0) < 0:
         out.append("data.num_threads and data.prefetch must be >= 0")
     if d.weights and d.kind == "units":
