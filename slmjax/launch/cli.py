@@ -80,6 +80,13 @@ def main(argv: list[str]) -> int:
     if opts is not None:
         opts.validate()   # before any expansion: a wrong launcher flag is the first thing said
 
+    if cfg.get("require_data_path", False) and not cfg.get("data_path", ""):
+        message = (f"{cfg.get('name', 'this sweep')} trains on a unit dataset: give it with "
+                   "--config.data_path=DIR (several joined by ',')")
+        if not _DRY_RUN.value:
+            raise grid.SweepError(message)
+        print(f"# note: {message}; the commands below use the training config's data", flush=True)
+
     repo_root = _repo_root(config_flags.get_config_filename(flags.FLAGS["config"]))
     runs = grid.select(grid.expand(cfg, root, repo_root), _ONLY.value)
     print(grid.table(runs), flush=True)
