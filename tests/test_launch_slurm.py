@@ -93,7 +93,7 @@ def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
     (root / "s20m_d1.7e8").mkdir(parents=True)
     (root / "s20m_d1.7e8" / "run.json").write_text(json.dumps({"status": "completed"}))
     proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
-                 "--nodes=2", "--gpus_per_node=4", f"--repo_dir={repo}",
+                 "--nodes=2", "--gpus_per_node=4", f"--repo_dir={repo}", "--config.data_path=/shared/units",
                  "--only=^s20m_d(4.1e7|8.3e7|1.7e8)$", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

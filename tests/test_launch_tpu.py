@@ -88,7 +88,8 @@ def test_tpu_launcher_runs_each_run_on_every_worker_and_skips_completed(tmp_path
     fake, env = _slice(tmp_path)
     root = tmp_path / "runs"
     args = ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=tpu",
-            "--tpu_name=v4-32", "--zone=us-central2-b", "--only=^s20m_d(4.1e7|8.3e7)$"]
+            "--tpu_name=v4-32", "--zone=us-central2-b", "--config.data_path=/mnt/gcs/units",
+            "--only=^s20m_d(4.1e7|8.3e7)$"]
     proc = sweep(*args, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = (fake / "gcloud.log").read_text().splitlines()
@@ -115,7 +116,7 @@ def test_tpu_stop_script_stops_the_trainer_on_every_worker(tmp_path):
     launcher = subprocess.Popen(
         [sys.executable, "-m", "slmjax.launch.cli", "--config=configs/sweeps/paper_grid.py",
          f"--root={root}", "--launcher=tpu", "--tpu_name=v4-32", "--zone=us-central2-b",
-         "--only=^s20m_d4.1e7$"], cwd=REPO, env={**env, "FAKE_SLEEP": "60"},
+         "--config.data_path=/mnt/gcs/units", "--only=^s20m_d4.1e7$"], cwd=REPO, env={**env, "FAKE_SLEEP": "60"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         pidfiles = [fake / w / "slmjax-train.pid" for w in ("worker0", "worker1")]

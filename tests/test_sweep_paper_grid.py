@@ -32,7 +32,7 @@ def sweep(*args, cwd=REPO):
 
 def parse(out):
     """{key: row dict} from the table, and {key: {override: value}} from the commands."""
-    lines = out.splitlines()
+    lines = [ln for ln in out.splitlines() if not ln.startswith("# note:")]
     head = lines[0].split()
     assert head == ["key", "N", "D", "D/N", "epochs", "C=6ND", "batch", "steps", "warmup", "workdir"]
     rows, i = {}, 1
@@ -118,8 +118,9 @@ def test_local_dry_run_prints_runnable_commands(paper):
 
 
 def test_unigram_grid_has_the_coarse_vocabulary(tmp_path):
-    rows, n_runs, cmds = parse(sweep("--config=configs/sweeps/unigram_grid.py",
-                                     f"--root={tmp_path}", "--dry_run"))
+    out = sweep("--config=configs/sweeps/unigram_grid.py", f"--root={tmp_path}", "--dry_run")
+    assert out.startswith("# note: unigram_grid trains on a unit dataset")
+    rows, n_runs, cmds = parse(out)
     assert n_runs == 40
     for size, n in PAPER_N.items():
         n_uni = n + (5002 - 502) * DIM[size]     # 5000 pieces + EOS + PAD, tied embedding
@@ -131,11 +132,22 @@ def test_unigram_grid_has_the_coarse_vocabulary(tmp_path):
             assert float(rows[k]["epochs"]) == pytest.approx(r * n_uni / UNIGRAM, rel=2e-3)
 
 
-def test_cli_errors_are_one_line(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/sweeps/paper_grid.py", "--config.data_path=/d", "--config.ratios=(2,-1)"],
+     "ratios must be positive numbers, got -1"),
+    (["--config=configs/sweeps/nope.py"],
+     "[Errno 2] No such file or directory: 'configs/sweeps/nope.py'"),
+    (["--config=configs/sweeps/paper_grid.py", "--config.ratio=(2,)"],
+     "the sweep config has no field ratio"),
+    (["--config=configs/sweeps/paper_grid.py", "--launcher=tpu", "--zone=z"],
+     "--launcher=tpu needs --tpu_name (the TPU VM slice)"),
+    (["--config=configs/sweeps/unigram_grid.py", "--launcher=slurm", "--nodry_run"],
+     "unigram_grid trains on a unit dataset: give it with --config.data_path=DIR (several joined by ',')"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "slmjax.launch.cli", "--config=configs/sweeps/paper_grid.py",
-         f"--root={tmp_path}", "--config.ratios=(2,-1)", "--dry_run"],
+        [sys.executable, "-m", "slmjax.launch.cli", f"--root={tmp_path}", "--dry_run", *args],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == "slmjax-sweep: ratios must be positive numbers, got -1"
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"slmjax-sweep: {message}"]
+    assert proc.stdout == ""

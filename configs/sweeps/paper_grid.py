@@ -23,8 +23,8 @@ def get_config(arg=None):
     # Training config every run starts from: `<train_config>:<size>` (relative to the repo root).
     c.train_config = "configs/train.py"
     # Unit dataset directory (or several joined by ','), passed to each run as data.path.
-    # Empty: the training config's own data.path.
     c.data_path = ""
+    c.require_data_path = True  # launching without data_path is an error (a dry run only warns)
     # Tokens of one epoch of the training data (U), for the epochs column and the multi-epoch runs.
     # The paper's corpus: 10.89B deduplicated HuBERT units. 0: read from the dataset's manifest.json.
     c.unique_tokens = 10_890_000_000

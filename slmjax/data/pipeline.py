@@ -44,9 +44,10 @@ def open_datasets(config) -> list:
     raise DataError("data.kind='units' needs data.path (a unit dataset directory, or several "
                     "joined by ',')")
   split = str(_opt(d, "test_split", "test"))
-  datasets = [open_dataset(p, splits=("train", split)) for p in paths]
+  holdout = float(_opt(d, "holdout", 0.01))
+  datasets = [open_dataset(p, splits=("train", split), holdout=holdout) for p in paths]
   for ds in datasets:
-    ds.splits.setdefault("test", ds.splits[split])
+    ds.splits["test"] = ds.splits[split]
     if ds.vocab_size != vocab:
       raise DataError(f"unit dataset {ds.path}: manifest vocab_size {ds.vocab_size} does not "
                       f"match config.model.vocab_size {vocab}")

@@ -67,6 +67,26 @@ def main(argv: list[str]) -> int:
                                   "every worker sees")
         if launcher != "tpu":
             root = os.path.abspath(root)
+    opts = None
+    if launcher == "tpu":
+        opts = tpu.TpuOptions(name=_TPU_NAME.value or "", zone=_ZONE.value or "",
+                              project=_PROJECT.value or "", repo_dir=_REPO_DIR.value or "~/slmjax",
+                              venv=_VENV.value)
+    elif launcher == "slurm":
+        opts = slurm.SlurmOptions(nodes=_NODES.value, gpus_per_node=_GPUS.value,
+                                  partition=_PARTITION.value or "", account=_ACCOUNT.value or "",
+                                  time=_TIME.value or "", cpus_per_task=_CPUS.value,
+                                  repo_dir=_REPO_DIR.value or os.getcwd(), venv=_VENV.value)
+    if opts is not None:
+        opts.validate()   # before any expansion: a wrong launcher flag is the first thing said
+
+    if cfg.get("require_data_path", False) and not cfg.get("data_path", ""):
+        message = (f"{cfg.get('name', 'this sweep')} trains on a unit dataset: give it with "
+                   "--config.data_path=DIR (several joined by ',')")
+        if not _DRY_RUN.value:
+            raise grid.SweepError(message)
+        print(f"# note: {message}; the commands below use the training config's data", flush=True)
+
     repo_root = _repo_root(config_flags.get_config_filename(flags.FLAGS["config"]))
     runs = grid.select(grid.expand(cfg, root, repo_root), _ONLY.value)
     print(grid.table(runs), flush=True)
@@ -78,14 +98,7 @@ def main(argv: list[str]) -> int:
         return local.launch(runs, root, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value,
                             train_config=train_config, stream=_STREAM.value)
     if launcher == "tpu":
-        opts = tpu.TpuOptions(name=_TPU_NAME.value or "", zone=_ZONE.value or "",
-                              project=_PROJECT.value or "", repo_dir=_REPO_DIR.value or "~/slmjax",
-                              venv=_VENV.value)
         return tpu.launch(runs, root, opts, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value)
-    opts = slurm.SlurmOptions(nodes=_NODES.value, gpus_per_node=_GPUS.value,
-                              partition=_PARTITION.value or "", account=_ACCOUNT.value or "",
-                              time=_TIME.value or "", cpus_per_task=_CPUS.value,
-                              repo_dir=_REPO_DIR.value or os.getcwd(), venv=_VENV.value)
     return slurm.launch(runs, root, opts, dry_run=_DRY_RUN.value)
 
 
@@ -94,11 +107,32 @@ def _main(argv: list[str]) -> None:
         sys.exit(main(argv))
     except grid.SweepError as e:
         sys.exit(f"slmjax-sweep: {e}")
+    except OSError as e:   # the sweep file itself could not be loaded (config_flags loads lazily)
+        sys.exit(f"slmjax-sweep: {_last_line(str(e))}")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errno = [ln for ln in lines if ln.startswith("[Errno")]
+    return errno[-1] if errno else lines[-1]
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """Flag errors (a missing sweep file, an unknown --config.field) as one line, no traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, OSError) as e:
+        sys.exit(f"slmjax-sweep: {_last_line(str(e))}")
+    except (AttributeError, KeyError) as e:   # --config.a=v naming a field the sweep lacks
+        named = [a.split("=")[0][len("--config."):] for a in argv if a.startswith("--config.")]
+        key = str(e).strip("\"' ")
+        hits = [n for n in named if n.split(".")[-1] == key] or named
+        sys.exit(f"slmjax-sweep: the sweep config has no field {', '.join(hits)}")
 
 
 def run() -> None:
     """Console entry point (slmjax-sweep)."""
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

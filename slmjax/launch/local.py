@@ -25,13 +25,15 @@ from slmjax.launch.commands import local_train_program, train_args
 from slmjax.launch.grid import Run, SweepError
 
 _PR_SET_PDEATHSIG = 1
+try:  # loaded here, not in the child: between fork and exec only the prctl call itself runs
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not glibc Linux: a killed sweep may then leave its trainer running
+    _LIBC = None
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def command(run: Run, train_config: str | None = None, program: list[str] | None = None) -> list[str]:

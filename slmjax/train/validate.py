@@ -120,6 +120,8 @@ def _data_run_problems(config) -> list[str]:
                 out.append(f"data.synthetic.{name}={sy[name]} must be positive")
         if not 1 <= sy.get("order", 1) <= 3:
             out.append(f"data.synthetic.order={sy.order} must be 1, 2 or 3")
+    if not 0 < d.get("holdout", 0.01) < 1:
+        out.append(f"data.holdout={d.holdout} must be in (0, 1)")
     if d.get("num_threads", 0) < 0 or d.get("prefetch", 0) < 0:
         out.append("data.num_threads and data.prefetch must be >= 0")
     if d.weights and d.kind == "units":
