@@ -51,14 +51,16 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     d.weights = ""  # mixture weights, one per path joined by ","; empty = proportional to tokens
     d.mode = "windows"  # windows (paper: random windows of a concatenated stream) | packed
     d.seq_len = 128 if tiny else 2050  # tokens per training example (inputs); <= model.max_seq_len
-    d.test_split = "test"  # manifest split that gives the held-out test loss
+    d.test_split = "test"  # manifest split that gives the held-out test loss; when a dataset
+    d.holdout = 0.01  # has none, this fraction of its training utterances is held out instead
     d.num_threads = 2  # Grain threads preparing batches ahead of the step
     d.prefetch = 4  # batches prepared ahead
     sy = d.synthetic = ml_collections.ConfigDict()  # data.kind=synthetic: a random n-gram stream
     sy.train_tokens = 1_000_000  # tokens of its training split
     sy.test_tokens = 50_000  # tokens of its held-out split
-    sy.order = 2  # the next unit depends on this many previous symbols (1..3)
-    sy.concentration = 0.1  # Dirichlet concentration of next-unit distributions (small = peaky)
+    sy.order = 1  # the next unit depends on this many previous symbols (1..3)
+    sy.support = 16  # units that may follow each context (drawn at random per context)
+    sy.concentration = 0.5  # Dirichlet concentration over those units (small = peaky)
     sy.mean_utterance = 50.0  # mean utterance length in units (EOS ends each)
 
     t = c.train = ml_collections.ConfigDict()

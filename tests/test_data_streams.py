@@ -175,3 +175,26 @@ def test_mixture_rows_follow_weights_and_eval_covers_test_split(dataset, tmp_pat
   w = sum(float(x["weights"].sum()) for x in ev.batches(8))
   test_stream = _shard_streams(splits["test"])
   assert w == sum(((len(s) - 1) // T) * T for s in test_stream)
+
+
+def test_dataset_without_test_split_holds_out_one_percent(tmp_path, monkeypatch):
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(2)
+  utts = random_utterances(400, V, rng, mean_len=6)
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": utts}, vocab_size=V, n_shards=3)
+  p = build_pipeline(_config(path, mode="packed"))
+  train, test = p.datasets[0].splits["train"], p.datasets[0].splits["test"]
+  assert test.n_records == 4 and train.n_records == 396
+  # Held-out utterances never appear in training; together they are the whole split.
+  ev = test.read_spans(test.starts[:-1], test.lengths)
+  tr = train.read_spans(train.starts[:-1], train.lengths)
+  held = np.split(ev, np.cumsum(test.lengths)[:-1])
+  kept = np.split(tr, np.cumsum(train.lengths)[:-1])
+  assert sorted(map(tuple, held + kept)) == sorted(map(tuple, utts))
+  stream = p.train.streams[0]
+  seen = stream.get(np.arange(stream.examples_per_epoch))["inputs"]
+  assert np.sum(seen != V - 1) == train.n_tokens
+  # The same utterances are held out by every run (independent of the run seed).
+  q = build_pipeline(_config(path, mode="packed", seed=9))
+  np.testing.assert_array_equal(q.datasets[0].splits["test"].lengths, test.lengths)

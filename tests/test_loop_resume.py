@@ -96,7 +96,6 @@ def test_checkpoint_from_8_devices_resumes_on_4(reference, tmp_path):
   _assert_same_params(_params(wd)[1], _params(reference)[1], exact=False)
 
 
-@pytest.mark.slow
 def test_one_device_gives_the_same_curve_as_eight(reference, tmp_path):
   wd = str(tmp_path / "run")
   run(wd, devices=1)

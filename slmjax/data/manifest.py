@@ -78,34 +78,56 @@ def load_manifest(path: str) -> dict:
   return m
 
 
-def open_dataset(path: str, splits=("train", "test")) -> UnitDataset:
+def open_dataset(path: str, splits=("train", "test"), holdout: float = 0.01) -> UnitDataset:
   """Opens a unit dataset; checks every shard of the requested splits against the manifest.
 
   The first open scans each shard once (record lengths, id range, EOS) and caches the lengths.
+  When the manifest has no split named `splits[1]` (the test split), a fixed `holdout` fraction
+  of the training utterances (at least one; the same for every run) becomes the test split and
+  is left out of training, as the paper does for corpora without an official held-out set.
   """
   path = os.path.abspath(os.path.expanduser(path.rstrip("/")))
   m = load_manifest(path)
-  dtype = np.dtype(m["dtype"])
   opened = {}
+  train_split, test_split = splits[0], splits[1] if len(splits) > 1 else None
   for split in splits:
-    if split not in m["splits"]:
+    if split in m["splits"]:
+      opened[split] = _open_split(path, m, split)
+    elif split != test_split:
       raise DataError(f"unit dataset {path}: manifest has no {split!r} split "
                       f"(has {', '.join(sorted(m['splits']))})")
-    info = m["splits"][split]
-    shard_paths = [os.path.join(path, s) for s in info["shards"]]
-    for p in shard_paths:
-      if not os.path.isfile(p):
-        raise DataError(f"unit dataset {path}: shard {os.path.relpath(p, path)} listed in "
-                        "manifest.json is missing")
-    lens = [shard_lengths(p, dtype, int(m["vocab_size"]), int(m["eos_id"])) for p in shard_paths]
-    lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
-    n_utt, n_tok = int(lengths.size), int(lengths.sum())
-    if "utterances" in info and int(info["utterances"]) != n_utt:
-      raise DataError(f"unit dataset {path}: split {split!r} has {n_utt} records but the "
-                      f"manifest says {info['utterances']} utterances (truncated shard?)")
-    if "tokens" in info and int(info["tokens"]) != n_tok:
-      raise DataError(f"unit dataset {path}: split {split!r} has {n_tok} tokens but the "
-                      f"manifest says {info['tokens']} (truncated shard?)")
-    bounds = np.concatenate([[0], np.cumsum([x.size for x in lens])]).astype(np.int64)
-    opened[split] = ArrayRecordSplit(split, shard_paths, m["dtype"], lengths, bounds)
+  if test_split is not None and test_split not in opened:
+    full = opened[train_split]
+    n = full.n_records
+    if n < 2 or not 0 < holdout < 1:
+      raise DataError(f"unit dataset {path}: no {test_split!r} split, and its {n} training "
+                      "utterance(s) cannot be split into a held-out set")
+    rng = np.random.default_rng(0x7e57)
+    test_ids = np.sort(rng.choice(n, max(1, int(round(holdout * n))), replace=False))
+    train_ids = np.setdiff1d(np.arange(n), test_ids)
+    args = (full.paths, m["dtype"], full.lengths, full.shard_records)
+    opened[train_split] = ArrayRecordSplit(train_split, *args, subset=train_ids)
+    opened[test_split] = ArrayRecordSplit(f"{test_split} (held out of {train_split})", *args,
+                                          subset=test_ids)
   return UnitDataset(path=path, name=os.path.basename(path), manifest=m, splits=opened)
+
+
+def _open_split(path: str, m: dict, split: str) -> ArrayRecordSplit:
+  info = m["splits"][split]
+  dtype = np.dtype(m["dtype"])
+  shard_paths = [os.path.join(path, s) for s in info["shards"]]
+  for p in shard_paths:
+    if not os.path.isfile(p):
+      raise DataError(f"unit dataset {path}: shard {os.path.relpath(p, path)} listed in "
+                      "manifest.json is missing")
+  lens = [shard_lengths(p, dtype, int(m["vocab_size"]), int(m["eos_id"])) for p in shard_paths]
+  lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+  n_utt, n_tok = int(lengths.size), int(lengths.sum())
+  if "utterances" in info and int(info["utterances"]) != n_utt:
+    raise DataError(f"unit dataset {path}: split {split!r} has {n_utt} records but the "
+                    f"manifest says {info['utterances']} utterances (truncated shard?)")
+  if "tokens" in info and int(info["tokens"]) != n_tok:
+    raise DataError(f"unit dataset {path}: split {split!r} has {n_tok} tokens but the "
+                    f"manifest says {info['tokens']} (truncated shard?)")
+  bounds = np.concatenate([[0], np.cumsum([x.size for x in lens])]).astype(np.int64)
+  return ArrayRecordSplit(split, shard_paths, m["dtype"], lengths, bounds)

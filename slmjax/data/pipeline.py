@@ -34,8 +34,8 @@ def open_datasets(config) -> list:
     get = (lambda k, v: _opt(s, k, v))
     return [synthetic_dataset(
         vocab, train_tokens=int(get("train_tokens", 1_000_000)),
-        test_tokens=int(get("test_tokens", 50_000)), order=int(get("order", 2)),
-        concentration=float(get("concentration", 0.1)),
+        test_tokens=int(get("test_tokens", 50_000)), order=int(get("order", 1)),
+        support=int(get("support", 16)), concentration=float(get("concentration", 0.5)),
         mean_utterance=float(get("mean_utterance", 50.0)), seed=int(config.seed))]
   if kind != "units":
     raise DataError(f"data.kind must be 'synthetic' or 'units', got {kind!r}")
@@ -44,9 +44,10 @@ def open_datasets(config) -> list:
     raise DataError("data.kind='units' needs data.path (a unit dataset directory, or several "
                     "joined by ',')")
   split = str(_opt(d, "test_split", "test"))
-  datasets = [open_dataset(p, splits=("train", split)) for p in paths]
+  holdout = float(_opt(d, "holdout", 0.01))
+  datasets = [open_dataset(p, splits=("train", split), holdout=holdout) for p in paths]
   for ds in datasets:
-    ds.splits.setdefault("test", ds.splits[split])
+    ds.splits["test"] = ds.splits[split]
     if ds.vocab_size != vocab:
       raise DataError(f"unit dataset {ds.path}: manifest vocab_size {ds.vocab_size} does not "
                       f"match config.model.vocab_size {vocab}")

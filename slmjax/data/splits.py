@@ -82,7 +82,17 @@ class ArrayRecordSplit(Split):
   """
 
   def __init__(self, name: str, paths: list[str], dtype: str, lengths: np.ndarray,
-               shard_records: np.ndarray):
+               shard_records: np.ndarray, subset: np.ndarray | None = None):
+    """lengths/shard_records describe all records of the shards; `subset` (sorted record
+    indices) restricts the split to those records (a held-out part, or the rest)."""
+    lengths = np.asarray(lengths, np.int64)
+    shard_records = np.asarray(shard_records, np.int64)
+    self._phys_bounds = shard_records
+    self._phys = None
+    if subset is not None:
+      self._phys = np.asarray(subset, np.int64)
+      lengths = lengths[self._phys]
+      shard_records = np.searchsorted(self._phys, shard_records).astype(np.int64)
     super().__init__(name, lengths, shard_records)
     self.paths = list(paths)
     self.dtype = np.dtype(dtype).newbyteorder("<")
@@ -108,14 +118,15 @@ class ArrayRecordSplit(Split):
 
   def read_records(self, records: np.ndarray) -> np.ndarray:
     """Tokens of the given (sorted, unique) records, concatenated."""
-    shard = np.searchsorted(self.shard_records, records, side="right") - 1
+    phys = records if self._phys is None else self._phys[records]
+    shard = np.searchsorted(self._phys_bounds, phys, side="right") - 1
     cuts = np.flatnonzero(np.diff(shard)) + 1
     raw = []
     for part in np.split(np.arange(records.size), cuts):
       if part.size == 0:
         continue
       s = int(shard[part[0]])
-      pos = records[part] - self.shard_records[s]
+      pos = phys[part] - self._phys_bounds[s]
       reader = self._reader(s)
       if pos[-1] - pos[0] + 1 == pos.size:  # a contiguous run: one range read
         raw.extend(reader.read(int(pos[0]), int(pos[-1]) + 1))

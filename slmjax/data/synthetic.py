@@ -10,6 +10,7 @@ can check that training learns the structure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -20,25 +21,33 @@ from slmjax.data.splits import MemorySplit
 class NGramModel:
   """A random order-n Markov model over K units + EOS.
 
+  Each context (the last `order` symbols) may be followed by EOS or by one of `support` units
+  drawn at random (with replacement), weighted by a Dirichlet draw; `support >= K` gives every
+  unit a chance. Sparse successors keep the tables small for K = 500 and make the structure
+  learnable from a modest stream.
+
   Attributes:
     n_units: K, the number of units (vocab_size - 2).
     order: how many previous symbols the next one depends on (1 = bigram; at most 3).
+    support: successor units per context (at most K).
     concentration: Dirichlet concentration of each next-unit distribution (small = peaky).
     mean_utterance: mean utterance length in units (EOS probability 1/mean after a unit).
     seed: seeds the transition tables.
   """
 
   n_units: int
-  order: int = 2
-  concentration: float = 0.1
+  order: int = 1
+  support: int = 16
+  concentration: float = 0.5
   mean_utterance: float = 50.0
   seed: int = 0
 
   def __post_init__(self):
     if not 1 <= self.order <= 3:
       raise ValueError(f"synthetic order must be 1..3, got {self.order}")
-    if (self.n_units + 1) ** (self.order + 1) > 2**26:
-      raise ValueError(f"synthetic model too large: {self.n_units} units at order {self.order}")
+    if (self.n_units + 1) ** self.order * (min(self.support, self.n_units) + 1) > 2**25:
+      raise ValueError(f"synthetic model too large: {self.n_units} units at order {self.order} "
+                       f"with support {self.support}")
 
   @property
   def eos_id(self) -> int:
@@ -48,41 +57,60 @@ class NGramModel:
   def n_symbols(self) -> int:
     return self.n_units + 1
 
-  def probs(self) -> np.ndarray:
-    """float64 [V**order, V]: next-symbol distribution for each context (flat, base-V)."""
-    v, k = self.n_symbols, self.n_units
-    rng = np.random.default_rng([self.seed, 0x5eed])
-    n_ctx = v ** self.order
-    p = np.zeros((n_ctx, v))
-    p[:, :k] = rng.dirichlet(np.full(k, self.concentration), size=n_ctx)
-    p_eos = np.full(n_ctx, 1.0 / self.mean_utterance)
-    p_eos[np.arange(n_ctx) % v == self.eos_id] = 0.0  # no empty utterances
-    p[:, :k] *= (1.0 - p_eos)[:, None]
-    p[:, k] = p_eos
-    return p
+  @property
+  def n_contexts(self) -> int:
+    return self.n_symbols ** self.order
 
+  @functools.cached_property
+  def tables(self) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols int64 [C, m+1], probs float64 [C, m+1]): successors of each context (flat,
+    base-V index of the last `order` symbols); the last column is EOS."""
+    k, c = self.n_units, self.n_contexts
+    m = min(self.support, k)
+    rng = np.random.default_rng([self.seed, 0x5eed])
+    if m == k:
+      succ = np.broadcast_to(np.arange(k), (c, k))
+    else:
+      succ = rng.integers(0, k, size=(c, m))
+    p_units = rng.dirichlet(np.full(m, self.concentration), size=c)
+    p_eos = np.full(c, 1.0 / self.mean_utterance)
+    p_eos[np.arange(c) % self.n_symbols == self.eos_id] = 0.0  # no empty utterances
+    sym = np.concatenate([succ, np.full((c, 1), self.eos_id)], axis=1).astype(np.int64)
+    prob = np.concatenate([p_units * (1.0 - p_eos)[:, None], p_eos[:, None]], axis=1)
+    return sym, prob
+
+  @functools.cached_property
   def stationary(self) -> np.ndarray:
-    """float64 [V**order]: stationary distribution over contexts (power iteration)."""
-    v, p = self.n_symbols, self.probs()
-    pi = np.full(v ** self.order, 1.0 / v ** self.order)
-    for _ in range(10000):
-      # Context (a, rest) emits x and moves to context (rest, x).
-      new = (pi[:, None] * p).reshape(v, -1).sum(axis=0)
+    """float64 [C]: stationary distribution over contexts (power iteration)."""
+    sym, prob = self.tables
+    c = self.n_contexts
+    nxt = (np.arange(c)[:, None] * self.n_symbols + sym) % c
+    pi = np.full(c, 1.0 / c)
+    for _ in range(20000):
+      new = np.bincount(nxt.ravel(), weights=(pi[:, None] * prob).ravel(), minlength=c)
       if np.abs(new - pi).sum() < 1e-13:
         return new
       pi = new
     return pi
 
+  def _merged(self):
+    """Per-context probabilities with repeated successors merged: (context, prob) pairs."""
+    sym, prob = self.tables
+    key = np.arange(self.n_contexts)[:, None] * self.n_symbols + sym
+    uniq, inv = np.unique(key.ravel(), return_inverse=True)
+    return uniq // self.n_symbols, np.bincount(inv, weights=prob.ravel())
+
   def entropy_rate(self) -> float:
     """Nats per symbol of the stream: the lowest achievable mean NLL."""
-    p = self.probs()
-    h = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
-    return float(self.stationary() @ h)
+    ctx, p = self._merged()
+    nz = p > 0
+    return float(-(self.stationary[ctx[nz]] * p[nz] * np.log(p[nz])).sum())
 
   def unigram(self) -> np.ndarray:
     """float64 [V]: marginal symbol frequencies."""
-    v = self.n_symbols
-    return self.stationary().reshape(-1, v).sum(axis=0)
+    sym, prob = self.tables
+    return np.bincount(sym.ravel(), weights=(self.stationary[:, None] * prob).ravel(),
+                       minlength=self.n_symbols)
 
   def unigram_entropy(self) -> float:
     """Nats per symbol of a context-free model of the stream."""
@@ -96,27 +124,26 @@ class NGramModel:
     `n_chains` chains run side by side (vectorised), each started from the stationary
     distribution and cut after its last EOS. `stream` selects an independent random stream.
     """
-    v, p = self.n_symbols, self.probs()
-    cdf = np.cumsum(p, axis=1)
+    sym, prob = self.tables
+    c, v = self.n_contexts, self.n_symbols
+    cdf = np.cumsum(prob, axis=1)
     cdf[:, -1] = 1.0
     rng = np.random.default_rng([self.seed, 0xda7a, stream])
     steps = -(-int(n_tokens) // n_chains) + int(4 * self.mean_utterance)
-    ctx = rng.choice(v ** self.order, size=n_chains, p=self.stationary())
+    ctx = rng.choice(c, size=n_chains, p=self.stationary / self.stationary.sum())
     out = np.empty((n_chains, steps), np.int32)
     u = rng.random((steps, n_chains))
-    rows = np.arange(n_chains)
     for t in range(steps):
-      c = cdf[ctx]
-      x = (c < u[t][:, None]).sum(axis=1)
-      out[rows, t] = x
-      ctx = (ctx * v + x) % (v ** self.order)
+      j = (cdf[ctx] < u[t][:, None]).sum(axis=1)
+      x = sym[ctx, j]
+      out[:, t] = x
+      ctx = (ctx * v + x) % c
     pieces, lengths = [], []
     for ch in out:
       eos = np.flatnonzero(ch == self.eos_id)
       if eos.size < 2:
         continue
-      body = ch[eos[0] + 1:eos[-1] + 1]  # whole utterances only
-      pieces.append(body)
+      pieces.append(ch[eos[0] + 1:eos[-1] + 1])  # whole utterances only
       lengths.append(np.diff(eos))
     tokens = np.concatenate(pieces)
     lengths = np.concatenate(lengths).astype(np.int64)
@@ -140,17 +167,19 @@ class SyntheticDataset:
   @property
   def info(self) -> dict:
     return {"kind": "synthetic", "order": self.model.order, "n_units": self.model.n_units,
+            "support": min(self.model.support, self.model.n_units),
             "entropy_rate": self.model.entropy_rate(),
             "unigram_entropy": self.model.unigram_entropy(),
             "tokens": {k: s.n_tokens for k, s in self.splits.items()}}
 
 
-def synthetic_dataset(vocab_size: int, *, train_tokens: int, test_tokens: int, order: int = 2,
-                      concentration: float = 0.1, mean_utterance: float = 50.0, seed: int = 0,
+def synthetic_dataset(vocab_size: int, *, train_tokens: int, test_tokens: int, order: int = 1,
+                      support: int = 16, concentration: float = 0.5,
+                      mean_utterance: float = 50.0, seed: int = 0,
                       n_shards: int = 4) -> SyntheticDataset:
   """An n-gram stream with ids laid out as docs/interfaces.md (EOS = K, PAD = K+1)."""
-  model = NGramModel(n_units=vocab_size - 2, order=order, concentration=concentration,
-                     mean_utterance=mean_utterance, seed=seed)
+  model = NGramModel(n_units=vocab_size - 2, order=order, support=support,
+                     concentration=concentration, mean_utterance=mean_utterance, seed=seed)
   splits = {}
   for i, (name, n) in enumerate((("train", train_tokens), ("test", test_tokens))):
     tokens, lengths = model.sample(n, stream=i)

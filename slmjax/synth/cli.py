@@ -4,7 +4,9 @@
   slmjax-synth sblimp|swuggy|storycloze --out=ROOT [--n=N] [--voices=...] [--seed=S]
   slmjax-synth bench --out=ROOT [--n=N]      all three benchmark sets into one root
   slmjax-synth check --out=ROOT              validate a benchmark root's layout
-  slmjax-synth stories [--n=N] [--seed=S]    print built-in stories and generator statistics
+  slmjax-synth leakage --out=CORPUS_DIR --exclude=ROOT[,ROOT]   count corpus texts holding benchmark items
+  slmjax-synth stories [--n=N] [--seed=S] [--count=M]   print N built-in stories; with M, count the
+                                             distinct stories and words among stories 0..M-1
 
 --voices: comma-separated ENGINE:VOICE[:sSPEED][:pPITCH] specs (e.g. espeak:en-us+f3:s165:p62) or a
 count N of the built-in espeak-ng voices. A rerun skips every wav that already exists.
@@ -17,10 +19,10 @@ import sys
 
 from absl import app, flags
 
-from slmjax.synth import corpus, engines, layout, sblimp, stories, storycloze, swuggy
+from slmjax.synth import corpus, engines, layout, leakage, render, sblimp, stories, storycloze, swuggy
 from slmjax.synth.errors import SynthError
 
-COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "stories")
+COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "leakage", "stories")
 
 _OUT = flags.DEFINE_string("out", None, "Output folder (corpus) or benchmark root.")
 _N = flags.DEFINE_integer("n", 100, "Benchmarks: items (pairs) per split; stories: how many to print.")
@@ -31,7 +33,14 @@ _HOURS = flags.DEFINE_float("hours", 1.0, "corpus: hours of audio (0 with --text
 _TEXT = flags.DEFINE_string("text", None, "corpus: text file (plain, <|endoftext|>-separated, or JSONL).")
 _EXCLUDE = flags.DEFINE_list("exclude", [], "corpus: benchmark roots whose texts the corpus must not contain.")
 _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.01, "corpus: hashed share of utterances in split 'test'.")
+_COUNT = flags.DEFINE_integer("count", 0, "stories: count distinct stories and words among this many.")
 _SPLITS = flags.DEFINE_list("splits", ["dev", "test"], "sblimp/swuggy: splits to write.")
+
+
+def _voices() -> list[engines.Voice]:
+    voices = engines.parse_voices(_VOICES.value)
+    render.check_engines(voices)  # a missing engine or unknown voice stops here, before any work
+    return voices
 
 
 def _need_out() -> str:
@@ -41,7 +50,7 @@ def _need_out() -> str:
 
 
 def _bench(cmd: str) -> dict:
-    root, voices = _need_out(), engines.parse_voices(_VOICES.value)
+    root, voices = _need_out(), _voices()
     if _N.value < 1:
         raise SynthError(f"--n={_N.value}: must be >= 1")
     splits = tuple(_SPLITS.value)
@@ -63,10 +72,35 @@ def _bench(cmd: str) -> dict:
 
 
 def _stories() -> dict:
+    import hashlib
+
+    from tqdm import tqdm
+
     for i in range(_N.value):
         s = stories.story(_SEED.value, i)
         print(f"[{s.topic}, {'success' if s.success else 'failure'}] {s.text}\n")
-    return {}
+    if _COUNT.value <= 0:
+        return {}
+    seen, vocab = set(), set()
+    for i in tqdm(range(_COUNT.value), desc="stories", unit="story", mininterval=1.0):
+        text = stories.story(_SEED.value, i).text
+        seen.add(hashlib.sha1(text.encode()).digest()[:12])
+        vocab.update(stories.words(text))
+    return {"seed": _SEED.value, "stories": _COUNT.value, "distinct": len(seen), "lexicon_words": len(vocab)}
+
+
+def _leakage() -> dict:
+    import os
+
+    if not _EXCLUDE.value:
+        raise SynthError("--exclude=BENCH_ROOT is required")
+    manifest = os.path.join(_need_out(), "manifest.jsonl")
+    if not os.path.isfile(manifest):
+        raise SynthError(f"{manifest} does not exist")
+    excl = leakage.load(_EXCLUDE.value)
+    rows = corpus.read_manifest(manifest)
+    leaking = [r["id"] for r in rows if excl.leaks(r["text"])]
+    return {"utterances": len(rows), "benchmark_hashes": len(excl), "leaking": len(leaking), "leaking_ids": leaking[:20]}
 
 
 def main(argv: list[str]) -> None:
@@ -75,7 +109,7 @@ def main(argv: list[str]) -> None:
     cmd = argv[1]
     try:
         if cmd == "corpus":
-            result = corpus.build(_need_out(), _HOURS.value, engines.parse_voices(_VOICES.value), _SEED.value,
+            result = corpus.build(_need_out(), _HOURS.value, _voices(), _SEED.value,
                                   _TEXT.value, _EXCLUDE.value, _WORKERS.value, _TEST_FRACTION.value)
         elif cmd == "check":
             found, problems = layout.check(_need_out())
@@ -84,6 +118,8 @@ def main(argv: list[str]) -> None:
                 print(json.dumps(result, indent=1))
                 raise SynthError(f"{_OUT.value}: {len(problems)} problems" if found else
                                  f"{_OUT.value}: no benchmark sets found")
+        elif cmd == "leakage":
+            result = _leakage()
         elif cmd == "stories":
             result = _stories()
         else:

@@ -6,6 +6,7 @@ Layout of ``OUT``::
                      path is relative to OUT; duration in seconds; split "train" or "test"
     wavs/NNN/*.wav   16 kHz mono 16-bit PCM
     corpus.json      summary: hours, counts per voice and split, text source, leakage check
+    skipped.jsonl    texts the engine could not speak: {"id", "text", "reason"}
 
 Resumable: texts, voices and file names are a pure function of the seed, so a rerun skips every wav
 that exists and continues; the manifest is written last, atomically.
@@ -49,14 +50,14 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
     source = textsrc.from_file(text) if text else textsrc.from_generator(seed)
     target = hours * 3600.0 if hours > 0 else float("inf")
     limit = max_utterances if max_utterances else None
-    records, dropped, seen_ids = [], 0, set()
+    records, dropped, seen_ids, failed = [], 0, set(), []
     total = 0.0
     t0 = time.time()
     n_workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=None if target == float("inf") else round(target), desc="corpus", unit="s audio",
                dynamic_ncols=True)
     with Renderer(workers, desc="corpus") as renderer:
-        n_taken = 0
+        n_taken = n_assigned = 0
         while total < target and (limit is None or len(records) < limit):
             batch = []
             mean = total / len(records) if records else 20.0
@@ -73,15 +74,20 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
                     raise SynthError(f"corpus text id {rec['id']!r} occurs twice")
                 seen_ids.add(rec["id"])
                 rng = random.Random(f"{seed}:{rec['id']}")
-                k = len(records) + len(batch)
+                k = n_assigned  # counts failed texts too, so that no two texts ever share a file name
+                n_assigned += 1
                 rec["voice"] = voices[k % len(voices)].varied(_np_rng(rng), SPEED_JITTER, PITCH_JITTER)
                 rec["path"] = f"wavs/{k // 1000:04d}/{k:08d}.wav"
                 batch.append(rec)
             if not batch:
                 break  # the text file is exhausted
             durations = renderer.render([Job(os.path.join(out, r["path"]), r["text"], r["voice"]) for r in batch],
-                                        bar=bar)
+                                        bar=bar, allow_failures=True)
             for rec, dur in zip(batch, durations):
+                if dur is None:  # the engine could not speak this text: recorded, not in the corpus
+                    failed.append({"id": rec["id"], "text": rec["text"][:200],
+                                   "reason": renderer.failures[os.path.join(out, rec["path"])]})
+                    continue
                 if total >= target or (limit is not None and len(records) >= limit):
                     os.remove(os.path.join(out, rec["path"]))  # rendered past the target: not part of the corpus
                     continue
@@ -92,6 +98,9 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
         new_seconds = renderer.seconds_synthesised
     bar.close()
     wall = time.time() - t0
+    if not records:
+        raise SynthError(f"corpus: nothing to write ({n_taken} texts read, {dropped} held benchmark items, "
+                         f"{len(failed)} could not be spoken)")
 
     lines = []
     for r in records:
@@ -101,6 +110,7 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
             row["topic"] = r["topic"]
         lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(os.path.join(out, "manifest.jsonl"), "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(out, "skipped.jsonl"), "".join(json.dumps(f) + "\n" for f in failed))
     base_voice = {r["voice"].spec: _base(r["voice"], voices) for r in records}
     summary = {
         "utterances": len(records), "hours": round(total / 3600, 4),
@@ -110,7 +120,7 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
         "voices": [v.spec for v in voices], "speed_jitter": SPEED_JITTER, "pitch_jitter": PITCH_JITTER,
         "leakage": {"exclude": [os.path.abspath(e) for e in exclude], "benchmark_hashes": len(excl),
                     "texts_dropped": dropped, "texts_considered": n_taken},
-        "synthesised_now": renderer.synthesised, "already_there": skipped_existing,
+        "skipped_texts": len(failed), "synthesised_now": renderer.synthesised, "already_there": skipped_existing,
         "wall_seconds": round(wall, 2), "workers": n_workers,
         # speed of this run's synthesis (files already there excluded): audio seconds per wall second
         "realtime_factor": round(new_seconds / max(wall, 1e-9), 1),

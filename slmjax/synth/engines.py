@@ -2,13 +2,15 @@
 
 A voice spec is ``ENGINE:VOICE[:sSPEED][:pPITCH]``, e.g. ``espeak:en-us+f3:s165:p60``:
 ENGINE is ``espeak``, ``flite`` or ``festival``; VOICE is the engine's own voice name; SPEED is in
-words per minute (espeak scale, 175 = normal) and PITCH is 0-99 (50 = the voice's own). Every engine
+words per minute (espeak scale, 175 = normal) and PITCH is 0-99 (50 = the voice's own; festival
+ignores it). Every engine
 turns (text, voice) into a float32 waveform; :func:`synthesize` resamples it to 16 kHz mono.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import shutil
@@ -126,6 +128,59 @@ def _run(cmd: list[str], text: str) -> bytes:
     return proc.stdout
 
 
+@functools.lru_cache(maxsize=None)
+def _espeak_names(exe: str, which: str) -> frozenset[str]:
+    """Voice (or variant) names espeak-ng knows: languages, voice names and file names, lower case."""
+    out = subprocess.run([exe, f"--voices{which}"], capture_output=True, text=True).stdout.splitlines()[1:]
+    names = set()
+    for line in out:
+        cols = line.split()
+        if len(cols) >= 5:
+            names.update(c.lower() for c in (cols[1], cols[3], cols[4], cols[4].split("/")[-1]))
+    return frozenset(names)
+
+
+def check_espeak_voice(name: str) -> None:
+    """espeak-ng silently falls back to its default voice for an unknown name: refuse it instead."""
+    exe = require_engine("espeak")
+    base, _, variant = name.partition("+")
+    if base.lower() not in _espeak_names(exe, ""):
+        raise SynthError(f"espeak-ng has no voice {base!r} (see `espeak-ng --voices`)")
+    if variant and variant.lower() not in _espeak_names(exe, "=variant"):
+        raise SynthError(f"espeak-ng has no variant {variant!r} (see `espeak-ng --voices=variant`)")
+
+
+@functools.lru_cache(maxsize=None)
+def _festival_names(exe: str) -> frozenset[str]:
+    festival = os.path.join(os.path.dirname(exe), "festival")
+    try:
+        out = subprocess.run([festival, "-b", "(print (voice.list))"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()  # cannot list: let text2wave report the problem
+    return frozenset(out.strip().strip("()").split())
+
+
+@functools.lru_cache(maxsize=None)
+def _flite_names(exe: str) -> frozenset[str]:
+    out = subprocess.run([exe, "-lv"], capture_output=True, text=True).stdout
+    return frozenset(out.partition(":")[2].split())
+
+
+def check_voice(voice: Voice) -> None:
+    """Refuse a voice name the engine does not know (espeak-ng and flite silently fall back to a default)."""
+    if voice.engine == "espeak":
+        check_espeak_voice(voice.name)
+    elif voice.engine == "flite":
+        names = _flite_names(require_engine("flite"))
+        if voice.name not in names and not os.path.isfile(voice.name):
+            raise SynthError(f"flite has no voice {voice.name!r} (known: {' '.join(sorted(names))}, or a .flitevox path)")
+    else:
+        names = _festival_names(require_engine("festival"))
+        if names and voice.name not in names:
+            raise SynthError(f"festival has no voice {voice.name!r} (known: {' '.join(sorted(names))})")
+
+
 def _espeak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
     out = _run([require_engine("espeak"), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch),
                 "--stdout", "--stdin"], text)
@@ -166,6 +221,7 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     """Speak ``text`` with ``voice``: float32 mono at 16 kHz, leading/trailing silence trimmed."""
     if not text.strip():
         raise SynthError("cannot synthesise an empty text")
+    check_voice(voice)
     wave, sr = ENGINES[voice.engine](voice, text)
     if sr != SAMPLE_RATE:
         import soxr  # a librosa dependency; much faster than a polyphase filter at this ratio

@@ -46,11 +46,15 @@ def existing_duration(path: str) -> float | None:
     return info.frames / info.samplerate
 
 
-def _render_one(job: Job) -> tuple[str, float, bool]:
+def _render_one(job: Job) -> tuple[str, float | str, bool]:
+    """(path, seconds, synthesised now); seconds is the error message when the engine failed."""
     done = existing_duration(job.path)
     if done is not None:
         return job.path, done, False
-    wave = engines.synthesize(job.text, job.voice)
+    try:
+        wave = engines.synthesize(job.text, job.voice)
+    except SynthError as e:
+        return job.path, str(e), False
     os.makedirs(os.path.dirname(job.path), exist_ok=True)
     atomic_write_bytes(job.path, engines.encode_wav(wave))
     return job.path, len(wave) / engines.SAMPLE_RATE, True
@@ -58,15 +62,20 @@ def _render_one(job: Job) -> tuple[str, float, bool]:
 
 def check_engines(voices: Iterable[engines.Voice]) -> None:
     """Fail early, with the install command, when a voice's engine is missing."""
+    voices = list(voices)
     for engine in sorted({v.engine for v in voices}):
         engines.require_engine(engine)
+    for voice in {(v.engine, v.name): v for v in voices}.values():
+        engines.check_voice(voice)
 
 
 class Renderer:
     """A pool of worker processes that render Jobs; use as a context manager.
 
     ``render(jobs)`` returns the duration in seconds of every job's wav, in order; files that
-    already exist are not synthesised again (a rerun resumes).
+    already exist are not synthesised again (a rerun resumes). A text the engine cannot speak stops the
+    run with its message, or, with ``render(jobs, allow_failures=True)``, gets None and its message in
+    ``self.failures`` (path -> reason).
     """
 
     def __init__(self, workers: int | None = None, desc: str = "synth"):
@@ -77,6 +86,7 @@ class Renderer:
         self.skipped = 0
         self.seconds = 0.0
         self.seconds_synthesised = 0.0
+        self.failures: dict[str, str] = {}
 
     def __enter__(self) -> "Renderer":
         if self.workers > 1:
@@ -89,7 +99,7 @@ class Renderer:
             self._pool.join()
             self._pool = None
 
-    def render(self, jobs: Sequence[Job], bar: tqdm | None = None) -> list[float]:
+    def render(self, jobs: Sequence[Job], bar: tqdm | None = None, allow_failures: bool = False) -> list[float | None]:
         check_engines(j.voice for j in jobs)
         own_bar = bar is None
         if own_bar:
@@ -102,6 +112,13 @@ class Renderer:
                    else map(_render_one, jobs))
         try:
             for path, seconds, made in results:
+                if isinstance(seconds, str):
+                    if not allow_failures:
+                        raise SynthError(f"{path}: {seconds}")
+                    self.failures[path] = seconds
+                    durations[index[path]] = None
+                    bar.update(1 if own_bar else 0)
+                    continue
                 durations[index[path]] = seconds
                 self.synthesised += made
                 self.skipped += not made

@@ -12,6 +12,7 @@ import random
 from slmjax.synth import benchio, engines, leakage
 from slmjax.synth import lexicon as L
 from slmjax.synth.errors import SynthError
+from slmjax.synth.stories import _a
 
 TYPES = ("anaphor_agreement", "argument_structure", "binding", "control_raising",
          "determiner_noun_agreement", "ellipsis", "filler_gap_dependency", "irregular_forms",
@@ -36,7 +37,8 @@ IRREGULAR_VERBS = (("ate", "eaten"), ("saw", "seen"), ("took", "taken"), ("broke
 SEEN = (("seen", "saw"), ("found", "found"), ("liked", "liked"), ("eaten", "ate"), ("taken", "took"))
 ADJS = ("happy", "hungry", "sleepy", "tired", "angry", "quiet", "brave")
 COLORS = ("red", "blue", "green", "yellow", "big", "small", "old", "new")
-PLACES = tuple(sorted({t.places[0] for t in L.TOPICS if " " not in t.places[0]}))
+PLACES = ("beach", "farm", "garden", "park", "school", "castle", "river", "lake", "station", "market", "zoo",
+          "library")
 ADVS = ("every day", "in the morning", "at night", "after lunch", "near the house", "in the garden")
 NUMS = (("two", "three"), ("three", "four"), ("four", "five"), ("two", "five"), ("three", "six"))
 
@@ -133,9 +135,9 @@ def argument_structure(rng):
 def quantifiers(rng):
     n, place = rng.choice(ANIMALS), rng.choice(PLACES)
     if rng.random() < 0.5:
-        q = rng.choice(("a", "one"))
+        some = _a(n) if rng.random() < 0.5 else f"one {n}"
         bad = rng.choice(("every", "each"))
-        return "existential_there", f"There was {q} {n} at the {place}.", f"There was {bad} {n} at the {place}."
+        return "existential_there", f"There was {some} at the {place}.", f"There was {bad} {n} at the {place}."
     obj, num = rng.choice(THINGS), rng.choice(("two", "three", "four", "five"))
     who = rng.choice(tuple(p[0] for p in PEOPLE))
     return ("superlative", f"No {who} found more than {num} {L.plural(obj)}.",
@@ -147,16 +149,16 @@ def npi_licensing(rng):
     thing = rng.choice(THINGS + ANIMALS)
     if rng.random() < 0.5:
         name = _name(rng)
-        return "sentential_negation", f"{name} has not ever {part} a {thing}.", f"{name} has really ever {part} a {thing}."
+        return "sentential_negation", f"{name} has not ever {part} {_a(thing)}.", f"{name} has probably ever {part} {_a(thing)}."
     who = L.plural(rng.choice(ANIMALS))
-    return "negative_quantifier_licensor", f"No {who} have ever {part} a {thing}.", f"The {who} have ever {part} a {thing}."
+    return "negative_quantifier_licensor", f"No {who} have ever {part} {_a(thing)}.", f"The {who} have ever {part} {_a(thing)}."
 
 
 def control_raising(rng):
     n, place = rng.choice(ANIMALS), rng.choice(PLACES)
     raise_v, ctrl_v = rng.choice(("seemed", "appeared", "happened")), rng.choice(("tried", "wanted", "hoped"))
-    return ("existential_there_subject_raising", f"There {raise_v} to be a {n} at the {place}.",
-            f"There {ctrl_v} to be a {n} at the {place}.")
+    return ("existential_there_subject_raising", f"There {raise_v} to be {_a(n)} at the {place}.",
+            f"There {ctrl_v} to be {_a(n)} at the {place}.")
 
 
 def ellipsis(rng):

@@ -13,6 +13,7 @@ spelled like any of its ~100k words either.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import random
 import re
@@ -74,6 +75,7 @@ def _candidates(word: str, inventory: dict, rng: random.Random, k: int) -> list[
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def vocabulary() -> tuple[dict[str, int], list[str]]:
     """(in-vocabulary words with their story frequency, out-of-vocabulary words), names excluded."""
     counts = stories.word_counts(FREQ_SEED, FREQ_STORIES)
@@ -83,6 +85,12 @@ def vocabulary() -> tuple[dict[str, int], list[str]]:
     return inv, oov
 
 
+@functools.lru_cache(maxsize=1)
+def _pronunciations(words: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    return dict(zip(words, phonemes.phonemize(list(words))))
+
+
+@functools.lru_cache(maxsize=1)
 def system_words() -> tuple[set[str], str | None]:
     """Lower-cased words of the first system word list found, and its path (empty, None when none)."""
     for path in WORD_LISTS:
@@ -100,7 +108,7 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
         raise SynthError(f"swuggy: --n={n} needs {n_inv * len(splits)} in-vocabulary and {n_oov * len(splits)} "
                          f"other words; the lexicon has {len(inv)} and {len(oov)} (max --n={2 * len(oov) // len(splits)})")
     real = sorted(set(inv) | set(oov))
-    real_phones = dict(zip(real, phonemes.phonemize(real)))
+    real_phones = _pronunciations(tuple(real))
     pron_set = set(real_phones.values())
     bigrams = {b for ph in pron_set for b in zip(("#",) + ph, ph + ("#",))}
     inventory: dict = collections.defaultdict(collections.Counter)

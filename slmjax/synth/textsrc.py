@@ -22,13 +22,27 @@ def from_generator(seed: int) -> Iterator[dict]:
 
 
 def from_file(path: str) -> Iterator[dict]:
-    """Texts of a file: JSONL (a ``text`` or ``story`` field, optional ``id``), or plain text in which
-    stories are separated by ``<|endoftext|>`` (TinyStories' own .txt files) or by blank lines."""
+    """Texts of a file: JSONL (a ``text`` or ``story`` field, optional ``id``), a JSON array of such objects
+    (TinyStories' .json shards), or plain text in which stories are separated by ``<|endoftext|>``
+    (TinyStories' .txt files) or by blank lines."""
     if not os.path.isfile(path):
         raise SynthError(f"--text: {path} does not exist")
     stem = os.path.splitext(os.path.basename(path))[0]
     with open(path, encoding="utf-8") as f:
         head = f.read(4096)
+    if head.lstrip().startswith("["):
+        try:
+            with open(path, encoding="utf-8") as f:
+                records = json.load(f)
+        except json.JSONDecodeError as e:
+            raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        for n, rec in enumerate(records):
+            text = rec.get("text", rec.get("story")) if isinstance(rec, dict) else None
+            if not isinstance(text, str):
+                raise SynthError(f"{path}: item {n} has no 'text' (or 'story') string field")
+            if text.strip():
+                yield {"id": str(rec.get("id", f"{stem}-{n:08d}")), "text": " ".join(text.split())}
+        return
     if path.endswith((".jsonl", ".json")) or head.lstrip().startswith("{"):
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):

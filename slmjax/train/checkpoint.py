@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 
 import grain
@@ -20,6 +21,11 @@ import orbax.checkpoint as ocp
 from slmjax.train.run_files import RunError, read_json
 
 log = logging.getLogger(__name__)
+
+
+def _warn(msg: str) -> None:
+  log.warning(msg)
+  print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -46,6 +52,7 @@ class RunCheckpoints:
         max_to_keep=max(1, int(ckpt_cfg.get("keep", 3))),
         keep_period=keep_every or None,
         enable_async_checkpointing=bool(ckpt_cfg.get("async_save", True)),
+        cleanup_tmp_directories=True,  # leftovers of a save cut short by a kill
         create=True)
     self.mngr = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
@@ -63,18 +70,28 @@ class RunCheckpoints:
   def restore_latest(self, abstract_state, data_iter):
     """(step, state) of the newest readable checkpoint, or None when there is none.
 
-    A checkpoint that fails to restore is moved to `corrupt_checkpoints/` with a warning and the
-    previous one is tried.
+    A checkpoint whose train state fails to restore is moved to `corrupt_checkpoints/` with a
+    warning and the previous one is tried. The data iterator is restored from the same step; if
+    its saved state is unusable (e.g. the number of processes changed), it is derived from the
+    step, which gives the same batches (batch t depends only on the seed and t).
     """
     for step in reversed(self.steps()):
       try:
         out = self.mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iter)))
-        return step, out["state"]
+            state=ocp.args.StandardRestore(abstract_state)))
       except Exception as e:  # pylint: disable=broad-except
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         self._quarantine(step, reason)
+        continue
+      try:
+        self.mngr.restore(step, args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(data_iter)))
+      except Exception as e:  # pylint: disable=broad-except
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        _warn(f"data iterator state of checkpoint {step} not restored ({reason[:200]}); "
+              f"continuing from batch {step}")
+        data_iter.set_state({"next_index": step})
+      return step, out["state"]
     return None
 
   def _quarantine(self, step: int, reason: str) -> None:
@@ -82,8 +99,7 @@ class RunCheckpoints:
     dst = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
     msg = (f"checkpoint {src} is unreadable ({reason[:300]}); moved to {dst}, "
            "resuming from the previous checkpoint")
-    log.warning(msg)
-    print(f"WARNING: {msg}", flush=True)
+    _warn(msg)
     if jax.process_index() == 0 and os.path.isdir(src):
       os.makedirs(os.path.dirname(dst), exist_ok=True)
       shutil.move(src, dst)

@@ -14,12 +14,12 @@ import signal
 import threading
 import time
 
+from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from slmjax.data import DataError, build_pipeline
-from slmjax.model import count_params
 from slmjax.train import flops as flops_lib
 from slmjax.train.checkpoint import RunCheckpoints
 from slmjax.train.mesh import make_mesh
@@ -28,7 +28,7 @@ from slmjax.train.run_files import RunError, claim_workdir, update_run_json
 from slmjax.train.sharding import make_global_batch
 from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
                                make_train_step)
-from slmjax.train.validate import ConfigError, model_config, total_steps, validate
+from slmjax.train.validate import ConfigError, model_config, run_plan, validate
 
 # Errors that mean bad input (config, data, workdir) or a diverged run: report their one-line
 # message, not a traceback.
@@ -95,6 +95,8 @@ def train(config, workdir: str) -> dict:
   file of an existing run is changed.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  if absl_logging.get_verbosity() >= absl_logging.INFO:
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   validate(config, jax.device_count())
   primary = jax.process_index() == 0
   pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
@@ -102,11 +104,8 @@ def train(config, workdir: str) -> dict:
     claim_workdir(workdir, config)
   mesh = make_mesh(config.mesh)
   model_cfg = model_config(config)
-  steps, batch = total_steps(config), int(config.train.batch_size)
-  seq_len = int(config.data.seq_len)
-  batch_tokens = batch * seq_len
-  fpt = flops_lib.flops_per_token(model_cfg, seq_len)
-  n_params, n_nonemb = count_params(model_cfg)
+  plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
+  steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
 
   ckpts = RunCheckpoints(workdir, config.checkpoint)
   data_iter = pipeline.train_iter()
@@ -115,14 +114,11 @@ def train(config, workdir: str) -> dict:
     start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
   else:
     start, state = restored
-  planned = steps * batch_tokens
   unique = pipeline.unique_tokens
-  run = dict(run_id=os.path.basename(workdir), n_params=n_params, n_params_nonemb=n_nonemb,
-             flops_per_token=fpt, tokens=planned, steps=steps, batch_tokens=batch_tokens,
-             unique_tokens=unique, epochs=planned / unique,
-             epochs_by_dataset=pipeline.epochs(steps), data=pipeline.info(),
-             mesh={k: int(v) for k, v in mesh.shape.items()}, devices=jax.device_count(),
-             processes=jax.process_count(), resumed_from=start or None)
+  run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
+             epochs=plan["tokens"] / unique, epochs_by_dataset=pipeline.epochs(steps),
+             data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
+             resumed_from=start or None)
   if primary:
     update_run_json(workdir, **run, status="running")
   if start >= steps:

@@ -102,7 +102,8 @@ def problems(config, n_devices: int | None = None) -> list[str]:
         if cfg.ffn_dim % axes["tensor"]:
             out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size {cfg.ffn_dim}")
         shards = axes["data"] * axes["fsdp"]
-        if t.micro_batches > 0 and t.batch_size > 0 and (t.batch_size // t.micro_batches) % shards:
+        if t.micro_batches > 0 and t.batch_size > 0 and t.batch_size % t.micro_batches == 0 \
+                and (t.batch_size // t.micro_batches) % shards:
             out.append(f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} "
                        f"is not divisible by the {shards} batch shards (mesh.data * mesh.fsdp)")
     return out
@@ -113,11 +114,14 @@ def _data_run_problems(config) -> list[str]:
     out, d, t, ck = [], config.data, config.train, config.checkpoint
     sy = d.get("synthetic")
     if d.kind == "synthetic" and sy is not None:
-        for name in ("train_tokens", "test_tokens", "mean_utterance", "concentration"):
+        for name in ("train_tokens", "test_tokens", "mean_utterance", "concentration",
+                     "support"):
             if not sy.get(name, 1) > 0:
                 out.append(f"data.synthetic.{name}={sy[name]} must be positive")
         if not 1 <= sy.get("order", 1) <= 3:
             out.append(f"data.synthetic.order={sy.order} must be 1, 2 or 3")
+    if not 0 < d.get("holdout", 0.01) < 1:
+        out.append(f"data.holdout={d.holdout} must be in (0, 1)")
     if d.get("num_threads", 0) < 0 or d.get("prefetch", 0) < 0:
         out.append("data.num_threads and data.prefetch must be >= 0")
     if d.weights and d.kind == "units":
@@ -147,3 +151,28 @@ def validate(config, n_devices: int | None = None) -> None:
     found = problems(config, n_devices)
     if found:
         raise ConfigError("\n".join(found))
+
+
+def run_plan(config, n_devices: int) -> dict:
+    """What a run will do: sizes, FLOPs per token, steps, tokens, mesh (the --dry_run JSON)."""
+    from slmjax.model import count_params
+    from slmjax.train.flops import flops_per_token
+    from slmjax.train.optim import warmup_steps
+
+    cfg = model_config(config)
+    total, nonemb = count_params(cfg)
+    steps = total_steps(config)
+    return {
+        "size": config.model.get("size", ""),
+        "n_params": total,
+        "n_params_nonemb": nonemb,
+        "flops_per_token": flops_per_token(cfg, int(config.data.seq_len)),
+        "steps": steps,
+        "warmup_steps": warmup_steps(config, steps),
+        "tokens": steps * batch_tokens(config),
+        "batch_tokens": batch_tokens(config),
+        "batch_size": int(config.train.batch_size),
+        "micro_batches": int(config.train.micro_batches),
+        "seq_len": int(config.data.seq_len),
+        "mesh": mesh_shape(config, n_devices),
+    }

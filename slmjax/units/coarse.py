@@ -39,10 +39,13 @@ def train_coarse(sequences, k: int, vocab_size: int, model_type: str = "unigram"
     texts = [units_to_text(s) for s in sequences if len(s)]
     if not texts:
         raise UnitsError("no unit sequences to train coarse tokens on")
+    # every unit as a one-character sentence: units absent from the sample still get a piece
+    # (required_chars alone does not add characters the corpus lacks), with no cross-unit bias
+    texts += [units_to_text([u]) for u in range(k)]
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type=model_type,
-        character_coverage=1.0, required_chars=units_to_text(range(k)), add_dummy_prefix=False,
+        character_coverage=1.0, add_dummy_prefix=False,
         normalization_rule_name="identity", remove_extra_whitespaces=False, split_by_whitespace=False,
         max_sentence_length=1 << 24, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, hard_vocab_limit=False,
         num_threads=1, minloglevel=2,

@@ -48,9 +48,8 @@ def encode_from_flags(FLAGS, merge_only: bool = False):
     tok = load_tokenizer(FLAGS.tokenizer)
     utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
     if merge_only:
-        from slmjax.units.writer import plan_shards as plan
-
-        manifest = merge(FLAGS.out, plan(utts, FLAGS.shard_utterances), tok, synthetic=FLAGS.synthetic, durations=FLAGS.durations)
+        manifest = merge(FLAGS.out, plan_shards(utts, FLAGS.shard_utterances), tok, synthetic=FLAGS.synthetic,
+                         durations=FLAGS.durations)
     else:
         manifest = encode_dataset(tok, utts, FLAGS.out, FLAGS.num_workers, FLAGS.worker_index, FLAGS.shard_utterances,
                                   FLAGS.min_seconds, FLAGS.synthetic, FLAGS.durations)

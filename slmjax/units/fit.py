@@ -12,17 +12,19 @@ from slmjax.units.audio import BadAudio, check_wave
 from slmjax.units.errors import UnitsError
 from slmjax.units.kmeans import assign, fit_kmeans, import_sklearn
 from slmjax.units.sources import list_utterances
-from slmjax.units.tokenizer import save_tokenizer
+from slmjax.units.tokenizer import one_blas_thread, save_tokenizer
 
 
-def read_features(features, utts, max_seconds: float, seed: int, progress: bool = True) -> list[np.ndarray]:
-    """Features of a seeded random subset of ``utts`` (train split) up to ``max_seconds`` of audio."""
+def read_features(features, utts, max_seconds: float, seed: int, progress: bool = True,
+                  max_frames: int | None = None) -> list[np.ndarray]:
+    """Features of a seeded random subset of ``utts`` (train split), up to ``max_seconds`` of audio
+    and ``max_frames`` frames (bounds memory: 1M HuBERT-base frames are 3 GB)."""
     train = [u for u in utts if u.split == "train"] or utts
     order = np.random.default_rng(seed).permutation(len(train))
-    feats, seconds, t0 = [], 0.0, time.perf_counter()
+    feats, seconds, frames, t0 = [], 0.0, 0, time.perf_counter()
     bar = tqdm(total=len(train), desc="fit: features", unit="file", disable=not progress)
     for i in order:
-        if seconds >= max_seconds:
+        if seconds >= max_seconds or (max_frames and frames >= max_frames):
             break
         bar.update(1)
         try:
@@ -30,7 +32,9 @@ def read_features(features, utts, max_seconds: float, seed: int, progress: bool 
             check_wave(wave, features.min_samples)
         except BadAudio:
             continue
-        feats.append(features(wave))
+        with one_blas_thread():
+            feats.append(features(wave))
+        frames += len(feats[-1])
         seconds += wave.size / 16000
         bar.set_postfix(rtf=f"{seconds / max(time.perf_counter() - t0, 1e-9):.0f}x")
     bar.close()
@@ -43,7 +47,9 @@ def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str =
                   batch_size: int = 10000, max_frames: int = 1_000_000, fit_hours: float = 10.0,
                   kmeans_file: str | None = None, coarse: str = "none", coarse_vocab: int = 5000, progress: bool = True):
     """Fit (or import) centroids and optional coarse tokens; write and return the tokenizer."""
-    feats = read_features(features, utts, fit_hours * 3600, seed, progress)
+    # imported centroids need audio only to train coarse tokens
+    need_audio = not kmeans_file or coarse != "none"
+    feats = read_features(features, utts, fit_hours * 3600, seed, progress, max_frames) if need_audio else []
     if kmeans_file:
         cents = import_sklearn(kmeans_file)
         header = {"imported_from": kmeans_file}

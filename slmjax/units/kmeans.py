@@ -7,6 +7,7 @@ varying lengths, so a jitted assignment would recompile for each).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,8 +27,10 @@ def _sq_dists(x, c):
 
 @partial(jax.jit, static_argnums=(2,))
 def _kmeans_pp(x, key, k):
-    """k-means++ seeding: first centre uniform, each next one drawn with probability ~ D^2."""
+    """Greedy k-means++ seeding (as scikit-learn): first centre uniform; then 2 + log(k) candidates
+    drawn with probability ~ D^2, keeping the one that lowers the potential most."""
     n = x.shape[0]
+    n_local = 2 + int(np.log(k))
     key, sub = jax.random.split(key)
     first = x[jax.random.randint(sub, (), 0, n)]
     cents = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
@@ -36,9 +39,11 @@ def _kmeans_pp(x, key, k):
     def body(i, carry):
         cents, d2, key = carry
         key, sub = jax.random.split(key)
-        idx = jax.random.categorical(sub, jnp.log(jnp.maximum(d2, 1e-30)))
-        c = x[idx]
-        return cents.at[i].set(c), jnp.minimum(d2, jnp.sum((x - c) ** 2, 1)), key
+        idx = jax.random.categorical(sub, jnp.log(jnp.maximum(d2, 1e-30)), shape=(n_local,))
+        cand = x[idx]
+        new_d2 = jnp.minimum(d2[None, :], jnp.maximum(_sq_dists(cand, x), 0.0))  # [n_local, n]
+        best = jnp.argmin(new_d2.sum(1))
+        return cents.at[i].set(cand[best]), new_d2[best], key
 
     cents, _, _ = jax.lax.fori_loop(1, k, body, (cents, d2, key))
     return cents
@@ -53,6 +58,7 @@ def _local_stats(x, w, c):
     return sums, counts, jnp.sum(w * dmin)
 
 
+@functools.lru_cache(maxsize=4)
 def _make_stats_fn(mesh):
     def f(x, w, c):
         s, n, inertia = _local_stats(x, w, c)

@@ -8,6 +8,7 @@ checkpoint or PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -21,6 +22,20 @@ from slmjax.units.features import build_features
 from slmjax.units.kmeans import assign, centroids_sha256
 
 FORMAT_VERSION = 1
+_BLAS = []
+
+
+def one_blas_thread():
+    """Context limiting BLAS to one thread: per-utterance matmuls are small, and OpenBLAS threads
+    spinning on a shared machine made the MFCC path 14x slower."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    return contextlib.nullcontext() if _BLAS[0] is None else _BLAS[0].limit(limits=1, user_api="blas")
 
 
 class Tokenizer:
@@ -45,8 +60,9 @@ class Tokenizer:
 
     def frame_units(self, wave: np.ndarray) -> np.ndarray:
         """Uncollapsed nearest-centroid unit per feature frame."""
-        feats = self.features(wave)
-        return assign(feats, self.centroids, self._cents_sq)
+        with one_blas_thread():
+            feats = self.features(wave)
+            return assign(feats, self.centroids, self._cents_sq)
 
     def encode_units(self, wave, return_durations: bool = False):
         """Collapsed units 0..K-1 (no coarse tokens, no EOS); durations in frames if asked."""

@@ -1,0 +1,78 @@
+"""`slmjax-train`: train one model, or (--dry_run) print what the run would be and stop.
+
+    slmjax-train --config=configs/train.py:s20m --workdir=runs/s20m [--config.train.steps=100]
+    slmjax-train --config=configs/train.py:s85m --dry_run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training config file, e.g. configs/train.py:s20m (sizes: s20m s85m s155m "
+    "s309m s823m tiny). Override fields with --config.train.steps=100 etc.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, config).")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate the config, print the run plan as one "
+                             "JSON line (params, FLOPs/token, steps, tokens, mesh) and train nothing.")
+
+
+def _fail(message: str) -> None:
+    for line in message.splitlines():
+        print(f"slmjax-train: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    if config is None:
+        _fail("--config is required, e.g. --config=configs/train.py:s20m")
+    import jax
+
+    from slmjax.train.validate import ConfigError, run_plan, validate
+
+    n_devices = jax.device_count()
+    try:
+        validate(config, n_devices)
+    except ConfigError as e:
+        _fail(str(e))
+    plan = run_plan(config, n_devices)
+    if _DRY_RUN.value:
+        print(f"model {plan['size']}: {plan['n_params']:,} params ({plan['n_params_nonemb']:,} "
+              f"non-embedding); {plan['steps']:,} steps x {plan['batch_tokens']:,} tokens = "
+              f"{plan['tokens']:,} tokens on mesh {plan['mesh']} ({jax.default_backend()})")
+        print(json.dumps(plan))
+        return
+    if not _WORKDIR.value:
+        _fail("--workdir is required to train (or pass --dry_run)")
+    from slmjax.train.loop import train  # the training loop (data, checkpoints, metrics)
+
+    train(config, _WORKDIR.value)
+
+
+def _parse_flags(argv):
+    """Flag errors (a bad --config file or size included) as one line, without a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        last = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()][-1]
+        _fail(last.split(": ", 1)[1] if last.startswith(("ValueError", "KeyError")) else last)
+    except (AttributeError, KeyError) as e:  # --config.a.b=v naming a field that does not exist
+        key = str(e).strip("\"' ")
+        named = [a.split("=")[0][2:] for a in argv if a.startswith("--config.")]
+        hits = [n for n in named if n.split(".")[-1] == key] or named
+        _fail(f"unknown config field {', '.join(hits)} (no field {key!r})")
+
+
+def run() -> None:
+    """Console entry point."""
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,124 @@
+"""HuBERT features for the tokenizer: one chosen layer, chunks of at most ``chunk_seconds``.
+
+Each chunk is zero-padded to a multiple of ``bucket_seconds`` so compiled code is reused across
+lengths; the encoder masks the padding, so features equal an unpadded run. Weights are kept in the
+tokenizer directory as ``hubert.safetensors`` (our parameter names, config in the metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from slmjax.units.errors import UnitsError
+from slmjax.units.hubert import HubertConfig, HubertEncoder
+
+WEIGHTS_FILE = "hubert.safetensors"
+
+
+@functools.lru_cache(maxsize=8)
+def _runner(graphdef, layer: int):
+    """One jitted encoder per architecture and layer, shared by every instance (compiles once)."""
+
+    @jax.jit
+    def run(state, wave, n_valid):
+        hidden, _, _ = nnx.merge(graphdef, state)(wave, n_valid, num_layers=layer)
+        return hidden[layer]
+
+    return run
+
+
+class HubertFeatures:
+    """``__call__(wave) -> float32 [frames, hidden]`` from HF ``hidden_states[layer]``."""
+
+    kind = "hubert"
+
+    def __init__(self, model: HubertEncoder, layer: int, chunk_seconds: float = 30.0, bucket_seconds: float = 1.0,
+                 weights_sha256: str | None = None):
+        cfg = model.cfg
+        if not 0 <= layer <= cfg.num_hidden_layers:
+            raise UnitsError(f"--hubert_layer must be in [0, {cfg.num_hidden_layers}], got {layer}")
+        self.cfg, self.layer = cfg, layer
+        self.chunk_samples = int(chunk_seconds * 16000)
+        self.bucket_samples = max(int(bucket_seconds * 16000), cfg.hop)
+        self.frame_rate = 16000.0 / cfg.hop
+        self.min_samples = cfg.receptive_field
+        self.dim = cfg.hidden_size
+        self.weights_sha256 = weights_sha256
+        graphdef, self._state = nnx.split(model)
+        self._run = _runner(graphdef, layer)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, layer: int, chunk_seconds: float = 30.0, save_dir: str | None = None):
+        """Import HF/fairseq weights; with ``save_dir`` also store them there for the tokenizer."""
+        from slmjax.units.hubert_import import load_hubert
+
+        model = load_hubert(path)
+        sha = None
+        if save_dir is not None:
+            os.makedirs(save_dir, exist_ok=True)
+            sha = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
+        return cls(model, layer, chunk_seconds, weights_sha256=sha)
+
+    @classmethod
+    def from_saved(cls, path: str, layer: int, chunk_seconds: float = 30.0):
+        from safetensors import safe_open
+
+        from slmjax.units.hubert_import import set_params
+
+        if not os.path.exists(path):
+            raise UnitsError(f"HuBERT weights missing from the tokenizer: {path}")
+        with safe_open(path, framework="numpy") as f:
+            cfg = HubertConfig.from_dict(json.loads(f.metadata()["config"]))
+            params = {k: f.get_tensor(k) for k in f.keys()}
+            sha = f.metadata().get("sha256")
+        return cls(set_params(HubertEncoder(cfg), params), layer, chunk_seconds, weights_sha256=sha)
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        wave = np.asarray(wave, np.float32)
+        n_chunks = max(1, math.ceil(wave.size / self.chunk_samples))
+        size = math.ceil(wave.size / n_chunks)
+        feats = []
+        for c in range(n_chunks):
+            chunk = wave[c * size : (c + 1) * size]
+            if chunk.size < self.min_samples:
+                continue
+            padded = math.ceil(chunk.size / self.bucket_samples) * self.bucket_samples
+            buf = np.zeros((1, padded), np.float32)
+            buf[0, : chunk.size] = chunk
+            out = self._run(self._state, jnp.asarray(buf), jnp.asarray([chunk.size], jnp.int32))
+            feats.append(np.asarray(out[0, : self.cfg.n_frames(chunk.size)]))
+        return np.concatenate(feats) if feats else np.zeros((0, self.dim), np.float32)
+
+    def spec(self) -> dict:
+        return {"kind": "hubert", "weights": WEIGHTS_FILE, "weights_sha256": self.weights_sha256, "layer": self.layer,
+                "chunk_seconds": self.chunk_samples / 16000, "config": dataclasses.asdict(self.cfg)}
+
+    def fingerprint(self) -> str:
+        spec = {k: v for k, v in self.spec().items() if k != "weights"}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def save_weights(model: HubertEncoder, path: str) -> str:
+    """Write our parameters as safetensors (temp name, then rename); returns their sha256."""
+    from safetensors.numpy import save_file
+
+    flat = {".".join(str(p) for p in path_): np.asarray(v[...]) for path_, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(flat[k]).tobytes())
+    sha = h.hexdigest()
+    tmp = path + ".tmp"
+    save_file(flat, tmp, metadata={"config": json.dumps(dataclasses.asdict(model.cfg)), "sha256": sha})
+    os.replace(tmp, path)
+    return sha

@@ -1,0 +1,187 @@
+"""Import HuBERT weights into :class:`~slmjax.units.hubert.HubertEncoder`.
+
+Sources: a Hugging Face ``HubertModel`` directory or file (``model.safetensors`` or
+``pytorch_model.bin`` with ``config.json``) or a fairseq HuBERT checkpoint (``.pt`` with ``model`` and
+``cfg``/``args``). fairseq names are first renamed to HF names, then one table maps HF names to ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from slmjax.units.errors import UnitsError
+from slmjax.units.hubert import HubertConfig, HubertEncoder
+
+_LAYER_MAP = {
+    "attention.q_proj": "q", "attention.k_proj": "k", "attention.v_proj": "v", "attention.out_proj": "o",
+    "layer_norm": "attn_norm", "final_layer_norm": "ffn_norm",
+    "feed_forward.intermediate_dense": "ffn_in", "feed_forward.output_dense": "ffn_out",
+}
+
+
+def _np(t) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().cpu().float().numpy()
+    return np.asarray(t, np.float32)
+
+
+def hf_to_params(sd: dict, cfg: HubertConfig) -> dict:
+    """HF HubertModel state dict -> {our dotted path: array}."""
+    sd = {re.sub(r"^hubert\.", "", k): _np(v) for k, v in sd.items()}
+    out = {}
+
+    def take(name):
+        if name not in sd:
+            raise UnitsError(f"HuBERT checkpoint lacks {name}")
+        return sd[name]
+
+    for i, (c_out, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
+        p = f"feature_extractor.conv_layers.{i}"
+        w = take(f"{p}.conv.weight")  # [out, in, k]
+        out[f"convs.{i}.kernel"] = w.transpose(2, 1, 0)
+        if cfg.conv_bias:
+            out[f"convs.{i}.bias"] = take(f"{p}.conv.bias")
+        if cfg.feat_extract_norm == "layer" or i == 0:
+            out[f"convs.{i}.norm_scale"] = take(f"{p}.layer_norm.weight")
+            out[f"convs.{i}.norm_bias"] = take(f"{p}.layer_norm.bias")
+    if cfg.feat_proj_layer_norm:
+        out["proj_norm.scale"] = take("feature_projection.layer_norm.weight")
+        out["proj_norm.bias"] = take("feature_projection.layer_norm.bias")
+    out["proj.kernel"] = take("feature_projection.projection.weight").T
+    out["proj.bias"] = take("feature_projection.projection.bias")
+    pc = "encoder.pos_conv_embed.conv"
+    if f"{pc}.parametrizations.weight.original1" in sd:
+        g, v = sd[f"{pc}.parametrizations.weight.original0"], sd[f"{pc}.parametrizations.weight.original1"]
+    elif f"{pc}.weight_v" in sd:
+        g, v = sd[f"{pc}.weight_g"], sd[f"{pc}.weight_v"]
+    else:  # weight norm already folded into the weight
+        v = take(f"{pc}.weight")
+        g = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=(0, 1))).astype(np.float32)
+    out["pos_conv.weight_v"], out["pos_conv.weight_g"] = v, g.reshape(-1)
+    out["pos_conv.bias"] = take(f"{pc}.bias")
+    out["enc_norm.scale"], out["enc_norm.bias"] = take("encoder.layer_norm.weight"), take("encoder.layer_norm.bias")
+    for layer in range(cfg.num_hidden_layers):
+        for hf, ours in _LAYER_MAP.items():
+            w = take(f"encoder.layers.{layer}.{hf}.weight")
+            out[f"layers.{layer}.{ours}.{'scale' if 'norm' in ours else 'kernel'}"] = w if "norm" in ours else w.T
+            out[f"layers.{layer}.{ours}.bias"] = take(f"encoder.layers.{layer}.{hf}.bias")
+    return out
+
+
+def fairseq_to_hf(sd: dict, mode: str) -> dict:
+    """Rename a fairseq HuBERT state dict to HF HubertModel names (``mode``: default|layer_norm)."""
+    rules = [
+        (r"^feature_extractor\.conv_layers\.(\d+)\.0\.", r"feature_extractor.conv_layers.\1.conv."),
+        (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.", r"feature_extractor.conv_layers.\1.layer_norm."),
+        (r"^feature_extractor\.conv_layers\.(\d+)\.2\.", r"feature_extractor.conv_layers.\1.layer_norm."),
+        (r"^post_extract_proj\.", "feature_projection.projection."),
+        (r"^layer_norm\.", "feature_projection.layer_norm."),
+        (r"^encoder\.pos_conv\.0\.", "encoder.pos_conv_embed.conv."),
+        (r"^encoder\.layers\.(\d+)\.self_attn\.", r"encoder.layers.\1.attention."),
+        (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.", r"encoder.layers.\1.layer_norm."),
+        (r"^encoder\.layers\.(\d+)\.fc1\.", r"encoder.layers.\1.feed_forward.intermediate_dense."),
+        (r"^encoder\.layers\.(\d+)\.fc2\.", r"encoder.layers.\1.feed_forward.output_dense."),
+    ]
+    out = {}
+    for k, v in sd.items():
+        k = re.sub(r"^(w2v_encoder\.w2v_model|hubert)\.", "", k)
+        for pat, rep in rules:
+            k2 = re.sub(pat, rep, k)
+            if k2 != k:
+                k = k2
+                break
+        out[k] = v
+    return out
+
+
+def fairseq_config(model_cfg: dict) -> HubertConfig:
+    """HubertConfig from a fairseq HuBERT model config (dict or argparse namespace as dict)."""
+    layers = eval(model_cfg.get("conv_feature_layers", "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"),
+                  {"__builtins__": {}}, {})
+    return HubertConfig(
+        conv_dim=tuple(c for c, _, _ in layers), conv_kernel=tuple(k for _, k, _ in layers),
+        conv_stride=tuple(s for _, _, s in layers), conv_bias=bool(model_cfg.get("conv_bias", False)),
+        feat_extract_norm="layer" if model_cfg.get("extractor_mode", "default") == "layer_norm" else "group",
+        feat_proj_layer_norm=True, hidden_size=int(model_cfg.get("encoder_embed_dim", 768)),
+        num_hidden_layers=int(model_cfg.get("encoder_layers", 12)),
+        num_attention_heads=int(model_cfg.get("encoder_attention_heads", 12)),
+        intermediate_size=int(model_cfg.get("encoder_ffn_embed_dim", 3072)),
+        num_conv_pos_embeddings=int(model_cfg.get("conv_pos", 128)),
+        num_conv_pos_embedding_groups=int(model_cfg.get("conv_pos_groups", 16)),
+        do_stable_layer_norm=bool(model_cfg.get("layer_norm_first", False)),
+    )
+
+
+def _torch_load(path: str, trusted: bool):
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        if not trusted:
+            raise
+        return torch.load(path, map_location="cpu", weights_only=False)  # fairseq pickles its config objects
+
+
+def read_checkpoint(path: str) -> tuple[HubertConfig, dict]:
+    """(config, HF-named state dict) from an HF directory/file or a fairseq checkpoint."""
+    if not os.path.exists(path):
+        raise UnitsError(f"HuBERT checkpoint not found: {path}")
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    if os.path.isdir(path):
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if os.path.exists(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+        else:
+            raise UnitsError(f"{folder} has no model.safetensors or pytorch_model.bin")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        sd = load_file(path)
+    else:
+        try:
+            sd = _torch_load(path, trusted=True)
+        except Exception as exc:  # noqa: BLE001
+            raise UnitsError(f"cannot read HuBERT checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    if isinstance(sd, dict) and "model" in sd and ("cfg" in sd or "args" in sd):  # fairseq
+        cfg_obj = sd.get("cfg")
+        model_cfg = cfg_obj["model"] if cfg_obj is not None else vars(sd["args"])
+        model_cfg = dict(model_cfg) if not isinstance(model_cfg, dict) else model_cfg
+        cfg = fairseq_config(model_cfg)
+        mode = "layer_norm" if cfg.feat_extract_norm == "layer" else "default"
+        return cfg, fairseq_to_hf(sd["model"], mode)
+    cfg_path = os.path.join(folder, "config.json")
+    if not os.path.exists(cfg_path):
+        raise UnitsError(f"HF HuBERT checkpoint {path} needs a config.json beside it")
+    with open(cfg_path) as f:
+        hf_cfg = json.load(f)
+    if hf_cfg.get("conv_pos_batch_norm"):
+        raise UnitsError(f"{cfg_path}: conv_pos_batch_norm models are not supported")
+    return HubertConfig.from_dict(hf_cfg), sd
+
+
+def set_params(model: HubertEncoder, params: dict) -> HubertEncoder:
+    """Copy {dotted path: array} into ``model``, checking every shape."""
+    import jax.numpy as jnp
+
+    for path, arr in params.items():
+        obj = model
+        *parents, leaf = path.split(".")
+        for p in parents:
+            obj = obj[int(p)] if p.isdigit() else getattr(obj, p)
+        var = getattr(obj, leaf)
+        if tuple(var.shape) != tuple(arr.shape):
+            raise UnitsError(f"HuBERT weight {path}: checkpoint shape {arr.shape} != model shape {tuple(var.shape)}")
+        var.value = jnp.asarray(arr, jnp.float32)
+    return model
+
+
+def load_hubert(path: str) -> HubertEncoder:
+    """A HubertEncoder with weights from ``path`` (HF or fairseq)."""
+    cfg, sd = read_checkpoint(path)
+    return set_params(HubertEncoder(cfg), hf_to_params(sd, cfg))

@@ -1,0 +1,122 @@
+"""Dry run (the paper's five parameter counts), config validation messages, warm-up/cosine schedule."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from slmjax.train.optim import lr_at, make_optimizer, schedule, warmup_steps
+from slmjax.train.validate import ConfigError, validate
+from test_train_step_sharded import ROOT, load_config
+
+PAPER = {"s20m": (20_710_912, 20_453_888, 64), "s85m": (85_339_392, 84_953_856, 128),
+         "s155m": (154_680_320, 154_166_272, 256), "s309m": (308_845_568, 308_331_520, 252),
+         "s823m": (823_179_264, 822_151_168, 456)}
+
+
+def _cli(*args, devices=8):
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return subprocess.Popen([sys.executable, "-m", "slmjax.train.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_dry_run_param_counts_of_the_paper():
+    procs = {s: _cli(f"--config=configs/train.py:{s}", "--dry_run", devices=4) for s in PAPER}
+    for size, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        plan = json.loads(out.strip().splitlines()[-1])
+        total, nonemb, batch = PAPER[size]
+        assert (plan["n_params"], plan["n_params_nonemb"]) == (total, nonemb)
+        assert plan["batch_tokens"] == batch * 2050
+        assert plan["tokens"] == plan["steps"] * plan["batch_tokens"]
+        assert plan["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+        # 6N + 12 L H Q T with causal attention halved (L H Q = n_layers * dim).
+        cfgs = {"s20m": (6, 512), "s85m": (12, 768), "s155m": (12, 1024), "s309m": (24, 1024),
+                "s823m": (16, 2048)}
+        layers, dim = cfgs[size]
+        assert plan["flops_per_token"]["6n"] == 6 * total
+        assert plan["flops_per_token"]["6n_attn"] == 6 * total + 6 * layers * dim * 2050
+        assert plan["flops_per_token"]["6n_nonemb"] == 6 * nonemb
+
+
+BAD = [
+    (["--config=configs/train.py:s20m", "--config.model.n_heads=7"],
+     "model.n_heads=7 does not divide model.dim=512"),
+    (["--config=configs/train.py:s20m", "--config.mesh.fsdp=3"],
+     "does not match the 8 available devices"),
+    (["--config=configs/train.py:s309m", "--config.mesh.data=2", "--config.mesh.fsdp=4"],
+     "train.batch_size=252 / train.micro_batches=1 is not divisible by the 8 batch shards"),
+    (["--config=configs/train.py:s20m", "--config.train.micro_batches=3"],
+     "train.batch_size=64 is not divisible by train.micro_batches=3"),
+    (["--config=configs/train.py:s999m"], "unknown model size 's999m'"),
+    (["--config=configs/train.py:s20m", "--config.train.stpes=3"], "unknown config field"),
+]
+
+
+def test_cli_rejects_bad_configs_in_one_line():
+    procs = [(_cli(*args, "--dry_run"), message) for args, message in BAD]  # in parallel
+    for proc, message in procs:
+        out, err = proc.communicate(timeout=120)
+        lines = [ln for ln in err.splitlines() if ln.startswith("slmjax-train:")]
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], err
+        assert "Traceback" not in err and out == ""
+
+
+def test_validation_lists_every_problem_one_line_each():
+    c = load_config("s20m")
+    c.model.n_heads = 7
+    c.mesh.update(data=1, fsdp=1, tensor=2)
+    c.data.seq_len = 4096
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=2)
+    lines = str(e.value).splitlines()
+    assert any("n_heads=7 does not divide model.dim=512" in ln for ln in lines)
+    assert any("data.seq_len=4096" in ln for ln in lines)
+    assert any("mesh.tensor=2 does not divide model.n_heads=7" in ln for ln in lines)
+    validate(load_config("s20m"), n_devices=8)  # the defaults are valid
+    validate(load_config("tiny"), n_devices=1)
+
+
+def test_schedule_hand_computed():
+    c = load_config("s20m")
+    c.train.steps = 1001
+    assert warmup_steps(c) == 100  # max(100, 1% of 1001 = 10)
+    fn = schedule(c)
+    # k: hand-computed lr. Warm-up 0 -> 5e-4 over 100 updates, then half-cosine over updates
+    # 100..1000 (900 intervals), ending at 5e-5 on the final update (k = 1000).
+    expected = {0: 0.0, 1: 5e-6, 50: 2.5e-4, 99: 4.95e-4, 100: 5e-4,
+                325: 5e-5 + 0.5 * (1 + math.cos(math.pi * 0.25)) * 4.5e-4,
+                550: 2.75e-4, 1000: 5e-5}
+    for k, v in expected.items():
+        assert abs(float(fn(k)) - v) < 1e-10 + 1e-6 * v, k
+        assert abs(lr_at(c, k) - v) < 1e-12 + 1e-9 * v, k
+    c.train.steps = 300_000  # 1% = 3000 -> capped at the release's 1000
+    assert warmup_steps(c) == 1000
+    c.train.steps = 20_000  # 1% = 200
+    assert warmup_steps(c) == 200
+
+
+def test_adamw_update_by_hand():
+    c = load_config("tiny")
+    c.train.update(steps=11, warmup_min=0, warmup_frac=0.0)  # lr(0) = 5e-4, no warm-up
+    tx = make_optimizer(c)
+    params = {"w": jnp.full((2, 2), 2.0), "scale": jnp.full((2,), 2.0)}
+    grads = {"w": jnp.array([[3.0, -4.0], [0.0, 0.0]]), "scale": jnp.array([0.0, 0.0])}
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params)
+    # clip to global norm 1: g = (0.6, -0.8, 0, 0); Adam step 1: m_hat / sqrt(v_hat) = g / |g|
+    # (eps 1e-8 aside); decoupled weight decay 0.1 on w only.
+    lr = 5e-4
+    adam = np.array([[1.0, -1.0], [0.0, 0.0]]) * np.array([[0.6 / (0.6 + 1e-8), 0.8 / (0.8 + 1e-8)], [0, 0]])
+    np.testing.assert_allclose(updates["w"], -lr * (adam + 0.1 * 2.0), rtol=1e-6)
+    np.testing.assert_allclose(updates["scale"], 0.0, atol=0)
+    assert float(optax.global_norm(grads)) == 5.0

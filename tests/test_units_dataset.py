@@ -1,0 +1,216 @@
+"""Unit datasets: real speech, bad inputs, workers + merge, reruns, sources, and the CLI."""
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from slmjax.units import UnitsError, load_tokenizer
+from slmjax.units.encode import encode_dataset
+from slmjax.units.features import MfccFeatures
+from slmjax.units.fit import fit_tokenizer
+from slmjax.units.ids import collapse
+from slmjax.units.sources import holdout_split, list_utterances
+from slmjax.units.writer import read_dataset
+
+SPEECH = "/usr/share/pocketsphinx/test/data"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tone(seed, seconds=1.0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    f = rng.uniform(100, 900, size=3)
+    return (0.2 * sum(np.sin(2 * np.pi * fi * t * (1 + 0.3 * t)) for fi in f) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _write_good(folder, n, start=0):
+    os.makedirs(folder, exist_ok=True)
+    for i in range(start, start + n):
+        sf.write(os.path.join(folder, f"good{i:02d}.wav"), _tone(i, 0.5 + 0.1 * i), 16000)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
+    _write_good(root / "audio", 6)
+    fit_tokenizer(MfccFeatures(), list_utterances(str(root / "audio")), str(root / "tok"), k=8, progress=False)
+    return str(root / "tok")
+
+
+def _same_tree(a, b):
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b))
+    for n in names:
+        pa, pb = os.path.join(a, n), os.path.join(b, n)
+        if os.path.isdir(pa):
+            _same_tree(pa, pb)
+        else:
+            assert filecmp.cmp(pa, pb, shallow=False), n
+
+
+def test_real_speech_encodes_identically_twice(tmp_path):
+    if not os.path.isdir(SPEECH):
+        pytest.skip(f"real speech absent: install the Debian package pocketsphinx-testdata ({SPEECH})")
+    utts = list_utterances(SPEECH, holdout=0.0)
+    assert len(utts) >= 5
+    tok = fit_tokenizer(MfccFeatures(), utts, str(tmp_path / "tok"), k=50, progress=False)
+    m1 = encode_dataset(tok, utts, str(tmp_path / "a"), progress=False)
+    m2 = encode_dataset(load_tokenizer(str(tmp_path / "tok")), list_utterances(SPEECH, holdout=0.0), str(tmp_path / "b"),
+                        progress=False)
+    _same_tree(tmp_path / "a", tmp_path / "b")
+    assert m1 == m2 and m1["skipped"] == 0 and m1["splits"]["train"]["seconds"] > 30
+    assert (m1["vocab_size"], m1["eos_id"], m1["pad_id"], m1["frame_rate"]) == (52, 50, 51, 100.0)
+    seqs = read_dataset(str(tmp_path / "a"), "train")
+    assert len(seqs) == len(utts) and all(s[-1] == 50 and (s[:-1] < 50).all() for s in seqs)
+    assert all((np.diff(s[:-1]) != 0).all() for s in seqs)  # repeats collapsed
+    assert np.array_equal(seqs[0][:-1], tok.encode_file(utts[0].source))
+    units_per_second = m1["splits"]["train"]["units"] / m1["splits"]["train"]["seconds"]
+    assert 10 < units_per_second < 100  # collapsed 100 Hz frames
+
+
+def test_bad_inputs_skipped_with_reasons(tmp_path, tok_dir):
+    audio = tmp_path / "mixed"
+    _write_good(audio / "sub", 3)
+    (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x01garbage" + os.urandom(500))
+    (audio / "empty.wav").write_bytes(b"")
+    sf.write(audio / "nosamples.wav", np.zeros(0, np.float32), 16000)
+    sf.write(audio / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    sf.write(audio / "silent.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(audio / "short.wav", _tone(1, 0.01), 16000)
+    (audio / "notes.txt").write_text("not audio")
+    m = encode_dataset(load_tokenizer(tok_dir), list_utterances(str(audio), holdout=0.0), str(tmp_path / "ds"), progress=False)
+    assert m["splits"]["train"]["utterances"] == 3 and m["skipped"] == 6
+    rows = [json.loads(line) for line in open(tmp_path / "ds" / "skipped.jsonl")]
+    reasons = {os.path.basename(r["source"]): r["reason"].split(":")[0] for r in rows}
+    assert reasons == {"corrupt.wav": "unreadable", "empty.wav": "unreadable", "nosamples.wav": "empty",
+                       "nan.wav": "non-finite", "silent.wav": "silent", "short.wav": "too short"}
+
+
+def test_nothing_encoded_is_one_clear_error(tmp_path, tok_dir):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.wav").write_bytes(b"junk")
+    with pytest.raises(UnitsError, match=r"nothing could be encoded: all 1 inputs were skipped \(unreadable\)"):
+        encode_dataset(load_tokenizer(tok_dir), list_utterances(str(tmp_path / "bad")), str(tmp_path / "ds"), progress=False)
+    with pytest.raises(UnitsError, match="no audio found"):
+        list_utterances(str(tmp_path / "ds"))
+
+
+def test_two_workers_then_merge_equal_one_worker_and_rerun_skips(tmp_path, tok_dir, monkeypatch):
+    _write_good(tmp_path / "audio", 7)
+    tok = load_tokenizer(tok_dir)
+    utts = list_utterances(str(tmp_path / "audio"), holdout=0.3)
+    assert {u.split for u in utts} == {"train", "test"}
+    one = encode_dataset(tok, utts, str(tmp_path / "one"), shard_utterances=2, progress=False)
+    assert encode_dataset(tok, utts, str(tmp_path / "two"), num_workers=2, worker_index=1, shard_utterances=2,
+                          progress=False) is None  # worker 0's shards are still missing
+    assert not os.path.exists(tmp_path / "two" / "manifest.json")
+    two = encode_dataset(tok, utts, str(tmp_path / "two"), num_workers=2, worker_index=0, shard_utterances=2, progress=False)
+    assert one == two and sum(len(s["shards"]) for s in one["splits"].values()) >= 3
+    _same_tree(tmp_path / "one", tmp_path / "two")
+    import slmjax.units.encode as enc
+
+    monkeypatch.setattr(enc, "encode_shard", lambda *a, **k: pytest.fail("a complete shard was re-encoded"))
+    assert encode_dataset(tok, utts, str(tmp_path / "one"), shard_utterances=2, progress=False) == one
+    with pytest.raises(UnitsError, match="another source"):
+        encode_dataset(tok, utts[:3], str(tmp_path / "one"), shard_utterances=2, progress=False)
+
+
+def test_durations_kept_beside_units(tmp_path, tok_dir):
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    _write_good(tmp_path / "audio", 2)
+    tok = load_tokenizer(tok_dir)
+    m = encode_dataset(tok, list_utterances(str(tmp_path / "audio"), holdout=0.0), str(tmp_path / "ds"), durations=True,
+                       progress=False)
+    assert m["durations"]
+    seqs = read_dataset(str(tmp_path / "ds"), "train")
+    name = m["splits"]["train"]["shards"][0].replace(".array_record", ".durations.array_record")
+    durs = [np.frombuffer(r, "<u2") for r in ArrayRecordReader(str(tmp_path / "ds" / name)).read_all()]
+    for i, (s, d) in enumerate(zip(seqs, durs)):
+        wave = sf.read(tmp_path / "audio" / f"good{i:02d}.wav", dtype="float32")[0]
+        frames = tok.frame_units(wave)
+        assert len(d) == len(s) and d[-1] == 0 and d.sum() == len(frames)  # EOS has duration 0
+        assert np.array_equal(np.repeat(s[:-1], d[:-1]), frames)
+
+
+def test_sources_tsv_jsonl_and_hashed_holdout(tmp_path):
+    _write_good(tmp_path / "audio", 3)
+    (tmp_path / "valid.tsv").write_text(f"{tmp_path / 'audio'}\ngood00.wav\t8000\ngood01.wav\t9600\n")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"path": "audio/good02.wav", "id": "x2", "split": "test", "text": "hi"}) + "\n"
+        + json.dumps({"path": str(tmp_path / "audio" / "good00.wav"), "id": "x0"}) + "\n")
+    utts = list_utterances(f"{tmp_path / 'valid.tsv'},{tmp_path / 'm.jsonl'}", holdout=0.0)
+    assert [(u.uid, u.split) for u in utts] == [("good00", "valid"), ("good01", "valid"), ("x2", "test"), ("x0", "train")]
+    assert utts[2].load().shape == (16000 * 0.7,)
+    ids = [f"spk{i}/utt{i}" for i in range(20000)]
+    held = [holdout_split(i, 0.01) for i in ids]
+    assert held == [holdout_split(i, 0.01) for i in ids]  # stable
+    assert 0.007 < held.count("test") / len(ids) < 0.013
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
+    with pytest.raises(UnitsError, match="bad.jsonl:1: expected a JSON object with a 'path' field"):
+        list_utterances(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(UnitsError, match="tfds:NAME"):
+        list_utterances("tfds:onlyname")
+
+
+def test_tfds_source_adapter(monkeypatch):
+    """tfds:NAME:SPLIT through tfds.data_source (faked: writing a TFDS dataset needs TensorFlow)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    wave8k = (np.sin(np.arange(8000) / 5.0) * 16000).astype(np.int16)
+    calls = {}
+
+    class Audio:  # stands in for tfds.features.Audio (building that needs TensorFlow)
+        sample_rate = 8000
+
+    class Info:
+        features = {"audio": Audio(), "id": object()}
+
+    class Builder:
+        info = Info()
+
+    def data_source(name, split, data_dir, download):
+        calls.update(name=name, split=split, data_dir=data_dir, download=download)
+        return [{"audio": wave8k, "id": b"a"}, {"audio": wave8k[:4000], "id": b"b"}]
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: Builder())
+    utts = list_utterances("tfds:speech/clean:validation", data_dir="/data/tfds")
+    assert calls == {"name": "speech/clean", "split": "validation", "data_dir": "/data/tfds", "download": False}
+    assert [(u.uid, u.split) for u in utts] == [("speech/clean:validation:0", "validation"), ("speech/clean:validation:1", "validation")]
+    wave = utts[0].load()
+    assert wave.dtype == np.float32 and wave.shape == (16000,)  # int16 scaled, resampled 8 -> 16 kHz
+    assert 0.4 < np.abs(wave).max() < 0.6
+
+
+def test_cli_fit_encode_with_unigram_tokens(tmp_path):
+    _write_good(tmp_path / "audio", 6)
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    cli = [sys.executable, "-m", "slmjax.units.cli"]
+    r = subprocess.run(cli + ["fit", f"--audio={tmp_path / 'audio'}", f"--out={tmp_path / 'tok'}", "--k=12",
+                              "--coarse=unigram", "--coarse_vocab=40", "--holdout=0"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(cli + ["encode", f"--audio={tmp_path / 'audio'}", f"--out={tmp_path / 'ds'}",
+                              f"--tokenizer={tmp_path / 'tok'}", "--holdout=0"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.load(open(tmp_path / "ds" / "manifest.json"))
+    tok = load_tokenizer(str(tmp_path / "tok"))
+    p = tok.coarse.vocab_size
+    assert m["tokenizer"] == tok.identity and m["tokenizer"]["coarse"]["type"] == "unigram"
+    assert (m["vocab_size"], m["eos_id"], m["pad_id"]) == (p + 2, p, p + 1)
+    seqs = read_dataset(str(tmp_path / "ds"), "train")
+    wave = sf.read(tmp_path / "audio" / "good00.wav", dtype="float32")[0]
+    units = collapse(tok.frame_units(wave))
+    assert tok.coarse.decode(seqs[0][:-1]).tolist() == units.tolist() and seqs[0][-1] == p
+    assert m["coarse"]["compression_ratio"] == pytest.approx(m["coarse"]["units"] / m["coarse"]["tokens"], abs=1e-4)
+    assert m["coarse"]["compression_ratio"] >= 1.0  # tiny corpus; pieces over patterned units: test_units_ids
+    r = subprocess.run(cli + ["encode", f"--audio={tmp_path / 'nowhere'}", f"--out={tmp_path / 'x'}",
+                              f"--tokenizer={tmp_path / 'tok'}"], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("slmjax-units: error: audio source not found")
+    r = subprocess.run(cli + ["--help"], env=env, capture_output=True, text=True)
+    assert "--tokenizer" in r.stdout and "slmjax-units fit" in r.stdout  # absl exits 1 after --help

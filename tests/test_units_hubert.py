@@ -1,0 +1,117 @@
+"""HuBERT parity: our NNX encoder, loaded through the importer, against transformers' HubertModel."""
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.torch
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import jax.numpy as jnp  # noqa: E402
+
+from slmjax.units.hubert_import import fairseq_to_hf, hf_to_params, load_hubert, read_checkpoint  # noqa: E402
+
+SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, conv_dim=(16,) * 7,
+             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+CONFIGS = {
+    "base": dict(),  # post-norm, GroupNorm feature extractor (hubert-base layout)
+    "large": dict(do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True),  # pre-norm (hubert-large)
+    "25hz": dict(conv_dim=(16,) * 8, conv_kernel=(10, 3, 3, 3, 3, 2, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2, 2)),
+}
+
+
+def _hf_model(kind, tmp_path, safe=True):
+    torch.manual_seed(0)
+    cfg = transformers.HubertConfig(**{**SMALL, **CONFIGS[kind]})
+    model = transformers.HubertModel(cfg).eval()
+    with torch.no_grad():  # randomise norms and biases too (their init is ones/zeros)
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias") or "original0" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    if safe:
+        model.save_pretrained(tmp_path)
+    else:  # a torch-pickled state dict beside config.json
+        os.makedirs(tmp_path, exist_ok=True)
+        model.config.save_pretrained(tmp_path)
+        torch.save(model.state_dict(), os.path.join(tmp_path, "pytorch_model.bin"))
+    return model
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_every_hidden_state_matches_transformers(kind, tmp_path):
+    model = _hf_model(kind, tmp_path)
+    ours = load_hubert(str(tmp_path))
+    rng = np.random.default_rng(0)
+    n = 7000
+    wave = rng.standard_normal(n).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(wave)[None], output_hidden_states=True)
+    for pad in (0, 2600):  # exact length, and zero-padded to a bucket (masked)
+        buf = np.concatenate([wave, np.zeros(pad, np.float32)])[None]
+        hidden, last, frames = ours(jnp.asarray(buf), jnp.asarray([n]))
+        t = int(frames[0])
+        assert t == ref.last_hidden_state.shape[1]
+        assert len(hidden) == len(ref.hidden_states) == SMALL["num_hidden_layers"] + 1
+        for h, r in zip(hidden, ref.hidden_states):
+            np.testing.assert_allclose(np.asarray(h)[0, :t], r[0].numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(np.asarray(last)[0, :t], ref.last_hidden_state[0].numpy(), atol=1e-4, rtol=0)
+
+
+def test_torch_bin_and_fairseq_checkpoints(tmp_path):
+    model = _hf_model("base", tmp_path / "hf", safe=False)
+    assert os.path.exists(tmp_path / "hf" / "pytorch_model.bin")
+    cfg, sd = read_checkpoint(str(tmp_path / "hf"))
+    # a fairseq checkpoint with the same weights, names as fairseq's HuBERT (inverse of HF's converter)
+    inv = {"conv.": "0.", "layer_norm.": "2."}
+    fs = {}
+    for k, v in model.state_dict().items():
+        if k == "masked_spec_embed":
+            continue
+        k2 = k.replace("feature_projection.projection.", "post_extract_proj.").replace("feature_projection.layer_norm.", "layer_norm.")
+        k2 = k2.replace("encoder.pos_conv_embed.conv.parametrizations.weight.original0", "encoder.pos_conv.0.weight_g")
+        k2 = k2.replace("encoder.pos_conv_embed.conv.parametrizations.weight.original1", "encoder.pos_conv.0.weight_v")
+        k2 = k2.replace("encoder.pos_conv_embed.conv.", "encoder.pos_conv.0.").replace(".attention.", ".self_attn.")
+        k2 = k2.replace(".feed_forward.intermediate_dense.", ".fc1.").replace(".feed_forward.output_dense.", ".fc2.")
+        if k2.startswith("encoder.layers.") and ".layer_norm." in k2:
+            k2 = k2.replace(".layer_norm.", ".self_attn_layer_norm.")
+        if k2.startswith("feature_extractor."):
+            for a, b in inv.items():
+                k2 = k2.replace(a, b)
+        fs[k2] = v
+    fs["label_embs_concat"] = torch.zeros(3, 4)
+    model_cfg = {"conv_feature_layers": "[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2", "encoder_embed_dim": 32,
+                 "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_embed_dim": 64, "conv_pos": 16,
+                 "conv_pos_groups": 4, "layer_norm_first": False, "extractor_mode": "default", "conv_bias": False}
+    torch.save({"model": fs, "cfg": {"model": model_cfg}}, tmp_path / "hubert_fs.pt")
+    fs_cfg, fs_sd = read_checkpoint(str(tmp_path / "hubert_fs.pt"))
+    assert fs_cfg == cfg
+    a, b = hf_to_params(sd, cfg), hf_to_params(fs_sd, fs_cfg)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert fairseq_to_hf({"w2v_encoder.w2v_model.encoder.layers.0.fc1.weight": 1}, "default") == {
+        "encoder.layers.0.feed_forward.intermediate_dense.weight": 1}
+
+
+def test_features_chunked_and_saved_in_tokenizer(tmp_path):
+    from slmjax.units.fit import fit_tokenizer
+    from slmjax.units.hubert_features import HubertFeatures
+    from slmjax.units.sources import Utterance
+    from slmjax.units.tokenizer import load_tokenizer
+
+    model = _hf_model("25hz", tmp_path / "hf")
+    rng = np.random.default_rng(1)
+    wave = rng.standard_normal(16000).astype(np.float32)
+    feats = HubertFeatures.from_checkpoint(str(tmp_path / "hf"), layer=2, chunk_seconds=0.5, save_dir=str(tmp_path / "tok"))
+    out = feats(wave)
+    with torch.no_grad():  # two independent 0.5 s chunks, as the chunked encoder sees them
+        ref = np.concatenate([model(torch.from_numpy(c)[None], output_hidden_states=True).hidden_states[2][0].numpy()
+                              for c in (wave[:8000], wave[8000:])])
+    assert feats.frame_rate == 25.0 and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+    utts = [Utterance(f"u{i}", f"mem{i}", "train", load=lambda i=i: rng.standard_normal(8000 + 1000 * i).astype(np.float32))
+            for i in range(4)]
+    tok = fit_tokenizer(feats, utts, str(tmp_path / "tok"), k=4, progress=False)
+    again = load_tokenizer(str(tmp_path / "tok"))  # no PyTorch needed: weights live in the tokenizer
+    assert again.identity == tok.identity and again.identity["kind"] == "hubert" and again.frame_rate == 25.0
+    assert np.array_equal(again.encode_wave(wave), tok.encode_wave(wave))
