@@ -199,6 +199,10 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
             return Pair(p["_stem"], n["_stem"], (p["type"], p["subtype"], p["id"]), p["voice"],
                         group=p["type"], subgroup=p["subtype"])
     bench.pairs = _pair_rows(usable, key, str(gold_path), problems, make)
+    unknown = sorted({p.group for p in bench.pairs} - set(SBLIMP_TYPES)) if task == "sblimp" else []
+    if unknown:
+        problems.append(Problem("warning", str(gold_path), f"types outside the 12 of sBLIMP: "
+                                f"{unknown} (each still counts as one type in the macro mean)"))
     bench.files = {s: audio[s] for p in bench.pairs for s in (p.pos, p.neg)}
     return bench
 
