@@ -123,7 +123,6 @@ def _score_run():
     from slmjax.analysis.zeroshot.evaluate import evaluate_model
     workdir = Path(FLAGS.workdir)
     units = runs.run_units(workdir)
-    tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
     steps = _select_steps(runs.list_checkpoint_steps(workdir))
     todo = [s for s in steps if FLAGS.force or not (workdir / "zeroshot" / str(s) /
                                                      "scores.json").exists()]
@@ -132,6 +131,7 @@ def _score_run():
                      workdir / "zeroshot" / str(s) / "scores.json")
     if not todo:
         return
+    tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     encoded = _encode_all(benches, tok, tok.identity)
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
