@@ -84,5 +84,5 @@ def test_bad_inputs_are_one_line(run):
     res = _eval(run, f"--tokenizer={run / 'tok'}", "--steps=7")
     assert res.returncode == 2 and "no checkpoint for [7]" in res.stderr
     assert "Traceback" not in res.stderr
-    res = _eval(run)   # the manifest records no tokenizer_dir and none is given
+    res = _eval(run, "--force")   # the manifest records no tokenizer_dir and none is given
     assert res.returncode == 2 and "pass --tokenizer" in res.stderr

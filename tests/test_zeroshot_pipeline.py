@@ -166,6 +166,8 @@ def test_validator_names_every_problem(tmp_path):
     assert "unpaired item: no incorrect file 3_story001_incorrect" in text
     assert "oops.wav: file name is not" in text
     assert "unreadable audio" in text
+    make_syntactic(root / "syntactic" / "test", [("made_up_type", "a", "1", "v1")])
+    assert "types outside the 12 of sBLIMP: ['made_up_type']" in "\n".join(map(str, bm.validate(root)))
     assert all(p.severity in ("error", "warning") for p in problems)
 
 

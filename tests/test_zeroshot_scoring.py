@@ -89,11 +89,11 @@ def test_batch_independence(mode):
     params = tiny_attention_params(jax.random.key(1))
     rng = np.random.default_rng(2)
     target = benchmark_sequence(rng.integers(0, EOS, 21), EOS)
-    others = [benchmark_sequence(u, EOS) for u in _random_units(rng, 40, 2, 60)]
+    others = [benchmark_sequence(u, EOS) for u in _random_units(rng, 40, 9, 40)]
     alone = Scorer(tiny_attention_logits, params, max_len=64, pad_id=PAD, mode=mode,
                    tokens_per_batch=64, progress=False).score([target])
     ref = file_scores(alone, "mean")[0]
-    for tpb, shuffle_seed in ((256, 0), (1024, 1), (4096, 2)):
+    for tpb, shuffle_seed in ((256, 0), (4096, 2)):
         order = np.random.default_rng(shuffle_seed).permutation(len(others) + 1)
         seqs = [([target] + others)[i] for i in order]
         mixed = Scorer(tiny_attention_logits, params, max_len=64, pad_id=PAD, mode=mode,

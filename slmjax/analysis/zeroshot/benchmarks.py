@@ -128,8 +128,9 @@ def _read_gold(path: Path, columns: tuple, problems: list):
     return rows
 
 
-def _pair_rows(rows, key_fn, where, problems, make_pair):
-    """Join correct (1) and incorrect (0) rows on ``key_fn``; check file-order pairing agrees."""
+def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows):
+    """Join correct (1) and incorrect (0) rows on ``key_fn``; check that the file-order pairing of
+    ``all_rows`` (the whole gold.csv) agrees."""
     by_key = defaultdict(lambda: ([], []))
     for r in rows:
         by_key[key_fn(r)][0 if r["correct"] == "1" else 1].append(r)
@@ -142,13 +143,14 @@ def _pair_rows(rows, key_fn, where, problems, make_pair):
             continue
         pairs.append(make_pair(pos[0], neg[0]))
     # The official tools pair the i-th correct row with the i-th incorrect row.
-    pos_rows = [r for r in rows if r["correct"] == "1"]
-    neg_rows = [r for r in rows if r["correct"] == "0"]
+    pos_rows = [r for r in all_rows if r["correct"] == "1"]
+    neg_rows = [r for r in all_rows if r["correct"] == "0"]
     by_position = sum(1 for a, b in zip(pos_rows, neg_rows) if key_fn(a) != key_fn(b))
     if by_position or len(pos_rows) != len(neg_rows):
-        problems.append(Problem("warning", where,
-                                f"file-order pairing (used by the official scripts) disagrees with "
-                                f"the key join for {by_position} rows; slmjax joins on keys"))
+        problems.append(Problem("warning", where, f"file-order pairing (used by the official "
+                                f"scripts) disagrees with the key join ({by_position} of "
+                                f"{min(len(pos_rows), len(neg_rows))} pairs differ, {len(pos_rows)} "
+                                f"correct vs {len(neg_rows)} incorrect rows); slmjax joins on keys"))
     return pairs
 
 
@@ -198,7 +200,11 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
         def make(p, n):
             return Pair(p["_stem"], n["_stem"], (p["type"], p["subtype"], p["id"]), p["voice"],
                         group=p["type"], subgroup=p["subtype"])
-    bench.pairs = _pair_rows(usable, key, str(gold_path), problems, make)
+    bench.pairs = _pair_rows(usable, key, str(gold_path), problems, make, rows)
+    unknown = sorted({p.group for p in bench.pairs} - set(SBLIMP_TYPES)) if task == "sblimp" else []
+    if unknown:
+        problems.append(Problem("warning", str(gold_path), f"types outside the 12 of sBLIMP: "
+                                f"{unknown} (each still counts as one type in the macro mean)"))
     bench.files = {s: audio[s] for p in bench.pairs for s in (p.pos, p.neg)}
     return bench
 

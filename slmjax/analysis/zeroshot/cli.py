@@ -42,6 +42,9 @@ flags.DEFINE_enum("batching", "auto", ["auto", "bucket", "pack"], "bucket: lengt
                   "right-padded rows; pack: several files per row with segment ids; auto: the "
                   "cheaper plan for each benchmark.")
 flags.DEFINE_integer("tokens_per_batch", 65536, "Tokens per scoring batch (over all devices).")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "auto"], "Matmul compute dtype for scoring "
+                  "(default: the checkpoint's model.dtype; float32 for the closest match to a "
+                  "float32 reference).")
 
 
 def _report_problems(benches) -> list:
@@ -81,7 +84,11 @@ def _encode_all(benches, tok, identity):
 
 
 def _make_scorer(cfg, params, pad_id):
+    import dataclasses
+
     import slmjax.model
+    if FLAGS.dtype:
+        cfg = dataclasses.replace(cfg, dtype=FLAGS.dtype)
     from slmjax.analysis.zeroshot.scoring import Scorer
 
     def logits_fn(p, tokens, positions, segment_ids):
@@ -123,7 +130,6 @@ def _score_run():
     from slmjax.analysis.zeroshot.evaluate import evaluate_model
     workdir = Path(FLAGS.workdir)
     units = runs.run_units(workdir)
-    tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
     steps = _select_steps(runs.list_checkpoint_steps(workdir))
     todo = [s for s in steps if FLAGS.force or not (workdir / "zeroshot" / str(s) /
                                                      "scores.json").exists()]
@@ -132,6 +138,7 @@ def _score_run():
                      workdir / "zeroshot" / str(s) / "scores.json")
     if not todo:
         return
+    tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     encoded = _encode_all(benches, tok, tok.identity)
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
@@ -145,7 +152,8 @@ def _score_run():
         else:
             scorer.set_params(params)
         meta = {"step": int(got), "workdir": str(workdir), "source": "run checkpoint",
-                "tokenizer": tok.identity, "batching": FLAGS.batching}
+                "tokenizer": tok.identity, "batching": FLAGS.batching,
+                "compute_dtype": FLAGS.dtype or cfg.dtype}
         scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
                                 workdir / "zeroshot" / str(got), meta, test_sets)
         print(json.dumps({"step": int(got), **{k: round(v["accuracy"], 4) for k, v in
@@ -167,7 +175,8 @@ def _score_release():
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     encoded = _encode_all(benches, tok, tok.identity)
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
-            "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching}
+            "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
+            "compute_dtype": FLAGS.dtype or cfg.dtype}
     test_sets = {Path(p).name: p for p in (FLAGS.test_data or []) if p}
     scores = evaluate_model(_make_scorer(cfg, params, tok.pad_id), benches, encoded, tok.eos_id,
                             Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)
