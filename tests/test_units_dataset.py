@@ -202,6 +202,7 @@ def test_cli_fit_encode_with_unigram_tokens(tmp_path):
     tok = load_tokenizer(str(tmp_path / "tok"))
     p = tok.coarse.vocab_size
     assert m["tokenizer"] == tok.identity and m["tokenizer"]["coarse"]["type"] == "unigram"
+    assert m["tokenizer_dir"] == str((tmp_path / "tok").resolve())  # slmjax-eval finds the tokenizer here
     assert (m["vocab_size"], m["eos_id"], m["pad_id"]) == (p + 2, p, p + 1)
     seqs = read_dataset(str(tmp_path / "ds"), "train")
     wave = sf.read(tmp_path / "audio" / "good00.wav", dtype="float32")[0]

@@ -74,7 +74,7 @@ def build_stages(out: str) -> list[Stage]:
         workdirs = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(runs, "*", "run.json")))
         if not workdirs:
             raise StageError(f"no runs under {runs}: the sweep stage wrote nothing")
-        return [console_script("slmjax-eval") + [f"--workdir={w}", f"--benchmarks={bench}",
+        return [console_script("slmjax-eval") + [f"--workdir={w}", f"--benchmarks={bench}", f"--tokenizer={tok}",
                                                   "--steps=last"] for w in workdirs]
 
     def fit_cmds():

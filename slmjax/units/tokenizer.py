@@ -49,6 +49,7 @@ class Tokenizer:
         if self.centroids.shape[1] != features.dim:
             raise UnitsError(f"centroids have dim {self.centroids.shape[1]} but {features.kind} features have dim {features.dim}")
         self.coarse = coarse
+        self.directory = None  # set by load_tokenizer; recorded in unit dataset manifests
         n_base = coarse.vocab_size if coarse is not None else self.k
         special = unit_ids.special_ids(n_base)
         self.eos_id, self.pad_id, self.vocab_size = special["eos_id"], special["pad_id"], special["vocab_size"]
@@ -121,4 +122,6 @@ def load_tokenizer(tokdir: str) -> Tokenizer:
     if meta.get("coarse"):
         with open(os.path.join(tokdir, meta["coarse"]), "rb") as f:
             coarse = Coarse(f.read())
-    return Tokenizer(features, centroids, coarse)
+    tok = Tokenizer(features, centroids, coarse)
+    tok.directory = os.path.abspath(tokdir)
+    return tok

@@ -171,7 +171,7 @@ def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations
     manifest = {"format_version": FORMAT_VERSION, "tokenizer": tok.identity, "vocab_size": tok.vocab_size,
                 "eos_id": tok.eos_id, "pad_id": tok.pad_id, "dtype": tok.dtype, "frame_rate": tok.frame_rate,
                 "splits": splits, "skipped": len(skipped), "synthetic": bool(synthetic), "coarse": coarse,
-                "durations": bool(durations)}
+                "durations": bool(durations), "tokenizer_dir": tok.directory}
     _atomic_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 
