@@ -185,6 +185,7 @@ def _score_release():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
     try:
         if not FLAGS.benchmarks:
             raise ZeroShotError("--benchmarks=ROOT is required")
