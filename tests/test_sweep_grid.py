@@ -185,9 +185,11 @@ def test_larger_batches_for_named_ratios():
     assert runs[1].steps == -(-runs[1].tokens // (16 * 64))
 
 
-def test_restricted_runs_need_the_field_in_the_training_config():
-    cfg = tiny_sweep(train_config="configs/train.py")
-    if "max_unique_tokens" in trainconf.load("configs/train.py", "tiny", [], REPO).data:
-        pytest.skip("configs/train.py has data.max_unique_tokens")
-    with pytest.raises(grid.SweepError, match="has no field 'data.max_unique_tokens'"):
-        grid.expand(cfg, "/r", REPO)
+def test_restricted_runs_use_the_training_config_field():
+    runs = grid.expand(tiny_sweep(train_config="configs/train.py"), "/r", REPO)
+    me = [r for r in runs if r.restricted]
+    assert len(me) == 2 and all(("data.max_unique_tokens", 50_000) in r.overrides for r in me)
+    with pytest.raises(grid.SweepError, match="multi_epoch.unique_tokens=2000000 exceeds the "
+                       "1000000 training tokens"):
+        grid.expand(tiny_sweep(multi_epoch=ml_collections.ConfigDict(
+            dict(sizes=("a",), epochs=(2,), unique_tokens=2_000_000))), "/r", REPO)
