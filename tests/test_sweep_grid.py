@@ -13,32 +13,7 @@ from slmjax.launch.commands import flag_value, train_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# configs/train.py plus data.max_unique_tokens, the field restricted multi-epoch runs set (the data
-# pipeline's side of that interface: train on the first U unique tokens of the data).
-WRAPPER = f"""
-import importlib.util
-spec = importlib.util.spec_from_file_location("_train", "{REPO}/configs/train.py")
-base = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(base)
-
-def get_config(arg):
-    c = base.get_config(arg)
-    if "max_unique_tokens" not in c.data:
-        c.data.max_unique_tokens = 0
-    return c
-"""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def train_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "train_u.py"
-    path.write_text(WRAPPER)
-    global TRAIN_CONFIG
-    TRAIN_CONFIG = str(path)
-    return TRAIN_CONFIG
-
-
-TRAIN_CONFIG = None
+TRAIN_CONFIG = f"{REPO}/configs/train.py"
 
 
 def tiny_sweep(**changes):
