@@ -49,6 +49,9 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     d.kind = "synthetic"  # synthetic (generated unit stream, no files) | units (unit datasets)
     d.path = ""  # unit dataset directory, or several joined by ","
     d.weights = ""  # mixture weights, one per path joined by ","; empty = proportional to tokens
+    d.max_unique_tokens = 0  # U: train on the first U tokens of the training stream only (records
+    # in shard order, the last one cut at U; a mixture splits U by data.weights); a run of
+    # D = e * U tokens then makes e epochs (data-constrained runs). 0 = all the training data
     d.mode = "windows"  # windows (paper: random windows of a concatenated stream) | packed
     d.seq_len = 128 if tiny else 2050  # tokens per training example (inputs); <= model.max_seq_len
     d.test_split = "test"  # manifest split that gives the held-out test loss; when a dataset

@@ -13,32 +13,7 @@ from slmjax.launch.commands import flag_value, train_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# configs/train.py plus data.max_unique_tokens, the field restricted multi-epoch runs set (the data
-# pipeline's side of that interface: train on the first U unique tokens of the data).
-WRAPPER = f"""
-import importlib.util
-spec = importlib.util.spec_from_file_location("_train", "{REPO}/configs/train.py")
-base = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(base)
-
-def get_config(arg):
-    c = base.get_config(arg)
-    if "max_unique_tokens" not in c.data:
-        c.data.max_unique_tokens = 0
-    return c
-"""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def train_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "train_u.py"
-    path.write_text(WRAPPER)
-    global TRAIN_CONFIG
-    TRAIN_CONFIG = str(path)
-    return TRAIN_CONFIG
-
-
-TRAIN_CONFIG = None
+TRAIN_CONFIG = f"{REPO}/configs/train.py"
 
 
 def tiny_sweep(**changes):
@@ -185,9 +160,11 @@ def test_larger_batches_for_named_ratios():
     assert runs[1].steps == -(-runs[1].tokens // (16 * 64))
 
 
-def test_restricted_runs_need_the_field_in_the_training_config():
-    cfg = tiny_sweep(train_config="configs/train.py")
-    if "max_unique_tokens" in trainconf.load("configs/train.py", "tiny", [], REPO).data:
-        pytest.skip("configs/train.py has data.max_unique_tokens")
-    with pytest.raises(grid.SweepError, match="has no field 'data.max_unique_tokens'"):
-        grid.expand(cfg, "/r", REPO)
+def test_restricted_runs_use_the_training_config_field():
+    runs = grid.expand(tiny_sweep(train_config="configs/train.py"), "/r", REPO)
+    me = [r for r in runs if r.restricted]
+    assert len(me) == 2 and all(("data.max_unique_tokens", 50_000) in r.overrides for r in me)
+    with pytest.raises(grid.SweepError, match="multi_epoch.unique_tokens=2000000 exceeds the "
+                       "1000000 training tokens"):
+        grid.expand(tiny_sweep(multi_epoch=ml_collections.ConfigDict(
+            dict(sizes=("a",), epochs=(2,), unique_tokens=2_000_000))), "/r", REPO)

@@ -4,6 +4,8 @@ Global batch t is a pure function of (seed, t): dataset d fills a fixed share `c
 batch's rows with examples t*counts[d] ... of its own stream, datasets in config order. Process p
 of P reads only rows [p*B/P, (p+1)*B/P) of it, so the global batch does not depend on the number
 of processes or devices, and the Grain iterator state (the next batch index) restores exactly.
+With data.max_unique_tokens = U > 0, each dataset's stream is cut to the first U_d tokens of
+its training split (U split by the mixture weights): every epoch then repeats those tokens only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from slmjax.data.errors import DataError
 from slmjax.data.examples import make_stream
 from slmjax.data.manifest import open_dataset
+from slmjax.data.splits import PrefixSplit
 from slmjax.data.synthetic import synthetic_dataset
 
 
@@ -76,6 +79,30 @@ def mixture_counts(weights, batch_size: int, names) -> np.ndarray:
       raise DataError(f"dataset {n}: weight {wi:g} gives it no row of a {batch_size}-sequence "
                       "batch; raise its weight or the batch size")
   return c
+
+
+def unique_shares(max_unique: int, weights, splits, names, seq_len: int) -> np.ndarray:
+  """Tokens of each dataset's training stream kept by data.max_unique_tokens = U > 0.
+
+  Dataset d keeps the first U_d tokens of its stream, U_d the largest-remainder rounding of
+  U * w_d / sum(w) (so the U_d sum to U and every dataset runs the same number of epochs).
+  """
+  w = np.asarray(weights, np.float64)
+  total = sum(s.n_tokens for s in splits)
+  if max_unique > total:
+    raise DataError(f"data.max_unique_tokens={max_unique} exceeds the {total} training tokens "
+                    "of the data")
+  x = max_unique * w / w.sum()
+  u = np.floor(x).astype(np.int64)
+  u[np.argsort(-(x - u), kind="stable")[:max_unique - int(u.sum())]] += 1
+  for n, wi, ui, s in zip(names, w, u, splits):
+    if ui > s.n_tokens:
+      raise DataError(f"data.max_unique_tokens={max_unique}: dataset {n}'s share by its weight "
+                      f"({ui} tokens) exceeds its {s.n_tokens} training tokens")
+    if wi > 0 and ui < seq_len + 1:
+      raise DataError(f"data.max_unique_tokens={max_unique}: dataset {n}'s share by its weight "
+                      f"({ui} tokens) is less than one window of seq_len+1 = {seq_len + 1}")
+  return u
 
 
 class TrainBatches(grain.MapDataset):
@@ -153,8 +180,9 @@ class DataPipeline:
 
   @property
   def unique_tokens(self) -> int:
-    """Distinct training tokens in the mixture (sum of the train splits)."""
-    return int(sum(ds.splits["train"].n_tokens for ds in self.datasets))
+    """Distinct training tokens the run may see: the streams' splits of the datasets given
+    rows (data.max_unique_tokens when set)."""
+    return int(sum(s.split.n_tokens for s, c in zip(self.train.streams, self.counts) if c > 0))
 
   def epochs(self, steps: int) -> dict:
     """Passes over each dataset's training examples after `steps` updates."""
@@ -163,9 +191,9 @@ class DataPipeline:
 
   def info(self) -> dict:
     out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}
-    for ds, c in zip(self.datasets, self.counts):
+    for ds, c, s in zip(self.datasets, self.counts, self.train.streams):
       row = {"name": ds.name, "synthetic": bool(ds.synthetic), "rows_per_batch": int(c),
-             "train_tokens": ds.splits["train"].n_tokens,
+             "train_tokens": ds.splits["train"].n_tokens, "unique_tokens": s.split.n_tokens,
              "test_tokens": ds.splits["test"].n_tokens}
       if hasattr(ds, "info"):
         row.update({k: v for k, v in ds.info.items() if k in ("entropy_rate", "unigram_entropy",
@@ -183,8 +211,7 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
   mode = str(_opt(d, "mode", "windows"))
   seq_len = int(d.seq_len)
   seed = int(config.seed)
-  streams = [make_stream(ds.splits["train"], mode, seq_len, seed * 1000 + i, ds.pad_id)
-             for i, ds in enumerate(datasets)]
+  names = [ds.name for ds in datasets]
   weights = _opt(d, "weights", None)
   if weights in (None, "", ()):
     weights = [ds.splits["train"].n_tokens for ds in datasets]
@@ -194,7 +221,16 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
     except ValueError:
       raise DataError(f"data.weights {weights!r} is not a comma-separated list of numbers"
                       ) from None
-  counts = mixture_counts(weights, int(config.train.batch_size), [ds.name for ds in datasets])
+  counts = mixture_counts(weights, int(config.train.batch_size), names)
+  train = [ds.splits["train"] for ds in datasets]
+  max_unique = int(_opt(d, "max_unique_tokens", 0) or 0)
+  if max_unique < 0:
+    raise DataError(f"data.max_unique_tokens={max_unique} must be >= 0 (0 = all)")
+  if max_unique:
+    shares = unique_shares(max_unique, weights, train, names, seq_len)
+    train = [PrefixSplit(s, u) if u > 0 else s for s, u in zip(train, shares)]
+  streams = [make_stream(s, mode, seq_len, seed * 1000 + i, ds.pad_id)
+             for i, (ds, s) in enumerate(zip(datasets, train))]
   evals = []
   for ds in datasets:
     s = make_stream(ds.splits["test"], mode, seq_len, seed, ds.pad_id, shuffle=False)

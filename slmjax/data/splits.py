@@ -73,6 +73,30 @@ class MemorySplit(Split):
     return self.tokens[span_index(start, length)]
 
 
+class PrefixSplit(Split):
+  """The first `n_tokens` tokens of another split's stream (data.max_unique_tokens).
+
+  Records are taken whole in stream (shard) order; the record that crosses `n_tokens` is cut
+  there. Stream offsets below `n_tokens` are the base split's, so reads go straight to it.
+  """
+
+  def __init__(self, base: Split, n_tokens: int):
+    n_tokens = int(n_tokens)
+    if not 0 < n_tokens <= base.n_tokens:
+      raise DataError(f"split {base.name!r}: a prefix of {n_tokens} tokens is not in "
+                      f"1..{base.n_tokens}")
+    k = int(np.searchsorted(base.starts, n_tokens, side="left"))   # records touched
+    lengths = base.lengths[:k].copy()
+    lengths[-1] = n_tokens - base.starts[k - 1]
+    bounds = base.shard_records[base.shard_records < k]
+    super().__init__(f"{base.name} (first {n_tokens} tokens)", lengths,
+                     np.append(bounds, k).astype(np.int64))
+    self.base = base
+
+  def read_spans(self, start, length):
+    return self.base.read_spans(start, length)
+
+
 class ArrayRecordSplit(Split):
   """A split stored as ArrayRecord shards, one record per utterance (see docs/interfaces.md).
 

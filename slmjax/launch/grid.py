@@ -150,6 +150,9 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
             raise SweepError("multi_epoch needs unique_tokens (or data the sweep can open and count)")
         me_unique = _positive_int(me_unique, "multi_epoch.unique_tokens")
         restrict = bool(me.get("unique_tokens", 0))
+        if restrict and unique and me_unique > unique:
+            raise SweepError(f"multi_epoch.unique_tokens={me_unique} exceeds the {unique} training "
+                             "tokens of the data (unique_tokens)")
         for name in me.sizes:
             if name not in sizes:
                 raise SweepError(f"multi_epoch.sizes names '{name}', not one of sizes: {', '.join(sizes)}")

@@ -18,6 +18,11 @@ _FREE_PREFIXES = ("mesh.", "checkpoint.", "train.log_every", "train.eval_every",
                   "data.prefetch", "model.attention", "model.attention_block", "model.remat",
                   "train.micro_batches")
 
+# Fields added after runs already existed: a workdir whose config.json lacks one ran with its
+# default, so the absent field and the default do not conflict.
+_ADDED_DEFAULTS = {"data.max_unique_tokens": 0}
+
+
 
 def write_json(path: str, obj) -> None:
   """Writes JSON atomically (temporary file, then rename)."""
@@ -64,6 +69,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def config_conflicts(old: dict, new: dict) -> list[str]:
   """'field: old vs new' for every field that differs and changes the run's math."""
   a, b = _flatten(old), _flatten(new)
+  for k, v in _ADDED_DEFAULTS.items():
+    a.setdefault(k, v)
+    b.setdefault(k, v)
   out = []
   for k in sorted(set(a) | set(b)):
     if k.startswith(_FREE_PREFIXES):

@@ -122,6 +122,12 @@ def _data_run_problems(config) -> list[str]:
             out.append(f"data.synthetic.order={sy.order} must be 1, 2 or 3")
     if not 0 < d.get("holdout", 0.01) < 1:
         out.append(f"data.holdout={d.holdout} must be in (0, 1)")
+    u = d.get("max_unique_tokens", 0)
+    if not isinstance(u, int) or isinstance(u, bool) or u < 0:
+        out.append(f"data.max_unique_tokens={u!r} must be an integer >= 0 (0 = all the data)")
+    elif 0 < u < d.seq_len + 1:
+        out.append(f"data.max_unique_tokens={u} is less than one window of data.seq_len+1 = "
+                   f"{d.seq_len + 1} tokens")
     if d.get("num_threads", 0) < 0 or d.get("prefetch", 0) < 0:
         out.append("data.num_threads and data.prefetch must be >= 0")
     if d.weights and d.kind == "units":
