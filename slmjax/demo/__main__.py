@@ -20,11 +20,13 @@ from slmjax.demo import report
 from slmjax.demo.stages import Stage, StageError, console_script, run_stages
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.")
-_HOURS = flags.DEFINE_float("hours", 4.0, "Hours of synthetic story audio in the training corpus.")
+_HOURS = flags.DEFINE_float(
+    "hours", 16.0, "Hours of synthetic story audio (16 h gives ~2.3M units: the grid's single-epoch "
+    "runs stay within one epoch).")
 _VOICES = flags.DEFINE_string("voices", "8", "Corpus voices: a count of built-in voices, or specs.")
 _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.05, "Share of corpus utterances held out for the test loss.")
 _BENCH_VOICES = flags.DEFINE_string("bench_voices", "4", "Benchmark voices (count or specs).")
-_BENCH_N = flags.DEFINE_integer("bench_n", 200, "Items (pairs) per benchmark set and split.")
+_BENCH_N = flags.DEFINE_integer("bench_n", 150, "Items (pairs) per benchmark set and split.")
 _K = flags.DEFINE_integer("k", 100, "k-means units of the MFCC tokenizer (HuBERT iteration 1: 100).")
 _GRID = flags.DEFINE_string("grid", "configs/sweeps/cpu_mini.py", "Sweep config of the grid.")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap replicates of the fits.")
@@ -86,11 +88,11 @@ def build_stages(out: str) -> list[Stage]:
 
     return [
         Stage("benchmarks", "synthesise sBLIMP, sWUGGY, sSC and tSC sets", 90, bench_cmds),
-        Stage("corpus", f"synthesise a {_HOURS.value:g}-hour story corpus", 240, corpus_cmds),
+        Stage("corpus", f"synthesise a {_HOURS.value:g}-hour story corpus", 300, corpus_cmds),
         Stage("tokenizer", "fit the MFCC k-means tokenizer", 90, fit_tok_cmds),
         Stage("encode", "encode the corpus into units", 90, encode_cmds),
-        Stage("sweep", "train the grid (slmjax-sweep, local)", 900, sweep_cmds),
-        Stage("eval", "score every final checkpoint on the four benchmarks", 300, eval_cmds),
+        Stage("sweep", "train the grid (slmjax-sweep, local)", 600, sweep_cmds),
+        Stage("eval", "score every final checkpoint on the four benchmarks", 400, eval_cmds),
         Stage("fit", "fit scaling laws with bootstrap intervals", 120, fit_cmds),
         Stage("report", "write report.md", 5, lambda: [], after=write_report),
     ]
