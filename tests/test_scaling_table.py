@@ -162,3 +162,18 @@ def test_sweep_root_reads_slmjax_eval_headline(tmp_path):
     assert np.allclose(acc, 0.61) and np.all(n == 6300)
     acc, n = t.acc["tsc"]
     assert np.allclose(acc, 0.78) and np.all(n == 1871)
+
+
+def test_sweep_root_run_within_one_epoch_saw_D_unique_tokens(tmp_path):
+    """run.json's unique_tokens is the data size: a run of D < U tokens is single-epoch with U = D."""
+    i = 0
+    for N in (2e7, 8e7, 3e8):
+        for r in (4, 20, 100):
+            i += 1
+            _workdir(tmp_path, f"r{i}", N, r * N, 2 + 10 / r)
+            run = json.loads((tmp_path / f"r{i}" / "run.json").read_text())
+            run["unique_tokens"] = 1e11
+            (tmp_path / f"r{i}" / "run.json").write_text(json.dumps(run))
+    t = read_sweep(str(tmp_path))
+    np.testing.assert_array_equal(t.unique_tokens, t.tokens)
+    assert not t.multi_epoch.any()

@@ -83,9 +83,14 @@ def read_sweep(root: str, **kw) -> RunTable:
         loss = run.get("final_test_loss")
         loss = last_loss if loss is None else loss
         fpt = run.get("flops_per_token") or {}
+        # run.json's unique_tokens is the size of the training data; a run that stops within its
+        # first epoch has seen only D of them, all unique.
+        unique = run.get("unique_tokens")
+        if unique is not None and run.get("tokens") is not None:
+            unique = min(float(unique), float(run["tokens"]))
         row = {"run_id": rid, "n_params": run.get("n_params"), "tokens": run.get("tokens"),
                "test_loss": loss, "n_params_nonemb": run.get("n_params_nonemb"),
-               "unique_tokens": run.get("unique_tokens"), "tokens_seen": seen}
+               "unique_tokens": unique, "tokens_seen": seen}
         if fpt.get("6n_attn") is not None and run.get("tokens") is not None:
             row["flops"] = float(fpt["6n_attn"]) * float(run["tokens"])
         if row["test_loss"] is None:

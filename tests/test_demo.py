@@ -1,0 +1,74 @@
+"""The demo's stage runner (resume, failure) and its report, on hand-made folders."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from slmjax.demo import report
+from slmjax.demo.stages import Stage, StageError, run_stages
+
+
+def _touch_cmd(path):
+    return [sys.executable, "-c", f"open({str(path)!r}, 'a').write('x')"]
+
+
+def test_stages_run_in_order_and_a_rerun_skips_them(tmp_path):
+    log = []
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    stages = [Stage("a", "first", 1, lambda: [_touch_cmd(a)]),
+              Stage("b", "second", 1, lambda: [_touch_cmd(b)])]
+    t = run_stages(stages, str(tmp_path), log=log.append)
+    assert set(t) == {"a", "b"} and a.read_text() == "x" and b.read_text() == "x"
+    assert any("ETA" in line for line in log)
+    t = run_stages(stages, str(tmp_path), log=log.append)
+    assert t == {"a": "skipped", "b": "skipped"}
+    assert a.read_text() == "x"  # not run again
+
+
+def test_a_failed_stage_stops_the_chain_and_is_retried(tmp_path):
+    after = tmp_path / "after.txt"
+    fail = [sys.executable, "-c", "raise SystemExit(3)"]
+    stages = [Stage("bad", "fails", 1, lambda: [fail]),
+              Stage("after", "never reached", 1, lambda: [_touch_cmd(after)])]
+    with pytest.raises(StageError, match="stage 'bad' failed \\(exit 3\\)"):
+        run_stages(stages, str(tmp_path), log=lambda s: None)
+    assert not after.exists()
+    assert not (tmp_path / ".stages" / "bad.json").exists()
+    stages[0] = Stage("bad", "fixed", 1, lambda: [])
+    assert run_stages(stages, str(tmp_path), log=lambda s: None)["after"] != "skipped"
+    assert after.exists()
+
+
+def _run(root, name, n, d, loss, tsc):
+    wd = root / "runs" / name
+    (wd / "zeroshot" / "10").mkdir(parents=True)
+    (wd / "run.json").write_text(json.dumps(dict(
+        run_id=name, n_params=n, n_params_nonemb=n - 100, tokens=d, steps=10, status="completed",
+        final_test_loss=loss, unique_tokens=10 * d, epochs=0.1,
+        flops_per_token={"6n": 6 * n, "6n_attn": 7 * n})))
+    (wd / "metrics.jsonl").write_text(json.dumps({"step": 10, "tokens_seen": d, "test_loss": loss}) + "\n")
+    head = {"tsc": {"accuracy": tsc, "ci95": [tsc - 0.05, tsc + 0.05], "n_items": 150}}
+    (wd / "zeroshot" / "10" / "scores.json").write_text(json.dumps({"headline": head}))
+
+
+def test_report_states_runs_law_and_chance(tmp_path):
+    for i, n in enumerate((1000, 2000, 4000)):
+        for j, r in enumerate((2, 8, 20)):
+            _run(tmp_path, f"m{n}_r{r}", n, n * r, 3.0 - 0.1 * i - 0.1 * j, 0.5 + 0.05 * (i + j))
+    (tmp_path / "fit").mkdir()
+    fit = {"approach3": {"vp": {
+        "params": {k: {"value": v, "lo": v * 0.9, "hi": v * 1.1}
+                   for k, v in dict(E=1.5, A=10.0, B=20.0, alpha=0.3, beta=0.2).items()},
+        "allocation": {"a": {"value": 0.4, "lo": 0.35, "hi": 0.45},
+                       "b": {"value": 0.6, "lo": 0.55, "hi": 0.65}}}}}
+    (tmp_path / "fit" / "fit.json").write_text(json.dumps(fit))
+    text = open(report.write_demo_report(str(tmp_path))).read()
+    assert "9 runs, 3 sizes (1,000, 2,000, 4,000 parameters)" in text
+    assert "| this demo | 1.5 [1.35, 1.65] | 10 [9, 11] | 20 [18, 22] | 0.3 [0.27, 0.33] | 0.2 [0.18, 0.22]" in text
+    assert "| paper (HuBERT units) | 1.73 | 13.9 | 39.8 | 0.25 | 0.24 | 0.49 | 0.51 |" in text
+    assert "| m4000_r20 | 4,000 | 80,000 | 0.1 | 2.6000 | - | - | - | 70.0 [65.0, 75.0] |" in text
+    # best tSC 70% with interval [65, 75] is above chance; the others have no scores
+    assert "Beats chance (95% interval above 50%) on: tSC." in text
+    assert not os.path.exists(tmp_path / "report.md.tmp")
