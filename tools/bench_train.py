@@ -149,12 +149,14 @@ def main(argv):
     sec, compile_s = bench_ours(config, _STEPS.value, _WARMUP.value, _PROFILE.value)
     ours_tps = b * t / sec
     rows.append(("slmjax (JAX, jit)", ours_tps, sec))
+    print(f"slmjax: {ours_tps:.1f} tokens/s ({sec:.2f} s/step, compiled in {compile_s:.0f} s)", flush=True)
     base = {}
     for kind in [k for k in _BASELINES.value if k]:
         try:
             s = bench_torch(cfg, b, t, _STEPS.value, _WARMUP.value, dtype, kind == "compile")
             base[kind] = b * t / s
             rows.append((f"PyTorch transformers Llama + AdamW ({kind})", base[kind], s))
+            print(f"PyTorch {kind}: {base[kind]:.1f} tokens/s ({s:.2f} s/step)", flush=True)
         except Exception as e:  # a baseline that cannot run here is reported, not fatal
             print(f"baseline {kind} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
 
