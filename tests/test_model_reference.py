@@ -174,3 +174,25 @@ def test_init_scheme():
     assert abs(std(layer["attention"]["wo"]) - small) < 0.0005
     assert abs(std(layer["feed_forward"]["w3"]) - small) < 0.0005
     np.testing.assert_array_equal(layer["ffn_norm"]["scale"], 1.0)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_gives_the_same_gradients(sd, remat):
+    _, params = import_state_dict(sd, CFG)
+    tokens = np.random.default_rng(4).integers(0, CFG.vocab_size, (2, 24))
+
+    def grads(cfg):
+        return jax.jit(jax.grad(lambda p: forward(cfg, p, tokens).mean()))(params)
+
+    ref = grads(CFG)
+    got = grads(ModelConfig(**{**CFG.__dict__, "remat": remat}))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, ref)
+
+
+def test_bfloat16_compute_stays_close(sd):
+    cfg = ModelConfig(**{**CFG.__dict__, "dtype": "bfloat16"})
+    _, params = import_state_dict(sd, cfg)
+    tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 37))
+    ours = forward(cfg, params, tokens)
+    assert ours.dtype == jnp.float32 and params["tok_embeddings"].dtype == np.float32
+    assert rel_err(ours, reference_forward(sd, cfg, tokens)) < 3e-2

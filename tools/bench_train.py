@@ -28,21 +28,26 @@ _BASELINES = flags.DEFINE_list("baselines", ["eager", "compile"],
 _DTYPE = flags.DEFINE_string("dtype", "auto", "Compute dtype: auto (float32 on CPU, bfloat16 on "
                              "GPU/TPU), float32 or bfloat16; the PyTorch baseline uses the same.")
 _PROFILE = flags.DEFINE_string("profile_dir", "", "Write a JAX profiler trace of the timed steps here.")
+# Peak measured before and after; steps are timed in interleaved rounds (ours, eager, compile, ...).
 
 
-def _time_steps(run_step, steps: int, warmup: int) -> float:
-    """Median seconds per step."""
-    for _ in range(warmup):
-        run_step()
-    times = []
+def _interleaved(runners: dict, steps: int, warmup: int) -> dict:
+    """Median seconds per step of each runner, timed in rounds (one step of each per round) so that
+    load from other jobs on a shared machine hits every implementation alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times = {name: [] for name in runners}
     for _ in range(steps):
-        t0 = time.perf_counter()
-        run_step()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 
-def bench_ours(config, steps, warmup, profile_dir=""):
+def ours_runner(config):
+    """(run one training step, compile seconds) for our jitted sharded step."""
     import jax
     import numpy as np
 
@@ -65,19 +70,11 @@ def bench_ours(config, steps, warmup, profile_dir=""):
 
     t0 = time.perf_counter()
     run()
-    compile_s = time.perf_counter() - t0
-    if profile_dir:
-        for _ in range(warmup):
-            run()
-        jax.profiler.start_trace(profile_dir)
-        sec = _time_steps(run, steps, 0)
-        jax.profiler.stop_trace()
-    else:
-        sec = _time_steps(run, steps, warmup)
-    return sec, compile_s
+    return run, time.perf_counter() - t0
 
 
-def bench_torch(cfg, batch, seq, steps, warmup, dtype, compiled):
+def torch_runner(cfg, batch, seq, dtype, compiled):
+    """One training step of transformers' LlamaForCausalLM of the same shape + torch AdamW."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -113,7 +110,8 @@ def bench_torch(cfg, batch, seq, steps, warmup, dtype, compiled):
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return _time_steps(run, steps, warmup)
+    run()  # first call (torch.compile compiles here)
+    return run
 
 
 def main(argv):
@@ -145,24 +143,30 @@ def main(argv):
     table = None if on_cpu else table_peak(device.device_kind, dtype)
     peak = measured if table is None else table
 
-    rows = []
-    sec, compile_s = bench_ours(config, _STEPS.value, _WARMUP.value, _PROFILE.value)
-    ours_tps = b * t / sec
-    rows.append(("slmjax (JAX, jit)", ours_tps, sec))
-    base = {}
+    runners = {}
+    run, compile_s = ours_runner(config)
+    runners["ours"] = run
     for kind in [k for k in _BASELINES.value if k]:
         try:
-            s = bench_torch(cfg, b, t, _STEPS.value, _WARMUP.value, dtype, kind == "compile")
-            base[kind] = b * t / s
-            rows.append((f"PyTorch transformers Llama + AdamW ({kind})", base[kind], s))
+            runners[kind] = torch_runner(cfg, b, t, dtype, kind == "compile")
         except Exception as e:  # a baseline that cannot run here is reported, not fatal
             print(f"baseline {kind} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-
+    if _PROFILE.value:
+        jax.profiler.start_trace(_PROFILE.value)
+    secs = _interleaved(runners, _STEPS.value, _WARMUP.value)
+    if _PROFILE.value:
+        jax.profiler.stop_trace()
+    ours_tps = b * t / secs["ours"]
+    rows = [("slmjax (JAX, jit)", ours_tps, secs["ours"])]
+    base = {k: b * t / s for k, s in secs.items() if k != "ours"}
+    rows += [(f"PyTorch transformers Llama + AdamW ({k})", v, secs[k]) for k, v in base.items()]
+    peak_after = measured_matmul_peak.__wrapped__(n=2048 if on_cpu else 8192, dtype=dtype)
     print(f"\ndevice: {device.device_kind} x{jax.device_count()} ({device.platform}); dtype {dtype}; "
           f"model {config.model.get('size', '')} {cfg.n_layers}L d{cfg.dim}; batch {b} x seq {t}")
     print(f"FLOPs/token (6N + 12LHQT, causal attention counted once): {flop / 1e6:.1f} M "
           f"(6N: {fpt['6n'] / 1e6:.1f} M, full attention: {fpt['6n_attn_full'] / 1e6:.1f} M)")
-    print(f"measured matmul peak ({dtype}): {measured / 1e9:.1f} GFLOP/s"
+    print(f"measured matmul peak ({dtype}): {measured / 1e9:.1f} GFLOP/s before, "
+          f"{peak_after / 1e9:.1f} after the timed steps (load from other jobs shows here)"
           + (f"; table peak: {table / 1e12:.0f} TFLOP/s" if table else ""))
     print(f"our step compiled in {compile_s:.1f} s\n")
     print(f"| {'implementation':<46} | {'tokens/s':>10} | {'s/step':>8} | {'MFU':>6} | {'vs ours':>7} |")
@@ -174,9 +178,10 @@ def main(argv):
     result = {"tokens_per_sec": ours_tps, "mfu": mfu(ours_tps, flop, peak, n_dev),
               "baseline_tokens_per_sec": best_base, "baselines": base,
               "peak_flops": peak, "peak_source": "table" if table else "measured",
-              "measured_matmul_flops": measured, "flops_per_token": flop,
+              "measured_matmul_flops": measured, "measured_matmul_flops_after": peak_after,
+              "flops_per_token": flop,
               "device": device.device_kind, "n_devices": jax.device_count(), "dtype": dtype,
-              "batch_size": b, "seq_len": t, "step_seconds": sec}
+              "batch_size": b, "seq_len": t, "step_seconds": secs["ours"]}
     print(json.dumps(result))
 
 

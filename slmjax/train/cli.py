@@ -50,7 +50,12 @@ def main(argv) -> None:
         return
     if not _WORKDIR.value:
         _fail("--workdir is required to train (or pass --dry_run)")
-    from slmjax.train.loop import train  # the training loop (data, checkpoints, metrics)
+    try:
+        from slmjax.train.loop import train  # the training loop (data, checkpoints, metrics)
+    except ModuleNotFoundError as e:
+        if e.name != "slmjax.train.loop":
+            raise
+        _fail("this checkout has no training loop (slmjax.train.loop); only --dry_run works")
 
     train(config, _WORKDIR.value)
 
