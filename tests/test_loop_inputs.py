@@ -151,8 +151,6 @@ def test_cli_config_typo_is_one_line(tmp_path):
   assert not os.path.exists(wd)
 
 
-@pytest.mark.xfail(strict=True, reason="slmjax.train.cli does not yet catch "
-                   "slmjax.train.loop.USER_ERRORS (DataError, RunError) around train()")
 def test_cli_missing_dataset_is_one_line(tmp_path):
   wd = str(tmp_path / "run")
   p = _cli(f"--workdir={wd}", "--config.data.kind=units", f"--config.data.path={tmp_path}/nope")

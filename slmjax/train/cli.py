@@ -12,6 +12,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from slmjax.train import distributed  # defines --coordinator_address, --num_processes, --process_id
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/train.py:s20m (sizes: s20m s85m s155m "
     "s309m s823m tiny). Override fields with --config.train.steps=100 etc.", lock_config=True)
@@ -36,6 +38,7 @@ def main(argv) -> None:
 
     from slmjax.train.validate import ConfigError, run_plan, validate
 
+    distributed.initialize()  # joins the processes of a pod / multi-node job; no-op for one process
     n_devices = jax.device_count()
     try:
         validate(config, n_devices)
@@ -50,14 +53,12 @@ def main(argv) -> None:
         return
     if not _WORKDIR.value:
         _fail("--workdir is required to train (or pass --dry_run)")
-    try:
-        from slmjax.train.loop import train  # the training loop (data, checkpoints, metrics)
-    except ModuleNotFoundError as e:
-        if e.name != "slmjax.train.loop":
-            raise
-        _fail("this checkout has no training loop (slmjax.train.loop); only --dry_run works")
+    from slmjax.train.loop import USER_ERRORS, train  # the training loop (data, checkpoints, metrics)
 
-    train(config, _WORKDIR.value)
+    try:
+        train(config, _WORKDIR.value)
+    except USER_ERRORS as e:
+        _fail(str(e))
 
 
 def _parse_flags(argv):
