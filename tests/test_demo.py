@@ -57,6 +57,10 @@ def test_report_states_runs_law_and_chance(tmp_path):
     for i, n in enumerate((1000, 2000, 4000)):
         for j, r in enumerate((2, 8, 20)):
             _run(tmp_path, f"m{n}_r{r}", n, n * r, 3.0 - 0.1 * i - 0.1 * j, 0.5 + 0.05 * (i + j))
+    (tmp_path / "corpus").mkdir()
+    rows = [{"path": "a.wav", "voice": v, "duration": 1800.0}
+            for v in ("espeak:en-us+m3:s166:p37", "espeak:en-us+m3:s170:p45", "espeak:en+f2:s172:p66")]
+    (tmp_path / "corpus" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "fit").mkdir()
     fit = {"approach3": {"vp": {
         "params": {k: {"value": v, "lo": v * 0.9, "hi": v * 1.1}
@@ -65,6 +69,8 @@ def test_report_states_runs_law_and_chance(tmp_path):
                        "b": {"value": 0.6, "lo": 0.55, "hi": 0.65}}}}}
     (tmp_path / "fit" / "fit.json").write_text(json.dumps(fit))
     text = open(report.write_demo_report(str(tmp_path))).read()
+    assert "3 synthetic stories read by 2 voices (espeak:en+f2, espeak:en-us+m3;" in text
+    assert "1.50 hours of 16 kHz audio" in text
     assert "9 runs, 3 sizes (1,000, 2,000, 4,000 parameters)" in text
     assert "| this demo | 1.5 [1.35, 1.65] | 10 [9, 11] | 20 [18, 22] | 0.3 [0.27, 0.33] | 0.2 [0.18, 0.22]" in text
     assert "| paper (HuBERT units) | 1.73 | 13.9 | 39.8 | 0.25 | 0.24 | 0.49 | 0.51 |" in text

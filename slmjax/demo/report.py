@@ -41,7 +41,8 @@ def _corpus_summary(out):
         with open(path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     hours = sum(float(r.get("duration", 0)) for r in rows) / 3600
-    voices = sorted({str(r.get("voice")) for r in rows})
+    # a voice spec is ENGINE:VOICE[:sSPEED][:pPITCH]; speed and pitch are jittered per utterance
+    voices = sorted({":".join(str(r.get("voice")).split(":")[:2]) for r in rows})
     return len(rows), hours, voices
 
 
@@ -120,7 +121,8 @@ def write_demo_report(out: str) -> str:
          "## What was run", ""]
     tok = units.get("tokenizer", {})
     train = units.get("splits", {}).get("train", {})
-    L += [f"- Corpus: {n_utt:,} synthetic stories read by {len(voices)} espeak-ng voices, "
+    L += [f"- Corpus: {n_utt:,} synthetic stories read by {len(voices)} voices "
+          f"({', '.join(voices)}; speed and pitch varied per story), "
           f"{hours:.2f} hours of 16 kHz audio (`corpus/manifest.jsonl`).",
           f"- Tokenizer: {tok.get('kind', '?')} features, k-means K={tok.get('k', '?')}, repeats "
           f"collapsed, EOS appended; vocabulary {units.get('vocab_size', '?')}; "
