@@ -134,8 +134,8 @@ def _score_run():
     todo = [s for s in steps if FLAGS.force or not (workdir / "zeroshot" / str(s) /
                                                      "scores.json").exists()]
     for s in sorted(set(steps) - set(todo)):
-        logging.info("step %d already scored (%s); --force to redo", s,
-                     workdir / "zeroshot" / str(s) / "scores.json")
+        logging.warning("step %d already scored (%s); --force to redo", s,
+                        workdir / "zeroshot" / str(s) / "scores.json")
     if not todo:
         return
     tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
