@@ -1,0 +1,69 @@
+"""Atomic file writes: write to a unique temporary name in the target's folder, then rename.
+
+A reader sees either the old file or the new one, never a half-written one, and a failed write
+leaves no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from typing import Iterator
+
+
+def _tmp_name(path: str) -> str:
+    d, base = os.path.split(os.path.abspath(path))
+    ext = os.path.splitext(base)[1]
+    # The original extension stays last so that writers which look at it (np.save, savefig) keep it.
+    return os.path.join(d, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp{ext}")
+
+
+def _remove(tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path``, on error remove it.
+
+    For writers that take a path (np.save, safetensors, savefig). The temporary name ends with the
+    same extension as ``path``.
+    """
+    path = os.fspath(path)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    path = os.fspath(path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj, **json_kwargs) -> None:
+    """``json.dumps(obj, **json_kwargs)`` written to ``path`` atomically (no trailing newline added).
+
+    The object is serialised before anything is written, so an unserialisable object leaves
+    ``path`` untouched.
+    """
+    atomic_write_text(path, json.dumps(obj, **json_kwargs))
