@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import threading
 
 import numpy as np
 
+from slmjax import fileio
 from slmjax.data.errors import DataError
 
 
@@ -242,10 +242,8 @@ def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
     raise DataError(f"shard {path}: ArrayRecord reader reports an error (truncated or corrupt?)")
   try:
     os.makedirs(os.path.dirname(cache), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-      np.save(f, lengths)
-    os.replace(tmp, cache)
+    with fileio.atomic_path(cache) as tmp:
+      np.save(tmp, lengths)
   except OSError:
     pass  # a read-only cache only costs a re-scan next time
   return lengths

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
+
+from slmjax import fileio
 
 
 def write_unit_dataset(path: str, splits: dict, *, vocab_size: int, n_shards: int = 2,
@@ -37,9 +38,7 @@ def write_unit_dataset(path: str, splits: dict, *, vocab_size: int, n_shards: in
     manifest["splits"][name] = {"shards": shards, "utterances": len(utts),
                                 "tokens": int(sum(len(u) for u in utts)),
                                 "seconds": float(sum(len(u) for u in utts)) / 100.0}
-  with open(os.path.join(path, "manifest.json.tmp"), "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(os.path.join(path, "manifest.json.tmp"), os.path.join(path, "manifest.json"))
+  fileio.atomic_write_json(os.path.join(path, "manifest.json"), manifest, indent=1)
   return manifest
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 
+from slmjax import fileio
 from slmjax.analysis.scaling.sweep import read_sweep
 
 # The paper's Table 5 (speech, HuBERT units) and its downstream gammas (PAPER.md).
@@ -175,8 +176,5 @@ def write_demo_report(out: str) -> str:
           "", "The full fit report, with every approach, held-out validation and the reporting "
           "checklist, is [fit/report.md](fit/report.md)."]
     path = os.path.join(out, "report.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(L) + "\n")
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, "\n".join(L) + "\n")
     return path

@@ -7,13 +7,14 @@ JSON file under ``<out>/.stages/`` written only after the command succeeded; a r
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import subprocess
 import sys
 import time
 from typing import Callable, Sequence
+
+from slmjax import fileio
 
 
 @dataclasses.dataclass
@@ -77,10 +78,7 @@ def run_stages(stages: Sequence[Stage], out: str, env: dict | None = None,
         seconds = time.time() - t0
         timings[stage.name] = round(seconds, 1)
         done_estimate += stage.estimate_s
-        tmp = marker + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"seconds": seconds, "finished": time.time()}, f)
-        os.replace(tmp, marker)
+        fileio.atomic_write_json(marker, {"seconds": seconds, "finished": time.time()})
     log(f"all stages done in {_fmt(time.time() - start)}")
     return timings
 

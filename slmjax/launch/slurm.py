@@ -17,6 +17,7 @@ import subprocess
 import sys
 from typing import TextIO
 
+from slmjax import fileio
 from slmjax.launch import status
 from slmjax.launch.commands import TRAIN_SCRIPT, train_args
 from slmjax.launch.grid import Run, SweepError, join
@@ -99,10 +100,7 @@ def _queued_names() -> set[str]:
 
 def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, text)
 
 
 def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = False,

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from slmjax import fileio
 from slmjax.model.config import ModelConfig
 
 
@@ -205,11 +206,8 @@ def save_release_checkpoint(path: str, cfg: ModelConfig, params: dict) -> None:
 
     os.makedirs(path, exist_ok=True)
     sd = export_state_dict(cfg, params)
-    tmp = os.path.join(path, "model.safetensors.tmp")
-    save_file(sd, tmp)
-    os.replace(tmp, os.path.join(path, "model.safetensors"))
+    with fileio.atomic_path(os.path.join(path, "model.safetensors")) as tmp:
+        save_file(sd, tmp)
     meta = {"format_version": 1, "model_args": model_args_of(cfg), "torch_dtype": "float32",
             "tied_weights": True}
-    with open(os.path.join(path, "config.json.tmp"), "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(os.path.join(path, "config.json.tmp"), os.path.join(path, "config.json"))
+    fileio.atomic_write_json(os.path.join(path, "config.json"), meta, indent=1)

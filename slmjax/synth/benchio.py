@@ -9,7 +9,8 @@ import random
 import string
 
 from slmjax.synth import engines
-from slmjax.synth.render import Job, Renderer, atomic_write_text
+from slmjax.fileio import atomic_write_text
+from slmjax.synth.render import Job, Renderer
 
 LEXICAL_COLUMNS = ("filename", "id", "voice", "frequency", "word", "phones", "length", "correct")
 SYNTACTIC_COLUMNS = ("filename", "type", "subtype", "id", "voice", "transcription", "correct")

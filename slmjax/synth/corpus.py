@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from slmjax.synth import engines, leakage, textsrc
 from slmjax.synth.errors import SynthError
-from slmjax.synth.render import Job, Renderer, atomic_write_text
+from slmjax.fileio import atomic_write_text
+from slmjax.synth.render import Job, Renderer
 
 SPEED_JITTER, PITCH_JITTER = 0.08, 8
 

@@ -57,7 +57,7 @@ class Exclusions:
 
 def write(root: str, name: str, sentences=(), contexts=()) -> str:
     """Record a benchmark set's texts under ``<root>/exclude/<name>.txt`` (atomically)."""
-    from slmjax.synth.render import atomic_write_text
+    from slmjax.fileio import atomic_write_text
 
     lines = sorted({f"{text_hash(s)} sentence" for s in sentences} | {f"{text_hash(c)} context" for c in contexts})
     path = os.path.join(root, "exclude", f"{name}.txt")

@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 import soundfile as sf
 from tqdm import tqdm
 
+from slmjax.fileio import atomic_write_bytes
 from slmjax.synth import engines
 from slmjax.synth.errors import SynthError
 
@@ -21,18 +22,6 @@ class Job:
     path: str
     text: str
     voice: engines.Voice
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def existing_duration(path: str) -> float | None:

@@ -6,6 +6,8 @@ import json
 import math
 import os
 
+from slmjax import fileio
+
 
 class MetricsWriter:
   """Appends rows to metrics.jsonl and scalars to TensorBoard (process 0 only).
@@ -41,10 +43,7 @@ class MetricsWriter:
           continue  # a line cut by a kill
         if row.get("step", 0) <= step:
           keep.append(json.dumps(row) + "\n")
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, self.path)
+    fileio.atomic_write_text(self.path, "".join(keep))
 
   def write(self, row: dict) -> None:
     if not self.enabled:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+
+from slmjax import fileio
 
 
 class RunError(RuntimeError):
@@ -26,13 +27,8 @@ _ADDED_DEFAULTS = {"data.max_unique_tokens": 0}
 
 def write_json(path: str, obj) -> None:
   """Writes JSON atomically (temporary file, then rename)."""
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path), suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True, default=_default)
-    f.write("\n")
-  os.replace(tmp, path)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fileio.atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_default) + "\n")
 
 
 def _default(x):

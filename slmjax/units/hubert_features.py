@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from slmjax import fileio
 from slmjax.units.errors import UnitsError
 from slmjax.units.hubert import HubertConfig, HubertEncoder
 
@@ -118,7 +119,6 @@ def save_weights(model: HubertEncoder, path: str) -> str:
         h.update(k.encode())
         h.update(np.ascontiguousarray(flat[k]).tobytes())
     sha = h.hexdigest()
-    tmp = path + ".tmp"
-    save_file(flat, tmp, metadata={"config": json.dumps(dataclasses.asdict(model.cfg)), "sha256": sha})
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        save_file(flat, tmp, metadata={"config": json.dumps(dataclasses.asdict(model.cfg)), "sha256": sha})
     return sha

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 from functools import partial
 
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from slmjax import fileio
 from slmjax.units.errors import UnitsError
 
 
@@ -159,14 +159,11 @@ def centroids_sha256(cents: np.ndarray) -> str:
 def save_centroids(path_npy: str, cents: np.ndarray, header: dict) -> None:
     """``centroids.npy`` plus ``centroids.json`` header, each written to a temp name then renamed."""
     cents = np.ascontiguousarray(cents, np.float32)
-    tmp = path_npy + ".tmp.npy"
-    np.save(tmp, cents)
-    os.replace(tmp, path_npy)
+    with fileio.atomic_path(path_npy) as tmp:
+        np.save(tmp, cents)
     hdr = dict(header, k=int(cents.shape[0]), dim=int(cents.shape[1]), sha256=centroids_sha256(cents))
     jpath = os.path.splitext(path_npy)[0] + ".json"
-    with open(jpath + ".tmp", "w") as f:
-        json.dump(hdr, f, indent=1)
-    os.replace(jpath + ".tmp", jpath)
+    fileio.atomic_write_json(jpath, hdr, indent=1)
 
 
 def import_sklearn(path: str) -> np.ndarray:

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from slmjax import fileio
 from slmjax.units import ids as unit_ids
 from slmjax.units.audio import BadAudio, as_wave, check_wave, load_wave
 from slmjax.units.coarse import Coarse
@@ -92,19 +93,13 @@ def save_tokenizer(tokdir: str, features, centroids: np.ndarray, kmeans_header: 
     os.makedirs(tokdir, exist_ok=True)
     save_centroids(os.path.join(tokdir, "centroids.npy"), centroids, kmeans_header)
     if coarse_bytes is not None:
-        _write_bytes(os.path.join(tokdir, "coarse.model"), coarse_bytes)
+        fileio.atomic_write_bytes(os.path.join(tokdir, "coarse.model"), coarse_bytes)
     elif os.path.exists(os.path.join(tokdir, "coarse.model")):
         os.remove(os.path.join(tokdir, "coarse.model"))
     meta = {"format_version": FORMAT_VERSION, "features": features.spec(), "k": int(centroids.shape[0]),
             "centroids": "centroids.npy", "coarse": "coarse.model" if coarse_bytes is not None else None, **(extra or {})}
-    _write_bytes(os.path.join(tokdir, "tokenizer.json"), json.dumps(meta, indent=1).encode())
+    fileio.atomic_write_bytes(os.path.join(tokdir, "tokenizer.json"), json.dumps(meta, indent=1).encode())
     return load_tokenizer(tokdir)
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
 
 
 def load_tokenizer(tokdir: str) -> Tokenizer:

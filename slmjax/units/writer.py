@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from slmjax import fileio
 from slmjax.units import ids as unit_ids
 from slmjax.units.audio import BadAudio, check_wave
 from slmjax.units.errors import UnitsError
@@ -59,9 +60,7 @@ def plan_fingerprint(shards: list[Shard], identity: dict, options: dict) -> str:
 
 
 def _atomic_json(path: str, obj) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
+    fileio.atomic_write_json(path, obj, indent=1)
 
 
 def prepare_output(out: str, fingerprint: str) -> None:
@@ -123,13 +122,11 @@ def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_secon
     for name, recs in files:
         if not recs:
             continue
-        final = os.path.join(out, name)
-        tmp = os.path.join(out, "." + name + ".tmp")
-        writer = ArrayRecordWriter(tmp, "group_size:1")
-        for r in recs:
-            writer.write(r)
-        writer.close()
-        os.replace(tmp, final)
+        with fileio.atomic_path(os.path.join(out, name)) as tmp:
+            writer = ArrayRecordWriter(tmp, "group_size:1")
+            for r in recs:
+                writer.write(r)
+            writer.close()
     _atomic_json(part_path(out, shard), part)
     return part
 
@@ -154,10 +151,7 @@ def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations
         totals["units"] += part["units"]
         totals["tokens"] += part["tokens"] - part["utterances"]
         totals["utterances"] += part["utterances"]
-    with open(os.path.join(out, "skipped.jsonl.tmp"), "w") as f:
-        for row in skipped:
-            f.write(json.dumps(row) + "\n")
-    os.replace(os.path.join(out, "skipped.jsonl.tmp"), os.path.join(out, "skipped.jsonl"))
+    fileio.atomic_write_text(os.path.join(out, "skipped.jsonl"), "".join(json.dumps(row) + "\n" for row in skipped))
     if not totals["utterances"]:
         reasons = sorted({r["reason"].split(":")[0] for r in skipped})
         raise UnitsError(f"nothing could be encoded: all {len(skipped)} inputs were skipped ({', '.join(reasons)}); "

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from slmjax import fileio
 from slmjax.analysis.scaling import downstream, plots, report, simulate
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.fit import FitOptions, analyse
@@ -78,9 +79,7 @@ def main(runs, out, **kw):
     figs = plots.write_all(p, out, downstream.read_reference(opt.reference))
     res["figures"] = figs
     path = os.path.join(out, "fit.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(_clean(res), f, indent=1)
-    os.replace(path + ".tmp", path)
+    fileio.atomic_write_json(path, _clean(res), indent=1)
     report.write(res, figs, out)
     return res
 

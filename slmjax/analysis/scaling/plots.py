@@ -11,14 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from slmjax import fileio  # noqa: E402
 from slmjax.analysis.scaling import laws  # noqa: E402
 
 
 def _save(fig, out, name):
-    tmp = os.path.join(out, f".{name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with fileio.atomic_path(os.path.join(out, name)) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, os.path.join(out, name))
     return name
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from slmjax import fileio
+
 
 def _iv(s, fmt="{:.3g}"):
     if not s or s.get("value") is None:
@@ -140,8 +142,5 @@ def _checklist(res):
 
 def write(res, figures, out):
     path = os.path.join(out, "report.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(render(res, figures))
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, render(res, figures))
     return path

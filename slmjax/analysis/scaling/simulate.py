@@ -4,10 +4,12 @@ and benchmarks). Noise is multiplicative on the loss: L * (1 + noise * z), z ~ N
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
 
+from slmjax import fileio
 from slmjax.analysis.scaling import laws
 from slmjax.analysis.scaling.table import RunTable, build_table
 
@@ -76,10 +78,9 @@ def simulate_table(**kw) -> RunTable:
 def write_csv(rows, path):
     """Write row dicts as a run-table CSV (atomically)."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, keys)
+    w.writeheader()
+    w.writerows(rows)
+    fileio.atomic_write_text(path, buf.getvalue())

@@ -10,13 +10,13 @@ Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from slmjax import fileio
 from slmjax.analysis.zeroshot import rules
 from slmjax.analysis.zeroshot.scoring import CONVENTIONS, benchmark_sequence, file_scores
 
@@ -27,9 +27,7 @@ def _atomic_write(path: Path, text: str):
     if jax.process_index() != 0:   # every host scores; one writes
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, text)
 
 
 def score_benchmark(scorer, bench, units: dict, eos_id: int):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 
 
@@ -55,10 +56,9 @@ def _write_cache(path: Path, identity: dict, entries: dict):
     lens = [len(entries[s][0]) for s in stems]
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     flat = (np.concatenate([entries[s][0] for s in stems]) if stems else np.zeros(0)).astype(np.int32)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, identity=json.dumps(identity, sort_keys=True), stems=np.array(stems, dtype=str),
-             offsets=offsets, units=flat, sizes=np.array([entries[s][1] for s in stems], np.int64))
-    os.replace(tmp, path)
+    with fileio.atomic_path(path) as tmp:
+        np.savez(tmp, identity=json.dumps(identity, sort_keys=True), stems=np.array(stems, dtype=str),
+                 offsets=offsets, units=flat, sizes=np.array([entries[s][1] for s in stems], np.int64))
 
 
 def encode_benchmark(bench, tokenizer, cache_dir, identity: dict | None = None,
