@@ -16,11 +16,11 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(VPY) -m pip install -q -e '.[test,torch]'
 	@touch $@
 
-# System packages: TTS engines and real recorded speech for tests (root on Debian).
+# System packages: TTS engines, real recorded speech for tests, tcmalloc (slmjax/hostalloc.py; root on Debian).
 apt:
-	@if command -v apt-get >/dev/null 2>&1 && ! (command -v espeak-ng >/dev/null && test -d /usr/share/pocketsphinx/test/data && test -f /usr/share/dict/words); then \
+	@if command -v apt-get >/dev/null 2>&1 && ! (command -v espeak-ng >/dev/null && test -d /usr/share/pocketsphinx/test/data && test -f /usr/share/dict/words && ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1); then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata wamerican >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata wamerican libtcmalloc-minimal4 >/dev/null; \
 	fi
 
 test: apt install

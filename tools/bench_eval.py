@@ -18,6 +18,8 @@ import time
 
 from absl import app, flags
 
+from slmjax import hostalloc
+
 flags.DEFINE_string("size", None, "A paper size (s20m, ...); else --dim/--n_layers/--n_heads.")
 flags.DEFINE_integer("dim", 256, "Model width.")
 flags.DEFINE_integer("n_layers", 4, "Layers.")
@@ -129,4 +131,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hostalloc.use_fast_allocator()
     app.run(main)

@@ -4,7 +4,8 @@
 
 In one run: (a) the measured matmul peak of this machine (and the table peak on GPU/TPU),
 (b) our jitted train step, (c) transformers' LlamaForCausalLM of the same shape with torch AdamW,
-eager and under torch.compile. Prints a table; the last line is one JSON object with
+eager and under torch.compile. All rows run in one process with the same host allocator
+(slmjax.hostalloc: tcmalloc when installed). Prints a table; the last line is one JSON object with
 tokens_per_sec, mfu, baseline_tokens_per_sec. FLOPs: 6N + 12LHQT with causal attention counted
 once (slmjax.train.flops), the same count for every row.
 """
@@ -17,6 +18,8 @@ import time
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from slmjax import hostalloc
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/train.py:s20m", "Training config.")
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Global sequences per step (overrides the config).")
@@ -168,6 +171,8 @@ def main(argv):
     print(f"measured matmul peak ({dtype}): {measured / 1e9:.1f} GFLOP/s before, "
           f"{peak_after / 1e9:.1f} after the timed steps (load from other jobs shows here)"
           + (f"; table peak: {table / 1e12:.0f} TFLOP/s" if table else ""))
+    print(f"host allocator: {hostalloc.active_allocator()} (every row; SLMJAX_ALLOCATOR=system for "
+          f"glibc's default)")
     print(f"our step compiled in {compile_s:.1f} s\n")
     print(f"| {'implementation':<46} | {'tokens/s':>10} | {'s/step':>8} | {'MFU':>6} | {'vs ours':>7} |")
     print(f"|{'-' * 48}|{'-' * 12}|{'-' * 10}|{'-' * 8}|{'-' * 9}|")
@@ -181,9 +186,11 @@ def main(argv):
               "measured_matmul_flops": measured, "measured_matmul_flops_after": peak_after,
               "flops_per_token": flop,
               "device": device.device_kind, "n_devices": jax.device_count(), "dtype": dtype,
+              "allocator": hostalloc.active_allocator(),
               "batch_size": b, "seq_len": t, "step_seconds": secs["ours"]}
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
+    hostalloc.use_fast_allocator()
     app.run(main)

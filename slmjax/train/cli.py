@@ -12,6 +12,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from slmjax import hostalloc
 from slmjax.train import distributed  # defines --coordinator_address, --num_processes, --process_id
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -77,6 +78,7 @@ def _parse_flags(argv):
 
 def run() -> None:
     """Console entry point."""
+    hostalloc.use_fast_allocator()
     app.run(main, flags_parser=_parse_flags)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from slmjax import hostalloc
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
 from slmjax.analysis.zeroshot.errors import ZeroShotError
@@ -203,6 +204,7 @@ def main(argv):
 
 
 def run():
+    hostalloc.use_fast_allocator()
     app.run(main)
 
 

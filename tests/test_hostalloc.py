@@ -1,0 +1,84 @@
+"""The host allocator choice and the re-execution that puts it in place."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slmjax import hostalloc
+from slmjax.hostalloc import allocator_env
+
+TC = "libtcmalloc_minimal.so.4"
+
+
+def test_choices():
+    assert allocator_env({}, "system", TC, True) == ("system", {})
+    name, env = allocator_env({"LD_PRELOAD": "libfoo.so"}, "auto", TC, True)
+    assert name == "tcmalloc" and env["LD_PRELOAD"] == f"{TC} libfoo.so"
+    assert int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) > 1 << 40
+    assert allocator_env({"LD_PRELOAD": f"/x/{TC}"}, "auto", TC, True) == ("tcmalloc", {})
+    # No tcmalloc: glibc's huge-page tunable, appended to the user's own tunables.
+    assert allocator_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "auto", None, True) == (
+        "thp", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"})
+    assert allocator_env({}, "thp", TC, True) == ("thp", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    assert allocator_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "thp", None, True) == ("thp", {})
+    assert allocator_env({}, "auto", None, False) == ("system", {})  # THP disabled in the kernel
+
+
+def test_bad_choices_name_the_problem():
+    with pytest.raises(ValueError, match="SLMJAX_ALLOCATOR='jemalloc': expected one of auto"):
+        allocator_env({}, "jemalloc", TC, True)
+    with pytest.raises(ValueError, match="apt-get install libtcmalloc-minimal4"):
+        allocator_env({}, "tcmalloc", None, True)
+
+
+_SCRIPT = """
+import ctypes, os, resource, sys
+print("start", os.getpid(), flush=True)
+from slmjax import hostalloc
+hostalloc.use_fast_allocator()
+# Allocate, touch and free 256 MB five times: glibc maps it afresh each time (page faults every
+# round), tcmalloc keeps the pages for the next round.
+libc = ctypes.CDLL(None)  # the process's malloc: tcmalloc's when preloaded
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    p = libc.malloc(1 << 28)
+    ctypes.memset(p, 1, 1 << 28)
+    libc.free(p)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print("done", os.getpid(), hostalloc.active_allocator(), faults, flush=True)
+"""
+
+
+def _run(choice):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SLMJAX_ALLOCATOR_ACTIVE")}
+    env["SLMJAX_ALLOCATOR"] = choice
+    return subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+def test_reexec_keeps_pid_and_tcmalloc_stops_the_page_faults():
+    if hostalloc.find_tcmalloc() is None:
+        pytest.skip("tcmalloc not installed (make apt installs it)")
+    system, tc = _run("system"), _run("tcmalloc")
+    assert system.returncode == 0 and tc.returncode == 0, system.stderr + tc.stderr
+    s_lines, t_lines = system.stdout.splitlines(), tc.stdout.splitlines()
+    # Re-executed once: the script's first line runs twice with one pid, the last line once.
+    assert [ln.split()[0] for ln in t_lines] == ["start", "start", "done"]
+    assert len({ln.split()[1] for ln in t_lines}) == 1
+    assert [ln.split()[0] for ln in s_lines] == ["start", "done"]  # system: no re-execution
+    assert s_lines[-1].split()[2] == "system"
+    assert t_lines[-1].split()[2] == "tcmalloc"
+    pages = (1 << 28) // 4096
+    assert int(s_lines[-1].split()[3]) > 4 * pages  # glibc: every round faults its 65,536 pages in again
+    assert int(t_lines[-1].split()[3]) < 2 * pages  # tcmalloc: the first round only
+
+
+def test_bad_setting_is_one_line():
+    result = _run("jemalloc")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("slmjax: SLMJAX_ALLOCATOR='jemalloc'")
