@@ -15,6 +15,7 @@ from flax import nnx
 
 from slmjax.model.attention import causal_attention
 from slmjax.model.config import ModelConfig, resolve_dtype
+from slmjax.model.swiglu import swiglu
 
 
 def _normal(rngs: nnx.Rngs, shape, std: float, dtype, axes) -> nnx.Param:
@@ -85,8 +86,7 @@ class FeedForward(nnx.Module):
 
     def __call__(self, x):
         dt = x.dtype
-        gate = jax.nn.silu(x @ self.w1[...].astype(dt))
-        return (gate * (x @ self.w3[...].astype(dt))) @ self.w2[...].astype(dt)
+        return swiglu(x, self.w1[...].astype(dt), self.w3[...].astype(dt), self.w2[...].astype(dt))
 
 
 class Block(nnx.Module):

@@ -1,4 +1,5 @@
-"""The CPU blockwise causal attention and its custom backward pass against PyTorch float64 autograd."""
+"""The model's hand-written backward passes (CPU blockwise attention, SwiGLU) against PyTorch
+float64 autograd."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import pytest
 
 from slmjax.model.attention import causal_attention
 from slmjax.model.blockwise import blockwise_causal_attention
+from slmjax.model.swiglu import swiglu
 
 B, N, T, H = 2, 3, 37, 16
 SEGMENTS = np.repeat(np.array([[0, 1, 2], [5, 5, 7]]), [10, 20, 7], axis=1)
@@ -75,3 +77,28 @@ def test_backward_does_not_keep_the_probabilities():
     probabilities = 2 * 4 * 512 * 512 * 4  # one float32 [B,N,T,T] array: 8 MiB
     ours, plain = temp_bytes("blockwise"), temp_bytes("xla")  # measured: 6.2 MiB and 32 MiB
     assert ours < probabilities < plain / 2
+
+
+@pytest.mark.torch
+def test_swiglu_gradients_match_torch_float64():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    d, f = 24, 40
+    arrays = [rng.normal(size=(2, 7, d)), rng.normal(0, d ** -0.5, (d, f)),
+              rng.normal(0, d ** -0.5, (d, f)), rng.normal(0, f ** -0.5, (f, d)), rng.normal(size=(2, 7, d))]
+    x, w1, w3, w2, w = (a.astype(np.float32) for a in arrays)
+    tx, t1, t3, t2 = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w1, w3, w2))
+    out = (torch.nn.functional.silu(tx @ t1) * (tx @ t3)) @ t2
+    (out * torch.tensor(w, dtype=torch.float64)).sum().backward()
+    ref = [out.detach().numpy()] + [t.grad.numpy() for t in (tx, t1, t3, t2)]
+    ours = [swiglu(x, w1, w3, w2)] + list(jax.grad(
+        lambda *a: jnp.sum(swiglu(*a) * w), argnums=(0, 1, 2, 3))(x, w1, w3, w2))
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        assert np.abs(np.asarray(a, np.float64) - b).max() < 1e-5 * np.abs(b).max()
+    # bfloat16 inputs: same dtypes back, close to the float64 gradients.
+    bf = jax.grad(lambda *a: jnp.sum(swiglu(*a).astype(jnp.float32) * w), argnums=(0, 1, 2, 3))(
+        *(jnp.asarray(a, jnp.bfloat16) for a in (x, w1, w3, w2)))
+    for a, b in zip(bf, ref[1:]):
+        assert a.dtype == jnp.bfloat16
+        assert np.abs(np.asarray(a, np.float64) - b).max() < 0.05 * np.abs(b).max()
