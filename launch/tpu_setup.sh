@@ -29,8 +29,9 @@ echo "copying $(git -C "$here" rev-parse --short HEAD) to every worker of $name"
 gcloud compute tpus tpu-vm scp "$archive" "$name:slmjax.tar.gz" --worker=all "${gflags[@]}"
 
 remote='set -euo pipefail
-if ! python3 -m venv --help >/dev/null 2>&1; then
-  sudo apt-get -qq update && sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3-venv
+# tcmalloc: slmjax-train preloads it so that host buffers stay mapped (slmjax/hostalloc.py).
+if ! python3 -m venv --help >/dev/null 2>&1 || ! ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+  sudo apt-get -qq update && sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3-venv libtcmalloc-minimal4
 fi
 rm -rf ~/slmjax.new && mkdir -p ~/slmjax.new && tar -xzf ~/slmjax.tar.gz -C ~/slmjax.new
 if [[ -d ~/slmjax/.venv ]]; then mv ~/slmjax/.venv ~/slmjax.new/.venv; fi
