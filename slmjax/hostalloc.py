@@ -85,8 +85,10 @@ def use_fast_allocator() -> None:
     """
     if not sys.platform.startswith("linux") or os.environ.get(_DONE):
         return
+    choice = os.environ.get(ENV, "auto")
+    tcmalloc = find_tcmalloc() if choice in ("auto", "tcmalloc") else None  # find_library runs ldconfig
     try:
-        _, changes = allocator_env(os.environ, os.environ.get(ENV, "auto"), find_tcmalloc(), _thp_usable())
+        _, changes = allocator_env(os.environ, choice, tcmalloc, _thp_usable())
     except ValueError as e:
         sys.exit(f"slmjax: {e}")
     if not changes or not getattr(sys, "orig_argv", None):

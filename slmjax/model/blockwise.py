@@ -24,9 +24,11 @@ import numpy as np
 _NEG = float(np.finfo(np.float32).min)
 
 
-def _edges(t: int, block: int) -> list[int]:
+def _blocks(t: int, block: int) -> list[tuple[int, int]]:
+    """(start, end) of the query blocks: ceil(t / block) blocks of near-equal size."""
     nb = max(1, -(-t // block))
-    return [round(i * t / nb) for i in range(nb + 1)]
+    edges = [round(i * t / nb) for i in range(nb + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _block_mask(s: int, e: int, seg):
@@ -47,8 +49,7 @@ def _head_forward(q, k, v, seg, block):
     """One head: q, k, v [B, T, H] -> (output [B, T, H], row log-sum-exp [B, T] float32)."""
     scale = 1.0 / np.sqrt(q.shape[-1])
     outs, lses = [], []
-    edges = _edges(q.shape[1], block)
-    for s, e in zip(edges[:-1], edges[1:]):
+    for s, e in _blocks(q.shape[1], block):
         x = jnp.where(_block_mask(s, e, seg), _scores(q, k, s, e, scale), _NEG)
         m = jnp.max(x, axis=-1, keepdims=True)
         p = jnp.exp(x - m)
@@ -66,8 +67,7 @@ def _head_backward(q, k, v, o, lse, do, seg, block):
     dqs = []
     dk = jnp.zeros(k.shape, jnp.float32)
     dv = jnp.zeros(v.shape, jnp.float32)
-    edges = _edges(q.shape[1], block)
-    for s, e in zip(edges[:-1], edges[1:]):
+    for s, e in _blocks(q.shape[1], block):
         p = jnp.where(_block_mask(s, e, seg), jnp.exp(_scores(q, k, s, e, scale) - lse[:, s:e, None]), 0.0)
         dob = do[:, s:e]
         dv = dv.at[:, :e].add(jnp.einsum("bqk,bqh->bkh", p.astype(do.dtype), dob,
