@@ -66,6 +66,7 @@ def test_scores_every_checkpoint_then_skips(run):
         out = run / "run" / "zeroshot" / str(step)
         scores = json.loads((out / "scores.json").read_text())
         assert scores["step"] == step
+        assert scores["context"] == 32   # the run's data.seq_len, not model.max_seq_len (64)
         assert set(scores["tasks"]) == {"swuggy_dev", "sblimp_dev", "ssc", "tsc"}
         assert set(scores["test_loss"]) == {"ds"}
         assert 0 < scores["test_loss"]["ds"]["nll_per_unit"] < 10
@@ -84,5 +85,7 @@ def test_bad_inputs_are_one_line(run):
     res = _eval(run, f"--tokenizer={run / 'tok'}", "--steps=7")
     assert res.returncode == 2 and "no checkpoint for [7]" in res.stderr
     assert "Traceback" not in res.stderr
+    res = _eval(run, f"--tokenizer={run / 'tok'}", "--force", "--context=65")
+    assert res.returncode == 2 and "--context=65: must be in 1..64" in res.stderr
     res = _eval(run, "--force")   # the manifest records no tokenizer_dir and none is given
     assert res.returncode == 2 and "pass --tokenizer" in res.stderr

@@ -42,6 +42,9 @@ flags.DEFINE_list("test_data", None, "Unit datasets for the test loss (default: 
 flags.DEFINE_enum("batching", "auto", ["auto", "bucket", "pack"], "bucket: length-bucketed "
                   "right-padded rows; pack: several files per row with segment ids; auto: the "
                   "cheaper plan for each benchmark.")
+flags.DEFINE_integer("context", 0, "Targets per scored row; a longer sequence keeps its end. 0: the "
+                     "run's training context (data.seq_len; the model never saw later positions), "
+                     "or a release checkpoint's max_seq_len.")
 flags.DEFINE_integer("tokens_per_batch", 65536, "Tokens per scoring batch (over all devices).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "auto"], "Matmul compute dtype for scoring "
                   "(default: the checkpoint's model.dtype; float32 for the closest match to a "
@@ -84,7 +87,7 @@ def _encode_all(benches, tok, identity):
     return {b.name: encode_benchmark(b, tok, cache, identity) for b in benches}
 
 
-def _make_scorer(cfg, params, pad_id):
+def _make_scorer(cfg, params, pad_id, context):
     import dataclasses
 
     import slmjax.model
@@ -99,7 +102,10 @@ def _make_scorer(cfg, params, pad_id):
     # training axis rules, NNX would try to resolve logical axis names against it.
     slmjax.model.param_logical_axes(cfg)
 
-    return Scorer(logits_fn, params, max_len=cfg.max_seq_len, pad_id=pad_id,
+    if not 0 < context <= cfg.max_seq_len:
+        raise ZeroShotError(f"--context={context}: must be in 1..{cfg.max_seq_len} (the model's "
+                            "max_seq_len)")
+    return Scorer(logits_fn, params, max_len=context, pad_id=pad_id,
                   tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching, width=cfg.dim)
 
 
@@ -144,17 +150,19 @@ def _score_run():
     encoded = _encode_all(benches, tok, tok.identity)
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
                  {Path(p).name: p for p in FLAGS.test_data if p})
+    context = FLAGS.context or runs.training_context(workdir)
     scorer = None
     for step in todo:
         cfg, params, got = runs.restore(workdir, step)
         _check_vocab(cfg, tok, f"{workdir} step {step}")
         if scorer is None:
-            scorer = _make_scorer(cfg, params, tok.pad_id)
+            context = context or cfg.max_seq_len
+            scorer = _make_scorer(cfg, params, tok.pad_id, context)
         else:
             scorer.set_params(params)
         meta = {"step": int(got), "workdir": str(workdir), "source": "run checkpoint",
                 "tokenizer": tok.identity, "batching": FLAGS.batching,
-                "compute_dtype": FLAGS.dtype or cfg.dtype}
+                "compute_dtype": FLAGS.dtype or cfg.dtype, "context": context}
         scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
                                 workdir / "zeroshot" / str(got), meta, test_sets)
         print(json.dumps({"step": int(got), **{k: round(v["accuracy"], 4) for k, v in
@@ -175,11 +183,12 @@ def _score_release():
     _check_vocab(cfg, tok, FLAGS.release_checkpoint)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     encoded = _encode_all(benches, tok, tok.identity)
+    context = FLAGS.context or cfg.max_seq_len
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
             "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
-            "compute_dtype": FLAGS.dtype or cfg.dtype}
+            "compute_dtype": FLAGS.dtype or cfg.dtype, "context": context}
     test_sets = {Path(p).name: p for p in (FLAGS.test_data or []) if p}
-    scores = evaluate_model(_make_scorer(cfg, params, tok.pad_id), benches, encoded, tok.eos_id,
+    scores = evaluate_model(_make_scorer(cfg, params, tok.pad_id, context), benches, encoded, tok.eos_id,
                             Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)
     print(json.dumps({k: round(v["accuracy"], 4) for k, v in scores["headline"].items()}))
 

@@ -58,6 +58,13 @@ def run_units(workdir) -> RunUnits:
                     int(first["pad_id"]), datasets)
 
 
+def training_context(workdir) -> int | None:
+    """Tokens per training example (``data.seq_len`` in ``config.json``): the longest context the
+    run's model has seen positions for, so the context to score with. None if the config lacks it."""
+    seq_len = _read_json(Path(workdir) / "config.json", "run config").get("data", {}).get("seq_len")
+    return int(seq_len) if seq_len else None
+
+
 def load_run_tokenizer(units: RunUnits, tokenizer_dir: str | None):
     """Load the tokenizer (``--tokenizer`` or the manifest's ``tokenizer_dir``) and check that it is
     the one the run's data were encoded with."""
