@@ -83,7 +83,10 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     t.clip_norm = 1.0  # global gradient-norm clip
     t.log_every = 10 if tiny else 50  # steps between metrics.jsonl rows
     t.eval_every = 100 if tiny else 1000  # steps between test-loss evaluations (and at the end)
-    t.eval_batches = 4 if tiny else 20  # batches of the held-out split per evaluation
+    t.eval_batches = 4 if tiny else 20  # batches of the held-out split per periodic evaluation
+    # Batches for the final evaluation, whose loss run.json records and the scaling fits read;
+    # 0 = the whole held-out split (every run of a sweep then scores the same tokens).
+    t.final_eval_batches = 0
     t.progress = True  # tqdm progress bar
     t.peak_flops = 0.0  # peak FLOP/s per device for MFU; 0 = device table (measured on CPU)
     t.profile_start = -1  # step at which a JAX profiler trace starts (-1 = none) ...

@@ -69,14 +69,17 @@ class _Evaluator:
     self.mesh, self.pipeline = mesh, pipeline
     self.batch = int(config.train.batch_size)
     self.max_batches = int(config.train.get("eval_batches", 0) or 0)
+    self.final_batches = int(config.train.get("final_eval_batches", 0) or 0)
     self.step = make_eval_step(config, mesh)
 
-  def __call__(self, params) -> dict:
+  def __call__(self, params, final: bool = False) -> dict:
+    """Periodic evaluations read ``eval_batches`` batches; the final one ``final_eval_batches``."""
+    limit = self.final_batches if final else self.max_batches
     sums = {}
     for ev in self.pipeline.evals:
       nll, cnt = jnp.zeros(()), jnp.zeros(())
       for i, local in enumerate(ev.batches(self.batch, jax.process_index(), jax.process_count())):
-        if self.max_batches and i >= self.max_batches:
+        if limit and i >= limit:
           break
         a, b = self.step(params, make_global_batch(local, self.mesh))
         nll, cnt = nll + a, cnt + b
@@ -180,7 +183,7 @@ def train(config, workdir: str) -> dict:
       if do_eval or do_ckpt:
         fetch()               # a checkpoint is only written after its loss proved finite
       if do_eval:
-        final = evaluate(state["params"])
+        final = evaluate(state["params"], final=s == steps)
         writer.write({"step": s, **final})
       if do_ckpt:
         ckpts.save(s, state, data_iter)

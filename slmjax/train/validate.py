@@ -89,6 +89,8 @@ def problems(config, n_devices: int | None = None) -> list[str]:
     for name in ("eps", "clip_norm", "log_every", "eval_every", "eval_batches"):
         if t[name] <= 0:
             out.append(f"train.{name}={t[name]} must be positive")
+    if t.get("final_eval_batches", 0) < 0:
+        out.append(f"train.final_eval_batches={t.final_eval_batches} must be >= 0 (0 = all)")
     if t.weight_decay < 0:
         out.append(f"train.weight_decay={t.weight_decay} must be >= 0")
     out += _data_run_problems(config)

@@ -1,0 +1,48 @@
+"""The final evaluation covers the whole held-out split (train.final_eval_batches = 0), while the
+periodic ones read train.eval_batches: run.json's final_test_loss, which the scaling fits read,
+equals slmjax-eval's independent held-out loss over every test token."""
+
+import json
+
+import numpy as np
+
+
+def test_final_test_loss_covers_the_whole_split(tmp_path):
+    from configs.train import get_config
+    from slmjax.analysis.zeroshot.scoring import Scorer
+    from slmjax.analysis.zeroshot.testloss import heldout_loss, read_split, stream_windows
+    from slmjax.data.testing import random_utterances, write_unit_dataset
+    import slmjax.model
+    from slmjax.train.checkpoint import restore_params
+    from slmjax.train.loop import train
+
+    rng = np.random.default_rng(0)
+    write_unit_dataset(str(tmp_path / "ds"), {"train": random_utterances(200, 18, rng),
+                                              "test": random_utterances(80, 18, rng)},
+                       vocab_size=18)
+    c = get_config("tiny")
+    c.model.vocab_size, c.model.max_seq_len, c.model.dim, c.model.n_heads = 18, 64, 32, 1
+    c.data.kind, c.data.path, c.data.seq_len = "units", str(tmp_path / "ds"), 32
+    c.train.batch_size, c.train.steps, c.train.eval_every = 8, 6, 3
+    c.train.eval_batches = 1            # periodic evaluations: one batch of 8 windows
+    c.train.progress = False
+    c.checkpoint.async_save = False
+    run = train(c, str(tmp_path / "run"))
+
+    cfg, params, _ = restore_params(str(tmp_path / "run"))
+    scorer = Scorer(lambda p, x, pos, seg: slmjax.model.forward(cfg, p, x, positions=pos,
+                                                                segment_ids=seg),
+                    params, max_len=32, pad_id=17, progress=False)
+    ref = heldout_loss(scorer, str(tmp_path / "ds"))
+    assert ref["n_tokens"] > 4 * 8 * 32         # the split spans several evaluation batches
+    # One batch of windows (what eval_batches=1 reads) gives a different figure; the whole split
+    # matches up to the windows' borders (the trainer's windows do not overlap by one token).
+    records, _ = read_split(str(tmp_path / "ds"), "test")
+    first = scorer.score(stream_windows(records, 32)[:8], desc="first batch")
+    one_batch = -float(np.sum(first.body_logprob + first.last_logprob)) / float(np.sum(first.n_targets))
+    gap = abs(run["final_test_loss"] - ref["nll_per_unit"])
+    assert gap < 1e-3 * ref["nll_per_unit"]
+    assert abs(one_batch - ref["nll_per_unit"]) > 5 * gap
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["test_loss"] for r in rows if "test_loss" in r}
+    assert set(losses) == {3, 6} and losses[6] == run["final_test_loss"]
