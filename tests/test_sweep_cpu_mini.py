@@ -25,9 +25,9 @@ spec.loader.exec_module(mini)
 def get_config(arg=None):
     c = mini.get_config(arg)
     c.train_config = "{REPO}/configs/train.py"
-    c.ratios = (2, 4)
-    del c.sizes["m60k"]
-    del c.sizes["m110k"]
+    for name in [n for n in c.sizes if n != "m30k"]:
+        del c.sizes[name]
+    c.sizes.m30k.ratios = (2, 4)
     c.multi_epoch.sizes = ()
     c.overrides.checkpoint = {{"every_steps": 10}}
     c.overrides.train = {{"log_every": 5}}

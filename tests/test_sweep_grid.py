@@ -160,6 +160,19 @@ def test_larger_batches_for_named_ratios():
     assert runs[1].steps == -(-runs[1].tokens // (16 * 64))
 
 
+def test_a_size_may_name_its_own_ratios():
+    cfg = tiny_sweep()
+    cfg.sizes.b.ratios = (1, 4, 32)
+    runs = grid.expand(cfg, "/r", REPO)
+    single = {s: sorted(r.ratio for r in runs if r.size == s and not r.restricted) for s in "ab"}
+    assert single["a"] == pytest.approx([2, 8]) and single["b"] == pytest.approx([1, 4, 32])
+    nb = n_params(102, 128, 3)
+    assert sorted(r.tokens for r in runs if r.size == "b") == [nb, 4 * nb, 32 * nb]
+    cfg.sizes.b.ratios = (4, -1)
+    with pytest.raises(grid.SweepError, match="sizes.b.ratios must be positive numbers, got -1"):
+        grid.expand(cfg, "/r", REPO)
+
+
 def test_restricted_runs_use_the_training_config_field():
     runs = grid.expand(tiny_sweep(train_config="configs/train.py"), "/r", REPO)
     me = [r for r in runs if r.restricted]

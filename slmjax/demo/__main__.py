@@ -21,8 +21,8 @@ from slmjax.demo.stages import Stage, StageError, console_script, run_stages
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.")
 _HOURS = flags.DEFINE_float(
-    "hours", 16.0, "Hours of synthetic story audio (16 h gives ~2.3M units: the grid's single-epoch "
-    "runs stay within one epoch).")
+    "hours", 36.0, "Hours of synthetic story audio (36 h gives ~5.1M training units: the grid's "
+    "single-epoch runs, up to 4.6M tokens, stay within one epoch).")
 _VOICES = flags.DEFINE_string("voices", "8", "Corpus voices: a count of built-in voices, or specs.")
 _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.05, "Share of corpus utterances held out for the test loss.")
 _BENCH_VOICES = flags.DEFINE_string("bench_voices", "4", "Benchmark voices (count or specs).")

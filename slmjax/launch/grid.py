@@ -1,7 +1,7 @@
 """Expand a sweep config (configs/sweeps/*.py) into the runs of a scaling study.
 
-A sweep config names model sizes (each with its batch size), token-to-parameter ratios D/N and
-multi-epoch runs. Each run gets N from the model its training config builds, a token budget D,
+A sweep config names model sizes (each with its batch size and optionally its own ratios),
+token-to-parameter ratios D/N and multi-epoch runs. Each run gets N from the model its training config builds, a token budget D,
 steps = ceil(D / (batch_size * seq_len)) so that the LR schedule ends at its budget, compute
 C = 6ND, a key such as `s85m_d2.7e9`, and a workdir `<root>/<key>`. The run's training config is
 `<train_config>:<size arg>` plus `--config.*` overrides; see `commands.train_args`.
@@ -139,9 +139,13 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
 
     plan: list[tuple[str, float | None, int, int | None, bool]] = []
     for name in sizes:
-        for r in cfg.ratios:
+        # A size may name its own ratios (sizes.NAME.ratios), e.g. to spare the largest model the
+        # longest budgets or to run small ones far past D/N = 20.
+        own = cfg.sizes[name].get("ratios", None)
+        where = f"sizes.{name}.ratios" if own else "ratios"
+        for r in (own or cfg.ratios):
             if not isinstance(r, (int, float)) or r <= 0:
-                raise SweepError(f"ratios must be positive numbers, got {r!r}")
+                raise SweepError(f"{where} must be positive numbers, got {r!r}")
             plan.append((name, float(r), round(r * sizes[name][2]), unique, False))
     me = cfg.get("multi_epoch", None)
     if me is not None and me.get("sizes"):
