@@ -48,11 +48,38 @@ def _corpus_summary(out):
 
 
 def _final_scores(workdir):
+    """scores.json of the run's last scored checkpoint ({} if none)."""
     steps = sorted((int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "zeroshot", "*"))
                     if os.path.basename(p).isdigit()))
     if not steps:
         return {}
-    return _load(os.path.join(workdir, "zeroshot", str(steps[-1]), "scores.json"), {}).get("headline", {})
+    return _load(os.path.join(workdir, "zeroshot", str(steps[-1]), "scores.json"), {})
+
+
+def _run_dirs(runs_dir):
+    """Workdirs with a run.json, by N then D."""
+    dirs = [os.path.dirname(p) for p in glob.glob(os.path.join(runs_dir, "*", "run.json"))]
+    key = lambda wd: (_load(os.path.join(wd, "run.json"), {}).get("n_params") or 0,
+                      _load(os.path.join(wd, "run.json"), {}).get("tokens") or 0, wd)
+    return sorted(dirs, key=key)
+
+
+def _context_note(runs_dir):
+    """A sentence on the scoring context: how many StoryCloze files were longer than it."""
+    for wd in _run_dirs(runs_dir):
+        scores = _final_scores(wd)
+        if not scores.get("context"):
+            continue
+        tasks = scores.get("tasks", {})
+        cut = sum(tasks.get(t, {}).get("n_truncated", 0) for t in ("ssc", "tsc"))
+        files = sum(tasks.get(t, {}).get("n_files", 0) for t in ("ssc", "tsc"))
+        note = f"Every file was scored in the models' training context of {scores['context']} units"
+        if cut:
+            note += (f"; {cut} of the {files} StoryCloze files are longer, so only their last "
+                     f"{scores['context']} units (about the ending sentence) were scored, and the "
+                     "story before it could not inform the choice")
+        return note + "."
+    return ""
 
 
 def _runs_section(runs_dir):
@@ -60,10 +87,9 @@ def _runs_section(runs_dir):
              + " | ".join(TASK_TITLES.values()) + " |",
              "|---|---|---|---|---|" + "---|" * len(TASK_TITLES)]
     best = {t: None for t in TASK_TITLES}
-    for run_json in sorted(glob.glob(os.path.join(runs_dir, "*", "run.json"))):
-        wd = os.path.dirname(run_json)
-        run = _load(run_json, {})
-        head = _final_scores(wd)
+    for wd in _run_dirs(runs_dir):
+        run = _load(os.path.join(wd, "run.json"), {})
+        head = _final_scores(wd).get("headline", {})
         cells = []
         for task in TASK_TITLES:
             h = head.get(task)
@@ -82,7 +108,7 @@ def _runs_section(runs_dir):
     return lines, best
 
 
-def _chance_lines(best):
+def _chance_lines(best, sizes, context_note):
     lines = []
     beaten = []
     for task, entry in best.items():
@@ -100,10 +126,24 @@ def _chance_lines(best):
         lines.insert(0, "Beats chance (95% interval above 50%) on: " + ", ".join(beaten) + ".")
     else:
         lines.insert(0, "No benchmark is beaten with a 95% interval above chance. These models have "
-                     "30K-110K parameters and see a few million units of MFCC tokens from synthetic "
-                     "speech: units carry little lexical identity and the models are far below the sizes "
-                     "where the paper sees syntax and semantics emerge.")
+                     f"{_count(min(sizes))}-{_count(max(sizes))} parameters and see a few million units "
+                     "of MFCC tokens from synthetic speech: units carry little lexical identity and the "
+                     "models are far below the sizes where the paper sees syntax and semantics emerge.")
+    if context_note:
+        lines.append(context_note)
     return lines
+
+
+def _seq_len(runs_dir):
+    for wd in _run_dirs(runs_dir):
+        seq = _load(os.path.join(wd, "config.json"), {}).get("data", {}).get("seq_len")
+        if seq:
+            return seq
+    return "?"
+
+
+def _count(n):
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
 
 
 def write_demo_report(out: str) -> str:
@@ -154,7 +194,7 @@ def write_demo_report(out: str) -> str:
         L += ["", "Diagnostics of the fit:"] + [f"- {d if isinstance(d, str) else json.dumps(d)}"
                                                 for d in diags]
     L += ["", "## Benchmarks (accuracy %, final checkpoints, 95% bootstrap intervals)", ""] + run_lines
-    L += [""] + _chance_lines(best)
+    L += [""] + _chance_lines(best, sizes, _context_note(runs_dir))
     down = fit.get("downstream", {})
     gl = [f"- {TASK_TITLES.get(t, t)}: gamma = {_iv(d.get('gamma'))}"
           + (f" (paper, speech: {PAPER_GAMMA[t]})" if t in PAPER_GAMMA else "")
@@ -169,7 +209,8 @@ def write_demo_report(out: str) -> str:
           "on held-out synthetic utterances.",
           "- Units: 39-dim MFCC + k-means (HuBERT iteration 1 style) at 100 Hz, not mHuBERT-25Hz layer "
           "11 with K=500: MFCC units are noisier and carry less linguistic identity.",
-          "- Models: tens of thousands of parameters and a context of 128 units, not 20M-823M and 2050; "
+          f"- Models: {_count(min(sizes))}-{_count(max(sizes))} parameters and a context of "
+          f"{_seq_len(runs_dir)} units, not 20M-823M and 2050; "
           "the fitted exponents describe this miniature regime and are not expected to match the "
           "paper's.",
           "- Benchmarks: small generated sets (a few hundred pairs), so intervals are wide.",
