@@ -87,13 +87,13 @@ def build_stages(out: str) -> list[Stage]:
         report.write_demo_report(out)
 
     return [
-        Stage("benchmarks", "synthesise sBLIMP, sWUGGY, sSC and tSC sets", 90, bench_cmds),
-        Stage("corpus", f"synthesise a {_HOURS.value:g}-hour story corpus", 300, corpus_cmds),
-        Stage("tokenizer", "fit the MFCC k-means tokenizer", 90, fit_tok_cmds),
-        Stage("encode", "encode the corpus into units", 90, encode_cmds),
-        Stage("sweep", "train the grid (slmjax-sweep, local)", 600, sweep_cmds),
-        Stage("eval", "score every final checkpoint on the four benchmarks", 400, eval_cmds),
-        Stage("fit", "fit scaling laws with bootstrap intervals", 120, fit_cmds),
+        Stage("benchmarks", "synthesise sBLIMP, sWUGGY, sSC and tSC sets", 50, bench_cmds),
+        Stage("corpus", f"synthesise a {_HOURS.value:g}-hour story corpus", 3 * _HOURS.value, corpus_cmds),
+        Stage("tokenizer", "fit the MFCC k-means tokenizer", 65, fit_tok_cmds),
+        Stage("encode", "encode the corpus into units", 1.25 * _HOURS.value, encode_cmds),
+        Stage("sweep", "train the grid (slmjax-sweep, local)", 440, sweep_cmds),
+        Stage("eval", "score every final checkpoint on the four benchmarks", 260, eval_cmds),
+        Stage("fit", "fit scaling laws with bootstrap intervals", 20, fit_cmds),
         Stage("report", "write report.md", 5, lambda: [], after=write_report),
     ]
 
