@@ -50,7 +50,10 @@ def _run(root, name, n, d, loss, tsc):
         flops_per_token={"6n": 6 * n, "6n_attn": 7 * n})))
     (wd / "metrics.jsonl").write_text(json.dumps({"step": 10, "tokens_seen": d, "test_loss": loss}) + "\n")
     head = {"tsc": {"accuracy": tsc, "ci95": [tsc - 0.05, tsc + 0.05], "n_items": 150}}
-    (wd / "zeroshot" / "10" / "scores.json").write_text(json.dumps({"headline": head}))
+    tasks = {"tsc": {"n_truncated": 150, "n_files": 300}, "swuggy_dev": {"n_truncated": 0}}
+    (wd / "zeroshot" / "10" / "scores.json").write_text(json.dumps(
+        {"headline": head, "context": 128, "tasks": tasks}))
+    (wd / "config.json").write_text(json.dumps({"data": {"seq_len": 128}}))
 
 
 def test_report_states_runs_law_and_chance(tmp_path):
@@ -77,4 +80,24 @@ def test_report_states_runs_law_and_chance(tmp_path):
     assert "| m4000_r20 | 4,000 | 80,000 | 0.1 | 2.6000 | - | - | - | 70.0 [65.0, 75.0] |" in text
     # best tSC 70% with interval [65, 75] is above chance; the others have no scores
     assert "Beats chance (95% interval above 50%) on: tSC." in text
+    assert ("Every file was scored in a context of 128 units; longer files keep only their last "
+            "units, and the story or sentence before them could not inform the choice: 150 of 300 "
+            "tsc files.") in text
+    assert "- Models: 1K-4K parameters and a context of 128 units" in text
+    # Runs are listed by N, then D (not by name: m1000_r20 before m1000_r8 alphabetically).
+    assert text.index("| m1000_r8 |") < text.index("| m1000_r20 |") < text.index("| m2000_r2 |")
     assert not os.path.exists(tmp_path / "report.md.tmp")
+
+
+def test_a_folder_made_with_other_settings_is_refused(tmp_path):
+    from slmjax.demo.stages import check_settings
+    out = str(tmp_path)
+    now = {"hours": 36.0, "grid_sha256": "abc"}
+    assert check_settings(out, now) is None                  # new folder: settings recorded
+    assert check_settings(out, now) is None                  # same settings: go on
+    msg = check_settings(out, {"hours": 16.0, "grid_sha256": "abc"})
+    assert msg and "hours: 36.0 -> 16.0" in msg and "use another --out" in msg
+    old = tmp_path / "old"
+    (old / ".stages").mkdir(parents=True)
+    (old / ".stages" / "corpus.json").write_text("{}")      # stages but no settings: older slmjax
+    assert "no record of their settings" in check_settings(str(old), now)

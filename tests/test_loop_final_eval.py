@@ -42,6 +42,8 @@ def test_final_test_loss_covers_the_whole_split(tmp_path):
     one_batch = -float(np.sum(first.body_logprob + first.last_logprob)) / float(np.sum(first.n_targets))
     gap = abs(run["final_test_loss"] - ref["nll_per_unit"])
     assert gap < 1e-3 * ref["nll_per_unit"]
+    # ... and run.json says over how many tokens: all but about one per 33-token window.
+    assert ref["n_tokens"] * 32 / 33 - 33 <= run["final_test_tokens"] <= ref["n_tokens"]
     assert abs(one_batch - ref["nll_per_unit"]) > 5 * gap
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = {r["step"]: r["test_loss"] for r in rows if "test_loss" in r}

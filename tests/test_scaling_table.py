@@ -128,6 +128,18 @@ def test_sweep_root(tmp_path):
     assert np.isnan(acc[list(t.run_id).index("early")])      # not the final checkpoint's scores
     assert any("early" in s for s in t.notes)
     np.testing.assert_allclose(t.flops["6N_attn"], 7.2 * t.n_params * t.tokens)
+    assert not any("held-out tokens" in s for s in t.notes)   # none records a count: alike
+
+
+def test_sweep_root_notes_final_losses_over_different_heldout_tokens(tmp_path):
+    for i, n_eval in enumerate((4096, 4096, None)):
+        _workdir(tmp_path, f"r{i}", 2e7 * (i + 1), 4e8, 3.0 - i / 10)
+        if n_eval is not None:
+            run = json.loads((tmp_path / f"r{i}" / "run.json").read_text())
+            (tmp_path / f"r{i}" / "run.json").write_text(json.dumps({**run, "final_test_tokens": n_eval}))
+    notes = [s for s in read_sweep(str(tmp_path), min_sizes=1, min_budgets=1).notes
+             if "held-out tokens" in s]
+    assert len(notes) == 1 and "r0: 4096" in notes[0] and "r2: ?" in notes[0]
 
 
 def test_cli_bad_table_prints_one_line(tmp_path):

@@ -168,8 +168,13 @@ def test_a_size_may_name_its_own_ratios():
     assert single["a"] == pytest.approx([2, 8]) and single["b"] == pytest.approx([1, 4, 32])
     nb = n_params(102, 128, 3)
     assert sorted(r.tokens for r in runs if r.size == "b") == [nb, 4 * nb, 32 * nb]
+    cfg.sizes.b.ratios = ()       # no single-epoch runs for b (not: the sweep's ratios)
+    assert not [r for r in grid.expand(cfg, "/r", REPO) if r.size == "b"]
     cfg.sizes.b.ratios = (4, -1)
     with pytest.raises(grid.SweepError, match="sizes.b.ratios must be positive numbers, got -1"):
+        grid.expand(cfg, "/r", REPO)
+    cfg.sizes.b = ml_collections.ConfigDict(dict(cfg.sizes.b.to_dict(), ratios=5))
+    with pytest.raises(grid.SweepError, match="sizes.b.ratios must be a tuple of positive numbers"):
         grid.expand(cfg, "/r", REPO)
 
 

@@ -79,6 +79,11 @@ def test_scores_every_checkpoint_then_skips(run):
     again = _eval(run, f"--tokenizer={run / 'tok'}")
     assert again.returncode == 0 and "already scored" in again.stderr
     assert not again.stdout.strip()
+    # Scores made with another context (or by an older slmjax, without one) are made again.
+    other = _eval(run, f"--tokenizer={run / 'tok'}", "--steps=2", "--context=64")
+    assert other.returncode == 0 and "scored with context 32, not 64" in other.stderr
+    assert json.loads((run / "run" / "zeroshot" / "2" / "scores.json").read_text())["context"] == 64
+    assert json.loads(other.stdout.strip())["step"] == 2
 
 
 def test_bad_inputs_are_one_line(run):
@@ -86,6 +91,6 @@ def test_bad_inputs_are_one_line(run):
     assert res.returncode == 2 and "no checkpoint for [7]" in res.stderr
     assert "Traceback" not in res.stderr
     res = _eval(run, f"--tokenizer={run / 'tok'}", "--force", "--context=65")
-    assert res.returncode == 2 and "--context=65: must be in 1..64" in res.stderr
+    assert res.returncode == 2 and "--context=65: the scoring context must be in 1..64" in res.stderr
     res = _eval(run, "--force")   # the manifest records no tokenizer_dir and none is given
     assert res.returncode == 2 and "pass --tokenizer" in res.stderr

@@ -5,7 +5,7 @@
 Four sizes (10K, 30K, 113K and 231K parameters with 102 unit ids: a 23x range of N), each at its
 own D/N ratios: the two small ones run far past D/N = 20 (5, 20, 100), where their loss flattens
 towards a size-limited floor and so pins the N term; 113K at (5, 20, 40) and 231K at (5, 20), so
-that no single-epoch budget exceeds the demo's 36-hour corpus (~5.1M training units). Plus the 30K
+that no single-epoch budget exceeds the demo's 36-hour corpus (~5.0M training units). Plus the 30K
 model for 2 and 4 epochs of its first 1M units: 13 runs, each with steps =
 ceil(D / (batch_size * 128)) so that its schedule (configs/train.py:tiny's warm-up rule, then
 cosine) ends at its budget. Sizes are configs/train.py:tiny with smaller dims (head_dim 16-32,

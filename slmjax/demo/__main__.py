@@ -11,17 +11,18 @@ skip finished work inside a stage).
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import sys
 
 from absl import app, flags
 
 from slmjax.demo import report
-from slmjax.demo.stages import Stage, StageError, console_script, run_stages
+from slmjax.demo.stages import Stage, StageError, check_settings, console_script, run_stages
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.")
 _HOURS = flags.DEFINE_float(
-    "hours", 36.0, "Hours of synthetic story audio (36 h gives ~5.1M training units: the grid's "
+    "hours", 36.0, "Hours of synthetic story audio (36 h gives ~5.0M training units: the grid's "
     "single-epoch runs, up to 4.6M tokens, stay within one epoch).")
 _VOICES = flags.DEFINE_string("voices", "8", "Corpus voices: a count of built-in voices, or specs.")
 _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.05, "Share of corpus utterances held out for the test loss.")
@@ -98,11 +99,26 @@ def build_stages(out: str) -> list[Stage]:
     ]
 
 
+def settings() -> dict:
+    """The flags that shape the demo's outputs, with a digest of the grid file."""
+    grid = _GRID.value if os.path.isabs(_GRID.value) else os.path.join(REPO, _GRID.value)
+    with open(grid, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    return {"hours": _HOURS.value, "voices": _VOICES.value, "test_fraction": _TEST_FRACTION.value,
+            "bench_voices": _BENCH_VOICES.value, "bench_n": _BENCH_N.value, "k": _K.value,
+            "grid": _GRID.value, "grid_sha256": digest, "bootstrap": _BOOTSTRAP.value,
+            "seed": _SEED.value}
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     out = os.path.abspath(_OUT.value)
     os.makedirs(out, exist_ok=True)
+    problem = check_settings(out, settings())
+    if problem:
+        print(f"slmjax demo: {problem}", file=sys.stderr)
+        return 1
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     try:

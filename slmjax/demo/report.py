@@ -10,6 +10,8 @@ import platform
 
 from slmjax import fileio
 from slmjax.analysis.scaling.sweep import read_sweep
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.analysis.zeroshot.runs import training_context
 
 # The paper's Table 5 (speech, HuBERT units) and its downstream gammas (PAPER.md).
 PAPER_LAW = {"E": 1.73, "A": 13.9, "B": 39.8, "alpha": 0.25, "beta": 0.24}
@@ -56,40 +58,39 @@ def _final_scores(workdir):
     return _load(os.path.join(workdir, "zeroshot", str(steps[-1]), "scores.json"), {})
 
 
-def _run_dirs(runs_dir):
-    """Workdirs with a run.json, by N then D."""
-    dirs = [os.path.dirname(p) for p in glob.glob(os.path.join(runs_dir, "*", "run.json"))]
-    key = lambda wd: (_load(os.path.join(wd, "run.json"), {}).get("n_params") or 0,
-                      _load(os.path.join(wd, "run.json"), {}).get("tokens") or 0, wd)
-    return sorted(dirs, key=key)
+def _runs(runs_dir):
+    """[(workdir, run.json dict, final scores.json dict)] of every run, by N then D."""
+    out = []
+    for path in glob.glob(os.path.join(runs_dir, "*", "run.json")):
+        wd = os.path.dirname(path)
+        out.append((wd, _load(path, {}), _final_scores(wd)))
+    return sorted(out, key=lambda r: (r[1].get("n_params") or 0, r[1].get("tokens") or 0, r[0]))
 
 
-def _context_note(runs_dir):
-    """A sentence on the scoring context: how many StoryCloze files were longer than it."""
-    for wd in _run_dirs(runs_dir):
-        scores = _final_scores(wd)
+def _context_note(runs):
+    """A sentence on the scoring context and the files longer than it (from any scored run)."""
+    for _, _, scores in runs:
         if not scores.get("context"):
             continue
-        tasks = scores.get("tasks", {})
-        cut = sum(tasks.get(t, {}).get("n_truncated", 0) for t in ("ssc", "tsc"))
-        files = sum(tasks.get(t, {}).get("n_files", 0) for t in ("ssc", "tsc"))
-        note = f"Every file was scored in the models' training context of {scores['context']} units"
+        ctx = scores["context"]
+        cut = {t: (v.get("n_truncated", 0), v.get("n_files", 0))
+               for t, v in scores.get("tasks", {}).items() if v.get("n_truncated")}
+        note = f"Every file was scored in a context of {ctx} units"
         if cut:
-            note += (f"; {cut} of the {files} StoryCloze files are longer, so only their last "
-                     f"{scores['context']} units (about the ending sentence) were scored, and the "
-                     "story before it could not inform the choice")
+            note += ("; longer files keep only their last units, and the story or sentence before them "
+                     "could not inform the choice: " + ", ".join(
+                         f"{n} of {f} {t} files" for t, (n, f) in sorted(cut.items())))
         return note + "."
     return ""
 
 
-def _runs_section(runs_dir):
+def _runs_section(runs):
     lines = ["| run | N (params) | D (tokens) | epochs | test loss | "
              + " | ".join(TASK_TITLES.values()) + " |",
              "|---|---|---|---|---|" + "---|" * len(TASK_TITLES)]
     best = {t: None for t in TASK_TITLES}
-    for wd in _run_dirs(runs_dir):
-        run = _load(os.path.join(wd, "run.json"), {})
-        head = _final_scores(wd).get("headline", {})
+    for wd, run, scores in runs:
+        head = scores.get("headline", {})
         cells = []
         for task in TASK_TITLES:
             h = head.get(task)
@@ -134,16 +135,21 @@ def _chance_lines(best, sizes, context_note):
     return lines
 
 
-def _seq_len(runs_dir):
-    for wd in _run_dirs(runs_dir):
-        seq = _load(os.path.join(wd, "config.json"), {}).get("data", {}).get("seq_len")
+def _train_context(runs):
+    """The runs' data.seq_len ('?' when no run's config.json says)."""
+    for wd, _, _ in runs:
+        try:
+            seq = training_context(wd)
+        except ZeroShotError:
+            continue
         if seq:
             return seq
     return "?"
 
 
 def _count(n):
-    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
+    """9,904 -> '9.9K', 231,456 -> '231K', 999,600 -> '1M'."""
+    return f"{n / 1e6:.3g}M" if n >= 999_500 else f"{n / 1e3:.3g}K"
 
 
 def write_demo_report(out: str) -> str:
@@ -154,7 +160,8 @@ def write_demo_report(out: str) -> str:
     runs_dir = os.path.join(out, "runs")
     table = read_sweep(runs_dir, min_sizes=1, min_budgets=1)
     sizes = sorted({int(n) for n in table.n_params})
-    run_lines, best = _runs_section(runs_dir)
+    runs = _runs(runs_dir)
+    run_lines, best = _runs_section(runs)
 
     L = ["# slmjax demo: a scaling study in miniature", "",
          f"Written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
@@ -194,7 +201,7 @@ def write_demo_report(out: str) -> str:
         L += ["", "Diagnostics of the fit:"] + [f"- {d if isinstance(d, str) else json.dumps(d)}"
                                                 for d in diags]
     L += ["", "## Benchmarks (accuracy %, final checkpoints, 95% bootstrap intervals)", ""] + run_lines
-    L += [""] + _chance_lines(best, sizes, _context_note(runs_dir))
+    L += [""] + _chance_lines(best, sizes, _context_note(runs))
     down = fit.get("downstream", {})
     gl = [f"- {TASK_TITLES.get(t, t)}: gamma = {_iv(d.get('gamma'))}"
           + (f" (paper, speech: {PAPER_GAMMA[t]})" if t in PAPER_GAMMA else "")
@@ -210,7 +217,7 @@ def write_demo_report(out: str) -> str:
           "- Units: 39-dim MFCC + k-means (HuBERT iteration 1 style) at 100 Hz, not mHuBERT-25Hz layer "
           "11 with K=500: MFCC units are noisier and carry less linguistic identity.",
           f"- Models: {_count(min(sizes))}-{_count(max(sizes))} parameters and a context of "
-          f"{_seq_len(runs_dir)} units, not 20M-823M and 2050; "
+          f"{_train_context(runs)} units, not 20M-823M and 2050; "
           "the fitted exponents describe this miniature regime and are not expected to match the "
           "paper's.",
           "- Benchmarks: small generated sets (a few hundred pairs), so intervals are wide.",

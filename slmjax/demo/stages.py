@@ -7,6 +7,8 @@ JSON file under ``<out>/.stages/`` written only after the command succeeded; a r
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import os
 import shlex
 import subprocess
@@ -81,6 +83,27 @@ def run_stages(stages: Sequence[Stage], out: str, env: dict | None = None,
         fileio.atomic_write_json(marker, {"seconds": seconds, "finished": time.time()})
     log(f"all stages done in {_fmt(time.time() - start)}")
     return timings
+
+
+def check_settings(out: str, now: dict) -> str | None:
+    """None if ``out`` is new or was made with ``now``'s settings (then recorded); else why not.
+
+    Finished stages are skipped on a rerun, so a folder made with other settings (or by an older
+    slmjax, which recorded none) would silently mix old corpus, runs or fits into the report."""
+    path = os.path.join(out, ".stages", "settings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        diff = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
+        if diff:
+            return (f"{out} was made with other settings ({'; '.join(diff)}): use another --out, "
+                    "or delete it to start again")
+    elif glob.glob(os.path.join(out, ".stages", "*.json")):
+        return (f"{out} holds finished stages but no record of their settings (an older slmjax): "
+                "use another --out, or delete it to start again")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fileio.atomic_write_json(path, now)
+    return None
 
 
 def console_script(name: str) -> list[str]:

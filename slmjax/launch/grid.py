@@ -1,10 +1,11 @@
 """Expand a sweep config (configs/sweeps/*.py) into the runs of a scaling study.
 
-A sweep config names model sizes (each with its batch size and optionally its own ratios),
-token-to-parameter ratios D/N and multi-epoch runs. Each run gets N from the model its training config builds, a token budget D,
-steps = ceil(D / (batch_size * seq_len)) so that the LR schedule ends at its budget, compute
-C = 6ND, a key such as `s85m_d2.7e9`, and a workdir `<root>/<key>`. The run's training config is
-`<train_config>:<size arg>` plus `--config.*` overrides; see `commands.train_args`.
+A sweep config names model sizes (each with its batch size and optionally its own D/N
+ratios), token-to-parameter ratios D/N and multi-epoch runs. Each run gets N from the model its
+training config builds, a token budget D, steps = ceil(D / (batch_size * seq_len)) so that the LR
+schedule ends at its budget, compute C = 6ND, a key such as `s85m_d2.7e9`, and a workdir
+`<root>/<key>`. The run's training config is `<train_config>:<size arg>` plus `--config.*`
+overrides; see `commands.train_args`.
 """
 
 from __future__ import annotations
@@ -142,8 +143,11 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         # A size may name its own ratios (sizes.NAME.ratios), e.g. to spare the largest model the
         # longest budgets or to run small ones far past D/N = 20.
         own = cfg.sizes[name].get("ratios", None)
-        where = f"sizes.{name}.ratios" if own else "ratios"
-        for r in (own or cfg.ratios):
+        where = "ratios" if own is None else f"sizes.{name}.ratios"
+        ratios = cfg.ratios if own is None else own
+        if not isinstance(ratios, (tuple, list)):
+            raise SweepError(f"{where} must be a tuple of positive numbers, got {ratios!r}")
+        for r in ratios:
             if not isinstance(r, (int, float)) or r <= 0:
                 raise SweepError(f"{where} must be positive numbers, got {r!r}")
             plan.append((name, float(r), round(r * sizes[name][2]), unique, False))

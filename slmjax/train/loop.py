@@ -85,7 +85,8 @@ class _Evaluator:
         nll, cnt = nll + a, cnt + b
       sums[ev.name] = (float(nll), float(cnt), ev.synthetic)
     natural = {k: v for k, v in sums.items() if not v[2]} or sums
-    out = {"test_loss": sum(v[0] for v in natural.values()) / sum(v[1] for v in natural.values())}
+    n = sum(v[1] for v in natural.values())
+    out = {"test_loss": sum(v[0] for v in natural.values()) / n, "test_tokens": int(n)}
     if len(sums) > 1:
       out.update({f"test_loss/{k}": v[0] / v[1] for k, v in sums.items()})
     return out
@@ -211,7 +212,7 @@ def train(config, workdir: str) -> dict:
       close()
   out = dict(status=status, peak_flops=peak, peak_flops_source=peak_src)
   if status == "completed":
-    out.update(final_test_loss=final.get("test_loss"),
+    out.update(final_test_loss=final.get("test_loss"), final_test_tokens=final.get("test_tokens"),
                test_loss_by_dataset={k.split("/", 1)[1]: v for k, v in final.items()
                                      if k.startswith("test_loss/")} or
                {pipeline.evals[0].name: final.get("test_loss")})

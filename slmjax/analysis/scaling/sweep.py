@@ -63,6 +63,7 @@ def read_sweep(root: str, **kw) -> RunTable:
     if not os.path.isdir(root):
         raise FitInputError(f"{root}: not a directory or CSV file")
     rows, excluded, notes = [], [], []
+    eval_tokens = {}   # run id -> held-out tokens of its final test loss
     for name in sorted(os.listdir(root)):
         wd = os.path.join(root, name)
         rj = os.path.join(wd, "run.json")
@@ -110,6 +111,12 @@ def read_sweep(root: str, **kw) -> RunTable:
             except (OSError, json.JSONDecodeError) as e:
                 notes.append(f"{rid}: scores.json unreadable ({type(e).__name__}); downstream ignored")
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
+        eval_tokens[rid] = run.get("final_test_tokens")
+    if len(set(eval_tokens.values())) > 1:
+        counts = ", ".join(f"{r}: {'?' if n is None else n}" for r, n in sorted(eval_tokens.items()))
+        notes.append("final test losses cover different numbers of held-out tokens (? = a run from "
+                     "before run.json recorded it); rerun their final evaluation to compare like "
+                     f"with like: {counts}")
     if not rows:
         raise FitInputError(f"{root}: no completed runs (no workdir with run.json and status completed)")
     return build_table(rows, os.path.basename(os.path.normpath(root)), excluded=excluded, notes=notes, **kw)

@@ -9,7 +9,6 @@ Writes RUN/zeroshot/<step>/ (or DIR/zeroshot/release/): scores.json and official
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -102,11 +101,41 @@ def _make_scorer(cfg, params, pad_id, context):
     # training axis rules, NNX would try to resolve logical axis names against it.
     slmjax.model.param_logical_axes(cfg)
 
-    if not 0 < context <= cfg.max_seq_len:
-        raise ZeroShotError(f"--context={context}: must be in 1..{cfg.max_seq_len} (the model's "
-                            "max_seq_len)")
     return Scorer(logits_fn, params, max_len=context, pad_id=pad_id,
                   tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching, width=cfg.dim)
+
+
+def _wanted_context(workdir=None):
+    """(context, where it comes from) before any checkpoint is read; context None = the model's
+    max_seq_len (a release checkpoint, or a run whose config has no data.seq_len)."""
+    if FLAGS.context:
+        return FLAGS.context, f"--context={FLAGS.context}"
+    seq = runs.training_context(workdir) if workdir is not None else None
+    return seq, f"the run's data.seq_len={seq}"
+
+
+def _resolve_context(wanted, cfg):
+    context, source = wanted
+    if context is None:
+        return cfg.max_seq_len
+    if not 0 < context <= cfg.max_seq_len:
+        raise ZeroShotError(f"{source}: the scoring context must be in 1..{cfg.max_seq_len} (the "
+                            "model's max_seq_len)")
+    return context
+
+
+def _scored_before(path: Path, context) -> bool:
+    """True if ``path`` holds scores made with this context (older files, without one, do not)."""
+    if not path.exists():
+        return False
+    try:
+        got = json.loads(path.read_text()).get("context")
+    except (OSError, ValueError):
+        return False
+    if context is not None and got != context:
+        logging.warning("%s was scored with context %s, not %s: scoring again", path, got, context)
+        return False
+    return True
 
 
 def _check_vocab(cfg, tok, where):
@@ -138,8 +167,9 @@ def _score_run():
     workdir = Path(FLAGS.workdir)
     units = runs.run_units(workdir)
     steps = _select_steps(runs.list_checkpoint_steps(workdir))
-    todo = [s for s in steps if FLAGS.force or not (workdir / "zeroshot" / str(s) /
-                                                     "scores.json").exists()]
+    wanted = _wanted_context(workdir)
+    todo = [s for s in steps if FLAGS.force or not _scored_before(
+        workdir / "zeroshot" / str(s) / "scores.json", wanted[0])]
     for s in sorted(set(steps) - set(todo)):
         logging.warning("step %d already scored (%s); --force to redo", s,
                         workdir / "zeroshot" / str(s) / "scores.json")
@@ -150,13 +180,12 @@ def _score_run():
     encoded = _encode_all(benches, tok, tok.identity)
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
                  {Path(p).name: p for p in FLAGS.test_data if p})
-    context = FLAGS.context or runs.training_context(workdir)
     scorer = None
     for step in todo:
         cfg, params, got = runs.restore(workdir, step)
         _check_vocab(cfg, tok, f"{workdir} step {step}")
         if scorer is None:
-            context = context or cfg.max_seq_len
+            context = _resolve_context(wanted, cfg)
             scorer = _make_scorer(cfg, params, tok.pad_id, context)
         else:
             scorer.set_params(params)
@@ -183,12 +212,13 @@ def _score_release():
     _check_vocab(cfg, tok, FLAGS.release_checkpoint)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     encoded = _encode_all(benches, tok, tok.identity)
-    context = FLAGS.context or cfg.max_seq_len
+    context = _resolve_context(_wanted_context(), cfg)
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
             "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
             "compute_dtype": FLAGS.dtype or cfg.dtype, "context": context}
     test_sets = {Path(p).name: p for p in (FLAGS.test_data or []) if p}
-    scores = evaluate_model(_make_scorer(cfg, params, tok.pad_id, context), benches, encoded, tok.eos_id,
+    scorer = _make_scorer(cfg, params, tok.pad_id, context)
+    scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
                             Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)
     print(json.dumps({k: round(v["accuracy"], 4) for k, v in scores["headline"].items()}))
 
