@@ -36,6 +36,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of texts, voices and the grid.")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _grid_path() -> str:
+    """--grid, relative to the repository unless absolute."""
+    return _GRID.value if os.path.isabs(_GRID.value) else os.path.join(REPO, _GRID.value)
+
+
 def build_stages(out: str) -> list[Stage]:
     """The demo's stages, in order, with rough 2-core CPU time estimates for the ETA."""
     bench = os.path.join(out, "benchmarks")
@@ -44,7 +49,7 @@ def build_stages(out: str) -> list[Stage]:
     units = os.path.join(out, "units")
     runs = os.path.join(out, "runs")
     fit = os.path.join(out, "fit")
-    grid = _GRID.value if os.path.isabs(_GRID.value) else os.path.join(REPO, _GRID.value)
+    grid = _grid_path()
     synth = console_script("slmjax-synth")
     common = [f"--seed={_SEED.value}"]
 
@@ -101,8 +106,7 @@ def build_stages(out: str) -> list[Stage]:
 
 def settings() -> dict:
     """The flags that shape the demo's outputs, with a digest of the grid file."""
-    grid = _GRID.value if os.path.isabs(_GRID.value) else os.path.join(REPO, _GRID.value)
-    with open(grid, "rb") as f:
+    with open(_grid_path(), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:16]
     return {"hours": _HOURS.value, "voices": _VOICES.value, "test_fraction": _TEST_FRACTION.value,
             "bench_voices": _BENCH_VOICES.value, "bench_n": _BENCH_N.value, "k": _K.value,
@@ -114,6 +118,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     out = os.path.abspath(_OUT.value)
+    if not os.path.isfile(_grid_path()):
+        print(f"slmjax demo: --grid={_GRID.value}: no such file ({_grid_path()})", file=sys.stderr)
+        return 1
     os.makedirs(out, exist_ok=True)
     problem = check_settings(out, settings())
     if problem:

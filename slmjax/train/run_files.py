@@ -16,8 +16,8 @@ class RunError(RuntimeError):
 # logged or stored, not the numbers it computes.
 _FREE_PREFIXES = ("mesh.", "checkpoint.", "train.log_every", "train.eval_every",
                   "train.eval_batches", "train.final_eval_batches", "train.profile",
-                  "train.progress", "data.num_threads", "data.prefetch", "model.attention", "model.attention_block", "model.remat",
-                  "train.micro_batches")
+                  "train.progress", "data.num_threads", "data.prefetch", "model.attention",
+                  "model.attention_block", "model.remat", "train.micro_batches")
 
 # Fields added after runs already existed: a workdir whose config.json lacks one ran with its
 # default, so the absent field and the default do not conflict.
