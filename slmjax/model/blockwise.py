@@ -5,12 +5,17 @@ its gradient) through main memory, and autodiff saves the probabilities of every
 backward pass. Here the work is cut so that it stays in cache and skips what the causal mask
 removes:
 
-- a loop over heads (`lax.map`): one head's blocks of a few MB are all that is live at a time;
+- a loop (`lax.map`) over the (sequence, head) pairs, each one plain 2-D matmuls: one block of a
+  few MB is all that is live at a time;
 - per query block (rows s..e), keys 0..e only: the blocks above the diagonal are never computed;
 - a custom VJP that saves only the output and the row log-sum-exp, and recomputes each block's
   probabilities in the backward pass (FlashAttention's recipe, Dao et al. 2022).
 
-The loop runs over heads, not batch rows, so that a batch sharded over the mesh stays sharded.
+Under a mesh (`jax.set_mesh` with the logical-axis rules in context, as the train and eval steps
+trace the model) the loop runs inside `shard_map` over each device's own sequences and heads, so
+a sharded batch stays sharded. Measured at s20m shapes (4 x 8 heads x 2050 x 64, float32) on a
+2-core CPU, forward + backward of one layer: 751 ms looping over heads with the batch inside,
+542 ms over (sequence, head) pairs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import spmd as flax_spmd
 
 _NEG = float(np.finfo(np.float32).min)
 
@@ -32,87 +38,113 @@ def _blocks(t: int, block: int) -> list[tuple[int, int]]:
 
 
 def _block_mask(s: int, e: int, seg):
-    """[B or 1, e-s, e] boolean: key j <= query i, and in the same segment when seg [B,T] is given."""
+    """[e-s, e] boolean: key j <= query i, and in the same segment when seg [T] is given."""
     pos = jnp.arange(e)
-    mask = (pos[s:e, None] >= pos[None, :])[None]
+    mask = pos[s:e, None] >= pos[None, :]
     if seg is not None:
-        mask = mask & (seg[:, s:e, None] == seg[:, None, :e])
+        mask = mask & (seg[s:e, None] == seg[None, :e])
     return mask
 
 
 def _scores(q, k, s, e, scale):
-    """Scaled float32 scores [B, e-s, e] of query rows s..e against keys 0..e (q, k: [B, T, H])."""
-    return jnp.einsum("bqh,bkh->bqk", q[:, s:e], k[:, :e], preferred_element_type=jnp.float32) * scale
+    """Scaled float32 scores [e-s, e] of query rows s..e against keys 0..e (q, k: [T, H])."""
+    return jnp.matmul(q[s:e], k[:e].T, preferred_element_type=jnp.float32) * scale
 
 
-def _head_forward(q, k, v, seg, block):
-    """One head: q, k, v [B, T, H] -> (output [B, T, H], row log-sum-exp [B, T] float32)."""
+def _dot(a, b):
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+def _pair_forward(q, k, v, seg, block):
+    """One (sequence, head): q, k, v [T, H] -> (output [T, H], row log-sum-exp [T] float32)."""
     scale = 1.0 / np.sqrt(q.shape[-1])
     outs, lses = [], []
-    for s, e in _blocks(q.shape[1], block):
+    for s, e in _blocks(q.shape[0], block):
         x = jnp.where(_block_mask(s, e, seg), _scores(q, k, s, e, scale), _NEG)
         m = jnp.max(x, axis=-1, keepdims=True)
         p = jnp.exp(x - m)
         denom = jnp.sum(p, axis=-1, keepdims=True)
-        o = jnp.einsum("bqk,bkh->bqh", p.astype(v.dtype), v[:, :e], preferred_element_type=jnp.float32)
-        outs.append((o / denom).astype(q.dtype))
-        lses.append((m + jnp.log(denom))[..., 0])
-    return jnp.concatenate(outs, axis=1), jnp.concatenate(lses, axis=1)
+        outs.append((_dot(p.astype(v.dtype), v[:e]) / denom).astype(q.dtype))
+        lses.append((m + jnp.log(denom))[:, 0])
+    return jnp.concatenate(outs), jnp.concatenate(lses)
 
 
-def _head_backward(q, k, v, o, lse, do, seg, block):
-    """One head's (dq, dk, dv) from the saved output and log-sum-exp (probabilities recomputed)."""
+def _pair_backward(q, k, v, o, lse, do, seg, block):
+    """One (sequence, head)'s (dq, dk, dv) from the saved output and log-sum-exp."""
     scale = 1.0 / np.sqrt(q.shape[-1])
-    delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1)  # [B, T]
+    delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1)  # [T]
+    # dk and dv are accumulated transposed ([H, T]): dk^T += q_blk^T ds is a plain row-major matmul
+    # over the large ds block, where ds^T q_blk would transpose it (measured 9% faster in all).
     dqs = []
-    dk = jnp.zeros(k.shape, jnp.float32)
-    dv = jnp.zeros(v.shape, jnp.float32)
-    for s, e in _blocks(q.shape[1], block):
-        p = jnp.where(_block_mask(s, e, seg), jnp.exp(_scores(q, k, s, e, scale) - lse[:, s:e, None]), 0.0)
-        dob = do[:, s:e]
-        dv = dv.at[:, :e].add(jnp.einsum("bqk,bqh->bkh", p.astype(do.dtype), dob,
-                                         preferred_element_type=jnp.float32))
-        dp = jnp.einsum("bqh,bkh->bqk", dob, v[:, :e], preferred_element_type=jnp.float32)
-        ds = (p * (dp - delta[:, s:e, None]) * scale).astype(q.dtype)
-        dqs.append(jnp.einsum("bqk,bkh->bqh", ds, k[:, :e], preferred_element_type=jnp.float32))
-        dk = dk.at[:, :e].add(jnp.einsum("bqk,bqh->bkh", ds, q[:, s:e], preferred_element_type=jnp.float32))
-    return (jnp.concatenate(dqs, axis=1).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype))
-
-
-def _heads_first(x):
-    return jnp.moveaxis(x, 1, 0)  # [B, N, ...] -> [N, B, ...]
-
-
-def _heads_second(x):
-    return jnp.moveaxis(x, 0, 1)
+    dkt = jnp.zeros(k.shape[::-1], jnp.float32)
+    dvt = jnp.zeros(v.shape[::-1], jnp.float32)
+    for s, e in _blocks(q.shape[0], block):
+        p = jnp.where(_block_mask(s, e, seg), jnp.exp(_scores(q, k, s, e, scale) - lse[s:e, None]), 0.0)
+        dob = do[s:e]
+        dvt = dvt.at[:, :e].add(_dot(dob.T, p.astype(do.dtype)))
+        ds = (p * (_dot(dob, v[:e].T) - delta[s:e, None]) * scale).astype(q.dtype)
+        dqs.append(_dot(ds, k[:e]))
+        dkt = dkt.at[:, :e].add(_dot(q[s:e].T, ds))
+    return jnp.concatenate(dqs).astype(q.dtype), dkt.T.astype(k.dtype), dvt.T.astype(v.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q, k, v, segment_ids, block):
-    return _forward(q, k, v, segment_ids, block)[0]
+def _attention(q, k, v, seg, block):
+    """q, k, v [G, T, H] and seg [G, T] or None: G independent (sequence, head) pairs."""
+    return _forward(q, k, v, seg, block)[0]
 
 
-def _forward(q, k, v, segment_ids, block):
-    o, lse = jax.lax.map(lambda a: _head_forward(*a, segment_ids, block),
-                         (_heads_first(q), _heads_first(k), _heads_first(v)))
-    o = _heads_second(o)
-    return o, (q, k, v, segment_ids, o, lse)
+def _map(fn, seg, *arrays):
+    if seg is None:
+        return jax.lax.map(lambda a: fn(*a, None), arrays)
+    return jax.lax.map(lambda a: fn(*a), (*arrays, seg))
+
+
+def _forward(q, k, v, seg, block):
+    o, lse = _map(lambda q, k, v, s: _pair_forward(q, k, v, s, block), seg, q, k, v)
+    return o, (q, k, v, seg, o, lse)
 
 
 def _backward(block, res, do):
-    q, k, v, segment_ids, o, lse = res
-    grads = jax.lax.map(
-        lambda a: _head_backward(*a[:4], a[4], a[5], segment_ids, block),
-        (_heads_first(q), _heads_first(k), _heads_first(v), _heads_first(o), lse, _heads_first(do)))
-    dseg = None if segment_ids is None else np.zeros(segment_ids.shape, jax.dtypes.float0)
-    return (*(_heads_second(g) for g in grads), dseg)
+    q, k, v, seg, o, lse = res
+    grads = _map(lambda *a: _pair_backward(*a[:6], a[6], block), seg, q, k, v, o, lse, do)
+    dseg = None if seg is None else np.zeros(seg.shape, jax.dtypes.float0)
+    return (*grads, dseg)
 
 
 _attention.defvjp(_forward, _backward)
+
+
+def _local_attention(q, k, v, segment_ids, block):
+    """[B, N, T, H] on one device: the (sequence, head) pairs flattened into one loop."""
+    b, n, t, h = q.shape
+    flat = [x.reshape(b * n, t, h) for x in (q, k, v)]
+    seg = None if segment_ids is None else jnp.repeat(segment_ids, n, axis=0)  # pair i = (i // n, i % n)
+    return _attention(*flat, seg, block).reshape(b, n, t, h)
+
+
+def _mesh_specs(shape):
+    """(mesh, PartitionSpec of [B, N, T, H]) when a mesh with more than one device and the
+    logical-axis rules are in context; (None, None) otherwise."""
+    from slmjax.model.functional import logical_to_spec  # functional imports the model
+
+    mesh, rules = jax.sharding.get_abstract_mesh(), flax_spmd.get_logical_axis_rules()
+    if mesh.empty or mesh.size == 1 or not rules:
+        return None, None
+    return mesh, logical_to_spec(("batch", "heads", None, None), shape, mesh, rules)
 
 
 def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 512):
     """Exact causal attention of q, k, v [B,N,T,H] (heads-major); segment_ids [B,T] masks attention
     across segments. Query block i (rows s..e) attends to keys 0..e only, so the work is about
     (nb + 1) / (2 nb) of full attention for nb blocks."""
-    return _attention(q, k, v, segment_ids, int(block))
+    fn = functools.partial(_local_attention, block=int(block))
+    mesh, spec = _mesh_specs(q.shape)
+    if mesh is None:
+        return fn(q, k, v, segment_ids)
+    seg_spec = jax.sharding.PartitionSpec(spec[0])
+    if segment_ids is None:
+        return jax.shard_map(lambda q, k, v: fn(q, k, v, None), mesh=mesh,
+                             in_specs=(spec,) * 3, out_specs=spec)(q, k, v)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * 3 + (seg_spec,), out_specs=spec)(
+        q, k, v, segment_ids)

@@ -39,6 +39,14 @@ def axis_rules():
         yield
 
 
+@contextlib.contextmanager
+def model_context(mesh):
+    """The mesh and RULES as the model sees them while a step is traced: the CPU attention then
+    loops over each device's own sequences and heads (shard_map) instead of the global batch."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), axis_rules():
+        yield
+
+
 def param_shardings(cfg: ModelConfig, mesh) -> dict:
     """NamedSharding of every parameter under RULES, same tree as the params."""
     return model_param_shardings(cfg, mesh, RULES)

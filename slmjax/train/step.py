@@ -101,7 +101,8 @@ def make_train_step(config, mesh):
 
     def step(state, batch):
         params = state["params"]
-        loss, grads = loss_and_grads(cfg, params, batch, m, mesh)
+        with sharding.model_context(mesh):
+            loss, grads = loss_and_grads(cfg, params, batch, m, mesh)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
@@ -119,6 +120,11 @@ def make_eval_step(config, mesh):
     """Jitted `eval(params, batch) -> (sum of weighted NLL, sum of weights)` (float32 scalars)."""
     cfg = model_config(config)
     replicated = NamedSharding(mesh, P())
-    return jax.jit(lambda p, b: nll_sums(cfg, p, b),
+
+    def eval_step(params, batch):
+        with sharding.model_context(mesh):
+            return nll_sums(cfg, params, batch)
+
+    return jax.jit(eval_step,
                    in_shardings=(sharding.param_shardings(cfg, mesh), sharding.batch_sharding(mesh)),
                    out_shardings=(replicated, replicated))

@@ -94,8 +94,11 @@ def _make_scorer(cfg, params, pad_id, context):
         cfg = dataclasses.replace(cfg, dtype=FLAGS.dtype)
     from slmjax.analysis.zeroshot.scoring import Scorer
 
+    from slmjax.train.sharding import axis_rules
+
     def logits_fn(p, tokens, positions, segment_ids):
-        return slmjax.model.forward(cfg, p, tokens, positions=positions, segment_ids=segment_ids)
+        with axis_rules():  # the CPU attention then runs per device under the scoring mesh
+            return slmjax.model.forward(cfg, p, tokens, positions=positions, segment_ids=segment_ids)
 
     # Build the model's (cached) skeleton outside the scoring mesh: under a mesh without the
     # training axis rules, NNX would try to resolve logical axis names against it.
