@@ -15,13 +15,16 @@ SEGMENTS = np.repeat(np.array([[0, 1, 2], [5, 5, 7]]), [10, 20, 7], axis=1)
 
 
 def _inputs(seed=0):
+    """q, k, v and a cotangent [B, T, N, H] (the model's layout)."""
     rng = np.random.default_rng(seed)
-    return [rng.normal(size=(B, N, T, H)).astype(np.float32) for _ in range(4)]  # q, k, v, cotangent
+    return [rng.normal(size=(B, T, N, H)).astype(np.float32) for _ in range(4)]
 
 
 def torch_reference(q, k, v, w, segment_ids):
-    """(output, dq, dk, dv) of sum(attention * w), by float64 autograd of a plain masked softmax."""
+    """(output, dq, dk, dv) [B, T, N, H] of sum(attention * w), by float64 autograd of a plain
+    masked softmax over heads-major [B, N, T, H] tensors."""
     torch = pytest.importorskip("torch")
+    q, k, v, w = (x.transpose(0, 2, 1, 3) for x in (q, k, v, w))
     q, k, v = (torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (q, k, v))
     t = q.shape[2]
     mask = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
@@ -31,7 +34,7 @@ def torch_reference(q, k, v, w, segment_ids):
     scores = (q @ k.transpose(-1, -2)) / np.sqrt(q.shape[-1])
     out = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
     (out * torch.tensor(w, dtype=torch.float64)).sum().backward()
-    return [x.detach().numpy() for x in (out, q.grad, k.grad, v.grad)]
+    return [x.detach().numpy().transpose(0, 2, 1, 3) for x in (out, q.grad, k.grad, v.grad)]
 
 
 @pytest.mark.torch
@@ -65,7 +68,7 @@ def test_dispatch_and_bfloat16_inputs_stay_close():
 def test_backward_does_not_keep_the_probabilities():
     """The saved residuals are the output and the row log-sum-exp, not B*N*T*T probabilities:
     the compiled gradient needs far less temporary memory than autodiff of plain attention."""
-    shape = (2, 4, 512, 32)
+    shape = (2, 512, 4, 32)
     args = [jax.ShapeDtypeStruct(shape, jnp.float32)] * 3
 
     def temp_bytes(impl):
@@ -116,14 +119,14 @@ def test_under_a_mesh_each_device_loops_over_its_own_sequences_and_heads():
                          axis_types=(jax.sharding.AxisType.Auto,) * 3)  # as slmjax's meshes
     rules = (("batch", ("data", "fsdp")), ("heads", "tensor"))
     q, k, v, w = _inputs(2)
-    q, k, v, w = (np.concatenate([x, x[:, :1]], axis=1) for x in (q, k, v, w))  # 4 heads
+    q, k, v, w = (np.concatenate([x, x[:, :, :1]], axis=2) for x in (q, k, v, w))  # 4 heads
     seg = jnp.asarray(SEGMENTS)
 
     def loss(q, k, v):
         return jnp.sum(blockwise_causal_attention(q, k, v, seg, 16) * w)
 
     plain = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
-    sharded = NamedSharding(mesh, P("data", "tensor"))
+    sharded = NamedSharding(mesh, P("data", None, "tensor"))
     with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
         args = [jax.device_put(x, sharded) for x in (q, k, v)]
         fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))

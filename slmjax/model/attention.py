@@ -14,8 +14,8 @@ from slmjax.model.blockwise import blockwise_causal_attention
 
 
 def causal_attention(q, k, v, segment_ids=None, *, impl: str = "auto", block: int = 512):
-    """Causal attention of q, k, v [B,N,T,H] (heads-major); segment_ids [B,T] masks attention
-    across segments. Returns [B,N,T,H]."""
+    """Causal attention of q, k, v [B,T,N,H]; segment_ids [B,T] masks attention across segments.
+    Returns [B,T,N,H]."""
     if impl == "auto":
         backend = jax.default_backend()
         if backend == "cpu":
@@ -29,6 +29,4 @@ def causal_attention(q, k, v, segment_ids=None, *, impl: str = "auto", block: in
     mask = None
     if segment_ids is not None:
         mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-    q, k, v = (x.swapaxes(1, 2) for x in (q, k, v))  # dot_product_attention takes [B,T,N,H]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=impl)
-    return out.swapaxes(1, 2)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation=impl)

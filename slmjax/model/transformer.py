@@ -37,14 +37,14 @@ class RMSNorm(nnx.Module):
 
 
 def rope(x, positions, theta: float):
-    """Rotary embedding, interleaved pairs (x[2i], x[2i+1]), in float32. x [B,N,T,H], positions [B,T].
+    """Rotary embedding, interleaved pairs (x[2i], x[2i+1]), in float32. x [B,T,N,H], positions [B,T].
 
     out[2i] = x[2i] cos - x[2i+1] sin, out[2i+1] = x[2i+1] cos + x[2i] sin, written as
     x * cos' + pairswap(x) * sin' so that it stays one elementwise fusion.
     """
     h = x.shape[-1]
     inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
-    angles = positions.astype(jnp.float32)[:, None, :, None] * jnp.repeat(inv_freq, 2)  # [B,1,T,H]
+    angles = positions.astype(jnp.float32)[:, :, None, None] * jnp.repeat(inv_freq, 2)  # [B,T,1,H]
     sign = jnp.tile(jnp.array([-1.0, 1.0], jnp.float32), h // 2)
     xf = x.astype(jnp.float32)
     swapped = xf.reshape(*x.shape[:-1], h // 2, 2)[..., ::-1].reshape(x.shape)
@@ -63,15 +63,15 @@ class Attention(nnx.Module):
         self.wo = _normal(rngs, (n, h, d), out_std, pd, ("heads", "head_dim", "embed"))
 
     def __call__(self, x, positions, segment_ids):
-        # Heads-major [B,N,T,H] activations: the score and value matmuls are then plain batched
-        # matmuls, with no transposed copies of q, k, v or the probabilities on CPU.
+        # [B,T,N,H] activations: the projections are plain [B*T, D] matmuls with no transposed
+        # copies, and it is the layout dot_product_attention takes.
         cfg, dt = self.cfg, x.dtype
-        q = jnp.einsum("btd,dnh->bnth", x, self.wq[...].astype(dt))
-        k = jnp.einsum("btd,dnh->bnth", x, self.wk[...].astype(dt))
-        v = jnp.einsum("btd,dnh->bnth", x, self.wv[...].astype(dt))
+        q = jnp.einsum("btd,dnh->btnh", x, self.wq[...].astype(dt))
+        k = jnp.einsum("btd,dnh->btnh", x, self.wk[...].astype(dt))
+        v = jnp.einsum("btd,dnh->btnh", x, self.wv[...].astype(dt))
         q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
         o = causal_attention(q, k, v, segment_ids, impl=cfg.attention, block=cfg.attention_block)
-        return jnp.einsum("bnth,nhd->btd", o, self.wo[...].astype(dt))
+        return jnp.einsum("btnh,nhd->btd", o, self.wo[...].astype(dt))
 
 
 class FeedForward(nnx.Module):
