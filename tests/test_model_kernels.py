@@ -40,7 +40,12 @@ def torch_reference(q, k, v, w, segment_ids):
 @pytest.mark.torch
 @pytest.mark.parametrize("segments", [False, True])
 @pytest.mark.parametrize("block", [8, 16, 37, 64])
-def test_output_and_gradients_match_torch_float64(segments, block):
+@pytest.mark.parametrize("rows_per_step", [2048, 1])  # both sequences per loop step / one
+def test_output_and_gradients_match_torch_float64(segments, block, rows_per_step, monkeypatch):
+    from slmjax.model import blockwise
+
+    monkeypatch.setattr(blockwise, "_ROWS_PER_STEP", rows_per_step)
+    assert blockwise._group(B, T) == (B if rows_per_step > B * T else 1)
     q, k, v, w = _inputs()
     seg = SEGMENTS if segments else None
     ref = torch_reference(q, k, v, w, seg)

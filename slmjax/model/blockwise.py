@@ -90,53 +90,76 @@ def _pair_backward(q, k, v, o, lse, do, seg, block):
     return jnp.concatenate(dqs).astype(q.dtype), dkt.T.astype(k.dtype), dvt.T.astype(v.dtype)
 
 
-def _pair(x, i, n):
-    """Pair i = (sequence i // n, head i % n): [T, H] of x [B, T, N, H], [T] of x [B, T, N] or of
-    segment ids [B, T]."""
-    b = i // n
+# Rows of queries per loop iteration: short sequences are taken several at a time (vmapped), so
+# that a batch of many short rows (evaluation, the demo's models) is not a long loop of tiny ops.
+_ROWS_PER_STEP = 2048
+
+
+def _group(b: int, t: int) -> int:
+    """Sequences per iteration: the largest divisor of b with group * t <= _ROWS_PER_STEP (>= 1)."""
+    return max(g for g in range(1, b + 1) if b % g == 0 and (g == 1 or g * t <= _ROWS_PER_STEP))
+
+
+def _take(x, i, n, g):
+    """Step i's slice: sequences (i // n) * g ... + g, head i % n. [g, T, H] of x [B, T, N, H],
+    [g, T] of x [B, T, N] or of segment ids [B, T]."""
+    start = (i // n) * g
     if x.ndim == 2:
-        return jax.lax.dynamic_index_in_dim(x, b, keepdims=False)
-    size = (1, x.shape[1], 1, *x.shape[3:])
-    return jax.lax.dynamic_slice(x, (b, 0, i % n, *([0] * (x.ndim - 3))), size).reshape(size[1:2] + size[3:])
+        return jax.lax.dynamic_slice_in_dim(x, start, g)
+    size = (g, x.shape[1], 1, *x.shape[3:])
+    out = jax.lax.dynamic_slice(x, (start, 0, i % n, *([0] * (x.ndim - 3))), size)
+    return out.reshape(size[:2] + size[3:])
 
 
-def _put(buf, val, i, n):
-    """buf [B, T, N, ...] with pair i set to val [T, ...]."""
-    val = val.reshape(1, val.shape[0], 1, *val.shape[1:]).astype(buf.dtype)
-    return jax.lax.dynamic_update_slice(buf, val, (i // n, 0, i % n, *([0] * (buf.ndim - 3))))
+def _put(buf, val, i, n, g):
+    """buf [B, T, N, ...] with step i's slice set to val [g, T, ...]."""
+    val = val.reshape(g, val.shape[1], 1, *val.shape[2:]).astype(buf.dtype)
+    return jax.lax.dynamic_update_slice(buf, val, ((i // n) * g, 0, i % n, *([0] * (buf.ndim - 3))))
+
+
+def _per_sequence(fn, g, *args):
+    """fn of one sequence's [T, ...] arrays over g sequences (plain 2-D ops when g = 1)."""
+    if g == 1:
+        return jax.tree.map(lambda y: y[None], fn(*(None if a is None else a[0] for a in args)))
+    axes = tuple(None if a is None else 0 for a in args)
+    return jax.vmap(fn, in_axes=axes)(*args)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _attention(q, k, v, seg, block):
-    """q, k, v [B, T, N, H] and seg [B, T] or None, looping over the B * N (sequence, head) pairs."""
+    """q, k, v [B, T, N, H] and seg [B, T] or None, looping over the (sequence, head) pairs."""
     return _forward(q, k, v, seg, block)[0]
 
 
 def _forward(q, k, v, seg, block):
-    b, n = q.shape[0], q.shape[2]
+    b, t, n = q.shape[:3]
+    g = _group(b, t)
+    fn = functools.partial(_pair_forward, block=block)
 
     def body(i, carry):
         o, lse = carry
-        seg_i = None if seg is None else _pair(seg, i, n)
-        o_i, lse_i = _pair_forward(_pair(q, i, n), _pair(k, i, n), _pair(v, i, n), seg_i, block)
-        return _put(o, o_i, i, n), _put(lse, lse_i, i, n)
+        seg_i = None if seg is None else _take(seg, i, n, g)
+        o_i, lse_i = _per_sequence(fn, g, *(_take(x, i, n, g) for x in (q, k, v)), seg_i)
+        return _put(o, o_i, i, n, g), _put(lse, lse_i, i, n, g)
 
     # zeros_like: under shard_map the loop's buffers then vary over the mesh axes as q does
     init = (jnp.zeros_like(q), jnp.zeros_like(q[..., 0], jnp.float32))
-    o, lse = jax.lax.fori_loop(0, b * n, body, init)
+    o, lse = jax.lax.fori_loop(0, b // g * n, body, init)
     return o, (q, k, v, seg, o, lse)
 
 
 def _backward(block, res, do):
     q, k, v, seg, o, lse = res
-    n = q.shape[2]
+    b, t, n = q.shape[:3]
+    g = _group(b, t)
+    fn = functools.partial(_pair_backward, block=block)
 
     def body(i, grads):
-        seg_i = None if seg is None else _pair(seg, i, n)
-        g = _pair_backward(*(_pair(x, i, n) for x in (q, k, v, o, lse, do)), seg_i, block)
-        return tuple(_put(buf, g_i, i, n) for buf, g_i in zip(grads, g))
+        seg_i = None if seg is None else _take(seg, i, n, g)
+        step = _per_sequence(fn, g, *(_take(x, i, n, g) for x in (q, k, v, o, lse, do)), seg_i)
+        return tuple(_put(buf, g_i, i, n, g) for buf, g_i in zip(grads, step))
 
-    grads = jax.lax.fori_loop(0, q.shape[0] * n, body, tuple(jnp.zeros_like(x) for x in (q, k, v)))
+    grads = jax.lax.fori_loop(0, b // g * n, body, tuple(jnp.zeros_like(x) for x in (q, k, v)))
     dseg = None if seg is None else np.zeros(seg.shape, jax.dtypes.float0)
     return (*grads, dseg)
 
