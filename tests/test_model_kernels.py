@@ -115,14 +115,14 @@ def test_swiglu_gradients_match_torch_float64():
 def test_under_a_mesh_each_device_loops_over_its_own_sequences_and_heads():
     """With a mesh and the rules in context the attention runs in shard_map (no gather of the
     sharded batch), with the same output and gradients as without a mesh."""
-    from flax.core import spmd as flax_spmd
     from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from slmjax.train.sharding import axis_rules
 
     if jax.device_count() < 4:
         pytest.skip("needs 4 devices")
     mesh = jax.make_mesh((2, 1, 2), ("data", "fsdp", "tensor"), devices=jax.devices()[:4],
                          axis_types=(jax.sharding.AxisType.Auto,) * 3)  # as slmjax's meshes
-    rules = (("batch", ("data", "fsdp")), ("heads", "tensor"))
     q, k, v, w = _inputs(2)
     q, k, v, w = (np.concatenate([x, x[:, :, :1]], axis=2) for x in (q, k, v, w))  # 4 heads
     seg = jnp.asarray(SEGMENTS)
@@ -132,7 +132,7 @@ def test_under_a_mesh_each_device_loops_over_its_own_sequences_and_heads():
 
     plain = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
     sharded = NamedSharding(mesh, P("data", None, "tensor"))
-    with jax.set_mesh(mesh), flax_spmd.logical_axis_rules(rules):
+    with jax.set_mesh(mesh), axis_rules():
         args = [jax.device_put(x, sharded) for x in (q, k, v)]
         fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
         assert "shard_map" in str(jax.make_jaxpr(fn)(*args))

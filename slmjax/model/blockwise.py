@@ -125,6 +125,20 @@ def _per_sequence(fn, g, *args):
     return jax.vmap(fn, in_axes=axes)(*args)
 
 
+def _over_pairs(fn, arrays, seg, outs):
+    """Runs fn (one sequence's [T, ...] slices of `arrays` [B, T, N, ...] and segment ids, one
+    head) over every (sequence, head) pair, writing its results into the buffers `outs`."""
+    b, t, n = arrays[0].shape[:3]
+    g = _group(b, t)
+
+    def body(i, bufs):
+        seg_i = None if seg is None else _take(seg, i, n, g)
+        results = _per_sequence(fn, g, *(_take(x, i, n, g) for x in arrays), seg_i)
+        return tuple(_put(buf, r, i, n, g) for buf, r in zip(bufs, results))
+
+    return jax.lax.fori_loop(0, b // g * n, body, outs)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _attention(q, k, v, seg, block):
     """q, k, v [B, T, N, H] and seg [B, T] or None, looping over the (sequence, head) pairs."""
@@ -132,34 +146,16 @@ def _attention(q, k, v, seg, block):
 
 
 def _forward(q, k, v, seg, block):
-    b, t, n = q.shape[:3]
-    g = _group(b, t)
-    fn = functools.partial(_pair_forward, block=block)
-
-    def body(i, carry):
-        o, lse = carry
-        seg_i = None if seg is None else _take(seg, i, n, g)
-        o_i, lse_i = _per_sequence(fn, g, *(_take(x, i, n, g) for x in (q, k, v)), seg_i)
-        return _put(o, o_i, i, n, g), _put(lse, lse_i, i, n, g)
-
     # zeros_like: under shard_map the loop's buffers then vary over the mesh axes as q does
     init = (jnp.zeros_like(q), jnp.zeros_like(q[..., 0], jnp.float32))
-    o, lse = jax.lax.fori_loop(0, b // g * n, body, init)
+    o, lse = _over_pairs(functools.partial(_pair_forward, block=block), (q, k, v), seg, init)
     return o, (q, k, v, seg, o, lse)
 
 
 def _backward(block, res, do):
     q, k, v, seg, o, lse = res
-    b, t, n = q.shape[:3]
-    g = _group(b, t)
-    fn = functools.partial(_pair_backward, block=block)
-
-    def body(i, grads):
-        seg_i = None if seg is None else _take(seg, i, n, g)
-        step = _per_sequence(fn, g, *(_take(x, i, n, g) for x in (q, k, v, o, lse, do)), seg_i)
-        return tuple(_put(buf, g_i, i, n, g) for buf, g_i in zip(grads, step))
-
-    grads = jax.lax.fori_loop(0, b // g * n, body, tuple(jnp.zeros_like(x) for x in (q, k, v)))
+    grads = _over_pairs(functools.partial(_pair_backward, block=block), (q, k, v, o, lse, do), seg,
+                        tuple(jnp.zeros_like(x) for x in (q, k, v)))
     dseg = None if seg is None else np.zeros(seg.shape, jax.dtypes.float0)
     return (*grads, dseg)
 
@@ -168,7 +164,7 @@ _attention.defvjp(_forward, _backward)
 
 
 def _mesh_specs(shape):
-    """(mesh, PartitionSpec of [B, N, T, H]) when a mesh with more than one device and the
+    """(mesh, PartitionSpec of [B, T, N, H]) when a mesh with more than one device and the
     logical-axis rules are in context; (None, None) otherwise."""
     from slmjax.model.functional import logical_to_spec  # functional imports the model
 
@@ -184,15 +180,12 @@ def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 512):
     (nb + 1) / (2 nb) of full attention for nb blocks."""
     block = int(block)
 
-    def fn(q, k, v, seg):
+    def fn(q, k, v, seg=None):
         return _attention(q, k, v, seg, block)
 
+    args = (q, k, v) if segment_ids is None else (q, k, v, segment_ids)
     mesh, spec = _mesh_specs(q.shape)
     if mesh is None:
-        return fn(q, k, v, segment_ids)
-    seg_spec = jax.sharding.PartitionSpec(spec[0])
-    if segment_ids is None:
-        return jax.shard_map(lambda q, k, v: fn(q, k, v, None), mesh=mesh,
-                             in_specs=(spec,) * 3, out_specs=spec)(q, k, v)
-    return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * 3 + (seg_spec,), out_specs=spec)(
-        q, k, v, segment_ids)
+        return fn(*args)
+    specs = (spec,) * 3 + (jax.sharding.PartitionSpec(spec[0]),)  # segment ids: [B, T]
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs[:len(args)], out_specs=spec)(*args)
