@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from slmjax.model.attention import causal_attention
@@ -36,19 +37,30 @@ class RMSNorm(nnx.Module):
         return (x * self.scale[...].astype(jnp.float32)).astype(dtype)
 
 
-def rope(x, positions, theta: float):
-    """Rotary embedding, interleaved pairs (x[2i], x[2i+1]), in float32. x [B,T,N,H], positions [B,T].
+def rope_tables(positions, head_dim: int, theta: float, length: int):
+    """(cos, signed sin) [B,T,1,H] float32 of interleaved-pair rotary embedding at `positions`
+    [B,T] (all < `length`), gathered from tables computed once in float64.
 
-    out[2i] = x[2i] cos - x[2i+1] sin, out[2i+1] = x[2i+1] cos + x[2i] sin, written as
-    x * cos' + pairswap(x) * sin' so that it stays one elementwise fusion.
+    The gather keeps the sines and cosines out of the rotations' fusions: computed there, XLA
+    evaluates them for every head of q and k and of their gradients (a [4, 2050, 8, 64] rotation:
+    8.4 ms with the sine and cosine fused, 2.2 ms gathered, on the 2-core CPU).
     """
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
+    angles = np.arange(length)[:, None] * np.repeat(inv_freq, 2)
+    sign = np.tile([-1.0, 1.0], head_dim // 2)
+    cos, sin = np.cos(angles).astype(np.float32), (sign * np.sin(angles)).astype(np.float32)
+    return jnp.take(cos, positions, axis=0)[:, :, None], jnp.take(sin, positions, axis=0)[:, :, None]
+
+
+def rope(x, tables):
+    """Rotary embedding, interleaved pairs (x[2i], x[2i+1]), in float32. x [B,T,N,H], tables from
+    `rope_tables`: out[2i] = x[2i] cos - x[2i+1] sin, out[2i+1] = x[2i+1] cos + x[2i] sin, written
+    as x * cos + pairswap(x) * signed sin so that it stays one elementwise fusion."""
+    cos, sin = tables
     h = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
-    angles = positions.astype(jnp.float32)[:, :, None, None] * jnp.repeat(inv_freq, 2)  # [B,T,1,H]
-    sign = jnp.tile(jnp.array([-1.0, 1.0], jnp.float32), h // 2)
     xf = x.astype(jnp.float32)
     swapped = xf.reshape(*x.shape[:-1], h // 2, 2)[..., ::-1].reshape(x.shape)
-    return (xf * jnp.cos(angles) + swapped * (sign * jnp.sin(angles))).astype(x.dtype)
+    return (xf * cos + swapped * sin).astype(x.dtype)
 
 
 class Attention(nnx.Module):
@@ -62,14 +74,14 @@ class Attention(nnx.Module):
         self.wv = _normal(rngs, (d, n, h), std, pd, qkv_axes)
         self.wo = _normal(rngs, (n, h, d), out_std, pd, ("heads", "head_dim", "embed"))
 
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, tables, segment_ids):
         # [B,T,N,H] activations: the projections are plain [B*T, D] matmuls with no transposed
         # copies, and it is the layout dot_product_attention takes.
         cfg, dt = self.cfg, x.dtype
         q = jnp.einsum("btd,dnh->btnh", x, self.wq[...].astype(dt))
         k = jnp.einsum("btd,dnh->btnh", x, self.wk[...].astype(dt))
         v = jnp.einsum("btd,dnh->btnh", x, self.wv[...].astype(dt))
-        q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
+        q, k = rope(q, tables), rope(k, tables)
         o = causal_attention(q, k, v, segment_ids, impl=cfg.attention, block=cfg.attention_block)
         return jnp.einsum("btnh,nhd->btd", o, self.wo[...].astype(dt))
 
@@ -96,9 +108,9 @@ class Block(nnx.Module):
         self.ffn_norm = RMSNorm(cfg)
         self.feed_forward = FeedForward(cfg, rngs)
 
-    def __call__(self, h, positions, segment_ids, dtype):
+    def __call__(self, h, tables, segment_ids, dtype):
         # The residual stream stays float32 (as under PyTorch autocast); matmuls run in `dtype`.
-        h = h + self.attention(self.attention_norm(h, dtype), positions, segment_ids).astype(h.dtype)
+        h = h + self.attention(self.attention_norm(h, dtype), tables, segment_ids).astype(h.dtype)
         return h + self.feed_forward(self.ffn_norm(h, dtype)).astype(h.dtype)
 
 
@@ -122,11 +134,12 @@ class Transformer(nnx.Module):
         dtype = resolve_dtype(cfg.dtype)
         emb = self.tok_embeddings[...]
         h = jnp.take(emb, tokens, axis=0).astype(jnp.float32)
+        tables = rope_tables(positions, cfg.head_dim, cfg.rope_theta, max(cfg.max_seq_len, tokens.shape[1]))
         for layer in self.layers:
             if cfg.remat == "none":
-                h = layer(h, positions, segment_ids, dtype)
+                h = layer(h, tables, segment_ids, dtype)
             else:
                 h = nnx.remat(lambda blk, *a: blk(*a, dtype), policy=_REMAT_POLICIES[cfg.remat])(
-                    layer, h, positions, segment_ids)
+                    layer, h, tables, segment_ids)
         x = self.norm(h, dtype)
         return jnp.einsum("btd,vd->btv", x, emb.astype(dtype), preferred_element_type=jnp.float32)
