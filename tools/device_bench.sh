@@ -10,7 +10,7 @@
 # Each size runs under its own time limit (BENCH_TIMEOUT seconds, default 240); logs and the JSON
 # lines go to $OUT (or /tmp/device_bench). Batch sizes (sequences of 2050 tokens) fit one 80 GB GPU.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 if [[ "${1:-}" == "--fetch" ]]; then
   mkdir -p .git/info && touch .git/info/exclude
