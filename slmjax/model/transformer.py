@@ -39,7 +39,8 @@ class RMSNorm(nnx.Module):
 
 def rope_tables(positions, head_dim: int, theta: float, length: int):
     """(cos, signed sin) [B,T,1,H] float32 of interleaved-pair rotary embedding at `positions`
-    [B,T] (all < `length`), gathered from tables computed once in float64.
+    [B,T], gathered from tables of `length` positions computed once in float64 (a position outside
+    them gives NaN, jnp.take's fill, rather than a silently wrong angle).
 
     The gather keeps the sines and cosines out of the rotations' fusions: computed there, XLA
     evaluates them for every head of q and k and of their gradients (a [4, 2050, 8, 64] rotation:
@@ -49,7 +50,7 @@ def rope_tables(positions, head_dim: int, theta: float, length: int):
     angles = np.arange(length)[:, None] * np.repeat(inv_freq, 2)
     sign = np.tile([-1.0, 1.0], head_dim // 2)
     cos, sin = np.cos(angles).astype(np.float32), (sign * np.sin(angles)).astype(np.float32)
-    return jnp.take(cos, positions, axis=0)[:, :, None], jnp.take(sin, positions, axis=0)[:, :, None]
+    return tuple(jnp.take(t, positions, axis=0)[:, :, None] for t in (cos, sin))
 
 
 def rope(x, tables):
@@ -134,7 +135,8 @@ class Transformer(nnx.Module):
         dtype = resolve_dtype(cfg.dtype)
         emb = self.tok_embeddings[...]
         h = jnp.take(emb, tokens, axis=0).astype(jnp.float32)
-        tables = rope_tables(positions, cfg.head_dim, cfg.rope_theta, max(cfg.max_seq_len, tokens.shape[1]))
+        length = max(cfg.max_seq_len, tokens.shape[1])
+        tables = rope_tables(positions, cfg.head_dim, cfg.rope_theta, length)
         for layer in self.layers:
             if cfg.remat == "none":
                 h = layer(h, tables, segment_ids, dtype)
