@@ -17,6 +17,9 @@ def test_choices():
     name, env = allocator_env({"LD_PRELOAD": "libfoo.so"}, "auto", TC, True)
     assert name == "tcmalloc" and env["LD_PRELOAD"] == f"{TC} libfoo.so"
     assert int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) > 1 << 40
+    assert env["TCMALLOC_RELEASE_RATE"] == "0"
+    _, env = allocator_env({"TCMALLOC_RELEASE_RATE": "2"}, "tcmalloc", TC, True)
+    assert "TCMALLOC_RELEASE_RATE" not in env  # the user's own rate stays
     assert allocator_env({"LD_PRELOAD": f"/x/{TC}"}, "auto", TC, True) == ("tcmalloc", {})
     # No tcmalloc: glibc's huge-page tunable, appended to the user's own tunables.
     assert allocator_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "auto", None, True) == (
@@ -38,24 +41,30 @@ import ctypes, os, resource, sys
 print("start", os.getpid(), flush=True)
 from slmjax import hostalloc
 hostalloc.use_fast_allocator()
-# Allocate, touch and free 256 MB five times: glibc maps it afresh each time (page faults every
-# round), tcmalloc keeps the pages for the next round.
+# Twelve rounds of allocating, touching and freeing 256 + 85 + 36 MB (a step's temporaries): glibc
+# maps them afresh each round (page faults every round); tcmalloc keeps the pages for the next
+# round unless its release rate hands them back to the kernel.
 libc = ctypes.CDLL(None)  # the process's malloc: tcmalloc's when preloaded
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    p = libc.malloc(1 << 28)
-    ctypes.memset(p, 1, 1 << 28)
-    libc.free(p)
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print("done", os.getpid(), hostalloc.active_allocator(), faults, flush=True)
+sizes = [1 << 28, (1 << 28) // 3, (1 << 28) // 7]
+faults = []
+for _ in range(12):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [libc.malloc(n) for n in sizes]
+    for p, n in zip(blocks, sizes):
+        ctypes.memset(p, 1, n)
+    for p in blocks:
+        libc.free(p)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print("done", os.getpid(), hostalloc.active_allocator(), *faults, flush=True)
 """
 
 
-def _run(choice):
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SLMJAX_ALLOCATOR_ACTIVE")}
-    env["SLMJAX_ALLOCATOR"] = choice
+def _run(choice, **extra):
+    drop = ("LD_PRELOAD", "SLMJAX_ALLOCATOR_ACTIVE", "TCMALLOC_RELEASE_RATE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(SLMJAX_ALLOCATOR=choice, **extra)
     return subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -74,8 +83,25 @@ def test_reexec_keeps_pid_and_tcmalloc_stops_the_page_faults():
     assert s_lines[-1].split()[2] == "system"
     assert t_lines[-1].split()[2] == "tcmalloc"
     pages = (1 << 28) // 4096
-    assert int(s_lines[-1].split()[3]) > 4 * pages  # glibc: every round faults its 65,536 pages in again
-    assert int(t_lines[-1].split()[3]) < 2 * pages  # tcmalloc: the first round only
+    s_faults = [int(x) for x in s_lines[-1].split()[3:]]
+    t_faults = [int(x) for x in t_lines[-1].split()[3:]]
+    assert len(s_faults) == len(t_faults) == 12
+    assert all(f > pages for f in s_faults)  # glibc: every round faults its blocks in again
+    assert t_faults[0] > pages and t_faults[1:] == [0] * 11  # tcmalloc: the first round only
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+def test_tcmalloc_release_rate_zero_keeps_the_pages():
+    """tcmalloc's default release rate (1) hands a freed block back to the kernel now and then, and
+    the next round faults it in again; hostalloc sets 0 unless the user set a rate themselves."""
+    if hostalloc.find_tcmalloc() is None:
+        pytest.skip("tcmalloc not installed (make apt installs it)")
+    ours, default = _run("tcmalloc"), _run("tcmalloc", TCMALLOC_RELEASE_RATE="1")
+    assert ours.returncode == 0 and default.returncode == 0, ours.stderr + default.stderr
+    ours_faults = [int(x) for x in ours.stdout.splitlines()[-1].split()[3:]]
+    default_faults = [int(x) for x in default.stdout.splitlines()[-1].split()[3:]]
+    assert ours_faults[1:] == [0] * 11
+    assert max(default_faults[1:]) >= (1 << 28) // 4096  # a whole 256 MB block faulted in again
 
 
 def test_bad_setting_is_one_line():
