@@ -61,6 +61,11 @@ print("done", os.getpid(), hostalloc.active_allocator(), *faults, flush=True)
 """
 
 
+def _faults(stdout):
+    """Page faults per round, from the script's last line."""
+    return [int(x) for x in stdout.splitlines()[-1].split()[3:]]
+
+
 def _run(choice, **extra):
     drop = ("LD_PRELOAD", "SLMJAX_ALLOCATOR_ACTIVE", "TCMALLOC_RELEASE_RATE")
     env = {k: v for k, v in os.environ.items() if k not in drop}
@@ -83,8 +88,7 @@ def test_reexec_keeps_pid_and_tcmalloc_stops_the_page_faults():
     assert s_lines[-1].split()[2] == "system"
     assert t_lines[-1].split()[2] == "tcmalloc"
     pages = (1 << 28) // 4096
-    s_faults = [int(x) for x in s_lines[-1].split()[3:]]
-    t_faults = [int(x) for x in t_lines[-1].split()[3:]]
+    s_faults, t_faults = _faults(system.stdout), _faults(tc.stdout)
     assert len(s_faults) == len(t_faults) == 12
     assert all(f > pages for f in s_faults)  # glibc: every round faults its blocks in again
     assert t_faults[0] > pages and t_faults[1:] == [0] * 11  # tcmalloc: the first round only
@@ -98,8 +102,7 @@ def test_tcmalloc_release_rate_zero_keeps_the_pages():
         pytest.skip("tcmalloc not installed (make apt installs it)")
     ours, default = _run("tcmalloc"), _run("tcmalloc", TCMALLOC_RELEASE_RATE="1")
     assert ours.returncode == 0 and default.returncode == 0, ours.stderr + default.stderr
-    ours_faults = [int(x) for x in ours.stdout.splitlines()[-1].split()[3:]]
-    default_faults = [int(x) for x in default.stdout.splitlines()[-1].split()[3:]]
+    ours_faults, default_faults = _faults(ours.stdout), _faults(default.stdout)
     assert ours_faults[1:] == [0] * 11
     assert max(default_faults[1:]) >= (1 << 28) // 4096  # a whole 256 MB block faulted in again
 

@@ -12,15 +12,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
+PY=${PYTHON:-python3}
 if [[ "${1:-}" == "--fetch" ]]; then
   mkdir -p .git/info && touch .git/info/exclude
   grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
   version=$(sed -n 's/^ *ml-collections==\([0-9.]*\).*/\1/p' setup.cfg)
-  exec python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  exec "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux2014_x86_64 -d .whl "ml-collections==${version}"
 fi
 
-PY=${PYTHON:-python3}
 if ! "$PY" -c "import ml_collections" 2>/dev/null; then
   ls .whl/*.whl >/dev/null 2>&1 || { echo "ml-collections missing: run 'bash $0 --fetch' where PyPI is reachable"; exit 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/slmjax_site .whl/*.whl || exit 2
@@ -40,6 +40,12 @@ for spec in ${BENCH_SIZES:-s309m:16 s823m:8}; do
     > "$out/bench_$size.log" 2>&1
   rc=$?
   grep -v '^I[0-9]\|^W[0-9]' "$out/bench_$size.log" | tail -12
-  tail -1 "$out/bench_$size.log" | grep '^{' > "$out/bench_$size.json" || { echo "$size: rc $rc, no result"; status=1; }
+  # The JSON file exists only when the run printed its result line (never an empty one).
+  if result=$(tail -1 "$out/bench_$size.log" | grep '^{'); then
+    echo "$result" > "$out/bench_$size.json"
+  else
+    echo "$size: rc $rc, no result"
+    status=1
+  fi
 done
 exit $status
