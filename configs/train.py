@@ -96,6 +96,10 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     mesh.data = 1  # pure data-parallel replicas
     mesh.fsdp = -1  # FSDP shards of parameters/optimizer state (batch too); -1 = remaining devices
     mesh.tensor = 1  # tensor (Megatron) shards of heads and FFN hidden; must divide n_heads
+    # On a CPU-only host: JAX devices to split it into (slmjax.hostdevices; faster than one device).
+    # 0 = auto: one per core, as many as divide the batch per update, and, with the axes above left
+    # at 1 / -1, along `data`; 1 = one device. XLA_FLAGS=--xla_force_host_platform_device_count wins.
+    mesh.cpu_devices = 0
 
     ck = c.checkpoint = ml_collections.ConfigDict()
     ck.every_steps = 50 if tiny else 1000  # steps between checkpoints (and one at the end)

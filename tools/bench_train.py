@@ -122,7 +122,9 @@ def main(argv):
     import jax
 
     from slmjax.model.config import resolve_dtype
-    from slmjax.train.flops import flops_per_token, measured_matmul_peak, mfu, table_peak
+    from slmjax.train.mesh import adopt_cpu_split, request_cpu_split
+    from slmjax.train.flops import (flops_per_token, measured_matmul_peak, mfu, peak_devices,
+                                    table_peak)
     from slmjax.train.validate import model_config, validate
 
     config = _CONFIG.value
@@ -132,6 +134,8 @@ def main(argv):
         config.model.max_seq_len = max(config.model.max_seq_len, _SEQ.value)
     config.model.dtype = _DTYPE.value
     config.train.micro_batches = 1
+    split = request_cpu_split(config)  # as slmjax-train: one CPU device per core
+    adopt_cpu_split(config, split)
     validate(config, jax.device_count())
     cfg = model_config(config)
     dtype = str(resolve_dtype(cfg.dtype))
@@ -140,8 +144,7 @@ def main(argv):
     flop = fpt["6n_attn"]
     device = jax.devices()[0]
     on_cpu = device.platform == "cpu"
-    # On CPU the fake devices share the host's cores: the peak is the whole host's, counted once.
-    n_dev = 1 if on_cpu else jax.device_count()
+    n_dev = peak_devices()  # CPU devices share the host's cores: its peak counts once
     measured = measured_matmul_peak(n=2048 if on_cpu else 8192, dtype=dtype)
     table = None if on_cpu else table_peak(device.device_kind, dtype)
 

@@ -37,9 +37,12 @@ def main(argv) -> None:
         _fail("--config is required, e.g. --config=configs/train.py:s20m")
     import jax
 
+    from slmjax.train import mesh
     from slmjax.train.validate import ConfigError, run_plan, validate
 
+    split = mesh.request_cpu_split(config)  # before JAX starts: one device per CPU core
     distributed.initialize()  # joins the processes of a pod / multi-node job; no-op for one process
+    mesh.adopt_cpu_split(config, split)
     n_devices = jax.device_count()
     try:
         validate(config, n_devices)

@@ -69,6 +69,14 @@ def measured_matmul_peak(n: int = 2048, dtype: str = "float32", seconds: float =
     return 2.0 * n ** 3 / best
 
 
+def peak_devices() -> int:
+    """How many peaks the run's FLOP/s are measured against: every GPU/TPU device has its own; the
+    CPU devices of a process share its host's cores, whose measured peak counts once."""
+    import jax
+
+    return jax.process_count() if jax.default_backend() == "cpu" else jax.device_count()
+
+
 def peak_flops(device=None, dtype: str = "bfloat16") -> tuple[float, str]:
     """(peak FLOP/s of one device, where the figure comes from: 'table' or 'measured')."""
     import jax

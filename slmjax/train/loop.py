@@ -160,7 +160,7 @@ def train(config, workdir: str) -> dict:
       tps = batch_tokens / dt
       writer.write(dict(step=s, loss=m["loss"], lr=m["lr"], grad_norm=m["grad_norm"],
                         tokens_seen=s * batch_tokens, tokens_per_sec=tps, step_time=dt,
-                        mfu=flops_lib.mfu(tps, fpt["6n_attn"], peak, jax.device_count())))
+                        mfu=flops_lib.mfu(tps, fpt["6n_attn"], peak, flops_lib.peak_devices())))
     if bar is not None:
       bar.update(s - bar.n)
       bar.set_postfix(loss=f"{m['loss']:.4f}")

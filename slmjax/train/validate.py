@@ -94,6 +94,8 @@ def problems(config, n_devices: int | None = None) -> list[str]:
     if t.weight_decay < 0:
         out.append(f"train.weight_decay={t.weight_decay} must be >= 0")
     out += _data_run_problems(config)
+    if int(config.mesh.get("cpu_devices", 0)) < 0:
+        out.append(f"mesh.cpu_devices={config.mesh.cpu_devices} must be >= 0 (0 = one per core)")
     if n_devices is not None:
         try:
             axes = mesh_shape(config, n_devices)
