@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-from slmjax import hostalloc
+from slmjax import hostalloc, hostdevices
 
 flags.DEFINE_string("size", None, "A paper size (s20m, ...); else --dim/--n_layers/--n_heads.")
 flags.DEFINE_integer("dim", 256, "Model width.")
@@ -60,11 +60,12 @@ def _best_interleaved(fns, repeats):
 
 def main(argv):
     del argv
+    hostdevices.request(hostdevices.host_cores())  # as slmjax-eval: one CPU device per core
     import jax
     import numpy as np
 
     import slmjax.model
-    from slmjax.analysis.zeroshot.scoring import Scorer, benchmark_sequence
+    from slmjax.analysis.zeroshot.scoring import Scorer, benchmark_sequence, model_logits_fn
 
     shape = (slmjax.model.MODEL_SIZES[FLAGS.size] if FLAGS.size else
              dict(dim=FLAGS.dim, n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads))
@@ -76,9 +77,7 @@ def main(argv):
     seqs = [benchmark_sequence(rng.integers(0, eos, n), eos) for n in _lengths(rng, FLAGS.n_files)]
     real_tokens = sum(len(s) - 1 for s in seqs)
 
-    def logits_fn(p, tokens, positions, segment_ids):
-        return slmjax.model.forward(cfg, p, tokens, positions=positions, segment_ids=segment_ids)
-
+    logits_fn = model_logits_fn(cfg)  # as slmjax-eval scores
     scorer = Scorer(logits_fn, params, max_len=cfg.max_seq_len, pad_id=pad, progress=False,
                     tokens_per_batch=FLAGS.tokens_per_batch, mode=FLAGS.batching, width=cfg.dim)
 
