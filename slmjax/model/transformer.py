@@ -16,6 +16,7 @@ from flax import nnx
 
 from slmjax.model.attention import causal_attention
 from slmjax.model.config import ModelConfig, resolve_dtype
+from slmjax.model.qkv import qkv_projection
 from slmjax.model.swiglu import swiglu
 
 
@@ -79,9 +80,7 @@ class Attention(nnx.Module):
         # [B,T,N,H] activations: the projections are plain [B*T, D] matmuls with no transposed
         # copies, and it is the layout dot_product_attention takes.
         cfg, dt = self.cfg, x.dtype
-        q = jnp.einsum("btd,dnh->btnh", x, self.wq[...].astype(dt))
-        k = jnp.einsum("btd,dnh->btnh", x, self.wk[...].astype(dt))
-        v = jnp.einsum("btd,dnh->btnh", x, self.wv[...].astype(dt))
+        q, k, v = qkv_projection(x, *(w[...].astype(dt) for w in (self.wq, self.wk, self.wv)))
         q, k = rope(q, tables), rope(k, tables)
         o = causal_attention(q, k, v, segment_ids, impl=cfg.attention, block=cfg.attention_block)
         return jnp.einsum("btnh,nhd->btd", o, self.wo[...].astype(dt))
