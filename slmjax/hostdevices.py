@@ -15,8 +15,8 @@ The two devices also hold their speed when other jobs load the machine, where on
 
 The split must be asked for before JAX starts its backends, so commands call `request` first
 thing. A device count the user forces (XLA_FLAGS=--xla_force_host_platform_device_count=N or
-JAX_NUM_CPU_DEVICES) is left alone. Off the CPU (GPU/TPU hosts) the request changes nothing the
-program uses: only JAX's CPU backend has the extra devices.
+JAX_NUM_CPU_DEVICES) is left alone, and so is a host with a JAX TPU/GPU plugin installed or
+JAX_PLATFORMS naming another platform (the program runs there, not on the CPU).
 """
 
 from __future__ import annotations
@@ -45,10 +45,23 @@ def largest_divisor(n: int, limit: int) -> int:
     return max([d for d in range(1, min(n, limit) + 1) if n % d == 0] or [1])
 
 
+def accelerator_installed() -> bool:
+    """True when a JAX TPU/GPU plugin is installed or JAX_PLATFORMS names another platform first:
+    the program will not run on the CPU, and the host is not split."""
+    import pkgutil
+
+    first = os.environ.get("JAX_PLATFORMS", "").split(",")[0].strip()
+    if first:
+        return first != "cpu"
+    prefixes = ("libtpu", "jax_cuda", "jax_rocm", "jax_plugins")
+    return any(m.name.startswith(prefixes) for m in pkgutil.iter_modules())
+
+
 def request(n: int) -> int:
     """Ask JAX for n CPU devices; returns the count asked for, or 1 when nothing was asked (n <= 1,
-    or the user fixed the count). Raises RuntimeError if JAX's backends are already running."""
-    if n <= 1 or forced_by_user():
+    the user fixed the count, or an accelerator will run the program). Raises RuntimeError if
+    JAX's backends are already running."""
+    if n <= 1 or forced_by_user() or accelerator_installed():
         return 1
     import jax
 

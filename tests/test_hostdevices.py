@@ -26,6 +26,15 @@ def test_a_device_count_fixed_by_the_user_wins():
     assert not hostdevices.forced_by_user({})
 
 
+def test_no_split_when_an_accelerator_runs_the_program(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+    assert hostdevices.accelerator_installed() and hostdevices.request(4) == 1
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert not hostdevices.accelerator_installed()
+
+
 @pytest.mark.parametrize("cores, overrides, expected", [
     (2, {}, 2),                                            # tiny: batch 16
     (8, {}, 8),
