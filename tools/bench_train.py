@@ -122,9 +122,9 @@ def main(argv):
     import jax
 
     from slmjax.model.config import resolve_dtype
-    from slmjax.train.mesh import adopt_cpu_split, request_cpu_split
     from slmjax.train.flops import (flops_per_token, measured_matmul_peak, mfu, peak_devices,
                                     table_peak)
+    from slmjax.train.mesh import adopt_cpu_split, request_cpu_split
     from slmjax.train.validate import model_config, validate
 
     config = _CONFIG.value

@@ -17,11 +17,11 @@ import jax.numpy as jnp
 @jax.custom_vjp
 def qkv_projection(x, wq, wk, wv):
     """x [B, T, D] and w [D, N, H] (x's dtype) -> q, k, v [B, T, N, H]."""
-    return tuple(jnp.einsum("btd,dnh->btnh", x, w) for w in (wq, wk, wv))
+    return _forward(x, wq, wk, wv)[0]
 
 
 def _forward(x, wq, wk, wv):
-    return qkv_projection(x, wq, wk, wv), (x, wq, wk, wv)
+    return tuple(jnp.einsum("btd,dnh->btnh", x, w) for w in (wq, wk, wv)), (x, wq, wk, wv)
 
 
 def _backward(res, grads):
