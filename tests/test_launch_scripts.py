@@ -82,3 +82,23 @@ def test_device_bench_runs_and_writes_results(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "bench_tiny.json").read_text())
     assert result["tokens_per_sec"] > 0 and result["batch_size"] == 2 and result["baselines"] == {}
+
+
+def test_bench_attention_counts_flops_by_hand():
+    """tools/bench_attention.py on a tiny shape: its FLOP counts equal hand-computed ones.
+    T = 64 in query blocks of 16: blocks 0-16, 16-32, 32-48, 48-64 attend to 16, 32, 48, 64 keys."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "bench_attention.py"), "--batch_size=1",
+         "--seq_len=64", "--heads=2", "--head_dim=8", "--block=16", "--rounds=1"],
+        env={**os.environ, "SLMJAX_ALLOCATOR": "system"}, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    pairs, h = 1 * 2, 8
+    assert result["counted_flops"] == 6 * h * 64 * 64 * pairs  # causal half, forward x 3
+    assert result["executed_flops"] == 7 * 2 * 16 * (16 + 32 + 48 + 64) * h * pairs
+    assert result["blocks"] == 4 and result["block_rows"] == 16
+    assert set(result["shapes"]) == {"q k^T  [m,h] x [h,e]", "P v    [m,e] x [e,h]",
+                                     "x^T P  [h,m] x [m,e]", "softmax pass (mask, max, exp, sum)",
+                                     "backward pass (mask, exp, dS)"}
+    assert 0 < result["mfu_counted"] and result["kernel_seconds"] > 0

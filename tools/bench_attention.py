@@ -1,0 +1,153 @@
+"""Where the CPU attention's time goes: its matmul shapes and passes against the machine's peak.
+
+    python tools/bench_attention.py --batch_size=4 --seq_len=2050 --heads=8 --head_dim=64
+
+In one run, on one CPU device: (a) the measured matmul peak (a jitted 2048 x 2048 float32 matmul),
+(b) each matmul shape of the blockwise attention (slmjax.model.blockwise) at its widest query block,
+and its two elementwise passes, each timed inside a jitted loop, (c) the kernel itself, forward +
+backward. Per (sequence, head) pair and query block the kernel runs seven matmuls: three of q k^T's
+shape (the forward scores, their recomputation and dP = dO v^T), two of P v's (the output and
+dQ = dS k) and two of x^T P's (the dV^T and dK^T updates). Prints a table and the kernel's
+efficiency on its counted FLOPs (causal attention counted once, as bench_train) and on the FLOPs
+it executes (whole diagonal blocks, recomputed scores); the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from absl import app, flags
+
+from slmjax import hostalloc
+
+_BATCH = flags.DEFINE_integer("batch_size", 4, "Sequences.")
+_SEQ = flags.DEFINE_integer("seq_len", 2050, "Tokens per sequence.")
+_HEADS = flags.DEFINE_integer("heads", 8, "Attention heads.")
+_HEAD_DIM = flags.DEFINE_integer("head_dim", 64, "Head dimension.")
+_BLOCK = flags.DEFINE_integer("block", 512, "Query block of the blockwise attention.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of each measurement (the best counts).")
+_LOOP = 40  # iterations per timed loop of one matmul or pass
+
+
+def _best(fn, rounds: int) -> float:
+    fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _per_iteration(body, init, rounds: int) -> float:
+    """Seconds of one iteration of `body(carry) -> carry` in a jitted loop. Each iteration's input
+    depends on the previous result, so that XLA cannot hoist the work out of the loop."""
+    import jax
+
+    f = jax.jit(lambda x: jax.lax.fori_loop(0, _LOOP, lambda i, c: body(c), x))
+    return _best(lambda: jax.block_until_ready(f(init)), rounds) / _LOOP
+
+
+def shape_timings(m: int, e: int, h: int, rounds: int) -> dict:
+    """{name: (seconds, flops)} of the kernel's matmul shapes and passes at an [m, e] block."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from slmjax.model import blockwise
+
+    rng = np.random.default_rng(0)
+    arr = lambda *s: jnp.asarray(rng.standard_normal(s).astype(np.float32))  # noqa: E731
+    q, k, p, lse, delta = arr(m, h), arr(e, h), arr(m, e), arr(m, 1), arr(m, 1)
+    mask = blockwise._block_mask(e - m, e, None)
+    scale = 1.0 / np.sqrt(h)
+    mm = lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32)  # noqa: E731
+    nudge = lambda c: c[:1, :1]  # noqa: E731  (the loop dependency: one element of the result)
+
+    def softmax_pass(c):  # forward: mask, row max, exp, row sum (the kernel's _pair_forward)
+        x = jnp.where(mask, (p + nudge(c[0])) * scale, blockwise._NEG)
+        ex = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+        return ex, jnp.sum(ex, axis=-1, keepdims=True)
+
+    def backward_pass(c):  # backward: P from the saved lse, then dS (the kernel's _pair_backward)
+        s = p + nudge(c)
+        prob = jnp.where(mask, jnp.exp(s * scale - lse), 0.0)
+        return prob * (s - delta) * scale
+
+    flops = 2.0 * m * e * h
+    return {
+        "q k^T  [m,h] x [h,e]": (_per_iteration(lambda c: mm(q + nudge(c), k.T), p, rounds), flops),
+        "P v    [m,e] x [e,h]": (_per_iteration(lambda c: mm(p, k + nudge(c)), q, rounds), flops),
+        "x^T P  [h,m] x [m,e]": (_per_iteration(lambda c: mm((q + nudge(c)).T, p), k.T, rounds),
+                                 flops),
+        "softmax pass (mask, max, exp, sum)": (_per_iteration(softmax_pass, (p, lse), rounds), 0.0),
+        "backward pass (mask, exp, dS)": (_per_iteration(backward_pass, p, rounds), 0.0),
+    }
+
+
+# How many of each matmul shape the kernel runs per (sequence, head) and query block.
+_USES = {"q k^T  [m,h] x [h,e]": 3, "P v    [m,e] x [e,h]": 2, "x^T P  [h,m] x [m,e]": 2}
+
+
+def main(argv):
+    del argv
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from slmjax.model import blockwise
+    from slmjax.train.flops import measured_matmul_peak
+
+    b, t, n, h, rounds = _BATCH.value, _SEQ.value, _HEADS.value, _HEAD_DIM.value, _ROUNDS.value
+    blocks = blockwise._blocks(t, _BLOCK.value)
+    m = max(e - s for s, e in blocks)
+    peak = measured_matmul_peak(n=2048, dtype="float32")
+    shapes = shape_timings(m, t, h, rounds)
+
+    rng = np.random.default_rng(1)
+    q, k, v, do = (jnp.asarray(rng.standard_normal((b, t, n, h)).astype(np.float32))
+                   for _ in range(4))
+    grad = jax.jit(jax.grad(
+        lambda q, k, v: jnp.sum(blockwise.blockwise_causal_attention(q, k, v, None, _BLOCK.value)
+                                * do), argnums=(0, 1, 2)))
+    kernel = _best(lambda: jax.block_until_ready(grad(q, k, v)), rounds)
+    pairs = b * n
+    counted = 6.0 * h * t * t * pairs  # 3 x the forward's two matmuls over the causal half
+    block_flops = sum(2.0 * (e - s) * e * h for s, e in blocks)  # one matmul over every block
+    executed = 7 * block_flops * pairs
+    # The seven matmuls at the speeds measured above, scaled from the widest block to each block.
+    dots = sum(uses * shapes[name][0] * block_flops / shapes[name][1]
+               for name, uses in _USES.items()) * pairs
+    passes = sum(shapes[name][0] for name in ("softmax pass (mask, max, exp, sum)",
+                                              "backward pass (mask, exp, dS)"))
+    passes *= sum((e - s) * e for s, e in blocks) / (m * t) * pairs
+
+    print(f"\nattention [{b}, {t}, {n}, {h}] float32, query blocks of {m} rows ({len(blocks)} "
+          f"blocks), one {jax.devices()[0].platform} device; matmul peak "
+          f"{peak / 1e9:.1f} GFLOP/s (2048 x 2048)\n")
+    print(f"| {'operation at the widest block':<36} | {'us':>8} | {'GFLOP/s':>8} | {'of peak':>7} |")
+    print(f"|{'-' * 38}|{'-' * 10}|{'-' * 10}|{'-' * 9}|")
+    for name, (sec, fl) in shapes.items():
+        rate = f"{fl / sec / 1e9:8.1f}" if fl else f"{'':>8}"
+        share = f"{100 * fl / sec / peak:6.1f}%" if fl else f"{'':>7}"
+        print(f"| {name:<36} | {1e6 * sec:>8.1f} | {rate} | {share} |")
+    print(f"\n| {'forward + backward of the kernel':<44} | {'ms':>8} | {'of peak':>7} |")
+    print(f"|{'-' * 46}|{'-' * 10}|{'-' * 9}|")
+    rows = [("at the matmul peak, counted FLOPs", counted / peak),
+            ("at the matmul peak, executed FLOPs", executed / peak),
+            ("matmuls at their measured speeds", dots),
+            ("+ the two elementwise passes", dots + passes),
+            ("measured", kernel)]
+    for name, sec in rows:
+        print(f"| {name:<44} | {1e3 * sec:>8.1f} | {100 * counted / peak / sec:>6.1f}% |")
+    print(json.dumps({"kernel_seconds": kernel, "peak_flops": peak, "counted_flops": counted,
+                      "executed_flops": executed, "mfu_counted": counted / kernel / peak,
+                      "matmul_seconds_at_measured_speeds": dots, "pass_seconds": passes,
+                      "shapes": {k: {"seconds": s, "gflops": f / s / 1e9 if f else None}
+                                 for k, (s, f) in shapes.items()},
+                      "block_rows": m, "blocks": len(blocks)}))
+
+
+if __name__ == "__main__":
+    hostalloc.use_fast_allocator()
+    app.run(main)
