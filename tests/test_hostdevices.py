@@ -106,3 +106,22 @@ def test_split_run_trains_and_counts_the_host_peak_once(tmp_path):
     flops = run["flops_per_token"]["6n_attn"]
     for r in rows:
         assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * flops / peak, rel=1e-9)
+
+
+def test_split_run_evaluates_many_batches(tmp_path):
+    """A full final evaluation (~150 batches) on 2 split devices completes and equals the same
+    evaluation on one device. Eval steps queued back to back deadlocked XLA's CPU collectives
+    (every runtime thread waiting in one device's cross-device sums; the run aborted after 40 s)."""
+    losses = {}
+    for devices in (2, 1):
+        workdir = tmp_path / f"d{devices}"
+        proc = _train_cli(f"--workdir={workdir}", f"--config.mesh.cpu_devices={devices}",
+                          "--config.train.steps=1", "--config.train.final_eval_batches=0",
+                          "--config.data.synthetic.test_tokens=300000",
+                          "--config.train.progress=false", timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        run = json.loads((workdir / "run.json").read_text())
+        assert run["status"] == "completed" and run["devices"] == devices
+        losses[devices] = (run["final_test_loss"], run["final_test_tokens"])
+    assert losses[2][1] == losses[1][1] >= 290000
+    assert losses[2][0] == pytest.approx(losses[1][0], rel=1e-5)

@@ -54,6 +54,26 @@ def test_real_model_batch_independence(params, mode):
             assert stats.last_logprob[where] == pytest.approx(ref[j][1], rel=2e-5, abs=1e-4)
 
 
+def test_scoring_program_has_no_cross_device_collectives(params):
+    """The scorer keeps up to three batches in flight. That is safe on several CPU devices only
+    while its program has no collective: XLA's CPU collectives deadlock when independent programs
+    with one are queued back to back (the training evaluator waits for each step instead)."""
+    from slmjax.analysis.zeroshot.scoring import model_logits_fn
+
+    scorer = Scorer(model_logits_fn(CFG), params, max_len=CFG.max_seq_len, pad_id=PAD,
+                    progress=False)
+    assert scorer.n_dev == 8
+    rng = np.random.default_rng(0)
+    seqs = [benchmark_sequence(rng.integers(0, K, rng.integers(17, 40)), EOS) for _ in range(24)]
+    for b in scorer.plan(np.array([len(s) - 1 for s in seqs]), seqs)[:1]:
+        with jax.set_mesh(scorer.mesh):
+            hlo = scorer._fn.lower(scorer.params, *(scorer._put(x) for x in (
+                b.tokens, b.targets, b.positions, b.segment_ids))).compile().as_text()
+        found = [op for op in ("all-reduce", "all-gather", "all-to-all", "reduce-scatter",
+                               "collective-permute") if op in hlo]
+        assert not found, found
+
+
 def _fit_tokenizer(tokdir):
     from slmjax.units.features import MfccFeatures
     from slmjax.units.mfcc import MfccConfig

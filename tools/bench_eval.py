@@ -85,7 +85,9 @@ def main(argv):
     lengths = np.array([len(s) - 1 for s in seqs])
     batches = scorer.plan(lengths, seqs)
     rows = jax.sharding.NamedSharding(scorer.mesh, jax.sharding.PartitionSpec("data"))
-    fwd = jax.jit(lambda p, t, pos, seg: logits_fn(p, t, pos, seg).sum())
+    # Per-row sums stay on their devices: a program with a cross-device sum, queued hundreds of
+    # times without waiting, deadlocks XLA's collectives on several CPU devices.
+    fwd = jax.jit(lambda p, t, pos, seg: logits_fn(p, t, pos, seg).sum(axis=(1, 2)))
     inputs = [tuple(None if x is None else jax.device_put(x, rows)
                     for x in (b.tokens, b.positions, b.segment_ids)) for b in batches]
     shape_tokens = sum(b.tokens.size for b in batches)

@@ -16,7 +16,6 @@ import time
 
 from absl import logging as absl_logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from slmjax.data import DataError, build_pipeline
@@ -77,13 +76,22 @@ class _Evaluator:
     limit = self.final_batches if final else self.max_batches
     sums = {}
     for ev in self.pipeline.evals:
-      nll, cnt = jnp.zeros(()), jnp.zeros(())
+      # One step in flight: the next batch is read on the host while the previous step runs, and
+      # its sums are collected before the next step starts. Independent steps queued back to back
+      # deadlock on several CPU devices: each holds a runtime thread in its cross-device sum, and
+      # the steps of one device can take every thread before another device starts its first.
+      nll = cnt = 0.0
+      running = None
       for i, local in enumerate(ev.batches(self.batch, jax.process_index(), jax.process_count())):
         if limit and i >= limit:
           break
-        a, b = self.step(params, make_global_batch(local, self.mesh))
-        nll, cnt = nll + a, cnt + b
-      sums[ev.name] = (float(nll), float(cnt), ev.synthetic)
+        batch = make_global_batch(local, self.mesh)
+        if running is not None:
+          nll, cnt = nll + float(running[0]), cnt + float(running[1])
+        running = self.step(params, batch)
+      if running is not None:
+        nll, cnt = nll + float(running[0]), cnt + float(running[1])
+      sums[ev.name] = (nll, cnt, ev.synthetic)
     natural = {k: v for k, v in sums.items() if not v[2]} or sums
     n = sum(v[1] for v in natural.values())
     out = {"test_loss": sum(v[0] for v in natural.values()) / n, "test_tokens": int(n)}
