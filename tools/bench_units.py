@@ -143,7 +143,10 @@ def main(_):
     waves = [audio[i : i + step] for i in range(0, need, step)]
     hb = bench_hubert(waves, FLAGS.repeats, FLAGS.hubert_layer)
     cpu = os.cpu_count()
-    print(f"audio: {source}; {cpu} CPU cores; load average {os.getloadavg()[0]:.1f} (shared machine if > {cpu})")
+    from slmjax.hostalloc import active_allocator
+
+    print(f"audio: {source}; {cpu} CPU cores; load average {os.getloadavg()[0]:.1f} (shared machine if > {cpu}); "
+          f"host allocator {active_allocator()} (SLMJAX_ALLOCATOR=system for glibc's default)")
     print(f"| path | audio s | real-time factor |")
     print(f"|---|---|---|")
     print(f"| MFCC + k={FLAGS.k} units, from files ({mf['files']} files) | {mf['seconds']:.1f} | {mf['rtf']:.0f}x |")
@@ -157,8 +160,12 @@ def main(_):
                       "mfcc_librosa_rtf": round(mf["librosa_rtf"], 1),
                       "hubert_rtf": round(hb["rtf"], 3), "hubert_baseline_rtf": round(hb["baseline_rtf"], 3),
                       "hubert_speed_ratio": round(hb["rtf"] / hb["baseline_rtf"], 3), "hubert_compile_s": round(hb["compile_s"], 1),
-                      "load_average": round(os.getloadavg()[0], 1), "cpu_count": cpu}))
+                      "load_average": round(os.getloadavg()[0], 1), "cpu_count": cpu,
+                      "allocator": active_allocator()}))
 
 
 if __name__ == "__main__":
+    from slmjax import hostalloc
+
+    hostalloc.use_fast_allocator()  # as slmjax-units
     app.run(main)

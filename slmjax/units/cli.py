@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from slmjax import hostalloc
 from slmjax.units.errors import UnitsError
 
 FLAGS = flags.FLAGS
@@ -76,6 +77,7 @@ def main(argv):
 
 def run():
     """Console entry point."""
+    hostalloc.use_fast_allocator()  # XLA's per-call temporaries (HuBERT, k-means) stay mapped
     app.run(main)
 
 
