@@ -80,18 +80,18 @@ class _Evaluator:
       # its sums are collected before the next step starts. Independent steps queued back to back
       # deadlock on several CPU devices: each holds a runtime thread in its cross-device sum, and
       # the steps of one device can take every thread before another device starts its first.
-      nll = cnt = 0.0
+      totals = np.zeros(2)  # (NLL, tokens), float64 on the host
       running = None
       for i, local in enumerate(ev.batches(self.batch, jax.process_index(), jax.process_count())):
         if limit and i >= limit:
           break
         batch = make_global_batch(local, self.mesh)
         if running is not None:
-          nll, cnt = nll + float(running[0]), cnt + float(running[1])
+          totals += jax.device_get(running)
         running = self.step(params, batch)
       if running is not None:
-        nll, cnt = nll + float(running[0]), cnt + float(running[1])
-      sums[ev.name] = (nll, cnt, ev.synthetic)
+        totals += jax.device_get(running)
+      sums[ev.name] = (float(totals[0]), float(totals[1]), ev.synthetic)
     natural = {k: v for k, v in sums.items() if not v[2]} or sums
     n = sum(v[1] for v in natural.values())
     out = {"test_loss": sum(v[0] for v in natural.values()) / n, "test_tokens": int(n)}
