@@ -30,6 +30,12 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of each measurement (t
 _LOOP = 40  # iterations per timed loop of one matmul or pass
 
 
+# How many of each matmul shape the kernel runs per (sequence, head) and query block, and its
+# two elementwise passes (one each).
+_USES = {"q k^T  [m,h] x [h,e]": 3, "P v    [m,e] x [e,h]": 2, "x^T P  [h,m] x [m,e]": 2}
+_PASSES = ("softmax pass (mask, max, exp, sum)", "backward pass (mask, exp, dS)")
+
+
 def _best(fn, rounds: int) -> float:
     fn()
     times = []
@@ -75,18 +81,14 @@ def shape_timings(m: int, e: int, h: int, rounds: int) -> dict:
         return prob * (s - delta) * scale
 
     flops = 2.0 * m * e * h
+    qk, pv, xp = _USES
     return {
-        "q k^T  [m,h] x [h,e]": (_per_iteration(lambda c: mm(q + nudge(c), k.T), p, rounds), flops),
-        "P v    [m,e] x [e,h]": (_per_iteration(lambda c: mm(p, k + nudge(c)), q, rounds), flops),
-        "x^T P  [h,m] x [m,e]": (_per_iteration(lambda c: mm((q + nudge(c)).T, p), k.T, rounds),
-                                 flops),
-        "softmax pass (mask, max, exp, sum)": (_per_iteration(softmax_pass, (p, lse), rounds), 0.0),
-        "backward pass (mask, exp, dS)": (_per_iteration(backward_pass, p, rounds), 0.0),
+        qk: (_per_iteration(lambda c: mm(q + nudge(c), k.T), p, rounds), flops),
+        pv: (_per_iteration(lambda c: mm(p, k + nudge(c)), q, rounds), flops),
+        xp: (_per_iteration(lambda c: mm((q + nudge(c)).T, p), k.T, rounds), flops),
+        _PASSES[0]: (_per_iteration(softmax_pass, (p, lse), rounds), 0.0),
+        _PASSES[1]: (_per_iteration(backward_pass, p, rounds), 0.0),
     }
-
-
-# How many of each matmul shape the kernel runs per (sequence, head) and query block.
-_USES = {"q k^T  [m,h] x [h,e]": 3, "P v    [m,e] x [e,h]": 2, "x^T P  [h,m] x [m,e]": 2}
 
 
 def main(argv):
@@ -113,14 +115,12 @@ def main(argv):
     kernel = _best(lambda: jax.block_until_ready(grad(q, k, v)), rounds)
     pairs = b * n
     counted = 6.0 * h * t * t * pairs  # 3 x the forward's two matmuls over the causal half
-    block_flops = sum(2.0 * (e - s) * e * h for s, e in blocks)  # one matmul over every block
-    executed = 7 * block_flops * pairs
-    # The seven matmuls at the speeds measured above, scaled from the widest block to each block.
-    dots = sum(uses * shapes[name][0] * block_flops / shapes[name][1]
-               for name, uses in _USES.items()) * pairs
-    passes = sum(shapes[name][0] for name in ("softmax pass (mask, max, exp, sum)",
-                                              "backward pass (mask, exp, dS)"))
-    passes *= sum((e - s) * e for s, e in blocks) / (m * t) * pairs
+    area = sum((e - s) * e for s, e in blocks)  # score entries computed per pair, all blocks
+    executed = 7 * 2.0 * area * h * pairs
+    # The operations at the speeds measured above, scaled from the widest block to all blocks.
+    widest_blocks = area / (m * t) * pairs
+    dots = sum(uses * shapes[name][0] for name, uses in _USES.items()) * widest_blocks
+    passes = sum(shapes[name][0] for name in _PASSES) * widest_blocks
 
     print(f"\nattention [{b}, {t}, {n}, {h}] float32, query blocks of {m} rows ({len(blocks)} "
           f"blocks), one {jax.devices()[0].platform} device; matmul peak "

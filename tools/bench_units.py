@@ -22,6 +22,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from slmjax import hostalloc  # noqa: E402  (the repository on the path first)
+
 flags.DEFINE_string("audio", "/usr/share/pocketsphinx/test/data", "Folder of speech (synthetic tones when absent).")
 flags.DEFINE_float("hubert_seconds", 20.0, "Seconds of audio per HuBERT measurement (files concatenated, cut into utterances).")
 flags.DEFINE_float("utterance_seconds", 10.0, "HuBERT utterance length.")
@@ -143,10 +145,8 @@ def main(_):
     waves = [audio[i : i + step] for i in range(0, need, step)]
     hb = bench_hubert(waves, FLAGS.repeats, FLAGS.hubert_layer)
     cpu = os.cpu_count()
-    from slmjax.hostalloc import active_allocator
-
     print(f"audio: {source}; {cpu} CPU cores; load average {os.getloadavg()[0]:.1f} (shared machine if > {cpu}); "
-          f"host allocator {active_allocator()} (SLMJAX_ALLOCATOR=system for glibc's default)")
+          f"host allocator {hostalloc.active_allocator()} (SLMJAX_ALLOCATOR=system for glibc's default)")
     print(f"| path | audio s | real-time factor |")
     print(f"|---|---|---|")
     print(f"| MFCC + k={FLAGS.k} units, from files ({mf['files']} files) | {mf['seconds']:.1f} | {mf['rtf']:.0f}x |")
@@ -161,11 +161,9 @@ def main(_):
                       "hubert_rtf": round(hb["rtf"], 3), "hubert_baseline_rtf": round(hb["baseline_rtf"], 3),
                       "hubert_speed_ratio": round(hb["rtf"] / hb["baseline_rtf"], 3), "hubert_compile_s": round(hb["compile_s"], 1),
                       "load_average": round(os.getloadavg()[0], 1), "cpu_count": cpu,
-                      "allocator": active_allocator()}))
+                      "allocator": hostalloc.active_allocator()}))
 
 
 if __name__ == "__main__":
-    from slmjax import hostalloc
-
     hostalloc.use_fast_allocator()  # as slmjax-units
     app.run(main)
