@@ -1,5 +1,7 @@
-"""The model's hand-written backward passes (CPU blockwise attention, SwiGLU) against PyTorch
-float64 autograd."""
+"""The model's hand-written backward passes (CPU blockwise attention, SwiGLU, q/k/v projections,
+tied logits) against PyTorch float64 autograd or float64 NumPy."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import pytest
 
 from slmjax.model.attention import causal_attention
 from slmjax.model.blockwise import blockwise_causal_attention
+from slmjax.model.logits import tied_logits
 from slmjax.model.qkv import qkv_projection
 from slmjax.model.swiglu import swiglu
 
@@ -140,6 +143,31 @@ def test_qkv_projection_gradients_match_float64():
         assert np.abs(np.asarray(a, np.float64) - r).max() < 0.05 * np.abs(r).max()
     # On the CPU the transposed x is one shared copy (kept by an optimization barrier).
     assert "optimization_barrier" in str(jax.make_jaxpr(jax.grad(loss))(*f32))
+
+
+def test_tied_logits_and_gradients_match_float64():
+    """Float32 logits x E^T, dx = g E and dE = g^T x summed over batch and time, in float32 and from
+    bfloat16 inputs (whose backward rounds the float32 cotangent to bfloat16)."""
+    rng = np.random.default_rng(5)
+    b, t, d, v = 2, 9, 16, 11
+    x, emb, g = rng.normal(size=(b, t, d)), rng.normal(0, d ** -0.5, (v, d)), rng.normal(size=(b, t, v))
+    ref = [np.einsum("btd,vd->btv", x, emb), np.einsum("btv,vd->btd", g, emb),
+           np.einsum("btv,btd->vd", g, x)]
+
+    def logits_and_grads(dtype):
+        args = [jnp.asarray(a, dtype) for a in (x, emb)]
+        out, pull = jax.vjp(tied_logits, *args)
+        return [out, *pull(jnp.asarray(g, jnp.float32))]
+
+    for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 0.02)):
+        ours = logits_and_grads(dtype)
+        assert [a.dtype for a in ours] == [jnp.float32, dtype, dtype]
+        for a, r in zip(ours, ref):
+            assert np.abs(np.asarray(a, np.float64) - r).max() < tol * np.abs(r).max()
+    # The bfloat16 backward's matmuls take bfloat16 operands only.
+    hlo = jax.jit(lambda: logits_and_grads(jnp.bfloat16)).lower().as_text()
+    operands = re.findall(r"dot_general .*: \(tensor<(?:\d+x)*(\w+)>, tensor<(?:\d+x)*(\w+)>\)", hlo)
+    assert operands == [("bf16", "bf16")] * 3
 
 
 def test_under_a_mesh_each_device_loops_over_its_own_sequences_and_heads():

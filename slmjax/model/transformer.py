@@ -16,6 +16,7 @@ from flax import nnx
 
 from slmjax.model.attention import causal_attention
 from slmjax.model.config import ModelConfig, resolve_dtype
+from slmjax.model.logits import tied_logits
 from slmjax.model.qkv import qkv_projection
 from slmjax.model.swiglu import swiglu
 
@@ -143,4 +144,4 @@ class Transformer(nnx.Module):
                 h = nnx.remat(lambda blk, *a: blk(*a, dtype), policy=_REMAT_POLICIES[cfg.remat])(
                     layer, h, tables, segment_ids)
         x = self.norm(h, dtype)
-        return jnp.einsum("btd,vd->btv", x, emb.astype(dtype), preferred_element_type=jnp.float32)
+        return tied_logits(x, emb.astype(dtype))

@@ -1,0 +1,88 @@
+"""The bfloat16 training step as a GPU would get it, lowered for CUDA on this CPU-only machine.
+
+No GPU is needed to see the program an H100 compiles: the step is lowered with
+`lowering_platforms=("cuda",)`. What it must hold for the MFU goal: cuDNN's flash attention forward
+and backward in every layer (causal, no score matrix materialised), and every matmul on bfloat16
+operands (tensor cores), the tied output projection's backward included. jax asks the installed
+cuDNN for its version while tracing; with no CUDA here, those checks are answered as an H100 with
+cuDNN 9.10 would answer them.
+"""
+
+import re
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from slmjax.train import sharding
+from slmjax.train.mesh import make_mesh
+from slmjax.train.step import abstract_train_state, make_train_step
+from test_train_step_sharded import load_config
+
+T = 2050
+
+
+@pytest.fixture
+def as_h100(monkeypatch):
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
+    monkeypatch.setattr(cudnn_attention, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(cudnn_attention, "check_compute_capability", lambda c: float(c) <= 9.0)
+    monkeypatch.setattr(cudnn_attention, "is_cuda_compute_capability_equal", lambda c: c == "9.0")
+
+
+def cuda_program(size, mesh_shape, batch=8, packed=False) -> str:
+    c = load_config(size)
+    c.model.dtype = "bfloat16"
+    c.model.attention = "cudnn"  # what "auto" picks on a GPU; this process traces on the CPU
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = mesh_shape
+    n = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
+    mesh = make_mesh(c.mesh, jax.devices()[:n])
+    names = ("inputs", "targets") + (("positions", "segment_ids") if packed else ())
+    spec = jax.ShapeDtypeStruct((batch, T), jnp.int32, sharding=sharding.batch_sharding(mesh))
+    step = make_train_step(c, mesh)
+    traced = step.trace(abstract_train_state(c, mesh), {k: spec for k in names})
+    return traced.lower(lowering_platforms=("cuda",)).as_text()
+
+
+def dot_operand_types(text) -> Counter:
+    """Element types of each dot_general's two operands."""
+    sig = re.findall(r"stablehlo\.dot_general .*: \(tensor<(?:\d+x)*(\w+)>, tensor<(?:\d+x)*(\w+)>\)", text)
+    return Counter(sig)
+
+
+def attention_calls(text) -> Counter:
+    return Counter(re.findall(r"custom_call @__cudnn\$(\w+)\(", text))
+
+
+def config_field(text, name) -> Counter:
+    return Counter(re.findall(name + r"\\22: (?:\\22)?(\w+)", text))
+
+
+@pytest.mark.parametrize("size,layers", [("s309m", 24), ("s823m", 16)])
+def test_paper_sizes_use_cudnn_flash_attention_and_bfloat16_matmuls(as_h100, size, layers):
+    text = cuda_program(size, (1, 1, 1))
+    assert attention_calls(text) == {"fmhaSoftmax": layers, "fmhaSoftmaxBackward": layers}
+    assert config_field(text, "is_flash_attention") == {"true": 2 * layers}
+    assert config_field(text, "mask_type") == {"CAUSAL": 2 * layers}
+    # Per layer: q, k, v, output and 3 SwiGLU matmuls forward, 14 backward; the logits: 1 + 2.
+    assert dot_operand_types(text) == {("bf16", "bf16"): 21 * layers + 3}
+    assert not re.search(rf"tensor<[0-9x]*{T}x{T}x", text), "a [T, T] tensor outside cuDNN"
+
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 4, 1), (2, 2, 2)])
+def test_sharded_steps_partition_the_cudnn_call(as_h100, mesh_shape):
+    text = cuda_program("s309m", mesh_shape)
+    # Under a mesh jax wraps the cuDNN call for the SPMD partitioner (forward and backward).
+    assert Counter(re.findall(r"custom_call @(\w+)", text))["CustomSPMDPartitioning"] == 2 * 24
+    assert set(dot_operand_types(text)) == {("bf16", "bf16")}
+    assert not re.search(rf"tensor<[0-9x]*{T}x{T}x", text)
+
+
+def test_packed_rows_keep_flash_attention_with_a_segment_bias(as_h100):
+    # jax's cuDNN route turns the segment mask into a [B, 1, T, T] additive bias: still flash
+    # attention, at the cost of reading that bias (windows, the paper's data mode, has none).
+    text = cuda_program("s309m", (1, 1, 1), batch=2, packed=True)
+    assert attention_calls(text) == {"fmhaScaleBiasSoftmax": 24, "fmhaScaleBiasSoftmaxBackward": 24}
+    assert config_field(text, "is_flash_attention") == {"true": 48}
+    assert set(dot_operand_types(text)) == {("bf16", "bf16")}
