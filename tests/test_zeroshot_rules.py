@@ -51,6 +51,22 @@ def test_swuggy_all_in_vocab_bands(tmp_path, shuffle):
         assert any("file-order pairing" in p.what for p in bench.problems)
 
 
+def test_swuggy_frequency_bands_cut_where_the_official_script_cuts(tmp_path):
+    # ZeroSpeech 2021's lexical.py: pandas.cut(frequency, [0, 1, 5, 20, 100, inf], right=False,
+    # labels=['oov', '1-5', '6-20', '21-100', '>100']): a word seen 5 times falls in "6-20".
+    freqs = [0, 1, 4, 5, 19, 20, 99, 100, 101]
+    expected = {"oov": [0], "1-5": [1, 4], "6-20": [5, 19], "21-100": [20, 99], ">100": [100, 101]}
+    make_lexical(tmp_path / "lexical" / "dev", [(str(f), f, "v1") for f in freqs])
+    (bench,) = benchmarks.discover(tmp_path)
+    wins = {0, 4, 19, 99, 101}  # one win per band, the other item of a band loses
+    scores = _scores_from_outcomes(bench, lambda p: 1 if int(p.item[0]) in wins else 0)
+    r = _rows(rules.aggregate("swuggy", bench.pairs, scores))
+    for band, members in expected.items():
+        row = r[f"frequency/{band}"]
+        assert row["n_items"] == len(members), band
+        assert row["accuracy"] == pytest.approx(np.mean([f in wins for f in members])), band
+
+
 SBLIMP_ITEMS = [("anaphor_agreement", "a", "1", v) for v in ("v1", "v2")] + \
                [("anaphor_agreement", "a", "2", v) for v in ("v1", "v2")] + \
                [("anaphor_agreement", "b", "3", v) for v in ("v1", "v2")] + \

@@ -15,9 +15,12 @@ from collections import defaultdict
 
 import numpy as np
 
-# Word-frequency bands of the ZeroSpeech 2021 lexical analysis (counts in the LibriLight training set).
-FREQUENCY_BANDS = (("oov", 0, 0), ("1-5", 1, 5), ("6-20", 6, 20), ("21-100", 21, 100),
-                   (">100", 101, None))
+# Word-frequency bands of the ZeroSpeech 2021 lexical analysis (counts in the LibriLight training set):
+# its script cuts at 0, 1, 5, 20, 100 with half-open [lo, hi) bins, so despite their labels "1-5"
+# holds counts 1-4, "6-20" 5-19, "21-100" 20-99 and ">100" 100 and above. Kept as it is, so that
+# band rows match the official ones.
+FREQUENCY_BANDS = (("oov", 0, 1), ("1-5", 1, 5), ("6-20", 5, 20), ("21-100", 20, 100),
+                   (">100", 100, np.inf))
 N_BOOTSTRAP = 1000
 
 
@@ -80,7 +83,7 @@ def score_swuggy(pairs, scores) -> list:
     freq = np.array([p.frequency if p.frequency is not None else 0 for p in first])
     rows = [_row("all", means), _row("in_vocab", means[freq > 0])]
     for name, lo, hi in FREQUENCY_BANDS:
-        sel = (freq >= lo) & (freq <= (hi if hi is not None else np.inf))
+        sel = (freq >= lo) & (freq < hi)
         if sel.any():
             rows.append(_row(f"frequency/{name}", means[sel]))
     return rows
