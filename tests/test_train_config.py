@@ -103,6 +103,15 @@ def test_schedule_hand_computed():
     assert warmup_steps(c) == 1000
     c.train.steps = 20_000  # 1% = 200
     assert warmup_steps(c) == 200
+    # Shorter than the warm-up rule (100): warm-up over 48 updates, peak at update 48, and the
+    # final update (49) still at 5e-5.
+    c.train.steps = 50
+    assert warmup_steps(c) == 48
+    for k, v in {0: 0.0, 24: 2.5e-4, 48: 5e-4, 49: 5e-5}.items():
+        assert abs(float(schedule(c)(k)) - v) < 1e-10 + 1e-6 * v, k
+        assert abs(lr_at(c, k) - v) < 1e-12 + 1e-9 * v, k
+    c.train.steps = 2
+    assert [lr_at(c, k) for k in (0, 1)] == [5e-4, 5e-5]
 
 
 def test_adamw_update_by_hand():

@@ -2,7 +2,8 @@
 
 Linear warm-up from 0 to `lr` over W = min(warmup_max, max(warmup_min, warmup_frac * steps))
 updates, then a half-cosine from `lr` to `min_lr`, reached exactly on the final update
-(update index steps - 1). Update k (0-based) uses lr(k).
+(update index steps - 1). Update k (0-based) uses lr(k). A run shorter than its warm-up rule keeps
+one cosine interval (W <= steps - 2), so that its final update still runs at `min_lr`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def warmup_steps(config, steps: int | None = None) -> int:
     steps = total_steps(config) if steps is None else steps
     t = config.train
     w = min(int(t.warmup_max), max(int(t.warmup_min), int(t.warmup_frac * steps)))
-    return max(0, min(w, steps - 1))
+    return max(0, min(w, steps - 2))
 
 
 def lr_at(config, k: int, steps: int | None = None) -> float:
