@@ -103,9 +103,10 @@ def test_split_run_trains_and_counts_the_host_peak_once(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "tokens_per_sec" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
-    flops = run["flops_per_token"]["6n_attn"]
+    flops, full = run["flops_per_token"]["6n_attn"], run["flops_per_token"]["6n_attn_full"]
     for r in rows:
         assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * flops / peak, rel=1e-9)
+        assert r["mfu_palm"] == pytest.approx(r["tokens_per_sec"] * full / peak, rel=1e-9)
 
 
 def test_split_run_evaluates_many_batches(tmp_path):

@@ -82,6 +82,10 @@ def test_device_bench_runs_and_writes_results(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "bench_tiny.json").read_text())
     assert result["tokens_per_sec"] > 0 and result["batch_size"] == 2 and result["baselines"] == {}
+    flop, t = result["flops_per_token"], result["seq_len"]
+    assert result["mfu"] == pytest.approx(result["tokens_per_sec"] * flop / result["peak_flops"])
+    # PaLM's convention adds the masked half: 6 L H Q T more (tiny: 2 layers, 2 heads of 64).
+    assert result["mfu_palm"] / result["mfu"] == pytest.approx((flop + 6 * 2 * 2 * 64 * t) / flop)
 
 
 def test_bench_attention_counts_flops_by_hand():

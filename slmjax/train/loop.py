@@ -138,6 +138,7 @@ def train(config, workdir: str) -> dict:
     return update_run_json(workdir, status="completed") if primary else run
 
   peak, peak_src = _peak(config, model_cfg)
+  n_peaks = flops_lib.peak_devices()
   writer = MetricsWriter(workdir, start, enabled=primary)
   train_step = make_train_step(config, mesh)
   evaluate = _Evaluator(config, mesh, pipeline)
@@ -168,7 +169,8 @@ def train(config, workdir: str) -> dict:
       tps = batch_tokens / dt
       writer.write(dict(step=s, loss=m["loss"], lr=m["lr"], grad_norm=m["grad_norm"],
                         tokens_seen=s * batch_tokens, tokens_per_sec=tps, step_time=dt,
-                        mfu=flops_lib.mfu(tps, fpt["6n_attn"], peak, flops_lib.peak_devices())))
+                        mfu=flops_lib.mfu(tps, fpt["6n_attn"], peak, n_peaks),
+                        mfu_palm=flops_lib.mfu(tps, fpt["6n_attn_full"], peak, n_peaks)))
     if bar is not None:
       bar.update(s - bar.n)
       bar.set_postfix(loss=f"{m['loss']:.4f}")
