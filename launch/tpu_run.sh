@@ -4,8 +4,8 @@
 # inside tmux or screen: the sweep lives as long as this shell. Launch it again to resume.
 #
 #   launch/tpu_run.sh TPU_NAME ZONE SWEEP_CONFIG ROOT [slmjax-sweep flags...]
-#   e.g. launch/tpu_run.sh my-v4-32 us-central2-b configs/sweeps/paper_grid.py gs://BUCKET/paper \
-#          --config.data_path=gs://BUCKET/units --project=my-project --dry_run
+#   e.g. launch/tpu_run.sh my-v4-32 us-central2-b configs/sweeps/paper_grid.py /mnt/gcs/runs/paper \
+#          --config.data_path=/mnt/gcs/units --project=my-project --dry_run
 set -euo pipefail
 
 usage="usage: launch/tpu_run.sh TPU_NAME ZONE SWEEP_CONFIG ROOT [slmjax-sweep flags...]"

@@ -67,3 +67,14 @@ def atomic_write_json(path: str | os.PathLike, obj, **json_kwargs) -> None:
     ``path`` untouched.
     """
     atomic_write_text(path, json.dumps(obj, **json_kwargs))
+
+
+def url_problem(path: str, what: str) -> str | None:
+    """One line when ``path`` is a URL (gs://, s3://, ...): runs, checkpoints and unit datasets are
+    read and written through the filesystem, so a bucket must be mounted. None for a plain path."""
+    if "://" not in str(path):
+        return None
+    return (f"{what}={path} is a URL, not a path: slmjax reads and writes through the filesystem; "
+            "mount the bucket (launch/tpu_setup.sh mounts gs://BUCKET at /mnt/gcs on every TPU "
+            "worker, with gcsfuse) and give the mounted path")
+

@@ -101,3 +101,25 @@ def test_a_folder_made_with_other_settings_is_refused(tmp_path):
     (old / ".stages").mkdir(parents=True)
     (old / ".stages" / "corpus.json").write_text("{}")      # stages but no settings: older slmjax
     assert "no record of their settings" in check_settings(str(old), now)
+    # Same flags, other code (an edited source file, or a folder from before the digest existed).
+    coded = tmp_path / "coded"
+    assert check_settings(str(coded), {**now, "code_sha256": "c1"}) is None
+    msg = check_settings(str(coded), {**now, "code_sha256": "c2"})
+    assert msg and "made by other slmjax code" in msg and "c1 -> c2" in msg
+    assert "made by other slmjax code" in check_settings(out, {**now, "code_sha256": "c1"})
+
+
+def test_the_code_digest_follows_every_source_file(tmp_path, monkeypatch):
+    from slmjax.demo import __main__ as demo
+    for rel in ("slmjax/a.py", "slmjax/sub/b.py", "configs/train.py", "slmjax/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    monkeypatch.setattr(demo, "REPO", str(tmp_path))
+    first = demo.code_digest()
+    (tmp_path / "slmjax" / "notes.txt").write_text("not code")
+    assert demo.code_digest() == first
+    for rel in ("slmjax/sub/b.py", "configs/train.py"):
+        (tmp_path / rel).write_text(rel + " edited")
+        assert demo.code_digest() != first, rel
+        (tmp_path / rel).write_text(rel)
+        assert demo.code_digest() == first

@@ -18,13 +18,13 @@ ENV = {**os.environ, "PYTHONPATH": REPO}
 GOLDEN = [
     "gcloud compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --project=proj --worker=all "
     "'--command=cd ~/slmjax && echo $$ > ~/slmjax-train.pid && exec .venv/bin/slmjax-train "
-    "--config=configs/train.py:s20m --workdir=gs://bkt/paper/s20m_d4.1e7 --config.data.kind=units "
-    "--config.data.path=gs://bkt/units --config.data.seq_len=2050 --config.train.batch_size=64 "
+    "--config=configs/train.py:s20m --workdir=/mnt/gcs/paper/s20m_d4.1e7 --config.data.kind=units "
+    "--config.data.path=/mnt/gcs/units --config.data.seq_len=2050 --config.train.batch_size=64 "
     "--config.train.tokens=41421824 --config.train.steps=316'",
     "gcloud compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --project=proj --worker=all "
     "'--command=cd ~/slmjax && echo $$ > ~/slmjax-train.pid && exec .venv/bin/slmjax-train "
-    "--config=configs/train.py:s823m --workdir=gs://bkt/paper/s823m_d8.2e10 "
-    "--config.data.kind=units --config.data.path=gs://bkt/units --config.data.seq_len=2050 "
+    "--config=configs/train.py:s823m --workdir=/mnt/gcs/paper/s823m_d8.2e10 "
+    "--config.data.kind=units --config.data.path=/mnt/gcs/units --config.data.seq_len=2050 "
     "--config.train.batch_size=608 --config.train.tokens=82317926400 --config.train.steps=66045'",
 ]
 
@@ -76,12 +76,24 @@ def sweep(*args, env=ENV):
 
 
 def test_tpu_dry_run_prints_the_exact_gcloud_commands():
-    proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=gs://bkt/paper", "--launcher=tpu",
+    proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=/mnt/gcs/paper", "--launcher=tpu",
                  "--tpu_name=v4-32", "--zone=us-central2-b", "--project=proj",
-                 "--config.data_path=gs://bkt/units", "--only=^s20m_d4.1e7$|^s823m_d8.2e10$",
+                 "--config.data_path=/mnt/gcs/units", "--only=^s20m_d4.1e7$|^s823m_d8.2e10$",
                  "--dry_run")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-2:] == GOLDEN
+
+
+def test_bucket_urls_are_refused_with_the_mount_to_use_instead():
+    # The trainer writes through the filesystem: a gs:// root or dataset would fail in every run.
+    for args in (["--root=gs://bkt/paper", "--config.data_path=/mnt/gcs/units"],
+                 ["--root=/mnt/gcs/paper", "--config.data_path=gs://bkt/units"]):
+        proc = sweep("--config=configs/sweeps/paper_grid.py", "--launcher=tpu", "--tpu_name=v4-32",
+                     "--zone=us-central2-b", *args, "--dry_run")
+        assert proc.returncode != 0
+        line = proc.stderr.strip().splitlines()[-1]
+        assert "is a URL, not a path" in line and "/mnt/gcs" in line, proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_tpu_launcher_runs_each_run_on_every_worker_and_skips_completed(tmp_path):

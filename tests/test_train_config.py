@@ -59,6 +59,8 @@ BAD = [
      "train.batch_size=64 is not divisible by train.micro_batches=3"),
     (["--config=configs/train.py:s999m"], "unknown model size 's999m'"),
     (["--config=configs/train.py:s20m", "--config.train.stpes=3"], "unknown config field"),
+    (["--config=configs/train.py:tiny", "--config.data.kind=units", "--config.data.path=gs://b/u"],
+     "data.path=gs://b/u is a URL, not a path"),
 ]
 
 
@@ -69,6 +71,14 @@ def test_cli_rejects_bad_configs_in_one_line():
         lines = [ln for ln in err.splitlines() if ln.startswith("slmjax-train:")]
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], err
         assert "Traceback" not in err and out == ""
+
+
+def test_a_bucket_url_workdir_is_refused_before_training():
+    proc = _cli("--config=configs/train.py:tiny", "--workdir=gs://b/run")
+    out, err = proc.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.startswith("slmjax-train:")]
+    assert proc.returncode == 2 and len(lines) == 1, err
+    assert "--workdir=gs://b/run is a URL, not a path" in lines[0] and "/mnt/gcs" in lines[0]
 
 
 def test_validation_lists_every_problem_one_line_each():

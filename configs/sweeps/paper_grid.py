@@ -1,7 +1,7 @@
 """The study's grid (Cuervo & Marxer 2024): 5 sizes x D/N in {2..100}, plus multi-epoch runs.
 
-    slmjax-sweep --config=configs/sweeps/paper_grid.py --root=gs://BUCKET/paper_grid \
-        --config.data_path=gs://BUCKET/units/hubert25hz_k500 --dry_run
+    slmjax-sweep --config=configs/sweeps/paper_grid.py --root=/mnt/gcs/runs/paper_grid \
+        --config.data_path=/mnt/gcs/units/hubert25hz_k500 --dry_run
 
 Every run trains `configs/train.py:<size>` with the paper's batch size for its size, a token budget
 D, and steps = ceil(D / (batch_size * 2050)), so that its LR schedule (linear warm-up over

@@ -1,7 +1,7 @@
 """The coarse-token study: the paper's grid over SentencePiece unigram tokens (vocab 5000) of units.
 
-    slmjax-sweep --config=configs/sweeps/unigram_grid.py --root=gs://BUCKET/unigram_grid \
-        --config.data_path=gs://BUCKET/units/hubert25hz_k500_unigram5000 --dry_run
+    slmjax-sweep --config=configs/sweeps/unigram_grid.py --root=/mnt/gcs/runs/unigram_grid \
+        --config.data_path=/mnt/gcs/units/hubert25hz_k500_unigram5000 --dry_run
 
 Same sizes, batch sizes, context (2050 tokens), D/N ratios and schedule rule as paper_grid.py;
 the model's vocabulary is the 5000 pieces plus EOS and PAD (5002), which adds (5002 - 502) * dim

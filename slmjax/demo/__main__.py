@@ -104,14 +104,27 @@ def build_stages(out: str) -> list[Stage]:
     ]
 
 
+def code_digest() -> str:
+    """Digest of the code that makes the demo's outputs: slmjax's sources and the repository's
+    configs/ (every *.py, by relative path and content)."""
+    h = hashlib.sha256()
+    for top in (os.path.join(REPO, "slmjax"), os.path.join(REPO, "configs")):
+        files = sorted(glob.glob(os.path.join(top, "**", "*.py"), recursive=True))
+        for path in files:
+            h.update(os.path.relpath(path, REPO).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def settings() -> dict:
-    """The flags that shape the demo's outputs, with a digest of the grid file."""
+    """The flags that shape the demo's outputs, with digests of the grid file and of the code."""
     with open(_grid_path(), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:16]
     return {"hours": _HOURS.value, "voices": _VOICES.value, "test_fraction": _TEST_FRACTION.value,
             "bench_voices": _BENCH_VOICES.value, "bench_n": _BENCH_N.value, "k": _K.value,
             "grid": _GRID.value, "grid_sha256": digest, "bootstrap": _BOOTSTRAP.value,
-            "seed": _SEED.value}
+            "seed": _SEED.value, "code_sha256": code_digest()}
 
 
 def main(argv):

@@ -88,13 +88,18 @@ def run_stages(stages: Sequence[Stage], out: str, env: dict | None = None,
 def check_settings(out: str, now: dict) -> str | None:
     """None if ``out`` is new or was made with ``now``'s settings (then recorded); else why not.
 
-    Finished stages are skipped on a rerun, so a folder made with other settings (or by an older
-    slmjax, which recorded none) would silently mix old corpus, runs or fits into the report."""
+    Finished stages are skipped on a rerun, so a folder made with other settings, or by other code
+    (`code_sha256`; a first slmjax recorded no settings at all) would silently mix old corpus, runs
+    or fits into the report."""
     path = os.path.join(out, ".stages", "settings.json")
     if os.path.exists(path):
         with open(path) as f:
             before = json.load(f)
         diff = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
+        if "code_sha256" in now and before.get("code_sha256") != now["code_sha256"]:
+            return (f"{out} was made by other slmjax code (slmjax/ and configs/ digest "
+                    f"{before.get('code_sha256')} -> {now['code_sha256']}): its runs and scores would "
+                    "not be this code's; use another --out, or delete it to start again")
         if diff:
             return (f"{out} was made with other settings ({'; '.join(diff)}): use another --out, "
                     "or delete it to start again")

@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from slmjax.fileio import url_problem
 from slmjax.launch import grid, local, slurm, tpu
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -59,14 +60,16 @@ def main(argv: list[str]) -> int:
         raise grid.SweepError("--config is required, e.g. --config=configs/sweeps/cpu_mini.py")
     root = _ROOT.value
     if not root:
-        raise grid.SweepError("--root is required: the directory (or gs:// path) for the run workdirs")
+        raise grid.SweepError("--root is required: the directory for the run workdirs")
     launcher = _LAUNCHER.value
-    if "://" not in root:
-        if launcher == "tpu" and not os.path.isabs(root):
-            raise grid.SweepError("--launcher=tpu needs --root as gs://... or an absolute path "
-                                  "every worker sees")
-        if launcher != "tpu":
-            root = os.path.abspath(root)
+    for problem in (url_problem(root, "--root"), url_problem(cfg.get("data_path", ""), "--config.data_path")):
+        if problem:
+            raise grid.SweepError(problem)
+    if launcher == "tpu" and not os.path.isabs(root):
+        raise grid.SweepError("--launcher=tpu needs --root as an absolute path that every worker sees "
+                              "(e.g. /mnt/gcs/runs/NAME: the bucket launch/tpu_setup.sh mounts)")
+    if launcher != "tpu":
+        root = os.path.abspath(root)
     opts = None
     if launcher == "tpu":
         opts = tpu.TpuOptions(name=_TPU_NAME.value or "", zone=_ZONE.value or "",

@@ -113,7 +113,7 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         if field not in cfg:
             raise SweepError(f"sweep config has no field '{field}'")
     if not root:
-        raise SweepError("--root is empty: give the directory (or gs:// path) that holds the runs")
+        raise SweepError("--root is empty: give the directory that holds the runs")
     seq_len = _positive_int(cfg.seq_len, "seq_len")
     data_path = cfg.get("data_path", "") or ""
     vocab = dataset_vocab(data_path) if data_path else None
@@ -212,7 +212,7 @@ def select(runs: Iterable[Run], pattern: str | None) -> list[Run]:
 
 
 def join(root: str, name: str) -> str:
-    """root/name for local paths and URLs such as gs://bucket/dir alike."""
+    """root/name (a root given with or without its trailing slash)."""
     return root.rstrip("/") + "/" + name
 
 

@@ -11,10 +11,6 @@ EVENTS = "sweep.jsonl"
 
 
 def _run_json(workdir: str) -> dict:
-    if "://" in workdir:
-        from etils import epath
-
-        return json.loads((epath.Path(workdir) / "run.json").read_text())
     with open(os.path.join(workdir, "run.json")) as f:
         return json.load(f)
 
@@ -31,8 +27,7 @@ def final_loss(workdir: str) -> float | None:
 def run_status(workdir: str) -> str | None:
     """The `status` field of workdir/run.json ('running', 'completed', ...), None when absent.
 
-    Works for local paths and, through etils.epath, for gs:// when a GCS filesystem is installed;
-    an unreadable remote path gives None (the trainer then decides: it resumes or returns)."""
+    An unreadable file gives None (the trainer then decides: it resumes or returns)."""
     try:
         return _run_json(workdir).get("status")
     except Exception:  # noqa: BLE001 - absent, half-visible or unreachable all mean "not known done"
@@ -44,9 +39,7 @@ def is_completed(workdir: str) -> bool:
 
 
 def log_event(root: str, event: str, key: str, **fields: Any) -> None:
-    """Append one line to <root>/sweep.jsonl and flush it to disk (local roots only)."""
-    if "://" in root:
-        return
+    """Append one line to <root>/sweep.jsonl and flush it to disk."""
     os.makedirs(root, exist_ok=True)
     line = json.dumps({"time": round(time.time(), 3), "event": event, "key": key, **fields})
     with open(os.path.join(root, EVENTS), "a") as f:

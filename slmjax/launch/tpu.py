@@ -7,8 +7,8 @@ For every run the launcher executes, from the machine it runs on,
                    --config=... --workdir=ROOT/KEY ...'
 
 and waits for it. Every worker starts the same trainer; `slmjax.train.distributed` detects the slice
-and makes one JAX process per worker. ROOT must be visible to all workers (a gs:// bucket or a
-shared filesystem). Workers are prepared once with launch/tpu_setup.sh (see the README).
+and makes one JAX process per worker. ROOT must be the same path on all workers (a bucket mounted
+at /mnt/gcs by gcsfuse, or a shared filesystem). Workers are prepared once with launch/tpu_setup.sh (see the README).
 """
 
 from __future__ import annotations
@@ -65,9 +65,6 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
     """Run `runs` one after another on all workers; 0 when all succeeded."""
     out = out or sys.stdout
     opts.validate()
-    if not root.startswith("gs://"):
-        print(f"# note: --root={root} is not a gs:// path: every worker must see it "
-              "(a shared filesystem mounted at the same place)", file=out)
     failed = []
     for i, r in enumerate(runs):
         if status.is_completed(r.workdir):

@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from slmjax import hostalloc
+from slmjax.fileio import url_problem
 from slmjax.train import distributed  # defines --coordinator_address, --num_processes, --process_id
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -57,6 +58,8 @@ def main(argv) -> None:
         return
     if not _WORKDIR.value:
         _fail("--workdir is required to train (or pass --dry_run)")
+    if problem := url_problem(_WORKDIR.value, "--workdir"):
+        _fail(problem)
     from slmjax.train.loop import USER_ERRORS, train  # the training loop (data, checkpoints, metrics)
 
     try:

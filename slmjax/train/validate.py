@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from slmjax.fileio import url_problem
 from slmjax.model import ModelConfig
 
 MODEL_FIELDS = tuple(f for f in ModelConfig.__dataclass_fields__)
@@ -68,6 +69,7 @@ def problems(config, n_devices: int | None = None) -> list[str]:
         out.append(f"data.kind={d.kind!r} is not one of synthetic, units")
     if d.kind == "units" and not d.path:
         out.append("data.path is empty but data.kind=units needs a unit dataset directory")
+    out += [m for m in (url_problem(p, "data.path") for p in str(d.path).split(",")) if m]
     if d.mode not in ("windows", "packed"):
         out.append(f"data.mode={d.mode!r} is not one of windows, packed")
     if not 0 < d.seq_len <= cfg.max_seq_len:
