@@ -2,8 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
 
-from slmjax.analysis.scaling import cli, laws, simulate
+import pytest
+
+from slmjax.analysis.scaling import FitInputError, FitOptions, analyse, cli, fit, laws, simulate
+from slmjax.analysis.scaling.table import build_table
 
 
 def test_cli_end_to_end(tmp_path):
@@ -14,7 +19,7 @@ def test_cli_end_to_end(tmp_path):
     simulate.write_csv(rows, csv)
     out = str(tmp_path / "fit")
     res = cli.main(csv, out, bootstrap=60, huber_bootstrap=10, n_refine=4, workers=1,
-                   target_acc={"sblimp": 0.65}, target_flops=(1e21,))
+                   target_acc={"sblimp": 65}, target_flops=(1e21,))
     with open(os.path.join(out, "fit.json")) as f:
         fj = json.load(f)
     for key in ("approach3", "approach2", "approach1", "data_constrained", "downstream", "holdout",
@@ -24,7 +29,8 @@ def test_cli_end_to_end(tmp_path):
     assert fj["data_constrained"]["R*_D"]["n_ok"] == 60
     ds = fj["downstream"]["sblimp"]
     assert ds["gamma"]["value"] > 0 and ds["ratio_text_over_ours"]["lo"] is not None
-    assert ds["compute_to_target"]["value"] > 0
+    assert ds["compute_to_target"]["value"] > 0 and ds["compute_to_target"]["target"] == 0.65
+    assert fj["options"]["target_acc"] == {"sblimp": 0.65}    # 65 read as percent
     c1e21 = [r for r in fj["approach3"]["vp"]["at_compute"] if r["C"] == 1e21][0]
     assert c1e21["N_opt"]["lo"] < c1e21["N_opt"]["value"] < c1e21["N_opt"]["hi"]
     for png in ("loss_vs_compute", "allocation", "downstream_vs_loss", "downstream_vs_compute",
@@ -43,3 +49,42 @@ def test_cli_end_to_end(tmp_path):
     assert sorted({round(float(r["epochs"]), 6) for r in table}) == [1.0, 3.0, 6.0]
     assert not [f for f in os.listdir(out) if f.endswith(".tmp") or f.startswith(".")]
     assert res["approach3"]["vp"]["replicates"] == 60
+
+
+def _table():
+    rows = simulate.simulate_rows(noise=0.01, tasks={"sblimp": (0.68, 3.0, 2.6), "tsc": (0.9, 2.5, 2.5)})
+    return build_table(rows, "sim")
+
+
+def test_target_accuracy_as_fraction_or_percent():
+    t = _table()
+    assert fit._target_fractions(cli._parse_targets(["sblimp=0.65", "TSC=72.5"]), t.acc) == \
+        {"sblimp": 0.65, "tsc": 0.725}
+
+
+@pytest.mark.parametrize("items,message", [
+    (["sblimp=150"], "--target_acc sblimp=150 must be a fraction in (0.5, 1) or a percent in (50, 100)"),
+    (["sblimp=2"], "--target_acc sblimp=2 must be a fraction in (0.5, 1) or a percent in (50, 100)"),
+    (["sblimp=0.5"], "--target_acc sblimp=0.5 must be"),
+    (["tsc=1"], "--target_acc tsc=1 must be"),
+    (["tsc=100"], "--target_acc tsc=100 must be"),
+    (["nosuchtask=0.6"], "--target_acc: no task 'nosuchtask' in the run table (it has sblimp, tsc)"),
+    (["sblimp=0.6", "sblimp=0.7"], "--target_acc item 'sblimp=0.7' is not task=accuracy (one item per task)"),
+    (["sblimp"], "--target_acc item 'sblimp' is not task=accuracy"),
+])
+def test_bad_target_accuracy_one_clear_line(items, message):
+    # Small fit settings: the old code ran the whole fit before going wrong.
+    opt = dict(bootstrap=20, huber_bootstrap=0, n_refine=1, workers=1, sigmoid=False)
+    with pytest.raises(FitInputError) as e:
+        analyse(_table(), FitOptions(target_acc=cli._parse_targets(items), **opt))
+    assert message in str(e.value)
+
+
+def test_cli_negative_seed_one_line(tmp_path):
+    csv = str(tmp_path / "runs.csv")
+    simulate.write_csv(simulate.simulate_rows(), csv)
+    p = subprocess.run([sys.executable, "-m", "slmjax.analysis.scaling.cli", f"--runs={csv}",
+                        f"--out={tmp_path / 'out'}", "--seed=-1"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    assert p.returncode == 1 and p.stderr.strip() == "slmjax-fit: --seed=-1 must be 0 or more"
+    assert not (tmp_path / "out").exists()

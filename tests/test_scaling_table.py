@@ -105,13 +105,17 @@ def _workdir(root, rid, N, D, loss, status="completed", seen=None, zs_step=100, 
         (wd / "zeroshot" / str(zs_step) / "scores.json").write_text(json.dumps(scores))
 
 
-def test_sweep_root(tmp_path):
+def _grid(root, scores=None):
+    """Runs r1..r9: three sizes x D/N of 4, 20, 100, loss 2 + 10 / (D/N); ``scores(D/N)`` -> scores.json."""
     i = 0
     for N in (2e7, 8e7, 3e8):
         for r in (4, 20, 100):
             i += 1
-            _workdir(tmp_path, f"r{i}", N, r * N, 2 + 10 / r, scores={"sblimp": {"accuracy": 0.5 + r / 1000,
-                                                                                 "n_items": 6300}})
+            _workdir(root, f"r{i}", N, r * N, 2 + 10 / r, scores=scores and scores(r))
+
+
+def test_sweep_root(tmp_path):
+    _grid(tmp_path, scores=lambda r: {"sblimp": {"accuracy": 0.5 + r / 1000, "n_items": 6300}})
     _workdir(tmp_path, "failed", 2e7, 1e9, 3.0, status="failed")
     _workdir(tmp_path, "short", 2e7, 1e9, 3.0, seen=5e8)
     _workdir(tmp_path, "early", 2e7, 2e9, 3.0, zs_step=10, scores={"sblimp": 0.9})
@@ -164,11 +168,7 @@ def test_sweep_root_reads_slmjax_eval_headline(tmp_path):
                                    "ci95": [0.76, 0.8], "n_items": 1871}},
               "tasks": {"sblimp_dev": {"task": "sblimp", "conventions": {
                   "mean": [{"metric": "item", "accuracy": 0.1, "n_items": 6300}]}}}}
-    i = 0
-    for N in (2e7, 8e7, 3e8):
-        for r in (4, 20, 100):
-            i += 1
-            _workdir(tmp_path, f"r{i}", N, r * N, 2 + 10 / r, scores=scores)
+    _grid(tmp_path, scores=lambda r: scores)
     t = read_sweep(str(tmp_path))
     acc, n = t.acc["sblimp"]
     assert np.allclose(acc, 0.61) and np.all(n == 6300)
@@ -178,14 +178,97 @@ def test_sweep_root_reads_slmjax_eval_headline(tmp_path):
 
 def test_sweep_root_run_within_one_epoch_saw_D_unique_tokens(tmp_path):
     """run.json's unique_tokens is the data size: a run of D < U tokens is single-epoch with U = D."""
-    i = 0
-    for N in (2e7, 8e7, 3e8):
-        for r in (4, 20, 100):
-            i += 1
-            _workdir(tmp_path, f"r{i}", N, r * N, 2 + 10 / r)
-            run = json.loads((tmp_path / f"r{i}" / "run.json").read_text())
-            run["unique_tokens"] = 1e11
-            (tmp_path / f"r{i}" / "run.json").write_text(json.dumps(run))
+    _grid(tmp_path)
+    for i in range(1, 10):
+        _edit_run(tmp_path / f"r{i}", unique_tokens=1e11)
     t = read_sweep(str(tmp_path))
     np.testing.assert_array_equal(t.unique_tokens, t.tokens)
     assert not t.multi_epoch.any()
+
+
+def _edit_run(wd, **fields):
+    """Set (value) or drop (None) fields of wd/run.json."""
+    run = json.loads((wd / "run.json").read_text())
+    run.update(fields)
+    (wd / "run.json").write_text(json.dumps({k: v for k, v in run.items() if v is not None}))
+
+
+def test_sweep_root_excludes_runs_without_a_finite_test_loss(tmp_path):
+    _grid(tmp_path)
+    _workdir(tmp_path, "r0", 2e7, 4e8, 3.0)
+    _edit_run(tmp_path / "r0", final_test_loss=None)
+    (tmp_path / "r0" / "metrics.jsonl").write_text(json.dumps({"step": 100, "tokens_seen": 4e8}) + "\n")
+    _workdir(tmp_path, "r10", 2e7, 4e8, float("nan"))
+    t = read_sweep(str(tmp_path))
+    assert sorted(t.run_id) == [f"r{i}" for i in range(1, 10)]
+    assert dict(t.excluded) == {"r0": "no test loss in run.json or metrics.jsonl", "r10": "test loss is nan"}
+    np.testing.assert_allclose(t.test_loss[list(t.run_id).index("r2")], 2 + 10 / 20)
+
+
+def test_sweep_root_files_that_are_not_json_objects(tmp_path):
+    """run.json: run excluded; scores.json: downstream ignored; metrics.jsonl row: skipped (no fields)."""
+    _grid(tmp_path, scores=lambda r: {"sblimp": 0.6})
+    (tmp_path / "r1" / "run.json").write_text("[1, 2]")
+    (tmp_path / "r2" / "zeroshot" / "100" / "scores.json").write_text('"0.6"')
+    with open(tmp_path / "r3" / "metrics.jsonl", "a") as f:
+        f.write("[3.0]\n")
+    t = read_sweep(str(tmp_path))
+    assert dict(t.excluded) == {"r1": "run.json not a JSON object (a list)"}
+    assert "r2: scores.json not a JSON object (a str); downstream ignored" in t.notes
+    ids = list(t.run_id)
+    assert np.isnan(t.acc["sblimp"][0][ids.index("r2")]) and t.acc["sblimp"][0][ids.index("r3")] == 0.6
+    assert t.test_loss[ids.index("r3")] == 2 + 10 / 100
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda wd: _edit_run(wd, steps="abc"), "run r5: run.json steps 'abc' is not a number"),
+    (lambda wd: _edit_run(wd, tokens=[1]), "run r5: run.json tokens [1] is not a number"),
+    (lambda wd: _edit_run(wd, flops_per_token=7), "run r5: run.json flops_per_token 7 is not an object"),
+    (lambda wd: open(wd / "metrics.jsonl", "a").write('{"tokens_seen": "abc"}\n'),
+     "run r5: metrics.jsonl line 4 tokens_seen 'abc' is not a number"),
+])
+def test_sweep_root_bad_field_one_clear_line(tmp_path, edit, message):
+    _grid(tmp_path)
+    edit(tmp_path / "r5")
+    with pytest.raises(FitInputError) as e:
+        read_sweep(str(tmp_path))
+    assert str(e.value) == f"{tmp_path.name} {message}"
+
+
+def test_percent_accuracy_column(tmp_path):
+    rows = _rows()
+    for i, r in enumerate(rows):
+        r["acc_sblimp"] = 50 + i / 2
+    t = read_csv(_write(tmp_path, rows))
+    np.testing.assert_allclose(t.acc["sblimp"][0], 0.5 + np.arange(40) / 200)
+    assert "acc_sblimp read as percent and divided by 100" in t.notes
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("acc_sblimp", 1.7, "mixes fractions and percents (run {r0} has {a0:g}, run {rid} has 1.7); use one unit"),
+    ("acc_sblimp", "inf", "run {rid}: acc_sblimp is inf (must be in [0, 1], or in (1, 100] as percent)"),
+    ("acc_sblimp", -0.1, "run {rid}: acc_sblimp is -0.1 (must be in [0, 1]"),
+    ("acc_sblimp", 100.5, "run {rid}: acc_sblimp is 100.5 (must be in [0, 1]"),
+    ("n_sblimp", 0, "run {rid}: n_sblimp is 0 (must be a positive number of items)"),
+    ("n_sblimp", -5, "run {rid}: n_sblimp is -5 (must be a positive number of items)"),
+    ("n_sblimp", "inf", "run {rid}: n_sblimp is inf (must be a positive number of items)"),
+])
+def test_bad_accuracy_one_clear_line(tmp_path, key, value, message):
+    rows = _rows()
+    rows[3][key] = value
+    with pytest.raises(FitInputError) as e:
+        read_csv(_write(tmp_path, rows))
+    expected = message.format(rid=rows[3]["run_id"], r0=rows[0]["run_id"], a0=rows[0]["acc_sblimp"])
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_csv_encodings(tmp_path):
+    rows = _rows()
+    raw = open(_write(tmp_path, rows), "rb").read()
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + raw)
+    assert list(read_csv(str(tmp_path / "bom.csv")).run_id) == [r["run_id"] for r in rows]
+    lines = raw.split(b"\n")
+    lines[3] = b"caf\xe9" + lines[3]    # Latin-1, not UTF-8
+    (tmp_path / "latin1.csv").write_bytes(b"\n".join(lines))
+    with pytest.raises(FitInputError, match=r"latin1.csv: line 4 is not UTF-8 text \(byte 0xe9\)"):
+        read_csv(str(tmp_path / "latin1.csv"))

@@ -37,7 +37,8 @@ flags.DEFINE_float("delta", 0.03, "Huber delta of the paper's objective (Chinchi
 flags.DEFINE_integer("n_refine", 64, "L-BFGS runs from the best grid starts of the paper's objective.")
 flags.DEFINE_float("holdout", 0.2, "Fraction of runs (largest budgets) held out for validation.")
 flags.DEFINE_list("target_flops", ["1e21"], "Compute levels at which to report N*(C), D*(C), L*(C).")
-flags.DEFINE_list("target_acc", [], "task=accuracy pairs (e.g. sblimp=0.65): compute needed to reach them.")
+flags.DEFINE_list("target_acc", [], "task=accuracy pairs (sblimp=0.65, or percent sblimp=65): "
+                  "compute needed to reach them.")
 flags.DEFINE_string("reference", None, "CSV task,gamma[,label] of reference gammas (default: the paper's rows).")
 flags.DEFINE_bool("sigmoid", True, "Fit the chance-floored sigmoid of accuracy vs loss.")
 
@@ -58,14 +59,18 @@ def _clean(x):
 
 
 def _parse_targets(items):
+    """--target_acc items as {task: number}; ``analyse`` checks units and tasks against the table."""
     out = {}
     for it in items:
         task, _, val = it.partition("=")
+        task = task.strip().lower()
         try:
             v = float(val)
         except ValueError:
-            raise FitInputError(f"--target_acc item {it!r} is not task=accuracy") from None
-        out[task.strip().lower()] = v / 100 if v > 1 else v
+            v = None
+        if not task or v is None or task in out:
+            raise FitInputError(f"--target_acc item {it!r} is not task=accuracy (one item per task)")
+        out[task] = v
     return out
 
 

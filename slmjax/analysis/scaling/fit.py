@@ -30,14 +30,14 @@ class FitOptions:
     n_refine: int = 64                # L-BFGS runs from the best grid starts of the paper's objective
     holdout: float = 0.2              # fraction of runs (largest budgets) held out
     target_flops: tuple = (1e21,)     # extra compute levels for N*(C), D*(C), L*(C)
-    target_acc: dict = dataclasses.field(default_factory=dict)   # task -> accuracy to reach
+    target_acc: dict = dataclasses.field(default_factory=dict)   # task -> accuracy to reach (or percent)
     reference: str | None = None      # CSV task,gamma[,label]; default: the paper's rows
     sigmoid: bool = True
     grid: tuple = vpfit.ALPHA_GRID      # (alpha, beta) grid of the point fit
     boot_grid: tuple = vpfit.BOOT_GRID  # coarser grid of bootstrap replicates (then zoomed)
 
     def validate(self):
-        checks = [("bootstrap", self.bootstrap >= 20, "at least 20"),
+        checks = [("bootstrap", self.bootstrap >= 20, "at least 20"), ("seed", self.seed >= 0, "0 or more"),
                   ("huber_bootstrap", self.huber_bootstrap >= 0, "0 or more"),
                   ("level", 0.5 < self.level < 1, "in (0.5, 1)"), ("delta", self.delta > 0, "positive"),
                   ("holdout", 0 < self.holdout < 0.5, "in (0, 0.5)"), ("n_refine", self.n_refine >= 1, ">= 1"),
@@ -47,6 +47,20 @@ class FitOptions:
                 raise FitInputError(f"--{name}={getattr(self, name)} must be {need}")
 
 
+def _target_fractions(targets, tasks):
+    """Target accuracies as fractions: a fraction in (0.5, 1) or a percent in (50, 100) per table task."""
+    out = {}
+    for task, v in targets.items():
+        if task not in tasks:
+            raise FitInputError(f"--target_acc: no task {task!r} in the run table (it has "
+                                f"{', '.join(sorted(tasks)) or 'no acc_<task> column'})")
+        if not (0.5 < v < 1 or 50 < v < 100):
+            raise FitInputError(f"--target_acc {task}={v:g} must be a fraction in (0.5, 1) or a percent in "
+                                "(50, 100): the tasks have two alternatives, chance 0.5")
+        out[task] = v if v < 1 else v / 100
+    return out
+
+
 def _num(x):
     return None if x is None or not np.isfinite(x) else float(x)
 
@@ -54,6 +68,7 @@ def _num(x):
 def analyse(table: RunTable, opt: FitOptions):
     t0 = time.perf_counter()
     opt.validate()
+    opt = dataclasses.replace(opt, target_acc=_target_fractions(opt.target_acc, table.acc))
     workers = opt.workers or bs.default_workers()
     if opt.flops not in table.flops:
         raise FitInputError(f"--flops={opt.flops} unavailable (table has {', '.join(table.flops)})")

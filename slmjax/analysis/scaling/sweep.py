@@ -3,7 +3,8 @@
 A run enters the table when it finished (status ``completed``) and its schedule ended at its planned
 budget D (last logged ``tokens_seen`` within 1% of ``tokens``); other workdirs are recorded in
 ``table.excluded`` with the reason. Downstream accuracies come from ``zeroshot/<step>/scores.json`` of
-the final checkpoint only.
+the final checkpoint only. A run.json that is not a JSON object, or a run with no finite test loss,
+is excluded too; a field that is not a number is one clear error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import os
 
 from slmjax.analysis.scaling.errors import FitInputError
-from slmjax.analysis.scaling.table import RunTable, build_table
+from slmjax.analysis.scaling.table import RunTable, _num, build_table
 
 ACC_KEYS = ("accuracy_macro", "macro_accuracy", "macro", "accuracy", "acc", "score")
 N_KEYS = ("n_items", "n_pairs", "n", "items", "count")
@@ -21,22 +22,44 @@ TASK_NAMES = {"tstorycloze": "tsc", "sstorycloze": "ssc", "topic_storycloze": "t
               "spoken_storycloze": "ssc", "lexical": "swuggy", "syntactic": "sblimp"}
 
 
-def _last_metrics(path):
-    """(last tokens_seen, last test_loss) from metrics.jsonl; corrupt lines are skipped."""
-    tokens_seen, loss = math.nan, math.nan
+def _field(obj, key, what, where):
+    """``obj[key]`` as a float, None when absent or null; one clear error when not a number."""
+    value = obj.get(key)
+    return None if value is None else _num(value, what + key, where)
+
+
+def _last_metrics(path, where):
+    """(last tokens_seen, last test_loss) from metrics.jsonl, None when never logged.
+
+    Lines that are not a JSON object are skipped (a killed writer leaves a partial line).
+    """
+    tokens_seen = loss = None
     if not os.path.isfile(path):
         return tokens_seen, loss
-    with open(path) as f:
-        for line in f:
+    with open(path, errors="replace") as f:
+        for i, line in enumerate(f, 1):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if "tokens_seen" in row:
-                tokens_seen = float(row["tokens_seen"])
-            if row.get("test_loss") is not None:
-                loss = float(row["test_loss"])
+            if isinstance(row, dict):
+                what = f"metrics.jsonl line {i} "
+                seen_i, loss_i = (_field(row, k, what, where) for k in ("tokens_seen", "test_loss"))
+                tokens_seen = tokens_seen if seen_i is None else seen_i
+                loss = loss if loss_i is None else loss_i
     return tokens_seen, loss
+
+
+def _load_object(path):
+    """(the JSON object in ``path``, None) or (None, why it is unusable)."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:
+        return None, f"unreadable ({type(e).__name__})"
+    if not isinstance(obj, dict):
+        return None, f"not a JSON object (a {type(obj).__name__})"
+    return obj, None
 
 
 def _scores(obj):
@@ -62,6 +85,7 @@ def read_sweep(root: str, **kw) -> RunTable:
     """Run table from every workdir under ``root`` that holds a run.json."""
     if not os.path.isdir(root):
         raise FitInputError(f"{root}: not a directory or CSV file")
+    source = os.path.basename(os.path.normpath(root))
     rows, excluded, notes = [], [], []
     eval_tokens = {}   # run id -> held-out tokens of its final test loss
     for name in sorted(os.listdir(root)):
@@ -69,57 +93,60 @@ def read_sweep(root: str, **kw) -> RunTable:
         rj = os.path.join(wd, "run.json")
         if not os.path.isfile(rj):
             continue
-        try:
-            with open(rj) as f:
-                run = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            excluded.append((name, f"run.json unreadable ({type(e).__name__})"))
+        run, why = _load_object(rj)
+        if run is None:
+            excluded.append((name, f"run.json {why}"))
             continue
         rid = str(run.get("run_id") or name)
         status = run.get("status", "unknown")
         if status != "completed":
             excluded.append((rid, f"status {status}"))
             continue
-        seen, last_loss = _last_metrics(os.path.join(wd, "metrics.jsonl"))
-        loss = run.get("final_test_loss")
+        where = f"{source} run {rid}"
+        num = lambda key: _field(run, key, "run.json ", where)
+        seen, last_loss = _last_metrics(os.path.join(wd, "metrics.jsonl"), where)
+        loss = num("final_test_loss")
         loss = last_loss if loss is None else loss
+        if loss is None or not math.isfinite(loss):
+            excluded.append((rid, "no test loss in run.json or metrics.jsonl" if loss is None
+                             else f"test loss is {loss:g}"))
+            continue
         fpt = run.get("flops_per_token") or {}
+        if not isinstance(fpt, dict):
+            raise FitInputError(f"{where}: run.json flops_per_token {fpt!r} is not an object")
+        tokens, unique = num("tokens"), num("unique_tokens")
         # run.json's unique_tokens is the size of the training data; a run that stops within its
         # first epoch has seen only D of them, all unique.
-        unique = run.get("unique_tokens")
-        if unique is not None and run.get("tokens") is not None:
-            unique = min(float(unique), float(run["tokens"]))
-        row = {"run_id": rid, "n_params": run.get("n_params"), "tokens": run.get("tokens"),
-               "test_loss": loss, "n_params_nonemb": run.get("n_params_nonemb"),
-               "unique_tokens": unique, "tokens_seen": seen}
-        if fpt.get("6n_attn") is not None and run.get("tokens") is not None:
-            row["flops"] = float(fpt["6n_attn"]) * float(run["tokens"])
-        if row["test_loss"] is None:
-            excluded.append((rid, "no test loss in run.json or metrics.jsonl"))
-            continue
+        if unique is not None and tokens is not None:
+            unique = min(unique, tokens)
+        row = {"run_id": rid, "n_params": num("n_params"), "tokens": tokens, "test_loss": loss,
+               "n_params_nonemb": num("n_params_nonemb"), "unique_tokens": unique, "tokens_seen": seen}
+        attn = _field(fpt, "6n_attn", "run.json flops_per_token.", where)
+        if attn is not None and tokens is not None:
+            row["flops"] = attn * tokens
         zdir = os.path.join(wd, "zeroshot")
         steps = sorted(int(s) for s in os.listdir(zdir) if s.isdigit()) if os.path.isdir(zdir) else []
-        final = run.get("steps")
-        if steps and final is not None and steps[-1] != int(final):
-            notes.append(f"{rid}: zero-shot scores only for step {steps[-1]}, not the final step {final}; "
+        final = num("steps")
+        if steps and final is not None and steps[-1] != final:
+            notes.append(f"{rid}: zero-shot scores only for step {steps[-1]}, not the final step {final:.15g}; "
                          "downstream ignored")
         elif steps:
-            try:
-                with open(os.path.join(zdir, str(steps[-1]), "scores.json")) as f:
-                    for task, (a, n) in _scores(json.load(f)).items():
-                        row[f"acc_{task}"], row[f"n_{task}"] = a, n
-            except (OSError, json.JSONDecodeError) as e:
-                notes.append(f"{rid}: scores.json unreadable ({type(e).__name__}); downstream ignored")
+            scores, why = _load_object(os.path.join(zdir, str(steps[-1]), "scores.json"))
+            if scores is None:
+                notes.append(f"{rid}: scores.json {why}; downstream ignored")
+            else:
+                for task, (a, n) in _scores(scores).items():
+                    row[f"acc_{task}"], row[f"n_{task}"] = a, n
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
-        eval_tokens[rid] = run.get("final_test_tokens")
+        eval_tokens[rid] = num("final_test_tokens")
     if len(set(eval_tokens.values())) > 1:
-        counts = ", ".join(f"{r}: {'?' if n is None else n}" for r, n in sorted(eval_tokens.items()))
+        counts = ", ".join(f"{r}: {'?' if n is None else f'{n:.15g}'}" for r, n in sorted(eval_tokens.items()))
         notes.append("final test losses cover different numbers of held-out tokens (? = a run from "
                      "before run.json recorded it); rerun their final evaluation to compare like "
                      f"with like: {counts}")
     if not rows:
         raise FitInputError(f"{root}: no completed runs (no workdir with run.json and status completed)")
-    return build_table(rows, os.path.basename(os.path.normpath(root)), excluded=excluded, notes=notes, **kw)
+    return build_table(rows, source, excluded=excluded, notes=notes, **kw)
 
 
 def read_runs(path: str, experiment: str | None = None, **kw) -> RunTable:

@@ -6,13 +6,15 @@ Columns (NumPy arrays, one entry per run):
 - ``flops``: a dict convention -> C per run: ``6N`` (N total), ``6N_nonemb`` and ``6N_attn`` (PaLM-style
   6N + 12 L H Q T with causal attention halved) when known;
 - ``test_loss``; ``budget`` (an IsoFLOP group label in FLOPs, NaN if none);
-- ``acc``: task -> (accuracy in [0, 1], number of items).
+- ``acc``: task -> (accuracy in [0, 1], number of items); a column whose values all lie in (1, 100] is
+  read as percent.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 
@@ -104,6 +106,25 @@ def _num(text, what, where):
         raise FitInputError(f"{where}: {what} {text!r} is not a number") from None
 
 
+def _optional(r, key, where):
+    """A row's optional number: NaN when blank."""
+    raw = r.get(key, "")
+    return math.nan if raw in ("", None) else _num(raw, key, where)
+
+
+def _fractions(t, a, ids, source, notes):
+    """Accuracies of column ``acc_<t>`` as fractions: all in [0, 1], or all in (1, 100] (percent)."""
+    fin = np.isfinite(a)
+    frac, pct = np.nonzero(fin & (a <= 1))[0], np.nonzero(fin & (a > 1))[0]
+    if len(frac) and len(pct):
+        raise FitInputError(f"{source}: acc_{t} mixes fractions and percents (run {ids[frac[0]]} has "
+                            f"{a[frac[0]]:g}, run {ids[pct[0]]} has {a[pct[0]]:g}); use one unit")
+    if len(pct):
+        notes.append(f"acc_{t} read as percent and divided by 100")
+        return a / 100.0
+    return a
+
+
 def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: int = 3,
                 excluded=None, notes=None) -> RunTable:
     """Validate row dicts (numeric fields already parsed or strings) into a RunTable."""
@@ -135,10 +156,11 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
                 raise FitInputError(f"{where}: {k} is {kind} (must be a positive finite number)")
             cols[k].append(v)
         for t in tasks:
-            a = r.get(f"acc_{t}", "")
-            m = r.get(f"n_{t}", "")
-            a = math.nan if a in ("", None) else _num(a, f"acc_{t}", where)
-            m = math.nan if m in ("", None) else _num(m, f"n_{t}", where)
+            a, m = _optional(r, f"acc_{t}", where), _optional(r, f"n_{t}", where)
+            if not (math.isnan(a) or 0 <= a <= 100):
+                raise FitInputError(f"{where}: acc_{t} is {a:g} (must be in [0, 1], or in (1, 100] as percent)")
+            if not (math.isnan(m) or 0 < m < math.inf):
+                raise FitInputError(f"{where}: n_{t} is {m:g} (must be a positive number of items)")
             acc[t][0].append(a)
             acc[t][1].append(m)
     col = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
@@ -165,16 +187,7 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
     elif all(np.all(np.isfinite(col[k])) for k in ("n_layers", "dim", "seq_len")):
         # PaLM/MaxText: 6N + 12 L H Q T per token with H Q = dim, causal attention halved.
         flops["6N_attn"] = (6.0 * N + 6.0 * col["n_layers"] * col["dim"] * col["seq_len"]) * D
-    accd = {}
-    for t, (a, m) in acc.items():
-        a, m = np.asarray(a), np.asarray(m)
-        fin = a[np.isfinite(a)]
-        if len(fin) and np.any((fin < 0) | (fin > 100)):
-            raise FitInputError(f"{source}: acc_{t} has values outside [0, 1] (or [0, 100] for percent)")
-        if len(fin) and fin.max() > 1.0:
-            a = a / 100.0
-            notes.append(f"acc_{t} read as percent and divided by 100")
-        accd[t] = (a, m)
+    accd = {t: (_fractions(t, np.asarray(a), ids, source, notes), np.asarray(m)) for t, (a, m) in acc.items()}
     table = RunTable(run_id=np.asarray(ids, dtype=object), n_params=N, n_params_nonemb=nonemb,
                      tokens=D, unique_tokens=U, test_loss=L, budget=col["budget"], flops=flops,
                      acc=accd, source=source, excluded=excluded, notes=notes)
@@ -210,17 +223,28 @@ def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
     """
     if not os.path.isfile(path):
         raise FitInputError(f"{path}: no such file")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise FitInputError(f"{path}: empty CSV (no header)")
-        names = {h: ALIASES.get(h.strip().lower(), h.strip().lower()) for h in reader.fieldnames}
-        missing = [c for c in REQUIRED if c not in names.values()]
-        if missing:
-            raise FitInputError(f"{path}: missing column {missing[0]!r} (need run_id,n_params,tokens,test_loss)")
-        rows = [{names[k]: v for k, v in r.items() if k is not None} for r in reader]
+    try:
+        with open(path, "rb") as f:   # utf-8-sig: a byte-order mark is not part of the first column's name
+            reader = csv.DictReader(io.StringIO(f.read().decode("utf-8-sig"), newline=""))
+        fieldnames = reader.fieldnames
+        rows = list(reader)
+    except OSError as e:
+        raise FitInputError(f"{path}: not readable ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise FitInputError(f"{path}: line {line} is not UTF-8 text (byte {e.object[e.start]:#04x}); "
+                            "save the table as UTF-8") from None
+    except csv.Error as e:
+        raise FitInputError(f"{path}: not a readable CSV ({e})") from None
+    if not fieldnames:
+        raise FitInputError(f"{path}: empty CSV (no header)")
+    names = {h: ALIASES.get(h.strip().lower(), h.strip().lower()) for h in fieldnames}
+    missing = [c for c in REQUIRED if c not in names.values()]
+    if missing:
+        raise FitInputError(f"{path}: missing column {missing[0]!r} (need run_id,n_params,tokens,test_loss)")
+    rows = [{names[k]: v for k, v in r.items() if k is not None} for r in rows]
     if "experiment" in names.values():
-        exps = sorted({r.get("experiment", "") for r in rows})
+        exps = sorted({r.get("experiment") or "" for r in rows})
         if experiment is not None:
             if experiment not in exps:
                 raise FitInputError(f"{path}: no experiment {experiment!r} (has {', '.join(exps)})")
