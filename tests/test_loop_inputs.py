@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -100,6 +101,24 @@ def test_conflicting_config_is_refused_naming_fields(diverged):
   assert [c.split(":")[0] for c in config_conflicts(old, new)] == ["train.batch_size"]
 
 
+@pytest.mark.parametrize("name,text,expected", [
+    ("config.json", '{"model": ', "config.json is unreadable, not valid JSON"),
+    ("run.json", '{"status": "runn', "run.json is unreadable, not valid JSON"),
+    ("run.json", "[]", "run.json is unreadable, a JSON list instead of an object"),
+])
+def test_a_corrupt_run_file_is_named_and_the_run_left_untouched(diverged, tmp_path, name, text,
+                                                                 expected):
+  wd = str(tmp_path / "run")
+  shutil.copytree(diverged[0], wd)
+  with open(os.path.join(wd, name), "w") as f:
+    f.write(text)
+  before = _snapshot(wd)
+  with pytest.raises(RunError) as e:
+    loop.train(_config(), wd)
+  assert expected in str(e.value) and "\n" not in str(e.value) and "repair it" in str(e.value)
+  assert _snapshot(wd) == before
+
+
 @pytest.fixture()
 def unit_dataset(tmp_path, monkeypatch):
   monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
@@ -149,6 +168,16 @@ def test_cli_config_typo_is_one_line(tmp_path):
   assert p.returncode != 0 and "stpes" in p.stderr and "Traceback" not in p.stderr, p.stderr
   assert len(p.stderr.strip().splitlines()) == 1
   assert not os.path.exists(wd)
+
+
+def test_cli_workdir_that_is_a_file_is_one_line(tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("keep me")
+  p = _cli(f"--workdir={path}")
+  assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+  assert p.stderr.strip().splitlines() == [
+      f"slmjax-train: workdir {path} is an existing file, not a directory; pass a directory"]
+  assert path.read_text() == "keep me"
 
 
 def test_cli_missing_dataset_is_one_line(tmp_path):

@@ -58,27 +58,39 @@ BAD = [
     (["--config=configs/train.py:s20m", "--config.train.micro_batches=3"],
      "train.batch_size=64 is not divisible by train.micro_batches=3"),
     (["--config=configs/train.py:s999m"], "unknown model size 's999m'"),
-    (["--config=configs/train.py:s20m", "--config.train.stpes=3"], "unknown config field"),
+    (["--config=configs/train.py:s20m", "--config.train.stpes=3"], "unknown config field "
+     "config.train.stpes (no field 'stpes'; Did you mean \"steps\" instead of \"stpes\"?)"),
     (["--config=configs/train.py:tiny", "--config.data.kind=units", "--config.data.path=gs://b/u"],
      "data.path=gs://b/u is a URL, not a path"),
+    # s20m sets train.tokens, which used to hide a negative train.steps (3,158 steps planned).
+    (["--config=configs/train.py:s20m", "--config.train.steps=-5"],
+     "train.steps=-5 must be a number >= 0"),
+    (["--config=/nonexistent/train.py:tiny"],
+     "cannot load the --config file: [Errno 2] No such file or directory: '/nonexistent/train.py'"),
 ]
 
 
-def test_cli_rejects_bad_configs_in_one_line():
-    procs = [(_cli(*args, "--dry_run"), message) for args, message in BAD]  # in parallel
+def _assert_one_line(proc, message):
+    out, err = proc.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.startswith("slmjax-train:")]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err and out == ""
+    return lines[0]
+
+
+def test_cli_rejects_bad_configs_in_one_line(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(arg:\n")
+    bad = BAD + [([f"--config={broken}:tiny"],
+                  f"cannot load the --config file: SyntaxError: '(' was never closed ({broken}, line 1)")]
+    procs = [(_cli(*args, "--dry_run"), message) for args, message in bad]  # in parallel
     for proc, message in procs:
-        out, err = proc.communicate(timeout=120)
-        lines = [ln for ln in err.splitlines() if ln.startswith("slmjax-train:")]
-        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], err
-        assert "Traceback" not in err and out == ""
+        _assert_one_line(proc, message)
 
 
 def test_a_bucket_url_workdir_is_refused_before_training():
     proc = _cli("--config=configs/train.py:tiny", "--workdir=gs://b/run")
-    out, err = proc.communicate(timeout=120)
-    lines = [ln for ln in err.splitlines() if ln.startswith("slmjax-train:")]
-    assert proc.returncode == 2 and len(lines) == 1, err
-    assert "--workdir=gs://b/run is a URL, not a path" in lines[0] and "/mnt/gcs" in lines[0]
+    assert "/mnt/gcs" in _assert_one_line(proc, "--workdir=gs://b/run is a URL, not a path")
 
 
 def test_validation_lists_every_problem_one_line_each():
@@ -94,6 +106,30 @@ def test_validation_lists_every_problem_one_line_each():
     assert any("mesh.tensor=2 does not divide model.n_heads=7" in ln for ln in lines)
     validate(load_config("s20m"), n_devices=8)  # the defaults are valid
     validate(load_config("tiny"), n_devices=1)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("steps", -5, "train.steps=-5 must be a number >= 0 (0 = derived from train.tokens)"),
+    ("tokens", -1, "train.tokens=-1 must be a number >= 0 (0 = train.steps)"),
+    ("warmup_min", -1, "train.warmup_min=-1 must be a number >= 0"),
+    ("warmup_max", -1, "train.warmup_max=-1 must be a number >= 0"),
+    ("warmup_frac", -0.1, "train.warmup_frac=-0.1 must be in [0, 1]"),
+    ("warmup_frac", 1.5, "train.warmup_frac=1.5 must be in [0, 1]"),
+    ("lr", -1e-3, "train.lr=-0.001 must be a positive number"),
+    ("lr", 0.0, "train.lr=0.0 must be a positive number"),
+    ("min_lr", 1e-3, "train.min_lr=0.001 must be in 0..train.lr=0.0005"),
+    ("eps", float("nan"), "train.eps=nan must be a positive number"),
+    ("clip_norm", 0.0, "train.clip_norm=0.0 must be a positive number"),
+    ("weight_decay", float("inf"), "train.weight_decay=inf must be a number >= 0"),
+    ("eval_every", -1, "train.eval_every=-1 must be a positive number"),
+    ("profile_start", 0, "train.profile_start=0 must be a step >= 1, or -1 (none)"),
+])
+def test_validation_refuses_meaningless_train_numbers(field, value, message):
+    c = load_config("s20m")  # train.tokens > 0, so a bad train.steps is not hidden behind it
+    c.train[field] = value
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=8)
+    assert str(e.value) == message  # one line, for this field alone
 
 
 def test_schedule_hand_computed():

@@ -71,15 +71,34 @@ def main(argv) -> None:
 def _parse_flags(argv):
     """Flag errors (a bad --config file or size included) as one line, without a traceback."""
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
+        rest = flags.FLAGS(argv)
+        if _CONFIG.value is not None:
+            _CONFIG.value.keys()  # ml_collections defers a missing config file's error to first use
+        return rest
+    except Exception as e:  # pylint: disable=broad-except  # only flags and the config file ran
+        _fail(_flag_error(e, argv))
+
+
+def _flag_error(e: Exception, argv) -> str:
+    """One line for a bad flag, a --config.a.b=v naming no field, or a missing or broken file."""
+    named = [a.split("=")[0][2:] for a in argv if a.startswith("--config.")]
+    if isinstance(e, flags.Error):
         last = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()][-1]
-        _fail(last.split(": ", 1)[1] if last.startswith(("ValueError", "KeyError")) else last)
-    except (AttributeError, KeyError) as e:  # --config.a.b=v naming a field that does not exist
-        key = str(e).strip("\"' ")
-        named = [a.split("=")[0][2:] for a in argv if a.startswith("--config.")]
+        return last.split(": ", 1)[1] if last.startswith(("ValueError", "KeyError")) else last
+    if isinstance(e, (AttributeError, KeyError)) and named:  # an override naming no field
+        while e.args and isinstance(e.args[0], Exception):  # AttributeError(KeyError(message))
+            e = e.args[0]
+        key, *hint = str(e.args[0] if e.args else e).splitlines()
+        key = key.strip("\"' ")
         hits = [n for n in named if n.split(".")[-1] == key] or named
-        _fail(f"unknown config field {', '.join(hits)} (no field {key!r})")
+        return f"unknown config field {', '.join(hits)} (no field {'; '.join([repr(key), *hint])})"
+    if isinstance(e, SyntaxError):
+        detail = f"{type(e).__name__}: {e.msg} ({e.filename}, line {e.lineno})"
+    elif isinstance(e, OSError):  # missing or unreadable; ml_collections wraps the first error
+        detail = str(e.__cause__ or e).strip().splitlines()[-1].strip()
+    else:
+        detail = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+    return f"cannot load the --config file: {detail}"
 
 
 def run() -> None:

@@ -39,11 +39,18 @@ def _default(x):
   return str(x)
 
 
-def read_json(path: str, default=None):
+def read_json(path: str, default=None, fix: str = "repair it"):
+  """The JSON object in path (default when there is none); RunError with `fix` when unreadable."""
   if not os.path.exists(path):
     return default
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      obj = json.load(f)
+  except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+    raise RunError(f"{path} is unreadable, not valid JSON ({e}); {fix}") from None
+  if not isinstance(obj, dict):
+    raise RunError(f"{path} is unreadable, a JSON {type(obj).__name__} instead of an object; {fix}")
+  return obj
 
 
 def config_dict(config) -> dict:
@@ -83,15 +90,23 @@ def claim_workdir(workdir: str, config) -> bool:
   Returns True when the workdir already held this run (a relaunch). Raises RunError naming the
   conflicting fields when the workdir belongs to a different run; nothing is written then.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise RunError(f"workdir {workdir} is an existing file, not a directory; pass a directory")
   path = os.path.join(workdir, "config.json")
   new = config_dict(config)
-  old = read_json(path)
+  old = read_json(path, fix="repair it (it records the run's config) or use a new workdir; "
+                  "nothing was changed")
+  read_json(os.path.join(workdir, "run.json"), fix="repair it or move it aside (a relaunch writes a "
+            "new one); nothing was changed")
   if old is not None:
     diff = config_conflicts(old, new)
     if diff:
       raise RunError(f"workdir {workdir} holds a run with another config ({'; '.join(diff)}); "
                      "use a new workdir or the same config")
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:  # a file on the path, no permission
+    raise RunError(f"cannot create workdir {workdir}: {e.strerror}") from None
   write_json(path, new)
   return old is not None
 
@@ -99,7 +114,7 @@ def claim_workdir(workdir: str, config) -> bool:
 def update_run_json(workdir: str, **fields) -> dict:
   """Merges fields into run.json (atomically) and returns the result."""
   path = os.path.join(workdir, "run.json")
-  run = read_json(path, {}) or {}
+  run = read_json(path, {})
   run.update(fields)
   write_json(path, run)
   return run

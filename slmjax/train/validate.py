@@ -53,6 +53,13 @@ def mesh_shape(config, n_devices: int) -> dict[str, int]:
     return axes
 
 
+# train fields that must be >= 0, with what 0 means.
+_TRAIN_AT_LEAST_0 = {"steps": " (0 = derived from train.tokens)", "tokens": " (0 = train.steps)",
+                     "warmup_min": "", "warmup_max": "", "weight_decay": "",
+                     "final_eval_batches": " (0 = the whole held-out split)",
+                     "peak_flops": " (0 = automatic)"}
+
+
 def problems(config, n_devices: int | None = None) -> list[str]:
     """Every problem of the config, one line each (empty when valid)."""
     out = []
@@ -81,20 +88,22 @@ def problems(config, n_devices: int | None = None) -> list[str]:
     elif t.batch_size % t.micro_batches:
         out.append(f"train.batch_size={t.batch_size} is not divisible by "
                    f"train.micro_batches={t.micro_batches}")
-    if t.steps <= 0 and t.tokens <= 0:
+    # Written `not ok` so that NaN fails each check; inf is refused too.
+    for name, note in _TRAIN_AT_LEAST_0.items():
+        if not (t.get(name, 0) >= 0 and math.isfinite(t.get(name, 0))):
+            out.append(f"train.{name}={t[name]} must be a number >= 0{note}")
+    for name in ("lr", "eps", "clip_norm", "log_every", "eval_every", "eval_batches"):
+        if not (t[name] > 0 and math.isfinite(t[name])):
+            out.append(f"train.{name}={t[name]} must be a positive number")
+    if t.steps == 0 and t.tokens == 0:
         out.append("train.steps and train.tokens are both 0: set one of them")
-    if not 0 <= t.min_lr <= t.lr:
+    if t.lr > 0 and not 0 <= t.min_lr <= t.lr:
         out.append(f"train.min_lr={t.min_lr} must be in 0..train.lr={t.lr}")
+    if not 0 <= t.warmup_frac <= 1:
+        out.append(f"train.warmup_frac={t.warmup_frac} must be in [0, 1]")
     for name in ("b1", "b2"):
         if not 0 <= t[name] < 1:
             out.append(f"train.{name}={t[name]} must be in [0, 1)")
-    for name in ("eps", "clip_norm", "log_every", "eval_every", "eval_batches"):
-        if t[name] <= 0:
-            out.append(f"train.{name}={t[name]} must be positive")
-    if t.get("final_eval_batches", 0) < 0:
-        out.append(f"train.final_eval_batches={t.final_eval_batches} must be >= 0 (0 = all)")
-    if t.weight_decay < 0:
-        out.append(f"train.weight_decay={t.weight_decay} must be >= 0")
     out += _data_run_problems(config)
     if int(config.mesh.get("cpu_devices", 0)) < 0:
         out.append(f"mesh.cpu_devices={config.mesh.cpu_devices} must be >= 0 (0 = one per core)")
@@ -145,10 +154,10 @@ def _data_run_problems(config) -> list[str]:
         if w is None or len(w) != n_paths or min(w) < 0 or sum(w) <= 0:
             out.append(f"data.weights={d.weights!r} must be {n_paths} non-negative numbers "
                        "joined by ',' (one per data.path entry)")
-    if t.get("peak_flops", 0) < 0:
-        out.append(f"train.peak_flops={t.peak_flops} must be >= 0 (0 = automatic)")
     if t.get("profile_steps", 1) <= 0:
         out.append(f"train.profile_steps={t.profile_steps} must be positive")
+    if not (t.get("profile_start", -1) == -1 or t.profile_start >= 1):
+        out.append(f"train.profile_start={t.profile_start} must be a step >= 1, or -1 (none)")
     if ck.every_steps < 0:
         out.append(f"checkpoint.every_steps={ck.every_steps} must be >= 0 (0 = only at the end)")
     if ck.keep < 1:
