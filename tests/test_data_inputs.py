@@ -110,3 +110,36 @@ def test_missing_shard_and_bad_ids(ds, tmp_path):
   with pytest.raises(DataError) as e:
     open_dataset(bad)
   assert "unit id 25" in _one_line(e)
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"vocab_size": 10, "eos_id": 8, "pad_id": 9}, "unit id 18 >= vocab_size 10 stated by the manifest"),
+    ({"eos_id": 17}, "a record does not end with eos_id 17"),
+    ({"dtype": "uint32"}, "a record is empty or not a whole number of uint32 ids")])
+def test_cached_lengths_do_not_skip_checks(tmp_path, monkeypatch, edit, message):
+  """The record-length cache is keyed on what its checks depend on, not only the shard file."""
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  path = str(tmp_path / "ds")
+  m = write_unit_dataset(path, {"train": [np.array([3, 8, 18]), np.array([1, 18])]},
+                         vocab_size=20, n_shards=1)
+  assert open_dataset(path, splits=("train",)).splits["train"].lengths.tolist() == [3, 2]
+  json.dump(dict(m, **edit), open(os.path.join(path, "manifest.json"), "w"))
+  with pytest.raises(DataError) as e:
+    open_dataset(path, splits=("train",))
+  assert _one_line(e) == f"shard train-00000-of-00001.array_record: {message}"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m.update(vocab_size="ten"), "manifest vocab_size 'ten' is not an integer"),
+    (lambda m: m["splits"]["train"].update(shards="train-00000-of-00002.array_record"),
+     "split 'train' shards 'train-00000-of-00002.array_record' is not a list of file names"),
+    (lambda m: m["splits"]["test"].update(tokens="many"), "split 'test' tokens 'many' is not an integer"),
+    (lambda m: m.update(splits=["train"]), "manifest splits is not an object of split name -> shards")])
+def test_malformed_manifest_fields(ds, edit, message):
+  mpath = os.path.join(ds, "manifest.json")
+  m = json.load(open(mpath))
+  edit(m)
+  json.dump(m, open(mpath, "w"))
+  with pytest.raises(DataError) as e:
+    open_dataset(ds)
+  assert _one_line(e) == f"unit dataset {ds}: {message}"

@@ -3,8 +3,10 @@
 import filecmp
 import json
 import os
+import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from slmjax.units.features import MfccFeatures
 from slmjax.units.fit import fit_tokenizer
 from slmjax.units.ids import collapse
 from slmjax.units.sources import holdout_split, list_utterances
+from slmjax.units.tokenizer import save_tokenizer
 from slmjax.units.writer import read_dataset
 
 SPEECH = "/usr/share/pocketsphinx/test/data"
@@ -157,6 +160,9 @@ def test_sources_tsv_jsonl_and_hashed_holdout(tmp_path):
         list_utterances(str(tmp_path / "bad.jsonl"))
     with pytest.raises(UnitsError, match="tfds:NAME"):
         list_utterances("tfds:onlyname")
+    (tmp_path / "bogus.jsonl").write_text('{"path": "audio/good00.wav"}\n{"path": "audio/good01.wav", "split": "dev2"}\n')
+    with pytest.raises(UnitsError, match=r"bogus.jsonl:2: unknown split 'dev2' \(expected one of train, valid, validation, dev, test"):
+        list_utterances(str(tmp_path / "bogus.jsonl"))
 
 
 def test_tfds_source_adapter(monkeypatch):
@@ -215,3 +221,108 @@ def test_cli_fit_encode_with_unigram_tokens(tmp_path):
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("slmjax-units: error: audio source not found")
     r = subprocess.run(cli + ["--help"], env=env, capture_output=True, text=True)
     assert "--tokenizer" in r.stdout and "slmjax-units fit" in r.stdout  # absl exits 1 after --help
+
+
+def _flags(**over):
+    """slmjax-units flag values (defaults, then ``over``) for the *_from_flags entry points."""
+    from slmjax.units.cli import FLAGS
+
+    values = {name: FLAGS[name].default for name in FLAGS}
+    values.update(holdout=0.0, **over)
+    return types.SimpleNamespace(**values)
+
+
+def _one_line_error(fn, *args, **kwargs) -> str:
+    with pytest.raises(UnitsError) as e:
+        fn(*args, **kwargs)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_merge_refuses_another_tokenizer_or_options(tmp_path, tok_dir):
+    """`slmjax-units merge` checks plan.json as encode does: it never relabels a dataset."""
+    from slmjax.units.encode import encode_from_flags
+
+    _write_good(tmp_path / "audio", 2)
+    ds = str(tmp_path / "ds")
+    given = {"audio": str(tmp_path / "audio"), "out": ds, "tokenizer": tok_dir}
+    encode_from_flags(_flags(**given))
+    written = (tmp_path / "ds" / "manifest.json").read_bytes()
+    save_tokenizer(str(tmp_path / "k1"), MfccFeatures(), np.zeros((1, 39), np.float32), {})  # vocab_size 3
+    for change in [{"tokenizer": str(tmp_path / "k1")}, {"synthetic": True}, {"durations": True}, {"min_seconds": 0.1}]:
+        msg = _one_line_error(encode_from_flags, _flags(**dict(given, **change)), merge_only=True)
+        assert msg == (f"{ds} holds a dataset from another source, tokenizer or options; "
+                       "use a new --out (merge needs the flags the dataset was encoded with)")
+        assert (tmp_path / "ds" / "manifest.json").read_bytes() == written
+    encode_from_flags(_flags(**given), merge_only=True)
+    assert (tmp_path / "ds" / "manifest.json").read_bytes() == written
+    empty = str(tmp_path / "empty")
+    msg = _one_line_error(encode_from_flags, _flags(**dict(given, out=empty)), merge_only=True)
+    assert msg == f"{empty} holds no encoded dataset (no plan.json): run `slmjax-units encode` first"
+    assert not os.path.exists(empty)
+
+
+def test_broken_tokenizer_and_output_dirs_are_one_line(tmp_path, tok_dir):
+    bad = tmp_path / "bad"
+    cents = open(os.path.join(tok_dir, "centroids.npy"), "rb").read()
+    for name, data, error in [("tokenizer.json", b'{"format_version": 1, ', "JSONDecodeError: Expecting property name"),
+                              ("centroids.npy", cents[:100], "ValueError: EOF: reading array header"),
+                              ("centroids.npy", None, "FileNotFoundError: [Errno 2] No such file or directory")]:
+        shutil.copytree(tok_dir, bad, dirs_exist_ok=True)
+        if data is None:
+            os.remove(bad / name)
+        else:
+            (bad / name).write_bytes(data)
+        msg = _one_line_error(load_tokenizer, str(bad))
+        assert msg.startswith(f"tokenizer file {bad / name} is missing or corrupt ({error}")
+        assert msg.endswith("; refit the tokenizer")
+
+    _write_good(tmp_path / "audio", 1)
+    tok, utts = load_tokenizer(tok_dir), list_utterances(str(tmp_path / "audio"), holdout=0.0)
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "plan.json").write_text("{")
+    msg = _one_line_error(encode_dataset, tok, utts, str(tmp_path / "plan"), progress=False)
+    assert msg.startswith(f"{tmp_path / 'plan' / 'plan.json'} is corrupt (JSONDecodeError: ")
+    (tmp_path / "file").write_text("x")
+    for out, expected in [(tmp_path / "file", f"{tmp_path / 'file'} exists and is not a directory"),
+                          (tmp_path / "file" / "ds", f"cannot create directory {tmp_path / 'file' / 'ds'}: Not a directory")]:
+        assert _one_line_error(encode_dataset, tok, utts, str(out), progress=False) == expected
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("k", -3, "--k must be >= 1, got -3"), ("k", 0, "--k must be >= 1, got 0"),
+    ("kmeans_iters", 0, "--kmeans_iters must be >= 1, got 0"), ("kmeans_batch", 0, "--kmeans_batch must be >= 1, got 0"),
+    ("max_frames", 0, "--max_frames must be >= 1, got 0"), ("fit_hours", 0.0, "--fit_hours must be > 0, got 0.0")])
+def test_fit_refuses_out_of_range_flags(tmp_path, flag, value, message):
+    from slmjax.units.fit import fit_from_flags
+
+    _write_good(tmp_path / "audio", 2)
+    flags = _flags(audio=str(tmp_path / "audio"), out=str(tmp_path / "tok"), **{"k": 4, flag: value})
+    assert _one_line_error(fit_from_flags, flags) == message
+    assert not os.path.exists(tmp_path / "tok")  # refused before reading any audio or writing anything
+
+
+def test_fit_records_skipped_inputs(tmp_path, capsys):
+    from slmjax.units.fit import fit_from_flags
+
+    _write_good(tmp_path / "audio", 3)
+    (tmp_path / "audio" / "text.wav").write_bytes(b"not audio at all\n" * 40)
+    (tmp_path / "audio" / "empty.wav").write_bytes(b"")
+    (tmp_path / "audio" / "cut.wav").write_bytes((tmp_path / "audio" / "good00.wav").read_bytes()[:30])
+    sf.write(tmp_path / "audio" / "silent.wav", np.zeros(16000, np.float32), 16000)
+    fit_from_flags(_flags(audio=str(tmp_path / "audio"), out=str(tmp_path / "tok"), k=4))
+    listed = str(tmp_path / "tok" / "skipped.jsonl")
+    assert capsys.readouterr().out.strip().endswith(f"skipped 4 unusable input(s) (listed in {listed})")
+    rows = {os.path.basename(r["source"]): r["reason"] for r in map(json.loads, open(listed))}
+    assert sorted(rows) == ["cut.wav", "empty.wav", "silent.wav", "text.wav"]
+    assert rows["empty.wav"].startswith("unreadable: empty or truncated file; soundfile: ")
+    assert rows["cut.wav"].startswith("unreadable: empty or truncated file; soundfile: ")
+    assert rows["text.wav"].startswith("unreadable: no decoder could read it (format?); soundfile: ")
+    assert rows["silent.wav"] == "silent: peak amplitude below 0.0001"
+    for name in ("good00.wav", "good01.wav", "good02.wav"):
+        os.remove(tmp_path / "audio" / name)
+    utts = list_utterances(str(tmp_path / "audio"))
+    msg = _one_line_error(fit_tokenizer, MfccFeatures(), utts, str(tmp_path / "tok2"), k=4, progress=False)
+    assert msg == (f"nothing could be read to fit the tokenizer: all 4 inputs were skipped (silent, unreadable); "
+                   f"see {tmp_path / 'tok2' / 'skipped.jsonl'}")
+    assert len(open(tmp_path / "tok2" / "skipped.jsonl").readlines()) == 4

@@ -53,12 +53,17 @@ def load_manifest(path: str) -> dict:
       m = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise DataError(f"unit dataset {path}: manifest.json is not valid JSON ({e})") from None
+  if not isinstance(m, dict):
+    raise DataError(f"unit dataset {path}: manifest.json is not a JSON object")
   missing = [k for k in _REQUIRED if k not in m]
   if missing:
     raise DataError(f"unit dataset {path}: manifest.json lacks {', '.join(missing)}")
   if m["format_version"] != FORMAT_VERSION:
     raise DataError(f"unit dataset {path}: manifest format_version {m['format_version']} "
                     f"(this reader reads {FORMAT_VERSION})")
+  for key in ("vocab_size", "eos_id", "pad_id"):
+    if not _is_int(m[key]):
+      raise DataError(f"unit dataset {path}: manifest {key} {m[key]!r} is not an integer")
   try:
     dtype = np.dtype(m["dtype"])
   except TypeError:
@@ -72,10 +77,23 @@ def load_manifest(path: str) -> dict:
                     f"below vocab_size {v}")
   if v > np.iinfo(dtype).max + 1:
     raise DataError(f"unit dataset {path}: vocab_size {v} does not fit dtype {dtype}")
+  if not isinstance(m["splits"], dict):
+    raise DataError(f"unit dataset {path}: manifest splits is not an object of split name -> shards")
   for split, info in m["splits"].items():
     if not isinstance(info, dict) or not info.get("shards"):
       raise DataError(f"unit dataset {path}: split {split!r} lists no shards")
+    shards = info["shards"]
+    if not isinstance(shards, list) or not all(isinstance(s, str) for s in shards):
+      raise DataError(f"unit dataset {path}: split {split!r} shards {shards!r:.80} is not a list of "
+                      "file names")
+    for key in ("utterances", "tokens"):
+      if key in info and not _is_int(info[key]):
+        raise DataError(f"unit dataset {path}: split {split!r} {key} {info[key]!r} is not an integer")
   return m
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def open_dataset(path: str, splits=("train", "test"), holdout: float = 0.01) -> UnitDataset:

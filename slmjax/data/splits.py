@@ -189,16 +189,17 @@ def _cache_dir() -> str:
   return os.path.join(root, "record_lengths")
 
 
-def _cache_key(path: str) -> str:
+def _cache_key(path: str, *checks) -> str:
+  """The shard's identity (path, size, mtime) and everything else the cached result depends on."""
   st = os.stat(path)
-  ident = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+  ident = "|".join(map(str, [os.path.realpath(path), st.st_size, st.st_mtime_ns, *checks]))
   return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
 def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
                   batch: int = 8192) -> np.ndarray:
   """Tokens per record of one shard; validates ids and EOS on first read, then cached."""
-  cache = os.path.join(_cache_dir(), _cache_key(path) + ".npy")
+  cache = os.path.join(_cache_dir(), _cache_key(path, np.dtype(dtype).str, vocab_size, eos_id) + ".npy")
   if os.path.exists(cache):
     try:
       return np.load(cache)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 
-from slmjax.units.errors import UnitsError
+from slmjax import fileio
+from slmjax.units.errors import UnitsError, describe
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -23,7 +25,7 @@ def load_wave(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     try:
         wave, sr = sf.read(path, dtype="float32", always_2d=True)
         wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
-    except Exception:  # formats soundfile lacks (e.g. some mp3): librosa's fallbacks
+    except Exception as sf_exc:  # formats soundfile lacks (e.g. some mp3): librosa's fallbacks
         try:
             import librosa
 
@@ -31,8 +33,20 @@ def load_wave(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
                 warnings.simplefilter("ignore")
                 wave, sr = librosa.load(path, sr=None, mono=True)
         except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
-            raise BadAudio(f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            sf_why = getattr(sf_exc, "error_string", None) or describe(sf_exc)
+            raise BadAudio(f"unreadable: {_why_unreadable(exc)}; soundfile: {sf_why}") from None
     return resample(np.asarray(wave, np.float32), int(sr), sample_rate)
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """What librosa's last-resort decoders (audioread) failing with ``exc`` means."""
+    if isinstance(exc, EOFError):
+        return "empty or truncated file"
+    if type(exc).__name__ == "NoBackendError":
+        return "no decoder could read it (format?)"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return describe(exc)
 
 
 def resample(wave: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
@@ -66,3 +80,20 @@ def as_wave(wave) -> np.ndarray:
     if arr.dtype.kind == "i":
         arr = arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max + 1)
     return arr.astype(np.float32, copy=False)
+
+
+def skip_row(utt, exc: Exception) -> dict:
+    """The skipped.jsonl row of an input ``utt`` that failed with ``exc`` (BadAudio: its reason)."""
+    reason = str(exc) if isinstance(exc, BadAudio) else f"failed: {describe(exc)}"
+    return {"source": utt.source, "id": utt.uid, "reason": reason}
+
+
+def write_skipped(path: str, rows: list[dict]) -> None:
+    """Write skipped.jsonl: one JSON row per skipped input."""
+    fileio.atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def nothing_usable(what: str, rows: list[dict], path: str) -> UnitsError:
+    """The error when every input tried was skipped: ``what`` failed, the reasons, where they are listed."""
+    reasons = sorted({r["reason"].split(":")[0] for r in rows})
+    return UnitsError(f"nothing could be {what}: all {len(rows)} inputs were skipped ({', '.join(reasons)}); see {path}")

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from slmjax.units.errors import UnitsError
 from slmjax.units.sources import list_utterances
 from slmjax.units.tokenizer import load_tokenizer
-from slmjax.units.writer import encode_shard, is_complete, merge, plan_fingerprint, plan_shards, prepare_output
+from slmjax.units.writer import encode_shard, is_complete, merge, pin_plan, plan_fingerprint, plan_shards
 
 
 def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int = 0, shard_utterances: int = 2000,
@@ -20,11 +20,7 @@ def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int 
     """
     if not 0 <= worker_index < num_workers:
         raise UnitsError(f"--worker_index must be in [0, {num_workers}), got {worker_index}")
-    if durations and tok.coarse is not None:
-        raise UnitsError("--durations needs a tokenizer without coarse tokens (durations are per unit)")
-    shards = plan_shards(utts, shard_utterances)
-    options = {"min_seconds": min_seconds, "synthetic": synthetic, "durations": durations, "shard_utterances": shard_utterances}
-    prepare_output(out, plan_fingerprint(shards, tok.identity, options))
+    shards = _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, durations, create=True)
     mine = [s for s in shards if s.index % num_workers == worker_index and not is_complete(out, s)]
     total = sum(len(s.utts) for s in mine)
     stats = {"audio": 0.0, "start": time.perf_counter()}
@@ -44,12 +40,29 @@ def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int 
     return None
 
 
+def merge_dataset(tok, utts, out: str, shard_utterances: int = 2000, min_seconds: float = 0.0, synthetic: bool = False,
+                  durations: bool = False) -> dict:
+    """Merge the shards of ``out`` into its manifest; the dataset must have been encoded with these arguments."""
+    shards = _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, durations, create=False)
+    return merge(out, shards, tok, synthetic=synthetic, durations=durations)
+
+
+def _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, durations, create):
+    """The shard plan, checked against (or, with ``create``, pinned in) ``out/plan.json``."""
+    if durations and tok.coarse is not None:
+        raise UnitsError("--durations needs a tokenizer without coarse tokens (durations are per unit)")
+    shards = plan_shards(utts, shard_utterances)
+    options = {"min_seconds": min_seconds, "synthetic": synthetic, "durations": durations, "shard_utterances": shard_utterances}
+    pin_plan(out, plan_fingerprint(shards, tok.identity, options), create)
+    return shards
+
+
 def encode_from_flags(FLAGS, merge_only: bool = False):
     tok = load_tokenizer(FLAGS.tokenizer)
     utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
     if merge_only:
-        manifest = merge(FLAGS.out, plan_shards(utts, FLAGS.shard_utterances), tok, synthetic=FLAGS.synthetic,
-                         durations=FLAGS.durations)
+        manifest = merge_dataset(tok, utts, FLAGS.out, FLAGS.shard_utterances, FLAGS.min_seconds, FLAGS.synthetic,
+                                 FLAGS.durations)
     else:
         manifest = encode_dataset(tok, utts, FLAGS.out, FLAGS.num_workers, FLAGS.worker_index, FLAGS.shard_utterances,
                                   FLAGS.min_seconds, FLAGS.synthetic, FLAGS.durations)

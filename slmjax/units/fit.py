@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 from tqdm import tqdm
 
 from slmjax.units import ids as unit_ids
-from slmjax.units.audio import BadAudio, check_wave
-from slmjax.units.errors import UnitsError
-from slmjax.units.kmeans import assign, fit_kmeans, import_sklearn
+from slmjax.units.audio import check_wave, nothing_usable, skip_row, write_skipped
+from slmjax.units.errors import UnitsError, make_dir
+from slmjax.units.kmeans import assign, check_kmeans_args, fit_kmeans, import_sklearn
 from slmjax.units.sources import list_utterances
 from slmjax.units.tokenizer import one_blas_thread, save_tokenizer
 
 
 def read_features(features, utts, max_seconds: float, seed: int, progress: bool = True,
-                  max_frames: int | None = None) -> list[np.ndarray]:
+                  max_frames: int | None = None) -> tuple[list[np.ndarray], list[dict]]:
     """Features of a seeded random subset of ``utts`` (train split), up to ``max_seconds`` of audio
-    and ``max_frames`` frames (bounds memory: 1M HuBERT-base frames are 3 GB)."""
+    and ``max_frames`` frames (bounds memory: 1M HuBERT-base frames are 3 GB), and the skipped.jsonl
+    rows of the inputs tried that could not be used."""
     train = [u for u in utts if u.split == "train"] or utts
     order = np.random.default_rng(seed).permutation(len(train))
-    feats, seconds, frames, t0 = [], 0.0, 0, time.perf_counter()
+    feats, skipped, seconds, frames, t0 = [], [], 0.0, 0, time.perf_counter()
     bar = tqdm(total=len(train), desc="fit: features", unit="file", disable=not progress)
     for i in order:
         if seconds >= max_seconds or (max_frames and frames >= max_frames):
@@ -30,26 +32,40 @@ def read_features(features, utts, max_seconds: float, seed: int, progress: bool 
         try:
             wave = train[i].load()
             check_wave(wave, features.min_samples)
-        except BadAudio:
+            with one_blas_thread():
+                feats.append(features(wave))
+        except Exception as exc:  # noqa: BLE001 - bad audio, a decoder or feature failure skips this input only
+            skipped.append(skip_row(train[i], exc))
             continue
-        with one_blas_thread():
-            feats.append(features(wave))
         frames += len(feats[-1])
         seconds += wave.size / 16000
         bar.set_postfix(rtf=f"{seconds / max(time.perf_counter() - t0, 1e-9):.0f}x")
     bar.close()
-    if not feats:
-        raise UnitsError("nothing could be read to fit the tokenizer: every input was unreadable, empty, silent or too short")
-    return feats
+    return feats, skipped
 
 
 def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str = "lloyd", iters: int = 100,
                   batch_size: int = 10000, max_frames: int = 1_000_000, fit_hours: float = 10.0,
                   kmeans_file: str | None = None, coarse: str = "none", coarse_vocab: int = 5000, progress: bool = True):
-    """Fit (or import) centroids and optional coarse tokens; write and return the tokenizer."""
+    """Fit (or import) centroids and optional coarse tokens; write and return the tokenizer.
+
+    Inputs that could not be used are listed in ``out/skipped.jsonl``.
+    """
+    if not kmeans_file:
+        check_kmeans_args(k, iters, method, batch_size)
+    if not max_frames >= 1:
+        raise UnitsError(f"--max_frames must be >= 1, got {max_frames}")
+    if not fit_hours > 0:
+        raise UnitsError(f"--fit_hours must be > 0, got {fit_hours}")
+    make_dir(out)
     # imported centroids need audio only to train coarse tokens
     need_audio = not kmeans_file or coarse != "none"
-    feats = read_features(features, utts, fit_hours * 3600, seed, progress, max_frames) if need_audio else []
+    feats, skipped = [], []
+    if need_audio:
+        feats, skipped = read_features(features, utts, fit_hours * 3600, seed, progress, max_frames)
+    write_skipped(os.path.join(out, "skipped.jsonl"), skipped)
+    if need_audio and not feats:
+        raise nothing_usable("read to fit the tokenizer", skipped, os.path.join(out, "skipped.jsonl"))
     if kmeans_file:
         cents = import_sklearn(kmeans_file)
         header = {"imported_from": kmeans_file}
@@ -75,7 +91,7 @@ def fit_from_flags(FLAGS):
         from slmjax.units.mfcc import MfccConfig
 
         features = MfccFeatures(MfccConfig(normalize=FLAGS.mfcc_norm))
-        k = FLAGS.k or 100
+        k = 100 if FLAGS.k is None else FLAGS.k
     else:
         if not FLAGS.hubert_checkpoint:
             raise UnitsError("--features=hubert needs --hubert_checkpoint (an HF HubertModel or fairseq checkpoint)")
@@ -83,9 +99,12 @@ def fit_from_flags(FLAGS):
 
         features = HubertFeatures.from_checkpoint(FLAGS.hubert_checkpoint, FLAGS.hubert_layer, FLAGS.chunk_seconds,
                                                   save_dir=FLAGS.out)
-        k = FLAGS.k or 500
+        k = 500 if FLAGS.k is None else FLAGS.k
     utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
     tok = fit_tokenizer(features, utts, FLAGS.out, k, FLAGS.seed, FLAGS.kmeans_method, FLAGS.kmeans_iters,
                         FLAGS.kmeans_batch, FLAGS.max_frames, FLAGS.fit_hours, FLAGS.kmeans_file, FLAGS.coarse,
                         FLAGS.coarse_vocab)
-    print(f"wrote tokenizer {FLAGS.out}: {tok.identity['kind']} k={tok.k} vocab_size={tok.vocab_size}")
+    with open(os.path.join(FLAGS.out, "skipped.jsonl")) as f:
+        skipped = sum(1 for _ in f)
+    print(f"wrote tokenizer {FLAGS.out}: {tok.identity['kind']} k={tok.k} vocab_size={tok.vocab_size}, "
+          f"skipped {skipped} unusable input(s) (listed in {os.path.join(FLAGS.out, 'skipped.jsonl')})")

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from slmjax import fileio
-from slmjax.units.errors import UnitsError
+from slmjax.units.errors import UnitsError, make_dir
 from slmjax.units.hubert import HubertConfig, HubertEncoder
 
 WEIGHTS_FILE = "hubert.safetensors"
@@ -66,7 +66,7 @@ class HubertFeatures:
         model = load_hubert(path)
         sha = None
         if save_dir is not None:
-            os.makedirs(save_dir, exist_ok=True)
+            make_dir(save_dir)
             sha = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
         return cls(model, layer, chunk_seconds, weights_sha256=sha)
 

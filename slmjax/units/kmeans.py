@@ -67,6 +67,15 @@ def _make_stats_fn(mesh):
     return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("data"), P("data"), P()), out_specs=(P(), P(), P())))
 
 
+def check_kmeans_args(k: int, iters: int, method: str, batch_size: int) -> None:
+    """One UnitsError naming the first k-means setting out of range (callers check before reading audio)."""
+    for flag, value in (("k", k), ("kmeans_iters", iters), ("kmeans_batch", batch_size)):
+        if value < 1:
+            raise UnitsError(f"--{flag} must be >= 1, got {value}")
+    if method not in ("lloyd", "minibatch"):
+        raise UnitsError(f"--kmeans_method must be lloyd or minibatch, got {method!r}")
+
+
 def fit_kmeans(
     x: np.ndarray,
     k: int,
@@ -79,11 +88,10 @@ def fit_kmeans(
     progress: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Centroids float32 [k, dim] and a header dict (inertia per point, iterations, ...)."""
+    check_kmeans_args(k, iters, method, batch_size)
     x = np.asarray(x, np.float32)
     if x.ndim != 2 or x.shape[0] < k:
         raise UnitsError(f"k-means needs at least k={k} feature frames, got {x.shape[0] if x.ndim == 2 else x.shape}")
-    if method not in ("lloyd", "minibatch"):
-        raise UnitsError(f"--kmeans_method must be lloyd or minibatch, got {method!r}")
     rng = np.random.default_rng(seed)
     key = jax.random.key(seed)
     init_idx = np.sort(rng.choice(x.shape[0], size=min(init_points, x.shape[0]), replace=False))

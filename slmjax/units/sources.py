@@ -17,7 +17,7 @@ import numpy as np
 from slmjax.units.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_wave, resample
 from slmjax.units.errors import UnitsError
 
-SPLIT_DIRS = ("train", "valid", "validation", "dev", "test")
+SPLIT_DIRS = ("train", "valid", "validation", "dev", "test")  # split names a folder, .tsv or .jsonl may give
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +120,16 @@ def _list_jsonl(path: str) -> list[Utterance]:
             try:
                 row = json.loads(ln)
                 audio = row["path"]
+                os.fspath(audio)  # TypeError unless a path string
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UnitsError(f"{path}:{lineno}: expected a JSON object with a 'path' field") from None
+            split = row.get("split")
+            if split is not None and split not in SPLIT_DIRS:
+                raise UnitsError(f"{path}:{lineno}: unknown split {split!r} (expected one of {', '.join(SPLIT_DIRS)}, "
+                                 "or no split for the hashed --holdout)")
             full = audio if os.path.isabs(audio) else os.path.join(base, audio)
             uid = str(row.get("id") or os.path.splitext(audio)[0])
-            utts.append(_file_utt(uid, full, row.get("split")))
+            utts.append(_file_utt(uid, full, split))
     return utts
 
 

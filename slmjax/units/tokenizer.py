@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from slmjax import fileio
 from slmjax.units import ids as unit_ids
 from slmjax.units.audio import BadAudio, as_wave, check_wave, load_wave
 from slmjax.units.coarse import Coarse
-from slmjax.units.errors import UnitsError
+from slmjax.units.errors import UnitsError, describe, make_dir
 from slmjax.units.features import build_features
 from slmjax.units.kmeans import assign, centroids_sha256
 
@@ -90,7 +91,7 @@ def save_tokenizer(tokdir: str, features, centroids: np.ndarray, kmeans_header: 
     """Write a tokenizer directory (each file via a temp name then rename); returns the loaded tokenizer."""
     from slmjax.units.kmeans import save_centroids
 
-    os.makedirs(tokdir, exist_ok=True)
+    make_dir(tokdir)
     save_centroids(os.path.join(tokdir, "centroids.npy"), centroids, kmeans_header)
     if coarse_bytes is not None:
         fileio.atomic_write_bytes(os.path.join(tokdir, "coarse.model"), coarse_bytes)
@@ -107,16 +108,39 @@ def load_tokenizer(tokdir: str) -> Tokenizer:
     path = os.path.join(tokdir, "tokenizer.json")
     if not os.path.exists(path):
         raise UnitsError(f"not a tokenizer directory (no tokenizer.json): {tokdir}")
-    with open(path) as f:
-        meta = json.load(f)
+    meta = _read(path, _read_meta)
     if meta.get("format_version") != FORMAT_VERSION:
         raise UnitsError(f"{path}: unsupported format_version {meta.get('format_version')}")
-    features = build_features(meta["features"], tokdir)
-    centroids = np.load(os.path.join(tokdir, meta["centroids"]))
+    features = _read(path, lambda _: build_features(meta["features"], tokdir))
+    centroids = _read(os.path.join(tokdir, meta["centroids"]), _read_centroids)
     coarse = None
     if meta.get("coarse"):
-        with open(os.path.join(tokdir, meta["coarse"]), "rb") as f:
-            coarse = Coarse(f.read())
+        coarse = _read(os.path.join(tokdir, meta["coarse"]), lambda p: Coarse(pathlib.Path(p).read_bytes()))
     tok = Tokenizer(features, centroids, coarse)
     tok.directory = os.path.abspath(tokdir)
     return tok
+
+
+def _read(path: str, parse):
+    """``parse(path)``; a missing, unreadable or malformed file is one UnitsError naming it."""
+    try:
+        return parse(path)
+    except UnitsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - json, numpy, sentencepiece and safetensors raise their own
+        raise UnitsError(f"tokenizer file {path} is missing or corrupt ({describe(exc)}); refit the tokenizer") from None
+
+
+def _read_meta(path: str) -> dict:
+    with open(path) as f:
+        meta = json.load(f)
+    if not isinstance(meta, dict) or "features" not in meta or not isinstance(meta.get("centroids"), str):
+        raise ValueError("expected a JSON object with 'features' and 'centroids' (a file name) fields")
+    return meta
+
+
+def _read_centroids(path: str) -> np.ndarray:
+    cents = np.load(path, allow_pickle=False)
+    if cents.ndim != 2 or cents.shape[0] < 1 or cents.dtype.kind != "f":
+        raise ValueError(f"expected a [k, dim] float array, got {cents.dtype} {cents.shape}")
+    return cents

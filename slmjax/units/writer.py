@@ -18,8 +18,8 @@ import numpy as np
 
 from slmjax import fileio
 from slmjax.units import ids as unit_ids
-from slmjax.units.audio import BadAudio, check_wave
-from slmjax.units.errors import UnitsError
+from slmjax.units.audio import BadAudio, check_wave, nothing_usable, skip_row, write_skipped
+from slmjax.units.errors import UnitsError, describe, make_dir
 from slmjax.units.sources import Utterance
 
 FORMAT_VERSION = 1
@@ -63,16 +63,26 @@ def _atomic_json(path: str, obj) -> None:
     fileio.atomic_write_json(path, obj, indent=1)
 
 
-def prepare_output(out: str, fingerprint: str) -> None:
-    """Create ``out`` (and parts/) and pin the plan; a different plan in ``out`` is an error."""
-    os.makedirs(os.path.join(out, "parts"), exist_ok=True)
+def pin_plan(out: str, fingerprint: str, create: bool = True) -> None:
+    """Check ``fingerprint`` against ``out/plan.json``. With ``create`` (encode) make ``out`` and pin
+    the plan if there is none; without (merge) a missing plan is an error, as a corrupt or different one."""
     path = os.path.join(out, "plan.json")
-    if os.path.exists(path):
+    if create:
+        make_dir(out)
+        make_dir(os.path.join(out, "parts"))
+    try:
         with open(path) as f:
-            if json.load(f).get("fingerprint") != fingerprint:
-                raise UnitsError(f"{out} holds a dataset from another source, tokenizer or options; use a new --out")
-    else:
+            pinned = json.load(f)["fingerprint"]
+    except FileNotFoundError:
+        if not create:
+            raise UnitsError(f"{out} holds no encoded dataset (no plan.json): run `slmjax-units encode` first") from None
         _atomic_json(path, {"fingerprint": fingerprint})
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UnitsError(f"{path} is corrupt ({describe(exc)}); remove {out} or use a new --out") from None
+    if pinned != fingerprint:
+        raise UnitsError(f"{out} holds a dataset from another source, tokenizer or options; "
+                         "use a new --out (merge needs the flags the dataset was encoded with)")
 
 
 def part_path(out: str, shard: Shard) -> str:
@@ -102,10 +112,8 @@ def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_secon
             ids = tok.coarse.encode(units) if tok.coarse is not None else units
             if ids.size == 0:
                 raise BadAudio("too short: no feature frames")
-        except BadAudio as exc:
-            part["skipped"].append({"source": u.source, "id": u.uid, "reason": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - a decoder or feature failure skips this input only
-            part["skipped"].append({"source": u.source, "id": u.uid, "reason": f"failed: {type(exc).__name__}: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - bad audio, a decoder or feature failure skips this input only
+            part["skipped"].append(skip_row(u, exc))
         else:
             records.append(unit_ids.to_record(unit_ids.with_eos(ids, tok.eos_id), tok.dtype))
             if durations:
@@ -151,11 +159,9 @@ def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations
         totals["units"] += part["units"]
         totals["tokens"] += part["tokens"] - part["utterances"]
         totals["utterances"] += part["utterances"]
-    fileio.atomic_write_text(os.path.join(out, "skipped.jsonl"), "".join(json.dumps(row) + "\n" for row in skipped))
+    write_skipped(os.path.join(out, "skipped.jsonl"), skipped)
     if not totals["utterances"]:
-        reasons = sorted({r["reason"].split(":")[0] for r in skipped})
-        raise UnitsError(f"nothing could be encoded: all {len(skipped)} inputs were skipped ({', '.join(reasons)}); "
-                         f"see {os.path.join(out, 'skipped.jsonl')}")
+        raise nothing_usable("encoded", skipped, os.path.join(out, "skipped.jsonl"))
     for sp in splits.values():
         sp["seconds"] = round(sp["seconds"], 3)
     coarse = None
