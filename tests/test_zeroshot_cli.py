@@ -1,8 +1,10 @@
 """slmjax-eval on a real run: a tiny model trained for a few steps on a unit dataset whose tokenizer
-is an MFCC tokenizer; every checkpoint scored, already-scored ones skipped, --steps, bad input."""
+is an MFCC tokenizer; every checkpoint scored, already-scored ones skipped or completed, --steps,
+bad input."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,12 +53,31 @@ def run(tmp_path_factory):
     return root
 
 
-def _eval(root, *flags):
+def _cli(*flags):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "PYTHONPATH": os.getcwd()}
-    cmd = [sys.executable, "-m", "slmjax.analysis.zeroshot.cli", f"--workdir={root / 'run'}",
-           f"--benchmarks={root / 'bench'}", f"--units_cache={root / 'cache'}", *flags]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-m", "slmjax.analysis.zeroshot.cli", *flags],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _eval(root, *flags, workdir=None, bench=None):
+    return _cli(f"--workdir={workdir or root / 'run'}", f"--benchmarks={bench or root / 'bench'}",
+                f"--units_cache={root / 'cache'}", *flags)
+
+
+def _scores(workdir, step=2):
+    return json.loads((workdir / "zeroshot" / str(step) / "scores.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"{c} in scores.json"))
+
+
+def _copy_run(run, tmp_path):
+    shutil.copytree(run / "run", tmp_path / "run", ignore=shutil.ignore_patterns("zeroshot"))
+    return tmp_path / "run"
+
+
+def _eval_step2(run, workdir, *flags, bench=None):
+    return _eval(run, f"--tokenizer={run / 'tok'}", "--steps=2", *flags, workdir=workdir,
+                 bench=bench)
 
 
 def test_scores_every_checkpoint_then_skips(run):
@@ -94,3 +115,82 @@ def test_bad_inputs_are_one_line(run):
     assert res.returncode == 2 and "--context=65: the scoring context must be in 1..64" in res.stderr
     res = _eval(run, "--force")   # the manifest records no tokenizer_dir and none is given
     assert res.returncode == 2 and "pass --tokenizer" in res.stderr
+
+
+def test_later_calls_score_only_what_is_missing(run, tmp_path):
+    wd = _copy_run(run, tmp_path)
+    bench2 = tmp_path / "bench2"
+    shutil.copytree(run / "bench", bench2)
+    first = _eval_step2(run, wd, "--tasks=ssc")
+    assert first.returncode == 0, first.stderr[-3000:]
+    ssc = _scores(wd)["tasks"]["ssc"]
+    # Another task: added to the record, which keeps ssc and the test loss as they were.
+    res = _eval_step2(run, wd, "--tasks=tsc")
+    assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr[-3000:]
+    assert f"step 2: scoring ['tsc'] into {wd / 'zeroshot' / '2' / 'scores.json'}" in res.stderr
+    scores = _scores(wd)
+    assert set(scores["tasks"]) == {"ssc", "tsc"} and scores["tasks"]["ssc"] == ssc
+    assert set(scores["test_loss"]) == {"ds"}
+    assert set(json.loads(res.stdout)) == {"step", "ssc", "tsc"}
+    # Another benchmark root: every set of it scored, in place of the same sets of the first root.
+    res = _eval_step2(run, wd, bench=bench2)
+    assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr[-3000:]
+    tasks = _scores(wd)["tasks"]
+    assert {name: t["directory"] for name, t in tasks.items()} == {
+        "swuggy_dev": str(bench2 / "lexical" / "dev"), "sblimp_dev": str(bench2 / "syntactic" / "dev"),
+        "ssc": str(bench2 / "sSC"), "tsc": str(bench2 / "tSC")}
+    assert tasks["ssc"]["conventions"] == ssc["conventions"]   # same audio, same scores
+    again = _eval_step2(run, wd, bench=bench2)
+    assert again.returncode == 0 and "step 2 already scored" in again.stderr
+    assert not again.stdout.strip()
+    for flags in ([], ["--force"]):
+        res = _eval_step2(run, wd, *flags, bench=tmp_path / "nonexistent")
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert [ln for ln in res.stderr.splitlines() if "slmjax-eval" in ln] == [
+            f"slmjax-eval: error: benchmarks root {tmp_path / 'nonexistent'} is not a directory"]
+    # Another compute dtype: scored again, not mixed with the record.
+    res = _eval_step2(run, wd, "--tasks=ssc", "--dtype=float32", bench=bench2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ("scored with compute_dtype auto, not float32: scoring again (its sets not asked now "
+            "are dropped: ['sblimp_dev', 'swuggy_dev', 'tsc'])") in res.stderr
+    scores = _scores(wd)
+    assert set(scores["tasks"]) == {"ssc"} and scores["compute_dtype"] == "float32"
+
+
+def test_set_with_every_file_silent_is_null_and_named(run, tmp_path):
+    wd = _copy_run(run, tmp_path)
+    bench = tmp_path / "bench"
+    shutil.copytree(run / "bench", bench)
+    silent = sorted((bench / "syntactic" / "dev").glob("*.wav"))
+    for wav in silent:
+        soundfile.write(str(wav), np.zeros(4800, np.float32), 16000)
+    res = _eval_step2(run, wd, "--tasks=sblimp,ssc", bench=bench)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [ln.split("] ", 1)[1] for ln in res.stderr.splitlines() if "files skipped" in ln] == [
+        "sblimp_dev: 2 of 2 files skipped (unreadable, empty, silent or no units), no pair left: no "
+        "score; each one and why: tasks.sblimp_dev.skipped_files in "
+        f"{wd / 'zeroshot' / '2' / 'scores.json'}"]
+    assert set(json.loads(res.stdout)) == {"step", "ssc"}
+    entry = _scores(wd)["tasks"]["sblimp_dev"]
+    assert sorted(entry["skipped_files"]) == [w.stem for w in silent]
+    assert all("silent" in why for why in entry["skipped_files"].values())
+    assert {row["accuracy"] for rows in entry["conventions"].values() for row in rows} == {None}
+    check = _cli("--validate", f"--benchmarks={bench}")
+    assert check.returncode == 1
+    assert sum(f"{w}: silent: peak amplitude below 0.0001" in check.stdout for w in silent) == 2
+
+
+def test_release_checkpoint_that_is_not_one_is_one_line(tmp_path):
+    bad_config = tmp_path / "release"
+    bad_config.mkdir()
+    (bad_config / "config.json").write_text('{"model_args": {"dim": 64')
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("hello")
+    for path, why in ((bad_config, f"release checkpoint config {bad_config / 'config.json'} is not "
+                       "valid JSON (Expecting ',' delimiter: line 1 column 26 (char 25))"),
+                      (not_a_checkpoint, f"{not_a_checkpoint}: not a release checkpoint (")):
+        res = _cli(f"--release_checkpoint={path}", f"--tokenizer={tmp_path}",
+                   f"--benchmarks={tmp_path}", f"--out={tmp_path / 'out'}")
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+        assert res.stderr.strip().startswith(f"slmjax-eval: error: {why}"), res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1

@@ -2,10 +2,13 @@
 whose likelihood is known in closed form; the validator; tokenizer mismatches refused."""
 
 import json
+import os
+import time
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import soundfile
 
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot.errors import ZeroShotError
@@ -130,6 +133,70 @@ def test_units_cache_reused_and_mismatch_refused(tmp_path):
         encode_benchmark(bench, tok, tmp_path / "c3", progress=False)
 
 
+def test_units_cache_sees_changed_content(tmp_path):
+    root = tmp_path / "bench"
+    make_storycloze(root / "tSC", 4)
+    (bench,) = bm.discover(root)
+    tok = FakeTokenizer()
+    encode_benchmark(bench, tok, tmp_path / "c", progress=False)
+    assert tok.calls == 8
+    # Same size, other units: an overwrite (its mtime moves on) and one whose old mtime is put
+    # back, as cp -p / rsync -t do (only its ctime tells).
+    a, b = bench.files["0_story000_correct"], bench.files["3_story001_incorrect"]
+    before = os.stat(a)
+    write_units_wav(a, [4, 5, 6])
+    os.utime(a, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    before = os.stat(b)
+    time.sleep(0.05)   # past the kernel's coarse timestamp tick
+    write_units_wav(b, [7, 8, 9])
+    os.utime(b, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.path.getsize(a) == os.path.getsize(b) == before.st_size
+    units, _ = encode_benchmark(bench, tok, tmp_path / "c", progress=False)
+    assert tok.calls == 10   # only the two changed files
+    assert units["0_story000_correct"].tolist() == [4, 5, 6]
+    assert units["3_story001_incorrect"].tolist() == [7, 8, 9]
+    assert units["1_story000_incorrect"].tolist() == [1, 2, 3]
+
+
+def test_units_cache_truncated_is_rebuilt(tmp_path, caplog):
+    from slmjax.analysis.zeroshot.units_cache import cache_path
+    root = tmp_path / "bench"
+    make_storycloze(root / "tSC", 2)
+    (bench,) = bm.discover(root)
+    tok = FakeTokenizer()
+    encode_benchmark(bench, tok, tmp_path / "c", progress=False)
+    path = cache_path(tmp_path / "c", bench, tok.identity)
+    path.write_bytes(path.read_bytes()[:200])
+    units, skipped = encode_benchmark(bench, tok, tmp_path / "c", progress=False)
+    assert tok.calls == 8 and not skipped
+    assert all(u.tolist() == [1, 2, 3] for u in units.values()) and len(units) == 4
+    assert any(f"units cache {path} cannot be read" in r.getMessage() for r in caplog.records)
+    encode_benchmark(bench, tok, tmp_path / "c", progress=False)
+    assert tok.calls == 8    # the rebuilt cache is read
+
+
+def test_set_with_every_file_skipped_is_null_and_named(tmp_path, caplog):
+    root = tmp_path / "bench"
+    _build(root)
+    for wav in (root / "syntactic" / "dev").glob("*.wav"):
+        write_units_wav(wav, [])   # no samples: no units
+    _, out, _ = _score(root, tmp_path)
+    text = (out / "scores.json").read_text()
+    scores = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in scores.json"))
+    entry = scores["tasks"]["sblimp_dev"]
+    assert (entry["n_files"], len(entry["skipped_files"]), entry["n_pairs"],
+            entry["n_pairs_dropped"]) == (0, 6, 0, 3)
+    for rows in entry["conventions"].values():
+        for row in rows:
+            assert (row["n_items"], row["accuracy"], row["ci95"], row["tie_rate"]) == (
+                0, None, None, None)
+    assert "sblimp" not in scores["headline"] and "sblimp_item" not in scores["headline"]
+    assert scores["headline"]["swuggy"]["accuracy"] == pytest.approx((1.0 + 0.25) / 2)
+    assert [r.getMessage() for r in caplog.records if "sblimp_dev" in r.getMessage()] == [
+        "sblimp_dev: 6 of 6 files skipped (unreadable, empty, silent or no units), no pair left: "
+        f"no score; each one and why: tasks.sblimp_dev.skipped_files in {out / 'scores.json'}"]
+
+
 def test_corrupt_audio_skipped_and_recorded(tmp_path):
     root = tmp_path / "bench"
     make_storycloze(root / "sSC", 3)
@@ -169,6 +236,39 @@ def test_validator_names_every_problem(tmp_path):
     make_syntactic(root / "syntactic" / "test", [("made_up_type", "a", "1", "v1")])
     assert "types outside the 12 of sBLIMP: ['made_up_type']" in "\n".join(map(str, bm.validate(root)))
     assert all(p.severity in ("error", "warning") for p in problems)
+
+
+def test_validator_names_files_eval_would_skip(tmp_path):
+    folder = tmp_path / "bench" / "sSC"
+    make_storycloze(folder, 3)
+    write_units_wav(folder / "0_story000_correct.wav", [])
+    soundfile.write(str(folder / "3_story001_incorrect.wav"), np.zeros(64, np.float32), 16000)
+    soundfile.write(str(folder / "4_story002_correct.wav"), np.full(64, np.nan, np.float32), 16000,
+                    subtype="FLOAT")
+    skip = ": slmjax-eval skips the file and drops its pair"
+    assert [str(p) for p in bm.validate(tmp_path / "bench")] == [
+        f"error: {folder / '0_story000_correct.wav'}: empty: no samples{skip}",
+        f"error: {folder / '3_story001_incorrect.wav'}: silent: peak amplitude below 0.0001{skip}",
+        f"error: {folder / '4_story002_correct.wav'}: non-finite: NaN or Inf samples{skip}"]
+
+
+def test_gold_not_utf8_and_storycloze_index_clash_are_problems(tmp_path):
+    root = tmp_path / "bench"
+    make_lexical(root / "lexical" / "dev", [("1", 3, "v1"), ("2", 3, "v1")])
+    gold = root / "lexical" / "dev" / "gold.csv"
+    gold.write_bytes(gold.read_bytes().replace(b"w2", b"w\xe92"))    # Latin-1, on line 4
+    make_storycloze(root / "sSC", 2)
+    write_units_wav(root / "sSC" / "00_st9_correct.wav", [1])         # index 0 again
+    benches = {b.name: b for b in bm.discover(root)}
+    assert [str(p) for p in benches["swuggy_dev"].problems] == [
+        f"error: {gold}:4: not UTF-8 text (byte 0xe9); save gold.csv as UTF-8"]
+    assert not benches["swuggy_dev"].pairs
+    ssc = benches["ssc"]
+    assert [p.pos for p in ssc.pairs] == ["2_story001_correct"]
+    assert [str(p) for p in ssc.problems] == [
+        f"error: {root / 'sSC'}: 2 correct files with index 0: ['00_st9_correct', "
+        "'0_story000_correct'] (none used)",
+        f"error: {root / 'sSC' / '1_story000_incorrect'}: unpaired item: no matching correct file"]
 
 
 def test_no_benchmarks_is_one_clear_error(tmp_path):

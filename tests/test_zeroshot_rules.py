@@ -67,6 +67,28 @@ def test_swuggy_frequency_bands_cut_where_the_official_script_cuts(tmp_path):
         assert row["accuracy"] == pytest.approx(np.mean([f in wins for f in members])), band
 
 
+def test_unknown_frequency_only_counts_in_all(tmp_path):
+    make_lexical(tmp_path / "lexical" / "dev", [("1", 3, "v1"), ("2", "inf", "v1"),
+                                                 ("3", "2.5", "v1"), ("4", "1e2", "v1")])
+    (bench,) = benchmarks.discover(tmp_path)
+    gold = tmp_path / "lexical" / "dev" / "gold.csv"
+    assert [str(p) for p in bench.problems] == [
+        f"error: {gold}:{line}: bad value in column frequency: {v!r} (not a word count; the item "
+        "is left out of the frequency rows)" for line, v in ((4, "inf"), (6, "2.5"))]
+    scores = _scores_from_outcomes(bench, lambda p: 0 if p.item == ("4",) else 1)
+    r = _rows(rules.aggregate("swuggy", bench.pairs, scores))
+    assert (r["all"]["n_items"], r["all"]["accuracy"]) == (4, pytest.approx(3 / 4))
+    assert (r["in_vocab"]["n_items"], r["in_vocab"]["accuracy"]) == (2, pytest.approx(1 / 2))
+    assert {k: v["n_items"] for k, v in r.items() if k.startswith("frequency/")} == {
+        "frequency/1-5": 1, "frequency/>100": 1}
+
+
+@pytest.mark.parametrize("task", sorted(rules.RULES))
+def test_no_items_is_null_not_nan(task):
+    for row in rules.aggregate(task, [], {}):
+        assert (row["n_items"], row["accuracy"], row["ci95"], row["tie_rate"]) == (0, None, None, None)
+
+
 SBLIMP_ITEMS = [("anaphor_agreement", "a", "1", v) for v in ("v1", "v2")] + \
                [("anaphor_agreement", "a", "2", v) for v in ("v1", "v2")] + \
                [("anaphor_agreement", "b", "3", v) for v in ("v1", "v2")] + \

@@ -90,3 +90,12 @@ def test_tokenizer_mismatch_refused(tmp_path):
 def test_missing_config_is_one_clear_error(tmp_path):
     with pytest.raises(ZeroShotError, match="run config not found"):
         runs.run_units(tmp_path)
+
+
+def test_config_that_is_not_a_json_object_is_one_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ZeroShotError, match=r"run config .*config.json is not a JSON object \(a list\)"):
+        runs.run_units(tmp_path)
+    (tmp_path / "config.json").write_bytes(b'{"data": "\xe9"}')
+    with pytest.raises(ZeroShotError, match="run config .*config.json is not valid JSON"):
+        runs.run_units(tmp_path)

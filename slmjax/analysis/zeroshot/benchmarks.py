@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import re
 from collections import defaultdict
@@ -49,7 +50,8 @@ class Pair:
     """A forced choice: ``pos`` should score higher than ``neg``.
 
     ``item`` groups the pairs that are averaged over voices (the official unit of accuracy);
-    ``group`` is the sBLIMP type (macro mean) and ``frequency`` the sWUGGY word frequency.
+    ``group`` is the sBLIMP type (macro mean) and ``frequency`` the sWUGGY word frequency (None:
+    unknown, so the pair is left out of the frequency rows).
     """
     pos: str
     neg: str
@@ -97,8 +99,16 @@ def _read_gold(path: Path, columns: tuple, problems: list):
     if not path.is_file():
         problems.append(Problem("error", where, "gold.csv is missing"))
         return None
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        problems.append(Problem("error", f"{where}:{line}", f"not UTF-8 text (byte "
+                                f"0x{data[e.start]:02x}); save gold.csv as UTF-8"))
+        return None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         header = reader.fieldnames or []
         missing = [c for c in columns if c not in header]
         if missing:
@@ -125,6 +135,9 @@ def _read_gold(path: Path, columns: tuple, problems: list):
             row = {k: (v or "").strip() for k, v in row.items() if k is not None}
             row["_stem"], row["_line"] = stem, line
             rows.append(row)
+    except csv.Error as e:
+        problems.append(Problem("error", f"{where}:{reader.line_num}", f"not a CSV file ({e})"))
+        return None
     return rows
 
 
@@ -154,12 +167,17 @@ def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows):
     return pairs
 
 
-def _int_or_none(value, where, problems):
+def _frequency(value, where, problems):
+    """A word count (``1e3`` and ``5.0`` are counts too), or None with a problem."""
     try:
-        return int(float(value))
+        count = float(value)
     except ValueError:
-        problems.append(Problem("error", where, f"bad value in column frequency: {value!r}"))
-        return None
+        count = float("nan")
+    if count.is_integer() and count >= 0:
+        return int(count)
+    problems.append(Problem("error", where, f"bad value in column frequency: {value!r} (not a "
+                            "word count; the item is left out of the frequency rows)"))
+    return None
 
 
 def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
@@ -191,7 +209,7 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
             return (r["id"], r["voice"])
 
         def make(p, n):
-            freq = _int_or_none(p["frequency"] or "0", f"{gold_path}:{p['_line']}", problems)
+            freq = _frequency(p["frequency"] or "0", f"{gold_path}:{p['_line']}", problems)
             return Pair(p["_stem"], n["_stem"], (p["id"],), p["voice"], frequency=freq)
     else:
         def key(r):
@@ -215,7 +233,7 @@ def load_storycloze(directory: Path, task: str) -> Benchmark:
     problems = []
     audio = _audio_files(directory, problems, recursive=True)
     bench = Benchmark(task, task, "", directory, {}, [], problems, f"{'sSC' if task == 'ssc' else 'tSC'}.txt")
-    correct, incorrect = {}, {}
+    found = {"correct": defaultdict(list), "incorrect": defaultdict(list)}
     for stem, path in audio.items():
         m = _SC_NAME.match(stem)
         if not m:
@@ -224,7 +242,14 @@ def load_storycloze(directory: Path, task: str) -> Benchmark:
             continue
         if path is None:
             continue
-        (correct if m.group(3) == "correct" else incorrect)[int(m.group(1))] = (m.group(2), stem)
+        found[m.group(3)][int(m.group(1))].append((m.group(2), stem))
+    for kind, by_index in found.items():   # "0_a" and "00_b" share index 0: neither is used
+        for index, files in sorted(by_index.items()):
+            if len(files) > 1:
+                problems.append(Problem("error", str(directory), f"{len(files)} {kind} files with "
+                                        f"index {index}: {[stem for _, stem in files]} (none used)"))
+    correct, incorrect = ({i: files[0] for i, files in by_index.items() if len(files) == 1}
+                          for by_index in found.values())
     used = set()
     for index in sorted(correct):
         story, stem = correct[index]
@@ -282,18 +307,27 @@ def discover(root, tasks=None) -> list:
     return benches
 
 
-def check_audio_headers(bench: Benchmark) -> None:
-    """Append a problem for every audio file whose header cannot be read or is not 16 kHz mono."""
+def check_audio_files(bench: Benchmark) -> None:
+    """Append a problem for every audio file that cannot be read or holds no signal (empty, NaN or
+    Inf samples, silent: slmjax-eval skips it), and a warning for one not 16 kHz mono. Reads every
+    file in full."""
     import soundfile
-    for stem, path in list(bench.files.items()):
+
+    from slmjax.units.audio import BadAudio, check_wave
+    for path in bench.files.values():
         try:
-            info = soundfile.info(str(path))
+            wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
             bench.problems.append(Problem("error", str(path), f"unreadable audio ({e})"))
             continue
-        if info.samplerate != 16000 or info.channels != 1:
-            bench.problems.append(Problem("warning", str(path), f"{info.samplerate} Hz, "
-                                          f"{info.channels} channel(s): resampled to 16 kHz mono"))
+        try:
+            check_wave(wave.mean(axis=1), min_samples=1)
+        except BadAudio as e:
+            bench.problems.append(Problem("error", str(path), f"{e}: slmjax-eval skips the file "
+                                          "and drops its pair"))
+        if rate != 16000 or wave.shape[1] != 1:
+            bench.problems.append(Problem("warning", str(path), f"{rate} Hz, {wave.shape[1]} "
+                                          "channel(s): resampled to 16 kHz mono"))
 
 
 def validate(root, check_audio: bool = True) -> list:
@@ -301,7 +335,7 @@ def validate(root, check_audio: bool = True) -> list:
     problems = []
     for bench in discover(root):
         if check_audio:
-            check_audio_headers(bench)
+            check_audio_files(bench)
         problems.extend(bench.problems)
         if not bench.pairs and not bench.errors:
             problems.append(Problem("error", str(bench.directory), "no usable pairs"))

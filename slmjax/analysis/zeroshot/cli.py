@@ -10,6 +10,7 @@ Writes RUN/zeroshot/<step>/ (or DIR/zeroshot/release/): scores.json and official
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from absl import app, flags, logging
 from slmjax import hostalloc, hostdevices
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
-from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.analysis.zeroshot.errors import ZeroShotError, one_line
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/); scores go to "
@@ -32,7 +33,8 @@ flags.DEFINE_list("tasks", [], "Only these tasks or sets (swuggy, sblimp, ssc, t
 flags.DEFINE_string("units_cache", None, "Cache of benchmark units (default: "
                     "<benchmarks>/.slmjax_units, or ~/.cache/slmjax/units if read-only).")
 flags.DEFINE_boolean("validate", False, "Only check the benchmark sets and list every problem.")
-flags.DEFINE_boolean("force", False, "Re-score checkpoints that already have scores.json.")
+flags.DEFINE_boolean("force", False, "Score the asked sets again even where scores.json has them "
+                     "(it is otherwise completed with the sets it lacks).")
 flags.DEFINE_string("release_checkpoint", None, "Score a checkpoint of the paper's PyTorch release "
                     "(directory with config.json + model.safetensors, or a state-dict file).")
 flags.DEFINE_string("out", None, "Output root for --release_checkpoint (writes <out>/zeroshot/release/).")
@@ -119,18 +121,33 @@ def _resolve_context(wanted, cfg):
     return context
 
 
-def _scored_before(path: Path, context) -> bool:
-    """True if ``path`` holds scores made with this context (older files, without one, do not)."""
-    if not path.exists():
-        return False
+def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
+    """What one checkpoint's ``path`` (scores.json) lacks: ``(benches, test_sets, previous)``.
+
+    ``previous`` (the record to add to) is None when there is none, or when it was made with other
+    ``asked`` settings (context, compute dtype, tokenizer; None: any), as scores made with other
+    settings do not mix. A set counts as scored when the record has it from the same directory."""
     try:
-        got = json.loads(path.read_text()).get("context")
-    except (OSError, ValueError):
-        return False
-    if context is not None and got != context:
-        logging.warning("%s was scored with context %s, not %s: scoring again", path, got, context)
-        return False
-    return True
+        previous = json.loads(path.read_text()) if path.exists() else None
+        if previous is not None and not isinstance(previous, dict):
+            raise ValueError(f"a JSON {type(previous).__name__}, not an object")
+    except (OSError, ValueError) as e:
+        logging.warning("%s cannot be read (%s): scoring again", path, one_line(e))
+        previous = None
+    differs = [f"{k} {previous.get(k)}, not {v}" for k, v in asked.items()
+               if previous is not None and v is not None and previous.get(k) != v]
+    if differs:
+        dropped = sorted(set(previous.get("tasks", {})) - {b.name for b in benches})
+        logging.warning("%s was scored with %s: scoring again%s", path, "; ".join(differs),
+                        f" (its sets not asked now are dropped: {dropped})" if dropped else "")
+        previous = None
+    if previous is None or FLAGS.force:
+        return benches, test_sets, previous
+    done = {name: Path(t.get("directory", "")).resolve()
+            for name, t in previous.get("tasks", {}).items()}
+    return ([b for b in benches if done.get(b.name) != Path(b.directory).resolve()],
+            {n: d for n, d in test_sets.items() if n not in previous.get("test_loss", {})},
+            previous)
 
 
 def _check_vocab(cfg, tok, where):
@@ -162,21 +179,30 @@ def _score_run():
     workdir = Path(FLAGS.workdir)
     units = runs.run_units(workdir)
     steps = _select_steps(runs.list_checkpoint_steps(workdir))
+    benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
+    test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
+                 {Path(p).name: p for p in FLAGS.test_data if p})
     wanted = _wanted_context(workdir)
-    todo = [s for s in steps if FLAGS.force or not _scored_before(
-        workdir / "zeroshot" / str(s) / "scores.json", wanted[0])]
-    for s in sorted(set(steps) - set(todo)):
-        logging.warning("step %d already scored (%s); --force to redo", s,
-                        workdir / "zeroshot" / str(s) / "scores.json")
+    asked = {"context": wanted[0], "compute_dtype": FLAGS.dtype or runs.model_dtype(workdir),
+             "tokenizer": units.identity}
+    todo = {}
+    for s in steps:
+        path = workdir / "zeroshot" / str(s) / "scores.json"
+        sets, tests, previous = _still_to_score(path, asked, benches, test_sets)
+        if not sets and not tests:
+            logging.warning("step %d already scored (%s); --force to redo", s, path)
+            continue
+        if previous is not None:
+            logging.warning("step %d: scoring %s into %s", s, [b.name for b in sets] + [
+                f"test loss {n}" for n in tests], path)
+        todo[s] = sets, tests, previous
     if not todo:
         return
     tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
-    benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
-    encoded = _encode_all(benches, tok, tok.identity)
-    test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
-                 {Path(p).name: p for p in FLAGS.test_data if p})
+    needed = {b.name for sets, _, _ in todo.values() for b in sets}
+    encoded = _encode_all([b for b in benches if b.name in needed], tok, tok.identity)
     scorer = None
-    for step in todo:
+    for step, (sets, tests, previous) in todo.items():
         cfg, params, got = runs.restore(workdir, step)
         _check_vocab(cfg, tok, f"{workdir} step {step}")
         if scorer is None:
@@ -187,8 +213,8 @@ def _score_run():
         meta = {"step": int(got), "workdir": str(workdir), "source": "run checkpoint",
                 "tokenizer": tok.identity, "batching": FLAGS.batching,
                 "compute_dtype": FLAGS.dtype or cfg.dtype, "context": context}
-        scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
-                                workdir / "zeroshot" / str(got), meta, test_sets)
+        scores = evaluate_model(scorer, sets, encoded, tok.eos_id, workdir / "zeroshot" / str(got),
+                                meta, tests, previous)
         print(json.dumps({"step": int(got), **{k: round(v["accuracy"], 4) for k, v in
                                                 scores["headline"].items()}}))
 
@@ -199,10 +225,15 @@ def _score_release():
     if not FLAGS.tokenizer or not FLAGS.out:
         raise ZeroShotError("--release_checkpoint needs --tokenizer=TOKDIR (the units the release "
                             "was trained on) and --out=DIR")
+    path = FLAGS.release_checkpoint
+    if os.path.isdir(path):   # its config.json named in the error, not a JSON traceback
+        runs.read_json(Path(path) / "config.json", "release checkpoint config")
     try:
-        cfg, params = slmjax.model.load_release_checkpoint(FLAGS.release_checkpoint)
+        cfg, params = slmjax.model.load_release_checkpoint(path)
     except slmjax.model.CheckpointFormatError as e:
         raise ZeroShotError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - any file that is not a checkpoint: one line
+        raise ZeroShotError(f"{path}: not a release checkpoint ({one_line(e)})") from None
     tok = runs.load_run_tokenizer(runs.RunUnits(None, None, None, None, None, []), FLAGS.tokenizer)
     _check_vocab(cfg, tok, FLAGS.release_checkpoint)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))

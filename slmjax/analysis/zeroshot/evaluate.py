@@ -10,11 +10,13 @@ Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from absl import logging
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot import rules
@@ -42,8 +44,9 @@ def summarize(bench, stems, stats, skipped: dict) -> dict:
     """scores.json entry for one benchmark: every convention's accuracy rows."""
     scored = set(stems)
     pairs = [p for p in bench.pairs if p.pos in scored and p.neg in scored]
-    entry = {"task": bench.task, "split": bench.split, "directory": str(bench.directory),
-             "n_files": len(stems), "n_pairs": len(pairs),
+    entry = {"task": bench.task, "split": bench.split,
+             "directory": str(Path(bench.directory).resolve()), "n_files": len(stems),
+             "n_pairs": len(pairs),
              "n_pairs_dropped": len(bench.pairs) - len(pairs),
              "n_truncated": int(stats.truncated.sum()),
              "skipped_files": dict(sorted(skipped.items())),
@@ -67,51 +70,75 @@ def write_submissions(out: Path, bench, stems, stats):
     _atomic_write(out / "per_file" / f"{bench.name}.tsv", "".join(rows))
 
 
+# headline key -> (task, metric)
+HEADLINE = {**{task: (task, metric) for task, metric in rules.HEADLINE_METRIC.items()},
+            "sblimp_item": ("sblimp", "item"), "swuggy_in_vocab": ("swuggy", "in_vocab")}
+
+
 def headline(tasks: dict, convention: str = "mean") -> dict:
-    """The usual number per task (sBLIMP macro, sWUGGY all, sSC/tSC accuracy), dev split first."""
-    out = {}
+    """The usual number per task (sBLIMP macro, sWUGGY all, sSC/tSC accuracy), dev split first; a
+    number without scored items (accuracy None) is left out, not taken from another split."""
+    out, seen = {}, set()
     for name in sorted(tasks, key=lambda n: (tasks[n]["split"] != "dev", n)):
         entry = tasks[name]
-        key = entry["task"]
-        if key in out:
+        if entry["task"] in seen:
             continue
-        for row in entry["conventions"][convention]:
-            if row["metric"] == rules.HEADLINE_METRIC[key]:
-                out[key] = {"benchmark": name, "metric": row["metric"], "accuracy": row["accuracy"],
+        seen.add(entry["task"])
+        rows = {r["metric"]: r for r in entry["conventions"][convention]}
+        for key, (task, metric) in HEADLINE.items():
+            row = rows.get(metric) if task == entry["task"] else None
+            if row and row["accuracy"] is not None:
+                out[key] = {"benchmark": name, "metric": metric, "accuracy": row["accuracy"],
                             "ci95": row["ci95"], "n_items": row["n_items"]}
-        if key == "sblimp":
-            item = next(r for r in entry["conventions"][convention] if r["metric"] == "item")
-            out["sblimp_item"] = {"benchmark": name, "metric": "item", "accuracy": item["accuracy"],
-                                  "ci95": item["ci95"], "n_items": item["n_items"]}
-        if key == "swuggy":
-            inv = next(r for r in entry["conventions"][convention] if r["metric"] == "in_vocab")
-            out["swuggy_in_vocab"] = {"benchmark": name, "metric": "in_vocab",
-                                      "accuracy": inv["accuracy"], "ci95": inv["ci95"],
-                                      "n_items": inv["n_items"]}
     return out
 
 
+def _warn_skipped(name: str, entry: dict, scores_path: Path):
+    skipped, n_pairs = len(entry["skipped_files"]), entry["n_pairs"] + entry["n_pairs_dropped"]
+    if skipped:
+        logging.warning(
+            "%s: %d of %d files skipped (unreadable, empty, silent or no units), %s; each one and "
+            "why: tasks.%s.skipped_files in %s", name, skipped, skipped + entry["n_files"],
+            f"{entry['n_pairs_dropped']} of {n_pairs} pairs dropped" if entry["n_pairs"] else
+            "no pair left: no score", name, scores_path)
+
+
+def _null_for_nan(obj):
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: _null_for_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_null_for_nan(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
 def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
-                   test_sets: dict | None = None) -> dict:
+                   test_sets: dict | None = None, previous: dict | None = None) -> dict:
     """Score ``benches`` (with ``encoded[name] = (units, skipped)``), write ``out``, return the
-    scores dict. ``test_sets``: name -> dataset dir for the held-out test loss."""
+    scores dict. ``test_sets``: name -> dataset dir for the held-out test loss. ``previous``: the
+    scores.json of the same model and settings to add to (its other sets and test losses kept)."""
     from slmjax.analysis.zeroshot.testloss import heldout_loss
     out = Path(out)
+    previous = previous or {}
     t0 = time.time()
-    tasks, n_tokens = {}, 0
+    tasks, n_tokens = {}, previous.get("timing", {}).get("scored_tokens", 0)
     for bench in benches:
         units, skipped = encoded[bench.name]
         stems, stats = score_benchmark(scorer, bench, units, eos_id)
         n_tokens += int(np.sum(stats.n_targets))
         write_submissions(out, bench, stems, stats)
         tasks[bench.name] = summarize(bench, stems, stats, skipped)
-    test_loss = {name: heldout_loss(scorer, path) for name, path in (test_sets or {}).items()}
-    seconds = time.time() - t0
+        _warn_skipped(bench.name, tasks[bench.name], out / "scores.json")
+    tasks = {**previous.get("tasks", {}), **tasks}
+    test_loss = {**previous.get("test_loss", {}),
+                 **{name: heldout_loss(scorer, path) for name, path in (test_sets or {}).items()}}
+    seconds = time.time() - t0 + previous.get("timing", {}).get("seconds", 0.0)
     scores = {"format_version": SCORES_VERSION, **meta,
               "accuracy_unit": "fraction of items in [0, 1]; chance 0.5",
               "conventions": list(CONVENTIONS), "headline_convention": "mean",
               "headline": headline(tasks), "tasks": tasks, "test_loss": test_loss,
               "timing": {"seconds": seconds, "scored_tokens": n_tokens,
                          "tokens_per_sec": n_tokens / max(seconds, 1e-9)}}
-    _atomic_write(out / "scores.json", json.dumps(scores, indent=1, sort_keys=False) + "\n")
+    scores = _null_for_nan(scores)
+    _atomic_write(out / "scores.json", json.dumps(scores, indent=1, allow_nan=False) + "\n")
     return scores

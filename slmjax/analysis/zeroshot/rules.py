@@ -6,7 +6,8 @@ pair per item), then:
   sWUGGY  - ``all``: mean over items; ``in_vocab``: items with frequency > 0; frequency bands.
   sBLIMP  - ``item``: mean over items (leaderboard); ``macro``: mean of the 12 per-type means (paper).
   sSC/tSC - ``accuracy`` over pairs, and the tie rate.
-95% intervals: percentile bootstrap over items (stratified by type for the macro mean).
+95% intervals: percentile bootstrap over items (stratified by type for the macro mean). A row with
+no items has accuracy, ci95 and tie_rate None (null in scores.json, which has no NaN).
 """
 
 from __future__ import annotations
@@ -45,8 +46,6 @@ def item_means(pairs, outcomes):
 
 def _interval(stat, values, groups=None, seed=0):
     """95% percentile bootstrap interval of ``stat`` over items (resampled within groups)."""
-    if len(values) == 0:
-        return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
     if groups is None:
         boots = np.array([stat(values[rng.integers(0, len(values), len(values))], None)
@@ -71,16 +70,18 @@ def _macro(values, groups):
 
 
 def _row(metric, values, stat=_mean, groups=None, **extra):
-    return dict(metric=metric, n_items=int(len(values)),
-                accuracy=stat(values, groups) if len(values) else float("nan"),
+    if len(values) == 0:
+        return dict(metric=metric, n_items=0, accuracy=None, ci95=None, **extra)
+    return dict(metric=metric, n_items=int(len(values)), accuracy=stat(values, groups),
                 ci95=_interval(stat, values, groups), **extra)
 
 
 def score_swuggy(pairs, scores) -> list:
-    """Rows: ``all``, ``in_vocab`` and one per frequency band."""
+    """Rows: ``all``, ``in_vocab`` and one per frequency band (items of unknown frequency: only
+    ``all``)."""
     out = pair_outcomes(pairs, scores)
     _, means, first = item_means(pairs, out)
-    freq = np.array([p.frequency if p.frequency is not None else 0 for p in first])
+    freq = np.array([np.nan if p.frequency is None else p.frequency for p in first], np.float64)
     rows = [_row("all", means), _row("in_vocab", means[freq > 0])]
     for name, lo, hi in FREQUENCY_BANDS:
         sel = (freq >= lo) & (freq < hi)
@@ -104,7 +105,7 @@ def score_storycloze(pairs, scores) -> list:
     """One row: accuracy over pairs (ties count 0.5) with the tie rate."""
     out = pair_outcomes(pairs, scores)
     _, means, _ = item_means(pairs, out)
-    return [_row("accuracy", means, tie_rate=float(np.mean(out == 0.5)) if len(out) else 0.0)]
+    return [_row("accuracy", means, tie_rate=float(np.mean(out == 0.5)) if len(out) else None)]
 
 
 RULES = {"swuggy": score_swuggy, "sblimp": score_sblimp, "ssc": score_storycloze,
@@ -117,7 +118,7 @@ HEADLINE_METRIC = {"swuggy": "all", "sblimp": "macro", "ssc": "accuracy", "tsc":
 def aggregate(task, pairs, scores) -> list:
     """Accuracy rows for ``task`` (see module doc); ties are also counted for every task."""
     rows = RULES[task](pairs, scores)
-    ties = float(np.mean(pair_outcomes(pairs, scores) == 0.5)) if pairs else 0.0
+    ties = float(np.mean(pair_outcomes(pairs, scores) == 0.5)) if pairs else None
     for r in rows:
         r.setdefault("tie_rate", ties)
     return rows

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.analysis.zeroshot.errors import ZeroShotError, one_line
 
 
 @dataclasses.dataclass
@@ -24,19 +24,23 @@ class RunUnits:
     datasets: list          # (path, manifest) of every dataset in data.path
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
+    """The JSON object in ``path``; ZeroShotError naming ``what`` when it is missing or not one."""
     if not path.is_file():
         raise ZeroShotError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        obj = json.loads(path.read_text())
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
         raise ZeroShotError(f"{what} {path} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ZeroShotError(f"{what} {path} is not a JSON object (a {type(obj).__name__})")
+    return obj
 
 
 def run_units(workdir) -> RunUnits:
     """The tokenizer a run's data were made with (from ``config.json`` -> ``data.path`` manifests)."""
     workdir = Path(workdir)
-    config = _read_json(workdir / "config.json", "run config")
+    config = read_json(workdir / "config.json", "run config")
     data = config.get("data", {})
     if data.get("kind") == "synthetic" or not data.get("path"):
         return RunUnits(None, None, None, None, None, [])
@@ -45,7 +49,7 @@ def run_units(workdir) -> RunUnits:
         path = Path(raw.strip())
         if not path.is_absolute() and not path.exists():
             path = workdir / path
-        datasets.append((path, _read_json(path / "manifest.json", "unit dataset manifest")))
+        datasets.append((path, read_json(path / "manifest.json", "unit dataset manifest")))
     first_path, first = datasets[0]
     for path, m in datasets[1:]:
         if m["tokenizer"] != first["tokenizer"]:
@@ -61,8 +65,13 @@ def run_units(workdir) -> RunUnits:
 def training_context(workdir) -> int | None:
     """Tokens per training example (``data.seq_len`` in ``config.json``): the longest context the
     run's model has seen positions for, so the context to score with. None if the config lacks it."""
-    seq_len = _read_json(Path(workdir) / "config.json", "run config").get("data", {}).get("seq_len")
+    seq_len = read_json(Path(workdir) / "config.json", "run config").get("data", {}).get("seq_len")
     return int(seq_len) if seq_len else None
+
+
+def model_dtype(workdir) -> str | None:
+    """The run's ``model.dtype`` (``config.json``): the compute dtype of its scores unless --dtype."""
+    return read_json(Path(workdir) / "config.json", "run config").get("model", {}).get("dtype")
 
 
 def load_run_tokenizer(units: RunUnits, tokenizer_dir: str | None):
@@ -102,5 +111,4 @@ def restore(workdir, step):
     try:
         return restore_params(str(workdir), step=step)
     except Exception as e:  # noqa: BLE001 - one line naming the checkpoint, not a traceback
-        raise ZeroShotError(f"cannot restore {workdir} step {step}: "
-                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ZeroShotError(f"cannot restore {workdir} step {step}: {one_line(e)}") from None
