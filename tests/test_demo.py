@@ -109,17 +109,16 @@ def test_a_folder_made_with_other_settings_is_refused(tmp_path):
     assert "made by other slmjax code" in check_settings(out, {**now, "code_sha256": "c1"})
 
 
-def test_the_code_digest_follows_every_source_file(tmp_path, monkeypatch):
-    from slmjax.demo import __main__ as demo
+def test_the_code_digest_follows_every_source_file(tmp_path):
+    from slmjax.demo.stages import code_digest
     for rel in ("slmjax/a.py", "slmjax/sub/b.py", "configs/train.py", "slmjax/notes.txt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
-    monkeypatch.setattr(demo, "REPO", str(tmp_path))
-    first = demo.code_digest()
+    first = code_digest(str(tmp_path))
     (tmp_path / "slmjax" / "notes.txt").write_text("not code")
-    assert demo.code_digest() == first
+    assert code_digest(str(tmp_path)) == first
     for rel in ("slmjax/sub/b.py", "configs/train.py"):
         (tmp_path / rel).write_text(rel + " edited")
-        assert demo.code_digest() != first, rel
+        assert code_digest(str(tmp_path)) != first, rel
         (tmp_path / rel).write_text(rel)
-        assert demo.code_digest() == first
+        assert code_digest(str(tmp_path)) == first

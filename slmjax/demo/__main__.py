@@ -18,7 +18,8 @@ import sys
 from absl import app, flags
 
 from slmjax.demo import report
-from slmjax.demo.stages import Stage, StageError, check_settings, console_script, run_stages
+from slmjax.demo.stages import (Stage, StageError, check_settings, code_digest, console_script,
+                                 run_stages)
 
 _OUT = flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.")
 _HOURS = flags.DEFINE_float(
@@ -104,19 +105,6 @@ def build_stages(out: str) -> list[Stage]:
     ]
 
 
-def code_digest() -> str:
-    """Digest of the code that makes the demo's outputs: slmjax's sources and the repository's
-    configs/ (every *.py, by relative path and content)."""
-    h = hashlib.sha256()
-    for top in (os.path.join(REPO, "slmjax"), os.path.join(REPO, "configs")):
-        files = sorted(glob.glob(os.path.join(top, "**", "*.py"), recursive=True))
-        for path in files:
-            h.update(os.path.relpath(path, REPO).encode() + b"\0")
-            with open(path, "rb") as f:
-                h.update(f.read() + b"\0")
-    return h.hexdigest()[:16]
-
-
 def settings() -> dict:
     """The flags that shape the demo's outputs, with digests of the grid file and of the code."""
     with open(_grid_path(), "rb") as f:
@@ -124,7 +112,7 @@ def settings() -> dict:
     return {"hours": _HOURS.value, "voices": _VOICES.value, "test_fraction": _TEST_FRACTION.value,
             "bench_voices": _BENCH_VOICES.value, "bench_n": _BENCH_N.value, "k": _K.value,
             "grid": _GRID.value, "grid_sha256": digest, "bootstrap": _BOOTSTRAP.value,
-            "seed": _SEED.value, "code_sha256": code_digest()}
+            "seed": _SEED.value, "code_sha256": code_digest(REPO)}
 
 
 def main(argv):

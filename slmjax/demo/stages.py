@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shlex
@@ -83,6 +84,18 @@ def run_stages(stages: Sequence[Stage], out: str, env: dict | None = None,
         fileio.atomic_write_json(marker, {"seconds": seconds, "finished": time.time()})
     log(f"all stages done in {_fmt(time.time() - start)}")
     return timings
+
+
+def code_digest(repo: str) -> str:
+    """Digest of the code that makes the demo's outputs: ``repo``'s slmjax/ and configs/ (every
+    *.py, by relative path and content)."""
+    h = hashlib.sha256()
+    for top in ("slmjax", "configs"):
+        for path in sorted(glob.glob(os.path.join(repo, top, "**", "*.py"), recursive=True)):
+            h.update(os.path.relpath(path, repo).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def check_settings(out: str, now: dict) -> str | None:
