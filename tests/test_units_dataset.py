@@ -1,6 +1,7 @@
 """Unit datasets: real speech, bad inputs, workers + merge, reruns, sources, and the CLI."""
 
 import filecmp
+import functools
 import json
 import os
 import shutil
@@ -223,13 +224,20 @@ def test_cli_fit_encode_with_unigram_tokens(tmp_path):
     assert "--tokenizer" in r.stdout and "slmjax-units fit" in r.stdout  # absl exits 1 after --help
 
 
+@functools.lru_cache(maxsize=1)
+def _flag_defaults() -> dict:
+    """slmjax-units' flag defaults, read in a child process: importing its CLI here would define
+    absl flags (--out, ...) that other CLIs imported by the test session define too."""
+    code = ("import json; from slmjax.units import cli; "
+            "print(json.dumps({n: cli.FLAGS[n].default for n in cli.FLAGS "
+            "if cli.FLAGS.find_module_defining_flag(n) == cli.__name__}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _flags(**over):
     """slmjax-units flag values (defaults, then ``over``) for the *_from_flags entry points."""
-    from slmjax.units.cli import FLAGS
-
-    values = {name: FLAGS[name].default for name in FLAGS}
-    values.update(holdout=0.0, **over)
-    return types.SimpleNamespace(**values)
+    return types.SimpleNamespace(**{**_flag_defaults(), "holdout": 0.0, **over})
 
 
 def _one_line_error(fn, *args, **kwargs) -> str:
