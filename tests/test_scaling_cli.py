@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from slmjax.analysis.scaling import FitInputError, FitOptions, analyse, cli, fit, laws, simulate
+from slmjax.analysis.scaling import report
 from slmjax.analysis.scaling.table import build_table
 
 
@@ -88,3 +89,19 @@ def test_cli_negative_seed_one_line(tmp_path):
                        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
     assert p.returncode == 1 and p.stderr.strip() == "slmjax-fit: --seed=-1 must be 0 or more"
     assert not (tmp_path / "out").exists()
+
+
+def test_repeat_terms_from_both_first_stages():
+    """The second stage runs on the variable-projection law and on the paper objective's (as the
+    paper fitted it); on exact data both recover R*_N = 31 and R*_D = 25, each with intervals."""
+    law = dict(laws.PAPER_LAWS["speech"])
+    rows = simulate.simulate_rows(law=law, noise=0.0, epochs=(2, 4, 8, 16, 40), ratios=(2, 4, 8, 20, 64, 100))
+    res, _ = analyse(build_table(rows, "exact"), FitOptions(bootstrap=20, huber_bootstrap=6, n_refine=4, workers=1))
+    dc = res["data_constrained"]
+    for d, replicates in ((dc, 20), (dc["paper_objective"], 6)):
+        assert d["R*_N"]["value"] == pytest.approx(law["rn"], rel=1e-2)
+        assert d["R*_D"]["value"] == pytest.approx(law["rd"], rel=1e-2)
+        assert d["R*_D"]["n_ok"] == replicates and d["n_runs"] == 5 * 5
+    md = report.render(res, {})
+    assert "first stage by variable projection: R*_N" in md and "first stage by paper objective: R*_N" in md
+    assert "Compute-optimal allocation (paper objective):" in md

@@ -45,6 +45,7 @@ def render(res: dict, figures: dict) -> str:
     md += _params_table([("variable projection (least squares)", a3["vp"]),
                          (f"paper objective (Huber delta {o['delta']} on log-loss)", a3["huber"])])
     md += ["", "Compute-optimal allocation (variable projection):", ""] + _compute_table(a3["vp"])
+    md += ["", "Compute-optimal allocation (paper objective):", ""] + _compute_table(a3["huber"])
     md += ["", "## Approach 2 (IsoFLOP) and Approach 1 (envelope)", ""]
     a2, a1 = res["approach2"], res["approach1"]
     if "skipped" in a2:
@@ -59,9 +60,13 @@ def render(res: dict, figures: dict) -> str:
                   f"L ~ C^-gamma with gamma = {_iv(a1['gamma'])}; N on the envelope ~ C^{_iv(a1['a_env'])}.")
     dc = res["data_constrained"]
     md += ["", "## Data-constrained terms (second stage, multi-epoch runs)", ""]
-    md.append(f"- skipped: {dc['skipped']}." if "skipped" in dc else
-              f"- R*_N = {_iv(dc['R*_N'])}, R*_D = {_iv(dc['R*_D'])} from {dc['n_runs']} multi-epoch runs"
-              + (f"; at bounds: {', '.join(dc['at_bounds'])}" if dc["at_bounds"] else "") + ".")
+    if "skipped" in dc:
+        md.append(f"- skipped: {dc['skipped']}.")
+    for name, d in [] if "skipped" in dc else [("variable projection", dc),
+                                                ("paper objective", dc["paper_objective"])]:
+        md.append(f"- first stage by {name}: R*_N = {_iv(d['R*_N'])}, R*_D = {_iv(d['R*_D'])} from "
+                  f"{d['n_runs']} multi-epoch runs"
+                  + (f"; at bounds: {', '.join(d['at_bounds'])}" if d["at_bounds"] else "") + ".")
     if res["downstream"]:
         md += ["", "## Downstream", "",
                "| task | runs | acc = c0 + c1 L: c1 | sigmoid ceiling c | gamma (Q ~ C^gamma) | ratios to reference |",
