@@ -1,0 +1,72 @@
+"""tools/checkpoint.py on a real two-step run: inspect counts by hand, export round-trips exactly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "PYTHONPATH": REPO,
+       "SLMJAX_ALLOCATOR": "system"}
+
+
+def _tool(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "checkpoint.py"), *args],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    wd = str(tmp_path_factory.mktemp("run") / "tiny")
+    proc = subprocess.run(
+        [sys.executable, "-m", "slmjax.train.cli", "--config=configs/train.py:tiny", f"--workdir={wd}",
+         "--config.train.steps=2", "--config.data.seq_len=32", "--config.train.batch_size=4",
+         "--config.train.final_eval_batches=1", "--config.train.progress=false"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return wd
+
+
+def test_inspect_counts_every_parameter(run):
+    proc = _tool("inspect", run)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    m = json.load(open(os.path.join(run, "config.json")))["model"]
+    d, layers, v = m["dim"], m["n_layers"], m["vocab_size"]
+    f = 256 * -(-int(8 * d / 3) // 256)  # the paper's SwiGLU hidden size rule (multiple of 256)
+    per_layer = 4 * d * d + 3 * d * f + 2 * d  # wq wk wv wo, w1 w2 w3, two RMSNorm scales
+    expected = v * d + layers * per_layer + d   # tied embedding, final norm
+    assert result["n_params"] == result["n_params_model"] == expected
+    assert result["step"] == 2 and result["non_finite"] == [] and result["status"] == "completed"
+    assert result["n_tensors"] == 1 + 9 * layers + 1
+
+
+def test_export_writes_the_release_format_exactly(run, tmp_path):
+    from slmjax.model import load_release_checkpoint
+    from slmjax.train.checkpoint import restore_params
+
+    out = str(tmp_path / "release")
+    proc = _tool("export", run, f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors"]
+    cfg, params, step = restore_params(run)
+    cfg2, params2 = load_release_checkpoint(out)
+    arch = ("n_layers", "dim", "n_heads", "head_dim", "ffn_dim", "vocab_size", "rope_theta", "norm_eps")
+    assert [getattr(cfg2, a) for a in arch] == [getattr(cfg, a) for a in arch] and step == 2
+    assert jax.tree.structure(params2) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_calls_are_one_line(run, tmp_path):
+    for args, message in [(["inspect", str(tmp_path / "none")], "no such run directory"),
+                          (["export", run], "export needs --out=DIR"),
+                          (["show", run], "usage: tools/checkpoint.py"),
+                          (["inspect", run, "--step=7"], "has no checkpoint at step 7")]:
+        proc = _tool(*args)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("checkpoint: ")
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
