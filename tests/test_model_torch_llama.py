@@ -54,3 +54,23 @@ def test_logits_match_transformers_llama():
         ref = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
     _, params = import_state_dict(sd, cfg)
     assert rel_err(forward(cfg, params, tokens), ref) < 1e-5
+
+
+def test_rope_tables_are_the_release_float32_tables():
+    """The release's precompute_freqs_cis, in float32 with torch: theta^(-2i/d), position x frequency
+    rounded to float32, then polar. Ours equal it to one float32 ulp over the whole 2050 context;
+    exact (float64) angles would be up to ~1e-4 off at the far end, a different model function."""
+    import jax.numpy as jnp
+
+    from slmjax.model.transformer import rope_tables
+
+    t, hd = 2050, 64
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2)[: hd // 2].float() / hd))
+    cis = torch.polar(torch.ones(t, hd // 2), torch.outer(torch.arange(t), freqs).float())
+    ref_cos = cis.real.numpy().repeat(2, axis=1)
+    ref_sin = cis.imag.numpy().repeat(2, axis=1) * np.tile([-1.0, 1.0], hd // 2)  # signed as ours
+    cos, sin = (np.asarray(x)[0, :, 0] for x in rope_tables(jnp.arange(t)[None], hd, 1e4, t))
+    assert cos.dtype == sin.dtype == np.float32
+    assert np.abs(cos - ref_cos).max() <= 6e-8 and np.abs(sin - ref_sin).max() <= 6e-8
+    exact = np.arange(t)[:, None] * np.repeat(1e4 ** (-np.arange(0, hd, 2) / hd), 2)
+    assert np.abs(np.cos(exact) - ref_cos).max() > 1e-5
