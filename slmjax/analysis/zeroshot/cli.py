@@ -19,7 +19,8 @@ from absl import app, flags, logging
 from slmjax import hostalloc, hostdevices
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
-from slmjax.analysis.zeroshot.errors import ZeroShotError, one_line
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.units.errors import describe
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/); scores go to "
@@ -132,7 +133,7 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
         if previous is not None and not isinstance(previous, dict):
             raise ValueError(f"a JSON {type(previous).__name__}, not an object")
     except (OSError, ValueError) as e:
-        logging.warning("%s cannot be read (%s): scoring again", path, one_line(e))
+        logging.warning("%s cannot be read (%s): scoring again", path, describe(e))
         previous = None
     differs = [f"{k} {previous.get(k)}, not {v}" for k, v in asked.items()
                if previous is not None and v is not None and previous.get(k) != v]
@@ -233,7 +234,7 @@ def _score_release():
     except slmjax.model.CheckpointFormatError as e:
         raise ZeroShotError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any file that is not a checkpoint: one line
-        raise ZeroShotError(f"{path}: not a release checkpoint ({one_line(e)})") from None
+        raise ZeroShotError(f"{path}: not a release checkpoint ({describe(e)})") from None
     tok = runs.load_run_tokenizer(runs.RunUnits(None, None, None, None, None, []), FLAGS.tokenizer)
     _check_vocab(cfg, tok, FLAGS.release_checkpoint)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))

@@ -10,7 +10,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from slmjax.analysis.zeroshot.errors import ZeroShotError, one_line
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.units.errors import describe
 
 
 @dataclasses.dataclass
@@ -111,4 +112,4 @@ def restore(workdir, step):
     try:
         return restore_params(str(workdir), step=step)
     except Exception as e:  # noqa: BLE001 - one line naming the checkpoint, not a traceback
-        raise ZeroShotError(f"cannot restore {workdir} step {step}: {one_line(e)}") from None
+        raise ZeroShotError(f"cannot restore {workdir} step {step}: {describe(e)}") from None

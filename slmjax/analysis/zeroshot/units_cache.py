@@ -17,7 +17,8 @@ from absl import logging
 from tqdm import tqdm
 
 from slmjax import fileio
-from slmjax.analysis.zeroshot.errors import ZeroShotError, one_line
+from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.units.errors import describe
 
 
 def identity_key(identity: dict) -> str:
@@ -61,7 +62,7 @@ def _read_cache(path: Path, identity: dict) -> dict:
         if len(offsets) != len(stems) + 1 or offsets[-1] != len(flat) or len(stamps) != len(stems):
             raise ValueError("inconsistent arrays")
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or older format: encode again
-        logging.warning("units cache %s cannot be read (%s): encoding again", path, one_line(e))
+        logging.warning("units cache %s cannot be read (%s): encoding again", path, describe(e))
         return {}
     if cached_identity != identity:
         raise ZeroShotError(
@@ -106,7 +107,7 @@ def encode_benchmark(bench, tokenizer, cache_dir, identity: dict | None = None,
         try:
             ids = np.asarray(tokenizer.encode_file(str(audio)), np.int32)
         except Exception as e:  # noqa: BLE001 - a corrupt file is skipped and recorded
-            skipped[stem] = f"cannot encode: {one_line(e)}"
+            skipped[stem] = f"cannot encode: {describe(e)}"
             continue
         entries[stem] = (ids, stamp)
     if todo:
