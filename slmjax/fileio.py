@@ -78,3 +78,21 @@ def url_problem(path: str, what: str) -> str | None:
             "mount the bucket (launch/tpu_setup.sh mounts gs://BUCKET at /mnt/gcs on every TPU "
             "worker, with gcsfuse) and give the mounted path")
 
+
+class NotAJSONObject(TypeError):
+    """A JSON file that holds another JSON value (``kind``: its Python type name) than an object."""
+
+    def __init__(self, value):
+        self.kind = type(value).__name__
+        super().__init__(f"a JSON {self.kind}, not an object")
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path``. OSError when it cannot be read, json's ValueError when it is not
+    valid JSON (or not UTF-8), NotAJSONObject when it holds another JSON value."""
+    with open(path, "rb") as f:
+        obj = json.load(f)
+    if not isinstance(obj, dict):
+        raise NotAJSONObject(obj)
+    return obj
+

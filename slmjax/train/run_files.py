@@ -44,13 +44,11 @@ def read_json(path: str, default=None, fix: str = "repair it"):
   if not os.path.exists(path):
     return default
   try:
-    with open(path) as f:
-      obj = json.load(f)
+    return fileio.read_json_object(path)
   except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
     raise RunError(f"{path} is unreadable, not valid JSON ({e}); {fix}") from None
-  if not isinstance(obj, dict):
-    raise RunError(f"{path} is unreadable, a JSON {type(obj).__name__} instead of an object; {fix}")
-  return obj
+  except fileio.NotAJSONObject as e:
+    raise RunError(f"{path} is unreadable, a JSON {e.kind} instead of an object; {fix}") from None
 
 
 def config_dict(config) -> dict:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 
+from slmjax import fileio
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.table import RunTable, _num, build_table
 
@@ -53,13 +54,11 @@ def _last_metrics(path, where):
 def _load_object(path):
     """(the JSON object in ``path``, None) or (None, why it is unusable)."""
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        return fileio.read_json_object(path), None
     except (OSError, ValueError) as e:
         return None, f"unreadable ({type(e).__name__})"
-    if not isinstance(obj, dict):
-        return None, f"not a JSON object (a {type(obj).__name__})"
-    return obj, None
+    except fileio.NotAJSONObject as e:
+        return None, f"not a JSON object (a {e.kind})"
 
 
 def _scores(obj):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from slmjax import hostalloc, hostdevices
+from slmjax import fileio, hostalloc, hostdevices
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
 from slmjax.analysis.zeroshot.errors import ZeroShotError
@@ -129,10 +129,8 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     ``asked`` settings (context, compute dtype, tokenizer; None: any), as scores made with other
     settings do not mix. A set counts as scored when the record has it from the same directory."""
     try:
-        previous = json.loads(path.read_text()) if path.exists() else None
-        if previous is not None and not isinstance(previous, dict):
-            raise ValueError(f"a JSON {type(previous).__name__}, not an object")
-    except (OSError, ValueError) as e:
+        previous = fileio.read_json_object(path) if path.exists() else None
+    except (OSError, ValueError, fileio.NotAJSONObject) as e:
         logging.warning("%s cannot be read (%s): scoring again", path, describe(e))
         previous = None
     differs = [f"{k} {previous.get(k)}, not {v}" for k, v in asked.items()

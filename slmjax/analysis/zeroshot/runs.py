@@ -7,9 +7,9 @@ Reads only files (``config.json``, the unit datasets' ``manifest.json``) and the
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
+from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.units.errors import describe
 
@@ -30,12 +30,11 @@ def read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise ZeroShotError(f"{what} not found: {path}")
     try:
-        obj = json.loads(path.read_text())
+        return fileio.read_json_object(path)
     except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
         raise ZeroShotError(f"{what} {path} is not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise ZeroShotError(f"{what} {path} is not a JSON object (a {type(obj).__name__})")
-    return obj
+    except fileio.NotAJSONObject as e:
+        raise ZeroShotError(f"{what} {path} is not a JSON object (a {e.kind})") from None
 
 
 def run_units(workdir) -> RunUnits:
