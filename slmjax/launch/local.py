@@ -20,6 +20,7 @@ import sys
 import time
 from typing import TextIO
 
+from slmjax.fileio import url_problem
 from slmjax.launch import status
 from slmjax.launch.commands import local_train_program, train_args
 from slmjax.launch.grid import Run, SweepError
@@ -79,8 +80,8 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
            stream: bool = False, out: TextIO | None = None) -> int:
     """Run `runs` in order; returns 0 when every run is completed. See the module docstring."""
     out = out or sys.stdout
-    if "://" in root:
-        raise SweepError(f"--launcher=local needs a local --root, got {root}")
+    if problem := url_problem(root, "--root"):
+        raise SweepError(problem)
     if dry_run:
         for r in runs:
             if status.is_completed(r.workdir):

@@ -108,8 +108,8 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
     """Write and submit one job per run that is neither completed nor queued; 0 on success."""
     out = out or sys.stdout
     opts.validate()
-    if "://" in root:
-        raise SweepError(f"--launcher=slurm needs --root on the cluster's shared filesystem, got {root}")
+    if problem := fileio.url_problem(root, "--root"):
+        raise SweepError(problem)
     queued = set() if dry_run else _queued_names()
     for r in runs:
         if status.is_completed(r.workdir):
