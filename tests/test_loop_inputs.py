@@ -119,6 +119,28 @@ def test_a_corrupt_run_file_is_named_and_the_run_left_untouched(diverged, tmp_pa
   assert _snapshot(wd) == before
 
 
+def test_a_config_json_that_cannot_be_read_is_named(tmp_path):
+  wd = tmp_path / "run"
+  (wd / "config.json").mkdir(parents=True)
+  with pytest.raises(RunError) as e:
+    loop.train(_config(), str(wd))
+  msg = str(e.value)
+  assert "config.json cannot be read" in msg and "repair it" in msg and "\n" not in msg
+  assert sorted(os.listdir(wd)) == ["config.json"]
+
+
+def test_a_resume_inside_the_trace_window_trains_on_without_a_trace(diverged, tmp_path, capfd):
+  """The checkpoint is at step 4; a trace of steps 3..6 was never started in this launch, so the
+  loop must neither start it late nor stop a trace that is not running."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(diverged[0], wd)
+  shutil.rmtree(os.path.join(wd, "profile"))
+  info = loop.train(_config(train__profile_start=3, train__profile_steps=4), wd)
+  assert info["status"] == "completed" and list_steps(wd)[-1] == 10
+  assert "profile_start=3 is at or before the resumed step 4" in capfd.readouterr().err
+  assert not os.path.exists(os.path.join(wd, "profile"))
+
+
 @pytest.fixture()
 def unit_dataset(tmp_path, monkeypatch):
   monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))

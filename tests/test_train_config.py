@@ -123,6 +123,9 @@ def test_validation_lists_every_problem_one_line_each():
     ("weight_decay", float("inf"), "train.weight_decay=inf must be a number >= 0"),
     ("eval_every", -1, "train.eval_every=-1 must be a positive number"),
     ("profile_start", 0, "train.profile_start=0 must be a step >= 1, or -1 (none)"),
+    # ceil(414,218,240 tokens / (64 x 2050)) = 3158 updates
+    ("profile_start", 3159, "train.profile_start=3159 is past the run's last step (3158): no trace "
+     "would be recorded"),
 ])
 def test_validation_refuses_meaningless_train_numbers(field, value, message):
     c = load_config("s20m")  # train.tokens > 0, so a bad train.steps is not hidden behind it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -147,6 +148,11 @@ def train(config, workdir: str) -> dict:
   ck_every = int(config.checkpoint.get("every_steps", 0) or 0)
   prof_start = int(config.train.get("profile_start", -1))
   prof_steps = int(config.train.get("profile_steps", 5))
+  if primary and 0 < prof_start <= start:
+    print(f"slmjax-train: train.profile_start={prof_start} is at or before the resumed step "
+          f"{start}; no trace is recorded in this launch", file=sys.stderr)
+  if prof_start <= start:
+    prof_start = -1  # a trace window the resume lands in is not started, so it is not stopped
   preempt = _Preemption()
   bar = _progress(config, primary, start, steps)
   pending = None               # (step, device metrics) of the last dispatched step

@@ -45,6 +45,8 @@ def read_json(path: str, default=None, fix: str = "repair it"):
     return default
   try:
     return fileio.read_json_object(path)
+  except OSError as e:  # a directory, no permission
+    raise RunError(f"{path} cannot be read ({e.strerror}); {fix}") from None
   except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
     raise RunError(f"{path} is unreadable, not valid JSON ({e}); {fix}") from None
   except fileio.NotAJSONObject as e:

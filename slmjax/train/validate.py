@@ -158,6 +158,9 @@ def _data_run_problems(config) -> list[str]:
         out.append(f"train.profile_steps={t.profile_steps} must be positive")
     if not (t.get("profile_start", -1) == -1 or t.profile_start >= 1):
         out.append(f"train.profile_start={t.profile_start} must be a step >= 1, or -1 (none)")
+    elif not out and t.get("profile_start", -1) > total_steps(config):
+        out.append(f"train.profile_start={t.profile_start} is past the run's last step "
+                   f"({total_steps(config)}): no trace would be recorded")
     if ck.every_steps < 0:
         out.append(f"checkpoint.every_steps={ck.every_steps} must be >= 0 (0 = only at the end)")
     if ck.keep < 1:
