@@ -308,6 +308,10 @@ def test_fit_refuses_out_of_range_flags(tmp_path, flag, value, message):
     flags = _flags(audio=str(tmp_path / "audio"), out=str(tmp_path / "tok"), **{"k": 4, flag: value})
     assert _one_line_error(fit_from_flags, flags) == message
     assert not os.path.exists(tmp_path / "tok")  # refused before reading any audio or writing anything
+    # ... and before a HuBERT checkpoint is imported (here none exists: its error would come first)
+    flags = _flags(audio=str(tmp_path / "audio"), out=str(tmp_path / "tok"), features="hubert",
+                   hubert_checkpoint=str(tmp_path / "no-such-model"), **{"k": 4, flag: value})
+    assert _one_line_error(fit_from_flags, flags) == message
 
 
 def test_fit_records_skipped_inputs(tmp_path, capsys):

@@ -44,6 +44,17 @@ def read_features(features, utts, max_seconds: float, seed: int, progress: bool 
     return feats, skipped
 
 
+def check_fit_args(k: int, iters: int, method: str, batch_size: int, max_frames: int, fit_hours: float,
+                   kmeans_file: str | None) -> None:
+    """UnitsError naming the first meaningless fit setting (before any feature model is loaded)."""
+    if not kmeans_file:
+        check_kmeans_args(k, iters, method, batch_size)
+    if not max_frames >= 1:
+        raise UnitsError(f"--max_frames must be >= 1, got {max_frames}")
+    if not fit_hours > 0:
+        raise UnitsError(f"--fit_hours must be > 0, got {fit_hours}")
+
+
 def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str = "lloyd", iters: int = 100,
                   batch_size: int = 10000, max_frames: int = 1_000_000, fit_hours: float = 10.0,
                   kmeans_file: str | None = None, coarse: str = "none", coarse_vocab: int = 5000, progress: bool = True):
@@ -51,12 +62,7 @@ def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str =
 
     Inputs that could not be used are listed in ``out/skipped.jsonl``.
     """
-    if not kmeans_file:
-        check_kmeans_args(k, iters, method, batch_size)
-    if not max_frames >= 1:
-        raise UnitsError(f"--max_frames must be >= 1, got {max_frames}")
-    if not fit_hours > 0:
-        raise UnitsError(f"--fit_hours must be > 0, got {fit_hours}")
+    check_fit_args(k, iters, method, batch_size, max_frames, fit_hours, kmeans_file)
     make_dir(out)
     # imported centroids need audio only to train coarse tokens
     need_audio = not kmeans_file or coarse != "none"
@@ -86,12 +92,15 @@ def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str =
 
 
 def fit_from_flags(FLAGS):
+    k = FLAGS.k if FLAGS.k is not None else 100 if FLAGS.features == "mfcc" else 500
+    # Checked before a HuBERT checkpoint is imported (minutes for a large one).
+    check_fit_args(k, FLAGS.kmeans_iters, FLAGS.kmeans_method, FLAGS.kmeans_batch, FLAGS.max_frames,
+                   FLAGS.fit_hours, FLAGS.kmeans_file)
     if FLAGS.features == "mfcc":
         from slmjax.units.features import MfccFeatures
         from slmjax.units.mfcc import MfccConfig
 
         features = MfccFeatures(MfccConfig(normalize=FLAGS.mfcc_norm))
-        k = 100 if FLAGS.k is None else FLAGS.k
     else:
         if not FLAGS.hubert_checkpoint:
             raise UnitsError("--features=hubert needs --hubert_checkpoint (an HF HubertModel or fairseq checkpoint)")
@@ -99,7 +108,6 @@ def fit_from_flags(FLAGS):
 
         features = HubertFeatures.from_checkpoint(FLAGS.hubert_checkpoint, FLAGS.hubert_layer, FLAGS.chunk_seconds,
                                                   save_dir=FLAGS.out)
-        k = 500 if FLAGS.k is None else FLAGS.k
     utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
     tok = fit_tokenizer(features, utts, FLAGS.out, k, FLAGS.seed, FLAGS.kmeans_method, FLAGS.kmeans_iters,
                         FLAGS.kmeans_batch, FLAGS.max_frames, FLAGS.fit_hours, FLAGS.kmeans_file, FLAGS.coarse,
