@@ -96,3 +96,7 @@ def read_json_object(path: str | os.PathLike) -> dict:
         raise NotAJSONObject(obj)
     return obj
 
+
+def undecodable_at(e: UnicodeDecodeError) -> tuple[int, int]:
+    """(1-based line, byte value) of the byte where a UTF-8 decode of a file's bytes failed."""
+    return e.object.count(b"\n", 0, e.start) + 1, e.object[e.start]

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from slmjax import fileio
 from slmjax.analysis.scaling.errors import FitInputError
 
 REQUIRED = ("n_params", "tokens", "test_loss")
@@ -231,8 +232,8 @@ def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
     except OSError as e:
         raise FitInputError(f"{path}: not readable ({e.strerror})") from None
     except UnicodeDecodeError as e:
-        line = e.object.count(b"\n", 0, e.start) + 1
-        raise FitInputError(f"{path}: line {line} is not UTF-8 text (byte {e.object[e.start]:#04x}); "
+        line, byte = fileio.undecodable_at(e)
+        raise FitInputError(f"{path}: line {line} is not UTF-8 text (byte {byte:#04x}); "
                             "save the table as UTF-8") from None
     except csv.Error as e:
         raise FitInputError(f"{path}: not a readable CSV ({e})") from None

@@ -20,6 +20,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 
 AUDIO_EXTS = (".wav", ".flac")
@@ -103,9 +104,9 @@ def _read_gold(path: Path, columns: tuple, problems: list):
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line, byte = fileio.undecodable_at(e)
         problems.append(Problem("error", f"{where}:{line}", f"not UTF-8 text (byte "
-                                f"0x{data[e.start]:02x}); save gold.csv as UTF-8"))
+                                f"{byte:#04x}); save gold.csv as UTF-8"))
         return None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
