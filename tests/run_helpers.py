@@ -87,3 +87,12 @@ def train_rows(workdir):
 
 
 SIGKILL, SIGTERM = signal.SIGKILL, signal.SIGTERM
+
+
+def cli(module, *args, timeout=900):
+  """Runs `python -m module args` on 8 fake devices; asserts it succeeded and returns the result."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": ROOT}
+  res = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                       env=env, timeout=timeout, cwd=ROOT)
+  assert res.returncode == 0, f"{module} {args}: {res.stderr[-3000:]}"
+  return res

@@ -3,35 +3,25 @@ generated sBLIMP / sWUGGY / sSC / tSC sets in the official layouts. Slow (TTS, k
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from run_helpers import cli
+
 pytestmark = pytest.mark.slow
-
-
-def _cli(module, *args, timeout=900):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "PYTHONPATH": os.getcwd()}
-    res = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                         env=env, timeout=timeout)
-    assert res.returncode == 0, f"{module} {args}: {res.stderr[-3000:]}"
-    return res
 
 
 def test_synthetic_corpus_to_zeroshot_scores(tmp_path):
     from configs.train import get_config
     from slmjax.train.loop import train
     bench, corpus = tmp_path / "bench", tmp_path / "corpus"
-    _cli("slmjax.synth.cli", "bench", f"--out={bench}", "--n=16", "--voices=2", "--workers=2")
-    _cli("slmjax.synth.cli", "corpus", f"--out={corpus}", "--hours=0.05", "--voices=2",
-         f"--exclude={bench}", "--workers=2", "--test_fraction=0.2")
-    _cli("slmjax.units.cli", "fit", f"--audio={corpus / 'manifest.jsonl'}",
-         f"--out={tmp_path / 'tok'}", "--k=50")
-    _cli("slmjax.units.cli", "encode", f"--tokenizer={tmp_path / 'tok'}",
-         f"--audio={corpus / 'manifest.jsonl'}", f"--out={tmp_path / 'ds'}")
+    cli("slmjax.synth.cli", "bench", f"--out={bench}", "--n=16", "--voices=2", "--workers=2")
+    cli("slmjax.synth.cli", "corpus", f"--out={corpus}", "--hours=0.05", "--voices=2",
+        f"--exclude={bench}", "--workers=2", "--test_fraction=0.2")
+    cli("slmjax.units.cli", "fit", f"--audio={corpus / 'manifest.jsonl'}",
+        f"--out={tmp_path / 'tok'}", "--k=50")
+    cli("slmjax.units.cli", "encode", f"--tokenizer={tmp_path / 'tok'}",
+        f"--audio={corpus / 'manifest.jsonl'}", f"--out={tmp_path / 'ds'}")
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     c = get_config("tiny")
     c.model.vocab_size = manifest["vocab_size"]
@@ -42,8 +32,8 @@ def test_synthetic_corpus_to_zeroshot_scores(tmp_path):
     c.checkpoint.every_steps, c.checkpoint.async_save = 10, False
     train(c, str(tmp_path / "run"))
 
-    res = _cli("slmjax.analysis.zeroshot.cli", f"--workdir={tmp_path / 'run'}",
-               f"--benchmarks={bench}", f"--tokenizer={tmp_path / 'tok'}")
+    res = cli("slmjax.analysis.zeroshot.cli", f"--workdir={tmp_path / 'run'}",
+              f"--benchmarks={bench}", f"--tokenizer={tmp_path / 'tok'}")
     assert len(res.stdout.strip().splitlines()) == 2          # one summary line per checkpoint
     for step in (10, 20):
         out = tmp_path / "run" / "zeroshot" / str(step)
@@ -66,6 +56,6 @@ def test_synthetic_corpus_to_zeroshot_scores(tmp_path):
                 assert sorted(ln.split(" ")[0] for ln in lines) == sorted(gold)
         assert len((out / "mean" / "sSC.txt").read_text().splitlines()) == 32
         assert scores["test_loss"]
-    again = _cli("slmjax.analysis.zeroshot.cli", f"--workdir={tmp_path / 'run'}",
-                 f"--benchmarks={bench}", f"--tokenizer={tmp_path / 'tok'}")
+    again = cli("slmjax.analysis.zeroshot.cli", f"--workdir={tmp_path / 'run'}",
+                f"--benchmarks={bench}", f"--tokenizer={tmp_path / 'tok'}")
     assert "already scored" in again.stderr and not again.stdout.strip()
