@@ -89,6 +89,26 @@ def test_report_states_runs_law_and_chance(tmp_path):
     assert not os.path.exists(tmp_path / "report.md.tmp")
 
 
+def test_scores_below_chance_are_explained_by_type_and_convention():
+    def scores(acc, hi, types, total):
+        rows = [{"metric": "macro", "accuracy": acc}] + [
+            {"metric": f"type/{t}", "accuracy": a} for t, a in types.items()]
+        return {"headline": {"sblimp": {"benchmark": "sblimp_dev", "metric": "macro",
+                                        "accuracy": acc, "ci95": [acc - 0.05, hi]}},
+                "tasks": {"sblimp_dev": {"conventions": {
+                    "mean": rows, "sum": [{"metric": "macro", "accuracy": total}]}}}}
+    runs = [("runs/a", {}, scores(0.45, 0.499, {"binding": 0.5, "quantifiers": 0.3, "ellipsis": 0.4,
+                                               "island_effects": 0.2}, 0.55)),
+            ("runs/b", {}, scores(0.42, 0.47, {"quantifiers": 0.25, "ellipsis": 0.5}, 0.527)),
+            ("runs/c", {}, scores(0.48, 0.52, {"quantifiers": 0.1}, 0.5))]   # interval reaches 50%
+    assert report._below_chance_lines(runs) == [
+        "- sBLIMP (macro) is below chance with a 95% interval in 2 of 3 runs; lowest 42.0% (b), "
+        "most of all on quantifiers (25%), ellipsis (50%); the same run scores 52.7% with the summed "
+        "log-probability instead of the mean per unit: a ranking that flips with the convention "
+        "points to the two sides' different lengths, not to anything learnt about the task."]
+    assert report._below_chance_lines(runs[2:]) == []
+
+
 def test_a_folder_made_with_other_settings_is_refused(tmp_path):
     from slmjax.demo.stages import check_settings
     out = str(tmp_path)

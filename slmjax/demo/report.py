@@ -135,6 +135,42 @@ def _chance_lines(best, sizes, context_note):
     return lines
 
 
+def _metric(scores, task, metric, convention):
+    """Accuracy of one metric of a task's rows under a convention (None when absent)."""
+    rows = scores.get("tasks", {}).get(task, {}).get("conventions", {}).get(convention, [])
+    return next((r.get("accuracy") for r in rows if r.get("metric") == metric), None)
+
+
+def _below_chance_lines(runs):
+    """Runs whose 95% interval lies below chance, with what drives it: the types furthest below
+    chance (sBLIMP) and the same metric under the `sum` convention (mean log-probability per unit
+    favours the shorter or longer side of length-imbalanced pairs when little is learnt)."""
+    lines = []
+    for key, title in TASK_TITLES.items():
+        below = []
+        for wd, _, scores in runs:
+            h = scores.get("headline", {}).get(key)
+            if h and (h.get("ci95") or [None, None])[1] is not None and h["ci95"][1] < 0.5:
+                below.append((h["accuracy"], os.path.basename(wd), scores, h))
+        if not below:
+            continue
+        acc, name, scores, h = min(below, key=lambda b: b[0])
+        line = (f"- {title} is below chance with a 95% interval in {len(below)} of {len(runs)} runs; "
+                f"lowest {100 * acc:.1f}% ({name})")
+        rows = scores.get("tasks", {}).get(h.get("benchmark"), {}).get("conventions", {}).get("mean", [])
+        types = sorted((r["accuracy"], r["metric"][5:]) for r in rows
+                       if str(r.get("metric", "")).startswith("type/") and r.get("accuracy") is not None)
+        if types:
+            line += ", most of all on " + ", ".join(f"{t} ({100 * a:.0f}%)" for a, t in types[:3])
+        total = _metric(scores, h.get("benchmark"), h.get("metric"), "sum")
+        if total is not None:
+            line += (f"; the same run scores {100 * total:.1f}% with the summed log-probability "
+                     "instead of the mean per unit: a ranking that flips with the convention points "
+                     "to the two sides' different lengths, not to anything learnt about the task")
+        lines.append(line + ".")
+    return lines
+
+
 def _train_context(runs):
     """The runs' data.seq_len ('?' when no run's config.json says)."""
     for wd, _, _ in runs:
@@ -201,7 +237,7 @@ def write_demo_report(out: str) -> str:
         L += ["", "Diagnostics of the fit:"] + [f"- {d if isinstance(d, str) else json.dumps(d)}"
                                                 for d in diags]
     L += ["", "## Benchmarks (accuracy %, final checkpoints, 95% bootstrap intervals)", ""] + run_lines
-    L += [""] + _chance_lines(best, sizes, _context_note(runs))
+    L += [""] + _chance_lines(best, sizes, _context_note(runs)) + _below_chance_lines(runs)
     down = fit.get("downstream", {})
     gl = [f"- {TASK_TITLES.get(t, t)}: gamma = {_iv(d.get('gamma'))}"
           + (f" (paper, speech: {PAPER_GAMMA[t]})" if t in PAPER_GAMMA else "")
