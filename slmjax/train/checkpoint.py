@@ -28,6 +28,10 @@ def _warn(msg: str) -> None:
   print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
+def _first_line(e: BaseException) -> str:
+  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
@@ -70,29 +74,48 @@ class RunCheckpoints:
   def restore_latest(self, abstract_state, data_iter):
     """(step, state) of the newest readable checkpoint, or None when there is none.
 
-    A checkpoint whose train state fails to restore is moved to `corrupt_checkpoints/` with a
-    warning and the previous one is tried. The data iterator is restored from the same step; if
-    its saved state is unusable (e.g. the number of processes changed), it is derived from the
-    step, which gives the same batches (batch t depends only on the seed and t).
+    A checkpoint whose train state fails to restore while an older one restores is moved to
+    `corrupt_checkpoints/` with a warning. When none restores, the cause is the same for all
+    (a changed program, too little memory, an unreachable file system): RunError, and nothing
+    is moved, so a run is never silently restarted from scratch. The data iterator is restored
+    from the same step; if its saved state is unusable (e.g. the number of processes changed)
+    or is not at the step, it is derived from the step, which gives the same batches (batch t
+    depends only on the seed and t).
     """
+    failed = []  # (step, reason), newest first
     for step in reversed(self.steps()):
       try:
         out = self.mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
       except Exception as e:  # pylint: disable=broad-except
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        self._quarantine(step, reason)
+        failed.append((step, _first_line(e)))
         continue
-      try:
-        self.mngr.restore(step, args=ocp.args.Composite(
-            data=grain.checkpoint.CheckpointRestore(data_iter)))
-      except Exception as e:  # pylint: disable=broad-except
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        _warn(f"data iterator state of checkpoint {step} not restored ({reason[:200]}); "
-              f"continuing from batch {step}")
-        data_iter.set_state({"next_index": step})
+      for bad, reason in failed:
+        self._quarantine(bad, reason)
+      self._restore_data(step, data_iter)
       return step, out["state"]
+    if failed:
+      step, reason = failed[0]
+      raise RunError(
+          f"no checkpoint in {checkpoint_dir(self.workdir)} can be restored (steps "
+          f"{', '.join(str(s) for s, _ in reversed(failed))}; step {step}: {reason[:300]}); nothing "
+          "was moved: fix the cause, or move checkpoints/ aside to start the run over")
     return None
+
+  def _restore_data(self, step: int, data_iter) -> None:
+    try:
+      self.mngr.restore(step, args=ocp.args.Composite(
+          data=grain.checkpoint.CheckpointRestore(data_iter)))
+      saved = data_iter.get_state()
+    except Exception as e:  # pylint: disable=broad-except
+      _warn(f"data iterator state of checkpoint {step} not restored ({_first_line(e)[:200]}); "
+            f"continuing from batch {step}")
+      data_iter.set_state({"next_index": step})
+      return
+    if isinstance(saved, dict) and saved.get("next_index", step) != step:
+      _warn(f"data iterator state of checkpoint {step} is at batch {saved.get('next_index')}, "
+            f"not {step}; continuing from batch {step}")
+      data_iter.set_state({"next_index": step})
 
   def _quarantine(self, step: int, reason: str) -> None:
     src = os.path.join(checkpoint_dir(self.workdir), str(step))

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 from slmjax import hostalloc
 from slmjax.fileio import url_problem
 from slmjax.train import distributed  # defines --coordinator_address, --num_processes, --process_id
+from slmjax.train import preemption
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/train.py:s20m (sizes: s20m s85m s155m "
@@ -36,6 +37,8 @@ def main(argv) -> None:
     config = _CONFIG.value
     if config is None:
         _fail("--config is required, e.g. --config=configs/train.py:s20m")
+    if not _DRY_RUN.value:  # a preemption notice during start-up ends the run cleanly, not by kill
+        preemption.install()
     import jax
 
     from slmjax.train import mesh

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
-import threading
 import time
 
 from absl import logging as absl_logging
@@ -21,10 +19,12 @@ import numpy as np
 
 from slmjax.data import DataError, build_pipeline
 from slmjax.train import flops as flops_lib
+from slmjax.train import preemption
 from slmjax.train.checkpoint import RunCheckpoints
 from slmjax.train.mesh import make_mesh
 from slmjax.train.metrics import MetricsWriter
-from slmjax.train.run_files import RunError, claim_workdir, update_run_json
+from slmjax.train.run_files import (RunError, WorkdirLock, claim_workdir, read_json,
+                                    update_run_json)
 from slmjax.train.sharding import make_global_batch
 from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
                                make_train_step)
@@ -33,23 +33,6 @@ from slmjax.train.validate import ConfigError, model_config, run_plan, validate
 # Errors that mean bad input (config, data, workdir) or a diverged run: report their one-line
 # message, not a traceback.
 USER_ERRORS = (ConfigError, DataError, RunError)
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
-
-  def __init__(self):
-    self.requested = False
-    self._old = None
-    if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, *_):
-    self.requested = True
-
-  def restore(self):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
 
 
 def _peak(config, model_cfg) -> tuple[float, str]:
@@ -105,8 +88,39 @@ def train(config, workdir: str) -> dict:
   """Trains (or resumes) the run of `config` in `workdir`; returns the final run.json dict.
 
   Raises ConfigError / DataError / RunError with a one-line message on bad input, before any
-  file of an existing run is changed.
+  file of an existing run is changed. SIGTERM, from the start of this call until the last
+  checkpoint is on disk, stops the run cleanly (status `preempted`, checkpoint where it stands).
   """
+  owns_handler = preemption.install()
+  locks = []
+  try:
+    return _train(config, workdir, locks)
+  finally:
+    for lock in locks:
+      lock.release()
+    if owns_handler:
+      preemption.uninstall()
+
+
+def _completion(final: dict, pipeline) -> dict:
+  """The run.json fields of a completed run, from its final evaluation."""
+  return dict(final_test_loss=final.get("test_loss"), final_test_tokens=final.get("test_tokens"),
+              test_loss_by_dataset={k.split("/", 1)[1]: v for k, v in final.items()
+                                    if k.startswith("test_loss/")} or
+              {pipeline.evals[0].name: final.get("test_loss")})
+
+
+def _has_final_eval(workdir: str, primary: bool) -> bool:
+  """Whether run.json already records the final evaluation (decided by process 0 for all)."""
+  done = primary and read_json(os.path.join(workdir, "run.json"), {}).get(
+      "final_test_loss") is not None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
+  return bool(done)
+
+
+def _train(config, workdir: str, locks: list) -> dict:
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if absl_logging.get_verbosity() >= absl_logging.INFO:
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
@@ -115,6 +129,7 @@ def train(config, workdir: str) -> dict:
   pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
   if primary:
     claim_workdir(workdir, config)
+    locks.append(WorkdirLock(workdir))  # waits for a trainer still saving in this workdir
   mesh = make_mesh(config.mesh)
   model_cfg = model_config(config)
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
@@ -127,6 +142,9 @@ def train(config, workdir: str) -> dict:
     start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
   else:
     start, state = restored
+  # A relaunch of a finished run killed before it recorded its final evaluation (the last
+  # checkpoint is written before run.json says `completed`) evaluates the restored weights.
+  finished_eval = start >= steps and _has_final_eval(workdir, primary)
   unique = pipeline.unique_tokens
   run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
              epochs=plan["tokens"] / unique, epochs_by_dataset=pipeline.epochs(steps),
@@ -134,11 +152,18 @@ def train(config, workdir: str) -> dict:
              resumed_from=start or None)
   if primary:
     update_run_json(workdir, **run, status="running")
-  if start >= steps:
-    ckpts.close()
-    return update_run_json(workdir, status="completed") if primary else run
-
   peak, peak_src = _peak(config, model_cfg)
+  if start >= steps:
+    out = dict(status="completed")
+    try:
+      if not finished_eval:
+        final = _Evaluator(config, mesh, pipeline)(state["params"], final=True)
+        out.update(_completion(final, pipeline), peak_flops=peak, peak_flops_source=peak_src)
+    finally:
+      ckpts.close()
+      _close(data_iter)
+    return update_run_json(workdir, **out) if primary else {**run, **out}
+
   n_peaks = flops_lib.peak_devices()
   writer = MetricsWriter(workdir, start, enabled=primary)
   train_step = make_train_step(config, mesh)
@@ -153,7 +178,6 @@ def train(config, workdir: str) -> dict:
           f"{start}; no trace is recorded in this launch", file=sys.stderr)
   if prof_start <= start:
     prof_start = -1  # a trace window the resume lands in is not started, so it is not stopped
-  preempt = _Preemption()
   bar = _progress(config, primary, start, steps)
   pending = None               # (step, device metrics) of the last dispatched step
   last = time.perf_counter()
@@ -184,6 +208,9 @@ def train(config, workdir: str) -> dict:
   try:
     for t in range(start, steps):
       s = t + 1
+      if t == start and preemption.requested():  # a notice during start-up: the state is the
+        status = "preempted"                       # restored checkpoint (or the seed's init)
+        break
       if s == prof_start:
         jax.profiler.start_trace(os.path.join(workdir, "profile"))
       local = next(data_iter)
@@ -196,15 +223,17 @@ def train(config, workdir: str) -> dict:
         jax.profiler.stop_trace()
         prof_start = -1
       do_eval = (eval_every and s % eval_every == 0) or s == steps
-      do_ckpt = (ck_every and s % ck_every == 0) or s == steps or preempt.requested
+      do_ckpt = (ck_every and s % ck_every == 0) or s == steps or preemption.requested()
       if do_eval or do_ckpt:
         fetch()               # a checkpoint is only written after its loss proved finite
       if do_eval:
         final = evaluate(state["params"], final=s == steps)
         writer.write({"step": s, **final})
-      if do_ckpt:
+      if do_ckpt or preemption.requested():  # also a notice that came during the evaluation
+        if pending is not None:
+          fetch()
         ckpts.save(s, state, data_iter)
-      if preempt.requested and s < steps:
+      if preemption.requested() and s < steps:
         status = "preempted"
         break
     else:
@@ -218,23 +247,23 @@ def train(config, workdir: str) -> dict:
                       type(e).__name__)
     raise
   finally:
-    preempt.restore()
     if bar is not None:
       bar.close()
     writer.close()
     ckpts.close()
-    close = getattr(data_iter, "close", None)
-    if close is not None:
-      close()
+    _close(data_iter)
   out = dict(status=status, peak_flops=peak, peak_flops_source=peak_src)
   if status == "completed":
-    out.update(final_test_loss=final.get("test_loss"), final_test_tokens=final.get("test_tokens"),
-               test_loss_by_dataset={k.split("/", 1)[1]: v for k, v in final.items()
-                                     if k.startswith("test_loss/")} or
-               {pipeline.evals[0].name: final.get("test_loss")})
+    out.update(_completion(final, pipeline))
   if primary:
     return update_run_json(workdir, **out)
   return {**run, **out}
+
+
+def _close(data_iter) -> None:
+  close = getattr(data_iter, "close", None)
+  if close is not None:
+    close()
 
 
 def _progress(config, primary, start, steps):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sys
+import time
 
 from slmjax import fileio
 
@@ -118,3 +121,51 @@ def update_run_json(workdir: str, **fields) -> dict:
   run.update(fields)
   write_json(path, run)
   return run
+
+
+LOCK_WAIT_ENV = "SLMJAX_WORKDIR_LOCK_WAIT"  # seconds a trainer waits for another one to exit
+
+
+class WorkdirLock:
+  """One trainer per workdir: an exclusive flock on WORKDIR/.trainer.lock, held from before the
+  run's files are read for a resume until they are all written (the kernel drops it if the
+  process dies).
+
+  A preempted trainer saves before it exits; a relaunch that starts meanwhile (a sweep launched
+  again, a requeued job) waits for it (up to $SLMJAX_WORKDIR_LOCK_WAIT seconds, default 600)
+  instead of resuming from an older checkpoint while the other one still rewrites metrics.jsonl
+  and run.json. A file system without flock gives no lock (and no error).
+  """
+
+  def __init__(self, workdir: str, wait_s: float | None = None):
+    if wait_s is None:
+      wait_s = float(os.environ.get(LOCK_WAIT_ENV, "600") or 0)
+    path = os.path.join(workdir, ".trainer.lock")
+    self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline, told = time.monotonic() + wait_s, False
+    while True:
+      try:
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        other = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+        if time.monotonic() >= deadline:
+          os.close(self.fd)
+          raise RunError(f"another trainer (pid {other}) is running in {workdir}; stop it or "
+                         "wait for it to exit") from None
+        if not told:
+          print(f"slmjax-train: waiting for the trainer (pid {other}) still running in {workdir} "
+                "to exit", file=sys.stderr, flush=True)
+          told = True
+        time.sleep(0.2)
+      except OSError:  # no flock on this file system
+        os.close(self.fd)
+        self.fd = None
+        return
+    os.ftruncate(self.fd, 0)
+    os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+  def release(self) -> None:
+    if self.fd is not None:
+      os.close(self.fd)
+      self.fd = None

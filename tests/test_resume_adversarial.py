@@ -1,0 +1,361 @@
+"""Preemption and resume under adversarial timing and damaged workdirs.
+
+A kill between the last checkpoint and run.json's `completed`; SIGTERM during start-up, during
+an evaluation, or while the last checkpoint is written; a relaunch while the preempted trainer
+is still in the workdir; every checkpoint unrestorable (a systematic cause, not damage); an
+iterator state that disagrees with its step; a kill in the middle of an Orbax save (async and
+sync); a unit-dataset run stopped and resumed: each resumes exactly or stops with one line.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import run_helpers
+from run_helpers import SIGKILL, SIGTERM, TINY, launch, run, run_until, train_rows
+from slmjax.data import build_pipeline
+from slmjax.train.checkpoint import RunCheckpoints, list_steps, restore_params
+from slmjax.train.run_files import RunError, WorkdirLock
+
+# Runs TINY (+ overrides) like run_helpers, after arranging a SIGTERM to this very process at a
+# chosen moment: "startup" (while the data pipeline is built), "eval" (during a periodic
+# evaluation), "hold" (at the restore, which then waits up to 12 s for another trainer in the
+# workdir to pass step 12) or "close" (while the checkpoints of the finished run are written).
+_HOOKED_RUNNER = """
+import importlib.util, json, os, signal, sys
+spec = importlib.util.spec_from_file_location("train_config", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+cfg = mod.get_config("tiny")
+for k, v in json.loads(sys.argv[3]).items():
+  node = cfg
+  *path, last = k.split(".")
+  for p in path:
+    node = node[p]
+  node[last] = v
+from slmjax.train import loop
+from slmjax.train.checkpoint import RunCheckpoints
+def term():
+  os.kill(os.getpid(), signal.SIGTERM)
+if sys.argv[4] == "startup":
+  real = loop.build_pipeline
+  def hooked(*a, **k):
+    term()
+    return real(*a, **k)
+  loop.build_pipeline = hooked
+elif sys.argv[4] == "eval":
+  real_eval = loop._Evaluator.__call__
+  def evaluate(self, params, final=False):
+    if not final:
+      term()
+    return real_eval(self, params, final)
+  loop._Evaluator.__call__ = evaluate
+elif sys.argv[4] == "hold":  # preempted while restoring, and slow to get on (a big restore)
+  import time
+  real_restore = RunCheckpoints.restore_latest
+  def restore(self, *a, **k):
+    term()
+    open(os.path.join(sys.argv[2], "hooked"), "w").close()
+    metrics, end = os.path.join(sys.argv[2], "metrics.jsonl"), time.time() + 12
+    while time.time() < end and not any(
+        json.loads(l).get("step", 0) >= 12 for l in open(metrics) if l.strip()):
+      time.sleep(0.05)
+    return real_restore(self, *a, **k)
+  RunCheckpoints.restore_latest = restore
+elif sys.argv[4] == "close":
+  real_close = RunCheckpoints.close
+  def close(self):
+    term()
+    real_close(self)
+  RunCheckpoints.close = close
+loop.train(cfg, sys.argv[2])
+"""
+
+
+def _hooked_argv(workdir, where, **overrides):
+  flat = dict(TINY)
+  flat.update({k.replace("__", "."): v for k, v in overrides.items()})
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", run_helpers._JAX_CACHE)  # pylint: disable=protected-access
+  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  env["PYTHONPATH"] = run_helpers.ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return [sys.executable, "-c", _HOOKED_RUNNER, os.path.join(run_helpers.ROOT, "configs",
+          "train.py"), str(workdir), json.dumps(flat), where], env
+
+
+def _launch_hooked(workdir, where, **overrides):
+  argv, env = _hooked_argv(workdir, where, **overrides)
+  p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+  return p.returncode, p.stdout + p.stderr
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """One uninterrupted run shared by the tests of this module."""
+  wd = str(tmp_path_factory.mktemp("ref") / "run")
+  run(wd)
+  return wd
+
+
+def _run_json(wd):
+  with open(os.path.join(wd, "run.json")) as f:
+    return json.load(f)
+
+
+def _strip(rows):
+  return [{k: r[k] for k in ("step", "loss", "grad_norm", "lr")} for r in rows]
+
+
+def _assert_same_params(a_wd, b_wd):
+  _, a, _ = restore_params(a_wd)
+  _, b, _ = restore_params(b_wd)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _assert_matches_reference(wd, reference):
+  rows, evals = train_rows(wd)
+  ref_rows, ref_evals = train_rows(reference)
+  assert _strip(rows) == _strip(ref_rows)
+  assert evals == ref_evals
+  _assert_same_params(wd, reference)
+
+
+def _copy_without(reference, dst, *steps):
+  shutil.copytree(reference, dst)
+  for s in steps:
+    shutil.rmtree(os.path.join(dst, "checkpoints", str(s)))
+
+
+def test_kill_after_last_checkpoint_before_run_json_still_records_final_loss(reference, tmp_path):
+  """The last checkpoint is on disk but the kill came before run.json said `completed` (the
+  final fields are written after the checkpoints close): the relaunch evaluates the restored
+  weights and records the same final test loss, instead of `completed` with no loss."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  ref_info = _run_json(reference)
+  killed = {k: v for k, v in ref_info.items() if k not in (
+      "final_test_loss", "final_test_tokens", "test_loss_by_dataset", "peak_flops",
+      "peak_flops_source")}
+  killed["status"] = "running"
+  with open(os.path.join(wd, "run.json"), "w") as f:
+    json.dump(killed, f)
+  metrics = open(os.path.join(wd, "metrics.jsonl")).read()
+  run(wd)
+  info = _run_json(wd)
+  assert info["status"] == "completed"
+  for k in ("final_test_loss", "final_test_tokens", "test_loss_by_dataset"):
+    assert info[k] == ref_info[k], k
+  assert open(os.path.join(wd, "metrics.jsonl")).read() == metrics
+  assert list_steps(wd) == list_steps(reference)
+
+
+def test_sigterm_during_startup_exits_preempted_then_resumes_exactly(reference, tmp_path):
+  """A preemption notice while the trainer starts (data, restore, compile) is not a kill: exit
+  status 0, run.json `preempted`, nothing trained or saved; the relaunch ends bit-exact."""
+  wd = str(tmp_path / "run")
+  _copy_without(reference, wd, 16, 24)
+  code, out = _launch_hooked(wd, "startup")
+  assert code == 0, out[-3000:]
+  info = _run_json(wd)
+  assert info["status"] == "preempted" and info["resumed_from"] == 8, out[-2000:]
+  assert list_steps(wd) == [8]
+  assert max(r["step"] for r in train_rows(wd)[0]) == 8
+  run(wd)
+  _assert_matches_reference(wd, reference)
+  assert _run_json(wd)["status"] == "completed"
+
+
+def test_sigterm_during_an_evaluation_saves_where_the_run_stands(reference, tmp_path):
+  """The notice lands while a periodic evaluation runs, at a step with no scheduled
+  checkpoint: the run still checkpoints that step before it exits `preempted`."""
+  wd = str(tmp_path / "run")
+  over = dict(train__eval_every=4, checkpoint__every_steps=1000)
+  code, out = _launch_hooked(wd, "eval", **over)
+  assert code == 0, out[-3000:]
+  assert _run_json(wd)["status"] == "preempted"
+  assert list_steps(wd) == [4], out[-2000:]
+  run(wd, **over)
+  rows, _ = train_rows(wd)
+  assert _strip(rows) == _strip(train_rows(reference)[0])
+  _assert_same_params(wd, reference)
+
+
+def test_relaunch_waits_for_a_preempted_trainer_still_in_the_workdir(reference, tmp_path):
+  """A trainer got its notice while restoring and is slow to exit (a big checkpoint); the run
+  is launched again meanwhile (a sweep relaunched at once, a requeued job). The new trainer
+  waits for the old one instead of racing it: without that, the old one's resume rewrote
+  metrics.jsonl under the new one, whose later rows were lost."""
+  wd = str(tmp_path / "run")
+  _copy_without(reference, wd, 16, 24)
+  path = os.path.join(wd, "metrics.jsonl")
+  rows = [l for l in open(path) if json.loads(l)["step"] <= 8]
+  with open(path, "w") as f:
+    f.writelines(rows)                                  # as left by a run preempted at step 8
+  argv, env = _hooked_argv(wd, "hold")
+  old = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+  end = time.time() + 120
+  while not os.path.exists(os.path.join(wd, "hooked")) and time.time() < end:
+    time.sleep(0.05)
+  out = run(wd)                                        # the relaunch
+  old_out, _ = old.communicate(timeout=120)
+  assert old.returncode == 0, old_out[-3000:]
+  _assert_matches_reference(wd, reference)
+  assert _run_json(wd)["status"] == "completed"
+  assert "waiting for the trainer" in out, out[-2000:]
+
+
+def test_workdir_lock_held_too_long_is_one_line(tmp_path):
+  held = WorkdirLock(str(tmp_path))
+  try:
+    with pytest.raises(RunError) as e:
+      WorkdirLock(str(tmp_path), wait_s=0.3)
+  finally:
+    held.release()
+  assert str(e.value) == (f"another trainer (pid {os.getpid()}) is running in {tmp_path}; stop "
+                          "it or wait for it to exit")
+  WorkdirLock(str(tmp_path), wait_s=0).release()     # free again once released
+
+
+def test_sigterm_while_last_checkpoint_is_written_completes(reference, tmp_path):
+  """SIGTERM while the finished run waits for its (async) last checkpoint: the checkpoint is
+  written and the run ends `completed` with status 0, not killed half-way."""
+  wd = str(tmp_path / "run")
+  _copy_without(reference, wd, 24)
+  code, out = _launch_hooked(wd, "close")
+  assert code == 0, out[-3000:]
+  info = _run_json(wd)
+  assert info["status"] == "completed" and info["final_test_loss"] is not None
+  assert list_steps(wd) == [8, 16, 24]
+  _assert_matches_reference(wd, reference)
+
+
+def _pipeline():
+  return build_pipeline(ml_collections.ConfigDict(dict(
+      seed=0, model=dict(vocab_size=18),
+      data=dict(kind="synthetic", mode="windows", seq_len=8,
+                synthetic=dict(train_tokens=4000, test_tokens=400, order=1)),
+      train=dict(batch_size=2))))
+
+
+def _save_steps(wd, steps):
+  ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
+  it = _pipeline().train_iter()
+  for s in range(1, max(steps) + 1):
+    next(it)
+    if s in steps:
+      ck.save(s, {"w": jnp.arange(6.0) + s}, it)
+  ck.close()
+
+
+def test_no_restorable_checkpoint_is_refused_and_nothing_moved(tmp_path):
+  """Every checkpoint failing alike means a systematic cause (changed program, memory, file
+  system), not damage: one-line RunError and nothing moved, never a silent restart from step 0
+  with all checkpoints put aside."""
+  wd = str(tmp_path)
+  _save_steps(wd, (1, 2, 3))
+  ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
+  with pytest.raises(RunError) as e:
+    ck.restore_latest({"w": jax.ShapeDtypeStruct((7,), jnp.float32)}, _pipeline().train_iter())
+  ck.close()
+  msg = str(e.value)
+  assert "\n" not in msg and "no checkpoint" in msg and "nothing was moved" in msg, msg
+  assert "steps 1, 2, 3" in msg
+  assert list_steps(wd) == [1, 2, 3]
+  assert not os.path.exists(os.path.join(wd, "corrupt_checkpoints"))
+
+
+def test_unrestorable_newest_is_moved_aside_when_an_older_one_restores(tmp_path):
+  wd = str(tmp_path)
+  _save_steps(wd, (1, 2, 3))
+  os.makedirs(os.path.join(wd, "checkpoints", "5"))           # an empty step folder
+  ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
+  step, state = ck.restore_latest({"w": jax.ShapeDtypeStruct((6,), jnp.float32)},
+                                  _pipeline().train_iter())
+  ck.close()
+  assert step == 3 and np.asarray(state["w"]).tolist() == list(np.arange(6.0) + 3)
+  assert [d.split("-")[0] for d in os.listdir(os.path.join(wd, "corrupt_checkpoints"))] == ["5"]
+  assert list_steps(wd) == [1, 2, 3]
+
+
+def test_iterator_state_off_its_step_is_derived_from_the_step(tmp_path):
+  """Batch t is a pure function of (seed, t): a saved iterator position that disagrees with the
+  checkpoint's step is not trusted (a warning), the step is."""
+  wd = str(tmp_path)
+  _save_steps(wd, (3,))
+  data = os.path.join(wd, "checkpoints", "3", "data")
+  (name,) = [f for f in os.listdir(data) if f.startswith("process_")]
+  with open(os.path.join(data, name), "w") as f:
+    json.dump({"next_index": 1}, f)
+  it = _pipeline().train_iter()
+  ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
+  step, _ = ck.restore_latest({"w": jax.ShapeDtypeStruct((6,), jnp.float32)}, it)
+  ck.close()
+  assert step == 3
+  np.testing.assert_array_equal(next(it)["inputs"], _pipeline().train[3]["inputs"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("async_save", [True, False])
+def test_sigkill_in_the_middle_of_a_save_resumes_exactly(reference, tmp_path, async_save):
+  """Killed while Orbax writes a checkpoint (its temporary folder exists): the relaunch ignores
+  the partial save, resumes from the last complete checkpoint and ends bit-exact."""
+  wd = str(tmp_path / "run")
+  ck = os.path.join(wd, "checkpoints")
+  over = dict(checkpoint__every_steps=2, checkpoint__async_save=async_save)
+  for nth in (3, 6):
+    p = launch(wd, **over)
+    seen = set()
+    while p.poll() is None:
+      tmp = [e for e in (os.listdir(ck) if os.path.isdir(ck) else []) if "tmp" in e]
+      seen.update(tmp)
+      if len(seen) >= nth:
+        p.kill()
+        break
+      time.sleep(0.0005)
+    p.communicate()
+    assert p.returncode == -9
+    assert all(s < 24 for s in list_steps(wd))
+  run(wd, **over)
+  _assert_matches_reference(wd, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["windows", "packed"])
+def test_unit_dataset_mixture_resumes_exactly(tmp_path, monkeypatch, mode):
+  """data.kind=units, a weighted two-dataset mixture over more than one epoch: SIGTERM then
+  SIGKILL then relaunch gives the same batches (losses, evaluations) as an uninterrupted run."""
+  from slmjax.data.testing import random_utterances, write_unit_dataset
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(0)
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  write_unit_dataset(a, {"train": random_utterances(200, 34, rng),
+                         "test": random_utterances(30, 34, rng)}, vocab_size=34)
+  write_unit_dataset(b, {"train": random_utterances(100, 34, rng, mean_len=10),
+                         "test": random_utterances(20, 34, rng, mean_len=10)},
+                     vocab_size=34, synthetic=True)
+  over = dict(data__kind="units", data__path=f"{a},{b}", data__weights="3,1", data__mode=mode,
+              train__steps=40, checkpoint__every_steps=5, train__eval_every=10)
+  ref = str(tmp_path / "ref")
+  run(ref, **over)
+  assert _run_json(ref)["epochs"] > 1
+  wd = str(tmp_path / "run")
+  code, out = run_until(wd, 7, SIGTERM, **over)
+  assert code == 0 and _run_json(wd)["status"] == "preempted", out[-2000:]
+  code, _ = run_until(wd, 23, SIGKILL, **over)
+  assert code == -9
+  run(wd, **over)
+  rows, evals = train_rows(wd)
+  ref_rows, ref_evals = train_rows(ref)
+  assert _strip(rows) == _strip(ref_rows) and evals == ref_evals
