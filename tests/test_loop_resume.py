@@ -51,6 +51,15 @@ def test_reference_run_writes_every_figure(reference):
   assert os.path.isdir(os.path.join(reference, "tensorboard"))
   assert json.load(open(os.path.join(reference, "config.json")))["train"]["steps"] == 24
   assert list_steps(reference) == [8, 16, 24]
+  # run.json's typical speed: the median of the logged step times after the first (compilation),
+  # and the MFU of that speed against the configured peak (TINY: 1e11 FLOP/s, counted once).
+  th = info["throughput"]
+  assert th["steps_timed"] == 23
+  assert th["step_time"] == pytest.approx(float(np.median([r["step_time"] for r in rows[1:]])))
+  assert th["tokens_per_sec"] == pytest.approx(8 * 32 / th["step_time"])
+  assert th["mfu"] == pytest.approx(th["tokens_per_sec"] * info["flops_per_token"]["6n_attn"] / 1e11)
+  assert th["mfu_palm"] == pytest.approx(
+      th["tokens_per_sec"] * info["flops_per_token"]["6n_attn_full"] / 1e11)
 
 
 def test_tiny_run_learns_the_synthetic_structure(reference):

@@ -182,6 +182,7 @@ def _train(config, workdir: str, locks: list) -> dict:
   pending = None               # (step, device metrics) of the last dispatched step
   last = time.perf_counter()
   status, final = "running", {}
+  step_times = []              # seconds between the fetches of consecutive steps, this launch
 
   def fetch():
     """Brings the pending step's metrics to the host, logs them, stops on NaN/Inf."""
@@ -191,6 +192,7 @@ def _train(config, workdir: str, locks: list) -> dict:
     m = {k: float(v) for k, v in jax.device_get(m).items()}
     now = time.perf_counter()
     dt, last = now - last, now
+    step_times.append(dt)
     if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
       raise RunError(f"non-finite training loss at step {s} (loss={m['loss']}, grad_norm="
                      f"{m['grad_norm']}); stopped, the last good checkpoint is kept "
@@ -252,12 +254,28 @@ def _train(config, workdir: str, locks: list) -> dict:
     writer.close()
     ckpts.close()
     _close(data_iter)
-  out = dict(status=status, peak_flops=peak, peak_flops_source=peak_src)
+  out = dict(status=status, peak_flops=peak, peak_flops_source=peak_src,
+             **_throughput(step_times, batch_tokens, fpt, peak, n_peaks))
   if status == "completed":
     out.update(_completion(final, pipeline))
   if primary:
     return update_run_json(workdir, **out)
   return {**run, **out}
+
+
+def _throughput(step_times: list, batch_tokens: int, fpt: dict, peak: float,
+                n_peaks: int) -> dict:
+  """The launch's typical speed for run.json: the median step time, leaving out the first step
+  (compilation). Per-step figures in metrics.jsonl are fetch-to-fetch intervals, which an
+  evaluation, a checkpoint or the one-step-late fetch stretch or shorten; the median is not."""
+  timed = step_times[1:]
+  if not timed:
+    return {}
+  dt = float(np.median(timed))
+  tps = batch_tokens / dt
+  return {"throughput": {"steps_timed": len(timed), "step_time": dt, "tokens_per_sec": tps,
+                         "mfu": flops_lib.mfu(tps, fpt["6n_attn"], peak, n_peaks),
+                         "mfu_palm": flops_lib.mfu(tps, fpt["6n_attn_full"], peak, n_peaks)}}
 
 
 def _close(data_iter) -> None:
