@@ -10,6 +10,7 @@ sync); a unit-dataset run stopped and resumed: each resumes exactly or stops wit
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -135,6 +136,33 @@ def _copy_without(reference, dst, *steps):
   shutil.copytree(reference, dst)
   for s in steps:
     shutil.rmtree(os.path.join(dst, "checkpoints", str(s)))
+
+
+def test_first_ctrl_c_saves_and_exits_preempted(tmp_path):
+  """SIGINT (Ctrl-C) once: like a preemption notice, a checkpoint where the run stands, exit 0
+  with status `preempted` and a line saying a second Ctrl-C aborts; not `failed`."""
+  wd = str(tmp_path / "run")
+  code, out = run_until(wd, 3, signal.SIGINT, checkpoint__every_steps=1000)
+  assert code == 0, out[-2000:]
+  assert _run_json(wd)["status"] == "preempted", out[-2000:]
+  assert "Traceback" not in out and "press Ctrl-C again to abort" in out, out[-2000:]
+  assert len(list_steps(wd)) == 1 and 3 <= list_steps(wd)[0] < 24
+
+
+def test_second_ctrl_c_raises_keyboard_interrupt():
+  from slmjax.train import preemption
+  assert preemption.install()
+  try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)                       # the handler runs at the next bytecode boundary
+    assert preemption.requested()
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.01)
+  finally:
+    preemption.uninstall()
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert not preemption.requested()
 
 
 def test_kill_after_last_checkpoint_before_run_json_still_records_final_loss(reference, tmp_path):
@@ -287,6 +315,46 @@ def test_unrestorable_newest_is_moved_aside_when_an_older_one_restores(tmp_path)
   assert step == 3 and np.asarray(state["w"]).tolist() == list(np.arange(6.0) + 3)
   assert [d.split("-")[0] for d in os.listdir(os.path.join(wd, "corrupt_checkpoints"))] == ["5"]
   assert list_steps(wd) == [1, 2, 3]
+
+
+def test_step_folders_orbax_never_committed_are_not_checkpoints(reference, tmp_path, caplog):
+  """An empty or hand-made step folder, or Orbax's temporary folder of a save cut short, is not
+  a checkpoint for list_steps / restore_params (slmjax-eval, tools/checkpoint.py), and the
+  read-only restore logs none of Orbax's read-only notices."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  ckpts = os.path.join(wd, "checkpoints")
+  os.makedirs(os.path.join(ckpts, "30"))                              # empty
+  os.makedirs(os.path.join(ckpts, "31", "state"))                     # hand-made
+  with open(os.path.join(ckpts, "31", "state", "notes.txt"), "w") as f:
+    f.write("x")
+  shutil.copytree(os.path.join(ckpts, "24"), os.path.join(ckpts, "32.orbax-checkpoint-tmp-7"))
+  os.remove(os.path.join(ckpts, "32.orbax-checkpoint-tmp-7", "commit_success.txt"))
+  caplog.set_level("WARNING")
+  assert list_steps(wd) == [8, 16, 24]
+  _, params, step = restore_params(wd)
+  assert step == 24
+  with pytest.raises(RunError, match="no checkpoint at step 30"):
+    restore_params(wd, 30)
+  notices = [r.getMessage() for r in caplog.records
+             if "read only" in r.getMessage() or "read_only" in r.getMessage()]
+  assert notices == []
+  _, ref, _ = restore_params(reference)
+  for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_only_uncommitted_step_folders_are_moved_aside_and_the_run_starts_over(tmp_path):
+  """The trainer agrees with list_steps: a step folder Orbax never committed is not restored
+  (nor counted as a failed restore that blocks the run); it is moved aside with a warning."""
+  wd = str(tmp_path)
+  os.makedirs(os.path.join(wd, "checkpoints", "5"))
+  ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
+  assert ck.restore_latest({"w": jax.ShapeDtypeStruct((6,), jnp.float32)},
+                           _pipeline().train_iter()) is None
+  ck.close()
+  assert [d.split("-")[0] for d in os.listdir(os.path.join(wd, "corrupt_checkpoints"))] == ["5"]
+  assert list_steps(wd) == []
 
 
 def test_iterator_state_off_its_step_is_derived_from_the_step(tmp_path):

@@ -3,11 +3,15 @@
 `checkpoints/<step>/` holds two items: `state` (the sharded train state: step, params, opt_state)
 and `data` (the Grain iterator state, one JSON per process). Public, for other stages:
 `list_steps(workdir)` and `restore_params(workdir, step=None) -> (model_cfg, params, step)`.
+Only finished checkpoints count: a step folder Orbax committed (`commit_success.txt`, or a commit
+time in `_CHECKPOINT_METADATA`), not an empty, hand-made or half-copied one.
 """
 
 from __future__ import annotations
 
 import logging
+import contextlib
+import json
 import os
 import shutil
 import sys
@@ -36,14 +40,52 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+def _is_finished(step_dir: str) -> bool:
+  """Whether Orbax committed this step folder: it writes `commit_success.txt` and the commit time
+  into `_CHECKPOINT_METADATA` before renaming the temporary folder to the step's name."""
+  if os.path.isfile(os.path.join(step_dir, "commit_success.txt")):
+    return True
+  try:
+    with open(os.path.join(step_dir, "_CHECKPOINT_METADATA")) as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(meta, dict) and meta.get("commit_timestamp_nsecs") is not None
+
+
+class _ReadOnlyNotices(logging.Filter):
+  """Drops the warnings Orbax logs for every read-only CheckpointManager (options it resets,
+  'Given directory is read only'); anything else passes."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    msg = str(record.msg)
+    return not (msg.startswith("CheckpointManagerOptions.read_only=True, setting")
+                or msg.startswith("Given directory is read only"))
+
+
+@contextlib.contextmanager
+def _read_only_manager(d: str):
+  """A read-only CheckpointManager of checkpoint dir `d`, without Orbax's read-only notices."""
+  quiet = _ReadOnlyNotices()
+  absl_log = logging.getLogger("absl")
+  absl_log.addFilter(quiet)
+  try:
+    mngr = ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(create=False,
+                                                                        read_only=True))
+  finally:
+    absl_log.removeFilter(quiet)
+  with mngr:
+    yield mngr
+
+
 def list_steps(workdir: str) -> list[int]:
-  """Steps with a finished checkpoint, ascending (half-written ones are not listed)."""
+  """Steps with a finished checkpoint, ascending (half-written, empty or hand-made step folders,
+  and Orbax's temporary folders, are not listed)."""
   d = checkpoint_dir(workdir)
   if not os.path.isdir(d):
     return []
-  with ocp.CheckpointManager(d, options=ocp.CheckpointManagerOptions(create=False,
-                                                                    read_only=True)) as mngr:
-    return sorted(int(s) for s in mngr.all_steps())
+  return sorted(int(m.step) for m in ocp.step.standard_name_format().find_all(d)
+                if _is_finished(str(m.path)))
 
 
 class RunCheckpoints:
@@ -77,13 +119,19 @@ class RunCheckpoints:
     A checkpoint whose train state fails to restore while an older one restores is moved to
     `corrupt_checkpoints/` with a warning. When none restores, the cause is the same for all
     (a changed program, too little memory, an unreachable file system): RunError, and nothing
-    is moved, so a run is never silently restarted from scratch. The data iterator is restored
+    is moved, so a run is never silently restarted from scratch. A step folder Orbax never
+    committed (see `list_steps`) is not tried: it is moved aside with a warning, and when it is
+    all there is, the run starts from step 0. The data iterator is restored
     from the same step; if its saved state is unusable (e.g. the number of processes changed)
     or is not at the step, it is derived from the step, which gives the same batches (batch t
     depends only on the seed and t).
     """
     failed = []  # (step, reason), newest first
+    unfinished = []  # step folders Orbax never committed (empty, hand-made): list_steps skips them
     for step in reversed(self.steps()):
+      if not _is_finished(os.path.join(checkpoint_dir(self.workdir), str(step))):
+        unfinished.append(step)
+        continue
       try:
         out = self.mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
@@ -92,6 +140,8 @@ class RunCheckpoints:
         continue
       for bad, reason in failed:
         self._quarantine(bad, reason)
+      for bad in unfinished:
+        self._quarantine(bad, "an unfinished save")
       self._restore_data(step, data_iter)
       return step, out["state"]
     if failed:
@@ -100,6 +150,8 @@ class RunCheckpoints:
           f"no checkpoint in {checkpoint_dir(self.workdir)} can be restored (steps "
           f"{', '.join(str(s) for s, _ in reversed(failed))}; step {step}: {reason[:300]}); nothing "
           "was moved: fix the cause, or move checkpoints/ aside to start the run over")
+    for bad in unfinished:  # no finished checkpoint at all: the run starts from step 0
+      self._quarantine(bad, "an unfinished save", then="starting the run from step 0")
     return None
 
   def _restore_data(self, step: int, data_iter) -> None:
@@ -117,11 +169,11 @@ class RunCheckpoints:
             f"not {step}; continuing from batch {step}")
       data_iter.set_state({"next_index": step})
 
-  def _quarantine(self, step: int, reason: str) -> None:
+  def _quarantine(self, step: int, reason: str,
+                  then: str = "resuming from the previous checkpoint") -> None:
     src = os.path.join(checkpoint_dir(self.workdir), str(step))
     dst = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
-    msg = (f"checkpoint {src} is unreadable ({reason[:300]}); moved to {dst}, "
-           "resuming from the previous checkpoint")
+    msg = f"checkpoint {src} is unreadable ({reason[:300]}); moved to {dst}, {then}"
     _warn(msg)
     if jax.process_index() == 0 and os.path.isdir(src):
       os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -158,8 +210,7 @@ def restore_params(workdir: str, step: int | None = None):
     raise RunError(f"run {workdir} has no checkpoint at step {step} (has {steps})")
   abstract = abstract_params(model_cfg)
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
-  with ocp.CheckpointManager(checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(
-      create=False, read_only=True)) as mngr:
+  with _read_only_manager(checkpoint_dir(workdir)) as mngr:
     out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item={"params": abstract}, restore_args={"params": restore_args},
         partial_restore=True)))

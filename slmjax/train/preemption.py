@@ -1,28 +1,52 @@
-"""SIGTERM (a preemption notice) as a flag the training loop checks between steps.
+"""SIGTERM (a preemption notice) and a first Ctrl-C as a flag the training loop checks between steps.
 
 `install()` may run as early as the CLI's start, before JAX is imported: a notice that arrives
 while the trainer starts (imports, joining a pod, reading data, restoring) is kept and honoured
-when the loop begins, instead of killing the process.
+when the loop begins, instead of killing the process. The first Ctrl-C (SIGINT) is such a notice
+too (the run saves where it stands and ends `preempted`); a second one raises KeyboardInterrupt
+at once, as Ctrl-C normally does.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 
-_state = {"requested": False, "previous": None, "installed": False}
+_state = {"requested": False, "previous": None, "previous_int": None, "installed": False,
+          "interrupts": 0}
 
 
 def _handle(*_):
   _state["requested"] = True
 
 
+def _handle_int(signum, frame):
+  _state["interrupts"] += 1
+  if _state["interrupts"] > 1:
+    previous = _state["previous_int"]
+    if callable(previous):
+      previous(signum, frame)  # Python's default: KeyboardInterrupt
+    raise KeyboardInterrupt
+  _state["requested"] = True
+  try:  # os.write: print() here could re-enter a stderr write (a progress bar) it interrupted
+    os.write(sys.stderr.fileno(), b"\nslmjax-train: Ctrl-C: saving a checkpoint where the run "
+             b"stands, then stopping; press Ctrl-C again to abort at once\n")
+  except (OSError, ValueError, AttributeError):
+    pass
+
+
 def install() -> bool:
-  """Turns SIGTERM into the flag; True when this call installed it (False: already, or not
-  the main thread, where Python cannot install handlers)."""
+  """Turns SIGTERM and the first SIGINT into the flag; True when this call installed them
+  (False: already, or not the main thread, where Python cannot install handlers). A SIGINT
+  that the process ignores (e.g. started in the background) stays ignored."""
   if _state["installed"] or threading.current_thread() is not threading.main_thread():
     return False
   _state["previous"] = signal.signal(signal.SIGTERM, _handle)
+  previous_int = signal.getsignal(signal.SIGINT)
+  if previous_int not in (signal.SIG_IGN, None):
+    _state["previous_int"] = signal.signal(signal.SIGINT, _handle_int)
   _state["installed"] = True
   return True
 
@@ -32,7 +56,10 @@ def requested() -> bool:
 
 
 def uninstall() -> None:
-  """Puts the previous SIGTERM handler back and clears the flag."""
+  """Puts the previous SIGTERM and SIGINT handlers back and clears the flag."""
   if _state["installed"]:
     signal.signal(signal.SIGTERM, _state["previous"])
-  _state.update(requested=False, previous=None, installed=False)
+    if _state["previous_int"] is not None:
+      signal.signal(signal.SIGINT, _state["previous_int"])
+  _state.update(requested=False, previous=None, previous_int=None, installed=False,
+                interrupts=0)
