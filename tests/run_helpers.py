@@ -31,6 +31,7 @@ for k, v in json.loads(sys.argv[3]).items():
   for p in path:
     node = node[p]
   node[last] = v
+exec(sys.argv[4])  # a test's hook: code that patches the trainer before it runs ("" = none)
 from slmjax.train.loop import train
 train(cfg, sys.argv[2])
 """
@@ -42,8 +43,9 @@ _JAX_CACHE = tempfile.mkdtemp(prefix="slmjax-test-jaxcache-")
 atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
 
 
-def launch(workdir, devices=8, **overrides):
-  """Starts a run of TINY (+ overrides, dotted keys with '__' for '.') in a subprocess."""
+def launch(workdir, devices=8, hook="", **overrides):
+  """Starts a run of TINY (+ overrides, dotted keys with '__' for '.') in a subprocess; `hook` is
+  Python run in it before training (with `sys.argv[2]` the workdir)."""
   flat = dict(TINY)
   flat.update({k.replace("__", "."): v for k, v in overrides.items()})
   env = dict(os.environ)
@@ -55,7 +57,8 @@ def launch(workdir, devices=8, **overrides):
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   return subprocess.Popen(
       [sys.executable, "-c", _RUNNER, os.path.join(ROOT, "configs", "train.py"), str(workdir),
-       json.dumps(flat)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+       json.dumps(flat), hook], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True)
 
 
 def run(workdir, devices=8, timeout=600, **overrides):
@@ -96,3 +99,14 @@ def cli(module, *args, timeout=900):
                        env=env, timeout=timeout, cwd=ROOT)
   assert res.returncode == 0, f"{module} {args}: {res.stderr[-3000:]}"
   return res
+
+
+def small_pipeline():
+  """A tiny synthetic data pipeline (vocab 18, windows of 8, batch 2) for checkpoint tests."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from slmjax.data import build_pipeline  # pylint: disable=g-import-not-at-top
+  return build_pipeline(ml_collections.ConfigDict(dict(
+      seed=0, model=dict(vocab_size=18),
+      data=dict(kind="synthetic", mode="windows", seq_len=8,
+                synthetic=dict(train_tokens=4000, test_tokens=400, order=1)),
+      train=dict(batch_size=2))))

@@ -5,24 +5,16 @@ import numpy as np
 import pytest
 import jax.numpy as jnp
 
-from slmjax.data import build_pipeline
+from run_helpers import small_pipeline
 from slmjax.train.checkpoint import RunCheckpoints, list_steps, restore_params
 from slmjax.train.run_files import RunError
-
-
-def _pipeline():
-  return build_pipeline(ml_collections.ConfigDict(dict(
-      seed=0, model=dict(vocab_size=18),
-      data=dict(kind="synthetic", mode="windows", seq_len=8,
-                synthetic=dict(train_tokens=4000, test_tokens=400, order=1)),
-      train=dict(batch_size=2))))
 
 
 def test_keeps_latest_n_plus_every_mth_and_restores_iterator(tmp_path):
   wd = str(tmp_path)
   ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=2, keep_every=4,
                                                          async_save=True)))
-  pipe = _pipeline()
+  pipe = small_pipeline()
   it = pipe.train_iter()
   state = {"step": jnp.zeros((), jnp.int32), "w": jnp.arange(6.0)}
   batches = {}
@@ -33,7 +25,7 @@ def test_keeps_latest_n_plus_every_mth_and_restores_iterator(tmp_path):
     batches[s] = pipe.train[s]["inputs"]
   ck.close()
   assert list_steps(wd) == [4, 8, 9, 10]
-  it2 = _pipeline().train_iter()
+  it2 = small_pipeline().train_iter()
   ck2 = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=2, keep_every=4)))
   step, restored = ck2.restore_latest({"step": state["step"], "w": state["w"]}, it2)
   ck2.close()
@@ -52,7 +44,7 @@ def test_iterator_state_falls_back_to_the_step_when_unusable(tmp_path):
   import os
   import shutil
   wd = str(tmp_path)
-  pipe = _pipeline()
+  pipe = small_pipeline()
   it = pipe.train_iter()
   for _ in range(3):
     next(it)
@@ -61,7 +53,7 @@ def test_iterator_state_falls_back_to_the_step_when_unusable(tmp_path):
   ck.save(3, state, it)
   ck.close()
   shutil.rmtree(os.path.join(wd, "checkpoints", "3", "data"))
-  it2 = _pipeline().train_iter()
+  it2 = small_pipeline().train_iter()
   ck2 = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=2)))
   step, _ = ck2.restore_latest(state, it2)
   ck2.close()

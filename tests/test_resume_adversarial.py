@@ -11,8 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -21,83 +19,63 @@ import ml_collections
 import numpy as np
 import pytest
 
-import run_helpers
-from run_helpers import SIGKILL, SIGTERM, TINY, launch, run, run_until, train_rows
-from slmjax.data import build_pipeline
+from run_helpers import SIGKILL, SIGTERM, launch, run, run_until, small_pipeline, train_rows
 from slmjax.train.checkpoint import RunCheckpoints, list_steps, restore_params
 from slmjax.train.run_files import RunError, WorkdirLock
 
-# Runs TINY (+ overrides) like run_helpers, after arranging a SIGTERM to this very process at a
-# chosen moment: "startup" (while the data pipeline is built), "eval" (during a periodic
-# evaluation), "hold" (at the restore, which then waits up to 12 s for another trainer in the
-# workdir to pass step 12) or "close" (while the checkpoints of the finished run are written).
-_HOOKED_RUNNER = """
-import importlib.util, json, os, signal, sys
-spec = importlib.util.spec_from_file_location("train_config", sys.argv[1])
-mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-cfg = mod.get_config("tiny")
-for k, v in json.loads(sys.argv[3]).items():
-  node = cfg
-  *path, last = k.split(".")
-  for p in path:
-    node = node[p]
-  node[last] = v
+# Hooks for run_helpers.launch: a SIGTERM to the trainer's own process at a chosen moment:
+# "startup" (while the data pipeline is built), "eval" (during a periodic evaluation), "hold" (at
+# the restore, which then waits up to 12 s for another trainer in the workdir to pass step 12) or
+# "close" (while the checkpoints of the finished run are written).
+_HOOK_HEAD = """
+import json, os, signal, sys, time
 from slmjax.train import loop
 from slmjax.train.checkpoint import RunCheckpoints
 def term():
   os.kill(os.getpid(), signal.SIGTERM)
-if sys.argv[4] == "startup":
-  real = loop.build_pipeline
-  def hooked(*a, **k):
-    term()
-    return real(*a, **k)
-  loop.build_pipeline = hooked
-elif sys.argv[4] == "eval":
-  real_eval = loop._Evaluator.__call__
-  def evaluate(self, params, final=False):
-    if not final:
-      term()
-    return real_eval(self, params, final)
-  loop._Evaluator.__call__ = evaluate
-elif sys.argv[4] == "hold":  # preempted while restoring, and slow to get on (a big restore)
-  import time
-  real_restore = RunCheckpoints.restore_latest
-  def restore(self, *a, **k):
-    term()
-    open(os.path.join(sys.argv[2], "hooked"), "w").close()
-    metrics, end = os.path.join(sys.argv[2], "metrics.jsonl"), time.time() + 12
-    while time.time() < end and not any(
-        json.loads(l).get("step", 0) >= 12 for l in open(metrics) if l.strip()):
-      time.sleep(0.05)
-    return real_restore(self, *a, **k)
-  RunCheckpoints.restore_latest = restore
-elif sys.argv[4] == "close":
-  real_close = RunCheckpoints.close
-  def close(self):
-    term()
-    real_close(self)
-  RunCheckpoints.close = close
-loop.train(cfg, sys.argv[2])
 """
-
-
-def _hooked_argv(workdir, where, **overrides):
-  flat = dict(TINY)
-  flat.update({k.replace("__", "."): v for k, v in overrides.items()})
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", run_helpers._JAX_CACHE)  # pylint: disable=protected-access
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-  env["PYTHONPATH"] = run_helpers.ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  return [sys.executable, "-c", _HOOKED_RUNNER, os.path.join(run_helpers.ROOT, "configs",
-          "train.py"), str(workdir), json.dumps(flat), where], env
+_HOOKS = {
+    "startup": """
+real = loop.build_pipeline
+def hooked(*a, **k):
+  term()
+  return real(*a, **k)
+loop.build_pipeline = hooked
+""",
+    "eval": """
+real_eval = loop._Evaluator.__call__
+def evaluate(self, params, final=False):
+  if not final:
+    term()
+  return real_eval(self, params, final)
+loop._Evaluator.__call__ = evaluate
+""",
+    "hold": """
+real_restore = RunCheckpoints.restore_latest
+def restore(self, *a, **k):
+  term()
+  open(os.path.join(sys.argv[2], "hooked"), "w").close()
+  metrics, end = os.path.join(sys.argv[2], "metrics.jsonl"), time.time() + 12
+  while time.time() < end and not any(
+      json.loads(l).get("step", 0) >= 12 for l in open(metrics) if l.strip()):
+    time.sleep(0.05)
+  return real_restore(self, *a, **k)
+RunCheckpoints.restore_latest = restore
+""",
+    "close": """
+real_close = RunCheckpoints.close
+def close(self):
+  term()
+  real_close(self)
+RunCheckpoints.close = close
+""",
+}
 
 
 def _launch_hooked(workdir, where, **overrides):
-  argv, env = _hooked_argv(workdir, where, **overrides)
-  p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-  return p.returncode, p.stdout + p.stderr
+  p = launch(workdir, hook=_HOOK_HEAD + _HOOKS[where], **overrides)
+  out, _ = p.communicate(timeout=600)
+  return p.returncode, out
 
 
 @pytest.fixture(scope="module")
@@ -230,9 +208,7 @@ def test_relaunch_waits_for_a_preempted_trainer_still_in_the_workdir(reference, 
   rows = [l for l in open(path) if json.loads(l)["step"] <= 8]
   with open(path, "w") as f:
     f.writelines(rows)                                  # as left by a run preempted at step 8
-  argv, env = _hooked_argv(wd, "hold")
-  old = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+  old = launch(wd, hook=_HOOK_HEAD + _HOOKS["hold"])
   end = time.time() + 120
   while not os.path.exists(os.path.join(wd, "hooked")) and time.time() < end:
     time.sleep(0.05)
@@ -269,17 +245,9 @@ def test_sigterm_while_last_checkpoint_is_written_completes(reference, tmp_path)
   _assert_matches_reference(wd, reference)
 
 
-def _pipeline():
-  return build_pipeline(ml_collections.ConfigDict(dict(
-      seed=0, model=dict(vocab_size=18),
-      data=dict(kind="synthetic", mode="windows", seq_len=8,
-                synthetic=dict(train_tokens=4000, test_tokens=400, order=1)),
-      train=dict(batch_size=2))))
-
-
 def _save_steps(wd, steps):
   ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
-  it = _pipeline().train_iter()
+  it = small_pipeline().train_iter()
   for s in range(1, max(steps) + 1):
     next(it)
     if s in steps:
@@ -295,7 +263,7 @@ def test_no_restorable_checkpoint_is_refused_and_nothing_moved(tmp_path):
   _save_steps(wd, (1, 2, 3))
   ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
   with pytest.raises(RunError) as e:
-    ck.restore_latest({"w": jax.ShapeDtypeStruct((7,), jnp.float32)}, _pipeline().train_iter())
+    ck.restore_latest({"w": jax.ShapeDtypeStruct((7,), jnp.float32)}, small_pipeline().train_iter())
   ck.close()
   msg = str(e.value)
   assert "\n" not in msg and "no checkpoint" in msg and "nothing was moved" in msg, msg
@@ -310,7 +278,7 @@ def test_unrestorable_newest_is_moved_aside_when_an_older_one_restores(tmp_path)
   os.makedirs(os.path.join(wd, "checkpoints", "5"))           # an empty step folder
   ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
   step, state = ck.restore_latest({"w": jax.ShapeDtypeStruct((6,), jnp.float32)},
-                                  _pipeline().train_iter())
+                                  small_pipeline().train_iter())
   ck.close()
   assert step == 3 and np.asarray(state["w"]).tolist() == list(np.arange(6.0) + 3)
   assert [d.split("-")[0] for d in os.listdir(os.path.join(wd, "corrupt_checkpoints"))] == ["5"]
@@ -351,7 +319,7 @@ def test_only_uncommitted_step_folders_are_moved_aside_and_the_run_starts_over(t
   os.makedirs(os.path.join(wd, "checkpoints", "5"))
   ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
   assert ck.restore_latest({"w": jax.ShapeDtypeStruct((6,), jnp.float32)},
-                           _pipeline().train_iter()) is None
+                           small_pipeline().train_iter()) is None
   ck.close()
   assert [d.split("-")[0] for d in os.listdir(os.path.join(wd, "corrupt_checkpoints"))] == ["5"]
   assert list_steps(wd) == []
@@ -366,12 +334,12 @@ def test_iterator_state_off_its_step_is_derived_from_the_step(tmp_path):
   (name,) = [f for f in os.listdir(data) if f.startswith("process_")]
   with open(os.path.join(data, name), "w") as f:
     json.dump({"next_index": 1}, f)
-  it = _pipeline().train_iter()
+  it = small_pipeline().train_iter()
   ck = RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
   step, _ = ck.restore_latest({"w": jax.ShapeDtypeStruct((6,), jnp.float32)}, it)
   ck.close()
   assert step == 3
-  np.testing.assert_array_equal(next(it)["inputs"], _pipeline().train[3]["inputs"])
+  np.testing.assert_array_equal(next(it)["inputs"], small_pipeline().train[3]["inputs"])
 
 
 @pytest.mark.slow
