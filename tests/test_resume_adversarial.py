@@ -166,6 +166,17 @@ def test_kill_after_last_checkpoint_before_run_json_still_records_final_loss(ref
   assert list_steps(wd) == list_steps(reference)
 
 
+def test_relaunching_a_completed_run_changes_nothing(reference, tmp_path):
+  """A finished run launched again (a sweep relaunched, on another device count) keeps its
+  record: run.json and metrics.jsonl byte for byte, the same checkpoints."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  before = {f: open(os.path.join(wd, f), "rb").read() for f in ("run.json", "metrics.jsonl")}
+  run(wd, devices=4)
+  assert {f: open(os.path.join(wd, f), "rb").read() for f in before} == before
+  assert list_steps(wd) == list_steps(reference)
+
+
 def test_sigterm_during_startup_exits_preempted_then_resumes_exactly(reference, tmp_path):
   """A preemption notice while the trainer starts (data, restore, compile) is not a kill: exit
   status 0, run.json `preempted`, nothing trained or saved; the relaunch ends bit-exact."""

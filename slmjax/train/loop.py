@@ -150,18 +150,21 @@ def _train(config, workdir: str, locks: list) -> dict:
              epochs=plan["tokens"] / unique, epochs_by_dataset=pipeline.epochs(steps),
              data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
              resumed_from=start or None)
+  if finished_eval:  # a relaunch of a finished run: its record stays as it is
+    ckpts.close()
+    _close(data_iter)
+    return read_json(os.path.join(workdir, "run.json"), {}) if primary else run
   if primary:
     update_run_json(workdir, **run, status="running")
   peak, peak_src = _peak(config, model_cfg)
   if start >= steps:
-    out = dict(status="completed")
     try:
-      if not finished_eval:
-        final = _Evaluator(config, mesh, pipeline)(state["params"], final=True)
-        out.update(_completion(final, pipeline), peak_flops=peak, peak_flops_source=peak_src)
+      final = _Evaluator(config, mesh, pipeline)(state["params"], final=True)
     finally:
       ckpts.close()
       _close(data_iter)
+    out = dict(status="completed", **_completion(final, pipeline), peak_flops=peak,
+               peak_flops_source=peak_src)
     return update_run_json(workdir, **out) if primary else {**run, **out}
 
   n_peaks = flops_lib.peak_devices()
