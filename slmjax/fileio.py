@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 from typing import Iterator
 
@@ -18,6 +19,51 @@ def _tmp_name(path: str) -> str:
     ext = os.path.splitext(base)[1]
     # The original extension stays last so that writers which look at it (np.save, savefig) keep it.
     return os.path.join(d, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp{ext}")
+
+
+# What _tmp_name makes: ".<base>.<pid>.<8 hex>.tmp<ext>".
+_TMP_RE = re.compile(r"^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<ext>\.[^.]*)?$")
+
+
+def is_temp_name(name: str) -> bool:
+    """True when the file name ``name`` is one of the temporary names the atomic writers use."""
+    return _TMP_RE.match(os.path.basename(name)) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a live process of another user
+        return True
+    try:  # a killed writer not yet reaped (a zombie) answers os.kill too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files that a killed atomic write (SIGKILL, power loss) left in ``folder``;
+    returns their paths. A temporary file whose writer process still runs on this host is kept."""
+    folder = os.fspath(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        m = _TMP_RE.match(name)
+        if m is None or _pid_alive(int(m.group("pid"))):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            _remove(path)
+            removed.append(path)
+    return removed
 
 
 def _remove(tmp: str) -> None:

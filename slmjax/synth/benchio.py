@@ -9,7 +9,7 @@ import random
 import string
 
 from slmjax.synth import engines
-from slmjax.fileio import atomic_write_text
+from slmjax.fileio import atomic_write_text, remove_stale_temps
 from slmjax.synth.render import Job, Renderer
 
 LEXICAL_COLUMNS = ("filename", "id", "voice", "frequency", "word", "phones", "length", "correct")
@@ -38,6 +38,7 @@ def write_csv(path: str, columns: tuple[str, ...], rows: list[dict]) -> None:
     w.writeheader()
     w.writerows(rows)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    remove_stale_temps(os.path.dirname(path))
     atomic_write_text(path, buf.getvalue())
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from slmjax.synth import engines, leakage, textsrc
 from slmjax.synth.errors import SynthError
-from slmjax.fileio import atomic_write_text
+from slmjax.fileio import atomic_write_text, remove_stale_temps
 from slmjax.synth.render import Job, Renderer
 
 SPEED_JITTER, PITCH_JITTER = 0.08, 8
@@ -47,6 +47,7 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
     if not 0.0 <= test_fraction < 1.0:
         raise SynthError(f"--test_fraction={test_fraction}: must be in [0, 1)")
     os.makedirs(out, exist_ok=True)
+    remove_stale_temps(out)  # manifest/summary temporaries of a killed run
     excl = leakage.load(list(exclude))
     source = textsrc.from_file(text) if text else textsrc.from_generator(seed)
     target = hours * 3600.0 if hours > 0 else float("inf")

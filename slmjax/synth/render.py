@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import soundfile as sf
 from tqdm import tqdm
 
-from slmjax.fileio import atomic_write_bytes
+from slmjax.fileio import atomic_write_bytes, remove_stale_temps
 from slmjax.synth import engines
 from slmjax.synth.errors import SynthError
 
@@ -96,6 +96,9 @@ class Renderer:
         index = {job.path: i for i, job in enumerate(jobs)}
         if len(index) != len(jobs):
             raise SynthError(f"{self.desc}: two jobs write the same file")
+        # a run killed while a wav was being written left its temporary file: nothing reads it, remove it
+        for folder in sorted({os.path.dirname(j.path) for j in jobs}):
+            remove_stale_temps(folder)
         durations = [0.0] * len(jobs)
         results = (self._pool.imap_unordered(_render_one, jobs, chunksize=4) if self._pool
                    else map(_render_one, jobs))

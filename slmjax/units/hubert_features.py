@@ -67,6 +67,9 @@ class HubertFeatures:
         sha = None
         if save_dir is not None:
             make_dir(save_dir)
+            # the directory stops being a tokenizer until save_tokenizer writes tokenizer.json again
+            if os.path.exists(os.path.join(save_dir, "tokenizer.json")):
+                os.remove(os.path.join(save_dir, "tokenizer.json"))
             sha = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
         return cls(model, layer, chunk_seconds, weights_sha256=sha)
 

@@ -76,9 +76,11 @@ def _file_utt(uid: str, path: str, split: str | None) -> Utterance:
 def _list_folder(root: str) -> list[Utterance]:
     utts = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
+        # hidden files and folders are not audio of the corpus: the temporary file of a write that was
+        # killed (".x.wav.<pid>.<hex>.tmp.wav", possibly truncated), macOS "._x.wav", caches
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.lower().endswith(AUDIO_EXTENSIONS):
+            if name.startswith(".") or not name.lower().endswith(AUDIO_EXTENSIONS):
                 continue
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root).replace(os.sep, "/")

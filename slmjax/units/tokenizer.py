@@ -92,6 +92,10 @@ def save_tokenizer(tokdir: str, features, centroids: np.ndarray, kmeans_header: 
     from slmjax.units.kmeans import save_centroids
 
     make_dir(tokdir)
+    # tokenizer.json is what makes the directory a tokenizer: it goes first and comes back last, so a
+    # write killed half-way (new centroids, the old coarse model) never loads as a tokenizer
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(tokdir, "tokenizer.json"))
     save_centroids(os.path.join(tokdir, "centroids.npy"), centroids, kmeans_header)
     if coarse_bytes is not None:
         fileio.atomic_write_bytes(os.path.join(tokdir, "coarse.model"), coarse_bytes)

@@ -86,6 +86,10 @@ def _audio_files(directory: Path, problems: list, recursive: bool = False) -> di
     for path in sorted(walker):
         if path.suffix.lower() not in AUDIO_EXTS or not path.is_file():
             continue
+        # hidden files (and files in hidden folders) are not benchmark audio: the temporary file of
+        # a killed write (".x.wav.<pid>.<hex>.tmp.wav", possibly truncated), macOS "._x.wav"
+        if any(part.startswith(".") for part in path.relative_to(directory).parts):
+            continue
         if path.stem in found:
             problems.append(Problem("error", str(path),
                                     f"duplicate stem {path.stem!r} (also {found[path.stem]})"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,11 @@ from tqdm import tqdm
 from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.units.errors import describe
+
+
+# While a benchmark is encoded, the cache is rewritten (atomically) at most this often, so that a
+# killed slmjax-eval resumes the encoding where it stood.
+WRITE_EVERY_SECONDS = 60.0
 
 
 def identity_key(identity: dict) -> str:
@@ -102,6 +108,7 @@ def encode_benchmark(bench, tokenizer, cache_dir, identity: dict | None = None,
             entries[stem] = cached[stem]
         else:
             todo.append((stem, audio, stamp))
+    last_write = time.monotonic()
     for stem, audio, stamp in tqdm(todo, desc=f"encoding {bench.name}", disable=not progress or
                                   not todo, leave=False):
         try:
@@ -110,6 +117,10 @@ def encode_benchmark(bench, tokenizer, cache_dir, identity: dict | None = None,
             skipped[stem] = f"cannot encode: {describe(e)}"
             continue
         entries[stem] = (ids, stamp)
+        if time.monotonic() - last_write >= WRITE_EVERY_SECONDS:
+            # a killed run resumes from here, not from the benchmark's first file
+            _write_cache(path, identity, entries)
+            last_write = time.monotonic()
     if todo:
         _write_cache(path, identity, {s: e for s, e in entries.items()})
     for stem, (ids, _) in entries.items():
