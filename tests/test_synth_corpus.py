@@ -104,6 +104,29 @@ def test_plain_text_tinystories_format(tmp_path):
                                                     ("data00-00000001", "Bye now.")]
 
 
+def test_a_rerun_with_other_settings_is_refused_before_it_relabels_audio(tmp_path):
+    """Existing wavs are skipped on a rerun: with another seed or voice list they would hold other
+    texts or voices than the new manifest says, so such a rerun is refused, naming the fields."""
+    out = str(tmp_path / "c")
+    one = engines.parse_voices("1")
+    corpus.build(out, hours=5 / 3600, voices=one, seed=5, workers=1)
+    before = open(os.path.join(out, "manifest.jsonl")).read()
+    with pytest.raises(SynthError) as e:
+        corpus.build(out, hours=5 / 3600, voices=one, seed=6, workers=1)
+    assert "holds corpus audio made with other settings (seed: 5 there vs 6 now)" in str(e.value)
+    assert "\n" not in str(e.value) and f"delete {os.path.join(out, 'wavs')}" in str(e.value)
+    assert open(os.path.join(out, "manifest.jsonl")).read() == before
+    corpus.build(out, hours=10 / 3600, voices=one, seed=5, workers=1)   # more hours: the same files
+    shutil.rmtree(os.path.join(out, "wavs"))                              # audio gone: free again
+    corpus.build(out, hours=5 / 3600, voices=one, seed=6, workers=1)
+
+    root = str(tmp_path / "b")
+    storycloze.build(root, 2, one, seed=0, workers=1)
+    with pytest.raises(SynthError, match=r"voices: \['espeak:en-us\+m3:s170:p45'\] there vs "):
+        storycloze.build(root, 2, engines.parse_voices("2")[1:], seed=0, workers=1)
+    storycloze.build(root, 2, one, seed=0, workers=1)                     # the same settings: resumes
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(SynthError, match="does not exist"):
         corpus.build(str(tmp_path / "c"), 0, engines.parse_voices("1"), text=str(tmp_path / "none.txt"))

@@ -24,7 +24,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from slmjax.synth import engines, leakage, textsrc
+from slmjax.synth import engines, leakage, settings, textsrc
 from slmjax.synth.errors import SynthError
 from slmjax.fileio import atomic_write_text, remove_stale_temps
 from slmjax.synth.render import Job, Renderer
@@ -46,9 +46,16 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
         raise SynthError("--hours must be > 0 with the built-in stories (only a --text file can be read to its end)")
     if not 0.0 <= test_fraction < 1.0:
         raise SynthError(f"--test_fraction={test_fraction}: must be in [0, 1)")
+    if text and not os.path.isfile(text):
+        raise SynthError(f"--text: {text} does not exist")
     os.makedirs(out, exist_ok=True)
     remove_stale_temps(out)  # manifest/summary temporaries of a killed run
     excl = leakage.load(list(exclude))
+    # which file holds which text in which voice (the hours only decide how many files there are)
+    settings.claim(out, "corpus", {
+        "seed": seed, "text_sha256": settings.file_digest(text) if text else None,
+        "voices": [v.spec for v in voices], "speed_jitter": SPEED_JITTER, "pitch_jitter": PITCH_JITTER,
+        "exclude_sha256": excl.digest()}, files=[os.path.join(out, "wavs")])
     source = textsrc.from_file(text) if text else textsrc.from_generator(seed)
     target = hours * 3600.0 if hours > 0 else float("inf")
     limit = max_utterances if max_utterances else None

@@ -46,6 +46,13 @@ class Exclusions:
     def __len__(self) -> int:
         return len(self.sentence) + len(self.context)
 
+    def digest(self) -> str:
+        """sha256 of the hashes held (which texts a corpus drops, hence which file holds which)."""
+        h = hashlib.sha256()
+        for kind, hashes in (("sentence", self.sentence), ("context", self.context)):
+            h.update(f"{kind}:{','.join(sorted(hashes))};".encode())
+        return h.hexdigest()
+
     def leaks(self, text: str) -> bool:
         """True when ``text`` contains a benchmark sentence or a benchmark story context."""
         sents = split_sentences(text)

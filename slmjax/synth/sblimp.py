@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 
-from slmjax.synth import benchio, engines, leakage
+from slmjax.synth import benchio, engines, leakage, settings
 from slmjax.synth import lexicon as L
 from slmjax.synth.errors import SynthError
 from slmjax.synth.stories import _a
@@ -220,6 +220,8 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[tuple[str
 def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers: int | None = None,
           splits=("dev", "test")) -> dict:
     """Write ``root/syntactic/{split}/`` wavs and gold.csv, and the texts the corpus must avoid."""
+    settings.claim(root, "sblimp", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
+                                     "splits": list(splits)}, files=[os.path.join(root, "syntactic")])
     sets = items(n, seed, splits)
     stems = benchio.Stems(seed, "sblimp")
     all_texts = []

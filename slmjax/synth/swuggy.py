@@ -18,7 +18,7 @@ import os
 import random
 import re
 
-from slmjax.synth import benchio, engines, phonemes, stories
+from slmjax.synth import benchio, engines, phonemes, settings, stories
 from slmjax.synth import lexicon as L
 from slmjax.synth.errors import SynthError
 
@@ -148,6 +148,11 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
 def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers: int | None = None,
           splits=("dev", "test")) -> dict:
     """Write ``root/lexical/{split}/`` wavs and gold.csv (both rows of a pair carry the word's frequency)."""
+    word_list = system_words()[1]  # non-words are checked against it: it decides the items too
+    settings.claim(root, "swuggy", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
+                                     "splits": list(splits), "word_list_sha256":
+                                     settings.file_digest(word_list) if word_list else None},
+                   files=[os.path.join(root, "lexical")])
     sets = items(n, seed, splits)
     stems = benchio.Stems(seed, "swuggy")
     for split, pairs in sets.items():
