@@ -7,10 +7,12 @@ leaves no temporary file behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
+import time
 from typing import Iterator
 
 
@@ -23,11 +25,6 @@ def _tmp_name(path: str) -> str:
 
 # What _tmp_name makes: ".<base>.<pid>.<8 hex>.tmp<ext>".
 _TMP_RE = re.compile(r"^\.(?P<base>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<ext>\.[^.]*)?$")
-
-
-def is_temp_name(name: str) -> bool:
-    """True when the file name ``name`` is one of the temporary names the atomic writers use."""
-    return _TMP_RE.match(os.path.basename(name)) is not None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -146,3 +143,47 @@ def read_json_object(path: str | os.PathLike) -> dict:
 def undecodable_at(e: UnicodeDecodeError) -> tuple[int, int]:
     """(1-based line, byte value) of the byte where a UTF-8 decode of a file's bytes failed."""
     return e.object.count(b"\n", 0, e.start) + 1, e.object[e.start]
+
+
+class LockHeld(Exception):
+    """The lock file is held by another process (``pid``: what it wrote there, '?' if nothing)."""
+
+    def __init__(self, pid: str):
+        self.pid = pid
+        super().__init__(f"held by pid {pid}")
+
+
+class PidLock:
+    """An exclusive flock on ``path`` holding the owner's pid; the kernel releases it when the
+    process dies. Held by another process: wait up to ``wait_s`` seconds (``on_wait(pid)`` once),
+    then LockHeld. A file system without flock raises its OSError, or gives no lock when
+    ``required`` is False."""
+
+    def __init__(self, path: str, wait_s: float = 0.0, on_wait=None, required: bool = True):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline, told = time.monotonic() + wait_s, False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                other = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+                if time.monotonic() >= deadline:
+                    self.release()
+                    raise LockHeld(other) from None
+                if on_wait is not None and not told:
+                    on_wait(other)
+                    told = True
+                time.sleep(0.2)
+            except OSError:
+                self.release()
+                if required:
+                    raise
+                return
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -126,7 +126,7 @@ def test_remove_stale_temps_keeps_live_writers_and_other_files(tmp_path):
     removed = fileio.remove_stale_temps(tmp_path)
     assert sorted(removed) == sorted([str(stale), str(stale_json)])
     assert live.exists() and all(p.exists() for p in other)
-    assert fileio.is_temp_name(fileio._tmp_name(str(tmp_path / "x.wav")))
+    assert fileio._TMP_RE.match(os.path.basename(fileio._tmp_name(str(tmp_path / "x.wav"))))
     assert fileio.remove_stale_temps(tmp_path / "missing") == []
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from run_helpers import SIGKILL, SIGTERM, launch, run, run_until, small_pipeline, train_rows
 from slmjax.train.checkpoint import RunCheckpoints, list_steps, restore_params
-from slmjax.train.run_files import RunError, WorkdirLock
+from slmjax.train.run_files import RunError, workdir_lock
 
 # Hooks for run_helpers.launch: a SIGTERM to the trainer's own process at a chosen moment:
 # "startup" (while the data pipeline is built), "eval" (during a periodic evaluation), "hold" (at
@@ -232,15 +232,15 @@ def test_relaunch_waits_for_a_preempted_trainer_still_in_the_workdir(reference, 
 
 
 def test_workdir_lock_held_too_long_is_one_line(tmp_path):
-  held = WorkdirLock(str(tmp_path))
+  held = workdir_lock(str(tmp_path))
   try:
     with pytest.raises(RunError) as e:
-      WorkdirLock(str(tmp_path), wait_s=0.3)
+      workdir_lock(str(tmp_path), wait_s=0.3)
   finally:
     held.release()
   assert str(e.value) == (f"another trainer (pid {os.getpid()}) is running in {tmp_path}; stop "
                           "it or wait for it to exit")
-  WorkdirLock(str(tmp_path), wait_s=0).release()     # free again once released
+  workdir_lock(str(tmp_path), wait_s=0).release()     # free again once released
 
 
 def test_sigterm_while_last_checkpoint_is_written_completes(reference, tmp_path):

@@ -11,7 +11,6 @@ so a killed sweep never leaves a trainer behind to race its successor. Each run'
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 import shlex
 import signal
@@ -20,6 +19,7 @@ import sys
 import time
 from typing import TextIO
 
+from slmjax import fileio
 from slmjax.fileio import url_problem
 from slmjax.launch import status
 from slmjax.launch.commands import local_train_program, train_args
@@ -54,25 +54,14 @@ def _open_log(root: str, key: str, argv: list[str]):
     return f
 
 
-class _Lock:
-    """An exclusive flock on <root>/.sweep.lock, released by the kernel if this process dies."""
-
-    def __init__(self, root: str):
-        os.makedirs(root, exist_ok=True)
-        self.path = os.path.join(root, ".sweep.lock")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
-            os.close(self.fd)
-            raise SweepError(f"another sweep (pid {other or '?'}) is running in {root}; "
-                             "stop it or wait for it") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        os.close(self.fd)
+def _lock(root: str) -> fileio.PidLock:
+    """One sweep per root: an flock on <root>/.sweep.lock."""
+    os.makedirs(root, exist_ok=True)
+    try:
+        return fileio.PidLock(os.path.join(root, ".sweep.lock"))
+    except fileio.LockHeld as e:
+        raise SweepError(f"another sweep (pid {e.pid}) is running in {root}; "
+                         "stop it or wait for it") from None
 
 
 def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: bool = False,
@@ -90,7 +79,7 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
                 print(shlex.join(command(r, train_config, program)), file=out)
         return 0
 
-    lock = _Lock(root)
+    lock = _lock(root)
     stop = {"signal": None}
     child: dict[str, subprocess.Popen | None] = {"proc": None}
 

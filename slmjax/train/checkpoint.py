@@ -9,9 +9,9 @@ time in `_CHECKPOINT_METADATA`), not an empty, hand-made or half-copied one.
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from slmjax.train.run_files import RunError, read_json
+from slmjax.train.run_files import RunError, first_line, read_json
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 def _warn(msg: str) -> None:
   log.warning(msg)
   print(f"WARNING: {msg}", file=sys.stderr, flush=True)
-
-
-def _first_line(e: BaseException) -> str:
-  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -136,7 +132,7 @@ class RunCheckpoints:
         out = self.mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
       except Exception as e:  # pylint: disable=broad-except
-        failed.append((step, _first_line(e)))
+        failed.append((step, first_line(e)))
         continue
       for bad, reason in failed:
         self._quarantine(bad, reason)
@@ -160,7 +156,7 @@ class RunCheckpoints:
           data=grain.checkpoint.CheckpointRestore(data_iter)))
       saved = data_iter.get_state()
     except Exception as e:  # pylint: disable=broad-except
-      _warn(f"data iterator state of checkpoint {step} not restored ({_first_line(e)[:200]}); "
+      _warn(f"data iterator state of checkpoint {step} not restored ({first_line(e)[:200]}); "
             f"continuing from batch {step}")
       data_iter.set_state({"next_index": step})
       return

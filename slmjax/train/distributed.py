@@ -24,6 +24,8 @@ import os
 
 from absl import flags
 
+from slmjax.train.run_files import first_line
+
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,
     "host:port of process 0's coordinator for multi-process JAX (else $JAX_COORDINATOR_ADDRESS, "
@@ -139,8 +141,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         try:
             jax.distributed.initialize(**kwargs)
         except (RuntimeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DistributedError(f"jax.distributed.initialize ({info.source}) failed: {first}") from None
+            raise DistributedError(f"jax.distributed.initialize ({info.source}) failed: "
+                                   f"{first_line(e)}") from None
         info = dataclasses.replace(info, num_processes=jax.process_count(),
                                    process_id=jax.process_index())
         logging.info("multi-process JAX (%s): process %d of %d", info.source, info.process_id,

@@ -23,8 +23,8 @@ from slmjax.train import preemption
 from slmjax.train.checkpoint import RunCheckpoints
 from slmjax.train.mesh import make_mesh
 from slmjax.train.metrics import MetricsWriter
-from slmjax.train.run_files import (RunError, WorkdirLock, claim_workdir, read_json,
-                                    update_run_json)
+from slmjax.train.run_files import (RunError, claim_workdir, first_line, read_json,
+                                    update_run_json, workdir_lock)
 from slmjax.train.sharding import make_global_batch
 from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
                                make_train_step)
@@ -129,7 +129,7 @@ def _train(config, workdir: str, locks: list) -> dict:
   pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
   if primary:
     claim_workdir(workdir, config)
-    locks.append(WorkdirLock(workdir))  # waits for a trainer still saving in this workdir
+    locks.append(workdir_lock(workdir))  # waits for a trainer still saving in this workdir
   mesh = make_mesh(config.mesh)
   model_cfg = model_config(config)
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
@@ -227,16 +227,14 @@ def _train(config, workdir: str, locks: list) -> dict:
         jax.block_until_ready(state)
         jax.profiler.stop_trace()
         prof_start = -1
-      do_eval = (eval_every and s % eval_every == 0) or s == steps
-      do_ckpt = (ck_every and s % ck_every == 0) or s == steps or preemption.requested()
-      if do_eval or do_ckpt:
-        fetch()               # a checkpoint is only written after its loss proved finite
-      if do_eval:
+      if (eval_every and s % eval_every == 0) or s == steps:
+        fetch()
         final = evaluate(state["params"], final=s == steps)
         writer.write({"step": s, **final})
-      if do_ckpt or preemption.requested():  # also a notice that came during the evaluation
+      # checked after the evaluation: a notice that came during it saves this step too
+      if (ck_every and s % ck_every == 0) or s == steps or preemption.requested():
         if pending is not None:
-          fetch()
+          fetch()             # a checkpoint is only written after its loss proved finite
         ckpts.save(s, state, data_iter)
       if preemption.requested() and s < steps:
         status = "preempted"
@@ -248,8 +246,7 @@ def _train(config, workdir: str, locks: list) -> dict:
   except BaseException as e:
     status = "failed"
     if primary:
-      update_run_json(workdir, status=status, error=str(e).splitlines()[0] if str(e) else
-                      type(e).__name__)
+      update_run_json(workdir, status=status, error=first_line(e))
     raise
   finally:
     if bar is not None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
-import time
 
 from slmjax import fileio
 
@@ -126,7 +124,7 @@ def update_run_json(workdir: str, **fields) -> dict:
 LOCK_WAIT_ENV = "SLMJAX_WORKDIR_LOCK_WAIT"  # seconds a trainer waits for another one to exit
 
 
-class WorkdirLock:
+def workdir_lock(workdir: str, wait_s: float | None = None) -> fileio.PidLock:
   """One trainer per workdir: an exclusive flock on WORKDIR/.trainer.lock, held from before the
   run's files are read for a resume until they are all written (the kernel drops it if the
   process dies).
@@ -136,36 +134,21 @@ class WorkdirLock:
   instead of resuming from an older checkpoint while the other one still rewrites metrics.jsonl
   and run.json. A file system without flock gives no lock (and no error).
   """
+  if wait_s is None:
+    wait_s = float(os.environ.get(LOCK_WAIT_ENV, "600") or 0)
 
-  def __init__(self, workdir: str, wait_s: float | None = None):
-    if wait_s is None:
-      wait_s = float(os.environ.get(LOCK_WAIT_ENV, "600") or 0)
-    path = os.path.join(workdir, ".trainer.lock")
-    self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline, told = time.monotonic() + wait_s, False
-    while True:
-      try:
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        break
-      except BlockingIOError:
-        other = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-        if time.monotonic() >= deadline:
-          os.close(self.fd)
-          raise RunError(f"another trainer (pid {other}) is running in {workdir}; stop it or "
-                         "wait for it to exit") from None
-        if not told:
-          print(f"slmjax-train: waiting for the trainer (pid {other}) still running in {workdir} "
-                "to exit", file=sys.stderr, flush=True)
-          told = True
-        time.sleep(0.2)
-      except OSError:  # no flock on this file system
-        os.close(self.fd)
-        self.fd = None
-        return
-    os.ftruncate(self.fd, 0)
-    os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+  def tell(pid):
+    print(f"slmjax-train: waiting for the trainer (pid {pid}) still running in {workdir} to exit",
+          file=sys.stderr, flush=True)
 
-  def release(self) -> None:
-    if self.fd is not None:
-      os.close(self.fd)
-      self.fd = None
+  try:
+    return fileio.PidLock(os.path.join(workdir, ".trainer.lock"), wait_s, on_wait=tell,
+                          required=False)
+  except fileio.LockHeld as e:
+    raise RunError(f"another trainer (pid {e.pid}) is running in {workdir}; stop it or "
+                   "wait for it to exit") from None
+
+
+def first_line(e: BaseException) -> str:
+  """The first line of an exception's message, or its type name when the message is empty."""
+  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -22,6 +22,7 @@ from flax import nnx
 from slmjax import fileio
 from slmjax.units.errors import UnitsError, make_dir
 from slmjax.units.hubert import HubertConfig, HubertEncoder
+from slmjax.units.tokenizer import withdraw
 
 WEIGHTS_FILE = "hubert.safetensors"
 
@@ -67,9 +68,7 @@ class HubertFeatures:
         sha = None
         if save_dir is not None:
             make_dir(save_dir)
-            # the directory stops being a tokenizer until save_tokenizer writes tokenizer.json again
-            if os.path.exists(os.path.join(save_dir, "tokenizer.json")):
-                os.remove(os.path.join(save_dir, "tokenizer.json"))
+            withdraw(save_dir)
             sha = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
         return cls(model, layer, chunk_seconds, weights_sha256=sha)
 

@@ -86,16 +86,21 @@ class Tokenizer:
         return self.encode_wave(wave)
 
 
+def withdraw(tokdir: str) -> None:
+    """Remove ``tokdir/tokenizer.json``, which makes the directory a tokenizer, before any of its files
+    is rewritten: a write killed half-way (new centroids or weights beside the old coarse model)
+    then never loads as a tokenizer. ``save_tokenizer`` writes it again last."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(tokdir, "tokenizer.json"))
+
+
 def save_tokenizer(tokdir: str, features, centroids: np.ndarray, kmeans_header: dict, coarse_bytes: bytes | None = None,
                    extra: dict | None = None) -> Tokenizer:
     """Write a tokenizer directory (each file via a temp name then rename); returns the loaded tokenizer."""
     from slmjax.units.kmeans import save_centroids
 
     make_dir(tokdir)
-    # tokenizer.json is what makes the directory a tokenizer: it goes first and comes back last, so a
-    # write killed half-way (new centroids, the old coarse model) never loads as a tokenizer
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(tokdir, "tokenizer.json"))
+    withdraw(tokdir)  # comes back last
     save_centroids(os.path.join(tokdir, "centroids.npy"), centroids, kmeans_header)
     if coarse_bytes is not None:
         fileio.atomic_write_bytes(os.path.join(tokdir, "coarse.model"), coarse_bytes)
