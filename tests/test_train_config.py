@@ -65,6 +65,8 @@ BAD = [
     # s20m sets train.tokens, which used to hide a negative train.steps (3,158 steps planned).
     (["--config=configs/train.py:s20m", "--config.train.steps=-5"],
      "train.steps=-5 must be a number >= 0"),
+    (["--config=configs/train.py:s20m", "--config.data.seq_len=0"],
+     "data.seq_len=0 must be in 1..model.max_seq_len=2050"),
     (["--config=/nonexistent/train.py:tiny"],
      "cannot load the --config file: [Errno 2] No such file or directory: '/nonexistent/train.py'"),
 ]
@@ -133,6 +135,26 @@ def test_validation_refuses_meaningless_train_numbers(field, value, message):
     with pytest.raises(ConfigError) as e:
         validate(c, n_devices=8)
     assert str(e.value) == message  # one line, for this field alone
+
+
+@pytest.mark.parametrize("section,field,value,message", [
+    # a zero batch or sequence length divided the token budget (ZeroDivisionError traceback)
+    ("data", "seq_len", 0, "data.seq_len=0 must be in 1..model.max_seq_len=2050"),
+    ("train", "batch_size", 0, "train.batch_size=0 must be positive"),
+    # model fields that reached XLA (or divided by zero) before any check
+    ("model", "multiple_of", 0, "model.multiple_of must be positive, got 0"),
+    ("model", "hidden_dim", -5, "model.hidden_dim=-5 must be positive (0 = the paper's rule)"),
+    ("model", "norm_eps", -1.0, "model.norm_eps=-1.0 must be a number >= 0"),
+    ("model", "norm_eps", float("nan"), "model.norm_eps=nan must be a number >= 0"),
+    ("model", "init_std", float("inf"), "model.init_std=inf must be a number >= 0"),
+    ("model", "rope_theta", 0.0, "model.rope_theta=0.0 must be a positive number"),
+])
+def test_validation_refuses_meaningless_sizes(section, field, value, message):
+    c = load_config("s20m")
+    c[section][field] = value
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=8)
+    assert str(e.value) == message
 
 
 def test_schedule_hand_computed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 # The paper's five sizes (PAPER.md). head_dim = dim / n_heads = 64 for all of them.
 MODEL_SIZES: dict[str, dict[str, int]] = {
@@ -61,9 +62,18 @@ class ModelConfig:
     def problems(self) -> list[str]:
         """One line per invalid field (empty when the config is valid)."""
         out = []
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len", "attention_block"):
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len", "attention_block",
+                     "multiple_of"):
             if getattr(self, name) <= 0:
                 out.append(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_dim is not None and self.hidden_dim < 0:
+            out.append(f"model.hidden_dim={self.hidden_dim} must be positive (0 = the paper's rule)")
+        # Written `not ok` so that NaN fails each check.
+        for name in ("norm_eps", "init_std"):
+            if not 0 <= getattr(self, name) < math.inf:
+                out.append(f"model.{name}={getattr(self, name)} must be a number >= 0")
+        if not 0 < self.rope_theta < math.inf:
+            out.append(f"model.rope_theta={self.rope_theta} must be a positive number")
         if self.n_heads > 0 and self.dim % self.n_heads:
             out.append(f"model.n_heads={self.n_heads} does not divide model.dim={self.dim}")
         elif self.n_heads > 0 and self.head_dim % 2:

@@ -70,7 +70,8 @@ def problems(config, n_devices: int | None = None) -> list[str]:
         cfg = model_config(config)
     except TypeError as e:
         return out + [f"model config: {e}"]
-    out += cfg.problems()
+    model_problems = cfg.problems()
+    out += model_problems
     t, d = config.train, config.data
     if d.kind not in ("synthetic", "units"):
         out.append(f"data.kind={d.kind!r} is not one of synthetic, units")
@@ -105,6 +106,9 @@ def problems(config, n_devices: int | None = None) -> list[str]:
         if not 0 <= t[name] < 1:
             out.append(f"train.{name}={t[name]} must be in [0, 1)")
     out += _data_run_problems(config)
+    if not out and t.get("profile_start", -1) > total_steps(config):  # needs a valid batch
+        out.append(f"train.profile_start={t.profile_start} is past the run's last step "
+                   f"({total_steps(config)}): no trace would be recorded")
     if int(config.mesh.get("cpu_devices", 0)) < 0:
         out.append(f"mesh.cpu_devices={config.mesh.cpu_devices} must be >= 0 (0 = one per core)")
     if n_devices is not None:
@@ -114,7 +118,7 @@ def problems(config, n_devices: int | None = None) -> list[str]:
             return out + str(e).splitlines()
         if cfg.n_heads > 0 and cfg.n_heads % axes["tensor"]:
             out.append(f"mesh.tensor={axes['tensor']} does not divide model.n_heads={cfg.n_heads}")
-        if cfg.ffn_dim % axes["tensor"]:
+        if not model_problems and cfg.ffn_dim % axes["tensor"]:
             out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size {cfg.ffn_dim}")
         shards = axes["data"] * axes["fsdp"]
         if t.micro_batches > 0 and t.batch_size > 0 and t.batch_size % t.micro_batches == 0 \
@@ -158,9 +162,6 @@ def _data_run_problems(config) -> list[str]:
         out.append(f"train.profile_steps={t.profile_steps} must be positive")
     if not (t.get("profile_start", -1) == -1 or t.profile_start >= 1):
         out.append(f"train.profile_start={t.profile_start} must be a step >= 1, or -1 (none)")
-    elif not out and t.get("profile_start", -1) > total_steps(config):
-        out.append(f"train.profile_start={t.profile_start} is past the run's last step "
-                   f"({total_steps(config)}): no trace would be recorded")
     if ck.every_steps < 0:
         out.append(f"checkpoint.every_steps={ck.every_steps} must be >= 0 (0 = only at the end)")
     if ck.keep < 1:
