@@ -22,6 +22,9 @@ class CheckpointFormatError(ValueError):
 
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
+# The release's RoPE base: fixed in its code, not a field of its ModelArgs (whose from_pretrained
+# refuses any model_args key it does not know).
+RELEASE_ROPE_THETA = 10000.0
 
 
 def _strip(name: str) -> str:
@@ -37,8 +40,12 @@ def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConf
     if "tok_embeddings.weight" not in sd:
         raise CheckpointFormatError("state dict has no 'tok_embeddings.weight': not the paper's format")
     vocab, dim = np.shape(sd["tok_embeddings.weight"])
+    if "n_heads" not in overrides and dim % head_dim:
+        raise CheckpointFormatError(f"dim {dim} is not a multiple of head_dim {head_dim}: the "
+                                    "head count cannot be read off the shapes; pass n_heads")
     n_layers = 1 + max((int(m.group(1)) for k in sd if (m := _LAYER.match(k))), default=-1)
-    hidden = np.shape(sd["layers.0.feed_forward.w1.weight"])[0] if n_layers else None
+    w1 = sd.get("layers.0.feed_forward.w1.weight")  # when absent, the import names it
+    hidden = np.shape(w1)[0] if w1 is not None else None
     fields = dict(vocab_size=int(vocab), dim=int(dim), n_layers=n_layers,
                   n_heads=int(dim) // head_dim, hidden_dim=int(hidden) if hidden else None)
     fields.update(overrides)
@@ -47,7 +54,7 @@ def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConf
 
 def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict]:
     """(cfg, params) from a dict name -> array in the paper's PyTorch naming."""
-    sd = {_strip(k): np.asarray(v, dtype=np.float32) for k, v in state_dict.items()}
+    sd = {_strip(k): _float32(_strip(k), v) for k, v in state_dict.items()}
     cfg = cfg or infer_config(sd)
     d, n, h = cfg.dim, cfg.n_heads, cfg.head_dim
     expected = {k: tuple(v) for k, v in export_shapes(cfg).items()}
@@ -83,6 +90,13 @@ def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple
               "norm": {"scale": sd["norm.weight"]}}
     params = _to_dtype(params, cfg.param_dtype)
     return cfg, params
+
+
+def _float32(name: str, value) -> np.ndarray:
+    a = np.asarray(value)
+    if a.dtype.kind in "biuc":
+        raise CheckpointFormatError(f"{name!r} has dtype {a.dtype}, not a floating-point weight")
+    return a.astype(np.float32)
 
 
 def _to_dtype(tree, dtype: str):
@@ -130,25 +144,41 @@ def export_state_dict(cfg: ModelConfig, params: dict, include_output: bool = Fal
 
 def config_from_model_args(args: dict, **overrides) -> ModelConfig:
     """ModelConfig from the release's config.json `model_args`."""
+    if not isinstance(args, dict):
+        raise CheckpointFormatError("'model_args' is not an object")
+    missing = [k for k in ("dim", "n_layers", "n_heads", "vocab_size") if args.get(k) is None]
+    if missing:
+        raise CheckpointFormatError(f"model_args lacks {', '.join(map(repr, missing))}")
     if args.get("n_kv_heads") not in (None, args.get("n_heads")):
         raise CheckpointFormatError(
             f"n_kv_heads={args['n_kv_heads']} != n_heads={args.get('n_heads')}: grouped-query "
             "attention is not part of the paper's model")
+    if args.get("prefix_vocab_size") is not None:
+        raise CheckpointFormatError(f"prefix_vocab_size={args['prefix_vocab_size']}: prefix "
+                                    "tokens are not part of the paper's model")
     fields = dict(vocab_size=args["vocab_size"], dim=args["dim"], n_layers=args["n_layers"],
                   n_heads=args["n_heads"], hidden_dim=args.get("hidden_dim"),
                   multiple_of=args.get("multiple_of") or 256,
                   norm_eps=args.get("norm_eps") or 1e-5,
-                  rope_theta=args.get("rope_theta") or 10000.0,
+                  rope_theta=args.get("rope_theta") or RELEASE_ROPE_THETA,
                   max_seq_len=args.get("block_size") or args.get("max_seq_len") or 2050)
     fields.update(overrides)
-    return ModelConfig(**fields)
+    cfg = ModelConfig(**fields)
+    if problems := cfg.problems():
+        raise CheckpointFormatError("; ".join(problems))
+    return cfg
 
 
 def model_args_of(cfg: ModelConfig) -> dict:
-    return {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_kv_heads": None,
+    """The release's config.json `model_args` of cfg. A RoPE base other than the release's fixed
+    one is written as `rope_theta`, which this module reads back and the release refuses."""
+    args = {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_kv_heads": None,
             "vocab_size": cfg.vocab_size, "hidden_dim": cfg.hidden_dim,
-            "multiple_of": cfg.multiple_of, "norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
+            "multiple_of": cfg.multiple_of, "norm_eps": cfg.norm_eps,
             "block_size": cfg.max_seq_len, "dropout": 0.0}
+    if cfg.rope_theta != RELEASE_ROPE_THETA:
+        args["rope_theta"] = cfg.rope_theta
+    return args
 
 
 def _read_safetensors(path: str) -> dict:
@@ -169,34 +199,65 @@ def _read_torch(path: str) -> dict:
     return {k: v.float().numpy() for k, v in obj.items() if hasattr(v, "numpy")}
 
 
+def _read_tensors(path: str) -> dict:
+    """A .safetensors or torch file's tensors; CheckpointFormatError when it cannot be read."""
+    if not os.path.exists(path):
+        raise CheckpointFormatError(f"{path}: no such file or directory")
+    try:
+        return _read_safetensors(path) if path.endswith(".safetensors") else _read_torch(path)
+    except CheckpointFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the reader raises, one line
+        detail = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointFormatError(
+            f"{path}: not a release checkpoint ({type(e).__name__}: {detail})") from None
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointFormatError(f"{path}: not readable JSON ({e})") from None
+
+
+def _dir_config(path: str, overrides: dict) -> ModelConfig:
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.exists(cfg_path):
+        raise CheckpointFormatError(f"{path}: no config.json")
+    meta = _read_json(cfg_path)
+    if not isinstance(meta, dict) or "model_args" not in meta:
+        raise CheckpointFormatError(f"{cfg_path}: no 'model_args'")
+    if meta.get("format_version", 1) != 1:
+        raise CheckpointFormatError(f"{cfg_path}: format_version {meta['format_version']!r}; the "
+                                    "release's format is 1")
+    try:
+        return config_from_model_args(meta["model_args"], **overrides)
+    except CheckpointFormatError as e:
+        raise CheckpointFormatError(f"{cfg_path}: {e}") from None
+
+
 def load_release_checkpoint(path: str, **overrides) -> tuple[ModelConfig, dict]:
     """(cfg, params) from the release's directory (config.json + model.safetensors, or a sharded
     model-0000K-of-0000N.safetensors + model.safetensors.index.json), a .safetensors file, or a
-    torch state-dict file (.pt/.pth/.bin)."""
+    torch state-dict file (.pt/.pth/.bin). Anything else: CheckpointFormatError, one line."""
     if os.path.isdir(path):
-        cfg_path = os.path.join(path, "config.json")
-        if not os.path.exists(cfg_path):
-            raise CheckpointFormatError(f"{path}: no config.json")
-        with open(cfg_path) as f:
-            meta = json.load(f)
-        if "model_args" not in meta:
-            raise CheckpointFormatError(f"{cfg_path}: no 'model_args'")
-        cfg = config_from_model_args(meta["model_args"], **overrides)
+        cfg = _dir_config(path, overrides)
         index = os.path.join(path, "model.safetensors.index.json")
         if os.path.exists(index):
-            with open(index) as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
+            weight_map = _read_json(index)
+            weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+            if not isinstance(weight_map, dict):
+                raise CheckpointFormatError(f"{index}: no 'weight_map' object")
             sd = {}
-            for name in files:
-                sd.update(_read_safetensors(os.path.join(path, name)))
+            for name in sorted(set(weight_map.values())):
+                sd.update(_read_tensors(os.path.join(path, name)))
         elif os.path.exists(os.path.join(path, "model.safetensors")):
-            sd = _read_safetensors(os.path.join(path, "model.safetensors"))
+            sd = _read_tensors(os.path.join(path, "model.safetensors"))
         else:
             raise CheckpointFormatError(f"{path}: neither model.safetensors nor its index")
         return import_state_dict(sd, cfg)
-    if not os.path.exists(path):
-        raise CheckpointFormatError(f"{path}: no such file or directory")
-    sd = _read_safetensors(path) if path.endswith(".safetensors") else _read_torch(path)
+    sd = _read_tensors(path)
     return import_state_dict(sd, infer_config(sd, **overrides) if overrides else None)
 
 

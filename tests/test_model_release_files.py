@@ -1,0 +1,106 @@
+"""Release checkpoint files: what the paper's PyTorch release reads and writes, and one clear
+CheckpointFormatError for every kind of file that is not such a checkpoint."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from slmjax.model import (CheckpointFormatError, ModelConfig, export_state_dict, import_state_dict,
+                          init_params, load_release_checkpoint, save_release_checkpoint)
+
+CFG = ModelConfig(vocab_size=21, dim=128, n_layers=2, n_heads=2)
+
+# The release's ModelArgs fields (github.com/tiagoCuervo/slm_scaling, src/slm/model.py). Its
+# TransformerLM.from_pretrained raises "unknown model arguments" for any other key of model_args,
+# and its RoPE base is fixed at 10000 (no field for it).
+RELEASE_MODEL_ARGS = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "prefix_vocab_size",
+                      "hidden_dim", "multiple_of", "norm_eps", "block_size", "dropout", "prefix_pad"}
+
+
+@pytest.fixture(scope="module")
+def sd():
+    return export_state_dict(CFG, jax.device_get(init_params(CFG, jax.random.key(0))))
+
+
+@pytest.fixture()
+def release_dir(sd, tmp_path):
+    """A directory as the release's save_pretrained writes it (asdict(ModelArgs), tied list)."""
+    from safetensors.numpy import save_file
+
+    args = {"dim": 128, "n_layers": 2, "n_heads": 2, "n_kv_heads": None, "vocab_size": 21,
+            "prefix_vocab_size": None, "hidden_dim": None, "multiple_of": 256, "norm_eps": 1e-5,
+            "block_size": 2050, "dropout": 0.0, "prefix_pad": None}
+    meta = {"format_version": 1, "model_type": "slm", "architectures": ["TransformerLM"],
+            "model_args": args, "torch_dtype": "float32",
+            "tied_weights": ["tok_embeddings.weight", "output.weight"]}
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    save_file(sd, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    return tmp_path
+
+
+def test_export_writes_only_model_args_the_release_accepts(sd, tmp_path):
+    _, params = import_state_dict(sd, CFG)
+    save_release_checkpoint(str(tmp_path), CFG, params)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["format_version"] == 1
+    assert set(meta["model_args"]) <= RELEASE_MODEL_ARGS
+    cfg, back = load_release_checkpoint(str(tmp_path))
+    assert cfg == CFG
+    jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_a_release_written_directory_loads(sd, release_dir):
+    cfg, params = load_release_checkpoint(str(release_dir))
+    assert (cfg.dim, cfg.n_layers, cfg.n_heads, cfg.vocab_size, cfg.ffn_dim) == (128, 2, 2, 21, 512)
+    np.testing.assert_array_equal(params["layers"]["1"]["feed_forward"]["w2"],
+                                  sd["layers.1.feed_forward.w2.weight"].T)
+
+
+def test_config_json_problems_are_one_line(release_dir):
+    config = release_dir / "config.json"
+    meta = json.loads(config.read_text())
+    args = meta["model_args"]
+    no_vocab = {k: v for k, v in args.items() if k != "vocab_size"}
+    cases = [
+        ("{not json", "config.json: not readable JSON"),
+        ({**meta, "format_version": 2}, "format_version 2"),
+        ({**meta, "model_args": [1, 2]}, "'model_args' is not an object"),
+        ({**meta, "model_args": no_vocab}, "model_args lacks 'vocab_size'"),
+        ({**meta, "model_args": {**args, "n_heads": 3}}, "model.n_heads=3 does not divide model.dim=128"),
+        ({**meta, "model_args": {**args, "prefix_vocab_size": 50}}, "prefix_vocab_size=50"),
+    ]
+    for content, message in cases:
+        config.write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(CheckpointFormatError, match=message):
+            load_release_checkpoint(str(release_dir))
+
+
+def test_unreadable_or_missing_tensor_files_are_one_line(release_dir, tmp_path_factory):
+    junk = tmp_path_factory.mktemp("junk")
+    (junk / "a.safetensors").write_bytes(b"garbage")
+    (junk / "a.pt").write_bytes(b"garbage")
+    for path in (junk / "a.safetensors", junk / "a.pt"):
+        with pytest.raises(CheckpointFormatError, match="not a release checkpoint"):
+            load_release_checkpoint(str(path))
+    index = {"weight_map": {"norm.weight": "model-00002-of-00002.safetensors"}}
+    (release_dir / "model.safetensors").rename(release_dir / "model-00001-of-00002.safetensors")
+    (release_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointFormatError, match="model-00002-of-00002.safetensors"):
+        load_release_checkpoint(str(release_dir))
+
+
+def test_tensor_problems_are_one_line(sd):
+    no_first_w1 = {k: v for k, v in sd.items() if k != "layers.0.feed_forward.w1.weight"}
+    with pytest.raises(CheckpointFormatError, match="lacks 'layers.0.feed_forward.w1.weight'"):
+        import_state_dict(no_first_w1)  # the config inferred from the shapes
+    ints = {**sd, "norm.weight": sd["norm.weight"].astype(np.int64)}
+    with pytest.raises(CheckpointFormatError, match="'norm.weight' has dtype int64"):
+        import_state_dict(ints, CFG)
+    # dim 96 is no multiple of the paper's head_dim 64: the head count cannot be read off shapes
+    cfg96 = ModelConfig(vocab_size=21, dim=96, n_layers=1, n_heads=3)
+    sd96 = export_state_dict(cfg96, jax.device_get(init_params(cfg96, jax.random.key(0))))
+    with pytest.raises(CheckpointFormatError, match="n_heads"):
+        import_state_dict(sd96)
+    assert import_state_dict(sd96, cfg96)[0] == cfg96
