@@ -157,6 +157,23 @@ def test_validation_refuses_meaningless_sizes(section, field, value, message):
     assert str(e.value) == message
 
 
+def test_cudnn_attention_off_a_gpu_or_in_float32_is_one_line(monkeypatch):
+    # It used to reach jax at the first step: a traceback ending "cuDNN is not detected."
+    c = load_config("tiny")
+    c.model.attention = "cudnn"
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=1)
+    assert str(e.value) == "model.attention=cudnn needs a GPU; this run is on cpu"
+    validate(c)  # without devices (a sweep's login node) the backend is not known
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    c.model.dtype = "float32"  # cuDNN's flash attention takes 16-bit q, k, v only
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=1)
+    assert str(e.value) == "model.attention=cudnn needs model.dtype bfloat16, float16 or auto, got float32"
+    c.model.dtype = "auto"
+    validate(c, n_devices=1)
+
+
 def test_schedule_hand_computed():
     c = load_config("s20m")
     c.train.steps = 1001

@@ -120,12 +120,29 @@ def problems(config, n_devices: int | None = None) -> list[str]:
             out.append(f"mesh.tensor={axes['tensor']} does not divide model.n_heads={cfg.n_heads}")
         if not model_problems and cfg.ffn_dim % axes["tensor"]:
             out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size {cfg.ffn_dim}")
+        if not model_problems:
+            out += _attention_problems(cfg)
         shards = axes["data"] * axes["fsdp"]
         if t.micro_batches > 0 and t.batch_size > 0 and t.batch_size % t.micro_batches == 0 \
                 and (t.batch_size // t.micro_batches) % shards:
             out.append(f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} "
                        f"is not divisible by the {shards} batch shards (mesh.data * mesh.fsdp)")
     return out
+
+
+def _attention_problems(cfg) -> list[str]:
+    """cuDNN attention needs a GPU and 16-bit q, k, v (checked where the run's JAX is up)."""
+    import jax
+
+    from slmjax.model.config import resolve_dtype
+
+    if cfg.attention != "cudnn":
+        return []
+    if jax.default_backend() != "gpu":
+        return [f"model.attention=cudnn needs a GPU; this run is on {jax.default_backend()}"]
+    if resolve_dtype(cfg.dtype) not in ("bfloat16", "float16"):
+        return [f"model.attention=cudnn needs model.dtype bfloat16, float16 or auto, got {cfg.dtype}"]
+    return []
 
 
 def _data_run_problems(config) -> list[str]:
