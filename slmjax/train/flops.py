@@ -28,7 +28,10 @@ PEAK_FLOPS = {
     "TPU v6 lite": (918e12, 918e12 / 4),  # v6e (Trillium)
     "NVIDIA A100": (312e12, 156e12),  # f32 via TF32
     "NVIDIA H100": (989e12, 494.5e12),  # SXM; f32 via TF32
+    "NVIDIA H100 PCIe": (756e12, 378e12),
+    "NVIDIA H100 NVL": (835e12, 417.5e12),
     "NVIDIA H200": (989e12, 494.5e12),
+    "NVIDIA H200 NVL": (835e12, 417.5e12),
 }
 _ALIASES = {"TPU v5e": "TPU v5 lite", "TPU v6e": "TPU v6 lite"}
 
