@@ -104,3 +104,36 @@ def test_tensor_problems_are_one_line(sd):
     with pytest.raises(CheckpointFormatError, match="n_heads"):
         import_state_dict(sd96)
     assert import_state_dict(sd96, cfg96)[0] == cfg96
+
+
+def test_a_release_training_checkpoint_loads(sd, tmp_path):
+    """The release's trainer saves checkpoint-*.pt with its state dict beside the optimizer state
+    and the RNG states of python, numpy (a uint32 array) and torch; those failed torch.load's
+    weights_only unpickler ('Unsupported global: numpy._core.multiarray._reconstruct')."""
+    import random
+
+    import torch
+
+    model = {k: torch.from_numpy(v.copy()) for k, v in sd.items()}
+    model["output.weight"] = model["tok_embeddings.weight"]
+    rng = np.random.default_rng(0)
+    payload = {"format_version": 1, "model": model, "optimizer": {"state": {}, "param_groups": []},
+               "scaler": {}, "step": 1000, "model_args": {"dim": 128, "n_layers": 2, "n_heads": 2},
+               "train_config": {"seed": 1337}, "world_size": 1,
+               "rng_by_rank": [{"global": {"python": random.getstate(),
+                                           "numpy": np.random.get_state(),
+                                           "torch": torch.get_rng_state()},
+                                "train": rng.bit_generator.state}]}
+    torch.save(payload, str(tmp_path / "checkpoint-00001000.pt"))
+    # The same file as numpy 1 (the release's time) names its array constructor; the legacy
+    # format keeps the pickle uncompressed, so the name can be rewritten in place.
+    torch.save(payload, str(tmp_path / "legacy.pt"), _use_new_zipfile_serialization=False)
+    raw = (tmp_path / "legacy.pt").read_bytes()
+    assert b"numpy._core.multiarray" in raw
+    (tmp_path / "numpy1.pt").write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    for name in ("checkpoint-00001000.pt", "numpy1.pt"):
+        cfg, params = load_release_checkpoint(str(tmp_path / name))
+        assert (cfg.dim, cfg.n_layers, cfg.n_heads) == (128, 2, 2)
+        np.testing.assert_array_equal(params["norm"]["scale"], sd["norm.weight"])
+        np.testing.assert_array_equal(params["layers"]["1"]["attention"]["wo"],
+                                      sd["layers.1.attention.wo.weight"].T.reshape(2, 64, 128))

@@ -190,7 +190,14 @@ def _read_safetensors(path: str) -> dict:
 def _read_torch(path: str) -> dict:
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    # The release's training checkpoints (checkpoint-*.pt) also hold numpy RNG states, uint32
+    # arrays: numpy arrays (data, no code) pass the weights-only unpickler, under numpy 2's name
+    # for their constructor and numpy 1's.
+    rebuild = np._core.multiarray._reconstruct
+    arrays = [rebuild, (rebuild, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+              type(np.dtype(np.uint32))]
+    with torch.serialization.safe_globals(arrays):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
