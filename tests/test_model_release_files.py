@@ -106,34 +106,52 @@ def test_tensor_problems_are_one_line(sd):
     assert import_state_dict(sd96, cfg96)[0] == cfg96
 
 
-def test_a_release_training_checkpoint_loads(sd, tmp_path):
-    """The release's trainer saves checkpoint-*.pt with its state dict beside the optimizer state
-    and the RNG states of python, numpy (a uint32 array) and torch; those failed torch.load's
-    weights_only unpickler ('Unsupported global: numpy._core.multiarray._reconstruct')."""
+def _training_checkpoint(path, sd, legacy=False, **model_args):
+    """A checkpoint-*.pt laid out as the release's trainer saves it: the state dict beside the
+    optimizer state, asdict(ModelArgs), and the RNG states of python, numpy and torch."""
     import random
 
     import torch
 
     model = {k: torch.from_numpy(v.copy()) for k, v in sd.items()}
     model["output.weight"] = model["tok_embeddings.weight"]
+    args = {"dim": 128, "n_layers": 2, "n_heads": 2, "n_kv_heads": None, "vocab_size": 21,
+            "prefix_vocab_size": None, "hidden_dim": None, "multiple_of": 256, "norm_eps": 1e-5,
+            "block_size": 2050, "dropout": 0.0, "prefix_pad": None, **model_args}
     rng = np.random.default_rng(0)
     payload = {"format_version": 1, "model": model, "optimizer": {"state": {}, "param_groups": []},
-               "scaler": {}, "step": 1000, "model_args": {"dim": 128, "n_layers": 2, "n_heads": 2},
-               "train_config": {"seed": 1337}, "world_size": 1,
+               "scaler": {}, "step": 1000, "model_args": args, "train_config": {"seed": 1337},
+               "world_size": 1,
                "rng_by_rank": [{"global": {"python": random.getstate(),
                                            "numpy": np.random.get_state(),
                                            "torch": torch.get_rng_state()},
                                 "train": rng.bit_generator.state}]}
-    torch.save(payload, str(tmp_path / "checkpoint-00001000.pt"))
-    # The same file as numpy 1 (the release's time) names its array constructor; the legacy
-    # format keeps the pickle uncompressed, so the name can be rewritten in place.
-    torch.save(payload, str(tmp_path / "legacy.pt"), _use_new_zipfile_serialization=False)
+    torch.save(payload, str(path), _use_new_zipfile_serialization=not legacy)
+
+
+def test_a_release_training_checkpoint_loads(sd, tmp_path):
+    """Its numpy RNG state (a uint32 array) failed torch.load's weights-only unpickler
+    ('Unsupported global: numpy._core.multiarray._reconstruct')."""
+    _training_checkpoint(tmp_path / "checkpoint-00001000.pt", sd)
+    # The same as numpy 1 (the release's time) names its array constructor; the legacy format
+    # keeps the pickle uncompressed, so the name can be rewritten in place.
+    _training_checkpoint(tmp_path / "legacy.pt", sd, legacy=True)
     raw = (tmp_path / "legacy.pt").read_bytes()
     assert b"numpy._core.multiarray" in raw
     (tmp_path / "numpy1.pt").write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
     for name in ("checkpoint-00001000.pt", "numpy1.pt"):
         cfg, params = load_release_checkpoint(str(tmp_path / name))
-        assert (cfg.dim, cfg.n_layers, cfg.n_heads) == (128, 2, 2)
+        assert cfg == CFG
         np.testing.assert_array_equal(params["norm"]["scale"], sd["norm.weight"])
         np.testing.assert_array_equal(params["layers"]["1"]["attention"]["wo"],
                                       sd["layers.1.attention.wo.weight"].T.reshape(2, 64, 128))
+
+
+def test_a_training_checkpoint_is_read_with_its_model_args(sd, tmp_path):
+    # Four heads of 32: the shapes are those of two heads of 64, which is what they were read as.
+    # Older checkpoints name the context max_block_size (the release's loader renames it).
+    _training_checkpoint(tmp_path / "checkpoint-00000010.pt", sd, n_heads=4, norm_eps=1e-6,
+                         block_size=None, max_block_size=1024)
+    cfg, params = load_release_checkpoint(str(tmp_path / "checkpoint-00000010.pt"))
+    assert (cfg.n_heads, cfg.head_dim, cfg.norm_eps, cfg.max_seq_len) == (4, 32, 1e-6, 1024)
+    assert params["layers"]["0"]["attention"]["wq"].shape == (128, 4, 32)

@@ -161,7 +161,8 @@ def config_from_model_args(args: dict, **overrides) -> ModelConfig:
                   multiple_of=args.get("multiple_of") or 256,
                   norm_eps=args.get("norm_eps") or 1e-5,
                   rope_theta=args.get("rope_theta") or RELEASE_ROPE_THETA,
-                  max_seq_len=args.get("block_size") or args.get("max_seq_len") or 2050)
+                  max_seq_len=(args.get("block_size") or args.get("max_block_size")
+                               or args.get("max_seq_len") or 2050))
     fields.update(overrides)
     cfg = ModelConfig(**fields)
     if problems := cfg.problems():
@@ -187,7 +188,8 @@ def _read_safetensors(path: str) -> dict:
     return load_file(path)
 
 
-def _read_torch(path: str) -> dict:
+def _read_torch(path: str) -> tuple[dict, dict | None]:
+    """(state dict, the checkpoint's `model_args` when it has them, as the release's do)."""
     import torch
 
     # The release's training checkpoints (checkpoint-*.pt) also hold numpy RNG states, uint32
@@ -198,20 +200,26 @@ def _read_torch(path: str) -> dict:
               type(np.dtype(np.uint32))]
     with torch.serialization.safe_globals(arrays):
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    args = obj.get("model_args") if isinstance(obj, dict) else None
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
     if not isinstance(obj, dict):
         raise CheckpointFormatError(f"{path}: not a state dict")
-    return {k: v.float().numpy() for k, v in obj.items() if hasattr(v, "numpy")}
+    sd = {k: (v.float() if v.is_floating_point() else v).numpy()
+          for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return sd, args if isinstance(args, dict) else None
 
 
-def _read_tensors(path: str) -> dict:
-    """A .safetensors or torch file's tensors; CheckpointFormatError when it cannot be read."""
+def _read_tensors(path: str) -> tuple[dict, dict | None]:
+    """(tensors, model_args or None) of a .safetensors or torch file; CheckpointFormatError when
+    it cannot be read."""
     if not os.path.exists(path):
         raise CheckpointFormatError(f"{path}: no such file or directory")
     try:
-        return _read_safetensors(path) if path.endswith(".safetensors") else _read_torch(path)
+        if path.endswith(".safetensors"):
+            return _read_safetensors(path), None
+        return _read_torch(path)
     except CheckpointFormatError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the reader raises, one line
@@ -258,13 +266,18 @@ def load_release_checkpoint(path: str, **overrides) -> tuple[ModelConfig, dict]:
                 raise CheckpointFormatError(f"{index}: no 'weight_map' object")
             sd = {}
             for name in sorted(set(weight_map.values())):
-                sd.update(_read_tensors(os.path.join(path, name)))
+                sd.update(_read_tensors(os.path.join(path, name))[0])
         elif os.path.exists(os.path.join(path, "model.safetensors")):
-            sd = _read_tensors(os.path.join(path, "model.safetensors"))
+            sd = _read_tensors(os.path.join(path, "model.safetensors"))[0]
         else:
             raise CheckpointFormatError(f"{path}: neither model.safetensors nor its index")
         return import_state_dict(sd, cfg)
-    sd = _read_tensors(path)
+    sd, args = _read_tensors(path)
+    if args is not None:  # a release training checkpoint: its config, not a guess from shapes
+        try:
+            return import_state_dict(sd, config_from_model_args(args, **overrides))
+        except CheckpointFormatError as e:
+            raise CheckpointFormatError(f"{path}: {e}") from None
     return import_state_dict(sd, infer_config(sd, **overrides) if overrides else None)
 
 
