@@ -143,7 +143,7 @@ def test_validation_refuses_meaningless_train_numbers(field, value, message):
     ("train", "batch_size", 0, "train.batch_size=0 must be positive"),
     # model fields that reached XLA (or divided by zero) before any check
     ("model", "multiple_of", 0, "model.multiple_of must be positive, got 0"),
-    ("model", "hidden_dim", -5, "model.hidden_dim=-5 must be positive (0 = the paper's rule)"),
+    ("model", "hidden_dim", -5, "model.hidden_dim=-5 must be >= 0 (0 = the paper's rule)"),
     ("model", "norm_eps", -1.0, "model.norm_eps=-1.0 must be a number >= 0"),
     ("model", "norm_eps", float("nan"), "model.norm_eps=nan must be a number >= 0"),
     ("model", "init_std", float("inf"), "model.init_std=inf must be a number >= 0"),

@@ -67,7 +67,7 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 out.append(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.hidden_dim is not None and self.hidden_dim < 0:
-            out.append(f"model.hidden_dim={self.hidden_dim} must be positive (0 = the paper's rule)")
+            out.append(f"model.hidden_dim={self.hidden_dim} must be >= 0 (0 = the paper's rule)")
         # Written `not ok` so that NaN fails each check.
         for name in ("norm_eps", "init_std"):
             if not 0 <= getattr(self, name) < math.inf:
