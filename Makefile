@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: install apt test test-slow demo bench clean
+.PHONY: install apt test test-slow demo clean
 
 # Idempotent: rebuilds .venv only when setup.cfg changes.
 install: $(VENV)/.installed

@@ -148,13 +148,17 @@ def test_later_calls_score_only_what_is_missing(run, tmp_path):
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert [ln for ln in res.stderr.splitlines() if "slmjax-eval" in ln] == [
             f"slmjax-eval: error: benchmarks root {tmp_path / 'nonexistent'} is not a directory"]
-    # Another compute dtype: scored again, not mixed with the record.
+    # The run's model.dtype=auto was float32 on this CPU: the record names the dtype it ran in.
+    assert _scores(wd)["compute_dtype"] == "float32"
     res = _eval_step2(run, wd, "--tasks=ssc", "--dtype=float32", bench=bench2)
+    assert res.returncode == 0 and "step 2 already scored" in res.stderr, res.stderr[-3000:]
+    # Another compute dtype: scored again, not mixed with the record.
+    res = _eval_step2(run, wd, "--tasks=ssc", "--dtype=bfloat16", bench=bench2)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert ("scored with compute_dtype auto, not float32: scoring again (its sets not asked now "
+    assert ("scored with compute_dtype float32, not bfloat16: scoring again (its sets not asked now "
             "are dropped: ['sblimp_dev', 'swuggy_dev', 'tsc'])") in res.stderr
     scores = _scores(wd)
-    assert set(scores["tasks"]) == {"ssc"} and scores["compute_dtype"] == "float32"
+    assert set(scores["tasks"]) == {"ssc"} and scores["compute_dtype"] == "bfloat16"
 
 
 def test_set_with_every_file_silent_is_null_and_named(run, tmp_path):

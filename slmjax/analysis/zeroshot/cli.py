@@ -92,6 +92,13 @@ def _encode_all(benches, tok, identity):
     return {b.name: encode_benchmark(b, tok, cache, identity) for b in benches}
 
 
+def _compute_dtype(model_dtype: str | None) -> str:
+    """The dtype the scores are computed in: --dtype or the model's, "auto" resolved on this backend."""
+    from slmjax.model.config import resolve_dtype
+
+    return str(resolve_dtype(FLAGS.dtype or model_dtype or "float32"))
+
+
 def _make_scorer(cfg, params, pad_id, context):
     import dataclasses
 
@@ -182,7 +189,7 @@ def _score_run():
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
                  {Path(p).name: p for p in FLAGS.test_data if p})
     wanted = _wanted_context(workdir)
-    asked = {"context": wanted[0], "compute_dtype": FLAGS.dtype or runs.model_dtype(workdir),
+    asked = {"context": wanted[0], "compute_dtype": _compute_dtype(runs.model_dtype(workdir)),
              "tokenizer": units.identity}
     todo = {}
     for s in steps:
@@ -211,7 +218,7 @@ def _score_run():
             scorer.set_params(params)
         meta = {"step": int(got), "workdir": str(workdir), "source": "run checkpoint",
                 "tokenizer": tok.identity, "batching": FLAGS.batching,
-                "compute_dtype": FLAGS.dtype or cfg.dtype, "context": context}
+                "compute_dtype": _compute_dtype(cfg.dtype), "context": context}
         scores = evaluate_model(scorer, sets, encoded, tok.eos_id, workdir / "zeroshot" / str(got),
                                 meta, tests, previous)
         print(json.dumps({"step": int(got), **{k: round(v["accuracy"], 4) for k, v in
@@ -240,7 +247,7 @@ def _score_release():
     context = _resolve_context(_wanted_context(), cfg)
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
             "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
-            "compute_dtype": FLAGS.dtype or cfg.dtype, "context": context}
+            "compute_dtype": _compute_dtype(cfg.dtype), "context": context}
     test_sets = {Path(p).name: p for p in (FLAGS.test_data or []) if p}
     scorer = _make_scorer(cfg, params, tok.pad_id, context)
     scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
