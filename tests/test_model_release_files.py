@@ -155,3 +155,10 @@ def test_a_training_checkpoint_is_read_with_its_model_args(sd, tmp_path):
     cfg, params = load_release_checkpoint(str(tmp_path / "checkpoint-00000010.pt"))
     assert (cfg.n_heads, cfg.head_dim, cfg.norm_eps, cfg.max_seq_len) == (4, 32, 1e-6, 1024)
     assert params["layers"]["0"]["attention"]["wq"].shape == (128, 4, 32)
+
+
+def test_wrapper_prefixes_in_any_order(sd):
+    # DistributedDataParallel around a torch.compile'd module saves 'module._orig_mod.<name>'.
+    wrapped = {"module._orig_mod." + k: v for k, v in sd.items()}
+    cfg, params = import_state_dict(wrapped, CFG)
+    np.testing.assert_array_equal(params["tok_embeddings"], sd["tok_embeddings.weight"])

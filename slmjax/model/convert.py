@@ -28,9 +28,10 @@ RELEASE_ROPE_THETA = 10000.0
 
 
 def _strip(name: str) -> str:
-    for prefix in ("_orig_mod.", "module.", "model."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
+    """The name without wrapper prefixes (torch.compile, DDP, ...), nested in any order."""
+    while (prefix := next((p for p in ("_orig_mod.", "module.", "model.") if name.startswith(p)),
+                          None)):
+        name = name[len(prefix):]
     return name
 
 
