@@ -85,8 +85,11 @@ def test_unreadable_or_missing_tensor_files_are_one_line(release_dir, tmp_path_f
         with pytest.raises(CheckpointFormatError, match="not a release checkpoint"):
             load_release_checkpoint(str(path))
     index = {"weight_map": {"norm.weight": "model-00002-of-00002.safetensors"}}
-    (release_dir / "model.safetensors").rename(release_dir / "model-00001-of-00002.safetensors")
     (release_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    # Single-file and sharded weights side by side: the release's loader refuses to choose.
+    with pytest.raises(CheckpointFormatError, match="ambiguous"):
+        load_release_checkpoint(str(release_dir))
+    (release_dir / "model.safetensors").rename(release_dir / "model-00001-of-00002.safetensors")
     with pytest.raises(CheckpointFormatError, match="model-00002-of-00002.safetensors"):
         load_release_checkpoint(str(release_dir))
 

@@ -260,6 +260,9 @@ def load_release_checkpoint(path: str, **overrides) -> tuple[ModelConfig, dict]:
     if os.path.isdir(path):
         cfg = _dir_config(path, overrides)
         index = os.path.join(path, "model.safetensors.index.json")
+        if os.path.exists(index) and os.path.exists(os.path.join(path, "model.safetensors")):
+            raise CheckpointFormatError(f"{path}: both model.safetensors and its index: which "
+                                        "weights are meant is ambiguous")
         if os.path.exists(index):
             weight_map = _read_json(index)
             weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
