@@ -1,6 +1,7 @@
 """Release checkpoint files: what the paper's PyTorch release reads and writes, and one clear
 CheckpointFormatError for every kind of file that is not such a checkpoint."""
 
+import dataclasses
 import json
 
 import jax
@@ -49,6 +50,10 @@ def test_export_writes_only_model_args_the_release_accepts(sd, tmp_path):
     cfg, back = load_release_checkpoint(str(tmp_path))
     assert cfg == CFG
     jax.tree.map(np.testing.assert_array_equal, back, params)
+    # Another RoPE base is kept (the release, whose base is fixed, then refuses the file).
+    other = dataclasses.replace(CFG, rope_theta=5e5)
+    save_release_checkpoint(str(tmp_path / "theta"), other, params)
+    assert load_release_checkpoint(str(tmp_path / "theta"))[0] == other
 
 
 def test_a_release_written_directory_loads(sd, release_dir):
