@@ -2,13 +2,19 @@
 periodic ones read train.eval_batches: run.json's final_test_loss, which the scaling fits read,
 equals slmjax-eval's independent held-out loss over every test token."""
 
+import collections
 import json
 
 import numpy as np
+import pytest
 
 
-def test_final_test_loss_covers_the_whole_split(tmp_path):
+@pytest.mark.parametrize("test_split", [True, False], ids=["test_split", "held_out_of_train"])
+def test_final_test_loss_covers_the_whole_split(tmp_path, test_split):
+    """Also for a dataset without a test split: slmjax-eval takes the utterances the trainer held
+    out of training (data.holdout), found from the run's config."""
     from configs.train import get_config
+    from slmjax.analysis.zeroshot import runs
     from slmjax.analysis.zeroshot.scoring import Scorer
     from slmjax.analysis.zeroshot.testloss import heldout_loss, read_split, stream_windows
     from slmjax.data.testing import random_utterances, write_unit_dataset
@@ -17,12 +23,14 @@ def test_final_test_loss_covers_the_whole_split(tmp_path):
     from slmjax.train.loop import train
 
     rng = np.random.default_rng(0)
-    write_unit_dataset(str(tmp_path / "ds"), {"train": random_utterances(200, 18, rng),
-                                              "test": random_utterances(80, 18, rng)},
-                       vocab_size=18)
+    train_utts, test_utts = random_utterances(200, 18, rng), random_utterances(80, 18, rng)
+    splits = {"train": train_utts, "test": test_utts} if test_split else {
+        "train": train_utts + test_utts}
+    write_unit_dataset(str(tmp_path / "ds"), splits, vocab_size=18)
     c = get_config("tiny")
     c.model.vocab_size, c.model.max_seq_len, c.model.dim, c.model.n_heads = 18, 64, 32, 1
     c.data.kind, c.data.path, c.data.seq_len = "units", str(tmp_path / "ds"), 32
+    c.data.holdout = 0.3
     c.train.batch_size, c.train.steps, c.train.eval_every = 8, 6, 3
     c.train.eval_batches = 1            # periodic evaluations: one batch of 8 windows
     c.train.progress = False
@@ -33,11 +41,17 @@ def test_final_test_loss_covers_the_whole_split(tmp_path):
     scorer = Scorer(lambda p, x, pos, seg: slmjax.model.forward(cfg, p, x, positions=pos,
                                                                 segment_ids=seg),
                     params, max_len=32, pad_id=17, progress=False)
-    ref = heldout_loss(scorer, str(tmp_path / "ds"))
+    (name, held), = runs.heldout_datasets(runs.run_units(tmp_path / "run")).items()
+    assert (name, held.path, held.split, held.holdout) == ("ds", str(tmp_path / "ds"), "test", 0.3)
+    ref = heldout_loss(scorer, held.path, held.split, holdout=held.holdout)
+    assert ref["split"] == ("test" if test_split else "test (held out of train, 0.3)")
     assert ref["n_tokens"] > 4 * 8 * 32         # the split spans several evaluation batches
     # One batch of windows (what eval_batches=1 reads) gives a different figure; the whole split
     # matches up to the windows' borders (the trainer's windows do not overlap by one token).
-    records, _ = read_split(str(tmp_path / "ds"), "test")
+    records, _ = read_split(held.path, held.split, held.holdout)
+    if not test_split:   # 84 of the 280 utterances written
+        written = collections.Counter(tuple(u) for u in train_utts + test_utts)
+        assert len(records) == 84 and collections.Counter(tuple(r) for r in records) <= written
     first = scorer.score(stream_windows(records, 32)[:8], desc="first batch")
     one_batch = -float(np.sum(first.body_logprob + first.last_logprob)) / float(np.sum(first.n_targets))
     gap = abs(run["final_test_loss"] - ref["nll_per_unit"])

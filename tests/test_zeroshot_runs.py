@@ -9,7 +9,7 @@ import pytest
 from slmjax.analysis.zeroshot import runs
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.analysis.zeroshot.scoring import Scorer
-from slmjax.analysis.zeroshot.testloss import heldout_loss, stream_windows
+from slmjax.analysis.zeroshot.testloss import HeldOutSet, heldout_loss, stream_windows
 from slmjax.data.testing import random_utterances, write_unit_dataset
 
 V = 12
@@ -60,18 +60,18 @@ def test_run_units_and_heldout_sets(tmp_path):
     units = runs.run_units(run)
     assert units.identity == ident and units.eos_id == 20 and units.pad_id == 21
     assert units.tokenizer_dir == str(tmp_path / "ds" / "../tok")
-    assert runs.heldout_datasets(units) == {"ds": str(tmp_path / "ds")}
+    assert runs.heldout_datasets(units) == {"ds": HeldOutSet(str(tmp_path / "ds"), "test", 0.01)}
 
 
 def test_synthetic_datasets_only_when_no_natural_one(tmp_path):
     run, _ = _run(tmp_path, {"synthetic": True})
     units = runs.run_units(run)
-    assert runs.heldout_datasets(units) == {"ds": str(tmp_path / "ds")}
+    assert runs.heldout_datasets(units) == {"ds": HeldOutSet(str(tmp_path / "ds"), "test", 0.01)}
     natural = tmp_path / "nat"
     write_unit_dataset(str(natural), {"test": [np.array([3, 20])]}, vocab_size=22,
                        tokenizer=units.identity)
     units.datasets.append((natural, json.loads((natural / "manifest.json").read_text())))
-    assert runs.heldout_datasets(units) == {"nat": str(natural)}
+    assert runs.heldout_datasets(units) == {"nat": HeldOutSet(str(natural), "test", 0.01)}
 
 
 def test_tokenizer_mismatch_refused(tmp_path):

@@ -20,6 +20,7 @@ from slmjax import fileio, hostalloc, hostdevices
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
 from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.analysis.zeroshot.testloss import HeldOutSet
 from slmjax.units.errors import describe
 
 FLAGS = flags.FLAGS
@@ -39,8 +40,9 @@ flags.DEFINE_boolean("force", False, "Score the asked sets again even where scor
 flags.DEFINE_string("release_checkpoint", None, "Score a checkpoint of the paper's PyTorch release "
                     "(directory with config.json + model.safetensors, or a state-dict file).")
 flags.DEFINE_string("out", None, "Output root for --release_checkpoint (writes <out>/zeroshot/release/).")
-flags.DEFINE_list("test_data", None, "Unit datasets for the test loss (default: the run's natural "
-                  "speech datasets with a test split); empty to skip.")
+flags.DEFINE_list("test_data", None, "Unit datasets whose test split gives the test loss (default: "
+                  "the run's own test data, as its trainer took it: the natural-speech datasets' "
+                  "data.test_split, or the data.holdout part held out of training); empty to skip.")
 flags.DEFINE_enum("batching", "auto", ["auto", "bucket", "pack"], "bucket: length-bucketed "
                   "right-padded rows; pack: several files per row with segment ids; auto: the "
                   "cheaper plan for each benchmark.")
@@ -187,7 +189,7 @@ def _score_run():
     steps = _select_steps(runs.list_checkpoint_steps(workdir))
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
-                 {Path(p).name: p for p in FLAGS.test_data if p})
+                 {Path(p).name: HeldOutSet(p) for p in FLAGS.test_data if p})
     wanted = _wanted_context(workdir)
     asked = {"context": wanted[0], "compute_dtype": _compute_dtype(runs.model_dtype(workdir)),
              "tokenizer": units.identity}
@@ -248,7 +250,7 @@ def _score_release():
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
             "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
             "compute_dtype": _compute_dtype(cfg.dtype), "context": context}
-    test_sets = {Path(p).name: p for p in (FLAGS.test_data or []) if p}
+    test_sets = {Path(p).name: HeldOutSet(p) for p in (FLAGS.test_data or []) if p}
     scorer = _make_scorer(cfg, params, tok.pad_id, context)
     scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
                             Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)

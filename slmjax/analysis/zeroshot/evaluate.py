@@ -115,7 +115,7 @@ def _null_for_nan(obj):
 def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
                    test_sets: dict | None = None, previous: dict | None = None) -> dict:
     """Score ``benches`` (with ``encoded[name] = (units, skipped)``), write ``out``, return the
-    scores dict. ``test_sets``: name -> dataset dir for the held-out test loss. ``previous``: the
+    scores dict. ``test_sets``: name -> testloss.HeldOutSet for the test loss. ``previous``: the
     scores.json of the same model and settings to add to (its other sets and test losses kept)."""
     from slmjax.analysis.zeroshot.testloss import heldout_loss
     out = Path(out)
@@ -131,7 +131,8 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
         _warn_skipped(bench.name, tasks[bench.name], out / "scores.json")
     tasks = {**previous.get("tasks", {}), **tasks}
     test_loss = {**previous.get("test_loss", {}),
-                 **{name: heldout_loss(scorer, path) for name, path in (test_sets or {}).items()}}
+                 **{name: heldout_loss(scorer, t.path, t.split, holdout=t.holdout)
+                    for name, t in (test_sets or {}).items()}}
     seconds = time.time() - t0 + previous.get("timing", {}).get("seconds", 0.0)
     scores = {"format_version": SCORES_VERSION, **meta,
               "accuracy_unit": "fraction of items in [0, 1]; chance 0.5",

@@ -23,6 +23,7 @@ class RunUnits:
     eos_id: int | None
     pad_id: int | None
     datasets: list          # (path, manifest) of every dataset in data.path
+    data: dict = dataclasses.field(default_factory=dict)   # the run's data config
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -59,7 +60,7 @@ def run_units(workdir) -> RunUnits:
     if tokdir and not Path(tokdir).is_absolute():
         tokdir = str(first_path / tokdir)
     return RunUnits(first["tokenizer"], tokdir, int(first["vocab_size"]), int(first["eos_id"]),
-                    int(first["pad_id"]), datasets)
+                    int(first["pad_id"]), datasets, data)
 
 
 def training_context(workdir) -> int | None:
@@ -93,11 +94,16 @@ def load_run_tokenizer(units: RunUnits, tokenizer_dir: str | None):
 
 
 def heldout_datasets(units: RunUnits) -> dict:
-    """name -> dataset dir of the run's datasets with a ``test`` split: the natural-speech ones (as
-    the paper), or, when the run saw only synthetic speech, those (marked synthetic in scores.json)."""
-    with_test = [(p, m) for p, m in units.datasets if "test" in m.get("splits", {})]
-    natural = [(p, m) for p, m in with_test if not m.get("synthetic", False)]
-    return {p.name: str(p) for p, _ in (natural or with_test)}
+    """name -> HeldOutSet of the run's test data as its trainer took it (``data.test_split``, or
+    where a dataset has none, the ``data.holdout`` fraction of its training utterances): the
+    natural-speech datasets (as the paper), or, when the run saw only synthetic speech, those
+    (marked synthetic in scores.json)."""
+    from slmjax.analysis.zeroshot.testloss import HeldOutSet
+    split = str(units.data.get("test_split", "test"))
+    holdout = float(units.data.get("holdout", 0.01))
+    natural = [p for p, m in units.datasets if not m.get("synthetic", False)]
+    return {p.name: HeldOutSet(str(p), split, holdout)
+            for p in (natural or [p for p, _ in units.datasets])}
 
 
 def list_checkpoint_steps(workdir) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,14 +11,27 @@ import numpy as np
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 
 
-def read_split(dataset_dir, split: str = "test") -> tuple[list, dict]:
-    """Records of one split as int32 arrays (each ends with EOS), and the manifest."""
+@dataclasses.dataclass(frozen=True)
+class HeldOutSet:
+    """A split to take the test loss on: ``split`` of the dataset at ``path``, or, where its
+    manifest has no such split and ``holdout`` is set, the fraction of its training utterances
+    that the trainer held out (``data.holdout``; the same utterances for every run)."""
+    path: str
+    split: str = "test"
+    holdout: float | None = None
+
+
+def read_split(dataset_dir, split: str = "test", holdout: float | None = None) -> tuple[list, dict]:
+    """Records of one split as int32 arrays (each ends with EOS), and the manifest (see
+    HeldOutSet for ``holdout``)."""
     from array_record.python.array_record_module import ArrayRecordReader
     dataset_dir = Path(dataset_dir)
     manifest_path = dataset_dir / "manifest.json"
     if not manifest_path.is_file():
         raise ZeroShotError(f"{dataset_dir} is not a unit dataset (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
+    if split not in manifest.get("splits", {}) and holdout is not None:
+        return _held_out_of_train(dataset_dir, split, holdout), manifest
     if split not in manifest.get("splits", {}):
         raise ZeroShotError(f"{dataset_dir} has no {split!r} split "
                             f"(splits: {sorted(manifest.get('splits', {}))})")
@@ -32,6 +46,18 @@ def read_split(dataset_dir, split: str = "test") -> tuple[list, dict]:
     return records, manifest
 
 
+def _held_out_of_train(dataset_dir: Path, split: str, holdout: float) -> list:
+    """The records the trainer held out of the training split (slmjax.data.open_dataset's rule)."""
+    from slmjax.data.errors import DataError
+    from slmjax.data.manifest import open_dataset
+    try:
+        held = open_dataset(str(dataset_dir), splits=("train", split), holdout=holdout).splits[split]
+    except DataError as e:
+        raise ZeroShotError(str(e)) from None
+    tokens = held.read_spans(np.zeros(1, np.int64), np.array([held.n_tokens], np.int64))
+    return np.split(tokens, held.starts[1:-1])
+
+
 def stream_windows(records, window: int) -> list:
     """The split as one stream (records already end with EOS) cut into windows of ``window + 1``
     tokens that overlap by one, so that every token but the first is predicted exactly once."""
@@ -40,10 +66,13 @@ def stream_windows(records, window: int) -> list:
             if len(stream[s:s + window + 1]) >= 2]
 
 
-def heldout_loss(scorer, dataset_dir, split: str = "test", window: int | None = None) -> dict:
-    """``{"nll_per_unit", "n_tokens", "n_utterances"}``: mean NLL over every predicted token of the
-    split's stream, scored in windows of the model context (as training sees the data)."""
-    records, manifest = read_split(dataset_dir, split)
+def heldout_loss(scorer, dataset_dir, split: str = "test", window: int | None = None,
+                 holdout: float | None = None) -> dict:
+    """``{"nll_per_unit", "n_tokens", "n_utterances", "synthetic", "split"}``: mean NLL over every
+    predicted token of the split's stream, scored in windows of the model context (as training sees
+    the data). ``holdout``: see HeldOutSet."""
+    records, manifest = read_split(dataset_dir, split, holdout)
+    held = split not in manifest.get("splits", {})
     windows = stream_windows(records, window or scorer.max_len)
     if not windows:
         raise ZeroShotError(f"{dataset_dir} split {split!r} is empty")
@@ -51,4 +80,5 @@ def heldout_loss(scorer, dataset_dir, split: str = "test", window: int | None = 
     total = float(np.sum(stats.body_logprob + stats.last_logprob))
     n = int(np.sum(stats.n_targets))
     return {"nll_per_unit": -total / n, "n_tokens": n, "n_utterances": len(records),
-            "synthetic": bool(manifest.get("synthetic", False))}
+            "synthetic": bool(manifest.get("synthetic", False)),
+            "split": f"{split} (held out of train, {holdout:g})" if held else split}
