@@ -157,6 +157,35 @@ def test_validation_refuses_meaningless_sizes(section, field, value, message):
     assert str(e.value) == message
 
 
+@pytest.mark.parametrize("field", ["dtype", "param_dtype"])
+def test_float16_training_is_refused(field):
+    # No loss scaling: at the paper's batch sizes the softmax part of the logits' gradient
+    # (~1/934,800 per token) is below float16's smallest subnormal (6e-8 / 2^-24 ~ 6e-8).
+    c = load_config("tiny")
+    c.model[field] = "float16"
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=1)
+    assert str(e.value) == (f"model.{field}=float16 cannot train here: float16 gradients need "
+                            "loss scaling, which slmjax does not do (use bfloat16)")
+
+
+def test_fsdp_that_cannot_shard_the_width_is_a_warning(monkeypatch):
+    from absl import logging
+    logged = []
+    monkeypatch.setattr(logging, "warning", lambda msg, *a: logged.append(msg % a if a else msg))
+    c = load_config("tiny")
+    c.model.dim, c.model.n_heads = 100, 1   # fsdp 8 does not divide 100, 4 does
+    c.mesh.update(data=1, fsdp=8, tensor=1)
+    validate(c, n_devices=8)
+    assert logged == [
+        "mesh.fsdp=8 does not divide model.dim=100: every weight and its optimizer state stay "
+        "replicated over fsdp (no memory saved); choose an fsdp size that divides it"]
+    logged.clear()
+    c.mesh.update(data=2, fsdp=4, tensor=1)
+    validate(c, n_devices=8)
+    assert logged == []
+
+
 def test_cudnn_attention_off_a_gpu_or_in_float32_is_one_line(monkeypatch):
     # It used to reach jax at the first step: a traceback ending "cuDNN is not detected."
     c = load_config("tiny")
@@ -169,7 +198,7 @@ def test_cudnn_attention_off_a_gpu_or_in_float32_is_one_line(monkeypatch):
     c.model.dtype = "float32"  # cuDNN's flash attention takes 16-bit q, k, v only
     with pytest.raises(ConfigError) as e:
         validate(c, n_devices=1)
-    assert str(e.value) == "model.attention=cudnn needs model.dtype bfloat16, float16 or auto, got float32"
+    assert str(e.value) == "model.attention=cudnn needs model.dtype bfloat16 or auto, got float32"
     c.model.dtype = "auto"
     validate(c, n_devices=1)
 

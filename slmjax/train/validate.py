@@ -72,6 +72,10 @@ def problems(config, n_devices: int | None = None) -> list[str]:
         return out + [f"model config: {e}"]
     model_problems = cfg.problems()
     out += model_problems
+    for name in ("dtype", "param_dtype"):
+        if getattr(cfg, name) == "float16":
+            out.append(f"model.{name}=float16 cannot train here: float16 gradients need loss "
+                       "scaling, which slmjax does not do (use bfloat16)")
     t, d = config.train, config.data
     if d.kind not in ("synthetic", "units"):
         out.append(f"data.kind={d.kind!r} is not one of synthetic, units")
@@ -141,7 +145,7 @@ def _attention_problems(cfg) -> list[str]:
     if jax.default_backend() != "gpu":
         return [f"model.attention=cudnn needs a GPU; this run is on {jax.default_backend()}"]
     if resolve_dtype(cfg.dtype) not in ("bfloat16", "float16"):
-        return [f"model.attention=cudnn needs model.dtype bfloat16, float16 or auto, got {cfg.dtype}"]
+        return [f"model.attention=cudnn needs model.dtype bfloat16 or auto, got {cfg.dtype}"]
     return []
 
 
@@ -189,10 +193,26 @@ def _data_run_problems(config) -> list[str]:
 
 
 def validate(config, n_devices: int | None = None) -> None:
-    """Raise ConfigError listing every problem (one line each) when the config is invalid."""
+    """Raise ConfigError listing every problem (one line each) when the config is invalid; log a
+    warning for a valid layout that wastes the mesh (see layout_warnings)."""
     found = problems(config, n_devices)
     if found:
         raise ConfigError("\n".join(found))
+    if n_devices is not None:
+        from absl import logging
+
+        for line in layout_warnings(model_config(config), mesh_shape(config, n_devices)):
+            logging.warning(line)
+
+
+def layout_warnings(cfg: ModelConfig, axes: dict) -> list[str]:
+    """Valid but wasteful: an fsdp size that does not divide the width leaves every weight (and
+    its AdamW state) whole on each device, so FSDP saves no memory."""
+    if axes["fsdp"] > 1 and cfg.dim % axes["fsdp"]:
+        return [f"mesh.fsdp={axes['fsdp']} does not divide model.dim={cfg.dim}: every weight and its "
+                "optimizer state stay replicated over fsdp (no memory saved); choose an fsdp size "
+                "that divides it"]
+    return []
 
 
 def run_plan(config, n_devices: int) -> dict:
