@@ -79,14 +79,16 @@ def loss_and_grads(cfg, params, batch, micro_batches: int = 1, mesh=None):
         def body(carry, mb):
             (nll_sum, count), g = sums_and_grads(params, mb)
             g_acc, n_acc, c_acc = carry
-            return (jax.tree.map(jnp.add, g_acc, g), n_acc + nll_sum, c_acc + count), None
+            g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
+            return (g_acc, n_acc + nll_sum, c_acc + count), None
 
         micro = jax.tree.map(lambda x: _split_micro(x, micro_batches, mesh), batch)
-        zeros = jax.tree.map(jnp.zeros_like, params)
+        # Sums in float32 whatever the parameters' dtype (bfloat16 sums lose ~m ulps).
+        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
         zero = jnp.zeros((), jnp.float32)
         (grads, nll, count), _ = jax.lax.scan(body, (zeros, zero, zero), micro)
     count = jnp.maximum(count, 1.0)
-    return nll / count, jax.tree.map(lambda g: g / count, grads)
+    return nll / count, jax.tree.map(lambda g, p: (g / count).astype(p.dtype), grads, params)
 
 
 def make_train_step(config, mesh):
