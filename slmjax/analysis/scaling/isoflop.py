@@ -3,7 +3,8 @@
 IsoFLOP profiles come from the table's budget groups when it has them (runs planned at one FLOP
 budget); otherwise they are built by interpolating each model size's loss linearly in log D between
 its own finished runs (every run's schedule ends at its D, so each point is a real run) at a set of
-compute levels reached by at least three sizes. A parabola of loss in log N per profile gives N*(C);
+compute levels reached by at least three sizes; a size's D at level C is C over its FLOPs per token
+under the compute convention given (6N, 6N + attention, ...). A parabola of loss in log N per profile gives N*(C);
 a line through log N* vs log C gives the exponent a (and b = 1 - a under C = 6 N D).
 """
 
@@ -32,15 +33,17 @@ def _interpolated(N, D, L, C, w, levels=30):
         idx = idx[np.argsort(D[idx])]
         logd = np.log(D[idx])
         if len(np.unique(logd)) >= 2:
-            per.append((float(np.exp(np.mean(np.log(N[idx])))), logd, L[idx]))
+            # FLOPs per token of this size under the table's convention (6N, 6N + attention, ...).
+            per.append((float(np.exp(np.mean(np.log(N[idx])))), float(np.mean(np.log(C[idx] / D[idx]))),
+                        logd, L[idx]))
     if len(per) < 3:
         return []
     lo, hi = np.log(C[keep]).min(), np.log(C[keep]).max()
     out = []
     for lc in np.linspace(lo, hi, levels):
         ns, ls = [], []
-        for n, logd, l in per:
-            x = lc - np.log(6.0 * n)
+        for n, log_fpt, logd, l in per:
+            x = lc - log_fpt
             if logd[0] - 1e-9 <= x <= logd[-1] + 1e-9:
                 ns.append(n)
                 ls.append(np.interp(x, logd, l))
