@@ -6,7 +6,9 @@ NNLS is solved exactly by enumerating the 8 supports: the optimum is the feasibl
 the smallest residual. All of it runs on weighted sufficient statistics, so a bootstrap replicate is a
 row of run weights (resample counts) and every replicate and grid cell is solved in one batch of NumPy.
 Then each replicate's best cell is refined by successive zoomed grids around it, and the point fit is
-polished with Nelder-Mead on the projected 2-D objective.
+polished with Nelder-Mead on the projected 2-D objective. Zooms and polish stay inside the grid's
+exponent range, so a point fit and its replicates search one region (an exponent the data leave
+free ends on the grid's edge, where the diagnostics flag it, not at alpha = 40 with A = 1e150).
 """
 
 from __future__ import annotations
@@ -117,8 +119,8 @@ def vp_fit(logN, logD, L, weights=None, grid=ALPHA_GRID, zooms=5, zoom_points=7,
         h = step
         for _ in range(zooms):
             off = np.linspace(-h, h, zoom_points)
-            ag = np.clip(a[:, None] + off[None], 1e-4, None)
-            bg = np.clip(b[:, None] + off[None], 1e-4, None)
+            ag = np.clip(a[:, None] + off[None], 1e-4, grid[1])
+            bg = np.clip(b[:, None] + off[None], 1e-4, grid[1])
             s, _ = _nnls3(_stats(_powers(xn, ag), _powers(xd, bg), w, L))
             k = s.reshape(R, -1).argmin(1)
             ja, jb = np.unravel_index(k, s.shape[1:])
@@ -132,7 +134,7 @@ def vp_fit(logN, logD, L, weights=None, grid=ALPHA_GRID, zooms=5, zoom_points=7,
     res = VPResult(np.concatenate(out_p), np.concatenate(out_s), np.concatenate(out_g),
                    (alphas, betas), sse_grid)
     if polish and W.shape[0] == 1:
-        res = _polish(res, logN, logD, L, W[0])
+        res = _polish(res, logN, logD, L, W[0], grid[1])
     return res
 
 
@@ -145,9 +147,9 @@ def projected(ab, logN, logD, L, w):
     return float(s[0, 0, 0]), E, A * np.exp(ab[0] * cN), B * np.exp(ab[1] * cD)
 
 
-def _polish(res, logN, logD, L, w):
+def _polish(res, logN, logD, L, w, hi):
     x0 = res.params[0, 3:5]
-    f = lambda ab: projected(ab, logN, logD, L, w)[0] if np.all(ab > 0) else np.inf
+    f = lambda ab: projected(ab, logN, logD, L, w)[0] if np.all((ab > 0) & (ab <= hi)) else np.inf
     opt = optimize.minimize(f, x0, method="Nelder-Mead",
                             options=dict(xatol=1e-7, fatol=1e-14 * max(res.sse[0], 1e-300), maxiter=2000))
     if opt.fun < res.sse[0]:
