@@ -26,3 +26,24 @@ def test_vp_point_fit_stays_inside_the_grid_its_replicates_search(seed):
     assert np.all(boot[:, 3:] <= hi)
     # Independent check of the reported SSE: residuals in float64 at the reported parameters.
     assert fit.sse[0] == pytest.approx(np.sum((L - laws.chinchilla(t.n_params, t.tokens, *p)) ** 2), rel=1e-9)
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("C", "sim: all runs at one compute budget (C = 6ND within 5%), so L(N, D) cannot separate"),
+    ("D", "sim: all runs at one token count D, so L(N, D) cannot separate"),
+])
+def test_runs_on_one_line_in_log_n_log_d_one_clear_line(kind, message):
+    """Six sizes at one compute budget (or one D) passed the size and D/N counts; the fit then
+    reported alpha = 37.8, beta = 99.5, B = inf (one budget) or B = 0, beta = 1e-4 (one D)."""
+    from slmjax.analysis.scaling.errors import FitInputError
+    from slmjax.analysis.scaling.table import build_table
+    N = np.geomspace(2e7, 8e8, 6)
+    D = 1e19 / (6 * N) * (1 + 0.01 * np.arange(6)) if kind == "C" else np.full(6, 1e10)
+    L = laws.chinchilla(N, D, *SPEECH.values())
+    rows = [dict(run_id=f"r{i}", n_params=n, tokens=d, test_loss=l) for i, (n, d, l) in enumerate(zip(N, D, L))]
+    with pytest.raises(FitInputError) as e:
+        build_table(rows, "sim")
+    assert message in str(e.value) and "\n" not in str(e.value)
+    # Two budgets are enough to place the surface: no error.
+    rows += [dict(run_id=f"s{i}", n_params=n, tokens=10 * d, test_loss=1.0) for i, (n, d) in enumerate(zip(N, D))]
+    assert len(build_table(rows, "sim")) == 12

@@ -205,7 +205,8 @@ def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3):
     """At least ``min_sizes`` model sizes and ``min_budgets`` token budgets, or one clear error.
 
     Budgets are counted as distinct tokens per parameter (D/N within 5%): with fewer than three, D is
-    tied to N and the surface cannot separate the two terms.
+    tied to N and the surface cannot separate the two terms; so it is when every run sits at one
+    compute budget, one D, or any one line in (log N, log D).
     """
     ns, nd = table.distinct(table.n_params), table.distinct(table.tokens / table.n_params, rel=0.05)
     if ns < min_sizes:
@@ -214,6 +215,16 @@ def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3):
     if nd < min_budgets:
         raise FitInputError(f"{table.source}: only {nd} token budget{'s' if nd != 1 else ''} (distinct D/N) "
                             f"(need at least {min_budgets} budgets and {min_sizes} sizes to fit L(N, D))")
+    # (log N, log D) on one line (within 5%): D is a function of N and the two terms cannot be separated.
+    X = np.log(np.stack([table.n_params, table.tokens], 1))
+    X -= X.mean(0)
+    line = np.linalg.svd(X, full_matrices=False)[2]
+    if min_budgets > 1 and np.abs(X @ line[1]).max() < math.log1p(0.05):
+        s = line[0][1] / line[0][0]
+        what = ("one compute budget (C = 6ND within 5%)" if abs(s + 1) < 0.05 else
+                "one token count D" if abs(s) < 0.05 else f"one line D ~ N^{s:.2f}")
+        raise FitInputError(f"{table.source}: all runs at {what}, so L(N, D) cannot separate the N and D terms "
+                            "(need runs at 2 or more compute budgets)")
 
 
 def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
