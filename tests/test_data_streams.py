@@ -79,6 +79,11 @@ def test_packed_rows_hold_whole_utterances_once_per_epoch(dataset):
   p = build_pipeline(_config(path, mode="packed"))
   stream = p.train.streams[0]
   ex = stream.get(np.arange(stream.examples_per_epoch))
+  assert sorted(_packed_utterances(ex)) == sorted(tuple(u) for u in splits["train"])
+
+
+def _packed_utterances(ex):
+  """The utterances held by packed rows (checked row by row), re-joined from their pieces."""
   pieces = []
   for r in range(ex["inputs"].shape[0]):
     seg = ex["segment_ids"][r]
@@ -100,7 +105,18 @@ def test_packed_rows_hold_whole_utterances_once_per_epoch(dataset):
       rebuilt.append(tuple(np.concatenate(cur)))
       cur = []
   assert not cur
-  assert sorted(rebuilt) == sorted(tuple(u) for u in splits["train"])
+  return rebuilt
+
+
+def test_packed_rows_of_several_epochs_read_at_once(dataset):
+  # Epochs pack into different numbers of rows; a read spanning epochs (a batch at an epoch
+  # boundary, a process's share of it) must find each row in its own epoch.
+  path, splits = dataset
+  stream = build_pipeline(_config(path, mode="packed")).train.streams[0]
+  rows = [stream._epoch_rows(e) for e in range(4)]  # pylint: disable=protected-access
+  assert len(set(rows)) > 1
+  got = collections.Counter(_packed_utterances(stream.get(np.arange(sum(rows)))))
+  assert got == collections.Counter([tuple(u) for u in splits["train"]] * 4)
 
 
 def test_two_processes_read_disjoint_halves_of_the_same_global_batches(dataset):

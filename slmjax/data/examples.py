@@ -121,15 +121,13 @@ class PackedStream:
 
   def _locate(self, index: np.ndarray):
     """(epoch, row) of each stream index; epochs have different row counts."""
-    epoch = np.zeros_like(index)
-    row = index.copy()
-    e = 0
-    while np.any(row >= self._epoch_rows(e)):
-      over = row >= self._epoch_rows(e)
-      row[over] -= self._epoch_rows(e)
-      epoch[over] += 1
-      e += 1
-    return epoch, row
+    rows, total = [], 0
+    while total <= int(index.max(initial=0)):
+      rows.append(self._epoch_rows(len(rows)))
+      total += rows[-1]
+    first = np.cumsum([0] + rows)  # stream index of each epoch's first row
+    epoch = np.searchsorted(first, index, side="right") - 1
+    return epoch, index - first[epoch]
 
   def get(self, index: np.ndarray) -> dict:
     """Examples at the given stream indices: int32 [n, seq_len] inputs, targets, positions,
