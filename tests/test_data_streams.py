@@ -216,3 +216,29 @@ def test_dataset_without_test_split_holds_out_one_percent(tmp_path, monkeypatch)
   # The same utterances are held out by every run (independent of the run seed).
   q = build_pipeline(_config(path, mode="packed", seed=9))
   np.testing.assert_array_equal(q.datasets[0].splits["test"].lengths, test.lengths)
+
+
+@pytest.mark.parametrize("mode", ["windows", "packed"])
+def test_reader_threads_share_a_stream_across_many_epochs(mode):
+  # A small dataset of a mixture runs through an epoch every few batches, so Grain's reader
+  # threads ask one stream for several epochs at once; each must get what one thread would.
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from slmjax.data.examples import make_stream  # pylint: disable=g-import-not-at-top
+  from slmjax.data.splits import MemorySplit  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  lens = rng.integers(2, 6, 6)
+  split = MemorySplit("small", rng.integers(0, V - 2, lens.sum()), lens, [0, 3, 6])
+  steps, rows = 200, 12
+  want = make_stream(split, mode, 4, 2, V - 1).get(np.arange(steps * rows))
+  interval = sys.getswitchinterval()
+  sys.setswitchinterval(1e-6)   # threads switch every few bytecodes: races show at once
+  try:
+    for _ in range(6):
+      stream = make_stream(split, mode, 4, 2, V - 1)
+      with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda t: stream.get(t * rows + np.arange(rows)), range(steps)))
+      for k in want:
+        np.testing.assert_array_equal(np.concatenate([g[k] for g in got]), want[k])
+  finally:
+    sys.setswitchinterval(interval)

@@ -18,6 +18,7 @@ packed: per epoch, utterances are shuffled and placed whole, in order, into rows
 from __future__ import annotations
 
 import collections
+import threading
 
 import numpy as np
 
@@ -26,19 +27,27 @@ from slmjax.data.splits import Split, span_index
 
 
 class _EpochCache:
-  """Keeps the plans of the two most recently used epochs."""
+  """Keeps the plans of the two most recently used epochs; safe for Grain's reader threads."""
 
   def __init__(self, build):
     self._build = build
     self._plans = collections.OrderedDict()
+    self._lock = threading.Lock()
+
+  def __getstate__(self):  # picklable for Grain worker processes: plans are rebuilt there
+    return {"_build": self._build}
+
+  def __setstate__(self, state):
+    self.__init__(state["_build"])
 
   def __call__(self, epoch: int):
-    if epoch not in self._plans:
-      self._plans[epoch] = self._build(epoch)
-      while len(self._plans) > 2:
-        self._plans.popitem(last=False)
-    self._plans.move_to_end(epoch)
-    return self._plans[epoch]
+    with self._lock:
+      if epoch not in self._plans:
+        self._plans[epoch] = self._build(epoch)
+        while len(self._plans) > 2:
+          self._plans.popitem(last=False)
+      self._plans.move_to_end(epoch)
+      return self._plans[epoch]
 
 
 class WindowStream:
