@@ -1,7 +1,8 @@
 """Bootstrap over runs: seeded resampling weights, percentile intervals, a process pool for refits.
 
 A replicate is a vector of resample counts over runs (whole runs are the unit; when the table has
-IsoFLOP budget labels the resampling is stratified by budget so every profile keeps its size). Every
+IsoFLOP budget labels the resampling is stratified by budget so every profile keeps its size; the
+multi-epoch runs of the second stage are a stratum of their own). Every
 estimator takes these counts as weights, so all quantities of one replicate come from one resample
 and their joint distribution is coherent (e.g. a from Approach 2 vs Approach 3).
 """

@@ -82,7 +82,10 @@ def analyse(table: RunTable, opt: FitOptions):
     C6 = 6 * N * D
     C_points = sorted({float(C6.max()), *map(float, opt.target_flops)})
     C_grid = np.geomspace(C6.min() / 3, max(C6.max() * 100, max(C_points)), 60)
-    W_all = bs.resample_weights(len(table), opt.bootstrap, opt.seed, table.budget)
+    # Strata: IsoFLOP budgets, and the multi-epoch runs apart (label -2; budgets are positive, NaN
+    # is the unlabelled stratum), so each fitting stage keeps its own number of runs per replicate.
+    strata = np.where(table.multi_epoch, -2.0, table.budget)
+    W_all = bs.resample_weights(len(table), opt.bootstrap, opt.seed, strata)
     W = W_all[:, single]
     timing = {}
 

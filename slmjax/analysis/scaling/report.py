@@ -140,7 +140,7 @@ def _checklist(res):
         f"- **Excluded points**: {len(excl)}" + (": " + "; ".join(f"{e['run_id']} ({e['reason']})" for e in excl[:20])
                                                  if excl else "") + ".",
         f"- **Intervals**: {100 * o['level']:.0f}% percentile bootstrap over whole runs"
-        f" (stratified by IsoFLOP budget when labelled), seed {o['seed']}, every fit redone from scratch per replicate.",
+        f" (stratified by IsoFLOP budget when labelled, multi-epoch runs apart), seed {o['seed']}, every fit redone from scratch per replicate.",
         f"- **Held-out validation**: the largest-compute {100 * o['holdout']:.0f}% of runs held out; see above.",
     ]
 
