@@ -110,6 +110,12 @@ def test_missing_shard_and_bad_ids(ds, tmp_path):
   with pytest.raises(DataError) as e:
     open_dataset(bad)
   assert "unit id 25" in _one_line(e)
+  negative = str(tmp_path / "negative")   # a signed dtype: ids below 0 are out of range too
+  write_unit_dataset(negative, {"train": [np.array([3, -2, 18])], "test": [np.array([1, 18])]},
+                     vocab_size=20, dtype="int16")
+  with pytest.raises(DataError) as e:
+    open_dataset(negative)
+  assert "unit id -2 is negative" in _one_line(e)
 
 
 @pytest.mark.parametrize("edit,message", [

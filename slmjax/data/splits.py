@@ -228,6 +228,8 @@ def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
       raise DataError(f"shard {name}: a record is empty or not a whole number of {dtype} ids")
     lengths[lo:lo + len(idx)] = nbytes // itemsize
     ids = np.frombuffer(b"".join(raw), dtype=np.dtype(dtype).newbyteorder("<"))
+    if ids.size and int(ids.min()) < 0:
+      raise DataError(f"shard {name}: unit id {int(ids.min())} is negative")
     if ids.size and int(ids.max()) >= vocab_size:
       raise DataError(f"shard {name}: unit id {int(ids.max())} >= vocab_size {vocab_size} "
                       "stated by the manifest")
