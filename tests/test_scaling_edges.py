@@ -47,3 +47,24 @@ def test_runs_on_one_line_in_log_n_log_d_one_clear_line(kind, message):
     # Two budgets are enough to place the surface: no error.
     rows += [dict(run_id=f"s{i}", n_params=n, tokens=10 * d, test_loss=1.0) for i, (n, d) in enumerate(zip(N, D))]
     assert len(build_table(rows, "sim")) == 12
+
+
+def test_runs_without_a_budget_label_are_listed():
+    """A CSV whose budget column is blank for some runs: the grouped IsoFLOP fit used the labelled
+    runs only and the others were left out of Approach 2 without a word."""
+    from slmjax.analysis.scaling import isoflop
+    from slmjax.analysis.scaling.table import build_table
+    rows = []
+    for c in (1e18, 1e19, 1e20):
+        for n in np.geomspace(1e7, 1e9, 5) * (c / 1e19) ** 0.5:
+            d = c / (6 * n)
+            rows.append(dict(run_id=f"c{c:.0e}_n{n:.3g}", n_params=n, tokens=d, budget=c,
+                             test_loss=laws.chinchilla(n, d, *SPEECH.values())))
+    for r in rows[1::5]:
+        r["budget"] = ""
+    t = build_table(rows, "partial")
+    note = [s for s in t.notes if s.startswith("budget missing")]
+    assert note == ["budget missing for 3 single-epoch run(s) (c1e+18_n1e+07, c1e+19_n3.16e+07, "
+                    "c1e+20_n1e+08): IsoFLOP profiles (Approach 2) use only the labelled runs"]
+    r = isoflop.isoflop_fit(t.n_params, t.tokens, t.test_loss, 6 * t.n_params * t.tokens, t.budget)
+    assert sum(len(p["runs"]) for p in r["profiles"]) == 12

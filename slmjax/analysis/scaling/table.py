@@ -197,6 +197,13 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
     n_dup = len(key) - len(np.unique(key, axis=0))
     if n_dup:
         table.notes.append(f"{n_dup} run(s) repeat another run's (N, D, unique tokens): kept as replicates")
+    labelled = np.isfinite(table.budget) | table.multi_epoch
+    if 0 < np.isfinite(table.budget).sum() and not labelled.all():
+        miss = table.run_id[~labelled]
+        use = ("IsoFLOP profiles (Approach 2) use only the labelled runs" if np.isfinite(table.budget).sum() >= 3
+               else "the labels are ignored (fewer than 3) and IsoFLOP profiles are interpolated along each size")
+        table.notes.append(f"budget missing for {len(miss)} single-epoch run(s) ({', '.join(miss[:5])}"
+                           f"{', ...' if len(miss) > 5 else ''}): {use}")
     check_coverage(table, min_sizes, min_budgets)
     return table
 
