@@ -4,9 +4,11 @@ Both are random-access streams: example i (over all epochs) is a pure function o
 makes the data order deterministic, restartable from a step number, and splittable across hosts.
 
 windows: per epoch, each shard's token stream is cut into windows of seq_len+1 consecutive tokens
-  with stride seq_len (consecutive windows share one token, so every transition of the stream is
-  trained exactly once per epoch), starting at a random phase in the shard; all windows of all
-  shards are then shuffled together, so shards weigh by their length. inputs = window[:-1],
+  with stride seq_len (consecutive windows share one token, so no transition is trained twice in
+  an epoch), starting at a random phase in the shard; the shard's slack (fewer than seq_len
+  transitions, split between its two ends by the phase) sits out that epoch, and transitions
+  between shards are never trained. All windows of all shards are then shuffled together, so
+  shards weigh by their length. inputs = window[:-1],
   targets = window[1:]; utterances run into each other through EOS, as in the paper.
 packed: per epoch, utterances are shuffled and placed whole, in order, into rows of seq_len slots
   (next fit; an utterance longer than a row is cut into row-sized pieces). Each piece is one
