@@ -27,7 +27,8 @@ flags.DEFINE_string("runs", None, "Sweep root (one workdir per run) or a run-tab
 flags.DEFINE_string("out", None, "Output directory for fit.json, plots and report.md.")
 flags.DEFINE_string("experiment", None, "Keep only these rows of a CSV with an `experiment` column.")
 flags.DEFINE_enum("n_param", "total", ["total", "nonemb"], "Parameter count N: total or non-embedding.")
-flags.DEFINE_enum("flops", "6N", ["6N", "6N_nonemb", "6N_attn"], "Compute axis for Approaches 1-2 and downstream.")
+flags.DEFINE_enum("flops", "6N", ["6N", "6N_nonemb", "6N_attn"], "Compute axis for Approach 1 and downstream (Approach 2 and the "
+                  "allocation use C = 6ND; the report gives Approach 2 under every convention).")
 flags.DEFINE_integer("bootstrap", 1000, "Bootstrap replicates (variable projection and derived quantities).")
 flags.DEFINE_integer("huber_bootstrap", 200, "Bootstrap replicates for the paper's Huber objective.")
 flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling.")

@@ -20,7 +20,7 @@ from slmjax.analysis.scaling.table import RunTable, check_coverage
 @dataclasses.dataclass
 class FitOptions:
     n_param: str = "total"            # N convention: total (tied embedding once) or nonemb
-    flops: str = "6N"                 # compute axis for Approaches 1-2 and downstream
+    flops: str = "6N"                 # compute axis for Approach 1 and downstream (Approach 2: 6ND)
     bootstrap: int = 1000             # replicates for the VP fit and everything derived from it
     huber_bootstrap: int = 200        # replicates for the paper's objective (L-BFGS per replicate)
     seed: int = 0
