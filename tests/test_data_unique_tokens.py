@@ -124,6 +124,18 @@ def test_a_mixture_splits_u_by_weight(tmp_path):
   assert e["a"] == pytest.approx(e["b"], rel=0.05)   # U shared by weight: equal epochs
 
 
+def test_u_follows_the_rows_each_dataset_gets(tmp_path):
+  # Weights 0.7/0.3 round to 6 and 2 rows of an 8-row batch: U must split 6:2 (3000/1000),
+  # not 0.7/0.3 (2800/1200, where a would run 8.6 epochs for b's 6.7).
+  dataset(tmp_path / "a", 300, 3)
+  dataset(tmp_path / "b", 300, 4)
+  pipe = build_pipeline(config([tmp_path / "a", tmp_path / "b"], 4000, weights="0.7,0.3"))
+  assert list(pipe.counts) == [6, 2]
+  assert [s.split.n_tokens for s in pipe.train.streams] == [3000, 1000]
+  e = pipe.epochs(100)
+  assert e["a"] == pytest.approx(e["b"], rel=0.05)
+
+
 @pytest.mark.parametrize("u, weights, message", [
     (10**6, "", r"data.max_unique_tokens=1000000 exceeds the \d+ training tokens of the data"),
     (100, "7,1", r"dataset b's share by its weight \(12 tokens\) is less than one window"),

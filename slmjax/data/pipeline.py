@@ -5,7 +5,7 @@ batch's rows with examples t*counts[d] ... of its own stream, datasets in config
 of P reads only rows [p*B/P, (p+1)*B/P) of it, so the global batch does not depend on the number
 of processes or devices, and the Grain iterator state (the next batch index) restores exactly.
 With data.max_unique_tokens = U > 0, each dataset's stream is cut to the first U_d tokens of
-its training split (U split by the mixture weights): every epoch then repeats those tokens only.
+its training split (U split as the batch rows are): every epoch then repeats those tokens only.
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ def mixture_counts(weights, batch_size: int, names) -> np.ndarray:
   return c
 
 
-def unique_shares(max_unique: int, weights, splits, names, seq_len: int) -> np.ndarray:
+def unique_shares(max_unique: int, counts, splits, names, seq_len: int) -> np.ndarray:
   """Tokens of each dataset's training stream kept by data.max_unique_tokens = U > 0.
 
   Dataset d keeps the first U_d tokens of its stream, U_d the largest-remainder rounding of
-  U * w_d / sum(w) (so the U_d sum to U and every dataset runs the same number of epochs).
+  U * c_d / B, c_d its rows of each B-row batch (data.weights rounded to rows), so the U_d sum
+  to U and every dataset runs the same number of epochs.
   """
-  w = np.asarray(weights, np.float64)
+  w = np.asarray(counts, np.float64)
   total = sum(s.n_tokens for s in splits)
   if max_unique > total:
     raise DataError(f"data.max_unique_tokens={max_unique} exceeds the {total} training tokens "
@@ -227,7 +228,7 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
   if max_unique < 0:
     raise DataError(f"data.max_unique_tokens={max_unique} must be >= 0 (0 = all)")
   if max_unique:
-    shares = unique_shares(max_unique, weights, train, names, seq_len)
+    shares = unique_shares(max_unique, counts, train, names, seq_len)
     train = [PrefixSplit(s, u) if u > 0 else s for s, u in zip(train, shares)]
   streams = [make_stream(s, mode, seq_len, seed * 1000 + i, ds.pad_id)
              for i, (ds, s) in enumerate(zip(datasets, train))]
