@@ -21,3 +21,14 @@ def test_every_replicate_keeps_the_multi_epoch_runs_of_the_second_stage():
     dc = res["data_constrained"]
     assert dc["R*_N"]["n_ok"] == dc["R*_D"]["n_ok"] == reps
     assert res["approach3"]["vp"]["params"]["alpha"]["n_ok"] == reps
+
+
+def test_failed_replicates_are_counted_and_named_in_the_report():
+    from slmjax.analysis.scaling.bootstrap import summarise
+    from slmjax.analysis.scaling.report import _iv
+    s = summarise(2.0, [1.0, np.nan, 3.0, np.inf, 2.0], level=0.5)
+    # quartiles of the three finite replicates {1, 2, 3}: 1.5 and 2.5
+    assert (s["n_ok"], s["n"], s["lo"], s["median"], s["hi"]) == (3, 5, 1.5, 2.0, 2.5)
+    assert _iv(s) == "2 [1.5, 2.5] (3 of 5 replicates)"
+    assert _iv(summarise(2.0, [1.0, 3.0, 2.0], level=0.5)) == "2 [1.5, 2.5]"
+    assert _iv(summarise(2.0, [np.nan, 1.0])) == "2 (1 of 2 replicates)"

@@ -34,11 +34,13 @@ def resample_weights(n: int, reps: int, seed: int, strata=None) -> np.ndarray:
 
 
 def summarise(point, samples, level=0.95) -> dict:
-    """{'value', 'lo', 'hi', 'median', 'se', 'n_ok'} from a point estimate and replicate values."""
-    s = np.asarray(samples, float)
+    """{'value', 'lo', 'hi', 'median', 'se', 'n_ok', 'n'} from a point estimate and replicate values
+    (n replicates, of which the n_ok finite ones give the interval)."""
+    s = np.asarray(samples, float).ravel()
+    n = int(s.size)
     s = s[np.isfinite(s)]
     q = (1 - level) / 2
-    out = {"value": float(point) if point is not None else None, "n_ok": int(len(s))}
+    out = {"value": float(point) if point is not None else None, "n_ok": int(len(s)), "n": n}
     if len(s) >= 2:
         lo, med, hi = np.quantile(s, [q, 0.5, 1 - q])
         out.update(lo=float(lo), hi=float(hi), median=float(med), se=float(np.std(s, ddof=1)))

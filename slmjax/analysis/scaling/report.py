@@ -12,9 +12,11 @@ def _iv(s, fmt="{:.3g}"):
     if not s or s.get("value") is None:
         return "-"
     v = fmt.format(s["value"])
+    # Replicates that failed (non-finite) are left out of the interval: say how many were used.
+    used = f" ({s['n_ok']} of {s['n']} replicates)" if s.get("n_ok", 0) < s.get("n", 0) else ""
     if s.get("lo") is None:
-        return v
-    return f"{v} [{fmt.format(s['lo'])}, {fmt.format(s['hi'])}]"
+        return v + used
+    return f"{v} [{fmt.format(s['lo'])}, {fmt.format(s['hi'])}]{used}"
 
 
 def _params_table(fits):
