@@ -246,3 +246,12 @@ def test_adamw_update_by_hand():
     np.testing.assert_allclose(updates["w"], -lr * (adam + 0.1 * 2.0), rtol=1e-6)
     np.testing.assert_allclose(updates["scale"], 0.0, atol=0)
     assert float(optax.global_norm(grads)) == 5.0
+
+
+def test_negative_seed_is_one_line():
+    # It reached numpy's SeedSequence in the data pipeline (a ValueError traceback).
+    c = load_config("tiny")
+    c.seed = -1
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=1)
+    assert str(e.value) == "seed=-1 must be an integer >= 0"

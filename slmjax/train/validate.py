@@ -113,6 +113,9 @@ def problems(config, n_devices: int | None = None) -> list[str]:
     if not out and t.get("profile_start", -1) > total_steps(config):  # needs a valid batch
         out.append(f"train.profile_start={t.profile_start} is past the run's last step "
                    f"({total_steps(config)}): no trace would be recorded")
+    seed = config.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        out.append(f"seed={seed!r} must be an integer >= 0")
     if int(config.mesh.get("cpu_devices", 0)) < 0:
         out.append(f"mesh.cpu_devices={config.mesh.cpu_devices} must be >= 0 (0 = one per core)")
     if n_devices is not None:
