@@ -210,6 +210,9 @@ def test_dataset_without_test_split_holds_out_one_percent(tmp_path, monkeypatch)
   held = np.split(ev, np.cumsum(test.lengths)[:-1])
   kept = np.split(tr, np.cumsum(train.lengths)[:-1])
   assert sorted(map(tuple, held + kept)) == sorted(map(tuple, utts))
+  # Which ones is part of every run's identity, pinned: the 4 smallest keys of PCG64(0x7e57)'s raw
+  # stream (stable across NumPy releases; Generator.choice picked 4 others and may change).
+  assert [tuple(u) for u in held] == [tuple(utts[i]) for i in (75, 215, 231, 247)]
   stream = p.train.streams[0]
   seen = stream.get(np.arange(stream.examples_per_epoch))["inputs"]
   assert np.sum(seen != V - 1) == train.n_tokens

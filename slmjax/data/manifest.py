@@ -120,8 +120,11 @@ def open_dataset(path: str, splits=("train", "test"), holdout: float = 0.01) -> 
     if n < 2 or not 0 < holdout < 1:
       raise DataError(f"unit dataset {path}: no {test_split!r} split, and its {n} training "
                       "utterance(s) cannot be split into a held-out set")
-    rng = np.random.default_rng(0x7e57)
-    test_ids = np.sort(rng.choice(n, max(1, int(round(holdout * n))), replace=False))
+    # The records with the smallest keys of a fixed PCG64 stream: raw bit-generator output is
+    # stable across NumPy releases, where Generator.choice's algorithm is not promised to be (a
+    # change would move training utterances into the test set of a resumed or re-scored run).
+    keys = np.random.PCG64(0x7e57).random_raw(n)
+    test_ids = np.sort(np.argsort(keys, kind="stable")[:max(1, int(round(holdout * n)))])
     train_ids = np.setdiff1d(np.arange(n), test_ids)
     args = (full.paths, m["dtype"], full.lengths, full.shard_records)
     opened[train_split] = ArrayRecordSplit(train_split, *args, subset=train_ids)
