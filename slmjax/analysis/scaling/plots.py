@@ -49,10 +49,12 @@ def loss_vs_compute(p, out):
         ax.plot(cc, np.exp(a1["log_k"]) * cc ** (-a1["gamma"]), "k--", lw=1,
                 label=f"Approach 1: L ~ C^-{a1['gamma']:.3f}")
     b, cg = p["bands"]["L_opt"], p["C_grid"]
-    ax.plot(cg, b["value"], "r-", lw=1.5, label="Approach 3: L*(C)")
+    # L*(C) is the law's optimum at C = 6ND; the runs and Approach 1 are at the --flops compute.
+    conv = p.get("flops", "6N")
+    ax.plot(cg, b["value"], "r-", lw=1.5, label="Approach 3: L*(C)" + ("" if conv == "6N" else ", C = 6ND"))
     ax.fill_between(cg, b["lo"], b["hi"], color="r", alpha=0.2)
-    ax.set(xscale="log", yscale="log", xlabel="compute C = 6ND (FLOPs)", ylabel="test loss",
-           title="Loss vs compute")
+    ax.set(xscale="log", yscale="log", xlabel=f"compute C = {conv.replace('_', ' ')} x D (FLOPs)",
+           ylabel="test loss", title="Loss vs compute")
     ax.legend(fontsize=7)
     return _save(fig, out, "loss_vs_compute.png")
 
