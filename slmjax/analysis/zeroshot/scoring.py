@@ -235,10 +235,20 @@ class Scorer:
                             pad_id=self.pad_id, seqs=seqs)
 
     def score(self, seqs, desc: str = "scoring") -> SeqStats:
-        """Score every sequence (1-D int arrays of length >= 2); see :class:`SeqStats`."""
+        """Score every sequence (1-D int arrays of length >= 2); see :class:`SeqStats`.
+
+        Equal sequences are scored once and share the result, so that they tie exactly (a packed
+        row's reductions can round a sequence differently at another offset)."""
         seqs = [np.asarray(s, np.int32) for s in seqs]
         if any(len(s) < 2 for s in seqs):
             raise ValueError("every sequence needs at least one target (length >= 2)")
+        slot = {}
+        where = np.array([slot.setdefault(s.tobytes(), len(slot)) for s in seqs], np.int64)
+        unique = list({s.tobytes(): s for s in seqs}.values())
+        stats = self._score_unique(unique, desc)
+        return SeqStats(*(getattr(stats, f.name)[where] for f in dataclasses.fields(SeqStats)))
+
+    def _score_unique(self, seqs, desc):
         truncated = np.array([len(s) - 1 > self.max_len for s in seqs])
         # Too long for the context: keep the end (the part that differs between StoryCloze endings).
         seqs = [s[-(self.max_len + 1):] if t else s for s, t in zip(seqs, truncated)]
