@@ -106,7 +106,7 @@ def _read_gold(path: Path, columns: tuple, problems: list):
         return None
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")   # a byte order mark is not part of the header
     except UnicodeDecodeError as e:
         line, byte = fileio.undecodable_at(e)
         problems.append(Problem("error", f"{where}:{line}", f"not UTF-8 text (byte "
