@@ -110,3 +110,14 @@ def test_gold_csv_with_a_byte_order_mark_loads(tmp_path):
     gold.write_bytes(b"\xef\xbb\xbf" + gold.read_bytes())
     (bench,) = benchmarks.discover(tmp_path)
     assert not bench.errors and len(bench.pairs) == 2
+
+
+def test_word_without_frequency_is_in_no_band(tmp_path):
+    """The official script reads an empty frequency as missing (pandas Int64 NA), which
+    pandas.cut puts in no band: such a word counts in ``all`` only, not as out of vocabulary."""
+    make_lexical(tmp_path / "lexical" / "dev", [("1", "", "v1"), ("2", 0, "v1"), ("3", 7, "v1")])
+    (bench,) = benchmarks.discover(tmp_path)
+    scores = {s: 0.0 for s in bench.files}
+    r = _rows(rules.aggregate("swuggy", bench.pairs, scores))
+    assert r["all"]["n_items"] == 3 and r["in_vocab"]["n_items"] == 1
+    assert r["frequency/oov"]["n_items"] == 1 and r["frequency/6-20"]["n_items"] == 1

@@ -173,7 +173,10 @@ def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows):
 
 
 def _frequency(value, where, problems):
-    """A word count (``1e3`` and ``5.0`` are counts too), or None with a problem."""
+    """A word count (``1e3`` and ``5.0`` are counts too); None when empty (unknown: the official
+    script reads it as missing, in no frequency band) or not a count (with a problem)."""
+    if not value:
+        return None
     try:
         count = float(value)
     except ValueError:
@@ -214,7 +217,7 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
             return (r["id"], r["voice"])
 
         def make(p, n):
-            freq = _frequency(p["frequency"] or "0", f"{gold_path}:{p['_line']}", problems)
+            freq = _frequency(p["frequency"], f"{gold_path}:{p['_line']}", problems)
             return Pair(p["_stem"], n["_stem"], (p["id"],), p["voice"], frequency=freq)
     else:
         def key(r):
