@@ -21,6 +21,10 @@ CONFIGS = {
     "25hz": dict(conv_dim=(16,) * 8, conv_kernel=(10, 3, 3, 3, 3, 2, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2, 2)),
 }
 
+_FAIRSEQ_SMALL = {"conv_feature_layers": "[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2", "encoder_embed_dim": 32,
+                  "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_embed_dim": 64, "conv_pos": 16,
+                  "conv_pos_groups": 4, "layer_norm_first": False, "extractor_mode": "default", "conv_bias": False}  # SMALL, base
+
 
 def _hf_model(kind, tmp_path, safe=True):
     torch.manual_seed(0)
@@ -62,30 +66,11 @@ def test_every_hidden_state_matches_transformers(kind, tmp_path):
 def test_torch_bin_and_fairseq_checkpoints(tmp_path):
     model = _hf_model("base", tmp_path / "hf", safe=False)
     assert os.path.exists(tmp_path / "hf" / "pytorch_model.bin")
-    cfg, sd = read_checkpoint(str(tmp_path / "hf"))
-    # a fairseq checkpoint with the same weights, names as fairseq's HuBERT (inverse of HF's converter)
-    inv = {"conv.": "0.", "layer_norm.": "2."}
-    fs = {}
-    for k, v in model.state_dict().items():
-        if k == "masked_spec_embed":
-            continue
-        k2 = k.replace("feature_projection.projection.", "post_extract_proj.").replace("feature_projection.layer_norm.", "layer_norm.")
-        k2 = k2.replace("encoder.pos_conv_embed.conv.parametrizations.weight.original0", "encoder.pos_conv.0.weight_g")
-        k2 = k2.replace("encoder.pos_conv_embed.conv.parametrizations.weight.original1", "encoder.pos_conv.0.weight_v")
-        k2 = k2.replace("encoder.pos_conv_embed.conv.", "encoder.pos_conv.0.").replace(".attention.", ".self_attn.")
-        k2 = k2.replace(".feed_forward.intermediate_dense.", ".fc1.").replace(".feed_forward.output_dense.", ".fc2.")
-        if k2.startswith("encoder.layers.") and ".layer_norm." in k2:
-            k2 = k2.replace(".layer_norm.", ".self_attn_layer_norm.")
-        if k2.startswith("feature_extractor."):
-            for a, b in inv.items():
-                k2 = k2.replace(a, b)
-        fs[k2] = v
+    cfg, sd, _ = read_checkpoint(str(tmp_path / "hf"))
+    fs = _fairseq_state_dict(model)  # a fairseq checkpoint with the same weights
     fs["label_embs_concat"] = torch.zeros(3, 4)
-    model_cfg = {"conv_feature_layers": "[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2", "encoder_embed_dim": 32,
-                 "encoder_layers": 3, "encoder_attention_heads": 4, "encoder_ffn_embed_dim": 64, "conv_pos": 16,
-                 "conv_pos_groups": 4, "layer_norm_first": False, "extractor_mode": "default", "conv_bias": False}
-    torch.save({"model": fs, "cfg": {"model": model_cfg}}, tmp_path / "hubert_fs.pt")
-    fs_cfg, fs_sd = read_checkpoint(str(tmp_path / "hubert_fs.pt"))
+    torch.save({"model": fs, "cfg": {"model": _FAIRSEQ_SMALL}}, tmp_path / "hubert_fs.pt")
+    fs_cfg, fs_sd, _ = read_checkpoint(str(tmp_path / "hubert_fs.pt"))
     assert fs_cfg == cfg
     a, b = hf_to_params(sd, cfg), hf_to_params(fs_sd, fs_cfg)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -115,3 +100,64 @@ def test_features_chunked_and_saved_in_tokenizer(tmp_path):
     again = load_tokenizer(str(tmp_path / "tok"))  # no PyTorch needed: weights live in the tokenizer
     assert again.identity == tok.identity and again.identity["kind"] == "hubert" and again.frame_rate == 25.0
     assert np.array_equal(again.encode_wave(wave), tok.encode_wave(wave))
+
+
+def _fairseq_state_dict(model):
+    """``model``'s weights under fairseq HuBERT's names (the inverse of HF's converter)."""
+    norm = "2.1." if model.config.feat_extract_norm == "layer" else "2."
+    fs = {}
+    for k, v in model.state_dict().items():
+        if k == "masked_spec_embed":
+            continue
+        k2 = k.replace("feature_projection.projection.", "post_extract_proj.").replace("feature_projection.layer_norm.", "layer_norm.")
+        k2 = k2.replace("encoder.pos_conv_embed.conv.parametrizations.weight.original0", "encoder.pos_conv.0.weight_g")
+        k2 = k2.replace("encoder.pos_conv_embed.conv.parametrizations.weight.original1", "encoder.pos_conv.0.weight_v")
+        k2 = k2.replace("encoder.pos_conv_embed.conv.", "encoder.pos_conv.0.").replace(".attention.", ".self_attn.")
+        k2 = k2.replace(".feed_forward.intermediate_dense.", ".fc1.").replace(".feed_forward.output_dense.", ".fc2.")
+        if k2.startswith("encoder.layers.") and ".layer_norm." in k2:
+            k2 = k2.replace(".layer_norm.", ".self_attn_layer_norm.")
+        if k2.startswith("feature_extractor."):
+            k2 = k2.replace("conv.", "0.").replace("layer_norm.", norm)
+        fs[k2] = v
+    return fs
+
+
+def _fairseq_large(model, tmp_path, normalize):
+    """``model`` (the "large" layout) saved as a fairseq checkpoint whose task normalises or not."""
+    fs = _fairseq_state_dict(model)
+    model_cfg = dict(_FAIRSEQ_SMALL, layer_norm_first=True, extractor_mode="layer_norm", conv_bias=True)
+    path = tmp_path / f"large_norm{int(normalize)}.pt"
+    torch.save({"model": fs, "cfg": {"model": model_cfg, "task": {"normalize": normalize}}}, path)
+    return str(path)
+
+
+def test_waveform_normalisation_as_the_checkpoint_says(tmp_path):
+    """fairseq's HuBERT feature reader layer-norms the whole wave when the checkpoint's task has
+    ``normalize`` (HuBERT large/xlarge); HF checkpoints say it in preprocessor_config.json."""
+    from slmjax.units.hubert_features import HubertFeatures
+    from slmjax.units.tokenizer import load_tokenizer
+    from slmjax.units.fit import fit_tokenizer
+    from slmjax.units.sources import Utterance
+
+    model = _hf_model("large", tmp_path / "hf")
+    wave = (0.05 * np.random.default_rng(2).standard_normal(12000) + 0.01).astype(np.float32)  # far from unit variance
+    x = torch.from_numpy(wave)[None]
+    with torch.no_grad():
+        raw = model(x, output_hidden_states=True).hidden_states[2][0].numpy()
+        normed = model(torch.nn.functional.layer_norm(x, x.shape), output_hidden_states=True).hidden_states[2][0].numpy()
+    assert np.abs(raw - normed).max() > 0.1  # the test can tell them apart
+    for normalize, ref in ((False, raw), (True, normed)):
+        feats = HubertFeatures.from_checkpoint(_fairseq_large(model, tmp_path, normalize), layer=2)
+        np.testing.assert_allclose(feats(wave), ref, atol=1e-4, rtol=0)
+    fe = transformers.Wav2Vec2FeatureExtractor(do_normalize=True)
+    fe.save_pretrained(tmp_path / "hf")  # preprocessor_config.json beside the HF model
+    hf_in = torch.from_numpy(fe(wave, sampling_rate=16000, return_tensors="np").input_values)
+    with torch.no_grad():
+        ref = model(hf_in, output_hidden_states=True).hidden_states[2][0].numpy()
+    feats = HubertFeatures.from_checkpoint(str(tmp_path / "hf"), layer=2, save_dir=str(tmp_path / "tok"))
+    np.testing.assert_allclose(feats(wave), ref, atol=1e-4, rtol=0)
+    utts = [Utterance(f"u{i}", f"mem{i}", "train", load=lambda: wave) for i in range(3)]
+    tok = fit_tokenizer(feats, utts, str(tmp_path / "tok"), k=3, progress=False)
+    again = load_tokenizer(str(tmp_path / "tok"))  # the setting travels with the tokenizer
+    np.testing.assert_allclose(again.features(wave), ref, atol=1e-4, rtol=0)
+    assert again.identity == tok.identity

@@ -1,8 +1,10 @@
 """HuBERT features for the tokenizer: one chosen layer, chunks of at most ``chunk_seconds``.
 
 Each chunk is zero-padded to a multiple of ``bucket_seconds`` so compiled code is reused across
-lengths; the encoder masks the padding, so features equal an unpadded run. Weights are kept in the
-tokenizer directory as ``hubert.safetensors`` (our parameter names, config in the metadata).
+lengths; the encoder masks the padding, so features equal an unpadded run. Checkpoints trained on
+normalised waves (``norm_eps``, see hubert_import) get each whole utterance normalised before chunking,
+as fairseq's feature reader does. Weights are kept in the tokenizer directory as ``hubert.safetensors``
+(our parameter names, config in the metadata).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class HubertFeatures:
     kind = "hubert"
 
     def __init__(self, model: HubertEncoder, layer: int, chunk_seconds: float = 30.0, bucket_seconds: float = 1.0,
-                 weights_sha256: str | None = None):
+                 weights_sha256: str | None = None, norm_eps: float | None = None):
         cfg = model.cfg
         if not 0 <= layer <= cfg.num_hidden_layers:
             raise UnitsError(f"--hubert_layer must be in [0, {cfg.num_hidden_layers}], got {layer}")
@@ -56,24 +58,25 @@ class HubertFeatures:
         self.min_samples = cfg.receptive_field
         self.dim = cfg.hidden_size
         self.weights_sha256 = weights_sha256
+        self.norm_eps = norm_eps
         graphdef, self._state = nnx.split(model)
         self._run = _runner(graphdef, layer)
 
     @classmethod
     def from_checkpoint(cls, path: str, layer: int, chunk_seconds: float = 30.0, save_dir: str | None = None):
         """Import HF/fairseq weights; with ``save_dir`` also store them there for the tokenizer."""
-        from slmjax.units.hubert_import import load_hubert
+        from slmjax.units.hubert_import import import_hubert
 
-        model = load_hubert(path)
+        model, norm_eps = import_hubert(path)
         sha = None
         if save_dir is not None:
             make_dir(save_dir)
             withdraw(save_dir)
             sha = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
-        return cls(model, layer, chunk_seconds, weights_sha256=sha)
+        return cls(model, layer, chunk_seconds, weights_sha256=sha, norm_eps=norm_eps)
 
     @classmethod
-    def from_saved(cls, path: str, layer: int, chunk_seconds: float = 30.0):
+    def from_saved(cls, path: str, layer: int, chunk_seconds: float = 30.0, norm_eps: float | None = None):
         from safetensors import safe_open
 
         from slmjax.units.hubert_import import set_params
@@ -84,10 +87,13 @@ class HubertFeatures:
             cfg = HubertConfig.from_dict(json.loads(f.metadata()["config"]))
             params = {k: f.get_tensor(k) for k in f.keys()}
             sha = f.metadata().get("sha256")
-        return cls(set_params(HubertEncoder(cfg), params), layer, chunk_seconds, weights_sha256=sha)
+        return cls(set_params(HubertEncoder(cfg), params), layer, chunk_seconds, weights_sha256=sha, norm_eps=norm_eps)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         wave = np.asarray(wave, np.float32)
+        if self.norm_eps is not None:
+            w = wave.astype(np.float64)
+            wave = ((w - w.mean()) / np.sqrt(w.var() + self.norm_eps)).astype(np.float32)
         n_chunks = max(1, math.ceil(wave.size / self.chunk_samples))
         size = math.ceil(wave.size / n_chunks)
         feats = []
@@ -103,8 +109,11 @@ class HubertFeatures:
         return np.concatenate(feats) if feats else np.zeros((0, self.dim), np.float32)
 
     def spec(self) -> dict:
-        return {"kind": "hubert", "weights": WEIGHTS_FILE, "weights_sha256": self.weights_sha256, "layer": self.layer,
+        spec = {"kind": "hubert", "weights": WEIGHTS_FILE, "weights_sha256": self.weights_sha256, "layer": self.layer,
                 "chunk_seconds": self.chunk_samples / 16000, "config": dataclasses.asdict(self.cfg)}
+        if self.norm_eps is not None:  # absent when off, so tokenizers of unnormalised models keep their identity
+            spec["norm_eps"] = self.norm_eps
+        return spec
 
     def fingerprint(self) -> str:
         spec = {k: v for k, v in self.spec().items() if k != "weights"}

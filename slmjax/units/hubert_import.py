@@ -3,6 +3,11 @@
 Sources: a Hugging Face ``HubertModel`` directory or file (``model.safetensors`` or
 ``pytorch_model.bin`` with ``config.json``) or a fairseq HuBERT checkpoint (``.pt`` with ``model`` and
 ``cfg``/``args``). fairseq names are first renamed to HF names, then one table maps HF names to ours.
+
+Checkpoints also say whether each utterance is normalised to zero mean and unit variance before the
+model (HuBERT large/xlarge are trained so): fairseq's task ``normalize`` (``F.layer_norm``, eps 1e-5),
+HF's ``preprocessor_config.json`` ``do_normalize`` (eps 1e-7), or, for an HF model without one, the
+convention of HF's converter: normalised exactly when the feature extractor uses LayerNorm.
 """
 
 from __future__ import annotations
@@ -127,8 +132,9 @@ def _torch_load(path: str, trusted: bool):
         return torch.load(path, map_location="cpu", weights_only=False)  # fairseq pickles its config objects
 
 
-def read_checkpoint(path: str) -> tuple[HubertConfig, dict]:
-    """(config, HF-named state dict) from an HF directory/file or a fairseq checkpoint."""
+def read_checkpoint(path: str) -> tuple[HubertConfig, dict, float | None]:
+    """(config, HF-named state dict, wave normalisation eps or None) from an HF directory/file or a
+    fairseq checkpoint."""
     if not os.path.exists(path):
         raise UnitsError(f"HuBERT checkpoint not found: {path}")
     folder = path if os.path.isdir(path) else os.path.dirname(path)
@@ -152,9 +158,10 @@ def read_checkpoint(path: str) -> tuple[HubertConfig, dict]:
         cfg_obj = sd.get("cfg")
         model_cfg = cfg_obj["model"] if cfg_obj is not None else vars(sd["args"])
         model_cfg = dict(model_cfg) if not isinstance(model_cfg, dict) else model_cfg
+        task_cfg = (cfg_obj.get("task") or {}) if cfg_obj is not None else vars(sd["args"])
         cfg = fairseq_config(model_cfg)
         mode = "layer_norm" if cfg.feat_extract_norm == "layer" else "default"
-        return cfg, fairseq_to_hf(sd["model"], mode)
+        return cfg, fairseq_to_hf(sd["model"], mode), 1e-5 if task_cfg.get("normalize", False) else None
     cfg_path = os.path.join(folder, "config.json")
     if not os.path.exists(cfg_path):
         raise UnitsError(f"HF HuBERT checkpoint {path} needs a config.json beside it")
@@ -162,7 +169,14 @@ def read_checkpoint(path: str) -> tuple[HubertConfig, dict]:
         hf_cfg = json.load(f)
     if hf_cfg.get("conv_pos_batch_norm"):
         raise UnitsError(f"{cfg_path}: conv_pos_batch_norm models are not supported")
-    return HubertConfig.from_dict(hf_cfg), sd
+    cfg = HubertConfig.from_dict(hf_cfg)
+    pre_path = os.path.join(folder, "preprocessor_config.json")
+    if os.path.exists(pre_path):
+        with open(pre_path) as f:
+            normalize = bool(json.load(f).get("do_normalize", False))
+    else:
+        normalize = cfg.feat_extract_norm == "layer"
+    return cfg, sd, 1e-7 if normalize else None
 
 
 def set_params(model: HubertEncoder, params: dict) -> HubertEncoder:
@@ -181,7 +195,12 @@ def set_params(model: HubertEncoder, params: dict) -> HubertEncoder:
     return model
 
 
+def import_hubert(path: str) -> tuple[HubertEncoder, float | None]:
+    """A HubertEncoder with weights from ``path`` (HF or fairseq) and its wave normalisation eps (None: off)."""
+    cfg, sd, norm_eps = read_checkpoint(path)
+    return set_params(HubertEncoder(cfg), hf_to_params(sd, cfg)), norm_eps
+
+
 def load_hubert(path: str) -> HubertEncoder:
-    """A HubertEncoder with weights from ``path`` (HF or fairseq)."""
-    cfg, sd = read_checkpoint(path)
-    return set_params(HubertEncoder(cfg), hf_to_params(sd, cfg))
+    """The encoder alone (no wave normalisation: the raw model, as transformers' HubertModel)."""
+    return import_hubert(path)[0]
