@@ -272,3 +272,27 @@ def test_mixture_resumes_and_splits_across_epoch_boundaries(dataset, tmp_path, m
   for t in range(30):
     for k in want[t]:
       np.testing.assert_array_equal(np.concatenate([h[t][k] for h in halves]), want[t][k])
+
+
+def test_limited_evaluations_read_examples_from_the_whole_split(tmp_path, monkeypatch):
+  # train.eval_batches limits the periodic evaluations: their rows used to be the split's first
+  # ones, all from its first shard. Shard k's utterances here are all unit k + 1.
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  test = [np.array([k + 1] * 8 + [V - 2]) for k in range(3) for _ in range(20)]
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": test, "test": test}, vocab_size=V, n_shards=3)
+  ev = build_pipeline(_config(path)).evals[0]
+  assert ev.n_examples > 3 * 8                  # several batches of 4 in each shard
+  rows = [x for x in ev.batches(4, max_batches=2)]
+  assert len(rows) == 2
+  units = {int(u) for x in rows for u in x["inputs"][x["weights"] > 0].ravel()} - {V - 2}
+  assert units == {1, 2, 3}
+  # The same rows every time, and over two processes the same rows split in two.
+  again = [x["inputs"] for x in ev.batches(4, max_batches=2)]
+  assert all(np.array_equal(a, x["inputs"]) for a, x in zip(again, rows))
+  halves = [list(ev.batches(4, p, 2, max_batches=2)) for p in (0, 1)]
+  for b, x in enumerate(rows):
+    np.testing.assert_array_equal(
+        np.concatenate([halves[0][b]["inputs"], halves[1][b]["inputs"]]), x["inputs"])
+  # Unlimited: every example once, in order, as before.
+  assert sum(x["inputs"].shape[0] for x in ev.batches(4)) >= ev.n_examples

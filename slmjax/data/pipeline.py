@@ -149,13 +149,21 @@ class EvalSet:
   stream: object
   n_examples: int
 
-  def batches(self, batch_size: int, process_index: int = 0, process_count: int = 1):
-    """Yields this process's rows of each global eval batch; padding rows have weight 0."""
+  def batches(self, batch_size: int, process_index: int = 0, process_count: int = 1,
+              max_batches: int = 0):
+    """Yields this process's rows of each global eval batch; padding rows have weight 0.
+
+    `max_batches` > 0 reads that many batches of examples spread evenly over the whole split (in
+    order, the same ones every time) rather than its first ones, which lie in its first shards.
+    """
+    picked = np.arange(self.n_examples)
+    if 0 < max_batches * batch_size < self.n_examples:
+      picked = np.linspace(0, self.n_examples - 1, max_batches * batch_size).round().astype(np.int64)
     local = batch_size // process_count
-    for b0 in range(0, self.n_examples, batch_size):
-      idx = b0 + process_index * local + np.arange(local)
-      valid = idx < self.n_examples
-      ex = self.stream.get(np.where(valid, idx, 0))
+    for b0 in range(0, picked.size, batch_size):
+      pos = b0 + process_index * local + np.arange(local)
+      valid = pos < picked.size
+      ex = self.stream.get(picked[np.where(valid, pos, 0)])
       w = ex.pop("weights", np.ones(ex["inputs"].shape, np.float32))
       ex["weights"] = (w * valid[:, None]).astype(np.float32)
       yield ex

@@ -66,9 +66,7 @@ class _Evaluator:
       # the steps of one device can take every thread before another device starts its first.
       totals = np.zeros(2)  # (NLL, tokens), float64 on the host
       running = None
-      for i, local in enumerate(ev.batches(self.batch, jax.process_index(), jax.process_count())):
-        if limit and i >= limit:
-          break
+      for local in ev.batches(self.batch, jax.process_index(), jax.process_count(), limit):
         batch = make_global_batch(local, self.mesh)
         if running is not None:
           totals += jax.device_get(running)
