@@ -77,9 +77,16 @@ def as_wave(wave) -> np.ndarray:
     arr = np.asarray(wave)
     if arr.ndim != 1:
         raise UnitsError(f"expected a 1-D mono wave, got shape {arr.shape}")
-    if arr.dtype.kind == "i":
-        arr = arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max + 1)
-    return arr.astype(np.float32, copy=False)
+    return pcm_to_float(arr)
+
+
+def pcm_to_float(arr: np.ndarray) -> np.ndarray:
+    """Integer PCM to float32 in [-1, 1): signed centred on 0, unsigned (8-bit WAV) on its midpoint;
+    float samples unchanged."""
+    if arr.dtype.kind not in "iu":
+        return arr.astype(np.float32, copy=False)
+    half = 2.0 ** (8 * arr.dtype.itemsize - 1)
+    return ((arr.astype(np.float64) - (half if arr.dtype.kind == "u" else 0.0)) / half).astype(np.float32)
 
 
 def skip_row(utt, exc: Exception) -> dict:

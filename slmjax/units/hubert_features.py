@@ -53,6 +53,8 @@ class HubertFeatures:
             raise UnitsError(f"--hubert_layer must be in [0, {cfg.num_hidden_layers}], got {layer}")
         self.cfg, self.layer = cfg, layer
         self.chunk_samples = int(chunk_seconds * 16000)
+        if self.chunk_samples < cfg.receptive_field:
+            raise UnitsError(f"--chunk_seconds must be at least {cfg.receptive_field / 16000:g} (one frame), got {chunk_seconds:g}")
         self.bucket_samples = max(int(bucket_seconds * 16000), cfg.hop)
         self.frame_rate = 16000.0 / cfg.hop
         self.min_samples = cfg.receptive_field
@@ -68,12 +70,12 @@ class HubertFeatures:
         from slmjax.units.hubert_import import import_hubert
 
         model, norm_eps = import_hubert(path)
-        sha = None
+        feats = cls(model, layer, chunk_seconds, norm_eps=norm_eps)  # checks the flags before writing
         if save_dir is not None:
             make_dir(save_dir)
             withdraw(save_dir)
-            sha = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
-        return cls(model, layer, chunk_seconds, weights_sha256=sha, norm_eps=norm_eps)
+            feats.weights_sha256 = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
+        return feats
 
     @classmethod
     def from_saved(cls, path: str, layer: int, chunk_seconds: float = 30.0, norm_eps: float | None = None):

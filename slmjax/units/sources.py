@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from slmjax.units.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_wave, resample
+from slmjax.units.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_wave, pcm_to_float, resample
 from slmjax.units.errors import UnitsError
 
 SPLIT_DIRS = ("train", "valid", "validation", "dev", "test")  # split names a folder, .tsv or .jsonl may give
@@ -156,12 +156,10 @@ def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
 
     def loader(i):
         def load():
-            wave = np.asarray(source[i][audio_key])
-            if wave.dtype.kind == "i":
-                wave = wave.astype(np.float32) / np.float32(np.iinfo(wave.dtype).max + 1)
+            wave = pcm_to_float(np.asarray(source[i][audio_key]))
             if wave.ndim == 2:
                 wave = wave.mean(axis=1)
-            return resample(wave.astype(np.float32), sr)
+            return resample(wave, sr)
 
         return load
 

@@ -1,0 +1,28 @@
+"""Inputs at the edges: in-memory PCM dtypes and HuBERT chunk settings that cannot produce frames."""
+
+import numpy as np
+import pytest
+
+from slmjax.units.audio import as_wave
+from slmjax.units.errors import UnitsError
+
+
+def test_in_memory_pcm_dtypes_scale_to_unit_range():
+    # 8-bit WAV is unsigned with silence at 128; 16/32-bit are signed with silence at 0
+    np.testing.assert_allclose(as_wave(np.array([0, 128, 255], np.uint8)), [-1.0, 0.0, 127 / 128])
+    np.testing.assert_allclose(as_wave(np.array([-32768, 0, 16384], np.int16)), [-1.0, 0.0, 0.5])
+    np.testing.assert_allclose(as_wave(np.array([-(2**31), 2**30], np.int32)), [-1.0, 0.5])
+    np.testing.assert_allclose(as_wave(np.array([0.25, -0.5], np.float64)), [0.25, -0.5])
+    with pytest.raises(UnitsError, match="1-D mono"):
+        as_wave(np.zeros((10, 2), np.int16))
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.0, -1.0, 0.01])
+def test_hubert_chunk_shorter_than_one_frame_is_one_clear_error(chunk_seconds):
+    from slmjax.units.hubert import HubertConfig, HubertEncoder
+    from slmjax.units.hubert_features import HubertFeatures
+
+    cfg = HubertConfig(conv_dim=(8,) * 7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=16, num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    with pytest.raises(UnitsError, match="--chunk_seconds must be at least 0.025"):
+        HubertFeatures(HubertEncoder(cfg), layer=1, chunk_seconds=chunk_seconds)
