@@ -7,7 +7,8 @@ and strides come from the config, so 50 Hz and 25 Hz (e.g. mHuBERT-25Hz) models 
 
 Inputs may be zero-padded to a bucket length (to reuse compiled code): ``n_valid`` samples are real,
 and every statistic over time (first-layer GroupNorm, attention keys, positional conv input) is masked
-so the valid frames equal an unpadded run.
+so the valid frames equal an unpadded run. Every dot and convolution runs at full float32 precision
+(accelerators otherwise use TF32 or bfloat16 passes), as transformers' float32 HubertModel.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class PositionalConv(nnx.Module):
         w = v * (self.weight_g[...] / jnp.sqrt(jnp.sum(v * v, axis=(0, 1))))[None, None, :]
         pad = (self.k // 2, self.k // 2 - (1 - self.k % 2))
         y = jax.lax.conv_general_dilated(x, jnp.transpose(w, (2, 1, 0)), (1,), [pad], dimension_numbers=("NWC", "WIO", "NWC"),
-                                         feature_group_count=self.groups, precision=jax.lax.Precision.HIGHEST)
+                                         feature_group_count=self.groups)
         return _gelu(y + self.bias[...])
 
 
@@ -198,6 +199,10 @@ class HubertEncoder(nnx.Module):
     def __call__(self, wave, n_valid, num_layers: int | None = None):
         """(hidden_states, last_hidden_state, n_frames): hidden_states[0] is the transformer input,
         hidden_states[i] layer i's output (HF's indexing); only ``num_layers`` layers run when given."""
+        with jax.default_matmul_precision("highest"):
+            return self._forward(wave, n_valid, num_layers)
+
+    def _forward(self, wave, n_valid, num_layers):
         x = wave[..., None].astype(jnp.float32)
         n = n_valid.astype(jnp.int32)
         for conv in self.convs:

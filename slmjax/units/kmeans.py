@@ -22,7 +22,10 @@ from slmjax.units.errors import UnitsError
 
 
 def _sq_dists(x, c):
-    return jnp.sum(x * x, 1, keepdims=True) - 2.0 * x @ c.T + jnp.sum(c * c, 1)[None, :]
+    """Squared distances; the dot at full float32 (accelerators default to TF32 or bf16, and the
+    expansion cancels: a centroid's distance is small against the norms)."""
+    xc = jnp.matmul(x, c.T, precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(x * x, 1, keepdims=True) - 2.0 * xc + jnp.sum(c * c, 1)[None, :]
 
 
 @partial(jax.jit, static_argnums=(2,))
