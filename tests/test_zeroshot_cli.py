@@ -184,6 +184,57 @@ def test_set_with_every_file_silent_is_null_and_named(run, tmp_path):
     assert sum(f"{w}: silent: peak amplitude below 0.0001" in check.stdout for w in silent) == 2
 
 
+def _submission(out, conv, rel):
+    return dict(ln.split(" ") for ln in (out / conv / rel).read_text().splitlines())
+
+
+def test_test_splits_without_gold_are_scored_for_the_submission(run, tmp_path):
+    wd = _copy_run(run, tmp_path)
+    bench = tmp_path / "bench"
+    shutil.copytree(run / "bench", bench)
+    first = _eval_step2(run, wd, bench=bench)
+    assert first.returncode == 0, first.stderr[-3000:]
+    dev = _scores(wd)
+    # The public ZeroSpeech download: test wavs without gold.csv (here the dev wavs again).
+    for folder in ("lexical", "syntactic"):
+        (bench / folder / "test").mkdir()
+        for wav in (bench / folder / "dev").glob("*.wav"):
+            shutil.copy(wav, bench / folder / "test" / wav.name)
+    check = _cli("--validate", f"--benchmarks={bench}")
+    assert check.returncode == 0, check.stdout
+    assert (f"note: {bench / 'lexical' / 'test'}: no gold.csv (as in the public test download): "
+            "submission only, its 4 files scored for lexical/test.txt, no accuracy") in check.stdout
+    assert ("sblimp_test: submission only (no gold.csv), 2 files in "
+            f"{bench / 'syntactic' / 'test'}") in check.stdout
+    assert check.stdout.splitlines()[-1].startswith("0 errors, ") and " 2 notes" in check.stdout
+    res = _eval_step2(run, wd, bench=bench)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "step 2: scoring ['swuggy_test', 'sblimp_test'] into" in res.stderr
+    scores = _scores(wd)
+    assert scores["tasks"] == dev["tasks"] and scores["headline"] == dev["headline"]
+    assert {name: (e["directory"], e["n_files"], e["n_skipped"], "conventions" in e)
+            for name, e in scores["submission_only"].items()} == {
+        "swuggy_test": (str(bench / "lexical" / "test"), 4, 0, False),
+        "sblimp_test": (str(bench / "syntactic" / "test"), 2, 0, False)}
+    out = wd / "zeroshot" / "2"
+    for conv in ("mean", "sum", "mean_eos"):
+        for folder in ("lexical", "syntactic"):
+            gold, test = (_submission(out, conv, f"{folder}/{split}.txt")
+                          for split in ("dev", "test"))
+            assert len((out / conv / folder / "test.txt").read_text().splitlines()) == len(test)
+            assert set(test) == set(gold)   # every stem once
+            assert all(float(test[s]) == pytest.approx(float(gold[s]), rel=1e-5) for s in gold)
+    again = _eval_step2(run, wd, bench=bench)
+    assert again.returncode == 0 and "step 2 already scored" in again.stderr, again.stderr[-3000:]
+    # Gold that arrives later is scored: the set moves from submission_only to tasks.
+    shutil.copy(bench / "lexical" / "dev" / "gold.csv", bench / "lexical" / "test" / "gold.csv")
+    res = _eval_step2(run, wd, bench=bench)
+    assert res.returncode == 0 and "scoring ['swuggy_test'] into" in res.stderr, res.stderr[-3000:]
+    scores = _scores(wd)
+    assert set(scores["submission_only"]) == {"sblimp_test"}
+    assert (scores["tasks"]["swuggy_test"]["conventions"] ==
+            scores["tasks"]["swuggy_dev"]["conventions"])
+
 def test_release_checkpoint_that_is_not_one_is_one_line(tmp_path):
     bad_config = tmp_path / "release"
     bad_config.mkdir()

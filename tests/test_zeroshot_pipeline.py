@@ -3,6 +3,7 @@ whose likelihood is known in closed form; the validator; tokenizer mismatches re
 
 import json
 import os
+import shutil
 import time
 
 import jax.numpy as jnp
@@ -274,3 +275,68 @@ def test_gold_not_utf8_and_storycloze_index_clash_are_problems(tmp_path):
 def test_no_benchmarks_is_one_clear_error(tmp_path):
     with pytest.raises(ZeroShotError, match="no benchmark set found"):
         bm.discover(tmp_path)
+
+
+def _copy_wavs_without_gold(src, dst):
+    dst.mkdir(parents=True)
+    for wav in src.glob("*.wav"):
+        shutil.copy(wav, dst / wav.name)
+
+
+def test_split_without_gold_is_scored_for_submission_only(tmp_path, caplog):
+    dev_only = tmp_path / "dev_only"
+    _build(dev_only)
+    reference, _, _ = _score(dev_only, tmp_path / "ref")
+    root = tmp_path / "bench"
+    shutil.copytree(dev_only, root)
+    for folder in ("lexical", "syntactic"):   # the public test download: wavs, no gold.csv
+        _copy_wavs_without_gold(root / folder / "dev", root / folder / "test")
+    tests = {str(root / folder / "test") for folder in ("lexical", "syntactic")}
+    problems = [p for p in bm.validate(root) if p.where in tests]
+    assert [p.severity for p in problems] == ["note", "note"]
+    assert not [p for p in bm.validate(root) if p.severity == "error"]
+    assert str(problems[0]) == (f"note: {root / 'lexical' / 'test'}: no gold.csv (as in the public "
+                                "test download): submission only, its 8 files scored for "
+                                "lexical/test.txt, no accuracy")
+    write_units_wav(root / "syntactic" / "test" / "s0099.wav", [])   # no units: skipped
+    scores, out, tok = _score(root, tmp_path)
+    def placeless(tasks):   # the same sets in another folder
+        return {n: {k: v for k, v in t.items() if k not in ("directory", "problems")}
+                for n, t in tasks.items()}
+    assert placeless(scores["tasks"]) == placeless(reference["tasks"])
+    assert scores["headline"] == reference["headline"]
+    sub = scores["submission_only"]
+    assert set(sub) == {"swuggy_test", "sblimp_test"}
+    assert {k: sub["sblimp_test"][k] for k in ("task", "split", "directory", "n_files", "n_skipped")
+            } == {"task": "sblimp", "split": "test", "n_files": 6, "n_skipped": 1,
+                  "directory": str((root / "syntactic" / "test").resolve())}
+    assert "conventions" not in sub["sblimp_test"] and "n_pairs" not in sub["sblimp_test"]
+    assert list(sub["sblimp_test"]["skipped_files"]) == ["s0099"]
+    assert json.loads((out / "scores.json").read_text())["submission_only"] == sub
+    for conv in ("mean", "sum", "mean_eos"):
+        for folder, n in (("lexical", 8), ("syntactic", 6)):
+            dev, test = ([ln.split(" ") for ln in (out / conv / folder / f"{split}.txt").read_text()
+                          .splitlines()] for split in ("dev", "test"))
+            dev = dict(dev)
+            assert len(test) == n and {s for s, _ in test} == set(dev)   # every stem once
+            for stem, value in test:
+                assert float(value) == pytest.approx(float(dev[stem]), rel=1e-6)
+                if conv == "mean":
+                    units = tok.encode_file(root / folder / "test" / f"{stem}.wav")
+                    assert float(value) == pytest.approx(_mean_logprob(units), rel=1e-6)
+    skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
+    assert skips == [("ERROR", "sblimp_test: 1 of 7 files skipped (unreadable, empty, silent or no "
+                      "units), its submission files lack them: the official tools will refuse them; "
+                      "each one and why: submission_only.sblimp_test.skipped_files in "
+                      f"{out / 'scores.json'}")]
+
+def test_split_without_gold_nor_audio_and_broken_gold_stay_errors(tmp_path):
+    root = tmp_path / "bench"
+    (root / "lexical" / "test").mkdir(parents=True)
+    make_syntactic(root / "syntactic" / "test", [("binding", "a", "1", "v1")])
+    (root / "syntactic" / "test" / "gold.csv").write_text("filename,type\n")
+    assert [str(p) for p in bm.validate(root)] == [
+        f"error: {root / 'lexical' / 'test' / 'gold.csv'}: gold.csv is missing (and no audio)",
+        f"error: {root / 'syntactic' / 'test' / 'gold.csv'}: bad columns: missing ['subtype', "
+        "'id', 'voice', 'transcription', 'correct']; expected filename,type,subtype,id,voice,"
+        "transcription,correct, found filename,type"]

@@ -6,8 +6,10 @@ Layouts (see BENCHMARKS.md):
   ``spoken_storycloze``, ... ) with ``{2i}_{story}_correct.wav`` / ``{2i+1}_{story}_incorrect.wav``.
 
 Every problem found is collected as a :class:`Problem`; item-level problems (a missing wav, an
-unpaired row, a duplicate stem) drop the item and are recorded, structural ones (no gold.csv, a missing
-column) make the whole set unusable.
+unpaired row, a duplicate stem) drop the item and are recorded, structural ones (a gold.csv that
+cannot be read, a missing column) make the whole set unusable. A sLM21 split with audio but no
+gold.csv (the public test download: the organisers keep its gold) is *submission-only*: every file
+is scored for the submission file, no accuracy.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ _TSC_DIR = re.compile(r"^(t|topic)[-_ ]?(sc|story[-_ ]?cloze)([-_ .].*)?$", re.I
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a benchmark set. ``severity`` is ``error`` or ``warning``."""
+    """One thing to know about a benchmark set. ``severity`` is ``error``, ``warning`` or ``note``
+    (not a problem: e.g. a submission-only split)."""
     severity: str
     where: str
     what: str
@@ -74,10 +77,16 @@ class Benchmark:
     pairs: list
     problems: list
     submission: str      # relative path of the official submission file
+    submission_only: bool = False   # no gold.csv: ``files`` holds every audio file, ``pairs`` none
 
     @property
     def errors(self):
         return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def scores_block(self):
+        """The scores.json block that records this set."""
+        return "submission_only" if self.submission_only else "tasks"
 
 
 def _audio_files(directory: Path, problems: list, recursive: bool = False) -> dict:
@@ -101,9 +110,6 @@ def _audio_files(directory: Path, problems: list, recursive: bool = False) -> di
 
 def _read_gold(path: Path, columns: tuple, problems: list):
     where = str(path)
-    if not path.is_file():
-        problems.append(Problem("error", where, "gold.csv is missing"))
-        return None
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")   # a byte order mark is not part of the header
@@ -194,10 +200,20 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
     problems = []
     columns = LEXICAL_COLUMNS if task == "swuggy" else SYNTACTIC_COLUMNS
     gold_path = directory / "gold.csv"
-    rows = _read_gold(gold_path, columns, problems)
     audio = _audio_files(directory, problems)
     bench = Benchmark(f"{task}_{split}", task, split, directory, {}, [], problems,
                       f"{'lexical' if task == 'swuggy' else 'syntactic'}/{split}.txt")
+    if not gold_path.is_file():
+        if not audio:
+            problems.append(Problem("error", str(gold_path), "gold.csv is missing (and no audio)"))
+            return bench
+        bench.submission_only = True
+        bench.files = {s: path for s, path in audio.items() if path is not None}
+        problems.append(Problem("note", str(directory), f"no gold.csv (as in the public {split} "
+                                f"download): submission only, its {len(bench.files)} files scored "
+                                f"for {bench.submission}, no accuracy"))
+        return bench
+    rows = _read_gold(gold_path, columns, problems)
     if rows is None:
         return bench
     usable = []
@@ -331,8 +347,10 @@ def check_audio_files(bench: Benchmark) -> None:
         try:
             check_wave(wave.mean(axis=1), min_samples=1)
         except BadAudio as e:
+            effect = ("its submission file lacks it" if bench.submission_only else
+                      "drops its pair")
             bench.problems.append(Problem("error", str(path), f"{e}: slmjax-eval skips the file "
-                                          "and drops its pair"))
+                                          f"and {effect}"))
         if rate != 16000 or wave.shape[1] != 1:
             bench.problems.append(Problem("warning", str(path), f"{rate} Hz, {wave.shape[1]} "
                                           "channel(s): resampled to 16 kHz mono"))
@@ -345,6 +363,6 @@ def validate(root, check_audio: bool = True) -> list:
         if check_audio:
             check_audio_files(bench)
         problems.extend(bench.problems)
-        if not bench.pairs and not bench.errors:
+        if not bench.pairs and not bench.submission_only and not bench.errors:
             problems.append(Problem("error", str(bench.directory), "no usable pairs"))
     return problems

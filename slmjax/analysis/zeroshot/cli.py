@@ -67,7 +67,7 @@ def _report_problems(benches) -> list:
         if len(errors) > 5:
             logging.warning("%s: %d more problems; run slmjax-eval --validate", b.name,
                             len(errors) - 5)
-        if b.pairs:
+        if b.pairs or b.submission_only:
             usable.append(b)
         else:
             logging.error("%s: no usable pairs, skipped", b.name)
@@ -81,11 +81,12 @@ def _validate() -> int:
     problems = bm.validate(FLAGS.benchmarks)
     for p in problems:
         print(p)
-    n_err = sum(p.severity == "error" for p in problems)
+    n = {kind: sum(p.severity == kind for p in problems) for kind in ("error", "warning", "note")}
     for b in bm.discover(FLAGS.benchmarks):
-        print(f"{b.name}: {len(b.pairs)} pairs, {len(b.files)} files in {b.directory}")
-    print(f"{n_err} errors, {len(problems) - n_err} warnings")
-    return 1 if n_err else 0
+        what = "submission only (no gold.csv)" if b.submission_only else f"{len(b.pairs)} pairs"
+        print(f"{b.name}: {what}, {len(b.files)} files in {b.directory}")
+    print(f"{n['error']} errors, {n['warning']} warnings, {n['note']} notes")
+    return 1 if n["error"] else 0
 
 
 def _encode_all(benches, tok, identity):
@@ -136,7 +137,8 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
 
     ``previous`` (the record to add to) is None when there is none, or when it was made with other
     ``asked`` settings (context, compute dtype, tokenizer; None: any), as scores made with other
-    settings do not mix. A set counts as scored when the record has it from the same directory."""
+    settings do not mix. A set counts as scored when the record has it from the same directory,
+    under ``tasks`` (with gold) or ``submission_only`` (without: gold that came since is scored)."""
     try:
         previous = fileio.read_json_object(path) if path.exists() else None
     except (OSError, ValueError, fileio.NotAJSONObject) as e:
@@ -144,16 +146,18 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
         previous = None
     differs = [f"{k} {previous.get(k)}, not {v}" for k, v in asked.items()
                if previous is not None and v is not None and previous.get(k) != v]
+    recorded = {(block, name): Path(t.get("directory", "")).resolve()
+                for block in ("tasks", "submission_only") if previous is not None
+                for name, t in previous.get(block, {}).items()}
     if differs:
-        dropped = sorted(set(previous.get("tasks", {})) - {b.name for b in benches})
+        dropped = sorted({name for _, name in recorded} - {b.name for b in benches})
         logging.warning("%s was scored with %s: scoring again%s", path, "; ".join(differs),
                         f" (its sets not asked now are dropped: {dropped})" if dropped else "")
         previous = None
     if previous is None or FLAGS.force:
         return benches, test_sets, previous
-    done = {name: Path(t.get("directory", "")).resolve()
-            for name, t in previous.get("tasks", {}).items()}
-    return ([b for b in benches if done.get(b.name) != Path(b.directory).resolve()],
+    return ([b for b in benches
+             if recorded.get((b.scores_block, b.name)) != Path(b.directory).resolve()],
             {n: d for n, d in test_sets.items() if n not in previous.get("test_loss", {})},
             previous)
 

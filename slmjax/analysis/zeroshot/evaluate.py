@@ -1,7 +1,8 @@
 """Score one model on benchmark sets and write ``<out>/`` (submission files + ``scores.json``).
 
 Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
-  scores.json                       every task x convention x metric: n_items, accuracy, ci95, ties
+  scores.json                       every task x convention x metric: n_items, accuracy, ci95, ties;
+                                    sets without gold.csv under ``submission_only`` (no accuracy)
   <convention>/lexical/dev.txt ...  official submission files, ``<stem> <score>`` per line
   <convention>/sSC.txt, tSC.txt
   per_file/<benchmark>.tsv          stem, n_units, sum_logprob, eos_logprob, truncated
@@ -41,21 +42,25 @@ def score_benchmark(scorer, bench, units: dict, eos_id: int):
 
 
 def summarize(bench, stems, stats, skipped: dict) -> dict:
-    """scores.json entry for one benchmark: every convention's accuracy rows."""
+    """scores.json entry for one benchmark: every convention's accuracy rows, or for a
+    submission-only set (no gold) what was scored (``n_skipped``: stems its submission lacks)."""
+    entry = {"task": bench.task, "split": bench.split,
+             "directory": str(Path(bench.directory).resolve()), "n_files": len(stems)}
+    if bench.submission_only:
+        return {**entry, "n_skipped": len(skipped), **_common(bench, stats, skipped)}
     scored = set(stems)
     pairs = [p for p in bench.pairs if p.pos in scored and p.neg in scored]
-    entry = {"task": bench.task, "split": bench.split,
-             "directory": str(Path(bench.directory).resolve()), "n_files": len(stems),
-             "n_pairs": len(pairs),
-             "n_pairs_dropped": len(bench.pairs) - len(pairs),
-             "n_truncated": int(stats.truncated.sum()),
-             "skipped_files": dict(sorted(skipped.items())),
-             "problems": [str(p) for p in bench.problems],
-             "conventions": {}}
-    for conv in CONVENTIONS:
-        scores = dict(zip(stems, file_scores(stats, conv).tolist()))
-        entry["conventions"][conv] = rules.aggregate(bench.task, pairs, scores)
-    return entry
+    return {**entry, "n_pairs": len(pairs), "n_pairs_dropped": len(bench.pairs) - len(pairs),
+            **_common(bench, stats, skipped),
+            "conventions": {conv: rules.aggregate(
+                bench.task, pairs, dict(zip(stems, file_scores(stats, conv).tolist())))
+                for conv in CONVENTIONS}}
+
+
+def _common(bench, stats, skipped: dict) -> dict:
+    return {"n_truncated": int(stats.truncated.sum()),
+            "skipped_files": dict(sorted(skipped.items())),
+            "problems": [str(p) for p in bench.problems]}
 
 
 def write_submissions(out: Path, bench, stems, stats):
@@ -93,14 +98,21 @@ def headline(tasks: dict, convention: str = "mean") -> dict:
     return out
 
 
-def _warn_skipped(name: str, entry: dict, scores_path: Path):
-    skipped, n_pairs = len(entry["skipped_files"]), entry["n_pairs"] + entry["n_pairs_dropped"]
-    if skipped:
-        logging.warning(
-            "%s: %d of %d files skipped (unreadable, empty, silent or no units), %s; each one and "
-            "why: tasks.%s.skipped_files in %s", name, skipped, skipped + entry["n_files"],
-            f"{entry['n_pairs_dropped']} of {n_pairs} pairs dropped" if entry["n_pairs"] else
-            "no pair left: no score", name, scores_path)
+def _warn_skipped(name: str, block: str, entry: dict, scores_path: Path):
+    skipped = len(entry["skipped_files"])
+    if not skipped:
+        return
+    if block == "submission_only":   # the official tools refuse a submission that lacks a stem
+        effect = "its submission files lack them: the official tools will refuse them"
+    elif entry["n_pairs"]:
+        effect = (f"{entry['n_pairs_dropped']} of {entry['n_pairs'] + entry['n_pairs_dropped']} "
+                  "pairs dropped")
+    else:
+        effect = "no pair left: no score"
+    log = logging.error if block == "submission_only" else logging.warning
+    log("%s: %d of %d files skipped (unreadable, empty, silent or no units), %s; each one and why: "
+        "%s.%s.skipped_files in %s", name, skipped, skipped + entry["n_files"], effect, block, name,
+        scores_path)
 
 
 def _null_for_nan(obj):
@@ -121,15 +133,20 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
     out = Path(out)
     previous = previous or {}
     t0 = time.time()
-    tasks, n_tokens = {}, previous.get("timing", {}).get("scored_tokens", 0)
+    new = {"tasks": {}, "submission_only": {}}
+    n_tokens = previous.get("timing", {}).get("scored_tokens", 0)
     for bench in benches:
         units, skipped = encoded[bench.name]
         stems, stats = score_benchmark(scorer, bench, units, eos_id)
         n_tokens += int(np.sum(stats.n_targets))
         write_submissions(out, bench, stems, stats)
-        tasks[bench.name] = summarize(bench, stems, stats, skipped)
-        _warn_skipped(bench.name, tasks[bench.name], out / "scores.json")
-    tasks = {**previous.get("tasks", {}), **tasks}
+        entry = new[bench.scores_block][bench.name] = summarize(bench, stems, stats, skipped)
+        _warn_skipped(bench.name, bench.scores_block, entry, out / "scores.json")
+    # the previous record's sets, less those scored now (in either block: gold may come or go)
+    rescored = set(new["tasks"]) | set(new["submission_only"])
+    tasks, submission_only = ({**{n: e for n, e in previous.get(block, {}).items()
+                                  if n not in rescored}, **new[block]}
+                              for block in ("tasks", "submission_only"))
     test_loss = {**previous.get("test_loss", {}),
                  **{name: heldout_loss(scorer, t.path, t.split, holdout=t.holdout)
                     for name, t in (test_sets or {}).items()}}
@@ -137,7 +154,8 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
     scores = {"format_version": SCORES_VERSION, **meta,
               "accuracy_unit": "fraction of items in [0, 1]; chance 0.5",
               "conventions": list(CONVENTIONS), "headline_convention": "mean",
-              "headline": headline(tasks), "tasks": tasks, "test_loss": test_loss,
+              "headline": headline(tasks), "tasks": tasks, "submission_only": submission_only,
+              "test_loss": test_loss,
               "timing": {"seconds": seconds, "scored_tokens": n_tokens,
                          "tokens_per_sec": n_tokens / max(seconds, 1e-9)}}
     scores = _null_for_nan(scores)
