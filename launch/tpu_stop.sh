@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stop the training run on every worker of a TPU VM slice: SIGTERM to the trainer whose pid each
-# worker recorded in ~/slmjax-train.pid, then SIGKILL after a grace period. Stop the launching
-# slmjax-sweep first (Ctrl-C in its terminal) or it starts the next run.
+# worker recorded in ~/slmjax-train.pid, then SIGKILL after a grace period. The launching
+# slmjax-sweep then stops as well (the run is not completed; with --keep_going it goes on).
 #
 #   launch/tpu_stop.sh TPU_NAME ZONE [PROJECT]
 set -euo pipefail

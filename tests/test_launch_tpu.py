@@ -1,8 +1,10 @@
 """TPU pod launcher: the exact gcloud commands (golden strings), and that they run.
 
-A stand-in `gcloud` on PATH plays a 2-worker slice: it runs the --command with bash once per worker,
-each worker a home directory holding slmjax/.venv/bin/slmjax-train (a stand-in trainer that records
-its arguments and pid, and completes the run). launch/tpu_stop.sh goes through the same stand-in.
+A stand-in `gcloud` on PATH plays a 2-worker slice: it runs the --command with bash once per worker
+(or on the one --worker=K), each worker a home directory holding slmjax/.venv/bin/slmjax-train (a
+stand-in trainer that records its arguments and pid, and ends the run `completed`, or $FAKE_STATUS).
+Paths under /gcs/ in a command are the workers' bucket, $FAKE_TPU/gcs/, which the launching machine
+does not see. launch/tpu_stop.sh goes through the same stand-in.
 """
 
 import json
@@ -32,8 +34,10 @@ FAKE_GCLOUD = textwrap.dedent("""\
     #!/usr/bin/env bash
     # gcloud compute tpus tpu-vm ssh NAME ... --worker=all --command=CMD, on local "workers".
     printf '%s\\n' "$*" >> "$FAKE_TPU/gcloud.log"
-    cmd=
-    for a in "$@"; do case $a in --command=*) cmd=${a#--command=} ;; esac; done
+    cmd= worker=all
+    for a in "$@"; do case $a in --command=*) cmd=${a#--command=} ;; --worker=*) worker=${a#--worker=} ;; esac; done
+    cmd=${cmd//\/gcs\//$FAKE_TPU/gcs/}
+    if [[ $worker != all ]]; then HOME=$FAKE_TPU/worker$worker exec bash -c "$cmd"; fi
     pids=()
     for w in "$FAKE_TPU"/worker*; do HOME=$w bash -c "$cmd" > "$w/out.log" 2>&1 & pids+=($!); done
     rc=0
@@ -52,7 +56,7 @@ FAKE_TRAINER = textwrap.dedent("""\
         time.sleep(float(os.environ["FAKE_SLEEP"]))
     os.makedirs(wd, exist_ok=True)
     with open(os.path.join(wd, "run.json"), "w") as f:
-        json.dump({"status": "completed"}, f)
+        json.dump({"status": os.environ.get("FAKE_STATUS", "completed")}, f)
     """)
 
 
@@ -104,7 +108,7 @@ def test_tpu_launcher_runs_each_run_on_every_worker_and_skips_completed(tmp_path
             "--only=^s20m_d(4.1e7|8.3e7)$"]
     proc = sweep(*args, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    calls = (fake / "gcloud.log").read_text().splitlines()
+    calls = [c for c in (fake / "gcloud.log").read_text().splitlines() if "--worker=all" in c]
     assert len(calls) == 2
     assert calls[0].startswith("compute tpus tpu-vm ssh v4-32 --zone=us-central2-b --worker=all "
                                "--command=cd ~/slmjax && echo $$ > ~/slmjax-train.pid && exec ")
@@ -119,7 +123,29 @@ def test_tpu_launcher_runs_each_run_on_every_worker_and_skips_completed(tmp_path
     # Launched again: both runs are completed, nothing is started.
     proc = sweep(*args, env=env)
     assert proc.returncode == 0 and proc.stdout.count("completed, skipped") == 2
-    assert len((fake / "gcloud.log").read_text().splitlines()) == 2
+    assert sum("--worker=all" in c for c in (fake / "gcloud.log").read_text().splitlines()) == 2
+
+
+def test_tpu_run_status_is_read_on_the_workers(tmp_path):
+    # The root lives on the workers' bucket only. A run the trainer leaves `preempted` (SIGTERM:
+    # it saves and exits 0) is not done: the sweep stops there and says so; launched again it
+    # resumes that run and skips the completed one, which it can only know by asking a worker.
+    fake, env = _slice(tmp_path)
+    args = ["--config=configs/sweeps/paper_grid.py", "--root=/gcs/paper", "--launcher=tpu",
+            "--tpu_name=v4-32", "--zone=us-central2-b", "--config.data_path=/gcs/units",
+            "--only=^s20m_d(4.1e7|8.3e7)$"]
+    started = lambda: [json.loads(ln)["argv"][1].rsplit("/gcs/", 1)[1] for ln in  # noqa: E731
+                       (fake / "worker0" / "trainer.json").read_text().splitlines()]
+    proc = sweep(*args, env={**env, "FAKE_STATUS": "preempted"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "s20m_d4.1e7: failed (exit code 0 but run.json status is 'preempted')" in proc.stdout
+    assert started() == ["paper/s20m_d4.1e7"]
+    proc = sweep(*args, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert started()[1:] == ["paper/s20m_d4.1e7", "paper/s20m_d8.3e7"]
+    proc = sweep(*args, env=env)
+    assert proc.returncode == 0 and proc.stdout.count("completed, skipped") == 2, proc.stdout
+    assert len(started()) == 3
 
 
 def test_tpu_stop_script_stops_the_trainer_on_every_worker(tmp_path):

@@ -8,12 +8,17 @@ For every run the launcher executes, from the machine it runs on,
 
 and waits for it. Every worker starts the same trainer; `slmjax.train.distributed` detects the slice
 and makes one JAX process per worker. ROOT must be the same path on all workers (a bucket mounted
-at /mnt/gcs by gcsfuse, or a shared filesystem). Workers are prepared once with launch/tpu_setup.sh (see the README).
+at /mnt/gcs by gcsfuse, or a shared filesystem), and need not exist where the launcher runs: the
+runs' run.json statuses are read on worker 0 (`--worker=0`), before the sweep to skip completed
+runs and after each run, which counts as done only when its status is `completed` (a trainer
+stopped by SIGTERM saves, records `preempted` and exits 0). Workers are prepared once with
+launch/tpu_setup.sh (see the README).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 import subprocess
@@ -52,12 +57,41 @@ def remote_command(run: Run, opts: TpuOptions) -> str:
             + shlex.join(train_args(run)))
 
 
-def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
-    """The exact argv the launcher executes for `run`."""
+def _ssh(opts: TpuOptions, worker: str, command: str) -> list[str]:
     argv = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", opts.name, f"--zone={opts.zone}"]
     if opts.project:
         argv.append(f"--project={opts.project}")
-    return argv + ["--worker=all", f"--command={remote_command(run, opts)}"]
+    return argv + [f"--worker={worker}", f"--command={command}"]
+
+
+def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
+    """The exact argv the launcher executes for `run`."""
+    return _ssh(opts, "all", remote_command(run, opts))
+
+
+_STATUS_PY = """import json, sys
+for w in sys.argv[1:]:
+    try:
+        s = json.load(open(w + "/run.json")).get("status")
+    except Exception:
+        s = None
+    print("slmjax-status " + json.dumps(s))"""
+
+
+def remote_statuses(runs: list[Run], opts: TpuOptions) -> list[str | None]:
+    """run.json status of each run, read on worker 0 (None: no readable run.json)."""
+    argv = _ssh(opts, "0", shlex.join(["python3", "-c", _STATUS_PY] + [r.workdir for r in runs]))
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
+    found = [json.loads(ln.split(" ", 1)[1]) for ln in proc.stdout.splitlines()
+             if ln.startswith("slmjax-status ")]
+    if proc.returncode != 0 or len(found) != len(runs):
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+        raise SweepError(f"could not read the runs' status on worker 0 of {opts.name}: "
+                         f"{last[0] if last else f'exit code {proc.returncode}'}")
+    return found
 
 
 def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = False,
@@ -66,8 +100,12 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
     out = out or sys.stdout
     opts.validate()
     failed = []
+    if dry_run:
+        done = [status.is_completed(r.workdir) for r in runs]
+    else:
+        done = [s == "completed" for s in remote_statuses(runs, opts)] if runs else []
     for i, r in enumerate(runs):
-        if status.is_completed(r.workdir):
+        if done[i]:
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
             continue
         argv = gcloud_command(r, opts)
@@ -79,8 +117,10 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
             rc = subprocess.run(argv).returncode
         except FileNotFoundError:
             raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
-        if rc != 0:
-            print(f"[{i + 1}/{len(runs)}] {r.key}: failed (exit code {rc}); launch/tpu_stop.sh "
+        ended = remote_statuses([r], opts)[0] if rc == 0 else None
+        if rc != 0 or ended != "completed":
+            why = f"exit code {rc}" if rc else f"exit code 0 but run.json status is {ended!r}"
+            print(f"[{i + 1}/{len(runs)}] {r.key}: failed ({why}); launch/tpu_stop.sh "
                   "stops what is left on the workers", file=out, flush=True)
             failed.append(r.key)
             if not keep_going:
