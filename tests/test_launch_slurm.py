@@ -25,6 +25,8 @@ GOLDEN_SCRIPT = """\
 #SBATCH --time=2-00:00:00
 #SBATCH --output=/shared/runs/paper/slurm/s823m_d8.2e10-%j.out
 #SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=TERM@300
 # s823m_d8.2e10: N=823179264 D=82317926400 C=4.0657e+20 steps=66045
 set -euo pipefail
 cd /shared/slmjax
@@ -32,6 +34,10 @@ srun --kill-on-bad-exit=1 .venv/bin/slmjax-train --config=configs/train.py:s823m
 --workdir=/shared/runs/paper/s823m_d8.2e10 --config.data.kind=units --config.data.path=/shared/units \
 --config.data.seq_len=2050 --config.train.batch_size=608 --config.train.tokens=82317926400 \
 --config.train.steps=66045
+# SIGTERM (the time limit is near, or a preemption): the trainer saved; queue again.
+if [[ $(.venv/bin/python -m slmjax.launch.status /shared/runs/paper/s823m_d8.2e10) == preempted ]]; then
+  scontrol requeue "$SLURM_JOB_ID"
+fi
 """.replace("\\\n", "")
 
 FAKES = {
@@ -47,7 +53,9 @@ FAKES = {
         """,
     "srun": """\
         #!/usr/bin/env bash
+        echo "$@" >> "$FAKE_SLURM/srun.log"
         [[ $1 == --kill-on-bad-exit=1 ]] && shift
+        [[ $1 == --cpus-per-task=* ]] && shift
         for t in 0 1; do
           SLURM_JOB_ID=77 SLURM_NTASKS=2 SLURM_PROCID=$t SLURM_LOCALID=0 "$@" &
         done
@@ -59,6 +67,19 @@ FAKES = {
         with open(os.path.join(os.environ["FAKE_SLURM"], "trainer.jsonl"), "a") as f:
             f.write(json.dumps({"cwd": os.getcwd(), "argv": sys.argv[1:],
                                 "task": os.environ["SLURM_PROCID"]}) + "\\n")
+        if os.environ.get("FAKE_STATUS") and os.environ["SLURM_PROCID"] == "0":
+            wd = sys.argv[2].split("=", 1)[1]
+            os.makedirs(wd, exist_ok=True)
+            with open(os.path.join(wd, "run.json"), "w") as f:
+                json.dump({"status": os.environ["FAKE_STATUS"]}, f)
+        """,
+    "scontrol": """\
+        #!/usr/bin/env bash
+        echo "$@" >> "$FAKE_SLURM/scontrol.log"
+        """,
+    "python": f"""\
+        #!/usr/bin/env bash
+        exec {sys.executable} "$@"
         """,
 }
 
@@ -113,6 +134,35 @@ def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
     assert sorted(c["task"] for c in calls) == ["0", "1"]
     assert all(c["cwd"] == str(repo) for c in calls)
     assert calls[0]["argv"][:2] == ["--config=configs/train.py:s20m", f"--workdir={root}/s20m_d4.1e7"]
+
+
+def test_slurm_job_saves_before_its_time_limit_and_queues_itself_again(tmp_path):
+    # SIGTERM 300 s before the limit (the trainer saves, records `preempted`, exits 0), then the
+    # job requeues itself; srun is given the task's CPUs (it no longer inherits them from sbatch).
+    fake = tmp_path / "slurm"
+    (fake / "bin").mkdir(parents=True)
+    for name, text in FAKES.items():
+        (fake / "bin" / name).write_text(textwrap.dedent(text))
+        (fake / "bin" / name).chmod(0o755)
+    repo = tmp_path / "repo"
+    (repo / ".venv").mkdir(parents=True)
+    (repo / ".venv" / "bin").symlink_to(fake / "bin")
+    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    root = tmp_path / "runs"
+    proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
+                 "--nodes=2", "--cpus_per_task=16", f"--repo_dir={repo}",
+                 "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    script = root / "slurm" / "s20m_d4.1e7.sbatch"
+    text = script.read_text()
+    assert "#SBATCH --requeue\n" in text and "#SBATCH --signal=TERM@300\n" in text
+    for status, requeued in (("completed", False), ("preempted", True)):
+        run = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                             env={**env, "FAKE_STATUS": status, "SLURM_JOB_ID": "77"})
+        assert run.returncode == 0, run.stderr
+        assert (fake / "scontrol.log").exists() == requeued
+    assert (fake / "scontrol.log").read_text() == "requeue 77\n"
+    assert (fake / "srun.log").read_text().startswith("--kill-on-bad-exit=1 --cpus-per-task=16 ")
 
 
 def test_slurm_rejects_bad_options(tmp_path):

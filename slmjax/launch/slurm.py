@@ -4,7 +4,10 @@ Each job's script is written to <root>/slurm/<key>.sbatch and submitted with `sb
 Inside the job `srun` starts one `slmjax-train` per node; `slmjax.train.distributed` reads the
 SLURM environment, makes one JAX process per node and keeps every GPU of the node visible to it.
 Completed runs and runs already queued under their job name are skipped, so submitting the sweep
-again after a time limit or a failure resumes exactly the runs that are not done.
+again after a failure resumes exactly the runs that are not done. A job is requeueable: SLURM
+sends its trainers SIGTERM SIGNAL_SECONDS before the time limit (`--signal`), the trainer saves a
+checkpoint and records `preempted`, and the job queues itself again (`scontrol requeue`), as it
+does after a preemption; so a run longer than the time limit goes on by itself.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from slmjax.launch.commands import TRAIN_SCRIPT, train_args
 from slmjax.launch.grid import Run, SweepError, join
 
 JOB_PREFIX = "slmjax-"
+SIGNAL_SECONDS = 300   # SIGTERM this long before the time limit: time to save a checkpoint
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 
 
@@ -74,11 +78,19 @@ def script(run: Run, root: str, opts: SlurmOptions) -> str:
         lines.append(f"#SBATCH --time={opts.time}")
     lines += [f"#SBATCH --output={join(join(root, 'slurm'), run.key)}-%j.out",
               "#SBATCH --open-mode=append",
+              "#SBATCH --requeue",
+              f"#SBATCH --signal=TERM@{SIGNAL_SECONDS}",
               f"# {run.key}: N={run.n_params} D={run.tokens} C={run.flops:.4e} steps={run.steps}",
               "set -euo pipefail",
               f"cd {shlex.quote(opts.repo_dir)}",
+              # srun does not inherit --cpus-per-task from sbatch (SLURM >= 22.05): ask again.
               "srun --kill-on-bad-exit=1 "
+              + (f"--cpus-per-task={opts.cpus_per_task} " if opts.cpus_per_task else "")
               + shlex.join([os.path.join(opts.venv, "bin", TRAIN_SCRIPT)] + train_args(run)),
+              "# SIGTERM (the time limit is near, or a preemption): the trainer saved; queue again.",
+              f"if [[ $({shlex.join([os.path.join(opts.venv, 'bin', 'python'), '-m', 'slmjax.launch.status', run.workdir])}) == preempted ]]; then",
+              '  scontrol requeue "$SLURM_JOB_ID"',
+              "fi",
               ""]
     return "\n".join(lines)
 

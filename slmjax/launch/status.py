@@ -61,3 +61,9 @@ def read_events(root: str) -> list[dict]:
     except FileNotFoundError:
         pass
     return out
+
+
+if __name__ == "__main__":   # python -m slmjax.launch.status WORKDIR: its status ('' when none)
+    import sys
+
+    print(run_status(sys.argv[1]) or "")
