@@ -49,7 +49,11 @@ FAKES = {
         """,
     "squeue": """\
         #!/usr/bin/env bash
-        echo "slmjax-s20m_d8.3e7"
+        # The same key queued from another sweep root is another run. -o '%j %o': name, script.
+        for job in "slmjax-s20m_d8.3e7 $FAKE_ROOT/slurm/s20m_d8.3e7.sbatch" \\
+                   "slmjax-s20m_d4.1e7 /other/root/slurm/s20m_d4.1e7.sbatch"; do
+          if [[ ${*: -1} == %j ]]; then echo "${job%% *}"; else echo "$job"; fi
+        done
         """,
     "srun": """\
         #!/usr/bin/env bash
@@ -109,8 +113,9 @@ def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
     repo = tmp_path / "repo"
     (repo / ".venv").mkdir(parents=True)
     (repo / ".venv" / "bin").symlink_to(fake / "bin")
-    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
     root = tmp_path / "runs"
+    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(root),
+           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
     (root / "s20m_d1.7e8").mkdir(parents=True)
     (root / "s20m_d1.7e8" / "run.json").write_text(json.dumps({"status": "completed"}))
     proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",

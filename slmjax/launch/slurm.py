@@ -3,7 +3,7 @@
 Each job's script is written to <root>/slurm/<key>.sbatch and submitted with `sbatch --parsable`.
 Inside the job `srun` starts one `slmjax-train` per node; `slmjax.train.distributed` reads the
 SLURM environment, makes one JAX process per node and keeps every GPU of the node visible to it.
-Completed runs and runs already queued under their job name are skipped, so submitting the sweep
+Completed runs and runs already queued (their job name and script) are skipped, so submitting the sweep
 again after a failure resumes exactly the runs that are not done. A job is requeueable: SLURM
 sends its trainers SIGTERM SIGNAL_SECONDS before the time limit (`--signal`), the trainer saves a
 checkpoint and records `preempted`, and the job queues itself again (`scontrol requeue`), as it
@@ -99,15 +99,16 @@ def sbatch_command(run: Run, root: str) -> list[str]:
     return ["sbatch", "--parsable", script_path(root, run)]
 
 
-def _queued_names() -> set[str]:
+def _queued_jobs() -> set[tuple[str, str]]:
+    """(job name, batch script) of this user's jobs: a key queued from another root is not this run."""
     try:
-        out = subprocess.run(["squeue", "--me", "-h", "-o", "%j"], capture_output=True, text=True,
+        out = subprocess.run(["squeue", "--me", "-h", "-o", "%j %o"], capture_output=True, text=True,
                              check=True).stdout
     except FileNotFoundError:
         raise SweepError("squeue is not on PATH: run --launcher=slurm on a SLURM login node") from None
     except subprocess.CalledProcessError as e:
         raise SweepError(f"squeue failed: {(e.stderr or '').strip().splitlines()[:1]}") from None
-    return {line.strip() for line in out.splitlines() if line.strip()}
+    return {tuple(line.strip().split(" ", 1)) for line in out.splitlines() if " " in line.strip()}
 
 
 def _write(path: str, text: str) -> None:
@@ -122,12 +123,12 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
     opts.validate()
     if problem := fileio.url_problem(root, "--root"):
         raise SweepError(problem)
-    queued = set() if dry_run else _queued_names()
+    queued = set() if dry_run else _queued_jobs()
     for r in runs:
         if status.is_completed(r.workdir):
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
             continue
-        if job_name(r) in queued:
+        if (job_name(r), script_path(root, r)) in queued:
             print(f"# {r.key}: already queued as {job_name(r)}, skipped", file=out, flush=True)
             continue
         path, argv = script_path(root, r), sbatch_command(r, root)
