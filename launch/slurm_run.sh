@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Submit a sweep to SLURM from a login node: one sbatch job per run that is neither completed nor
-# queued (scripts in ROOT/slurm/). Run it again after time limits or failures to resume the rest.
+# queued (scripts in ROOT/slurm/). Run it again after failures to resume the rest (a job that
+# reaches its time limit saves and queues itself again).
 #
 #   launch/slurm_run.sh SWEEP_CONFIG ROOT [slmjax-sweep flags...]
 #   e.g. launch/slurm_run.sh configs/sweeps/paper_grid.py /shared/runs/paper \
