@@ -176,3 +176,13 @@ def test_slurm_rejects_bad_options(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "slmjax-sweep: --time='two days' is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+
+
+def test_slurm_time_limit_leaves_room_for_the_signal():
+    from slmjax.launch import slurm
+
+    assert [slurm._seconds(t) for t in ("30", "10:30", "2:00:00", "1-2", "1-02:30", "2-00:00:00")] == [
+        1800, 630, 7200, 93600, 95400, 172800]
+    proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=/tmp/x", "--launcher=slurm",
+                 "--time=5", "--dry_run")
+    assert proc.returncode == 1 and "--time='5': a job gets SIGTERM 300 s before" in proc.stderr

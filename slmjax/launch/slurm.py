@@ -48,8 +48,22 @@ class SlurmOptions:
             raise SweepError(f"--gpus_per_node must be >= 0, got {self.gpus_per_node}")
         if self.time and not _TIME.match(self.time):
             raise SweepError(f"--time={self.time!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+        if self.time and _seconds(self.time) < 2 * SIGNAL_SECONDS:
+            raise SweepError(f"--time={self.time!r}: a job gets SIGTERM {SIGNAL_SECONDS} s before its "
+                             f"limit, so give it at least {2 * SIGNAL_SECONDS // 60} minutes")
         if not self.repo_dir:
             raise SweepError("--launcher=slurm needs the repository directory (--repo_dir)")
+
+
+def _seconds(time: str) -> int:
+    """A SLURM time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in seconds."""
+    days, _, rest = time.rpartition("-")
+    f = [int(x) for x in rest.split(":")]
+    if days or len(f) == 3:
+        h, m, s = f + [0] * (3 - len(f))
+    else:
+        h, m, s = 0, f[0], (f[1] if len(f) > 1 else 0)
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
 
 
 def script_path(root: str, run: Run) -> str:
