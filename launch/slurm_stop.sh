@@ -6,7 +6,10 @@
 set -euo pipefail
 
 pattern=${1:-.*}
-mapfile -t jobs < <(squeue -u "$USER" -h -o '%i %j' | awk -v re="^slmjax-($pattern)\$" '$2 ~ re {print $1}')
+# The pattern reaches awk through the environment: `awk -v` would process its backslashes
+# (GNU awk turns \. into ., matching keys it should not).
+mapfile -t jobs < <(squeue -u "${USER:-$(id -un)}" -h -o '%i %j' |
+  SLMJAX_KEY_RE="^slmjax-($pattern)\$" awk '$2 ~ ENVIRON["SLMJAX_KEY_RE"] {print $1}')
 if (( ${#jobs[@]} == 0 )); then
   echo "no slmjax jobs match '$pattern'"
   exit 0

@@ -70,6 +70,16 @@ def test_slurm_stop_cancels_only_matching_slmjax_jobs(tmp_path):
     assert (tmp_path / "cancelled").read_text().split() == ["13"]
     subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh"], env=env, check=True, capture_output=True)
     assert (tmp_path / "cancelled").read_text().split() == ["11", "13"]
+    # An escaped dot stays one (GNU awk's -v turned \. into any character), and an unset USER
+    # (some batch environments) falls back to id -un instead of an 'unbound variable' exit.
+    del env["USER"]
+    proc = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", r"s20m_d4\.1e7"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cancelled").read_text().split() == ["11"]
+    proc = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", r"s20m_d4\.1e8"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "no slmjax jobs match" in proc.stdout
 
 
 def test_device_bench_runs_and_writes_results(tmp_path):
