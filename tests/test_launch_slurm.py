@@ -104,7 +104,8 @@ def test_slurm_dry_run_prints_the_exact_script_and_sbatch_command():
     assert not os.path.exists("/shared/runs/paper")   # a dry run writes nothing
 
 
-def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
+def _fake_slurm(tmp_path):
+    """(fake, repo): the fake SLURM commands in fake/bin, and a checkout whose .venv/bin is them."""
     fake = tmp_path / "slurm"
     (fake / "bin").mkdir(parents=True)
     for name, text in FAKES.items():
@@ -113,6 +114,11 @@ def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
     repo = tmp_path / "repo"
     (repo / ".venv").mkdir(parents=True)
     (repo / ".venv" / "bin").symlink_to(fake / "bin")
+    return fake, repo
+
+
+def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
+    fake, repo = _fake_slurm(tmp_path)
     root = tmp_path / "runs"
     env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(root),
            "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
@@ -144,14 +150,7 @@ def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
 def test_slurm_job_saves_before_its_time_limit_and_queues_itself_again(tmp_path):
     # SIGTERM 300 s before the limit (the trainer saves, records `preempted`, exits 0), then the
     # job requeues itself; srun is given the task's CPUs (it no longer inherits them from sbatch).
-    fake = tmp_path / "slurm"
-    (fake / "bin").mkdir(parents=True)
-    for name, text in FAKES.items():
-        (fake / "bin" / name).write_text(textwrap.dedent(text))
-        (fake / "bin" / name).chmod(0o755)
-    repo = tmp_path / "repo"
-    (repo / ".venv").mkdir(parents=True)
-    (repo / ".venv" / "bin").symlink_to(fake / "bin")
+    fake, repo = _fake_slurm(tmp_path)
     env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
     root = tmp_path / "runs"
     proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
