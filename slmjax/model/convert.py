@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from slmjax import fileio
+from slmjax.errortext import describe
 from slmjax.model.config import ModelConfig
 
 
@@ -224,9 +225,7 @@ def _read_tensors(path: str) -> tuple[dict, dict | None]:
     except CheckpointFormatError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the reader raises, one line
-        detail = (str(e).strip().splitlines() or [""])[0]
-        raise CheckpointFormatError(
-            f"{path}: not a release checkpoint ({type(e).__name__}: {detail})") from None
+        raise CheckpointFormatError(f"{path}: not a release checkpoint ({describe(e)})") from None
 
 
 def _read_json(path: str) -> dict:

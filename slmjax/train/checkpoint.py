@@ -22,7 +22,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from slmjax.train.run_files import RunError, first_line, read_json
+from slmjax.errortext import first_line
+from slmjax.train.run_files import RunError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class RunCheckpoints:
           data=grain.checkpoint.CheckpointRestore(data_iter)))
       saved = data_iter.get_state()
     except Exception as e:  # pylint: disable=broad-except
-      _warn(f"data iterator state of checkpoint {step} not restored ({first_line(e)[:200]}); "
+      _warn(f"data iterator state of checkpoint {step} not restored ({first_line(e, 200)}); "
             f"continuing from batch {step}")
       data_iter.set_state({"next_index": step})
       return

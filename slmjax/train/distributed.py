@@ -24,7 +24,7 @@ import os
 
 from absl import flags
 
-from slmjax.train.run_files import first_line
+from slmjax.errortext import first_line
 
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,

@@ -18,13 +18,14 @@ import jax
 import numpy as np
 
 from slmjax.data import DataError, build_pipeline
+from slmjax.errortext import first_line
 from slmjax.train import flops as flops_lib
 from slmjax.train import preemption
 from slmjax.train.checkpoint import RunCheckpoints
 from slmjax.train.mesh import make_mesh
 from slmjax.train.metrics import MetricsWriter
-from slmjax.train.run_files import (RunError, claim_workdir, first_line, read_json,
-                                    update_run_json, workdir_lock)
+from slmjax.train.run_files import (RunError, claim_workdir, read_json, update_run_json,
+                                    workdir_lock)
 from slmjax.train.sharding import make_global_batch
 from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
                                make_train_step)

@@ -148,7 +148,3 @@ def workdir_lock(workdir: str, wait_s: float | None = None) -> fileio.PidLock:
     raise RunError(f"another trainer (pid {e.pid}) is running in {workdir}; stop it or "
                    "wait for it to exit") from None
 
-
-def first_line(e: BaseException) -> str:
-  """The first line of an exception's message, or its type name when the message is empty."""
-  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 
 from slmjax import fileio
-from slmjax.units.errors import UnitsError, describe
+from slmjax.errortext import describe
+from slmjax.units.errors import UnitsError
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")

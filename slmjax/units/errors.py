@@ -2,15 +2,11 @@
 
 import os
 
+from slmjax.errortext import describe
+
 
 class UnitsError(Exception):
     """Bad input or configuration for speech-to-units; the message is one line for the user."""
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: first line of the message`` (just ``Type`` when the message is empty)."""
-    text = str(exc).strip().split("\n")[0][:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def make_dir(path: str) -> None:

@@ -16,10 +16,11 @@ import pathlib
 import numpy as np
 
 from slmjax import fileio
+from slmjax.errortext import describe
 from slmjax.units import ids as unit_ids
 from slmjax.units.audio import BadAudio, as_wave, check_wave, load_wave
 from slmjax.units.coarse import Coarse
-from slmjax.units.errors import UnitsError, describe, make_dir
+from slmjax.units.errors import UnitsError, make_dir
 from slmjax.units.features import build_features
 from slmjax.units.kmeans import assign, centroids_sha256
 

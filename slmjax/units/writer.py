@@ -17,9 +17,10 @@ import time
 import numpy as np
 
 from slmjax import fileio
+from slmjax.errortext import describe
 from slmjax.units import ids as unit_ids
 from slmjax.units.audio import BadAudio, check_wave, nothing_usable, skip_row, write_skipped
-from slmjax.units.errors import UnitsError, describe, make_dir
+from slmjax.units.errors import UnitsError, make_dir
 from slmjax.units.sources import Utterance
 
 FORMAT_VERSION = 1

@@ -21,7 +21,7 @@ from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.analysis.zeroshot.testloss import HeldOutSet
-from slmjax.units.errors import describe
+from slmjax.errortext import describe
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/); scores go to "

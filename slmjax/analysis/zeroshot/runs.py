@@ -11,7 +11,7 @@ from pathlib import Path
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
-from slmjax.units.errors import describe
+from slmjax.errortext import describe
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
-from slmjax.units.errors import describe
+from slmjax.errortext import describe
 
 
 # While a benchmark is encoded, the cache is rewritten (atomically) at most this often, so that a
