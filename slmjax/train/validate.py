@@ -125,9 +125,10 @@ def problems(config, n_devices: int | None = None) -> list[str]:
             return out + str(e).splitlines()
         if cfg.n_heads > 0 and cfg.n_heads % axes["tensor"]:
             out.append(f"mesh.tensor={axes['tensor']} does not divide model.n_heads={cfg.n_heads}")
-        if not model_problems and cfg.ffn_dim % axes["tensor"]:
-            out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size {cfg.ffn_dim}")
         if not model_problems:
+            if cfg.ffn_dim % axes["tensor"]:
+                out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size "
+                           f"{cfg.ffn_dim}")
             out += _attention_problems(cfg)
         shards = axes["data"] * axes["fsdp"]
         if t.micro_batches > 0 and t.batch_size > 0 and t.batch_size % t.micro_batches == 0 \

@@ -242,9 +242,14 @@ class Scorer:
         seqs = [np.asarray(s, np.int32) for s in seqs]
         if any(len(s) < 2 for s in seqs):
             raise ValueError("every sequence needs at least one target (length >= 2)")
-        slot = {}
-        where = np.array([slot.setdefault(s.tobytes(), len(slot)) for s in seqs], np.int64)
-        unique = list({s.tobytes(): s for s in seqs}.values())
+        slot, unique = {}, []
+        where = np.empty(len(seqs), np.int64)
+        for i, s in enumerate(seqs):
+            key = s.tobytes()
+            if key not in slot:
+                slot[key] = len(unique)
+                unique.append(s)
+            where[i] = slot[key]
         stats = self._score_unique(unique, desc)
         return SeqStats(*(getattr(stats, f.name)[where] for f in dataclasses.fields(SeqStats)))
 
