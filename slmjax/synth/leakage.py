@@ -19,13 +19,15 @@ import re
 from slmjax.synth.errors import SynthError
 
 CONTEXT_SENTENCES = 4
-_SENT = re.compile(r"(?<=[.!?])\s+")
-_NONWORD = re.compile(r"[^a-z0-9']+")
+# A sentence ends at . ! or ?, possibly inside a closing quote or bracket (dialogue: `"Look!" she said.`).
+_SENT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))\s+")
+# Words keep inner apostrophes (didn't); quote marks around them are punctuation.
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
 def normalize(text: str) -> str:
     """Lower case, punctuation dropped, single spaces: two texts match when these are equal."""
-    return " ".join(_NONWORD.split(text.lower())).strip()
+    return " ".join(_WORD.findall(text.lower().replace("\u2019", "'")))
 
 
 def text_hash(text: str) -> str:
