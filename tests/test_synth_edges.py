@@ -23,3 +23,17 @@ def test_a_benchmark_sentence_inside_quoted_dialogue_leaks():
     ctx = ["Ann had a kite.", "It was red.", "The wind came.", "The kite flew away."]
     ex = leakage.Exclusions(context={leakage.text_hash(" ".join(ctx))})
     assert ex.leaks('Hi. "Ann had a kite." "It was red." The wind came. (The kite flew away.) Bye.')
+
+
+def test_text_files_with_a_bom_blank_lines_of_spaces_or_another_encoding(tmp_path):
+    shard = tmp_path / "data00.json"  # a JSON array saved with a UTF-8 byte order mark (Windows editors)
+    shard.write_bytes("\ufeff".encode() + json.dumps([{"story": "A dog ran."}]).encode())
+    assert list(textsrc.from_file(str(shard))) == [{"id": "data00-00000000", "text": "A dog ran."}]
+    plain = tmp_path / "s.txt"  # stories separated by a line that holds only spaces and a tab
+    plain.write_bytes("\ufeffA cat sat.\n  \t\nA dog ran.\r\n \r\nThe end.\n".encode())
+    assert [r["text"] for r in textsrc.from_file(str(plain))] == ["A cat sat.", "A dog ran.", "The end."]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Caf\xe9 time.\n".encode("latin-1"))
+    with pytest.raises(SynthError, match=r"latin\.txt: not UTF-8 text") as e:
+        list(textsrc.from_file(str(latin)))
+    assert "\n" not in str(e.value)

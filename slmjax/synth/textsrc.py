@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Iterator
 
 from slmjax.synth import stories
 from slmjax.synth.errors import SynthError
 
 ENDOFTEXT = "<|endoftext|>"
+_BLANK_LINE = re.compile(r"\n\s*\n")  # a line that is empty or holds only whitespace
 
 
 def from_generator(seed: int) -> Iterator[dict]:
@@ -27,12 +29,23 @@ def from_file(path: str) -> Iterator[dict]:
     (TinyStories' .txt files) or by blank lines."""
     if not os.path.isfile(path):
         raise SynthError(f"--text: {path} does not exist")
+    try:
+        yield from _records(path)
+    except UnicodeDecodeError as e:
+        raise SynthError(f"{path}: not UTF-8 text ({e.reason}); convert it, e.g. with iconv -t UTF-8") from None
+
+
+def _open(path: str):
+    return open(path, encoding="utf-8-sig")  # a byte order mark (Windows editors) is not text
+
+
+def _records(path: str) -> Iterator[dict]:
     stem = os.path.splitext(os.path.basename(path))[0]
-    with open(path, encoding="utf-8") as f:
+    with _open(path) as f:
         head = f.read(4096)
     if head.lstrip().startswith("["):
         try:
-            with open(path, encoding="utf-8") as f:
+            with _open(path) as f:
                 records = json.load(f)
         except json.JSONDecodeError as e:
             raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
@@ -44,7 +57,7 @@ def from_file(path: str) -> Iterator[dict]:
                 yield {"id": str(rec.get("id", f"{stem}-{n:08d}")), "text": " ".join(text.split())}
         return
     if path.endswith((".jsonl", ".json")) or head.lstrip().startswith("{"):
-        with open(path, encoding="utf-8") as f:
+        with _open(path) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -58,9 +71,9 @@ def from_file(path: str) -> Iterator[dict]:
                 if text.strip():
                     yield {"id": str(rec.get("id", f"{stem}-{n:08d}")), "text": " ".join(text.split())}
         return
-    with open(path, encoding="utf-8") as f:
+    with _open(path) as f:
         body = f.read()
-    chunks = body.split(ENDOFTEXT) if ENDOFTEXT in body else body.split("\n\n")
+    chunks = body.split(ENDOFTEXT) if ENDOFTEXT in body else _BLANK_LINE.split(body)
     n = 0
     for chunk in chunks:
         text = " ".join(chunk.split())
