@@ -35,7 +35,7 @@ srun --kill-on-bad-exit=1 .venv/bin/slmjax-train --config=configs/train.py:s823m
 --config.data.seq_len=2050 --config.train.batch_size=608 --config.train.tokens=82317926400 \
 --config.train.steps=66045
 # SIGTERM (the time limit is near, or a preemption): the trainer saved; queue again.
-if [[ $(.venv/bin/python -m slmjax.launch.status /shared/runs/paper/s823m_d8.2e10) == preempted ]]; then
+if [[ $(.venv/bin/python -m slmjax.launch.status /shared/runs/paper/s823m_d8.2e10) == 'slmjax-status "preempted"' ]]; then
   scontrol requeue "$SLURM_JOB_ID"
 fi
 """.replace("\\\n", "")

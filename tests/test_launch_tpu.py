@@ -34,6 +34,7 @@ FAKE_GCLOUD = textwrap.dedent("""\
     #!/usr/bin/env bash
     # gcloud compute tpus tpu-vm ssh NAME ... --worker=all --command=CMD, on local "workers".
     printf '%s\\n' "$*" >> "$FAKE_TPU/gcloud.log"
+    if [[ -n ${FAKE_NOISE:-} ]]; then printf '%s\\n' "$FAKE_NOISE"; fi  # what ssh may print first
     cmd= worker=all
     for a in "$@"; do case $a in --command=*) cmd=${a#--command=} ;; --worker=*) worker=${a#--worker=} ;; esac; done
     cmd=${cmd//\/gcs\//$FAKE_TPU/gcs/}
@@ -43,6 +44,11 @@ FAKE_GCLOUD = textwrap.dedent("""\
     rc=0
     for p in "${pids[@]}"; do wait "$p" || rc=$?; done
     exit $rc
+    """)
+
+FAKE_PYTHON = textwrap.dedent(f"""\
+    #!/usr/bin/env bash
+    exec {sys.executable} "$@"
     """)
 
 FAKE_TRAINER = textwrap.dedent("""\
@@ -70,6 +76,8 @@ def _slice(tmp_path, workers=2):
         venv_bin.mkdir(parents=True)
         (venv_bin / "slmjax-train").write_text(FAKE_TRAINER)
         (venv_bin / "slmjax-train").chmod(0o755)
+        (venv_bin / "python").write_text(FAKE_PYTHON)
+        (venv_bin / "python").chmod(0o755)
     env = {**ENV, "FAKE_TPU": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
     return fake, env
 
@@ -146,6 +154,32 @@ def test_tpu_run_status_is_read_on_the_workers(tmp_path):
     proc = sweep(*args, env=env)
     assert proc.returncode == 0 and proc.stdout.count("completed, skipped") == 2, proc.stdout
     assert len(started()) == 3
+    # The statuses come from slmjax.launch.status in the workers' venv, all runs in one call.
+    first = [c for c in (fake / "gcloud.log").read_text().splitlines() if "--worker=0" in c][0]
+    assert first.endswith("--command=cd ~/slmjax && exec .venv/bin/python -m slmjax.launch.status "
+                          "/gcs/paper/s20m_d4.1e7 /gcs/paper/s20m_d8.3e7")
+
+
+def test_tpu_statuses_of_every_kind_survive_extra_ssh_output(tmp_path, monkeypatch):
+    from slmjax.launch import tpu
+    from slmjax.launch.grid import Run
+
+    fake, env = _slice(tmp_path)
+    written = {"a": "completed", "b": "preempted", "c": "failed"}
+    for name, st in written.items():
+        (fake / "gcs" / "root" / name).mkdir(parents=True)
+        (fake / "gcs" / "root" / name / "run.json").write_text(json.dumps({"status": st}))
+    (fake / "gcs" / "root" / "e").mkdir()
+    (fake / "gcs" / "root" / "e" / "run.json").write_text('{"status": "comp')   # half written
+    runs = [Run(key=k, size="s", n_params=1, tokens=1, batch_size=1, seq_len=1, steps=1, warmup=0,
+                unique_tokens=None, restricted=False, workdir=f"/gcs/root/{k}", overrides=(),
+                train_config="configs/train.py:s") for k in "abcde"]
+    opts = tpu.TpuOptions(name="v4-32", zone="z")
+    noise = "slmjax-status is not a status line\r\nWarning: Permanently added 'tpu' to known hosts."
+    for name, value in {**env, "FAKE_NOISE": noise}.items():
+        monkeypatch.setenv(name, value)
+    assert tpu.remote_statuses(runs, opts) == [
+        "completed", "preempted", "failed", None, None]
 
 
 def test_tpu_stop_script_stops_the_trainer_on_every_worker(tmp_path):

@@ -74,6 +74,11 @@ def job_name(run: Run) -> str:
     return JOB_PREFIX + run.key
 
 
+def _status_command(run: Run, opts: SlurmOptions) -> str:
+    return shlex.join([os.path.join(opts.venv, "bin", "python"), "-m", "slmjax.launch.status",
+                       run.workdir])
+
+
 def script(run: Run, root: str, opts: SlurmOptions) -> str:
     """The sbatch script of `run`, exactly as written to disk."""
     lines = ["#!/bin/bash",
@@ -102,7 +107,7 @@ def script(run: Run, root: str, opts: SlurmOptions) -> str:
               + (f"--cpus-per-task={opts.cpus_per_task} " if opts.cpus_per_task else "")
               + shlex.join([os.path.join(opts.venv, "bin", TRAIN_SCRIPT)] + train_args(run)),
               "# SIGTERM (the time limit is near, or a preemption): the trainer saved; queue again.",
-              f"if [[ $({shlex.join([os.path.join(opts.venv, 'bin', 'python'), '-m', 'slmjax.launch.status', run.workdir])}) == preempted ]]; then",
+              f"if [[ $({_status_command(run, opts)}) == {shlex.quote(status.status_line('preempted'))} ]]; then",
               '  scontrol requeue "$SLURM_JOB_ID"',
               "fi",
               ""]

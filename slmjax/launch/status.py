@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 EVENTS = "sweep.jsonl"
+TAG = "slmjax-status"   # marks status lines among whatever else a remote shell prints
 
 
 def _run_json(workdir: str) -> dict:
@@ -38,6 +39,25 @@ def is_completed(workdir: str) -> bool:
     return run_status(workdir) == "completed"
 
 
+def status_line(status: str | None) -> str:
+    """One tagged line: TAG then the status as JSON (null: no readable run.json)."""
+    return f"{TAG} {json.dumps(status)}"
+
+
+def parse_status_lines(text: str) -> list[str | None]:
+    """The statuses of the tagged lines in `text`, in order; any other line is skipped."""
+    found = []
+    for line in text.splitlines():
+        tag, _, value = line.strip().partition(" ")
+        if tag != TAG:
+            continue
+        try:
+            found.append(json.loads(value))
+        except json.JSONDecodeError:
+            continue
+    return found
+
+
 def log_event(root: str, event: str, key: str, **fields: Any) -> None:
     """Append one line to <root>/sweep.jsonl and flush it to disk."""
     os.makedirs(root, exist_ok=True)
@@ -63,7 +83,8 @@ def read_events(root: str) -> list[dict]:
     return out
 
 
-if __name__ == "__main__":   # python -m slmjax.launch.status WORKDIR: its status ('' when none)
+if __name__ == "__main__":   # python -m slmjax.launch.status WORKDIR...: one status line each
     import sys
 
-    print(run_status(sys.argv[1]) or "")
+    for workdir in sys.argv[1:]:
+        print(status_line(run_status(workdir)))

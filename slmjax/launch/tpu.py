@@ -18,7 +18,6 @@ launch/tpu_setup.sh (see the README).
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shlex
 import subprocess
@@ -51,10 +50,14 @@ class TpuOptions:
                 raise SweepError(f"{flag}={value!r}: use a path without spaces or quotes")
 
 
+def _in_venv(opts: TpuOptions, program: str, args: list[str], first: str = "") -> str:
+    """A worker's shell command: in the repository, `first`, then exec the venv's `program`."""
+    return f"cd {opts.repo_dir} && {first}exec {opts.venv}/bin/{program} " + shlex.join(args)
+
+
 def remote_command(run: Run, opts: TpuOptions) -> str:
     """The shell command every worker runs for `run`."""
-    return (f"cd {opts.repo_dir} && echo $$ > {PIDFILE} && exec {opts.venv}/bin/{TRAIN_SCRIPT} "
-            + shlex.join(train_args(run)))
+    return _in_venv(opts, TRAIN_SCRIPT, train_args(run), first=f"echo $$ > {PIDFILE} && ")
 
 
 def _ssh(opts: TpuOptions, worker: str, command: str) -> list[str]:
@@ -69,24 +72,15 @@ def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
     return _ssh(opts, "all", remote_command(run, opts))
 
 
-_STATUS_PY = """import json, sys
-for w in sys.argv[1:]:
-    try:
-        s = json.load(open(w + "/run.json")).get("status")
-    except Exception:
-        s = None
-    print("slmjax-status " + json.dumps(s))"""
-
-
 def remote_statuses(runs: list[Run], opts: TpuOptions) -> list[str | None]:
     """run.json status of each run, read on worker 0 (None: no readable run.json)."""
-    argv = _ssh(opts, "0", shlex.join(["python3", "-c", _STATUS_PY] + [r.workdir for r in runs]))
+    argv = _ssh(opts, "0", _in_venv(opts, "python", ["-m", "slmjax.launch.status"]
+                                     + [r.workdir for r in runs]))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True)
     except FileNotFoundError:
         raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
-    found = [json.loads(ln.split(" ", 1)[1]) for ln in proc.stdout.splitlines()
-             if ln.startswith("slmjax-status ")]
+    found = status.parse_status_lines(proc.stdout)
     if proc.returncode != 0 or len(found) != len(runs):
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         raise SweepError(f"could not read the runs' status on worker 0 of {opts.name}: "
