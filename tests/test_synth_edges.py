@@ -37,3 +37,46 @@ def test_text_files_with_a_bom_blank_lines_of_spaces_or_another_encoding(tmp_pat
     with pytest.raises(SynthError, match=r"latin\.txt: not UTF-8 text") as e:
         list(textsrc.from_file(str(latin)))
     assert "\n" not in str(e.value)
+
+
+def _jsonl(path, texts):
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in texts))
+    return str(path)
+
+
+@needs_espeak
+def test_one_voice_at_two_speeds_is_counted_as_two_voices(tmp_path):
+    text = _jsonl(tmp_path / "t.jsonl", [(f"u{i}", f"Line number {i}.") for i in range(4)])
+    voices = engines.parse_voices("espeak:en-us:s140:p50,espeak:en-us:s210:p50")
+    s = corpus.build(str(tmp_path / "c"), hours=0, voices=voices, text=text, workers=1)
+    # utterances take the voices in turn: u0, u2 the slow one, u1, u3 the fast one
+    assert s["per_voice"] == {"espeak:en-us:s140:p50": 2, "espeak:en-us:s210:p50": 2}
+
+
+@needs_espeak
+def test_corpus_summary_and_skipped_list_do_not_depend_on_the_worker_count(tmp_path):
+    bench = tmp_path / "bench"
+    leakage.write(str(bench), "planted", sentences=["The red boat sank."])
+    # the first text alone reaches the 0.5 s target; what follows it is not part of the corpus
+    text = _jsonl(tmp_path / "t.jsonl", [("a", "A fine and rather long line to speak."),
+                                         ("b", "The red boat sank."), ("c", "..."), ("d", "Another line.")])
+    for workers in (1, 3):  # 3 workers take a, b and c in their first batch
+        out = tmp_path / f"w{workers}"
+        s = corpus.build(str(out), hours=0.5 / 3600, voices=engines.parse_voices("1"), text=text,
+                         exclude=[str(bench)], workers=workers)
+        assert [r["id"] for r in corpus.read_manifest(str(out / "manifest.jsonl"))] == ["a"]
+        assert (out / "skipped.jsonl").read_text() == ""
+        assert (s["skipped_texts"], s["leakage"]["texts_dropped"], s["leakage"]["texts_considered"]) == (0, 0, 1)
+        assert [p.name for p in (out / "wavs").rglob("*.wav")] == ["00000000.wav"]
+
+
+@needs_espeak
+def test_a_batch_of_only_leaking_texts_does_not_end_the_corpus(tmp_path):
+    bench = tmp_path / "bench"
+    leakage.write(str(bench), "planted", sentences=["The red boat sank."])
+    text = _jsonl(tmp_path / "t.jsonl", [("a", "The red boat sank."), ("b", "A fine line to speak.")])
+    # one worker and a 0.5 s target take one text per batch: the first batch holds only the leaking one
+    s = corpus.build(str(tmp_path / "c"), hours=0.5 / 3600, voices=engines.parse_voices("1"), text=text,
+                     exclude=[str(bench)], workers=1)
+    assert [r["id"] for r in corpus.read_manifest(str(tmp_path / "c" / "manifest.jsonl"))] == ["b"]
+    assert s["leakage"]["texts_dropped"] == 1

@@ -65,50 +65,56 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
     n_workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=None if target == float("inf") else round(target), desc="corpus", unit="s audio",
                dynamic_ncols=True)
+    full = lambda: total >= target or (limit is not None and len(records) >= limit)  # noqa: E731
     with Renderer(workers, desc="corpus") as renderer:
-        n_taken = n_assigned = 0
-        while total < target and (limit is None or len(records) < limit):
-            batch = []
+        n_considered = n_assigned = 0
+        while not full():
             mean = total / len(records) if records else 20.0
             want = (target - total) / mean * 1.05 + 1 if target < float("inf") else 32 * n_workers
             chunk = int(min(32 * n_workers, max(n_workers, want)))
             if limit is not None:
                 chunk = min(chunk, limit - len(records))
-            for rec in itertools.islice(source, chunk):
-                n_taken += 1
+            taken = list(itertools.islice(source, chunk))
+            if not taken:
+                break  # the text file is exhausted
+            batch = []
+            for rec in taken:
                 if excl and excl.leaks(rec["text"]):
-                    dropped += 1
+                    rec["dropped"] = True
                     continue
                 if rec["id"] in seen_ids:
                     raise SynthError(f"corpus text id {rec['id']!r} occurs twice")
                 seen_ids.add(rec["id"])
-                rng = random.Random(f"{seed}:{rec['id']}")
-                k = n_assigned  # counts failed texts too, so that no two texts ever share a file name
+                # n_assigned counts failed texts too, so that no two texts ever share a file name
+                _assign(rec, n_assigned, seed, voices)
                 n_assigned += 1
-                rec["voice"] = voices[k % len(voices)].varied(_np_rng(rng), SPEED_JITTER, PITCH_JITTER)
-                rec["path"] = f"wavs/{k // 1000:04d}/{k:08d}.wav"
                 batch.append(rec)
-            if not batch:
-                break  # the text file is exhausted
             durations = renderer.render([Job(os.path.join(out, r["path"]), r["text"], r["voice"]) for r in batch],
                                         bar=bar, allow_failures=True)
             for rec, dur in zip(batch, durations):
-                if dur is None:  # the engine could not speak this text: recorded, not in the corpus
+                rec["duration"] = dur
+            # in source order, so that where the corpus ends does not depend on the batch size
+            for rec in taken:
+                if full():  # taken past the target: not part of the corpus, nor of its counts
+                    if rec.get("duration") is not None:
+                        os.remove(os.path.join(out, rec["path"]))
+                    continue
+                n_considered += 1
+                if rec.get("dropped"):
+                    dropped += 1
+                elif rec["duration"] is None:  # the engine could not speak this text: recorded, not in the corpus
                     failed.append({"id": rec["id"], "text": rec["text"][:200],
                                    "reason": renderer.failures[os.path.join(out, rec["path"])]})
-                    continue
-                if total >= target or (limit is not None and len(records) >= limit):
-                    os.remove(os.path.join(out, rec["path"]))  # rendered past the target: not part of the corpus
-                    continue
-                rec["duration"] = round(dur, 4)
-                records.append(rec)
-                total += dur
+                else:
+                    rec["duration"] = round(rec["duration"], 4)
+                    records.append(rec)
+                    total += rec["duration"]
         skipped_existing = renderer.skipped
         new_seconds = renderer.seconds_synthesised
     bar.close()
     wall = time.time() - t0
     if not records:
-        raise SynthError(f"corpus: nothing to write ({n_taken} texts read, {dropped} held benchmark items, "
+        raise SynthError(f"corpus: nothing to write ({n_considered} texts read, {dropped} held benchmark items, "
                          f"{len(failed)} could not be spoken)")
 
     lines = []
@@ -120,15 +126,14 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
         lines.append(json.dumps(row, ensure_ascii=False))
     atomic_write_text(os.path.join(out, "manifest.jsonl"), "\n".join(lines) + "\n")
     atomic_write_text(os.path.join(out, "skipped.jsonl"), "".join(json.dumps(f) + "\n" for f in failed))
-    base_voice = {r["voice"].spec: _base(r["voice"], voices) for r in records}
     summary = {
         "utterances": len(records), "hours": round(total / 3600, 4),
-        "per_voice": dict(Counter(base_voice[r["voice"].spec] for r in records)),
+        "per_voice": dict(Counter(r["base_voice"] for r in records)),
         "per_split": dict(Counter(split_of(r["id"], test_fraction) for r in records)),
         "source": os.path.abspath(text) if text else f"built-in stories, seed {seed}",
         "voices": [v.spec for v in voices], "speed_jitter": SPEED_JITTER, "pitch_jitter": PITCH_JITTER,
         "leakage": {"exclude": [os.path.abspath(e) for e in exclude], "benchmark_hashes": len(excl),
-                    "texts_dropped": dropped, "texts_considered": n_taken},
+                    "texts_dropped": dropped, "texts_considered": n_considered},
         "skipped_texts": len(failed), "synthesised_now": renderer.synthesised, "already_there": skipped_existing,
         "wall_seconds": round(wall, 2), "workers": n_workers,
         # speed of this run's synthesis (files already there excluded): audio seconds per wall second
@@ -139,14 +144,15 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
     return summary
 
 
-def _np_rng(rng: random.Random):
+def _assign(rec: dict, k: int, seed: int, voices: list[engines.Voice]) -> None:
+    """Give the k-th spoken text its voice (the k-th in turn, varied by its id) and its file name."""
     import numpy as np
 
-    return np.random.default_rng(rng.getrandbits(64))
-
-
-def _base(v: engines.Voice, voices: list[engines.Voice]) -> str:
-    return next(b.spec for b in voices if (b.engine, b.name) == (v.engine, v.name))
+    base = voices[k % len(voices)]
+    rng = np.random.default_rng(random.Random(f"{seed}:{rec['id']}").getrandbits(64))
+    rec["base_voice"] = base.spec
+    rec["voice"] = base.varied(rng, SPEED_JITTER, PITCH_JITTER)
+    rec["path"] = f"wavs/{k // 1000:04d}/{k:08d}.wav"
 
 
 def read_manifest(path: str) -> list[dict]:
