@@ -80,3 +80,13 @@ def test_a_batch_of_only_leaking_texts_does_not_end_the_corpus(tmp_path):
                      exclude=[str(bench)], workers=1)
     assert [r["id"] for r in corpus.read_manifest(str(tmp_path / "c" / "manifest.jsonl"))] == ["b"]
     assert s["leakage"]["texts_dropped"] == 1
+
+
+def test_the_cloze_checker_reports_an_index_used_twice(tmp_path):
+    for name in ("0_s1_correct.wav", "1_s1_incorrect.wav", "1_s1_correct.wav", "01_s1_incorrect.wav"):
+        (tmp_path / name).write_bytes(b"")
+    problems = layout.check_cloze(str(tmp_path), check_audio=False)
+    assert any("index 1" in p and "1_s1_correct.wav" in p for p in problems), problems
+    (tmp_path / "1_s1_correct.wav").unlink()
+    (tmp_path / "01_s1_incorrect.wav").unlink()
+    assert layout.check_cloze(str(tmp_path), check_audio=False) == []

@@ -108,7 +108,11 @@ def check_cloze(folder: str, check_audio: bool = True) -> list[str]:
         if not m:
             problems.append(f"{folder}: {name} is not <index>_<story_id>_<correct|incorrect>.wav")
             continue
-        by_index[int(m.group(1))] = (m.group(2), m.group(3))
+        i = int(m.group(1))
+        if i in by_index:
+            problems.append(f"{folder}: index {i} is used twice ({by_index[i][2]} and {name})")
+            continue
+        by_index[i] = (m.group(2), m.group(3), name)
     if sorted(by_index) != list(range(len(by_index))) or len(by_index) % 2:
         problems.append(f"{folder}: indices are not 0..2n-1")
     for i in range(0, len(by_index) - 1, 2):
