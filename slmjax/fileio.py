@@ -1,7 +1,8 @@
 """Atomic file writes: write to a unique temporary name in the target's folder, then rename.
 
 A reader sees either the old file or the new one, never a half-written one, and a failed write
-leaves no temporary file behind.
+leaves no temporary file behind. The data is synced to disk before the rename, so this holds after
+a power loss too.
 """
 
 from __future__ import annotations
@@ -68,6 +69,23 @@ def _remove(tmp: str) -> None:
         os.remove(tmp)
 
 
+def _sync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Rename ``tmp`` to ``path`` with its data on disk first and the folder entry after, so a
+    power loss leaves the old file or the whole new one (not an empty one under the new name)."""
+    _sync_file(tmp)
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # some file systems (and Windows) cannot sync a folder
+        _sync_file(os.path.dirname(os.path.abspath(path)))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, on error remove it.
@@ -79,7 +97,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     tmp = _tmp_name(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
@@ -92,7 +110,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with open(tmp, "xb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         _remove(tmp)
         raise

@@ -75,3 +75,42 @@ def test_failed_write_midway_keeps_old_file(tmp_path, monkeypatch):
 def test_temp_names_are_unique(tmp_path):
     names = {fileio._tmp_name(str(tmp_path / "f.txt")) for _ in range(100)}
     assert len(names) == 100
+
+
+def _record_syncs(monkeypatch):
+    """Log of ('fsync', path) and ('replace', dst) events in call order."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.fspath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.parametrize("how", ["bytes", "path"])
+def test_data_reaches_the_disk_before_the_rename(tmp_path, monkeypatch, how):
+    # Without an fsync before the rename, a power loss can leave the new name pointing at an empty
+    # file on file systems that do not order data before metadata (XFS, ext4 for new names).
+    events = _record_syncs(monkeypatch)
+    target = str(tmp_path / "run.json")
+    if how == "bytes":
+        fileio.atomic_write_bytes(target, b"{}")
+    else:
+        with fileio.atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"{}")
+    kinds = [k for k, _ in events]
+    assert "replace" in kinds
+    first_replace = kinds.index("replace")
+    synced_before = [p for k, p in events[:first_replace] if k == "fsync"]
+    assert any(os.path.basename(p).startswith(".run.json.") for p in synced_before), events
+    # The folder entry too, after the rename.
+    assert ("fsync", str(tmp_path)) in events[first_replace:], events
