@@ -7,9 +7,12 @@ trainer is a stand-in that records what it was given.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO}
@@ -23,7 +26,7 @@ GOLDEN_SCRIPT = """\
 #SBATCH --partition=gpu
 #SBATCH --account=acct
 #SBATCH --time=2-00:00:00
-#SBATCH --output=/shared/runs/paper/slurm/s823m_d8.2e10-%j.out
+#SBATCH --output="/shared/runs/paper/slurm/s823m_d8.2e10-%j.out"
 #SBATCH --open-mode=append
 #SBATCH --requeue
 #SBATCH --signal=TERM@300
@@ -185,3 +188,71 @@ def test_slurm_time_limit_leaves_room_for_the_signal():
     proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=/tmp/x", "--launcher=slurm",
                  "--time=5", "--dry_run")
     assert proc.returncode == 1 and "--time='5': a job gets SIGTERM 300 s before" in proc.stderr
+
+
+def _sbatch_options(text):
+    """The arguments sbatch reads from a script's #SBATCH lines, parsed as sbatch does: whitespace
+    separates, quotes group, a backslash takes the next character as is, an unquoted # ends the line."""
+    args = []
+    for line in text.splitlines()[1:]:
+        if not line.startswith("#SBATCH"):
+            if line.strip() and not line.lstrip().startswith("#"):
+                break   # the first command ends the directives
+            continue
+        cur, quote, escaped, started = "", "", False, False
+        for ch in line[len("#SBATCH"):]:
+            if escaped or (quote and ch != quote and ch != "\\"):
+                cur, escaped, started = cur + ch, False, True
+            elif ch == "\\":
+                escaped = started = True
+            elif quote:
+                quote = ""
+            elif ch in "\"'":
+                quote, started = ch, True
+            elif ch == "#":
+                break
+            elif ch.isspace():
+                if started:
+                    args.append(cur)
+                cur, started = "", False
+            else:
+                cur, started = cur + ch, True
+        assert not quote, f"unmatched quote in {line!r}"
+        if started:
+            args.append(cur)
+    return args
+
+
+def _expand_filename(pattern, job_id):
+    """SLURM's filename pattern: %% is %, %j the job id; any backslash turns replacement off."""
+    if "\\" in pattern:
+        return pattern.replace("\\", "")
+    return re.sub(r"%([%j])", lambda m: "%" if m.group(1) == "%" else job_id, pattern)
+
+
+def _run(workdir, key="s20m_d4.1e7"):
+    from slmjax.launch.grid import Run
+
+    return Run(key=key, size="s20m", n_params=1, tokens=1, batch_size=1, seq_len=1, steps=1,
+               warmup=0, unique_tokens=None, restricted=False, workdir=workdir, overrides=(),
+               train_config="configs/train.py:s20m")
+
+
+def test_slurm_output_path_with_spaces_quotes_and_percent_reaches_sbatch_intact(tmp_path):
+    from slmjax.launch import slurm
+
+    root = str(tmp_path / "my runs #1 at 50%j \"q\" 'a'")
+    text = slurm.script(_run(root + "/s20m_d4.1e7"), root, slurm.SlurmOptions(repo_dir="/r"))
+    outputs = [a.split("=", 1)[1] for a in _sbatch_options(text) if a.startswith("--output=")]
+    assert [_expand_filename(o, "4242") for o in outputs] == [f"{root}/slurm/s20m_d4.1e7-4242.out"]
+    assert "--open-mode=append" in _sbatch_options(text)   # the lines after it still parse
+
+
+def test_slurm_refuses_a_root_sbatch_cannot_take():
+    # A backslash turns off SLURM's %j replacement; a newline would end the #SBATCH line.
+    from slmjax.launch import slurm
+    from slmjax.launch.grid import SweepError
+
+    for root in ("/shared/a\\b", "/shared/a\nb"):
+        with pytest.raises(SweepError, match="--root"):
+            slurm.script(_run(root + "/k"), root, slurm.SlurmOptions(repo_dir="/r"))

@@ -74,6 +74,17 @@ def job_name(run: Run) -> str:
     return JOB_PREFIX + run.key
 
 
+def _output_option(root: str, run: Run) -> str:
+    """--output's value as an #SBATCH line takes it: a SLURM filename pattern (%j: the job id, so
+    literal % doubled) in double quotes (sbatch splits at whitespace and cuts at #; \\" is a quote)."""
+    if "\\" in root or "\n" in root:
+        # A backslash turns off SLURM's filename patterns; a newline ends the #SBATCH line.
+        raise SweepError(f"--root={root!r}: the SLURM launcher needs a path without backslashes "
+                         "or newlines")
+    pattern = f"{join(join(root, 'slurm'), run.key)}".replace("%", "%%") + "-%j.out"
+    return '"' + pattern.replace('"', '\\"') + '"'
+
+
 def _status_command(run: Run, opts: SlurmOptions) -> str:
     return shlex.join([os.path.join(opts.venv, "bin", "python"), "-m", "slmjax.launch.status",
                        run.workdir])
@@ -95,7 +106,7 @@ def script(run: Run, root: str, opts: SlurmOptions) -> str:
         lines.append(f"#SBATCH --account={opts.account}")
     if opts.time:
         lines.append(f"#SBATCH --time={opts.time}")
-    lines += [f"#SBATCH --output={join(join(root, 'slurm'), run.key)}-%j.out",
+    lines += [f"#SBATCH --output={_output_option(root, run)}",
               "#SBATCH --open-mode=append",
               "#SBATCH --requeue",
               f"#SBATCH --signal=TERM@{SIGNAL_SECONDS}",
