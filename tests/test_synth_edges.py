@@ -90,3 +90,16 @@ def test_the_cloze_checker_reports_an_index_used_twice(tmp_path):
     (tmp_path / "1_s1_correct.wav").unlink()
     (tmp_path / "01_s1_incorrect.wav").unlink()
     assert layout.check_cloze(str(tmp_path), check_audio=False) == []
+
+
+@needs_espeak
+def test_a_repeated_text_id_is_skipped_and_recorded_not_fatal(tmp_path):
+    # found after hours of synthesis, a fatal error would leave a corpus that no rerun can finish
+    text = _jsonl(tmp_path / "t.jsonl", [("a", "First line."), ("b", "Second line."), ("a", "Third line.")])
+    out = tmp_path / "c"
+    s = corpus.build(str(out), hours=0, voices=engines.parse_voices("1"), text=text, workers=1)
+    assert [(r["id"], r["text"]) for r in corpus.read_manifest(str(out / "manifest.jsonl"))] == [
+        ("a", "First line."), ("b", "Second line.")]
+    (skip,) = [json.loads(line) for line in open(out / "skipped.jsonl")]
+    assert (skip["id"], skip["text"]) == ("a", "Third line.") and "occurs twice" in skip["reason"]
+    assert s["skipped_texts"] == 1 and len(list((out / "wavs").rglob("*.wav"))) == 2

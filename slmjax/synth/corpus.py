@@ -6,7 +6,7 @@ Layout of ``OUT``::
                      path is relative to OUT; duration in seconds; split "train" or "test"
     wavs/NNN/*.wav   16 kHz mono 16-bit PCM
     corpus.json      summary: hours, counts per voice and split, text source, leakage check
-    skipped.jsonl    texts the engine could not speak: {"id", "text", "reason"}
+    skipped.jsonl    texts left out: the engine could not speak them, or their id repeats an earlier one
 
 Resumable: texts, voices and file names are a pure function of the seed, so a rerun skips every wav
 that exists and continues; the manifest is written last, atomically.
@@ -83,7 +83,8 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
                     rec["dropped"] = True
                     continue
                 if rec["id"] in seen_ids:
-                    raise SynthError(f"corpus text id {rec['id']!r} occurs twice")
+                    rec["reason"] = f"id {rec['id']!r} occurs twice: the first text with it is kept"
+                    continue
                 seen_ids.add(rec["id"])
                 # n_assigned counts failed texts too, so that no two texts ever share a file name
                 _assign(rec, n_assigned, seed, voices)
@@ -93,6 +94,8 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
                                         bar=bar, allow_failures=True)
             for rec, dur in zip(batch, durations):
                 rec["duration"] = dur
+                if dur is None:  # the engine could not speak this text: recorded, not in the corpus
+                    rec["reason"] = renderer.failures[os.path.join(out, rec["path"])]
             # in source order, so that where the corpus ends does not depend on the batch size
             for rec in taken:
                 if full():  # taken past the target: not part of the corpus, nor of its counts
@@ -102,9 +105,8 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
                 n_considered += 1
                 if rec.get("dropped"):
                     dropped += 1
-                elif rec["duration"] is None:  # the engine could not speak this text: recorded, not in the corpus
-                    failed.append({"id": rec["id"], "text": rec["text"][:200],
-                                   "reason": renderer.failures[os.path.join(out, rec["path"])]})
+                elif "reason" in rec:
+                    failed.append({"id": rec["id"], "text": rec["text"][:200], "reason": rec["reason"]})
                 else:
                     rec["duration"] = round(rec["duration"], 4)
                     records.append(rec)
@@ -115,7 +117,7 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
     wall = time.time() - t0
     if not records:
         raise SynthError(f"corpus: nothing to write ({n_considered} texts read, {dropped} held benchmark items, "
-                         f"{len(failed)} could not be spoken)")
+                         f"{len(failed)} skipped)")
 
     lines = []
     for r in records:
