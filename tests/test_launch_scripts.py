@@ -4,6 +4,7 @@ usable."""
 import glob
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def test_shellcheck_clean():
     assert proc.returncode == 0, proc.stdout
 
 
-NEED_ARGS = [s for s in SCRIPTS if not s.endswith(("slurm_setup.sh", "slurm_stop.sh"))]
+NEED_ARGS = [s for s in SCRIPTS if not s.endswith("slurm_setup.sh")]
 
 
 @pytest.mark.parametrize("script", NEED_ARGS, ids=os.path.basename)
@@ -55,31 +56,44 @@ def test_missing_arguments_print_usage(script):
     assert proc.returncode != 0 and "usage: launch/" in proc.stderr
 
 
-def test_slurm_stop_cancels_only_matching_slmjax_jobs(tmp_path):
+def _fake_squeue(tmp_path, jobs):
+    """squeue printing `jobs` ('%i %j %o': id, name, script) and scancel recording its arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "squeue").write_text(
-        "#!/usr/bin/env bash\nprintf '11 slmjax-s20m_d4.1e7\\n12 other-job\\n13 slmjax-s823m_d8.2e10\\n'\n")
+    (bin_dir / "squeue").write_text("#!/usr/bin/env bash\n[[ $* == '--me -h -o %i %j %o' ]] || exit 3\n"
+                                    + "".join(f"echo {shlex.quote(j)}\n" for j in jobs))
     (bin_dir / "scancel").write_text(f"#!/usr/bin/env bash\necho \"$@\" > {tmp_path}/cancelled\n")
     for f in bin_dir.iterdir():
         f.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "USER": "me"}
-    proc = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", "s823m_.*"], env=env,
-                          capture_output=True, text=True)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_slurm_stop_cancels_only_matching_jobs_of_its_root(tmp_path):
+    root = tmp_path / "sweep a"
+    env = _fake_squeue(tmp_path, [
+        f"11 slmjax-s20m_d4.1e7 {root}/slurm/s20m_d4.1e7.sbatch",
+        "12 other-job /home/me/other.sh",
+        f"13 slmjax-s823m_d8.2e10 {root}/slurm/s823m_d8.2e10.sbatch",
+        # The same keys from another sweep's root: other runs, never cancelled from this one.
+        f"14 slmjax-s823m_d8.2e10 {tmp_path}/sweep b/slurm/s823m_d8.2e10.sbatch",
+        f"15 slmjax-s20m_d4.1e7 {tmp_path}/sweep a2/slurm/s20m_d4.1e7.sbatch"])
+    stop = lambda *args, cwd=None: subprocess.run(  # noqa: E731
+        ["bash", f"{REPO}/launch/slurm_stop.sh", *args], env=env, cwd=cwd, capture_output=True,
+        text=True)
+    proc = stop(str(root), "s823m_.*")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cancelled").read_text().split() == ["13"]
-    subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh"], env=env, check=True, capture_output=True)
+    proc = stop(f"{root}/", cwd=tmp_path)   # no pattern: every job of the root
+    assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cancelled").read_text().split() == ["11", "13"]
-    # An escaped dot stays one (GNU awk's -v turned \. into any character), and an unset USER
-    # (some batch environments) falls back to id -un instead of an 'unbound variable' exit.
-    del env["USER"]
-    proc = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", r"s20m_d4\.1e7"], env=env,
-                          capture_output=True, text=True)
+    proc = stop("sweep a", r"s20m_d4\.1e7", cwd=tmp_path)   # a relative root, from where it is given
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cancelled").read_text().split() == ["11"]
-    proc = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", r"s20m_d4\.1e8"], env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0 and "no slmjax jobs match" in proc.stdout
+    proc = stop(str(root), r"s20m_d4\.1e8")
+    assert proc.returncode == 0 and "no queued jobs of" in proc.stdout, proc.stdout + proc.stderr
+    proc = stop(str(root), "s20m_(")
+    assert proc.returncode != 0 and "not a regular expression" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_device_bench_runs_and_writes_results(tmp_path):

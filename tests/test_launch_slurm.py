@@ -52,11 +52,10 @@ FAKES = {
         """,
     "squeue": """\
         #!/usr/bin/env bash
-        # The same key queued from another sweep root is another run. -o '%j %o': name, script.
-        for job in "slmjax-s20m_d8.3e7 $FAKE_ROOT/slurm/s20m_d8.3e7.sbatch" \\
-                   "slmjax-s20m_d4.1e7 /other/root/slurm/s20m_d4.1e7.sbatch"; do
-          if [[ ${*: -1} == %j ]]; then echo "${job%% *}"; else echo "$job"; fi
-        done
+        # The same key queued from another sweep root is another run. -o '%i %j %o': id, name, script.
+        [[ $* == '--me -h -o %i %j %o' ]] || exit 3
+        echo "100 slmjax-s20m_d8.3e7 $FAKE_ROOT/slurm/s20m_d8.3e7.sbatch"
+        echo "101 slmjax-s20m_d4.1e7 /other/root/slurm/s20m_d4.1e7.sbatch"
         """,
     "srun": """\
         #!/usr/bin/env bash

@@ -129,16 +129,44 @@ def sbatch_command(run: Run, root: str) -> list[str]:
     return ["sbatch", "--parsable", script_path(root, run)]
 
 
-def _queued_jobs() -> set[tuple[str, str]]:
-    """(job name, batch script) of this user's jobs: a key queued from another root is not this run."""
+def _queued_jobs() -> list[tuple[str, str, str]]:
+    """(job id, job name, batch script) of this user's jobs: a key queued from another root is
+    another run."""
     try:
-        out = subprocess.run(["squeue", "--me", "-h", "-o", "%j %o"], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(["squeue", "--me", "-h", "-o", "%i %j %o"], capture_output=True,
+                             text=True, check=True).stdout
     except FileNotFoundError:
-        raise SweepError("squeue is not on PATH: run --launcher=slurm on a SLURM login node") from None
+        raise SweepError("squeue is not on PATH: run this on a SLURM login node") from None
     except subprocess.CalledProcessError as e:
         raise SweepError(f"squeue failed: {(e.stderr or '').strip().splitlines()[:1]}") from None
-    return {tuple(line.strip().split(" ", 1)) for line in out.splitlines() if " " in line.strip()}
+    return [tuple(parts) for parts in (line.split(" ", 2) for line in out.splitlines())
+            if len(parts) == 3]
+
+
+def root_jobs(root: str, key_pattern: str = ".*") -> list[str]:
+    """Ids of this user's jobs of the sweep at `root` whose run key fully matches `key_pattern`."""
+    try:
+        rx = re.compile(key_pattern)
+    except re.error as e:
+        raise SweepError(f"{key_pattern!r} is not a regular expression: {e}") from None
+    slurm_dir = join(root, "slurm")
+    return [job for job, name, path in _queued_jobs()
+            if name.startswith(JOB_PREFIX) and rx.fullmatch(key := name[len(JOB_PREFIX):])
+            and path == f"{slurm_dir}/{key}.sbatch"]
+
+
+def cancel(root: str, key_pattern: str = ".*", out: TextIO | None = None) -> int:
+    """scancel the jobs `root_jobs` names; 0 on success (and when there are none)."""
+    out = out or sys.stdout
+    jobs = root_jobs(root, key_pattern)
+    if not jobs:
+        print(f"no queued jobs of {root} match {key_pattern!r}", file=out)
+        return 0
+    print(f"cancelling {len(jobs)} job(s): {' '.join(jobs)}", file=out, flush=True)
+    try:
+        return subprocess.run(["scancel", *jobs]).returncode
+    except FileNotFoundError:
+        raise SweepError("scancel is not on PATH: run this on a SLURM login node") from None
 
 
 def _write(path: str, text: str) -> None:
@@ -153,7 +181,7 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
     opts.validate()
     if problem := fileio.url_problem(root, "--root"):
         raise SweepError(problem)
-    queued = set() if dry_run else _queued_jobs()
+    queued = set() if dry_run else {(name, path) for _, name, path in _queued_jobs()}
     for r in runs:
         if status.is_completed(r.workdir):
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
@@ -173,3 +201,16 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
             return 1
         print(f"{r.key}: submitted job {proc.stdout.strip()} ({path})", file=out, flush=True)
     return 0
+
+
+def _cancel_main(argv: list[str]) -> int:
+    if not 2 <= len(argv) <= 3:
+        sys.exit("usage: python -m slmjax.launch.slurm ROOT [KEY_REGEX]")
+    try:
+        return cancel(os.path.abspath(argv[1]), *argv[2:])
+    except SweepError as e:
+        sys.exit(f"slurm_stop: {e}")
+
+
+if __name__ == "__main__":   # cancel a sweep's jobs (launch/slurm_stop.sh)
+    sys.exit(_cancel_main(sys.argv))
