@@ -208,3 +208,22 @@ def test_tpu_stop_script_stops_the_trainer_on_every_worker(tmp_path):
         if launcher.poll() is None:
             launcher.kill()
             launcher.communicate()
+
+
+def test_tpu_stop_grace_defaults_to_ten_minutes_and_must_be_seconds(tmp_path):
+    # An 823M run saves ~10 GB (parameters and AdamW moments) through gcsfuse after its current
+    # step: a minute can cut it short, and SIGKILL then loses the work since the last checkpoint.
+    fake, env = _slice(tmp_path)
+    stop = lambda grace=None: subprocess.run(  # noqa: E731
+        ["bash", f"{REPO}/launch/tpu_stop.sh", "v4-32", "us-central2-b"], capture_output=True,
+        text=True, env={**env, **({"SLMJAX_STOP_GRACE": grace} if grace is not None else {})})
+    proc = stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "SIGKILL after 600 s" in proc.stdout
+    assert "seq 600" in (fake / "gcloud.log").read_text()
+    assert "SIGKILL after 5 s" in stop("5").stdout
+    calls = (fake / "gcloud.log").read_text()
+    for bad in ("ten", "1; touch ~/x", "-1", "0"):
+        proc = stop(bad)
+        assert proc.returncode == 2 and "SLMJAX_STOP_GRACE" in proc.stderr, bad
+    assert (fake / "gcloud.log").read_text() == calls   # nothing ran on the workers
