@@ -26,7 +26,8 @@ from slmjax.train.run_files import RunError, workdir_lock
 # Hooks for run_helpers.launch: a SIGTERM to the trainer's own process at a chosen moment:
 # "startup" (while the data pipeline is built), "eval" (during a periodic evaluation), "hold" (at
 # the restore, which then waits up to 12 s for another trainer in the workdir to pass step 12) or
-# "close" (while the checkpoints of the finished run are written).
+# "close" (while the checkpoints of the finished run are written); "fail" raises an error while
+# the batch of step 13 is placed.
 _HOOK_HEAD = """
 import json, os, signal, sys, time
 from slmjax.train import loop
@@ -68,6 +69,15 @@ def close(self):
   term()
   real_close(self)
 RunCheckpoints.close = close
+""",
+    "fail": """
+real_batch, batches = loop.make_global_batch, []
+def batch(*a, **k):
+  batches.append(1)
+  if len(batches) == 13:
+    raise RuntimeError("input host lost")
+  return real_batch(*a, **k)
+loop.make_global_batch = batch
 """,
 }
 
@@ -175,6 +185,21 @@ def test_relaunching_a_completed_run_changes_nothing(reference, tmp_path):
   run(wd, devices=4)
   assert {f: open(os.path.join(wd, f), "rb").read() for f in before} == before
   assert list_steps(wd) == list_steps(reference)
+
+
+def test_relaunch_after_a_failed_launch_leaves_no_stale_error(reference, tmp_path):
+  """A launch failed (status `failed`, its error recorded); the relaunch completes, and run.json
+  reads as the uninterrupted run's: no `error` of the earlier launch beside `completed`."""
+  wd = str(tmp_path / "run")
+  code, out = _launch_hooked(wd, "fail")
+  assert code == 1 and _run_json(wd)["status"] == "failed", out[-2000:]
+  assert _run_json(wd)["error"] == "input host lost"
+  run(wd)
+  _assert_matches_reference(wd, reference)
+  launch_only = ("run_id", "resumed_from", "throughput")
+  strip = lambda info: {k: v for k, v in info.items() if k not in launch_only}
+  assert strip(_run_json(wd)) == strip(_run_json(reference))
+  assert _run_json(wd)["resumed_from"] == 8
 
 
 def test_sigterm_during_startup_exits_preempted_then_resumes_exactly(reference, tmp_path):

@@ -153,8 +153,8 @@ def _train(config, workdir: str, locks: list) -> dict:
     ckpts.close()
     _close(data_iter)
     return read_json(os.path.join(workdir, "run.json"), {}) if primary else run
-  if primary:
-    update_run_json(workdir, **run, status="running")
+  if primary:  # an earlier launch's error does not describe this one
+    update_run_json(workdir, drop=("error",), **run, status="running")
   peak, peak_src = _peak(config, model_cfg)
   if start >= steps:
     try:

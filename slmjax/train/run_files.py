@@ -112,10 +112,10 @@ def claim_workdir(workdir: str, config) -> bool:
   return old is not None
 
 
-def update_run_json(workdir: str, **fields) -> dict:
-  """Merges fields into run.json (atomically) and returns the result."""
+def update_run_json(workdir: str, drop: tuple = (), **fields) -> dict:
+  """Merges fields into run.json, less the keys in `drop` (atomically); returns the result."""
   path = os.path.join(workdir, "run.json")
-  run = read_json(path, {})
+  run = {k: v for k, v in read_json(path, {}).items() if k not in drop}
   run.update(fields)
   write_json(path, run)
   return run
