@@ -103,3 +103,42 @@ def test_a_repeated_text_id_is_skipped_and_recorded_not_fatal(tmp_path):
     (skip,) = [json.loads(line) for line in open(out / "skipped.jsonl")]
     assert (skip["id"], skip["text"]) == ("a", "Third line.") and "occurs twice" in skip["reason"]
     assert s["skipped_texts"] == 1 and len(list((out / "wavs").rglob("*.wav"))) == 2
+
+
+def _sentences(sets):
+    return {s for rows in sets.values() for r in rows for s in r[3:]}
+
+
+def test_a_split_holds_the_same_sblimp_items_whichever_splits_a_run_writes():
+    from slmjax.synth import sblimp
+
+    both = sblimp.items(24, seed=2, splits=("dev", "test"))
+    dev, test = sblimp.items(24, seed=2, splits=("dev",)), sblimp.items(24, seed=2, splits=("test",))
+    # dev and test written by two separate runs must not share a sentence, as in one run
+    assert not _sentences(dev) & _sentences(test)
+    assert dev["dev"] == both["dev"] and test["test"] == both["test"]
+    assert sblimp.items(24, seed=2, splits=("test", "dev")) == both
+    with pytest.raises(SynthError, match="choose from dev,test"):
+        sblimp.items(24, seed=2, splits=("train",))
+
+
+@needs_espeak
+def test_a_split_holds_the_same_swuggy_items_whichever_splits_a_run_writes():
+    from slmjax.synth import swuggy
+
+    both = swuggy.items(10, seed=2, splits=("dev", "test"))
+    test = swuggy.items(10, seed=2, splits=("test",))
+    assert test == {"test": both["test"]}
+    assert not {p["word"] for p in test["test"]} & {p["word"] for p in swuggy.items(10, 2, ("dev",))["dev"]}
+
+
+def test_test_only_audio_of_the_old_drawing_is_not_relabelled(tmp_path):
+    from slmjax.synth import sblimp, settings
+
+    voices = engines.parse_voices("1")
+    old = {"n": 4, "seed": 0, "voices": [voices[0].spec], "splits": ["test"]}  # what such a run recorded
+    settings.claim(str(tmp_path), "sblimp", old, files=[])
+    (tmp_path / "syntactic" / "test").mkdir(parents=True)
+    (tmp_path / "syntactic" / "test" / "AbCdEfGhIj.wav").write_bytes(b"x")
+    with pytest.raises(SynthError, match="test_drawn_after_dev: '<absent>' there vs True now"):
+        sblimp.build(str(tmp_path), 4, voices, seed=0, workers=1, splits=("test",))

@@ -10,11 +10,27 @@ import string
 
 from slmjax.synth import engines
 from slmjax.fileio import atomic_write_text, remove_stale_temps
+from slmjax.synth.errors import SynthError
 from slmjax.synth.render import Job, Renderer
 
 LEXICAL_COLUMNS = ("filename", "id", "voice", "frequency", "word", "phones", "length", "correct")
 SYNTACTIC_COLUMNS = ("filename", "type", "subtype", "id", "voice", "transcription", "correct")
 _ALPHABET = string.ascii_letters + string.digits
+SPLITS = ("dev", "test")  # the order the items are drawn in: test after dev, whichever a run writes
+
+
+def check_splits(splits) -> tuple[str, ...]:
+    """The splits asked for, in drawing order; SynthError for none or an unknown one."""
+    if not splits or set(splits) - set(SPLITS):
+        raise SynthError(f"--splits={','.join(splits)}: choose from dev,test")
+    return tuple(s for s in SPLITS if s in splits)
+
+
+def split_settings(splits) -> dict:
+    """The settings fields of a split choice. Test items drawn without dev were once dev's items:
+    such a folder's audio must not be reused as the test items drawn after dev."""
+    splits = check_splits(splits)
+    return {"splits": list(splits), **({"test_drawn_after_dev": True} if "dev" not in splits else {})}
 
 
 class Stems:

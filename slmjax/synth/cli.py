@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags
 
-from slmjax.synth import corpus, engines, layout, leakage, render, sblimp, stories, storycloze, swuggy
+from slmjax.synth import benchio, corpus, engines, layout, leakage, render, sblimp, stories, storycloze, swuggy
 from slmjax.synth.errors import SynthError
 
 COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "leakage", "stories")
@@ -53,9 +53,7 @@ def _bench(cmd: str) -> dict:
     root, voices = _need_out(), _voices()
     if _N.value < 1:
         raise SynthError(f"--n={_N.value}: must be >= 1")
-    splits = tuple(_SPLITS.value)
-    if not splits or set(splits) - {"dev", "test"}:
-        raise SynthError(f"--splits={','.join(splits)}: choose from dev,test")
+    splits = benchio.check_splits(_SPLITS.value)
     out = {}
     if cmd in ("sblimp", "bench"):
         out["sblimp"] = sblimp.build(root, _N.value, voices, _SEED.value, _WORKERS.value, splits)

@@ -194,12 +194,14 @@ GENERATORS = {t: globals()[t] for t in TYPES}
 
 
 def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[tuple[str, str, int, str, str]]]:
-    """``n`` pairs per split, types in turn: split -> [(type, subtype, id, good, bad)], no sentence twice."""
+    """``n`` pairs per split, types in turn: split -> [(type, subtype, id, good, bad)], no sentence twice.
+    Both splits are always drawn, so that a split's items never depend on which splits are asked for."""
+    splits = benchio.check_splits(splits)
     rng = random.Random(f"sblimp:{seed}")
     used: set[str] = set()
     ids: dict[tuple[str, str], int] = {}
     out = {}
-    for split in splits:
+    for split in benchio.SPLITS:
         rows = []
         for k in range(n):
             typ = TYPES[k % len(TYPES)]
@@ -214,14 +216,14 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[tuple[str
             ids[(typ, sub)] = i + 1
             rows.append((typ, sub, i, good, bad))
         out[split] = rows
-    return out
+    return {split: out[split] for split in splits}
 
 
 def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers: int | None = None,
           splits=("dev", "test")) -> dict:
     """Write ``root/syntactic/{split}/`` wavs and gold.csv, and the texts the corpus must avoid."""
     settings.claim(root, "sblimp", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
-                                     "splits": list(splits)}, files=[os.path.join(root, "syntactic")])
+                                     **benchio.split_settings(splits)}, files=[os.path.join(root, "syntactic")])
     sets = items(n, seed, splits)
     stems = benchio.Stems(seed, "sblimp")
     all_texts = []

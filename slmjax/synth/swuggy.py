@@ -101,12 +101,16 @@ def system_words() -> tuple[set[str], str | None]:
 
 
 def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
-    """``n`` pairs per split: dicts with word, nonword, frequency and both phone tuples."""
+    """``n`` pairs per split: dicts with word, nonword, frequency and both phone tuples. Both splits are
+    always drawn, so that a split's items never depend on which splits are asked for."""
+    splits = benchio.check_splits(splits)
     inv, oov = vocabulary()
     n_inv, n_oov = (n + 1) // 2, n // 2
-    if n_inv * len(splits) > len(inv) or n_oov * len(splits) > len(oov):
-        raise SynthError(f"swuggy: --n={n} needs {n_inv * len(splits)} in-vocabulary and {n_oov * len(splits)} "
-                         f"other words; the lexicon has {len(inv)} and {len(oov)} (max --n={2 * len(oov) // len(splits)})")
+    k = len(benchio.SPLITS)
+    if n_inv * k > len(inv) or n_oov * k > len(oov):
+        most = min(2 * (len(inv) // k), 2 * (len(oov) // k) + 1)
+        raise SynthError(f"swuggy: --n={n} needs {n_inv * k} in-vocabulary and {n_oov * k} other words; the "
+                         f"lexicon has {len(inv)} and {len(oov)} (max --n={most})")
     real = sorted(set(inv) | set(oov))
     real_phones = _pronunciations(tuple(real))
     pron_set = set(real_phones.values())
@@ -124,7 +128,7 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
     rng.shuffle(pool_oov)
     real_set, used_nonwords = set(real) | system_words()[0], set()
     out = {}
-    for split in splits:
+    for split in benchio.SPLITS:
         chosen = [pool_inv.pop() for _ in range(n_inv)] + [pool_oov.pop() for _ in range(n_oov)]
         cands = {w: [c for c in _candidates(w, inventory, rng, 40) if c not in real_set] for w in chosen}
         flat = sorted({c for cs in cands.values() for c in cs})
@@ -142,7 +146,7 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
                     break
             # a word with no legal non-word among its candidates is dropped (counted by the caller)
         out[split] = rows
-    return out
+    return {split: out[split] for split in splits}
 
 
 def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers: int | None = None,
@@ -150,7 +154,7 @@ def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers
     """Write ``root/lexical/{split}/`` wavs and gold.csv (both rows of a pair carry the word's frequency)."""
     word_list = system_words()[1]  # non-words are checked against it: it decides the items too
     settings.claim(root, "swuggy", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
-                                     "splits": list(splits), "word_list_sha256":
+                                     **benchio.split_settings(splits), "word_list_sha256":
                                      settings.file_digest(word_list) if word_list else None},
                    files=[os.path.join(root, "lexical")])
     sets = items(n, seed, splits)
