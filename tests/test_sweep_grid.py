@@ -55,6 +55,27 @@ def test_flag_values_read_back_by_ml_collections():
     assert flag_value("a,b") == "a,b"
 
 
+def test_flag_values_round_trip_through_config_flags(tmp_path, monkeypatch):
+    # What slmjax-train parses back: strings as given (spaces, quotes, commas), tuples as Python
+    # literals (their strings quoted, their booleans True/False).
+    from absl import flags
+    from ml_collections import config_flags
+
+    values = {"s": "/a b/it's \"q\",c", "ts": ("p q", "r,s", "it's"), "tb": (True, False),
+              "tf": (2.5e-4, 1e20, 3.0), "tn": ((1, "x"), ()), "t1": ("one",), "f": 1e20, "b": False}
+    (tmp_path / "c.py").write_text(
+        "import ml_collections\n"
+        "def get_config():\n"
+        f"    return ml_collections.ConfigDict({ {k: type(v)() for k, v in values.items()}!r})\n")
+    argv = ["prog", f"--config={tmp_path}/c.py"] + [
+        f"--config.{k}={flag_value(v)}" for k, v in values.items()]
+    monkeypatch.setattr("sys.argv", argv)   # config_flags finds the --config.* names in sys.argv
+    fv = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", flag_values=fv)
+    fv(argv)
+    assert {k: holder.value[k] for k in values} == values
+
+
 def test_expansion_budgets_keys_and_overrides():
     runs = grid.expand(tiny_sweep(), "/r", REPO)
     na, nb = n_params(102, 64, 2), n_params(102, 128, 3)

@@ -13,16 +13,29 @@ TRAIN_SCRIPT = "slmjax-train"
 
 
 def flag_value(value: Any) -> str:
-    """A Python value as ml_collections' `--config.a.b=` parser reads it back."""
+    """A Python value as ml_collections' `--config.a.b=` parser reads it back.
+
+    A string goes as is; a tuple as a Python literal, which that parser evaluates."""
+    if isinstance(value, (tuple, list)):
+        return _literal(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    if isinstance(value, (tuple, list)):
-        return "(" + ",".join(flag_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if value is None:
         raise SweepError("an override cannot be None: leave the field out instead")
-    return str(value)
+    return _number(value) if isinstance(value, float) else str(value)
+
+
+def _number(value: float) -> str:
+    return repr(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _literal(value: Any) -> str:
+    """`value` as Python source: tuples without spaces, strings quoted, floats as `_number`."""
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, float):
+        return _number(value)
+    return repr(value)
 
 
 def train_args(run: Run, train_config: str | None = None) -> list[str]:
