@@ -142,3 +142,12 @@ def test_test_only_audio_of_the_old_drawing_is_not_relabelled(tmp_path):
     (tmp_path / "syntactic" / "test" / "AbCdEfGhIj.wav").write_bytes(b"x")
     with pytest.raises(SynthError, match="test_drawn_after_dev: '<absent>' there vs True now"):
         sblimp.build(str(tmp_path), 4, voices, seed=0, workers=1, splits=("test",))
+
+
+def test_odd_voice_lists_are_one_line_errors():
+    for bad, msg in ((",", "no voice"), (" , ", "no voice"), ("espeak:en-us:s170:s90", "given twice"),
+                     ("espeak:en-us:p40:p60", "given twice")):
+        with pytest.raises(SynthError, match=msg) as e:
+            engines.parse_voices(bad)
+        assert "\n" not in str(e.value)
+    assert [v.spec for v in engines.parse_voices("espeak:en-us,")] == ["espeak:en-us:s175:p50"]

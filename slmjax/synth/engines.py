@@ -73,17 +73,19 @@ def parse_voice(spec: str) -> Voice:
         raise SynthError(f"voice {spec!r}: unknown engine {engine!r} (known: {', '.join(ENGINES)})")
     if not name:
         raise SynthError(f"voice {spec!r}: empty voice name")
-    speed, pitch = 175, 50
+    given: dict[str, int] = {}
     for field in rest:
+        key = field[:1]
         try:
-            if field[:1] == "s":
-                speed = int(field[1:])
-            elif field[:1] == "p":
-                pitch = int(field[1:])
-            else:
+            if key not in ("s", "p"):
                 raise ValueError
+            value = int(field[1:])
         except ValueError:
             raise SynthError(f"voice {spec!r}: field {field!r} is not sSPEED or pPITCH") from None
+        if key in given:
+            raise SynthError(f"voice {spec!r}: {'speed' if key == 's' else 'pitch'} given twice")
+        given[key] = value
+    speed, pitch = given.get("s", 175), given.get("p", 50)
     if not 80 <= speed <= 450 or not 0 <= pitch <= 99:
         raise SynthError(f"voice {spec!r}: speed must be in 80..450 and pitch in 0..99")
     return Voice(engine, name, speed, pitch)
@@ -99,6 +101,8 @@ def parse_voices(specs: str | list[str] | tuple[str, ...] | None) -> list[Voice]
             if not 1 <= n <= len(DEFAULT_VOICES):
                 raise SynthError(f"--voices={n}: a count must be in 1..{len(DEFAULT_VOICES)}")
             specs = list(DEFAULT_VOICES[:n])
+        elif not specs.replace(",", "").strip():
+            raise SynthError(f"--voices={specs!r}: no voice given")
         else:
             specs = [s for s in specs.split(",") if s.strip()]
     voices = [parse_voice(s) for s in specs]
