@@ -207,3 +207,11 @@ def test_restricted_runs_use_the_training_config_field():
                        "1000000 training tokens"):
         grid.expand(tiny_sweep(multi_epoch=ml_collections.ConfigDict(
             dict(sizes=("a",), epochs=(2,), unique_tokens=2_000_000))), "/r", REPO)
+
+
+def test_run_keys_are_safe_as_directory_and_job_names():
+    # A key is a workdir name under the root, a SLURM job name and part of an #SBATCH line.
+    assert grid.expand(tiny_sweep(key_prefix="v2.1-"), "/r", REPO)[0].key.startswith("v2.1-a_d")
+    for prefix in ("my run_", "sub/", "50%_", "x#"):
+        with pytest.raises(grid.SweepError, match="key_prefix"):
+            grid.expand(tiny_sweep(key_prefix=prefix), "/r", REPO)

@@ -22,6 +22,9 @@ import ml_collections
 from slmjax.launch import trainconf
 
 
+_KEY_CHARS = re.compile(r"[A-Za-z0-9_.+-]*")   # a key names a workdir, a SLURM job and its log
+
+
 class SweepError(ValueError):
     """A sweep config or launcher setting that cannot work (one line, names the field)."""
 
@@ -99,6 +102,12 @@ def dataset_vocab(data_path: str) -> int | None:
     return vocabs.pop() if vocabs else None
 
 
+def _check_key_part(text: str, field: str) -> None:
+    if not _KEY_CHARS.fullmatch(text):
+        raise SweepError(f"{field}: {text!r} is part of run keys (workdir and job names): use only "
+                         "letters, digits and _ . + -")
+
+
 def _size_batch(spec: ml_collections.ConfigDict, name: str, ratio: float | None) -> int:
     batch = _positive_int(spec.batch_size, f"sizes.{name}.batch_size")
     for r, b in spec.get("batch_size_by_ratio", ()) or ():
@@ -124,9 +133,11 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
             common = [("model.vocab_size", vocab)] + [o for o in common if o[0] != "model.vocab_size"]
         common = [("data.kind", "units"), ("data.path", data_path)] + common
     prefix = cfg.get("key_prefix", "") or ""
+    _check_key_part(prefix, "key_prefix")
 
     sizes = {}
     for name, spec in cfg.sizes.items():
+        _check_key_part(name, f"sizes.{name}")
         if "batch_size" not in spec:
             raise SweepError(f"sizes.{name} has no batch_size")
         arg = spec.get("train_arg", "") or name
