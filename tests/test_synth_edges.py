@@ -151,3 +151,14 @@ def test_odd_voice_lists_are_one_line_errors():
             engines.parse_voices(bad)
         assert "\n" not in str(e.value)
     assert [v.spec for v in engines.parse_voices("espeak:en-us,")] == ["espeak:en-us:s175:p50"]
+
+
+def test_negative_hours_or_workers_are_one_line_errors(tmp_path):
+    text = _jsonl(tmp_path / "t.jsonl", [("a", "A line.")])
+    voices = engines.parse_voices("1")
+    with pytest.raises(SynthError, match=r"--hours=-1: must be >= 0"):
+        corpus.build(str(tmp_path / "c"), hours=-1, voices=voices, text=text)
+    for workers in (0, -2):
+        with pytest.raises(SynthError, match=f"--workers={workers}: must be >= 1"):
+            corpus.build(str(tmp_path / "c"), hours=0, voices=voices, text=text, workers=workers)
+    assert not (tmp_path / "c" / "manifest.jsonl").exists()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from slmjax.synth import engines, leakage, settings, textsrc
 from slmjax.synth.errors import SynthError
 from slmjax.fileio import atomic_write_text, remove_stale_temps
-from slmjax.synth.render import Job, Renderer
+from slmjax.synth.render import Job, Renderer, worker_count
 
 SPEED_JITTER, PITCH_JITTER = 0.08, 8
 
@@ -42,7 +42,10 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
           exclude: list[str] = (), workers: int | None = None, test_fraction: float = 0.01,
           max_utterances: int | None = None) -> dict:
     """Synthesise about ``hours`` of speech (0 = the whole --text file) into ``out``; returns the summary."""
-    if hours <= 0 and text is None:
+    if hours < 0:
+        raise SynthError(f"--hours={hours}: must be >= 0 (0 with --text: the whole file)")
+    n_workers = worker_count(workers)
+    if hours == 0 and text is None:
         raise SynthError("--hours must be > 0 with the built-in stories (only a --text file can be read to its end)")
     if not 0.0 <= test_fraction < 1.0:
         raise SynthError(f"--test_fraction={test_fraction}: must be in [0, 1)")
@@ -62,7 +65,6 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
     records, dropped, seen_ids, failed = [], 0, set(), []
     total = 0.0
     t0 = time.time()
-    n_workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=None if target == float("inf") else round(target), desc="corpus", unit="s audio",
                dynamic_ncols=True)
     full = lambda: total >= target or (limit is not None and len(records) >= limit)  # noqa: E731

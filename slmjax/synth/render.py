@@ -49,6 +49,13 @@ def _render_one(job: Job) -> tuple[str, float | str, bool]:
     return job.path, len(wave) / engines.SAMPLE_RATE, True
 
 
+def worker_count(workers: int | None) -> int:
+    """``workers`` processes, or one per CPU core when None; SynthError below 1."""
+    if workers is not None and workers < 1:
+        raise SynthError(f"--workers={workers}: must be >= 1 (omit it for one per CPU core)")
+    return workers or os.cpu_count() or 1
+
+
 def check_engines(voices: Iterable[engines.Voice]) -> None:
     """Fail early, with the install command, when a voice's engine is missing."""
     voices = list(voices)
@@ -68,7 +75,7 @@ class Renderer:
     """
 
     def __init__(self, workers: int | None = None, desc: str = "synth"):
-        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.workers = worker_count(workers)
         self.desc = desc
         self._pool = None
         self.synthesised = 0
