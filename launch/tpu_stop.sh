@@ -24,12 +24,14 @@ if [[ -n $project ]]; then gflags+=("--project=$project"); fi
 
 # shellcheck disable=SC2016  # expanded on the workers, not here
 remote='pidfile=~/slmjax-train.pid
+# The pid file outlives a trainer that ended by itself: signal the pid only while it is a trainer.
+trainer() { kill -0 "$pid" 2>/dev/null && grep -qaF slmjax-train "/proc/$pid/cmdline" 2>/dev/null; }
 if [[ ! -f $pidfile ]]; then echo "$(hostname): no trainer recorded"; exit 0; fi
 pid=$(cat "$pidfile")
-if ! kill -0 "$pid" 2>/dev/null; then echo "$(hostname): trainer $pid already stopped"; rm -f "$pidfile"; exit 0; fi
+if ! trainer; then echo "$(hostname): trainer $pid already stopped"; rm -f "$pidfile"; exit 0; fi
 kill -TERM "$pid"
-for _ in $(seq '"$grace"'); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; echo "$(hostname): trainer $pid killed"; else echo "$(hostname): trainer $pid stopped"; fi
+for _ in $(seq '"$grace"'); do trainer || break; sleep 1; done
+if trainer; then kill -KILL "$pid"; echo "$(hostname): trainer $pid killed"; else echo "$(hostname): trainer $pid stopped"; fi
 rm -f "$pidfile"'
 
 echo "stopping the trainer on every worker of $name (SIGTERM, SIGKILL after $grace s)"

@@ -227,3 +227,20 @@ def test_tpu_stop_grace_defaults_to_ten_minutes_and_must_be_seconds(tmp_path):
         proc = stop(bad)
         assert proc.returncode == 2 and "SLMJAX_STOP_GRACE" in proc.stderr, bad
     assert (fake / "gcloud.log").read_text() == calls   # nothing ran on the workers
+
+
+def test_tpu_stop_leaves_alone_a_process_that_took_a_finished_trainers_pid(tmp_path):
+    # The pid file outlives a trainer that ended by itself; its pid may since name another process.
+    fake, env = _slice(tmp_path, workers=1)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (fake / "worker0" / "slmjax-train.pid").write_text(f"{other.pid}\n")
+        proc = subprocess.run(["bash", f"{REPO}/launch/tpu_stop.sh", "v4-32", "us-central2-b"],
+                              env={**env, "SLMJAX_STOP_GRACE": "2"}, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert other.poll() is None, "tpu_stop.sh signalled a process that is not the trainer"
+        assert "already stopped" in (fake / "worker0" / "out.log").read_text()
+        assert not (fake / "worker0" / "slmjax-train.pid").exists()
+    finally:
+        other.kill()
+        other.wait()
