@@ -142,3 +142,36 @@ def test_the_code_digest_follows_every_source_file(tmp_path):
         assert code_digest(str(tmp_path)) != first, rel
         (tmp_path / rel).write_text(rel)
         assert code_digest(str(tmp_path)) == first
+
+
+def test_a_folder_holding_other_files_is_refused(tmp_path):
+    from slmjax.demo.stages import check_settings
+    (tmp_path / "runs" / "s20m_d1e9").mkdir(parents=True)       # e.g. another sweep's root
+    (tmp_path / "runs" / "s20m_d1e9" / "run.json").write_text("{}")
+    msg = check_settings(str(tmp_path), {"hours": 36.0})
+    assert msg and "not made by the demo" in msg and "runs" in msg and "\n" not in msg
+    assert not (tmp_path / ".stages" / "settings.json").exists()   # nothing recorded there
+    interrupted = tmp_path / "interrupted"                        # only an empty .stages/ yet
+    (interrupted / ".stages").mkdir(parents=True)
+    assert check_settings(str(interrupted), {"hours": 36.0}) is None
+
+
+@pytest.mark.parametrize("text", ['[1, 2]', '{"hours": 3', '"s"'])
+def test_a_settings_file_the_demo_did_not_write_is_refused_in_one_line(tmp_path, text):
+    from slmjax.demo.stages import check_settings
+    (tmp_path / ".stages").mkdir()
+    (tmp_path / ".stages" / "settings.json").write_text(text)
+    msg = check_settings(str(tmp_path), {"hours": 36.0})
+    assert msg and "settings.json" in msg and "\n" not in msg
+
+
+def test_an_out_path_that_is_a_file_is_one_line(tmp_path):
+    import subprocess
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "slmjax.demo", f"--out={afile}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slmjax demo: ") and str(afile) in lines[0]
+    assert afile.read_text() == "x"

@@ -17,6 +17,7 @@ import sys
 
 from absl import app, flags
 
+from slmjax import errortext
 from slmjax.demo import report
 from slmjax.demo.stages import (Stage, StageError, check_settings, code_digest, console_script,
                                  run_stages)
@@ -122,8 +123,11 @@ def main(argv):
     if not os.path.isfile(_grid_path()):
         print(f"slmjax demo: --grid={_GRID.value}: no such file ({_grid_path()})", file=sys.stderr)
         return 1
-    os.makedirs(out, exist_ok=True)
-    problem = check_settings(out, settings())
+    try:
+        os.makedirs(out, exist_ok=True)
+        problem = check_settings(out, settings())
+    except OSError as e:  # --out is a file, or not writable
+        problem = f"--out={_OUT.value}: {errortext.describe(e)}"
     if problem:
         print(f"slmjax demo: {problem}", file=sys.stderr)
         return 1

@@ -98,27 +98,50 @@ def code_digest(repo: str) -> str:
     return h.hexdigest()[:16]
 
 
+_AGAIN = "use another --out, or delete it to start again"
+
+
+def _read_settings(path: str) -> dict | None:
+    """The recorded settings, or None when the file is not a JSON object (the demo did not write it)."""
+    try:
+        with open(path) as f:
+            before = json.load(f)
+    except ValueError:
+        return None
+    return before if isinstance(before, dict) else None
+
+
+def _foreign_entries(out: str) -> list[str]:
+    """What ``out`` holds besides ``.stages/`` (sorted; empty when ``out`` does not exist)."""
+    try:
+        return sorted(e for e in os.listdir(out) if e != ".stages")
+    except FileNotFoundError:
+        return []
+
+
 def check_settings(out: str, now: dict) -> str | None:
     """None if ``out`` is new or was made with ``now``'s settings (then recorded); else why not.
 
     Finished stages are skipped on a rerun, so a folder made with other settings, or by other code
-    (`code_sha256`; a first slmjax recorded no settings at all) would silently mix old corpus, runs
-    or fits into the report."""
+    (`code_sha256`; a first slmjax recorded no settings at all), or holding files of its own (another
+    sweep's runs) would silently mix old corpus, runs or fits into the report."""
     path = os.path.join(out, ".stages", "settings.json")
     if os.path.exists(path):
-        with open(path) as f:
-            before = json.load(f)
+        before = _read_settings(path)
+        if before is None:
+            return f"{path} is not a JSON object of the demo's settings: {_AGAIN}"
         diff = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
         if "code_sha256" in now and before.get("code_sha256") != now["code_sha256"]:
             return (f"{out} was made by other slmjax code (slmjax/ and configs/ digest "
                     f"{before.get('code_sha256')} -> {now['code_sha256']}): its runs and scores would "
-                    "not be this code's; use another --out, or delete it to start again")
+                    f"not be this code's; {_AGAIN}")
         if diff:
-            return (f"{out} was made with other settings ({'; '.join(diff)}): use another --out, "
-                    "or delete it to start again")
+            return f"{out} was made with other settings ({'; '.join(diff)}): {_AGAIN}"
     elif glob.glob(os.path.join(out, ".stages", "*.json")):
-        return (f"{out} holds finished stages but no record of their settings (an older slmjax): "
-                "use another --out, or delete it to start again")
+        return f"{out} holds finished stages but no record of their settings (an older slmjax): {_AGAIN}"
+    elif foreign := _foreign_entries(out):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return f"{out} holds files not made by the demo ({shown}): {_AGAIN}"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fileio.atomic_write_json(path, now)
     return None
