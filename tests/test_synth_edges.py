@@ -162,3 +162,10 @@ def test_negative_hours_or_workers_are_one_line_errors(tmp_path):
         with pytest.raises(SynthError, match=f"--workers={workers}: must be >= 1"):
             corpus.build(str(tmp_path / "c"), hours=0, voices=voices, text=text, workers=workers)
     assert not (tmp_path / "c" / "manifest.jsonl").exists()
+
+
+def test_the_gold_checker_reports_a_row_with_missing_fields(tmp_path):
+    (tmp_path / "gold.csv").write_text("filename,id,voice,frequency,word,phones,length,correct\n"
+                                       "abc,0,v\n")
+    problems = layout.check_lexical(str(tmp_path), check_audio=False)
+    assert any("gold.csv:2: 3 fields, want 8" in p for p in problems), problems

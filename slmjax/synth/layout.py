@@ -40,12 +40,14 @@ def _check_gold(folder: str, columns: tuple[str, ...], key: tuple[str, ...],
     if not os.path.isfile(gold):
         return [f"{gold}: missing"], []
     with open(gold, newline="") as f:
-        reader = csv.DictReader(f)
-        header = tuple(reader.fieldnames or ())
-        rows = list(reader)
+        reader = csv.reader(f)
+        header = tuple(next(reader, ()))
+        lines = list(reader)
     if header != columns:
         return [f"{gold}: columns {','.join(header)} != {','.join(columns)}"], []
-    problems = []
+    problems = [f"{gold}:{n}: {len(line)} fields, want {len(columns)}"
+                for n, line in enumerate(lines, 2) if line and len(line) != len(columns)]
+    rows = [dict(zip(columns, line)) for line in lines if len(line) == len(columns)]
     stems = [r["filename"] for r in rows]
     if len(set(stems)) != len(stems):
         problems.append(f"{gold}: a filename occurs twice")
