@@ -169,3 +169,12 @@ def test_the_gold_checker_reports_a_row_with_missing_fields(tmp_path):
                                        "abc,0,v\n")
     problems = layout.check_lexical(str(tmp_path), check_audio=False)
     assert any("gold.csv:2: 3 fields, want 8" in p for p in problems), problems
+
+
+def test_a_null_id_means_no_id(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"id": null, "text": "One."}\n{"id": null, "text": "Two."}\n')
+    assert [r["id"] for r in textsrc.from_file(str(path))] == ["t-00000001", "t-00000002"]
+    shard = tmp_path / "s.json"
+    shard.write_text('[{"id": null, "story": "One."}, {"id": 7, "story": "Two."}]')
+    assert [r["id"] for r in textsrc.from_file(str(shard))] == ["s-00000000", "7"]

@@ -35,6 +35,12 @@ def from_file(path: str) -> Iterator[dict]:
         raise SynthError(f"{path}: not UTF-8 text ({e.reason}); convert it, e.g. with iconv -t UTF-8") from None
 
 
+def _record(rec: dict, default_id: str, text: str) -> dict:
+    """A text with its id (``default_id`` where the record has none, or a null one), whitespace collapsed."""
+    rid = rec.get("id")
+    return {"id": default_id if rid is None else str(rid), "text": " ".join(text.split())}
+
+
 def _open(path: str):
     return open(path, encoding="utf-8-sig")  # a byte order mark (Windows editors) is not text
 
@@ -54,7 +60,7 @@ def _records(path: str) -> Iterator[dict]:
             if not isinstance(text, str):
                 raise SynthError(f"{path}: item {n} has no 'text' (or 'story') string field")
             if text.strip():
-                yield {"id": str(rec.get("id", f"{stem}-{n:08d}")), "text": " ".join(text.split())}
+                yield _record(rec, f"{stem}-{n:08d}", text)
         return
     if path.endswith((".jsonl", ".json")) or head.lstrip().startswith("{"):
         with _open(path) as f:
@@ -69,7 +75,7 @@ def _records(path: str) -> Iterator[dict]:
                 if not isinstance(text, str):
                     raise SynthError(f"{path}:{n}: no 'text' (or 'story') string field")
                 if text.strip():
-                    yield {"id": str(rec.get("id", f"{stem}-{n:08d}")), "text": " ".join(text.split())}
+                    yield _record(rec, f"{stem}-{n:08d}", text)
         return
     with _open(path) as f:
         body = f.read()
