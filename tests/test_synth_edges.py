@@ -178,3 +178,11 @@ def test_a_null_id_means_no_id(tmp_path):
     shard = tmp_path / "s.json"
     shard.write_text('[{"id": null, "story": "One."}, {"id": 7, "story": "Two."}]')
     assert [r["id"] for r in textsrc.from_file(str(shard))] == ["s-00000000", "7"]
+
+
+def test_control_characters_are_spaces_not_a_cut_in_the_audio(tmp_path):
+    # espeak-ng stops reading at a NUL: the wav would hold "A dog" while the manifest says more
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"text": "A dog\u0000ran\u0007 home.\u001b"}) + "\n")
+    (plain,) = textsrc.from_file(str(path))
+    assert plain["text"] == "A dog ran home."

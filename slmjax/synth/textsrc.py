@@ -12,6 +12,12 @@ from slmjax.synth.errors import SynthError
 
 ENDOFTEXT = "<|endoftext|>"
 _BLANK_LINE = re.compile(r"\n\s*\n")  # a line that is empty or holds only whitespace
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # espeak-ng stops reading at a NUL
+
+
+def _clean(text: str) -> str:
+    """Control characters become spaces; runs of whitespace one space."""
+    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def from_generator(seed: int) -> Iterator[dict]:
@@ -35,10 +41,12 @@ def from_file(path: str) -> Iterator[dict]:
         raise SynthError(f"{path}: not UTF-8 text ({e.reason}); convert it, e.g. with iconv -t UTF-8") from None
 
 
-def _record(rec: dict, default_id: str, text: str) -> dict:
-    """A text with its id (``default_id`` where the record has none, or a null one), whitespace collapsed."""
-    rid = rec.get("id")
-    return {"id": default_id if rid is None else str(rid), "text": " ".join(text.split())}
+def _record(rec: dict, default_id: str, text: str) -> Iterator[dict]:
+    """The record's text, cleaned, with its id (``default_id`` where it has none, or a null one);
+    nothing for a text that is only whitespace."""
+    text, rid = _clean(text), rec.get("id")
+    if text:
+        yield {"id": default_id if rid is None else str(rid), "text": text}
 
 
 def _open(path: str):
@@ -59,8 +67,7 @@ def _records(path: str) -> Iterator[dict]:
             text = rec.get("text", rec.get("story")) if isinstance(rec, dict) else None
             if not isinstance(text, str):
                 raise SynthError(f"{path}: item {n} has no 'text' (or 'story') string field")
-            if text.strip():
-                yield _record(rec, f"{stem}-{n:08d}", text)
+            yield from _record(rec, f"{stem}-{n:08d}", text)
         return
     if path.endswith((".jsonl", ".json")) or head.lstrip().startswith("{"):
         with _open(path) as f:
@@ -74,15 +81,14 @@ def _records(path: str) -> Iterator[dict]:
                     raise SynthError(f"{path}:{n}: not a JSON object") from None
                 if not isinstance(text, str):
                     raise SynthError(f"{path}:{n}: no 'text' (or 'story') string field")
-                if text.strip():
-                    yield _record(rec, f"{stem}-{n:08d}", text)
+                yield from _record(rec, f"{stem}-{n:08d}", text)
         return
     with _open(path) as f:
         body = f.read()
     chunks = body.split(ENDOFTEXT) if ENDOFTEXT in body else _BLANK_LINE.split(body)
     n = 0
     for chunk in chunks:
-        text = " ".join(chunk.split())
+        text = _clean(chunk)
         if text:
             yield {"id": f"{stem}-{n:08d}", "text": text}
             n += 1
