@@ -168,3 +168,19 @@ def test_the_evaluation_validator_accepts_our_root(root):
     for (task, _), n in pairs.items():  # pairs are (item, voice): 2 voices; storycloze: one voice per story
         expected = {"sblimp": 2 * N, "ssc": N_SC, "tsc": N_SC}.get(task)
         assert n == expected if expected else 2 * (N - 1) <= n <= 2 * N, (task, n)
+
+
+# Verbs with a common intransitive use ("The cat washed.", "The price dropped.", "He painted all
+# day."): as the foil of an intransitive pair they would make the "ungrammatical" side grammatical.
+ALTERNATING = {"washed", "painted", "dropped", "kept", "carried", "moved", "opened", "broke", "cooked",
+               "read", "ate", "drew", "sang", "played", "wrote", "cleaned", "rolled", "turned", "closed",
+               "changed", "burned", "melted", "drove", "flew", "walked", "left", "returned"}
+
+
+def test_intransitive_foils_have_no_intransitive_use():
+    sets = sblimp.items(400, seed=3)
+    foils = [bad for rows in sets.values() for typ, sub, _, _, bad in rows
+                      if typ == "argument_structure" and sub == "intransitive"]
+    assert len(foils) > 20
+    verbs = {bad.rstrip(".").split()[2] for bad in foils}
+    assert not verbs & ALTERNATING, sorted(verbs & ALTERNATING)

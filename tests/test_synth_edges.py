@@ -186,3 +186,17 @@ def test_control_characters_are_spaces_not_a_cut_in_the_audio(tmp_path):
     path.write_text(json.dumps({"text": "A dog\u0000ran\u0007 home.\u001b"}) + "\n")
     (plain,) = textsrc.from_file(str(path))
     assert plain["text"] == "A dog ran home."
+
+
+def test_audio_of_the_earlier_sblimp_items_is_not_relabelled(tmp_path):
+    # The argument-structure foils changed ("The cat washed yesterday." is grammatical): a folder
+    # made before holds wavs of the old sentences under stems the new gold.csv would reuse.
+    from slmjax.synth import sblimp, settings
+
+    voices = engines.parse_voices("1")
+    old = {"n": 4, "seed": 0, "voices": [voices[0].spec], "splits": ["dev", "test"]}
+    settings.claim(str(tmp_path), "sblimp", old, files=[])
+    (tmp_path / "syntactic" / "dev").mkdir(parents=True)
+    (tmp_path / "syntactic" / "dev" / "AbCdEfGhIj.wav").write_bytes(b"x")
+    with pytest.raises(SynthError, match="items: '<absent>' there vs 2 now"):
+        sblimp.build(str(tmp_path), 4, voices, seed=0, workers=1)
