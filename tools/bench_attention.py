@@ -19,14 +19,16 @@ import time
 
 from absl import app, flags
 
+import benchcli  # tools/, beside this script
 from slmjax import hostalloc
 
-_BATCH = flags.DEFINE_integer("batch_size", 4, "Sequences.")
-_SEQ = flags.DEFINE_integer("seq_len", 2050, "Tokens per sequence.")
-_HEADS = flags.DEFINE_integer("heads", 8, "Attention heads.")
-_HEAD_DIM = flags.DEFINE_integer("head_dim", 64, "Head dimension.")
-_BLOCK = flags.DEFINE_integer("block", 512, "Query block of the blockwise attention.")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of each measurement (the best counts).")
+_BATCH = flags.DEFINE_integer("batch_size", 4, "Sequences.", lower_bound=1)
+_SEQ = flags.DEFINE_integer("seq_len", 2050, "Tokens per sequence.", lower_bound=1)
+_HEADS = flags.DEFINE_integer("heads", 8, "Attention heads.", lower_bound=1)
+_HEAD_DIM = flags.DEFINE_integer("head_dim", 64, "Head dimension.", lower_bound=1)
+_BLOCK = flags.DEFINE_integer("block", 512, "Query block of the blockwise attention.", lower_bound=1)
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of each measurement (the best counts).",
+                               lower_bound=1)
 _LOOP = 40  # iterations per timed loop of one matmul or pass
 
 
@@ -150,4 +152,4 @@ def main(argv):
 
 if __name__ == "__main__":
     hostalloc.use_fast_allocator()
-    app.run(main)
+    app.run(main, flags_parser=benchcli.parse_flags)

@@ -20,15 +20,24 @@ from absl import app, flags
 import ml_collections
 import numpy as np
 
-_TOKENS = flags.DEFINE_integer("tokens", 20_000_000, "Tokens of the generated dataset.")
-_MEAN_UTT = flags.DEFINE_integer("mean_utterance", 190, "Mean utterance length (units).")
-_SHARDS = flags.DEFINE_integer("shards", 8, "Shards of the generated dataset.")
+import benchcli  # tools/, beside this script
+
+_TOKENS = flags.DEFINE_integer("tokens", 20_000_000, "Tokens of the generated dataset.",
+                               lower_bound=1)
+# Lengths are drawn from [m // 4, 2m - m // 4): m >= 4 keeps every utterance non-empty.
+_MEAN_UTT = flags.DEFINE_integer("mean_utterance", 190, "Mean utterance length (units).",
+                                 lower_bound=4)
+_SHARDS = flags.DEFINE_integer("shards", 8, "Shards of the generated dataset.", lower_bound=1)
 _DATASET = flags.DEFINE_string("dataset", None, "Read this unit dataset instead of generating.")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 2050, "Tokens per example (the paper: 2050).")
-_BATCH = flags.DEFINE_integer("batch", 64, "Global batch (the paper's 20M model: 64).")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 2050, "Tokens per example (the paper: 2050).",
+                                lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch", 64, "Global batch (the paper's 20M model: 64).",
+                              lower_bound=1)
 _SECONDS = flags.DEFINE_float("seconds", 8.0, "Time each measurement for about this long.")
-_THREADS = flags.DEFINE_integer("num_threads", 2, "Grain read threads.")
+benchcli.positive("seconds")
+_THREADS = flags.DEFINE_integer("num_threads", 2, "Grain read threads.", lower_bound=1)
 _MODES = flags.DEFINE_list("modes", ["windows", "packed"], "Modes to time.")
+benchcli.choices("modes", ("windows", "packed"), required=True)
 
 
 def _write_dataset(path: str, tokens: int, mean_len: int, shards: int) -> None:
@@ -131,4 +140,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=benchcli.parse_flags)

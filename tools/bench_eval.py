@@ -18,20 +18,23 @@ import time
 
 from absl import app, flags
 
+import benchcli  # tools/, beside this script
 from slmjax import hostalloc, hostdevices
+from slmjax.model.config import MODEL_SIZES
 
-flags.DEFINE_string("size", None, "A paper size (s20m, ...); else --dim/--n_layers/--n_heads.")
-flags.DEFINE_integer("dim", 256, "Model width.")
-flags.DEFINE_integer("n_layers", 4, "Layers.")
-flags.DEFINE_integer("n_heads", 4, "Heads.")
-flags.DEFINE_integer("vocab_size", 502, "Vocabulary (units + EOS + PAD).")
-flags.DEFINE_integer("max_len", 1024, "Model context.")
-flags.DEFINE_integer("n_files", 2000, "Benchmark files to score.")
+flags.DEFINE_enum("size", None, list(MODEL_SIZES), "A paper size; else --dim/--n_layers/--n_heads.")
+flags.DEFINE_integer("dim", 256, "Model width.", lower_bound=1)
+flags.DEFINE_integer("n_layers", 4, "Layers.", lower_bound=1)
+flags.DEFINE_integer("n_heads", 4, "Heads.", lower_bound=1)
+flags.DEFINE_integer("vocab_size", 502, "Vocabulary (units + EOS + PAD).", lower_bound=3)
+flags.DEFINE_integer("max_len", 1024, "Model context.", lower_bound=3)
+flags.DEFINE_integer("n_files", 2000, "Benchmark files to score.", lower_bound=1)
 flags.DEFINE_enum("lengths", "sblimp", ["sblimp", "storycloze"], "Unit-length distribution: "
                   "sblimp ~ 25 Hz units of 1-4 s sentences; storycloze ~ 15-25 s stories.")
 flags.DEFINE_enum("batching", "auto", ["auto", "bucket", "pack"], "Scorer batching.")
-flags.DEFINE_integer("tokens_per_batch", 16384, "Tokens per scoring batch.")
-flags.DEFINE_integer("repeats", 2, "Timed repetitions (best is reported); one warm-up before.")
+flags.DEFINE_integer("tokens_per_batch", 16384, "Tokens per scoring batch.", lower_bound=1)
+flags.DEFINE_integer("repeats", 2, "Timed repetitions (best is reported); one warm-up before.",
+                     lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -67,9 +70,11 @@ def main(argv):
     import slmjax.model
     from slmjax.analysis.zeroshot.scoring import Scorer, benchmark_sequence, model_logits_fn
 
-    shape = (slmjax.model.MODEL_SIZES[FLAGS.size] if FLAGS.size else
+    shape = (MODEL_SIZES[FLAGS.size] if FLAGS.size else
              dict(dim=FLAGS.dim, n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads))
     cfg = slmjax.model.ModelConfig(vocab_size=FLAGS.vocab_size, max_seq_len=FLAGS.max_len, **shape)
+    if problems := cfg.problems():  # e.g. --n_heads that does not divide --dim
+        benchcli.fail("\n".join(problems))
     slmjax.model.param_logical_axes(cfg)
     params = slmjax.model.init_params(cfg, jax.random.key(0))
     eos, pad = cfg.vocab_size - 2, cfg.vocab_size - 1
@@ -133,4 +138,4 @@ def main(argv):
 
 if __name__ == "__main__":
     hostalloc.use_fast_allocator()
-    app.run(main)
+    app.run(main, flags_parser=benchcli.parse_flags)

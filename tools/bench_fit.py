@@ -16,13 +16,16 @@ import numpy as np
 from absl import app, flags
 from scipy import optimize
 
+import benchcli  # tools/, beside this script
 from slmjax.analysis.scaling import approach3, huber, laws, simulate, vpfit
 from slmjax.analysis.scaling import bootstrap as bs
 
-flags.DEFINE_integer("replicates", 1000, "Bootstrap replicates.")
-flags.DEFINE_integer("workers", 0, "Processes (0: all cores).")
-flags.DEFINE_integer("baseline_replicates", 3, "Replicates timed for the per-replicate scipy NNLS loop.")
-flags.DEFINE_integer("huber_replicates", 50, "Replicates timed for the paper's objective.")
+flags.DEFINE_integer("replicates", 1000, "Bootstrap replicates.", lower_bound=1)
+flags.DEFINE_integer("workers", 0, "Processes (0: all cores).", lower_bound=0)
+flags.DEFINE_integer("baseline_replicates", 3, "Replicates timed for the per-replicate scipy NNLS loop.",
+                     lower_bound=1)
+flags.DEFINE_integer("huber_replicates", 50, "Replicates timed for the paper's objective.",
+                     lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -63,14 +66,14 @@ def main(argv):
     timed("VP point fit (150x150 grid + polish)", lambda: vpfit.vp_fit(lN, lD, L, keep_grid=True), 1)
     P = timed(f"VP bootstrap, {workers} workers", lambda: approach3.vp_bootstrap(lN, lD, L, W, workers),
               FLAGS.replicates)
-    timed("VP bootstrap, 1 worker (first 200)", lambda: approach3.vp_bootstrap(lN, lD, L, W[:200], 1), 200)
-    timed("VP bootstrap, 1 worker, dense grid (first 200)", lambda: approach3.vp_bootstrap(
-        lN, lD, L, W[:200], 1, grid=vpfit.ALPHA_GRID, zooms=5), 200)
-    nb = FLAGS.baseline_replicates
+    # The partial steps time the first n replicates: never more than there are.
+    n1, nb, nh = (min(n, FLAGS.replicates) for n in (200, FLAGS.baseline_replicates, FLAGS.huber_replicates))
+    timed(f"VP bootstrap, 1 worker (first {n1})", lambda: approach3.vp_bootstrap(lN, lD, L, W[:n1], 1), n1)
+    timed(f"VP bootstrap, 1 worker, dense grid (first {n1})", lambda: approach3.vp_bootstrap(
+        lN, lD, L, W[:n1], 1, grid=vpfit.ALPHA_GRID, zooms=5), n1)
     timed("baseline: scipy NNLS loop per replicate", lambda: [naive_vp(lN, lD, L, w) for w in W[:nb]], nb)
     h = timed("Huber point fit (4,500 starts, 64 L-BFGS)", lambda: huber.huber_fit(lN, lD, L,
               extra_starts=[huber.to_theta(P[0])]), 1)
-    nh = FLAGS.huber_replicates
     timed(f"Huber bootstrap, {workers} workers", lambda: approach3.huber_bootstrap(
         lN, lD, L, W[:nh], h.theta, P[:nh], 0.03, workers), nh)
     load1 = os.getloadavg()[0]
@@ -95,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=benchcli.parse_flags)

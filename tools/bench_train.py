@@ -14,23 +14,29 @@ the paper's release reports its MFU.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from slmjax import hostalloc
+import benchcli  # tools/, beside this script
+from slmjax import hostalloc, hostdevices
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/train.py:s20m", "Training config.")
-_BATCH = flags.DEFINE_integer("batch_size", 4, "Global sequences per step (overrides the config).")
-_SEQ = flags.DEFINE_integer("seq_len", 0, "Tokens per sequence; 0 = config.data.seq_len.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after warm-up steps).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation, caches).")
+_BATCH = flags.DEFINE_integer("batch_size", 4, "Global sequences per step (overrides the config).",
+                              lower_bound=1)
+_SEQ = flags.DEFINE_integer("seq_len", 0, "Tokens per sequence; 0 = config.data.seq_len.",
+                            lower_bound=0)
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after warm-up steps).", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation, caches).",
+                               lower_bound=0)
 _BASELINES = flags.DEFINE_list("baselines", ["eager", "compile"],
                                "PyTorch baselines to run: eager, compile (empty: none).")
-_DTYPE = flags.DEFINE_string("dtype", "auto", "Compute dtype: auto (float32 on CPU, bfloat16 on "
-                             "GPU/TPU), float32 or bfloat16; the PyTorch baseline uses the same.")
+benchcli.choices("baselines", ("eager", "compile"))
+# No float16: the PyTorch baseline's autocast path is bfloat16 only.
+_DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype: auto "
+                           "(float32 on CPU, bfloat16 on GPU/TPU), float32 or bfloat16; the PyTorch "
+                           "baseline uses the same.")
 _PROFILE = flags.DEFINE_string("profile_dir", "", "Write a JAX profiler trace of the timed steps here.")
 # Peak measured before and after; steps are timed in interleaved rounds (ours, eager, compile, ...).
 
@@ -83,7 +89,7 @@ def torch_runner(cfg, batch, seq, dtype, compiled):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(hostdevices.host_cores())  # the cores JAX's CPU devices use (a CPU set)
     lc = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_dim,
                      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                      num_key_value_heads=cfg.n_heads, max_position_embeddings=seq,
@@ -126,7 +132,7 @@ def main(argv):
     from slmjax.train.flops import (flops_per_token, measured_matmul_peak, mfu, peak_devices,
                                     table_peak)
     from slmjax.train.mesh import adopt_cpu_split, request_cpu_split
-    from slmjax.train.validate import model_config, validate
+    from slmjax.train.validate import ConfigError, model_config, validate
 
     config = _CONFIG.value
     config.train.batch_size = _BATCH.value
@@ -137,7 +143,10 @@ def main(argv):
     config.train.micro_batches = 1
     split = request_cpu_split(config)  # as slmjax-train: one CPU device per core
     adopt_cpu_split(config, split)
-    validate(config, jax.device_count())
+    try:
+        validate(config, jax.device_count())
+    except ConfigError as e:
+        benchcli.fail(str(e))
     cfg = model_config(config)
     dtype = str(resolve_dtype(cfg.dtype))
     b, t = config.train.batch_size, config.data.seq_len
@@ -199,6 +208,16 @@ def main(argv):
     print(json.dumps(result))
 
 
+def _parse_flags(argv):
+    """Flag errors, and a --config file that does not load, as one line."""
+    rest = benchcli.parse_flags(argv)
+    try:
+        _CONFIG.value.keys()  # ml_collections defers a missing file's error to first use
+    except OSError as e:
+        benchcli.fail(f"cannot load --config: {str(e).strip().splitlines()[-1].strip()}")
+    return rest
+
+
 if __name__ == "__main__":
     hostalloc.use_fast_allocator()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -22,14 +22,18 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import benchcli  # noqa: E402  (tools/, beside this script)
 from slmjax import hostalloc  # noqa: E402  (the repository on the path first)
 
 flags.DEFINE_string("audio", "/usr/share/pocketsphinx/test/data", "Folder of speech (synthetic tones when absent).")
 flags.DEFINE_float("hubert_seconds", 20.0, "Seconds of audio per HuBERT measurement (files concatenated, cut into utterances).")
+benchcli.positive("hubert_seconds")
 flags.DEFINE_float("utterance_seconds", 10.0, "HuBERT utterance length.")
-flags.DEFINE_integer("repeats", 3, "Timed repeats (median).")
-flags.DEFINE_integer("k", 100, "k-means units for the MFCC path.")
-flags.DEFINE_integer("hubert_layer", 12, "Layer returned by our encoder (12 = all layers, as PyTorch computes).")
+benchcli.positive("utterance_seconds")
+flags.DEFINE_integer("repeats", 3, "Timed repeats (median).", lower_bound=1)
+flags.DEFINE_integer("k", 100, "k-means units for the MFCC path.", lower_bound=2)
+flags.DEFINE_integer("hubert_layer", 12, "Layer returned by our encoder (12 = all layers, as PyTorch computes).",
+                     lower_bound=0, upper_bound=12)  # hubert-base has 12 layers
 FLAGS = flags.FLAGS
 
 
@@ -166,4 +170,4 @@ def main(_):
 
 if __name__ == "__main__":
     hostalloc.use_fast_allocator()  # as slmjax-units
-    app.run(main)
+    app.run(main, flags_parser=benchcli.parse_flags)

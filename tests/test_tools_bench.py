@@ -1,0 +1,99 @@
+"""The benchmarks' command lines: a bad argument is one line on stderr, never a traceback."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+_ABSL_LOG = re.compile(r"[IWE]\d{4} ")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(tool, *args, timeout=120):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)  # as a user runs it: the tool splits the host itself
+    return subprocess.run([sys.executable, os.path.join("tools", tool), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line(proc, tool):
+    """The single stderr line of a refused run (absl's I/W log lines aside)."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not _ABSL_LOG.match(ln)]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+TINY = "--config=configs/train.py:tiny"
+
+
+@pytest.mark.parametrize("tool,args,names", [
+    ("bench_train.py", (TINY, "--steps=0"), "--steps"),
+    ("bench_train.py", (TINY, "--warmup=-1"), "--warmup"),
+    ("bench_train.py", (TINY, "--batch_size=0"), "--batch_size"),
+    ("bench_train.py", (TINY, "--dtype=float16"), "--dtype"),  # the baseline has no float16 path
+    ("bench_train.py", (TINY, "--baselines=eager,compiled"), "compiled"),  # ran eager as 'compiled'
+    ("bench_train.py", ("--config=configs/missing.py",), "configs/missing.py"),
+    ("bench_attention.py", ("--seq_len=0",), "--seq_len"),
+    ("bench_attention.py", ("--rounds=0",), "--rounds"),
+    ("bench_data.py", ("--batch=0",), "--batch"),
+    ("bench_data.py", ("--modes=windows,pakced",), "pakced"),
+    ("bench_data.py", ("--mean_utterance=1",), "--mean_utterance"),
+    ("bench_eval.py", ("--repeats=0",), "--repeats"),
+    ("bench_eval.py", ("--size=s21m",), "--size"),
+    ("bench_units.py", ("--repeats=0",), "--repeats"),
+    ("bench_fit.py", ("--huber_replicates=0",), "--huber_replicates"),
+])
+def test_a_bad_flag_is_one_line(tool, args, names):
+    assert names in _one_line(_run(tool, *args), tool)
+
+
+def test_a_config_problem_is_one_line():
+    """validate() refuses the config: its message, not a ConfigError traceback."""
+    line = _one_line(_run("bench_train.py", TINY,
+                          "--config.model.n_heads=3", "--baselines="), "bench_train.py")
+    assert "model.n_heads=3 does not divide model.dim=128" in line
+
+
+def test_the_pytorch_baseline_uses_the_cores_this_process_may_run_on():
+    """os.cpu_count() counts the whole host; under a CPU set (a container, taskset) the baseline
+    would run more threads than it has cores while JAX uses the cores it may run on."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    pytest.importorskip("transformers")
+    code = (
+        "import os, sys, importlib.util, torch\n"
+        "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "spec = importlib.util.spec_from_file_location('bench_train', 'tools/bench_train.py')\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "from slmjax.model import ModelConfig\n"
+        "cfg = ModelConfig(vocab_size=16, dim=16, n_layers=1, n_heads=2, max_seq_len=8)\n"
+        "m.torch_runner(cfg, 1, 8, 'float32', False)\n"
+        "print(torch.get_num_threads(), os.cpu_count())\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO}/tools"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    threads, _ = proc.stdout.split()[-2:]
+    assert threads == "1"
+
+
+def test_bench_fit_divides_each_time_by_the_replicates_it_ran():
+    """With 20 replicates, the 'first 200' and Huber steps run 20: their ms per replicate (and the
+    speed-ups from them) were divided by 200 and 50."""
+    proc = _run("bench_fit.py", "--replicates=20", "--huber_replicates=50", "--baseline_replicates=1",
+                "--workers=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reps = {}
+    for line in proc.stdout.splitlines():
+        parts = line.rsplit(None, 3)
+        if len(parts) == 4 and parts[1].isdigit():
+            reps[parts[0].strip()] = int(parts[1])
+    assert reps == {"VP point fit (150x150 grid + polish)": 1, "VP bootstrap, 1 workers": 20,
+                    "VP bootstrap, 1 worker (first 20)": 20,
+                    "VP bootstrap, 1 worker, dense grid (first 20)": 20,
+                    "baseline: scipy NNLS loop per replicate": 1,
+                    "Huber point fit (4,500 starts, 64 L-BFGS)": 1, "Huber bootstrap, 1 workers": 20}
