@@ -97,3 +97,17 @@ def test_bench_fit_divides_each_time_by_the_replicates_it_ran():
                     "VP bootstrap, 1 worker, dense grid (first 20)": 20,
                     "baseline: scipy NNLS loop per replicate": 1,
                     "Huber point fit (4,500 starts, 64 L-BFGS)": 1, "Huber bootstrap, 1 workers": 20}
+
+
+def test_bench_train_times_each_runner_by_its_median_step():
+    """Two timed steps of 10 and 30 ms: the median is 20 ms (the upper of the two was taken)."""
+    code = (
+        "import importlib.util, time\n"
+        "spec = importlib.util.spec_from_file_location('bench_train', 'tools/bench_train.py')\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "waits = iter([0.0, 0.01, 0.03])\n"
+        "print(m._interleaved({'a': lambda: time.sleep(next(waits))}, steps=2, warmup=1)['a'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO}/tools"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split()[-1]) == pytest.approx(0.02, abs=0.004)

@@ -14,6 +14,7 @@ the paper's release reports its MFU.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 from absl import app, flags
@@ -53,7 +54,7 @@ def _interleaved(runners: dict, steps: int, warmup: int) -> dict:
             t0 = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t0)
-    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def ours_runner(config):
