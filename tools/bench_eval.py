@@ -20,9 +20,8 @@ from absl import app, flags
 
 import benchcli  # tools/, beside this script
 from slmjax import hostalloc, hostdevices
-from slmjax.model.config import MODEL_SIZES
 
-flags.DEFINE_enum("size", None, list(MODEL_SIZES), "A paper size; else --dim/--n_layers/--n_heads.")
+flags.DEFINE_string("size", None, "A paper size (s20m, ...); else --dim/--n_layers/--n_heads.")
 flags.DEFINE_integer("dim", 256, "Model width.", lower_bound=1)
 flags.DEFINE_integer("n_layers", 4, "Layers.", lower_bound=1)
 flags.DEFINE_integer("n_heads", 4, "Heads.", lower_bound=1)
@@ -70,7 +69,9 @@ def main(argv):
     import slmjax.model
     from slmjax.analysis.zeroshot.scoring import Scorer, benchmark_sequence, model_logits_fn
 
-    shape = (MODEL_SIZES[FLAGS.size] if FLAGS.size else
+    if FLAGS.size and FLAGS.size not in slmjax.model.MODEL_SIZES:
+        benchcli.fail(f"--size={FLAGS.size}: not one of {', '.join(slmjax.model.MODEL_SIZES)}")
+    shape = (slmjax.model.MODEL_SIZES[FLAGS.size] if FLAGS.size else
              dict(dim=FLAGS.dim, n_layers=FLAGS.n_layers, n_heads=FLAGS.n_heads))
     cfg = slmjax.model.ModelConfig(vocab_size=FLAGS.vocab_size, max_seq_len=FLAGS.max_len, **shape)
     if problems := cfg.problems():  # e.g. --n_heads that does not divide --dim
