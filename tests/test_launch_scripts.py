@@ -112,6 +112,20 @@ def test_device_bench_runs_and_writes_results(tmp_path):
     assert result["mfu_palm"] / result["mfu"] == pytest.approx((flop + 6 * 2 * 2 * 64 * t) / flop)
 
 
+def test_device_bench_keeps_a_result_followed_by_exit_warnings(tmp_path):
+    """A line printed after the result (a library's warning at exit) does not lose the result."""
+    fake = tmp_path / "fake_python"
+    fake.write_text('#!/bin/sh\necho \'{"tokens_per_sec": 5}\'\necho "Exception ignored in atexit"\n')
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHON": str(fake), "OUT": str(out), "BENCH_SIZES": "tiny:2"}
+    proc = subprocess.run(["bash", os.path.join(REPO, "tools", "device_bench.sh")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((out / "bench_tiny.json").read_text()) == {"tokens_per_sec": 5}
+
+
 def test_bench_attention_counts_flops_by_hand():
     """tools/bench_attention.py on a tiny shape: its FLOP counts equal hand-computed ones.
     T = 64 in query blocks of 16: blocks 0-16, 16-32, 32-48, 48-64 attend to 16, 32, 48, 64 keys."""

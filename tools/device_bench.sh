@@ -40,8 +40,9 @@ for spec in ${BENCH_SIZES:-s309m:16 s823m:8}; do
     > "$out/bench_$size.log" 2>&1
   rc=$?
   grep -v '^I[0-9]\|^W[0-9]' "$out/bench_$size.log" | tail -12
-  # The JSON file exists only when the run printed its result line (never an empty one).
-  if result=$(tail -1 "$out/bench_$size.log" | grep '^{'); then
+  # The JSON file exists only when the run printed its result line (never an empty one); warnings
+  # printed at exit may follow it in the log.
+  if result=$(grep '^{' "$out/bench_$size.log" | tail -1) && [ -n "$result" ]; then
     echo "$result" > "$out/bench_$size.json"
   else
     echo "$size: rc $rc, no result"
