@@ -69,9 +69,13 @@ def test_report_states_runs_law_and_chance(tmp_path):
         "params": {k: {"value": v, "lo": v * 0.9, "hi": v * 1.1}
                    for k, v in dict(E=1.5, A=10.0, B=20.0, alpha=0.3, beta=0.2).items()},
         "allocation": {"a": {"value": 0.4, "lo": 0.35, "hi": 0.45},
-                       "b": {"value": 0.6, "lo": 0.55, "hi": 0.65}}}}}
+                       "b": {"value": 0.6, "lo": 0.55, "hi": 0.65}}}},
+           "diagnostics": [{"check": "Huber fit at bounds", "flag": False, "detail": "none"},
+                           {"check": "bootstrap replicates at bounds", "flag": True,
+                            "detail": "8.8% of replicates"}]}
     (tmp_path / "fit" / "fit.json").write_text(json.dumps(fit))
     text = open(report.write_demo_report(str(tmp_path))).read()
+    assert "- Huber fit at bounds: no (none)\n- bootstrap replicates at bounds: **flagged** (8.8% of replicates)" in text
     assert "3 synthetic stories read by 2 voices (espeak:en+f2, espeak:en-us+m3;" in text
     assert "1.50 hours of 16 kHz audio" in text
     assert "9 runs, 3 sizes (1,000, 2,000, 4,000 parameters)" in text

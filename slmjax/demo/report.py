@@ -183,6 +183,13 @@ def _train_context(runs):
     return "?"
 
 
+def _diagnostic_line(d) -> str:
+    """``- check: no (detail)``, or ``**flagged**`` when the fit's check raised its flag."""
+    if isinstance(d, str):
+        return f"- {d}"
+    return f"- {d['check']}: {'**flagged**' if d.get('flag') else 'no'} ({d.get('detail', '')})"
+
+
 def _count(n):
     """9,904 -> '9.9K', 231,456 -> '231K', 999,600 -> '1M'."""
     return f"{n / 1e6:.3g}M" if n >= 999_500 else f"{n / 1e3:.3g}K"
@@ -234,8 +241,7 @@ def write_demo_report(out: str) -> str:
         L += ["", f"Approach 2 (IsoFLOP parabolas): a = {_iv(a2['a'])}, b = {_iv(a2.get('b'))}."]
     diags = fit.get("diagnostics", [])
     if diags:
-        L += ["", "Diagnostics of the fit:"] + [f"- {d if isinstance(d, str) else json.dumps(d)}"
-                                                for d in diags]
+        L += ["", "Diagnostics of the fit:"] + [_diagnostic_line(d) for d in diags]
     L += ["", "## Benchmarks (accuracy %, final checkpoints, 95% bootstrap intervals)", ""] + run_lines
     L += [""] + _chance_lines(best, sizes, _context_note(runs)) + _below_chance_lines(runs)
     down = fit.get("downstream", {})
