@@ -66,6 +66,19 @@ def test_espeak_output_matches_the_engine_resampled_independently(tmp_path):
 
 
 @needs_espeak
+def test_double_brackets_are_read_as_text_not_as_phoneme_codes():
+    # espeak-ng reads [[...]] as phoneme mnemonics: "[[citation needed]]" (wiki text) came out as
+    # the phonemes c-i-t-a-t-i-... instead of the words.
+    voice = engines.parse_voice("espeak:en-us:s170:p50")
+    words = engines.synthesize("the citation needed end", voice)
+    bracketed = engines.synthesize("the [[citation needed]] end", voice)
+    # Brackets add pauses; the words must take about as long as spoken without them (the phoneme
+    # reading is 30% shorter), never less.
+    active = lambda w: int(np.sum(np.abs(w) > 1e-2))
+    assert active(bracketed) > 0.9 * active(words), (active(bracketed), active(words))
+
+
+@needs_espeak
 def test_unknown_espeak_voice_is_one_clear_error():
     with pytest.raises(SynthError):
         engines.synthesize("hello", engines.parse_voice("espeak:no-such-voice-xx"))

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import io
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -186,6 +187,8 @@ def check_voice(voice: Voice) -> None:
 
 
 def _espeak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
+    # espeak-ng reads text inside [[...]] as phoneme codes; one bracket is read as text.
+    text = re.sub(r"\[\[+", "[", text)
     out = _run([require_engine("espeak"), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch),
                 "--stdout", "--stdin"], text)
     # espeak streams a 44-byte RIFF header with placeholder sizes, then 16-bit PCM mono.
