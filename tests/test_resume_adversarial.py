@@ -431,3 +431,48 @@ def test_unit_dataset_mixture_resumes_exactly(tmp_path, monkeypatch, mode):
   rows, evals = train_rows(wd)
   ref_rows, ref_evals = train_rows(ref)
   assert _strip(rows) == _strip(ref_rows) and evals == ref_evals
+
+
+@pytest.mark.slow   # two trainers start, join and compile: ~40 s on a shared 2-core machine
+@pytest.mark.parametrize("sig", [SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_a_notice_to_one_of_two_processes_saves_on_both_and_exits_preempted(tmp_path, sig):
+  """Multi-host: the notice reaches one process only (each host gets its own SIGTERM, at its own
+  moment). Every process stops after the same step, all write that checkpoint together, and each
+  exits 0 with the run `preempted`. Before, JAX's preemption service took SIGTERM from the
+  trainer, which trained on to the end; a Ctrl-C stopped one process alone."""
+  import subprocess
+  import sys
+  from test_launch_distributed import REPO, _free_port, _worker_env
+  wd = str(tmp_path / "run")
+  args = ["--config=configs/train.py:tiny", "--config.model.vocab_size=102",
+          "--config.train.steps=400", "--config.train.log_every=1", "--config.train.eval_every=1000",
+          "--config.checkpoint.every_steps=1000", "--config.train.progress=False",
+          f"--workdir={wd}"]
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "-m", "slmjax.train.cli", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_worker_env(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                            JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+           for i in range(2)]
+  metrics, end = os.path.join(wd, "metrics.jsonl"), time.time() + 400
+  while time.time() < end and all(p.poll() is None for p in procs):
+    if os.path.exists(metrics) and any(json.loads(l).get("step", 0) >= 3
+                                       for l in open(metrics) if l.strip()):
+      procs[1].send_signal(sig)
+      break
+    time.sleep(0.05)
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=150)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail("a process did not exit after the notice: " + p.communicate()[0][-1500:])
+  assert [p.returncode for p in procs] == [0, 0], outs[1][-2000:] + outs[0][-2000:]
+  assert _run_json(wd)["status"] == "preempted"
+  (step,) = list_steps(wd)
+  assert 3 <= step < 400
+  assert max(r["step"] for r in train_rows(wd)[0]) == step
+  _, params, restored = restore_params(wd)
+  assert restored == step and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))

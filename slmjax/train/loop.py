@@ -212,8 +212,8 @@ def _train(config, workdir: str, locks: list) -> dict:
   try:
     for t in range(start, steps):
       s = t + 1
-      if t == start and preemption.requested():  # a notice during start-up: the state is the
-        status = "preempted"                       # restored checkpoint (or the seed's init)
+      if t == start and preemption.due(0):  # a notice during start-up: the state is the
+        status = "preempted"                  # restored checkpoint (or the seed's init)
         break
       if s == prof_start:
         jax.profiler.start_trace(os.path.join(workdir, "profile"))
@@ -231,11 +231,12 @@ def _train(config, workdir: str, locks: list) -> dict:
         final = evaluate(state["params"], final=s == steps)
         writer.write({"step": s, **final})
       # checked after the evaluation: a notice that came during it saves this step too
-      if (ck_every and s % ck_every == 0) or s == steps or preemption.requested():
+      stop = preemption.due(s - start)
+      if (ck_every and s % ck_every == 0) or s == steps or stop:
         if pending is not None:
           fetch()             # a checkpoint is only written after its loss proved finite
         ckpts.save(s, state, data_iter)
-      if preemption.requested() and s < steps:
+      if stop and s < steps:
         status = "preempted"
         break
     else:

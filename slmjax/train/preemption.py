@@ -5,6 +5,9 @@ while the trainer starts (imports, joining a pod, reading data, restoring) is ke
 when the loop begins, instead of killing the process. The first Ctrl-C (SIGINT) is such a notice
 too (the run saves where it stands and ends `preempted`); a second one raises KeyboardInterrupt
 at once, as Ctrl-C normally does.
+
+With several JAX processes, `due(i)` stops them all after the same step: JAX's preemption service
+(whose own SIGTERM handler replaces this one when `jax.distributed` starts) agrees on the step.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sys
 import threading
 
 _state = {"requested": False, "previous": None, "previous_int": None, "installed": False,
-          "interrupts": 0}
+          "interrupts": 0, "forwarded": False}
 
 
 def _handle(*_):
@@ -55,6 +58,25 @@ def requested() -> bool:
   return _state["requested"]
 
 
+def due(i: int) -> bool:
+  """Whether the run stops after the i-th step of this launch (0: before its first). Called once
+  per step, with i counting up from 0, by every process alike.
+
+  One process: its own notice. Several: each host gets its own notice at its own moment, so a
+  process that stopped alone would leave the others waiting in a collective. The processes ask
+  JAX's preemption service, which picks the same step for all; a notice only this handler saw
+  (a Ctrl-C, or a SIGTERM before JAX started) is handed to that service as a SIGTERM.
+  """
+  import jax  # pylint: disable=g-import-not-at-top  # this module loads before JAX
+  if jax.process_count() == 1:
+    return requested()
+  if requested() and not _state["forwarded"]:
+    _state["forwarded"] = True
+    os.kill(os.getpid(), signal.SIGTERM)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.reached_preemption_sync_point(i))
+
+
 def uninstall() -> None:
   """Puts the previous SIGTERM and SIGINT handlers back and clears the flag."""
   if _state["installed"]:
@@ -62,4 +84,4 @@ def uninstall() -> None:
     if _state["previous_int"] is not None:
       signal.signal(signal.SIGINT, _state["previous_int"])
   _state.update(requested=False, previous=None, previous_int=None, installed=False,
-                interrupts=0)
+                interrupts=0, forwarded=False)
