@@ -272,3 +272,30 @@ def test_csv_encodings(tmp_path):
     (tmp_path / "latin1.csv").write_bytes(b"\n".join(lines))
     with pytest.raises(FitInputError, match=r"latin1.csv: line 4 is not UTF-8 text \(byte 0xe9\)"):
         read_csv(str(tmp_path / "latin1.csv"))
+
+
+def test_csv_cells_with_surrounding_spaces(tmp_path):
+    """A hand-edited CSV pads cells with spaces: ' 2.5 ' is 2.5, '  ' is blank, ' e1 ' is experiment e1."""
+    rows = _rows()
+    lines = ["run_id , n_params, tokens , test_loss, n_params_nonemb, experiment, acc_sblimp"]
+    for i, r in enumerate(rows):
+        v = {k: repr(float(r[k])) for k in ("n_params", "tokens", "test_loss", "n_params_nonemb")}
+        ne = "  " if i == 0 else f" {v['n_params_nonemb']}"
+        lines.append(f" {r['run_id']} , {v['n_params']} , {v['tokens']},{v['test_loss']} ,{ne}, e1 , ")
+    p = tmp_path / "spaced.csv"
+    p.write_text("\n".join(lines) + "\n")
+    t = read_csv(str(p), experiment="e1")
+    assert len(t) == 40 and t.run_id[0] == rows[0]["run_id"]
+    assert np.isnan(t.n_params_nonemb[0]) and t.n_params_nonemb[1] == rows[1]["n_params_nonemb"]
+    np.testing.assert_array_equal(t.test_loss, [r["test_loss"] for r in rows])
+    assert np.isnan(t.acc["sblimp"][0]).all()
+
+
+def test_csv_two_columns_for_one_field_one_clear_line(tmp_path):
+    """'loss' is an alias of test_loss: a table with both must not silently keep the later column."""
+    rows = _rows()
+    for r in rows:
+        r["loss"] = 9.0
+    with pytest.raises(FitInputError) as e:
+        read_csv(_write(tmp_path, rows))
+    assert "'test_loss' and 'loss' both give test_loss" in str(e.value) and "\n" not in str(e.value)

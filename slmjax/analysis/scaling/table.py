@@ -234,6 +234,20 @@ def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3):
                             "(need runs at 2 or more compute budgets)")
 
 
+def _column_names(fieldnames, path):
+    """Header -> field name (aliases resolved); one clear line when two columns give one field."""
+    names, seen = {}, {}
+    for h in fieldnames:
+        if h is None:
+            continue
+        name = ALIASES.get(h.strip().lower(), h.strip().lower())
+        if name in seen:
+            raise FitInputError(f"{path}: columns {seen[name].strip()!r} and {h.strip()!r} both give {name}; "
+                                "keep one")
+        names[h], seen[name] = name, h
+    return names
+
+
 def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
     """Read a run table from CSV (``run_id,n_params,tokens,test_loss`` at least; see module doc).
 
@@ -257,11 +271,13 @@ def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
         raise FitInputError(f"{path}: not a readable CSV ({e})") from None
     if not fieldnames:
         raise FitInputError(f"{path}: empty CSV (no header)")
-    names = {h: ALIASES.get(h.strip().lower(), h.strip().lower()) for h in fieldnames}
+    names = _column_names(fieldnames, path)
     missing = [c for c in REQUIRED if c not in names.values()]
     if missing:
         raise FitInputError(f"{path}: missing column {missing[0]!r} (need run_id,n_params,tokens,test_loss)")
-    rows = [{names[k]: v for k, v in r.items() if k is not None} for r in rows]
+    # Hand-edited tables pad cells with spaces: ' 2.5 ' is 2.5 and '  ' is blank.
+    rows = [{names[k]: v.strip() if isinstance(v, str) else v for k, v in r.items() if k is not None}
+            for r in rows]
     if "experiment" in names.values():
         exps = sorted({r.get("experiment") or "" for r in rows})
         if experiment is not None:
