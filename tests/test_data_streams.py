@@ -191,8 +191,7 @@ def test_mixture_rows_follow_weights_and_eval_covers_test_split(dataset, tmp_pat
   # Evaluation windows: every transition of the test stream once, padding rows weigh 0.
   ev = p.evals[0]
   w = sum(float(x["weights"].sum()) for x in ev.batches(8))
-  test_stream = _shard_streams(splits["test"])
-  assert w == sum(((len(s) - 1) // T) * T for s in test_stream)
+  assert w == sum(len(u) for u in splits["test"]) - 1
 
 
 def test_dataset_without_test_split_holds_out_one_percent(tmp_path, monkeypatch):
@@ -296,3 +295,42 @@ def test_limited_evaluations_read_examples_from_the_whole_split(tmp_path, monkey
         np.concatenate([halves[0][b]["inputs"], halves[1][b]["inputs"]]), x["inputs"])
   # Unlimited: every example once, in order, as before.
   assert sum(x["inputs"].shape[0] for x in ev.batches(4)) >= ev.n_examples
+
+
+def _scored_transitions(ev, batch=4):
+  """(input, target) token pairs an evaluation scores, in order (rows of weight > 0)."""
+  pairs = [np.stack([x["inputs"][x["weights"] > 0], x["targets"][x["weights"] > 0]], 1)
+           for x in ev.batches(batch)]
+  return np.concatenate(pairs)
+
+
+def _transitions(stream):
+  return np.stack([stream[:-1], stream[1:]], 1)
+
+
+def test_evaluation_scores_every_transition_of_a_sharded_test_split_once(tmp_path, monkeypatch):
+  # The test split is one stream (records in shard order), as slmjax-eval's held-out loss reads
+  # it: windows used to stop at shard ends, leaving out each shard's slack and the stream's tail.
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(11)
+  test = random_utterances(30, V, rng, mean_len=9)
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": random_utterances(60, V, rng), "test": test},
+                     vocab_size=V, n_shards=5)
+  ev = build_pipeline(_config(path)).evals[0]
+  np.testing.assert_array_equal(_scored_transitions(ev), _transitions(np.concatenate(test)))
+
+
+def test_held_out_evaluation_spans_shards(tmp_path, monkeypatch):
+  # 1% of a dataset spread over 8 shards is about one utterance per shard, shorter than a window:
+  # cut per shard, the held-out set gave one window of the 39 transitions it holds.
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(2)
+  utts = random_utterances(800, V, rng, mean_len=6)
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": utts}, vocab_size=V, n_shards=8)
+  ev = build_pipeline(_config(path)).evals[0]
+  # The held-out rule (README): the 8 records with the smallest keys of PCG64(0x7e57)'s raw stream.
+  held = np.sort(np.argsort(np.random.PCG64(0x7e57).random_raw(800), kind="stable")[:8])
+  stream = np.concatenate([utts[i] for i in held])
+  np.testing.assert_array_equal(_scored_transitions(ev), _transitions(stream))

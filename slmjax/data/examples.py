@@ -10,6 +10,8 @@ windows: per epoch, each shard's token stream is cut into windows of seq_len+1 c
   between shards are never trained. All windows of all shards are then shuffled together, so
   shards weigh by their length. inputs = window[:-1],
   targets = window[1:]; utterances run into each other through EOS, as in the paper.
+  Evaluation reads a held-out split as one stream in order (shard boundaries included), the last
+  window padded with weight 0, so every transition of the split is scored once.
 packed: per epoch, utterances are shuffled and placed whole, in order, into rows of seq_len slots
   (next fit; an utterance longer than a row is cut into row-sized pieces). Each piece is one
   segment: `segment_ids` (1, 2, ... per row, 0 = padding) and `positions` (restart at 0) let the
@@ -55,8 +57,8 @@ class _EpochCache:
 class WindowStream:
   """Random windows of seq_len+1 tokens from each shard's concatenated utterance stream."""
 
-  def __init__(self, split: Split, seq_len: int, seed: int, shuffle: bool = True):
-    self.split, self.seq_len, self.seed, self.shuffle = split, int(seq_len), int(seed), shuffle
+  def __init__(self, split: Split, seq_len: int, seed: int):
+    self.split, self.seq_len, self.seed = split, int(seq_len), int(seed)
     ranges = split.shard_token_ranges()
     lens = ranges[:, 1] - ranges[:, 0]
     self._shard_start = ranges[:, 0]
@@ -71,14 +73,11 @@ class WindowStream:
   def _build(self, epoch: int) -> np.ndarray:
     """Start offsets (in the split stream) of this epoch's windows, in training order."""
     rng = np.random.default_rng([self.seed, 0x77, epoch])
-    if self.shuffle:
-      phase = (rng.random(self._slack.size) * (self._slack + 1)).astype(np.int64)
-    else:
-      phase = np.zeros_like(self._slack)
+    phase = (rng.random(self._slack.size) * (self._slack + 1)).astype(np.int64)
     shard = np.repeat(np.arange(self._per_shard.size), self._per_shard)
     k = span_index(np.zeros_like(self._per_shard), self._per_shard)
     starts = self._shard_start[shard] + phase[shard] + k * self.seq_len
-    return rng.permutation(starts) if self.shuffle else starts
+    return rng.permutation(starts)
 
   def get(self, index: np.ndarray) -> dict:
     """Examples at the given stream indices: inputs/targets int32 [n, seq_len]."""
@@ -91,6 +90,29 @@ class WindowStream:
     w = self.seq_len + 1
     tok = self.split.read_spans(starts, np.full(index.size, w)).reshape(index.size, w)
     return {"inputs": tok[:, :-1], "targets": tok[:, 1:]}
+
+
+class EvalWindowStream:
+  """A held-out split as one stream, in order: windows of seq_len+1 tokens with stride seq_len,
+  the last one padded (weight 0), so each transition of the split is scored exactly once."""
+
+  def __init__(self, split: Split, seq_len: int, pad_id: int):
+    self.split, self.seq_len, self.pad_id = split, int(seq_len), int(pad_id)
+    if split.n_tokens < 2:
+      raise DataError(f"split {split.name!r}: {split.n_tokens} token(s), no transition to score")
+    self.examples_per_epoch = -(-(split.n_tokens - 1) // self.seq_len)
+
+  def get(self, index: np.ndarray) -> dict:
+    """Examples at the given indices: int32 inputs/targets and float32 weights [n, seq_len]."""
+    index = np.asarray(index, np.int64)
+    t = self.seq_len
+    start = index * t
+    length = np.minimum(t + 1, self.split.n_tokens - start)
+    window = np.full((index.size, t + 1), self.pad_id, np.int32)
+    window[np.repeat(np.arange(index.size), length), span_index(np.zeros_like(length), length)] = (
+        self.split.read_spans(start, length))
+    weights = (np.arange(t) < (length - 1)[:, None]).astype(np.float32)
+    return {"inputs": window[:, :-1], "targets": window[:, 1:], "weights": weights}
 
 
 class PackedStream:
@@ -176,11 +198,17 @@ class PackedStream:
     return out
 
 
-def make_stream(split: Split, mode: str, seq_len: int, seed: int, pad_id: int,
-                shuffle: bool = True):
-  """The example stream of a split for `mode` ('windows' or 'packed')."""
+def make_stream(split: Split, mode: str, seq_len: int, seed: int, pad_id: int):
+  """The training example stream of a split for `mode` ('windows' or 'packed')."""
   if mode == "windows":
-    return WindowStream(split, seq_len, seed, shuffle)
+    return WindowStream(split, seq_len, seed)
   if mode == "packed":
-    return PackedStream(split, seq_len, seed, pad_id, shuffle)
+    return PackedStream(split, seq_len, seed, pad_id)
   raise DataError(f"data.mode must be 'windows' or 'packed', got {mode!r}")
+
+
+def make_eval_stream(split: Split, mode: str, seq_len: int, pad_id: int):
+  """The held-out example stream of a split, in a fixed order."""
+  if mode == "windows":
+    return EvalWindowStream(split, seq_len, pad_id)
+  return PackedStream(split, seq_len, 0, pad_id, shuffle=False)

@@ -17,7 +17,7 @@ import grain
 import numpy as np
 
 from slmjax.data.errors import DataError
-from slmjax.data.examples import make_stream
+from slmjax.data.examples import make_eval_stream, make_stream
 from slmjax.data.manifest import open_dataset
 from slmjax.data.splits import PrefixSplit
 from slmjax.data.synthetic import synthetic_dataset
@@ -242,7 +242,7 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
              for i, (ds, s) in enumerate(zip(datasets, train))]
   evals = []
   for ds in datasets:
-    s = make_stream(ds.splits["test"], mode, seq_len, seed, ds.pad_id, shuffle=False)
+    s = make_eval_stream(ds.splits["test"], mode, seq_len, ds.pad_id)
     evals.append(EvalSet(ds.name, bool(ds.synthetic), s, s.examples_per_epoch))
   return DataPipeline(
       datasets=datasets, counts=counts,
