@@ -149,3 +149,15 @@ def test_malformed_manifest_fields(ds, edit, message):
   with pytest.raises(DataError) as e:
     open_dataset(ds)
   assert _one_line(e) == f"unit dataset {ds}: {message}"
+
+
+def test_a_dataset_too_small_for_one_window_is_named(ds, tmp_path):
+  # In a mixture, "split 'train'" alone does not say which dataset cannot fill a window.
+  small = str(tmp_path / "small")
+  write_unit_dataset(small, {"train": [np.array([1, 2, 18]), np.array([3, 18])],
+                             "test": [np.array([1, 18])]}, vocab_size=20)
+  cfg = _cfg(f"{ds},{small}")
+  cfg.data.weights = "1,1"
+  with pytest.raises(DataError) as e:
+    build_pipeline(cfg)
+  assert _one_line(e).startswith(f"unit dataset {small}: split 'train': 5 tokens do not fill")

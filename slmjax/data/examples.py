@@ -198,17 +198,22 @@ class PackedStream:
     return out
 
 
+def check_mode(mode: str) -> None:
+  if mode not in ("windows", "packed"):
+    raise DataError(f"data.mode must be 'windows' or 'packed', got {mode!r}")
+
+
 def make_stream(split: Split, mode: str, seq_len: int, seed: int, pad_id: int):
   """The training example stream of a split for `mode` ('windows' or 'packed')."""
+  check_mode(mode)
   if mode == "windows":
     return WindowStream(split, seq_len, seed)
-  if mode == "packed":
-    return PackedStream(split, seq_len, seed, pad_id)
-  raise DataError(f"data.mode must be 'windows' or 'packed', got {mode!r}")
+  return PackedStream(split, seq_len, seed, pad_id)
 
 
 def make_eval_stream(split: Split, mode: str, seq_len: int, pad_id: int):
   """The held-out example stream of a split, in a fixed order."""
+  check_mode(mode)
   if mode == "windows":
     return EvalWindowStream(split, seq_len, pad_id)
   return PackedStream(split, seq_len, 0, pad_id, shuffle=False)

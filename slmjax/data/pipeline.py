@@ -17,7 +17,7 @@ import grain
 import numpy as np
 
 from slmjax.data.errors import DataError
-from slmjax.data.examples import make_eval_stream, make_stream
+from slmjax.data.examples import check_mode, make_eval_stream, make_stream
 from slmjax.data.manifest import open_dataset
 from slmjax.data.splits import PrefixSplit
 from slmjax.data.synthetic import synthetic_dataset
@@ -213,11 +213,21 @@ class DataPipeline:
     return out
 
 
+def _about(ds, make, *args):
+  """make(*args); a DataError it raises names the dataset (a mixture has several)."""
+  try:
+    return make(*args)
+  except DataError as e:
+    where = f"unit dataset {ds.path}" if hasattr(ds, "path") else f"dataset {ds.name}"
+    raise DataError(f"{where}: {e}") from None
+
+
 def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> DataPipeline:
   """Opens the datasets of config.data and builds the training and held-out pipelines."""
   d = config.data
-  datasets = open_datasets(config)
   mode = str(_opt(d, "mode", "windows"))
+  check_mode(mode)
+  datasets = open_datasets(config)
   seq_len = int(d.seq_len)
   seed = int(config.seed)
   names = [ds.name for ds in datasets]
@@ -238,11 +248,11 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
   if max_unique:
     shares = unique_shares(max_unique, counts, train, names, seq_len)
     train = [PrefixSplit(s, u) if u > 0 else s for s, u in zip(train, shares)]
-  streams = [make_stream(s, mode, seq_len, seed * 1000 + i, ds.pad_id)
+  streams = [_about(ds, make_stream, s, mode, seq_len, seed * 1000 + i, ds.pad_id)
              for i, (ds, s) in enumerate(zip(datasets, train))]
   evals = []
   for ds in datasets:
-    s = make_eval_stream(ds.splits["test"], mode, seq_len, ds.pad_id)
+    s = _about(ds, make_eval_stream, ds.splits["test"], mode, seq_len, ds.pad_id)
     evals.append(EvalSet(ds.name, bool(ds.synthetic), s, s.examples_per_epoch))
   return DataPipeline(
       datasets=datasets, counts=counts,
