@@ -161,3 +161,21 @@ def test_a_dataset_too_small_for_one_window_is_named(ds, tmp_path):
   with pytest.raises(DataError) as e:
     build_pipeline(cfg)
   assert _one_line(e).startswith(f"unit dataset {small}: split 'train': 5 tokens do not fill")
+
+
+@pytest.mark.parametrize("edit,shard", [
+    (lambda m: m["splits"]["test"].update(shards=m["splits"]["train"]["shards"][:1]),
+     "train-00000-of-00002.array_record"),
+    (lambda m: m["splits"]["train"]["shards"].append("./train-00001-of-00002.array_record"),
+     "train-00001-of-00002.array_record")])
+def test_a_shard_listed_twice_is_refused(ds, edit, shard):
+  # A test split listing a training shard would score the model on what it trained on.
+  mpath = os.path.join(ds, "manifest.json")
+  m = json.load(open(mpath))
+  for info in m["splits"].values():
+    info.pop("utterances"), info.pop("tokens")
+  edit(m)
+  json.dump(m, open(mpath, "w"))
+  with pytest.raises(DataError) as e:
+    open_dataset(ds)
+  assert _one_line(e) == f"unit dataset {ds}: shard {shard} is listed twice in manifest.json"

@@ -89,7 +89,19 @@ def load_manifest(path: str) -> dict:
     for key in ("utterances", "tokens"):
       if key in info and not _is_int(info[key]):
         raise DataError(f"unit dataset {path}: split {split!r} {key} {info[key]!r} is not an integer")
+  _check_shards_unique(path, m["splits"])
   return m
+
+
+def _check_shards_unique(path: str, splits: dict) -> None:
+  """A shard read twice would be trained twice per epoch, or tested on after training on it."""
+  seen = set()
+  for info in splits.values():
+    for shard in info["shards"]:
+      key = os.path.normpath(shard)
+      if key in seen:
+        raise DataError(f"unit dataset {path}: shard {key} is listed twice in manifest.json")
+      seen.add(key)
 
 
 def _is_int(value) -> bool:
