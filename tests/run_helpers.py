@@ -68,9 +68,9 @@ def run(workdir, devices=8, timeout=600, **overrides):
   return out
 
 
-def run_until(workdir, step, sig, devices=8, timeout=600, **overrides):
+def run_until(workdir, step, sig, devices=8, timeout=600, hook="", **overrides):
   """Runs until metrics.jsonl shows `step`, then sends `sig`; returns (returncode, output)."""
-  p = launch(workdir, devices, **overrides)
+  p = launch(workdir, devices, hook, **overrides)
   path = os.path.join(workdir, "metrics.jsonl")
   end = time.time() + timeout
   while time.time() < end and p.poll() is None:

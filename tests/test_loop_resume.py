@@ -140,3 +140,48 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path):
                                                               "mfu", "mfu_palm")} for r in rs]
   assert strip(train_rows(wd)[0]) == strip(train_rows(reference)[0])
   assert train_rows(wd)[1] == train_rows(reference)[1]
+
+
+def _tensorboard_scalars(workdir, tag):
+  """[(step, value)] of a scalar as TensorBoard shows it: the events of all files in order (two
+  at one step are two points), where a session START at step S drops the earlier points of steps
+  >= S (the purge of a resumed writer)."""
+  import glob
+  import struct
+  from tensorboardX.proto.event_pb2 import Event, SessionLog
+  shown = []
+  for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))):
+    data = open(path, "rb").read()
+    pos = 0
+    while pos < len(data):
+      (n,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = Event.FromString(data[pos + 12:pos + 12 + n])
+      pos += 12 + n + 4
+      if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+        shown = [(s, v) for s, v in shown if s < event.step]
+      for value in event.summary.value:
+        if value.tag == tag:
+          shown.append((event.step, value.simple_value))
+  return shown
+
+
+def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_step_once(tmp_path):
+  """Killed before any checkpoint, the relaunch trains from step 0: TensorBoard's curve is the
+  relaunch's alone, one point per step as in metrics.jsonl, not the killed launch's beside it."""
+  wd = str(tmp_path / "run")
+  # Events reach the file every few seconds here (every 2 min by default), so that the killed
+  # launch leaves some, as a long run killed before its first checkpoint does.
+  flush_often = """
+import tensorboardX
+real_init = tensorboardX.SummaryWriter.__init__
+def init(self, *a, **k):
+  real_init(self, *a, flush_secs=1, **k)
+tensorboardX.SummaryWriter.__init__ = init
+"""
+  code, _ = run_until(wd, 12, SIGKILL, hook=flush_often, checkpoint__every_steps=1000)
+  assert code == -9 and list_steps(wd) == []
+  assert _tensorboard_scalars(wd, "loss")
+  run(wd, checkpoint__every_steps=1000)
+  rows, _ = train_rows(wd)
+  assert [r["step"] for r in rows] == list(range(1, 25))
+  assert _tensorboard_scalars(wd, "loss") == [(r["step"], np.float32(r["loss"])) for r in rows]

@@ -13,7 +13,8 @@ class MetricsWriter:
   """Appends rows to metrics.jsonl and scalars to TensorBoard (process 0 only).
 
   On a relaunch from step s, rows with step > s (written after the checkpoint the run resumes
-  from) are dropped, so the file ends up exactly as an uninterrupted run writes it.
+  from) are dropped, so the file ends up exactly as an uninterrupted run writes it; TensorBoard
+  is told to hide its events of those steps.
   """
 
   def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
@@ -26,8 +27,9 @@ class MetricsWriter:
     self._f = open(self.path, "a")
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                               purge_step=resume_step + 1 if resume_step else None)
+      # TensorBoard hides earlier events from this step on, also those of a launch killed
+      # before its first checkpoint (resume_step 0)
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
     except ImportError:  # TensorBoard is optional; metrics.jsonl is the record
       self._tb = None
 
