@@ -75,3 +75,19 @@ def test_report_numbers_are_the_fitted_ones():
     row = re.search(r"^\| 1e\+21 \| (\S+) \[.*?\] \| (\S+) \[.*?\] \| (\S+) \[", md, re.M)
     assert [float(x) for x in row.groups()] == [float(f"{v:.3g}") for v in (n, d, d / n)]
     assert f"| {p['E']:.3g} [" in md and f"| {a:.3g} [" in md
+
+
+def test_report_checklist_states_what_was_done():
+    """The checklist's held-out line gives the runs actually held out (whole IsoFLOP budgets: Llama 3's
+    three largest, 6 + 6 + 12 runs, are 18% of 133, so the next, 12 more, joins: 36 runs, not the 20%
+    asked), and its compute line keeps Approach 2 at C = 6ND whatever --flops sets."""
+    t = read_csv(os.path.join(DATA, "llama3_isoflops.csv"), experiment="llama_3__raw_loss")
+    res, _ = analyse(t, FitOptions(bootstrap=20, huber_bootstrap=0, n_refine=2, workers=1, sigmoid=False))
+    md = report.render(res, {})
+    assert res["holdout"]["n_held"] == 36
+    assert "- **Held-out validation**: the 36 of 133 single-epoch runs with the largest budgets" in md
+    res["options"]["flops"] = "6N_attn"
+    line = next(s for s in report.render(res, {}).splitlines() if s.startswith("- **C**"))
+    assert "Approach 1 and downstream: C = (6 N + 12 L H Q T" in line and "Approaches 1-2" not in line
+    assert "Approach 2 and the allocation: C = 6 N D" in line
+    assert "from scratch" not in md   # Huber, sigmoid and repeat-term replicates start from the point fit

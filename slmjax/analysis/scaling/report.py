@@ -129,7 +129,8 @@ def _checklist(res):
         f" (range {t['N_range'][0]:.3g}-{t['N_range'][1]:.3g}).",
         f"- **D**: tokens seen, repeats counted (range {t['D_range'][0]:.3g}-{t['D_range'][1]:.3g}); unique tokens "
         "enter only the data-constrained stage.",
-        f"- **C**: allocation under C = 6 N D; compute axis of Approaches 1-2 and downstream: {conv.get(o['flops'], o['flops'])}."
+        f"- **C**: compute axis of Approach 1 and downstream: {conv.get(o['flops'], o['flops'])}; Approach 2 and the "
+        "allocation: C = 6 N D."
         f" Conventions available: {', '.join(t['flops_conventions'])}.",
         "- **Schedule**: every run is a separate schedule ending at its D; runs whose schedule did not end at D are "
         "excluded (intermediate checkpoints of a longer cosine are never used as runs).",
@@ -142,9 +143,18 @@ def _checklist(res):
         f"- **Excluded points**: {len(excl)}" + (": " + "; ".join(f"{e['run_id']} ({e['reason']})" for e in excl[:20])
                                                  if excl else "") + ".",
         f"- **Intervals**: {100 * o['level']:.0f}% percentile bootstrap over whole runs"
-        f" (stratified by IsoFLOP budget when labelled, multi-epoch runs apart), seed {o['seed']}, every fit redone from scratch per replicate.",
-        f"- **Held-out validation**: the largest-compute {100 * o['holdout']:.0f}% of runs held out; see above.",
+        f" (stratified by IsoFLOP budget when labelled, multi-epoch runs apart), seed {o['seed']}; every fit redone "
+        "per replicate (variable projection from its whole grid; the Huber objective, the sigmoid and the repeat "
+        "terms started from the point fit, Huber also from the replicate's VP fit).",
+        f"- **Held-out validation**: {_held_out(res['holdout'], o['holdout'])}; see above.",
     ]
+
+
+def _held_out(ho, frac):
+    if "skipped" in ho:
+        return f"skipped ({ho['skipped']})"
+    return (f"the {ho['n_held']} of {ho['n_train'] + ho['n_held']} single-epoch runs with the largest budgets "
+            f"held out (--holdout={frac:g}; an IsoFLOP budget is held out whole)")
 
 
 def write(res, figures, out):
