@@ -334,3 +334,56 @@ def test_held_out_evaluation_spans_shards(tmp_path, monkeypatch):
   held = np.sort(np.argsort(np.random.PCG64(0x7e57).random_raw(800), kind="stable")[:8])
   stream = np.concatenate([utts[i] for i in held])
   np.testing.assert_array_equal(_scored_transitions(ev), _transitions(stream))
+
+
+_READ_ALL_UNDER_FD_LIMIT = """
+import resource, sys
+import ml_collections, numpy as np
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from slmjax.data import build_pipeline
+cfg = ml_collections.ConfigDict(dict(
+    seed=0, model=dict(vocab_size=%d), train=dict(batch_size=8),
+    data=dict(kind="units", path=sys.argv[1], mode="packed", seq_len=%d, num_threads=3, prefetch=3)))
+p = build_pipeline(cfg)
+it = p.train_iter()
+n = p.train.streams[0].examples_per_epoch
+rows = np.concatenate([next(it)["inputs"] for _ in range(-(-n // 8))])[:n]
+print(np.bincount(rows.ravel(), minlength=%d).tolist())
+"""
+
+
+def test_more_shards_than_the_open_file_limit(tmp_path):
+  # A reader per shard stayed open for good: a dataset of more shards than the process may open
+  # files failed mid-run with an IndexError from a reader that could not open its file.
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  utts = random_utterances(300, V, rng, mean_len=5)
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": utts, "test": utts[:3]}, vocab_size=V, n_shards=150)
+  env = dict(os.environ, SLMJAX_CACHE=str(tmp_path / "cache"))
+  out = subprocess.run([sys.executable, "-c", _READ_ALL_UNDER_FD_LIMIT % (V, T, V), path],
+                       capture_output=True, text=True, env=env, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  # One packed epoch holds every token once, and padding (V - 1) fills the rest of the rows.
+  want = np.bincount(np.concatenate(utts), minlength=V)
+  got = np.array(json.loads(out.stdout.splitlines()[-1]))
+  np.testing.assert_array_equal(got[:V - 1], want[:V - 1])
+
+
+def test_reader_threads_share_few_open_readers(dataset, monkeypatch):
+  # 16 threads read packed rows while at most 2 shard readers may stay open: readers are closed
+  # and reopened under the threads, never while one of them reads.
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  from slmjax.data.splits import READERS  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(READERS, "max_open", 2)
+  path, splits = dataset
+  stream = build_pipeline(_config(path, mode="packed")).train.streams[0]
+  n = stream.examples_per_epoch
+  for _ in range(3):
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+      got = list(pool.map(lambda i: stream.get(np.array([i])), range(n)))
+    ex = {k: np.concatenate([g[k] for g in got]) for k in got[0]}
+    assert sorted(_packed_utterances(ex)) == sorted(tuple(u) for u in splits["train"])
+  assert len(READERS._open) <= 2  # pylint: disable=protected-access

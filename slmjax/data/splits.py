@@ -7,9 +7,12 @@ described as spans of that stream and read in bulk with `read_spans`.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import os
+import resource
 import threading
 
 import numpy as np
@@ -102,7 +105,7 @@ class ArrayRecordSplit(Split):
 
   Records are fetched in bulk, one `ArrayRecordReader.read(positions)` call per shard touched
   (the C++ reader reads them in parallel), and decoded with one `np.frombuffer` over their
-  concatenation. Readers open lazily and are shared by Grain's reader threads.
+  concatenation. Readers come from the process-wide pool `READERS`.
   """
 
   def __init__(self, name: str, paths: list[str], dtype: str, lengths: np.ndarray,
@@ -120,25 +123,6 @@ class ArrayRecordSplit(Split):
     super().__init__(name, lengths, shard_records)
     self.paths = list(paths)
     self.dtype = np.dtype(dtype).newbyteorder("<")
-    self._readers = [None] * len(self.paths)
-    self._lock = threading.Lock()
-
-  def __getstate__(self):  # picklable for Grain worker processes: readers reopen there
-    state = dict(self.__dict__)
-    state["_readers"] = [None] * len(self.paths)
-    del state["_lock"]
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
-
-  def _reader(self, shard: int):
-    if self._readers[shard] is None:
-      with self._lock:
-        if self._readers[shard] is None:
-          self._readers[shard] = open_reader(self.paths[shard])
-    return self._readers[shard]
 
   def read_records(self, records: np.ndarray) -> np.ndarray:
     """Tokens of the given (sorted, unique) records, concatenated."""
@@ -151,11 +135,11 @@ class ArrayRecordSplit(Split):
         continue
       s = int(shard[part[0]])
       pos = phys[part] - self._phys_bounds[s]
-      reader = self._reader(s)
-      if pos[-1] - pos[0] + 1 == pos.size:  # a contiguous run: one range read
-        raw.extend(reader.read(int(pos[0]), int(pos[-1]) + 1))
-      else:
-        raw.extend(reader.read(pos.tolist()))
+      with READERS.use(self.paths[s]) as reader:
+        if pos[-1] - pos[0] + 1 == pos.size:  # a contiguous run: one range read
+          raw.extend(reader.read(int(pos[0]), int(pos[-1]) + 1))
+        else:
+          raw.extend(reader.read(pos.tolist()))
     out = np.frombuffer(b"".join(raw), dtype=self.dtype)
     if out.size != int(self.lengths[records].sum()):
       raise DataError(f"split {self.name!r}: records changed on disk since the dataset was opened")
@@ -178,6 +162,69 @@ def open_reader(path: str):
   """An ArrayRecord reader of one shard (the options Grain's ArrayRecordDataSource uses)."""
   from array_record.python.array_record_module import ArrayRecordReader  # pylint: disable=g-import-not-at-top
   return ArrayRecordReader(path, options="readahead_buffer_size:0", file_reader_buffer_size=32768)
+
+
+class ReaderPool:
+  """Open ArrayRecord readers by path, shared by every split and reader thread of the process.
+
+  At most `max_open` stay open, idle ones closed least recently used first: a reader per shard
+  kept for good runs a dataset of thousands of shards out of the process's open-file limit.
+  """
+
+  def __init__(self, max_open: int):
+    self.max_open = max_open
+    self._open = collections.OrderedDict()  # path -> reader, least recently used first
+    self._users = collections.Counter()
+    self._lock = threading.Lock()
+
+  @contextlib.contextmanager
+  def use(self, path: str):
+    """The reader of `path`, not closed while the block runs."""
+    with self._lock:
+      reader = self._claim(path)
+    if reader is None:
+      fresh = open_reader(path)  # outside the lock: opening reads the file's index
+      with self._lock:
+        reader = self._claim(path) or self._open.setdefault(path, fresh)
+        if reader is fresh:
+          self._users[path] += 1
+      if reader is not fresh:
+        fresh.close()
+    try:
+      yield reader
+    finally:
+      with self._lock:
+        self._users[path] -= 1
+        self._close_idle()
+
+  def forget(self):
+    """Drops the readers without closing them (a forked child: they are its parent's)."""
+    self._open, self._users = collections.OrderedDict(), collections.Counter()
+    self._lock = threading.Lock()
+
+  def _claim(self, path: str):
+    reader = self._open.get(path)
+    if reader is not None:
+      self._open.move_to_end(path)
+      self._users[path] += 1
+    return reader
+
+  def _close_idle(self):
+    excess = len(self._open) - self.max_open
+    if excess > 0:
+      for p in [p for p in self._open if not self._users[p]][:excess]:
+        self._open.pop(p).close()
+        del self._users[p]
+
+
+def _reader_budget() -> int:
+  """Readers kept open: a quarter of the open-file limit (the rest for checkpoints, sockets...)."""
+  soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+  return 1024 if soft == resource.RLIM_INFINITY else max(4, min(1024, soft // 4))
+
+
+READERS = ReaderPool(_reader_budget())
+os.register_at_fork(after_in_child=READERS.forget)
 
 
 # ---------------------------------------------------------------------------------------------
