@@ -249,3 +249,21 @@ def test_release_checkpoint_that_is_not_one_is_one_line(tmp_path):
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
         assert res.stderr.strip().startswith(f"slmjax-eval: error: {why}"), res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_step_saved_again_is_scored_again(run, tmp_path):
+    """A run trained anew in the same workdir saves other weights under the same step: its old
+    scores must not be taken for the new checkpoint's."""
+    wd = _copy_run(run, tmp_path)
+    res = _eval(run, f"--tokenizer={run / 'tok'}", "--steps=1,2", workdir=wd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = wd / "checkpoints"
+    shutil.rmtree(ckpt / "2")
+    shutil.copytree(ckpt / "1", ckpt / "2")   # step 2 now holds step 1's weights
+    res = _eval_step2(run, wd)
+    assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr[-3000:]
+    assert "was scored with checkpoint " in res.stderr
+    out = wd / "zeroshot"
+    for rel in ("mean/sSC.txt", "sum/lexical/dev.txt", "mean_eos/syntactic/dev.txt"):
+        assert (out / "2" / rel).read_text() == (out / "1" / rel).read_text()
+    assert _scores(wd)["test_loss"] == _scores(wd, step=1)["test_loss"]

@@ -136,7 +136,7 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     """What one checkpoint's ``path`` (scores.json) lacks: ``(benches, test_sets, previous)``.
 
     ``previous`` (the record to add to) is None when there is none, or when it was made with other
-    ``asked`` settings (context, compute dtype, tokenizer; None: any), as scores made with other
+    ``asked`` settings (context, compute dtype, tokenizer, checkpoint fingerprint; None: any), as scores made with other
     settings do not mix. A set counts as scored when the record has it from the same directory,
     under ``tasks`` (with gold) or ``submission_only`` (without: gold that came since is scored)."""
     try:
@@ -195,11 +195,12 @@ def _score_run():
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
                  {Path(p).name: HeldOutSet(p) for p in FLAGS.test_data if p})
     wanted = _wanted_context(workdir)
-    asked = {"context": wanted[0], "compute_dtype": _compute_dtype(runs.model_dtype(workdir)),
-             "tokenizer": units.identity}
+    settings = {"context": wanted[0], "compute_dtype": _compute_dtype(runs.model_dtype(workdir)),
+                "tokenizer": units.identity}
     todo = {}
     for s in steps:
         path = workdir / "zeroshot" / str(s) / "scores.json"
+        asked = {**settings, "checkpoint": runs.checkpoint_fingerprint(workdir, s)}
         sets, tests, previous = _still_to_score(path, asked, benches, test_sets)
         if not sets and not tests:
             logging.warning("step %d already scored (%s); --force to redo", s, path)
@@ -207,14 +208,14 @@ def _score_run():
         if previous is not None:
             logging.warning("step %d: scoring %s into %s", s, [b.name for b in sets] + [
                 f"test loss {n}" for n in tests], path)
-        todo[s] = sets, tests, previous
+        todo[s] = sets, tests, previous, asked["checkpoint"]
     if not todo:
         return
     tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
-    needed = {b.name for sets, _, _ in todo.values() for b in sets}
+    needed = {b.name for sets, *_ in todo.values() for b in sets}
     encoded = _encode_all([b for b in benches if b.name in needed], tok, tok.identity)
     scorer = None
-    for step, (sets, tests, previous) in todo.items():
+    for step, (sets, tests, previous, checkpoint) in todo.items():
         cfg, params, got = runs.restore(workdir, step)
         _check_vocab(cfg, tok, f"{workdir} step {step}")
         if scorer is None:
@@ -223,7 +224,7 @@ def _score_run():
         else:
             scorer.set_params(params)
         meta = {"step": int(got), "workdir": str(workdir), "source": "run checkpoint",
-                "tokenizer": tok.identity, "batching": FLAGS.batching,
+                "checkpoint": checkpoint, "tokenizer": tok.identity, "batching": FLAGS.batching,
                 "compute_dtype": _compute_dtype(cfg.dtype), "context": context}
         scores = evaluate_model(scorer, sets, encoded, tok.eos_id, workdir / "zeroshot" / str(got),
                                 meta, tests, previous)

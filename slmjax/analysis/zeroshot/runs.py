@@ -7,6 +7,7 @@ Reads only files (``config.json``, the unit datasets' ``manifest.json``) and the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 from slmjax import fileio
@@ -109,6 +110,18 @@ def heldout_datasets(units: RunUnits) -> dict:
 def list_checkpoint_steps(workdir) -> list:
     from slmjax.train.checkpoint import list_steps
     return sorted(int(s) for s in list_steps(str(workdir)))
+
+
+def checkpoint_fingerprint(workdir, step) -> str | None:
+    """What tells one save of ``step`` from another (a run trained anew in the same workdir): a hash
+    of the step's ``_CHECKPOINT_METADATA``, which holds Orbax's start and commit times of the save
+    and is kept by a copy. None when the checkpoint has no such file."""
+    from slmjax.train.checkpoint import checkpoint_dir
+    path = Path(checkpoint_dir(str(workdir))) / str(step) / "_CHECKPOINT_METADATA"
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
 
 
 def restore(workdir, step):
