@@ -179,3 +179,13 @@ def test_a_shard_listed_twice_is_refused(ds, edit, shard):
   with pytest.raises(DataError) as e:
     open_dataset(ds)
   assert _one_line(e) == f"unit dataset {ds}: shard {shard} is listed twice in manifest.json"
+
+
+def test_test_split_cannot_be_the_training_split(ds):
+  # data.test_split=train scored the model on the utterances it trained on.
+  cfg = _cfg(ds)
+  cfg.data.test_split = "train"
+  with pytest.raises(DataError) as e:
+    build_pipeline(cfg)
+  assert _one_line(e) == (f"unit dataset {ds}: the test split 'train' is the training split; "
+                          "name a held-out split (data.test_split)")

@@ -120,6 +120,9 @@ def open_dataset(path: str, splits=("train", "test"), holdout: float = 0.01) -> 
   m = load_manifest(path)
   opened = {}
   train_split, test_split = splits[0], splits[1] if len(splits) > 1 else None
+  if test_split == train_split:
+    raise DataError(f"unit dataset {path}: the test split {test_split!r} is the training split; "
+                    "name a held-out split (data.test_split)")
   for split in splits:
     if split in m["splits"]:
       opened[split] = _open_split(path, m, split)
