@@ -220,7 +220,7 @@ class ReaderPool:
 def _reader_budget() -> int:
   """Readers kept open: a quarter of the open-file limit (the rest for checkpoints, sockets...)."""
   soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-  return 1024 if soft == resource.RLIM_INFINITY else max(4, min(1024, soft // 4))
+  return 4096 if soft == resource.RLIM_INFINITY else max(4, min(4096, soft // 4))
 
 
 READERS = ReaderPool(_reader_budget())
