@@ -185,3 +185,24 @@ tensorboardX.SummaryWriter.__init__ = init
   rows, _ = train_rows(wd)
   assert [r["step"] for r in rows] == list(range(1, 25))
   assert _tensorboard_scalars(wd, "loss") == [(r["step"], np.float32(r["loss"])) for r in rows]
+
+
+def test_bit_flipped_latest_checkpoint_falls_back_to_previous(reference, tmp_path):
+  """One byte of the newest checkpoint's array data changed on disk (it still decodes, to other
+  numbers): the run notices, moves it aside and resumes from step 16, ending as the reference
+  did, instead of resuming from the damaged weights."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  data = os.path.join(wd, "checkpoints", "24", "state", "ocdbt.process_0", "d")
+  path = max((os.path.join(data, f) for f in os.listdir(data)), key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0x10]))
+  json.dump({}, open(os.path.join(wd, "run.json"), "w"))
+  out = run(wd)
+  assert "unreadable" in out, out[-2000:]
+  assert json.load(open(os.path.join(wd, "run.json")))["resumed_from"] == 16
+  _assert_same_params(_params(wd)[1], _params(reference)[1])
+  assert train_rows(wd)[1] == train_rows(reference)[1]

@@ -1,7 +1,8 @@
 """Orbax checkpoints of a run: train state and Grain data-iterator state, saved together.
 
-`checkpoints/<step>/` holds two items: `state` (the sharded train state: step, params, opt_state)
-and `data` (the Grain iterator state, one JSON per process). Public, for other stages:
+`checkpoints/<step>/` holds three items: `state` (the sharded train state: step, params, opt_state),
+`data` (the Grain iterator state, one JSON per process) and `fingerprint` (per array, the sum of
+its raw bits, which the restore checks: a damaged file can decode to other numbers without error). Public, for other stages:
 `list_steps(workdir)` and `restore_params(workdir, step=None) -> (model_cfg, params, step)`.
 Only finished checkpoints count: a step folder Orbax committed (`commit_success.txt`, or a commit
 time in `_CHECKPOINT_METADATA`), not an empty, hand-made or half-copied one.
@@ -19,6 +20,7 @@ import time
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -48,6 +50,27 @@ def _is_finished(step_dir: str) -> bool:
   except (OSError, ValueError):
     return False
   return isinstance(meta, dict) and meta.get("commit_timestamp_nsecs") is not None
+
+
+def _bit_sum(x) -> jax.Array:
+  """The sum of an array's raw words as uint32, wrapping: the same on any sharding (integer
+  addition is exact in any order), and changed by any single flipped bit."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  words = jax.lax.bitcast_convert_type(x, jnp.dtype(f"uint{8 * x.dtype.itemsize}"))
+  return jnp.sum(words.astype(jnp.uint32), dtype=jnp.uint32)
+
+
+_bit_sums = jax.jit(lambda xs: [_bit_sum(x) for x in xs])
+
+
+def fingerprint(state) -> dict:
+  """{key path: bit sum} of every array in `state`."""
+  flat = jax.tree_util.tree_flatten_with_path(state)[0]
+  sums = jax.device_get(_bit_sums([x for _, x in flat]))
+  return {jax.tree_util.keystr(p): int(v) for (p, _), v in zip(flat, sums)}
 
 
 class _ReadOnlyNotices(logging.Filter):
@@ -107,8 +130,8 @@ class RunCheckpoints:
     if step in self.steps():
       return
     self.mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)),
-        force=True)
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
+        fingerprint=ocp.args.JsonSave(fingerprint(state))), force=True)
 
   def restore_latest(self, abstract_state, data_iter):
     """(step, state) of the newest readable checkpoint, or None when there is none.
@@ -132,6 +155,7 @@ class RunCheckpoints:
       try:
         out = self.mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
+        self._check_fingerprint(step, out["state"])
       except Exception as e:  # pylint: disable=broad-except
         failed.append((step, first_line(e)))
         continue
@@ -150,6 +174,18 @@ class RunCheckpoints:
     for bad in unfinished:  # no finished checkpoint at all: the run starts from step 0
       self._quarantine(bad, "an unfinished save", then="starting the run from step 0")
     return None
+
+  def _check_fingerprint(self, step: int, state) -> None:
+    """Raises ValueError when the restored arrays differ from those saved (a checkpoint written
+    before fingerprints were saved is not checked)."""
+    if not os.path.isdir(os.path.join(checkpoint_dir(self.workdir), str(step), "fingerprint")):
+      return
+    saved = self.mngr.restore(step, args=ocp.args.Composite(
+        fingerprint=ocp.args.JsonRestore()))["fingerprint"]
+    now = fingerprint(state)
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if changed:
+      raise ValueError(f"{len(changed)} arrays differ from the saved ones (first: {changed[0]})")
 
   def _restore_data(self, step: int, data_iter) -> None:
     try:
