@@ -267,3 +267,31 @@ def test_step_saved_again_is_scored_again(run, tmp_path):
     for rel in ("mean/sSC.txt", "sum/lexical/dev.txt", "mean_eos/syntactic/dev.txt"):
         assert (out / "2" / rel).read_text() == (out / "1" / rel).read_text()
     assert _scores(wd)["test_loss"] == _scores(wd, step=1)["test_loss"]
+
+
+def test_benchmark_rewritten_in_place_is_scored_again(run, tmp_path):
+    """A benchmark folder made again at the same path (new audio, new gold.csv) is not the set
+    the record scored: its scores are made again, not kept."""
+    wd = _copy_run(run, tmp_path)
+    bench = tmp_path / "bench"
+    shutil.copytree(run / "bench", bench)
+    res = _eval_step2(run, wd, "--tasks=ssc,swuggy", bench=bench)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = wd / "zeroshot" / "2"
+    before = _submission(out, "mean", "sSC.txt")
+    a, b = bench / "sSC" / "0_story000_correct.wav", bench / "sSC" / "1_story000_incorrect.wav"
+    swap = tmp_path / "swap.wav"
+    shutil.copy(a, swap), shutil.copy(b, a), shutil.copy(swap, b)   # the two endings swapped
+    gold = bench / "lexical" / "dev" / "gold.csv"
+    rows = gold.read_text().splitlines()
+    flipped = [rows[0]] + [r[:-1] + ("0" if r.endswith("1") else "1") for r in rows[1:]]
+    gold.write_text("\n".join(flipped) + "\n")   # the words become the non-words
+    swuggy = {r["metric"]: r["accuracy"] for r in _scores(wd)["tasks"]["swuggy_dev"]
+              ["conventions"]["mean"]}
+    res = _eval_step2(run, wd, "--tasks=ssc,swuggy", bench=bench)
+    assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr[-3000:]
+    after = _submission(out, "mean", "sSC.txt")
+    assert (after[a.stem], after[b.stem]) == (before[b.stem], before[a.stem])
+    flipped_rows = {r["metric"]: r["accuracy"] for r in _scores(wd)["tasks"]["swuggy_dev"]
+                    ["conventions"]["mean"]}
+    assert flipped_rows["all"] == pytest.approx(1 - swuggy["all"])

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import hashlib
 import io
+import json
 import os
 import re
 from collections import defaultdict
@@ -82,6 +85,17 @@ class Benchmark:
     @property
     def errors(self):
         return [p for p in self.problems if p.severity == "error"]
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What its scores depend on besides the model: gold.csv and each file's stamp (size,
+        mtime, ctime; see units_cache.file_stamp), so a set made again at the same path differs."""
+        from slmjax.analysis.zeroshot.units_cache import file_stamp
+        gold = Path(self.directory) / "gold.csv"
+        gold_hash = hashlib.sha256(gold.read_bytes()).hexdigest() if gold.is_file() else None
+        stamps = sorted((stem, file_stamp(path)) for stem, path in self.files.items())
+        blob = json.dumps([gold_hash, stamps])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def scores_block(self):

@@ -136,9 +136,10 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     """What one checkpoint's ``path`` (scores.json) lacks: ``(benches, test_sets, previous)``.
 
     ``previous`` (the record to add to) is None when there is none, or when it was made with other
-    ``asked`` settings (context, compute dtype, tokenizer, checkpoint fingerprint; None: any), as scores made with other
-    settings do not mix. A set counts as scored when the record has it from the same directory,
-    under ``tasks`` (with gold) or ``submission_only`` (without: gold that came since is scored)."""
+    ``asked`` settings (context, compute dtype, tokenizer, checkpoint; None: any), as scores made
+    with other settings do not mix. A set counts as scored when the record has it from the same
+    directory and files (its fingerprint), under ``tasks`` (with gold) or ``submission_only``
+    (without: gold that came since is scored)."""
     try:
         previous = fileio.read_json_object(path) if path.exists() else None
     except (OSError, ValueError, fileio.NotAJSONObject) as e:
@@ -146,7 +147,7 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
         previous = None
     differs = [f"{k} {previous.get(k)}, not {v}" for k, v in asked.items()
                if previous is not None and v is not None and previous.get(k) != v]
-    recorded = {(block, name): Path(t.get("directory", "")).resolve()
+    recorded = {(block, name): (Path(t.get("directory", "")).resolve(), t.get("fingerprint"))
                 for block in ("tasks", "submission_only") if previous is not None
                 for name, t in previous.get(block, {}).items()}
     if differs:
@@ -157,7 +158,8 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     if previous is None or FLAGS.force:
         return benches, test_sets, previous
     return ([b for b in benches
-             if recorded.get((b.scores_block, b.name)) != Path(b.directory).resolve()],
+             if recorded.get((b.scores_block, b.name)) != (Path(b.directory).resolve(),
+                                                           b.fingerprint)],
             {n: d for n, d in test_sets.items() if n not in previous.get("test_loss", {})},
             previous)
 

@@ -45,7 +45,8 @@ def summarize(bench, stems, stats, skipped: dict) -> dict:
     """scores.json entry for one benchmark: every convention's accuracy rows, or for a
     submission-only set (no gold) what was scored (``n_skipped``: stems its submission lacks)."""
     entry = {"task": bench.task, "split": bench.split,
-             "directory": str(Path(bench.directory).resolve()), "n_files": len(stems)}
+             "directory": str(Path(bench.directory).resolve()), "fingerprint": bench.fingerprint,
+             "n_files": len(stems)}
     if bench.submission_only:
         return {**entry, "n_skipped": len(skipped), **_common(bench, stats, skipped)}
     scored = set(stems)
