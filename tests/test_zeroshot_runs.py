@@ -99,3 +99,22 @@ def test_config_that_is_not_a_json_object_is_one_clear_error(tmp_path):
     (tmp_path / "config.json").write_bytes(b'{"data": "\xe9"}')
     with pytest.raises(ZeroShotError, match="run config .*config.json is not valid JSON"):
         runs.run_units(tmp_path)
+
+
+def test_datasets_of_the_same_folder_name_each_get_a_test_loss(tmp_path):
+    """data.path=/x/librispeech/units,/x/librilight/units: two test sets, not one under 'units'."""
+    ident = {"kind": "fake", "k": 20, "centroids_sha256": "0" * 8, "coarse": None}
+    paths = [tmp_path / "librispeech" / "units", tmp_path / "librilight" / "units"]
+    for i, ds in enumerate(paths):
+        write_unit_dataset(str(ds), {"test": [np.array([i, 20])]}, vocab_size=22, tokenizer=ident)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(
+        {"data": {"kind": "units", "path": ",".join(map(str, paths))}}))
+    assert runs.heldout_datasets(runs.run_units(run)) == {
+        "librispeech/units": HeldOutSet(str(paths[0]), "test", 0.01),
+        "librilight/units": HeldOutSet(str(paths[1]), "test", 0.01)}
+    assert runs.test_sets(map(str, [tmp_path / "ds", *paths])) == {
+        "ds": HeldOutSet(str(tmp_path / "ds")),
+        "librispeech/units": HeldOutSet(str(paths[0])),
+        "librilight/units": HeldOutSet(str(paths[1]))}

@@ -20,7 +20,6 @@ from slmjax import fileio, hostalloc, hostdevices
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
 from slmjax.analysis.zeroshot.errors import ZeroShotError
-from slmjax.analysis.zeroshot.testloss import HeldOutSet
 from slmjax.errortext import describe
 
 FLAGS = flags.FLAGS
@@ -195,7 +194,7 @@ def _score_run():
     steps = _select_steps(runs.list_checkpoint_steps(workdir))
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
-                 {Path(p).name: HeldOutSet(p) for p in FLAGS.test_data if p})
+                 runs.test_sets(p for p in FLAGS.test_data if p))
     wanted = _wanted_context(workdir)
     settings = {"context": wanted[0], "compute_dtype": _compute_dtype(runs.model_dtype(workdir)),
                 "tokenizer": units.identity}
@@ -257,7 +256,7 @@ def _score_release():
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
             "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
             "compute_dtype": _compute_dtype(cfg.dtype), "context": context}
-    test_sets = {Path(p).name: HeldOutSet(p) for p in (FLAGS.test_data or []) if p}
+    test_sets = runs.test_sets(p for p in (FLAGS.test_data or []) if p)
     scorer = _make_scorer(cfg, params, tok.pad_id, context)
     scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
                             Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
+from slmjax.analysis.zeroshot.testloss import HeldOutSet
 from slmjax.errortext import describe
 
 
@@ -99,12 +100,31 @@ def heldout_datasets(units: RunUnits) -> dict:
     where a dataset has none, the ``data.holdout`` fraction of its training utterances): the
     natural-speech datasets (as the paper), or, when the run saw only synthetic speech, those
     (marked synthetic in scores.json)."""
-    from slmjax.analysis.zeroshot.testloss import HeldOutSet
     split = str(units.data.get("test_split", "test"))
     holdout = float(units.data.get("holdout", 0.01))
     natural = [p for p, m in units.datasets if not m.get("synthetic", False)]
-    return {p.name: HeldOutSet(str(p), split, holdout)
-            for p in (natural or [p for p, _ in units.datasets])}
+    return {name: HeldOutSet(str(p), split, holdout)
+            for name, p in dataset_names(natural or [p for p, _ in units.datasets]).items()}
+
+
+def test_sets(paths) -> dict:
+    """name -> HeldOutSet of the ``test`` split of each dataset in ``paths`` (--test_data)."""
+    return {name: HeldOutSet(str(p)) for name, p in dataset_names(paths).items()}
+
+
+def dataset_names(paths) -> dict:
+    """name -> path: a dataset's folder name, with as many parent folders as it takes to tell it
+    from the others (``librispeech/units`` and ``librilight/units``, not two ``units``)."""
+    paths = list(dict.fromkeys(Path(p) for p in paths))
+
+    def name(p):
+        for depth in range(1, len(p.parts) + 1):
+            suffix = p.parts[-depth:]
+            if all(q.parts[-depth:] != suffix for q in paths if q != p):
+                return "/".join(suffix)
+        return str(p)
+
+    return {name(p): p for p in paths}
 
 
 def list_checkpoint_steps(workdir) -> list:
