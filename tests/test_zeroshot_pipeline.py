@@ -277,6 +277,19 @@ def test_no_benchmarks_is_one_clear_error(tmp_path):
         bm.discover(tmp_path)
 
 
+def test_tasks_naming_no_set_is_one_clear_error(tmp_path):
+    """--tasks=ssc,storycloze scored sSC alone, silently; --tasks=swugy said no benchmark was
+    found at all."""
+    make_storycloze(tmp_path / "sSC", 1)
+    make_lexical(tmp_path / "lexical" / "dev", [("1", 3, "v1")])
+    assert [b.name for b in bm.discover(tmp_path, ["ssc", "swuggy_dev"])] == ["swuggy_dev", "ssc"]
+    for tasks, unknown in ((["ssc", "storycloze"], "['storycloze']"), (["swugy"], "['swugy']")):
+        with pytest.raises(ZeroShotError) as e:
+            bm.discover(tmp_path, tasks)
+        assert str(e.value) == (f"tasks {unknown} name no benchmark set under {tmp_path}; it "
+                                "holds swuggy_dev (task swuggy), ssc (task ssc)")
+
+
 def _copy_wavs_without_gold(src, dst):
     dst.mkdir(parents=True)
     for wav in src.glob("*.wav"):

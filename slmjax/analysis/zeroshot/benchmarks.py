@@ -338,11 +338,21 @@ def discover(root, tasks=None) -> list:
     for task, d in sorted(_sc_dirs(root).items()):
         benches.append(load_storycloze(d, task))
     if tasks:
-        benches = [b for b in benches if b.task in tasks or b.name in tasks]
+        benches = _asked(benches, tasks, root)
     if not benches:
         raise ZeroShotError(f"no benchmark set found under {root} (expected lexical/, syntactic/, "
                             "sSC/ or tSC/; see BENCHMARKS layout in the README)")
     return benches
+
+
+def _asked(benches: list, tasks, root: Path) -> list:
+    """The sets named by ``tasks`` (a task such as ``sblimp`` or a set such as ``sblimp_dev``); a
+    name that matches none is an error listing what ``root`` holds."""
+    unknown = [t for t in tasks if not any(t in (b.task, b.name) for b in benches)]
+    if unknown:
+        held = ", ".join(f"{b.name} (task {b.task})" for b in benches) or "no benchmark set"
+        raise ZeroShotError(f"tasks {unknown} name no benchmark set under {root}; it holds {held}")
+    return [b for b in benches if b.task in tasks or b.name in tasks]
 
 
 def check_audio_files(bench: Benchmark) -> None:
