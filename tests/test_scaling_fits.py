@@ -1,5 +1,7 @@
 """Fitters against independent references: scipy NNLS, finite differences, exact synthetic laws."""
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import optimize
@@ -135,3 +137,36 @@ def test_reference_table(tmp_path):
     p.write_text("task,slope\nsblimp,0.05\n")
     with pytest.raises(downstream.FitInputError, match="needs columns task,gamma"):
         downstream.read_reference(str(p))
+
+
+def _repeat_objective(lr, N, D, U, L, w, stage1, delta=0.03):
+    """Huber (delta) on log-loss of the data-constrained law, written out from PAPER.md in float64."""
+    E, A, B, al, be = stage1
+    rn, rd = np.exp(lr)
+    G = (al * A / (be * B)) ** (1 / (al + be))
+    U_N = np.minimum(N, G * (G * U) ** (be / al))        # N whose D*(C) is U
+    N_eff = U_N + U_N * rn * (1 - np.exp(-(N / U_N - 1) / rn))
+    D_eff = U + U * rd * (1 - np.exp(-(D / U - 1) / rd))
+    r = np.log(E + A / N_eff ** al + B / D_eff ** be) - np.log(L)
+    return float(np.sum(w * np.where(np.abs(r) <= delta, r * r / 2, delta * (np.abs(r) - delta / 2))))
+
+
+def test_repeat_term_replicates_reach_the_best_minimum():
+    """A replicate started only from the point fit stays on the flat plateau where R*_D sits at its
+    bound (here the point fit's R*_D = 1e4) although R*_D ~ 35 fits that resample better: every
+    replicate must reach the best of a dense multistart L-BFGS-B of the objective written here."""
+    from slmjax.analysis.scaling import fit
+    law = dict(laws.PAPER_LAWS["speech"])
+    t = simulate.simulate_table(law=law, noise=0.02, seed=0, epochs=(2, 4, 8))
+    m, s = t.multi_epoch, ~t.multi_epoch
+    stage1 = vpfit.vp_fit(np.log(t.n_params[s]), np.log(t.tokens[s]), t.test_loss[s]).params[0]
+    data = (t.n_params[m], t.tokens[m], t.unique_tokens[m], t.test_loss[m])
+    point = datacon.repeat_fit(*data, stage1)
+    x0 = [np.log([point["rn"], point["rd"]])]
+    starts = list(itertools.product(np.linspace(np.log(0.05), np.log(1e4), 5), repeat=2))
+    for w in bs.resample_weights(int(m.sum()), 20, seed=0):
+        got = fit._datacon_row((data, 0.03, x0), (stage1, w))
+        f = lambda lr: _repeat_objective(lr, *data, w, stage1)
+        ref = min(optimize.minimize(f, s0, method="L-BFGS-B", bounds=[datacon.LOG_R_BOUNDS] * 2).fun
+                  for s0 in starts)
+        assert f(np.log([got["rn"], got["rd"]])) <= ref * (1 + 1e-6) + 1e-12

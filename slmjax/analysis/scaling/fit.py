@@ -192,7 +192,7 @@ def _datacon_row(common, row):
     p, w = row
     if w.sum() == 0:
         return {"rn": np.nan, "rd": np.nan}
-    return datacon.repeat_fit(*data, p, w=w, delta=delta, starts=x0)
+    return datacon.repeat_fit(*data, p, w=w, delta=delta, extra_starts=x0, n_grid=2)
 
 
 def _down_row(common, w):
