@@ -299,3 +299,16 @@ def test_csv_two_columns_for_one_field_one_clear_line(tmp_path):
     with pytest.raises(FitInputError) as e:
         read_csv(_write(tmp_path, rows))
     assert "'test_loss' and 'loss' both give test_loss" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("scale,what", [(lambda r: 1 / r["tokens"], "per-token FLOPs"),
+                                        (lambda r: 1e-15, "petaFLOPs")])
+def test_flops_column_in_other_units_one_clear_line(tmp_path, scale, what):
+    """The flops column is total training FLOPs (per token x D, at least about 6ND): the same
+    column given as FLOPs per token, or in petaFLOPs, put the runs on a wrong compute axis."""
+    rows = _rows()
+    for r in rows:
+        r["flops"] = r["flops"] * scale(r)
+    with pytest.raises(FitInputError) as e:
+        read_csv(_write(tmp_path, rows))
+    assert "flops" in str(e.value) and "times 6ND" in str(e.value) and "\n" not in str(e.value), what

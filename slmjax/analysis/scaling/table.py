@@ -184,6 +184,7 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
     if np.all(np.isfinite(nonemb)):
         flops["6N_nonemb"] = 6.0 * nonemb * D
     if np.all(np.isfinite(col["flops"])):
+        _check_flops_units(col["flops"] / flops["6N"], ids, source)
         flops["6N_attn"] = col["flops"]
     elif all(np.all(np.isfinite(col[k])) for k in ("n_layers", "dim", "seq_len")):
         # PaLM/MaxText: 6N + 12 L H Q T per token with H Q = dim, causal attention halved.
@@ -206,6 +207,16 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
                            f"{', ...' if len(miss) > 5 else ''}): {use}")
     check_coverage(table, min_sizes, min_budgets)
     return table
+
+
+def _check_flops_units(ratio, ids, source):
+    """Total training FLOPs lie near 6ND (attention adds, a non-embedding 6N takes away, within a few
+    times): a ratio orders of magnitude off is FLOPs per token, or another unit."""
+    bad = np.nonzero((ratio < 0.01) | (ratio > 1e3))[0]
+    if len(bad):
+        i = bad[0]
+        raise FitInputError(f"{source} run {ids[i]}: flops is {ratio[i]:.3g} times 6ND; the column is total "
+                            "training FLOPs (FLOPs per token times D, not per token or in other units)")
 
 
 def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3):
