@@ -187,6 +187,19 @@ def test_relaunching_a_completed_run_changes_nothing(reference, tmp_path):
   assert list_steps(wd) == list_steps(reference)
 
 
+def test_relaunching_a_completed_run_whose_checkpoints_were_deleted_changes_nothing(reference,
+                                                                                   tmp_path):
+  """The checkpoints of a finished run were deleted to free space, then the run was launched
+  again (a requeued job, a script over all runs): its record stays as it is, instead of a
+  retraining from step 0 that first empties metrics.jsonl."""
+  wd = str(tmp_path / "run")
+  _copy_without(reference, wd, 8, 16, 24)
+  before = {f: open(os.path.join(wd, f), "rb").read() for f in ("run.json", "metrics.jsonl")}
+  run(wd)
+  assert {f: open(os.path.join(wd, f), "rb").read() for f in before} == before
+  assert list_steps(wd) == []
+
+
 def test_relaunch_after_a_failed_launch_leaves_no_stale_error(reference, tmp_path):
   """A launch failed (status `failed`, its error recorded); the relaunch completes, and run.json
   reads as the uninterrupted run's: no `error` of the earlier launch beside `completed`."""

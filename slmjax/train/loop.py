@@ -110,7 +110,8 @@ def _completion(final: dict, pipeline) -> dict:
 
 
 def _has_final_eval(workdir: str, primary: bool) -> bool:
-  """Whether run.json already records the final evaluation (decided by process 0 for all)."""
+  """Whether run.json already records the final evaluation, i.e. the run is finished (decided
+  by process 0 for all)."""
   done = primary and read_json(os.path.join(workdir, "run.json"), {}).get(
       "final_test_loss") is not None
   if jax.process_count() > 1:
@@ -134,6 +135,8 @@ def _train(config, workdir: str, locks: list) -> dict:
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
 
+  if _has_final_eval(workdir, primary):  # a finished run launched again: its record stays as it
+    return read_json(os.path.join(workdir, "run.json"), {})  # is, checkpoints kept or not
   ckpts = RunCheckpoints(workdir, config.checkpoint)
   data_iter = pipeline.train_iter()
   restored = ckpts.restore_latest(abstract_train_state(config, mesh), data_iter)
@@ -141,21 +144,16 @@ def _train(config, workdir: str, locks: list) -> dict:
     start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
   else:
     start, state = restored
-  # A relaunch of a finished run killed before it recorded its final evaluation (the last
-  # checkpoint is written before run.json says `completed`) evaluates the restored weights.
-  finished_eval = start >= steps and _has_final_eval(workdir, primary)
   unique = pipeline.unique_tokens
   run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
              epochs=plan["tokens"] / unique, epochs_by_dataset=pipeline.epochs(steps),
              data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
              resumed_from=start or None)
-  if finished_eval:  # a relaunch of a finished run: its record stays as it is
-    ckpts.close()
-    _close(data_iter)
-    return read_json(os.path.join(workdir, "run.json"), {}) if primary else run
   if primary:  # an earlier launch's error does not describe this one
     update_run_json(workdir, drop=("error",), **run, status="running")
   peak, peak_src = _peak(config, model_cfg)
+  # A run killed after its last checkpoint but before run.json recorded the final evaluation
+  # (the checkpoint is written first) evaluates the restored weights.
   if start >= steps:
     try:
       final = _Evaluator(config, mesh, pipeline)(state["params"], final=True)
