@@ -105,3 +105,17 @@ def test_repeat_terms_from_both_first_stages():
     md = report.render(res, {})
     assert "first stage by variable projection: R*_N" in md and "first stage by paper objective: R*_N" in md
     assert "Compute-optimal allocation (paper objective):" in md
+
+
+
+@pytest.mark.parametrize("out", ["taken", "taken/sub"])
+def test_unusable_out_one_clear_line_before_fitting(tmp_path, monkeypatch, out):
+    """--out naming a file (or a folder under one) stopped with a FileExistsError traceback after the
+    whole analysis had run."""
+    csv = str(tmp_path / "runs.csv")
+    simulate.write_csv(simulate.simulate_rows(), csv)
+    (tmp_path / "taken").write_text("x")
+    monkeypatch.setattr(cli, "analyse", lambda *a, **k: pytest.fail("fitted before checking --out"))
+    with pytest.raises(FitInputError) as e:
+        cli.main(csv, str(tmp_path / out), bootstrap=20)
+    assert f"{tmp_path / 'taken'} is not a directory" in str(e.value) and "\n" not in str(e.value)

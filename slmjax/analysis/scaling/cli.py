@@ -75,8 +75,20 @@ def _parse_targets(items):
     return out
 
 
+def _check_out(out):
+    """One clear line, before any fitting, when ``out`` cannot become the output directory."""
+    path = os.path.abspath(out)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise FitInputError(f"--out={out}: {path} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FitInputError(f"--out={out}: {path} is not writable")
+
+
 def main(runs, out, **kw):
     """Run the analysis and write fit.json, the figures and report.md; returns the result dict."""
+    _check_out(out)
     table = read_runs(runs, experiment=kw.pop("experiment", None))
     opt = FitOptions(**kw)
     res, p = analyse(table, opt)
