@@ -295,3 +295,25 @@ def test_benchmark_rewritten_in_place_is_scored_again(run, tmp_path):
     flipped_rows = {r["metric"]: r["accuracy"] for r in _scores(wd)["tasks"]["swuggy_dev"]
                     ["conventions"]["mean"]}
     assert flipped_rows["all"] == pytest.approx(1 - swuggy["all"])
+
+
+def test_bad_test_data_is_refused_before_any_scoring(run, tmp_path):
+    """A --test_data dataset that is missing, lacks a test split or holds other units stopped the
+    step only after every benchmark was scored (no scores.json), or gave a test loss of other
+    units."""
+    from slmjax.data.testing import random_utterances, write_unit_dataset
+    wd = _copy_run(run, tmp_path)
+    rng = np.random.default_rng(3)
+    write_unit_dataset(str(tmp_path / "other"), {"test": random_utterances(4, 18, rng)},
+                       vocab_size=18)   # another tokenizer
+    write_unit_dataset(str(tmp_path / "notest"), {"train": random_utterances(4, 18, rng)},
+                       vocab_size=18, tokenizer=json.loads(
+                           (run / "ds" / "manifest.json").read_text())["tokenizer"])
+    for ds, why in (("missing", "is not a unit dataset (no manifest.json)"),
+                    ("notest", "has no 'test' split (splits: ['train'])"),
+                    ("other", "was encoded with tokenizer {'kind': 'test'")):
+        res = _eval_step2(run, wd, f"--test_data={tmp_path / ds}")
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+        errors = [ln for ln in res.stderr.splitlines() if "slmjax-eval: error" in ln]
+        assert len(errors) == 1 and why in errors[0], res.stderr[-3000:]
+        assert "scoring" not in res.stderr and not (wd / "zeroshot").exists()

@@ -213,6 +213,8 @@ def _score_run():
     if not todo:
         return
     tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
+    runs.check_test_sets({n: t for _, tests, *_ in todo.values() for n, t in tests.items()},
+                         tok.identity)
     needed = {b.name for sets, *_ in todo.values() for b in sets}
     encoded = _encode_all([b for b in benches if b.name in needed], tok, tok.identity)
     scorer = None
@@ -251,12 +253,13 @@ def _score_release():
     tok = runs.load_run_tokenizer(runs.RunUnits(None, None, None, None, None, []), FLAGS.tokenizer)
     _check_vocab(cfg, tok, FLAGS.release_checkpoint)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
+    test_sets = runs.test_sets(p for p in (FLAGS.test_data or []) if p)
+    runs.check_test_sets(test_sets, tok.identity)
     encoded = _encode_all(benches, tok, tok.identity)
     context = _resolve_context(_wanted_context(), cfg)
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
             "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
             "compute_dtype": _compute_dtype(cfg.dtype), "context": context}
-    test_sets = runs.test_sets(p for p in (FLAGS.test_data or []) if p)
     scorer = _make_scorer(cfg, params, tok.pad_id, context)
     scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
                             Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)

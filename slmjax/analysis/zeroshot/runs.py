@@ -107,6 +107,14 @@ def heldout_datasets(units: RunUnits) -> dict:
             for name, p in dataset_names(natural or [p for p, _ in units.datasets]).items()}
 
 
+def check_test_sets(test_sets: dict, tokenizer: dict) -> None:
+    """Refuse, before any scoring, a test set that cannot give a test loss of ``tokenizer``'s
+    units (see testloss.read_manifest)."""
+    from slmjax.analysis.zeroshot.testloss import read_manifest
+    for t in test_sets.values():
+        read_manifest(t.path, t.split, t.holdout, tokenizer)
+
+
 def test_sets(paths) -> dict:
     """name -> HeldOutSet of the ``test`` split of each dataset in ``paths`` (--test_data)."""
     return {name: HeldOutSet(str(p)) for name, p in dataset_names(paths).items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +20,33 @@ class HeldOutSet:
     holdout: float | None = None
 
 
+def read_manifest(dataset_dir, split: str = "test", holdout: float | None = None,
+                  tokenizer: dict | None = None) -> dict:
+    """The manifest of a unit dataset that has ``split`` (or, with ``holdout``, a training split
+    to take it from) and, when given, was encoded with ``tokenizer``; else one ZeroShotError."""
+    from slmjax.analysis.zeroshot.runs import read_json
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "manifest.json").is_file():
+        raise ZeroShotError(f"{dataset_dir} is not a unit dataset (no manifest.json)")
+    manifest = read_json(dataset_dir / "manifest.json", "unit dataset manifest")
+    manifest.setdefault("splits", {})
+    if split not in manifest["splits"] and holdout is None:
+        raise ZeroShotError(f"{dataset_dir} has no {split!r} split "
+                            f"(splits: {sorted(manifest['splits'])})")
+    if tokenizer is not None and manifest.get("tokenizer") != tokenizer:
+        raise ZeroShotError(f"{dataset_dir} was encoded with tokenizer {manifest.get('tokenizer')}, "
+                            f"not with this run's {tokenizer}: no test loss of other units")
+    return manifest
+
+
 def read_split(dataset_dir, split: str = "test", holdout: float | None = None) -> tuple[list, dict]:
     """Records of one split as int32 arrays (each ends with EOS), and the manifest (see
     HeldOutSet for ``holdout``)."""
     from array_record.python.array_record_module import ArrayRecordReader
     dataset_dir = Path(dataset_dir)
-    manifest_path = dataset_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise ZeroShotError(f"{dataset_dir} is not a unit dataset (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    if split not in manifest.get("splits", {}) and holdout is not None:
+    manifest = read_manifest(dataset_dir, split, holdout)
+    if split not in manifest["splits"]:
         return _held_out_of_train(dataset_dir, split, holdout), manifest
-    if split not in manifest.get("splits", {}):
-        raise ZeroShotError(f"{dataset_dir} has no {split!r} split "
-                            f"(splits: {sorted(manifest.get('splits', {}))})")
     dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
     records = []
     for shard in manifest["splits"][split]["shards"]:
@@ -72,7 +84,7 @@ def heldout_loss(scorer, dataset_dir, split: str = "test", window: int | None = 
     predicted token of the split's stream, scored in windows of the model context (as training sees
     the data). ``holdout``: see HeldOutSet."""
     records, manifest = read_split(dataset_dir, split, holdout)
-    held = split not in manifest.get("splits", {})
+    held = split not in manifest["splits"]
     windows = stream_windows(records, window or scorer.max_len)
     if not windows:
         raise ZeroShotError(f"{dataset_dir} split {split!r} is empty")
