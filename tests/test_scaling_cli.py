@@ -119,3 +119,13 @@ def test_unusable_out_one_clear_line_before_fitting(tmp_path, monkeypatch, out):
     with pytest.raises(FitInputError) as e:
         cli.main(csv, str(tmp_path / out), bootstrap=20)
     assert f"{tmp_path / 'taken'} is not a directory" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreadable_reference_one_clear_line_before_fitting(tmp_path, monkeypatch):
+    """A mistyped --reference path stopped the run only once the downstream stage (after every
+    Approach 3 bootstrap) or the plots read it."""
+    t = build_table(simulate.simulate_rows(tasks={"sblimp": (0.7, 3.0, 2.6)}), "sim")
+    monkeypatch.setattr(fit.vpfit, "vp_fit", lambda *a, **k: pytest.fail("fitted before reading --reference"))
+    missing = str(tmp_path / "nope.csv")
+    with pytest.raises(FitInputError, match="nope.csv: reference table not readable"):
+        analyse(t, FitOptions(bootstrap=20, reference=missing))

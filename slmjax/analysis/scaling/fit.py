@@ -69,6 +69,7 @@ def analyse(table: RunTable, opt: FitOptions):
     t0 = time.perf_counter()
     opt.validate()
     opt = dataclasses.replace(opt, target_acc=_target_fractions(opt.target_acc, table.acc))
+    ref = downstream.read_reference(opt.reference)   # a bad path stops here, not after the fits
     workers = opt.workers or bs.default_workers()
     if opt.flops not in table.flops:
         raise FitInputError(f"--flops={opt.flops} unavailable (table has {', '.join(table.flops)})")
@@ -157,7 +158,7 @@ def analyse(table: RunTable, opt: FitOptions):
 
     # Downstream.
     t = time.perf_counter()
-    res["downstream"], plots["downstream"] = _downstream(table, L_all, C_all, W_all, opt, workers)
+    res["downstream"], plots["downstream"] = _downstream(table, L_all, C_all, W_all, opt, workers, ref)
     timing["downstream_s"] = time.perf_counter() - t
 
     # Held-out validation and diagnostics.
@@ -200,8 +201,7 @@ def _down_row(common, w):
     return downstream.task_fit(L, C, a, n, w, sig=sig, x0=x0)[0]
 
 
-def _downstream(table, L, C, W, opt, workers):
-    ref = downstream.read_reference(opt.reference)
+def _downstream(table, L, C, W, opt, workers, ref):
     out, plots = {}, {}
     for task, (acc, n) in table.acc.items():
         if np.isfinite(acc).sum() < 3:
