@@ -129,3 +129,17 @@ def test_unreadable_reference_one_clear_line_before_fitting(tmp_path, monkeypatc
     missing = str(tmp_path / "nope.csv")
     with pytest.raises(FitInputError, match="nope.csv: reference table not readable"):
         analyse(t, FitOptions(bootstrap=20, reference=missing))
+
+
+def test_figures_of_an_earlier_analysis_do_not_survive(tmp_path):
+    """Writing into an --out used before: a figure this table does not support (no accuracy column,
+    so no downstream plots) must not be left there from the earlier table."""
+    from slmjax.analysis.scaling import plots
+    stale = [tmp_path / "downstream_vs_loss.png", tmp_path / "downstream_vs_compute.png"]
+    for f in stale:
+        f.write_bytes(b"earlier analysis")
+    t = build_table(simulate.simulate_rows(noise=0.01), "sim")
+    _, p = analyse(t, FitOptions(bootstrap=20, huber_bootstrap=0, n_refine=1, workers=1))
+    made = plots.write_all(p, str(tmp_path), {})
+    assert "downstream_vs_loss" not in made and not any(f.exists() for f in stale)
+    assert sorted(os.listdir(tmp_path)) == sorted(made.values())

@@ -188,10 +188,15 @@ def bootstrap_scatter(p, out):
 
 
 def write_all(p, out, ref_gamma):
-    """Write every figure the data supports; returns {figure: file name}."""
+    """Write every figure the data supports; returns {figure: file name}. A figure it does not
+    support is removed, so none is left in ``out`` from an earlier analysis."""
     os.makedirs(out, exist_ok=True)
     made = {"loss_vs_compute": loss_vs_compute(p, out), "isoflop": isoflop_curves(p, out),
             "allocation": allocation(p, out), "downstream_vs_loss": downstream_vs_loss(p, out),
             "downstream_vs_compute": downstream_vs_compute(p, out, ref_gamma),
             "residuals": residuals(p, out), "bootstrap": bootstrap_scatter(p, out)}
+    for name, file in made.items():
+        stale = os.path.join(out, f"{name}.png")
+        if not file and os.path.exists(stale):
+            os.remove(stale)
     return {k: v for k, v in made.items() if v}
