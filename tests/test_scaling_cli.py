@@ -143,3 +143,18 @@ def test_figures_of_an_earlier_analysis_do_not_survive(tmp_path):
     made = plots.write_all(p, str(tmp_path), {})
     assert "downstream_vs_loss" not in made and not any(f.exists() for f in stale)
     assert sorted(os.listdir(tmp_path)) == sorted(made.values())
+
+
+def test_allocation_band_is_labelled_with_the_interval_level(tmp_path, monkeypatch):
+    from slmjax.analysis.scaling import plots
+    labels = {}
+
+    def keep_labels(fig, out, name):
+        labels[name] = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        return name
+
+    monkeypatch.setattr(plots, "_save", keep_labels)
+    t = build_table(simulate.simulate_rows(noise=0.01), "sim")
+    _, p = analyse(t, FitOptions(bootstrap=20, huber_bootstrap=0, n_refine=1, workers=1, level=0.8))
+    plots.allocation(p, str(tmp_path))
+    assert "80% bootstrap band" in labels["allocation.png"] and "95% bootstrap band" not in labels["allocation.png"]

@@ -111,7 +111,7 @@ def analyse(table: RunTable, opt: FitOptions):
                   "top_starts": [[f, p.tolist()] for f, p in hub.top]},
     }}
     plots = {"L_all": L_all, "C_all": C_all, "N": N, "D": D, "L": L, "C": C, "C6": C6, "C_grid": C_grid,
-             "flops": opt.flops,
+             "flops": opt.flops, "level": opt.level,
              "vp_params": vp.params[0], "vp_boot": vp_boot, "hub_params": hub.params,
              "bands": approach3.bands(vp.params[0], vp_boot, C_grid, opt.level)}
 
