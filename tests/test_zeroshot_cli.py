@@ -317,3 +317,21 @@ def test_bad_test_data_is_refused_before_any_scoring(run, tmp_path):
         errors = [ln for ln in res.stderr.splitlines() if "slmjax-eval: error" in ln]
         assert len(errors) == 1 and why in errors[0], res.stderr[-3000:]
         assert "scoring" not in res.stderr and not (wd / "zeroshot").exists()
+
+
+def test_other_test_data_of_the_same_name_is_not_taken_for_the_first(run, tmp_path):
+    """The run's own held-out 'ds', then --test_data=OTHER/ds (same tokenizer, other units): the
+    second test loss is of OTHER/ds, not the first one's kept."""
+    from slmjax.data.testing import random_utterances, write_unit_dataset
+    wd = _copy_run(run, tmp_path)
+    res = _eval_step2(run, wd, "--tasks=ssc")
+    assert res.returncode == 0, res.stderr[-3000:]
+    first = _scores(wd)["test_loss"]["ds"]
+    utts = random_utterances(6, 18, np.random.default_rng(7))
+    write_unit_dataset(str(tmp_path / "other" / "ds"), {"test": utts}, vocab_size=18,
+                       tokenizer=json.loads((run / "ds" / "manifest.json").read_text())["tokenizer"])
+    res = _eval_step2(run, wd, "--tasks=ssc", f"--test_data={tmp_path / 'other' / 'ds'}")
+    assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr[-3000:]
+    got = _scores(wd)["test_loss"]["ds"]
+    assert got["n_utterances"] == 6 and got["n_tokens"] == sum(len(u) for u in utts) - 1
+    assert got["n_tokens"] != first["n_tokens"]

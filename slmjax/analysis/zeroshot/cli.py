@@ -138,7 +138,7 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     ``asked`` settings (context, compute dtype, tokenizer, checkpoint; None: any), as scores made
     with other settings do not mix. A set counts as scored when the record has it from the same
     directory and files (its fingerprint), under ``tasks`` (with gold) or ``submission_only``
-    (without: gold that came since is scored)."""
+    (without: gold that came since is scored); a test loss, when it has it of the same dataset."""
     try:
         previous = fileio.read_json_object(path) if path.exists() else None
     except (OSError, ValueError, fileio.NotAJSONObject) as e:
@@ -159,8 +159,15 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     return ([b for b in benches
              if recorded.get((b.scores_block, b.name)) != (Path(b.directory).resolve(),
                                                            b.fingerprint)],
-            {n: d for n, d in test_sets.items() if n not in previous.get("test_loss", {})},
+            {n: t for n, t in test_sets.items() if not _has_test_loss(previous, n, t)},
             previous)
+
+
+def _has_test_loss(previous: dict, name: str, test_set) -> bool:
+    """Whether ``previous`` holds the test loss ``name`` of the same dataset (not one of another
+    dataset with the same name)."""
+    entry = previous.get("test_loss", {}).get(name, {})
+    return entry.get("dataset") == str(Path(test_set.path).resolve())
 
 
 def _check_vocab(cfg, tok, where):

@@ -80,7 +80,7 @@ def stream_windows(records, window: int) -> list:
 
 def heldout_loss(scorer, dataset_dir, split: str = "test", window: int | None = None,
                  holdout: float | None = None) -> dict:
-    """``{"nll_per_unit", "n_tokens", "n_utterances", "synthetic", "split"}``: mean NLL over every
+    """``{"nll_per_unit", "n_tokens", "n_utterances", "dataset", "synthetic", "split"}``: mean NLL over every
     predicted token of the split's stream, scored in windows of the model context (as training sees
     the data). ``holdout``: see HeldOutSet."""
     records, manifest = read_split(dataset_dir, split, holdout)
@@ -92,5 +92,6 @@ def heldout_loss(scorer, dataset_dir, split: str = "test", window: int | None = 
     total = float(np.sum(stats.body_logprob + stats.last_logprob))
     n = int(np.sum(stats.n_targets))
     return {"nll_per_unit": -total / n, "n_tokens": n, "n_utterances": len(records),
+            "dataset": str(Path(dataset_dir).resolve()),
             "synthetic": bool(manifest.get("synthetic", False)),
             "split": f"{split} (held out of train, {holdout:g})" if held else split}
