@@ -119,8 +119,8 @@ def vp_fit(logN, logD, L, weights=None, grid=ALPHA_GRID, zooms=5, zoom_points=7,
         h = step
         for _ in range(zooms):
             off = np.linspace(-h, h, zoom_points)
-            ag = np.clip(a[:, None] + off[None], 1e-4, grid[1])
-            bg = np.clip(b[:, None] + off[None], 1e-4, grid[1])
+            ag = np.clip(a[:, None] + off[None], grid[0], grid[1])
+            bg = np.clip(b[:, None] + off[None], grid[0], grid[1])
             s, _ = _nnls3(_stats(_powers(xn, ag), _powers(xd, bg), w, L))
             k = s.reshape(R, -1).argmin(1)
             ja, jb = np.unravel_index(k, s.shape[1:])
@@ -134,7 +134,7 @@ def vp_fit(logN, logD, L, weights=None, grid=ALPHA_GRID, zooms=5, zoom_points=7,
     res = VPResult(np.concatenate(out_p), np.concatenate(out_s), np.concatenate(out_g),
                    (alphas, betas), sse_grid)
     if polish and W.shape[0] == 1:
-        res = _polish(res, logN, logD, L, W[0], grid[1])
+        res = _polish(res, logN, logD, L, W[0], grid[:2])
     return res
 
 
@@ -147,9 +147,10 @@ def projected(ab, logN, logD, L, w):
     return float(s[0, 0, 0]), E, A * np.exp(ab[0] * cN), B * np.exp(ab[1] * cD)
 
 
-def _polish(res, logN, logD, L, w, hi):
+def _polish(res, logN, logD, L, w, bounds):
     x0 = res.params[0, 3:5]
-    f = lambda ab: projected(ab, logN, logD, L, w)[0] if np.all((ab > 0) & (ab <= hi)) else np.inf
+    lo, hi = bounds
+    f = lambda ab: projected(ab, logN, logD, L, w)[0] if np.all((ab >= lo) & (ab <= hi)) else np.inf
     opt = optimize.minimize(f, x0, method="Nelder-Mead",
                             options=dict(xatol=1e-7, fatol=1e-14 * max(res.sse[0], 1e-300), maxiter=2000))
     if opt.fun < res.sse[0]:
