@@ -312,3 +312,15 @@ def test_flops_column_in_other_units_one_clear_line(tmp_path, scale, what):
     with pytest.raises(FitInputError) as e:
         read_csv(_write(tmp_path, rows))
     assert "flops" in str(e.value) and "times 6ND" in str(e.value) and "\n" not in str(e.value), what
+
+
+def test_sweep_root_two_workdirs_with_one_run_id_named(tmp_path):
+    """A copied workdir keeps the run_id in its run.json: the error names both workdirs, not 'rows'
+    of a table the user never wrote."""
+    _grid(tmp_path)
+    (tmp_path / "r1_copy").mkdir()
+    (tmp_path / "r1_copy" / "run.json").write_text((tmp_path / "r1" / "run.json").read_text())
+    with pytest.raises(FitInputError) as e:
+        read_sweep(str(tmp_path))
+    msg = str(e.value)
+    assert "run_id 'r1'" in msg and "workdirs r1 and r1_copy" in msg and "rows" not in msg and "\n" not in msg

@@ -87,6 +87,7 @@ def read_sweep(root: str, **kw) -> RunTable:
     source = os.path.basename(os.path.normpath(root))
     rows, excluded, notes = [], [], []
     eval_tokens = {}   # run id -> held-out tokens of its final test loss
+    workdir_of = {}    # run id -> workdir name
     for name in sorted(os.listdir(root)):
         wd = os.path.join(root, name)
         rj = os.path.join(wd, "run.json")
@@ -101,6 +102,10 @@ def read_sweep(root: str, **kw) -> RunTable:
         if status != "completed":
             excluded.append((rid, f"status {status}"))
             continue
+        if rid in workdir_of:
+            raise FitInputError(f"{source}: run_id {rid!r} completed in workdirs {workdir_of[rid]} and {name}; "
+                                "remove the copy or give it its own run_id")
+        workdir_of[rid] = name
         where = f"{source} run {rid}"
         num = lambda key: _field(run, key, "run.json ", where)
         seen, last_loss = _last_metrics(os.path.join(wd, "metrics.jsonl"), where)
