@@ -89,7 +89,9 @@ def _tone(path, freq, seconds=0.25):
     soundfile.write(str(path), wave.astype(np.float32), 16000)
 
 
-def test_cli_release_checkpoint(tmp_path, params):
+def _release_eval(tmp_path, params):
+    """A release checkpoint of ``params``, an MFCC tokenizer and four tiny sets: (command, env,
+    tokenizer, wavs)."""
     tok = _fit_tokenizer(tmp_path / "tok")
     ckpt = tmp_path / "release"
     slmjax.model.save_release_checkpoint(str(ckpt), CFG, params)
@@ -107,6 +109,11 @@ def test_cli_release_checkpoint(tmp_path, params):
            f"--benchmarks={root}",
            f"--release_checkpoint={ckpt}", f"--tokenizer={tmp_path / 'tok'}",
            f"--out={tmp_path / 'out'}", f"--units_cache={tmp_path / 'cache'}"]
+    return cmd, env, tok, wavs
+
+
+def test_cli_release_checkpoint(tmp_path, params):
+    cmd, env, tok, wavs = _release_eval(tmp_path, params)
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     out = tmp_path / "out" / "zeroshot" / "release"
@@ -125,6 +132,23 @@ def test_cli_release_checkpoint(tmp_path, params):
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "slmjax-eval: error: cannot load tokenizer" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_release_scored_task_by_task_keeps_every_task(tmp_path, params):
+    """--tasks=ssc, then --tasks=tsc: one scores.json with both (the second call rewrote it with
+    tsc alone while sSC's submission files stayed); a third call has nothing left to score."""
+    cmd, env, _, _ = _release_eval(tmp_path, params)
+    out = tmp_path / "out" / "zeroshot" / "release"
+    runs = [subprocess.run(cmd + [f"--tasks={task}"], capture_output=True, text=True, env=env,
+                           timeout=300) for task in ("ssc", "tsc")]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["tasks"]) == {"ssc", "tsc"} and set(scores["headline"]) == {"ssc", "tsc"}
+    assert "tsc" in runs[1].stderr and "scoring ['tsc'] into" in runs[1].stderr
+    again = subprocess.run(cmd + ["--tasks=ssc,tsc"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert again.returncode == 0 and "already scored" in again.stderr, again.stderr[-2000:]
+    assert json.loads((out / "scores.json").read_text())["tasks"] == scores["tasks"]
 
 
 def test_mean_convention_is_the_papers(params):

@@ -163,6 +163,19 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
             previous)
 
 
+def _left_to_score(what: str, path: Path, asked: dict, benches: list, test_sets: dict):
+    """:func:`_still_to_score`, said in the log; None when ``what`` (``step 2``, ``release
+    checkpoint``) has nothing left to score."""
+    sets, tests, previous = _still_to_score(path, asked, benches, test_sets)
+    if not sets and not tests:
+        logging.warning("%s already scored (%s); --force to redo", what, path)
+        return None
+    if previous is not None:
+        logging.warning("%s: scoring %s into %s", what, [b.name for b in sets] + [
+            f"test loss {n}" for n in tests], path)
+    return sets, tests, previous
+
+
 def _has_test_loss(previous: dict, name: str, test_set) -> bool:
     """Whether ``previous`` holds the test loss ``name`` of the same dataset (not one of another
     dataset with the same name)."""
@@ -209,14 +222,9 @@ def _score_run():
     for s in steps:
         path = workdir / "zeroshot" / str(s) / "scores.json"
         asked = {**settings, "checkpoint": runs.checkpoint_fingerprint(workdir, s)}
-        sets, tests, previous = _still_to_score(path, asked, benches, test_sets)
-        if not sets and not tests:
-            logging.warning("step %d already scored (%s); --force to redo", s, path)
-            continue
-        if previous is not None:
-            logging.warning("step %d: scoring %s into %s", s, [b.name for b in sets] + [
-                f"test loss {n}" for n in tests], path)
-        todo[s] = sets, tests, previous, asked["checkpoint"]
+        left = _left_to_score(f"step {s}", path, asked, benches, test_sets)
+        if left is not None:
+            todo[s] = *left, asked["checkpoint"]
     if not todo:
         return
     tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
@@ -260,16 +268,21 @@ def _score_release():
     tok = runs.load_run_tokenizer(runs.RunUnits(None, None, None, None, None, []), FLAGS.tokenizer)
     _check_vocab(cfg, tok, FLAGS.release_checkpoint)
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
-    test_sets = runs.test_sets(p for p in (FLAGS.test_data or []) if p)
-    runs.check_test_sets(test_sets, tok.identity)
-    encoded = _encode_all(benches, tok, tok.identity)
     context = _resolve_context(_wanted_context(), cfg)
+    out = Path(FLAGS.out) / "zeroshot" / "release"
+    asked = {"context": context, "compute_dtype": _compute_dtype(cfg.dtype),
+             "tokenizer": tok.identity, "checkpoint": runs.release_fingerprint(path)}
+    left = _left_to_score("release checkpoint", out / "scores.json", asked, benches,
+                          runs.test_sets(p for p in (FLAGS.test_data or []) if p))
+    if left is None:
+        return
+    sets, test_sets, previous = left
+    runs.check_test_sets(test_sets, tok.identity)
+    encoded = _encode_all(sets, tok, tok.identity)
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
-            "source": "release checkpoint", "tokenizer": tok.identity, "batching": FLAGS.batching,
-            "compute_dtype": _compute_dtype(cfg.dtype), "context": context}
+            "source": "release checkpoint", "batching": FLAGS.batching, **asked}
     scorer = _make_scorer(cfg, params, tok.pad_id, context)
-    scores = evaluate_model(scorer, benches, encoded, tok.eos_id,
-                            Path(FLAGS.out) / "zeroshot" / "release", meta, test_sets)
+    scores = evaluate_model(scorer, sets, encoded, tok.eos_id, out, meta, test_sets, previous)
     print(json.dumps({k: round(v["accuracy"], 4) for k, v in scores["headline"].items()}))
 
 

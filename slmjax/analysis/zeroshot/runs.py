@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 from slmjax import fileio
@@ -150,6 +151,17 @@ def checkpoint_fingerprint(workdir, step) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     except OSError:
         return None
+
+
+def release_fingerprint(path) -> str:
+    """What tells one release checkpoint (a file, or a directory of files) from another at the
+    same path: each file's name and stamp (size, mtime, ctime; see units_cache.file_stamp)."""
+    from slmjax.analysis.zeroshot.units_cache import file_stamp
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    blob = json.dumps([(str(f.relative_to(path)) if f != path else "", file_stamp(f))
+                       for f in files])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def restore(workdir, step):
