@@ -35,6 +35,27 @@ def test_csv_roundtrip_columns(tmp_path):
     assert np.all((acc > 0.4) & (acc < 0.8)) and np.all(n == 2000)
 
 
+def test_runs_csv_written_by_the_fit_reads_back_with_its_attention_flops(tmp_path):
+    """slmjax-fit writes runs.csv with C_6N, C_6N_nonemb, C_6N_attn: fitting that file again keeps
+    the attention FLOPs (C_6N_attn was not read as the flops column)."""
+    t = read_csv(_write(tmp_path, _rows()))
+    again = read_csv(_write(tmp_path, t.rows(), name="again.csv"))
+    assert set(again.flops) == {"6N", "6N_nonemb", "6N_attn"}
+    np.testing.assert_allclose(again.flops["6N_attn"], t.flops["6N_attn"], rtol=1e-12)
+
+
+def test_a_c_column_of_6nd_is_not_taken_for_attention_flops(tmp_path):
+    """Papers' tables give C = 6ND: such a column holds no attention term, so --flops=6N_attn must
+    not fit on it as if it did (it falls back to n_layers, dim and seq_len, or is absent)."""
+    rows = _rows()
+    for r in rows:
+        r.pop("flops"), r.pop("n_layers", None), r.pop("dim", None), r.pop("seq_len", None)
+        r["C"] = 6.0 * float(r["n_params"]) * float(r["tokens"])
+    t = read_csv(_write(tmp_path, rows))
+    assert "6N_attn" not in t.flops
+    assert any("6ND" in n for n in t.notes), t.notes
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda r: r[3].update(test_loss="nan"), "test_loss is NaN"),
     (lambda r: r[5].update(tokens=-1e9), "tokens is -1e+09"),

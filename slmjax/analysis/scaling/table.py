@@ -25,7 +25,7 @@ from slmjax.analysis.scaling.errors import FitInputError
 
 REQUIRED = ("n_params", "tokens", "test_loss")
 ALIASES = {"params": "n_params", "n": "n_params", "loss": "test_loss", "d": "tokens",
-           "run": "run_id", "name": "run_id", "flops_6n_attn": "flops", "c": "flops"}
+           "run": "run_id", "name": "run_id", "flops_6n_attn": "flops", "c_6n_attn": "flops", "c": "flops"}
 OPTIONAL_NUMERIC = ("n_params_nonemb", "unique_tokens", "flops", "budget", "tokens_seen",
                     "n_layers", "dim", "seq_len")
 
@@ -183,8 +183,14 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
     flops = {"6N": 6.0 * N * D}
     if np.all(np.isfinite(nonemb)):
         flops["6N_nonemb"] = 6.0 * nonemb * D
-    if np.all(np.isfinite(col["flops"])):
+    given = np.all(np.isfinite(col["flops"]))
+    if given:
         _check_flops_units(col["flops"] / flops["6N"], ids, source)
+    if given and np.allclose(col["flops"], flops["6N"], rtol=1e-6, atol=0):
+        notes.append("the flops column equals 6ND (no attention term): the 6N_attn convention is "
+                     "taken from n_layers, dim and seq_len when given")
+        given = False
+    if given:
         flops["6N_attn"] = col["flops"]
     elif all(np.all(np.isfinite(col[k])) for k in ("n_layers", "dim", "seq_len")):
         # PaLM/MaxText: 6N + 12 L H Q T per token with H Q = dim, causal attention halved.
