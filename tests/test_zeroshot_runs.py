@@ -118,3 +118,15 @@ def test_datasets_of_the_same_folder_name_each_get_a_test_loss(tmp_path):
         "ds": HeldOutSet(str(tmp_path / "ds")),
         "librispeech/units": HeldOutSet(str(paths[0])),
         "librilight/units": HeldOutSet(str(paths[1]))}
+
+
+@pytest.mark.parametrize("key", ["tokenizer", "eos_id"])
+def test_manifest_without_a_field_is_one_clear_error(tmp_path, key):
+    run, _ = _run(tmp_path)
+    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    del m[key]
+    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ZeroShotError) as e:
+        runs.run_units(run)
+    assert str(e.value) == (f"unit dataset manifest {tmp_path / 'ds' / 'manifest.json'} lacks "
+                            f"{key!r}: not a dataset written by slmjax-units")

@@ -41,6 +41,16 @@ def read_json(path: Path, what: str) -> dict:
         raise ZeroShotError(f"{what} {path} is not a JSON object (a {e.kind})") from None
 
 
+def _read_manifest(path: Path) -> dict:
+    """A unit dataset's manifest.json, with the fields scoring needs (else one ZeroShotError)."""
+    manifest = read_json(path, "unit dataset manifest")
+    for key in ("tokenizer", "vocab_size", "eos_id", "pad_id"):
+        if key not in manifest:
+            raise ZeroShotError(f"unit dataset manifest {path} lacks {key!r}: not a dataset "
+                                "written by slmjax-units")
+    return manifest
+
+
 def run_units(workdir) -> RunUnits:
     """The tokenizer a run's data were made with (from ``config.json`` -> ``data.path`` manifests)."""
     workdir = Path(workdir)
@@ -53,7 +63,7 @@ def run_units(workdir) -> RunUnits:
         path = Path(raw.strip())
         if not path.is_absolute() and not path.exists():
             path = workdir / path
-        datasets.append((path, read_json(path / "manifest.json", "unit dataset manifest")))
+        datasets.append((path, _read_manifest(path / "manifest.json")))
     first_path, first = datasets[0]
     for path, m in datasets[1:]:
         if m["tokenizer"] != first["tokenizer"]:
