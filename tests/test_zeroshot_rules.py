@@ -51,6 +51,18 @@ def test_swuggy_all_in_vocab_bands(tmp_path, shuffle):
         assert any("file-order pairing" in p.what for p in bench.problems)
 
 
+def test_each_row_has_the_tie_rate_of_its_own_pairs(tmp_path):
+    """The one tie of SWUGGY_ITEMS is an oov pair: 1 of 7 pairs in "all", 1 of the 2 oov pairs,
+    none of the 5 in-vocabulary ones (every row said 1/7)."""
+    make_lexical(tmp_path / "lexical" / "dev", SWUGGY_ITEMS)
+    (bench,) = benchmarks.discover(tmp_path)
+    scores = _scores_from_outcomes(bench, lambda p: SWUGGY_OUTCOME[(p.item[0], p.voice)])
+    r = _rows(rules.aggregate("swuggy", bench.pairs, scores))
+    assert {m: row["tie_rate"] for m, row in r.items()} == pytest.approx({
+        "all": 1 / 7, "in_vocab": 0.0, "frequency/oov": 0.5, "frequency/1-5": 0.0,
+        "frequency/21-100": 0.0, "frequency/>100": 0.0})
+
+
 def test_swuggy_frequency_bands_cut_where_the_official_script_cuts(tmp_path):
     # ZeroSpeech 2021's lexical.py: pandas.cut(frequency, [0, 1, 5, 20, 100, inf], right=False,
     # labels=['oov', '1-5', '6-20', '21-100', '>100']): a word seen 5 times falls in "6-20".

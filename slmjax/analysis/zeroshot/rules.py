@@ -12,7 +12,7 @@ no items has accuracy, ci95 and tie_rate None (null in scores.json, which has no
 
 from __future__ import annotations
 
-from collections import defaultdict
+import dataclasses
 
 import numpy as np
 
@@ -32,16 +32,27 @@ def pair_outcomes(pairs, scores) -> np.ndarray:
     return (pos > neg) + 0.5 * (pos == neg)
 
 
-def item_means(pairs, outcomes):
-    """Mean outcome over voices per item: (items in first-seen order, means, first pair per item)."""
-    sums, counts, first = {}, defaultdict(int), {}
-    for p, o in zip(pairs, outcomes):
-        if p.item not in sums:
-            sums[p.item], first[p.item] = 0.0, p
-        sums[p.item] += o
-        counts[p.item] += 1
-    items = list(sums)
-    return items, np.array([sums[i] / counts[i] for i in items]), [first[i] for i in items]
+@dataclasses.dataclass
+class Items:
+    """Per item, in first-seen order: mean outcome over its voices, its ties and pairs, and its
+    first pair (which carries the item's type and frequency)."""
+    means: np.ndarray
+    ties: np.ndarray
+    n_pairs: np.ndarray
+    first: list
+
+
+def items_of(pairs, scores) -> Items:
+    """Pair outcomes (see :func:`pair_outcomes`) gathered by item."""
+    out = pair_outcomes(pairs, scores)
+    first = {}
+    for p in pairs:
+        first.setdefault(p.item, p)
+    index = {item: i for i, item in enumerate(first)}
+    idx = np.array([index[p.item] for p in pairs], np.int64)
+    n_pairs = np.bincount(idx, minlength=len(index))
+    return Items(np.bincount(idx, out, len(index)) / np.maximum(n_pairs, 1),
+                 np.bincount(idx, out == 0.5, len(index)), n_pairs, list(first.values()))
 
 
 def _interval(stat, values, groups=None, seed=0):
@@ -69,43 +80,46 @@ def _macro(values, groups):
     return float(np.mean([values[groups == g].mean() for g in np.unique(groups)]))
 
 
-def _row(metric, values, stat=_mean, groups=None, **extra):
+def _row(metric, items: Items, sel=None, stat=_mean, groups=None, **extra):
+    """One metric over the items ``sel`` (all when None; ``groups``: per item, for the macro
+    mean); its tie rate is over their pairs."""
+    sel = np.ones(len(items.means), bool) if sel is None else sel
+    values = items.means[sel]
     if len(values) == 0:
-        return dict(metric=metric, n_items=0, accuracy=None, ci95=None, **extra)
+        return dict(metric=metric, n_items=0, accuracy=None, ci95=None, tie_rate=None, **extra)
     return dict(metric=metric, n_items=int(len(values)), accuracy=stat(values, groups),
-                ci95=_interval(stat, values, groups), **extra)
+                ci95=_interval(stat, values, groups),
+                tie_rate=float(items.ties[sel].sum() / items.n_pairs[sel].sum()), **extra)
 
 
 def score_swuggy(pairs, scores) -> list:
     """Rows: ``all``, ``in_vocab`` and one per frequency band (items of unknown frequency: only
     ``all``)."""
-    out = pair_outcomes(pairs, scores)
-    _, means, first = item_means(pairs, out)
-    freq = np.array([np.nan if p.frequency is None else p.frequency for p in first], np.float64)
-    rows = [_row("all", means), _row("in_vocab", means[freq > 0])]
+    items = items_of(pairs, scores)
+    freq = np.array([np.nan if p.frequency is None else p.frequency for p in items.first],
+                    np.float64)
+    rows = [_row("all", items), _row("in_vocab", items, freq > 0)]
     for name, lo, hi in FREQUENCY_BANDS:
         sel = (freq >= lo) & (freq < hi)
         if sel.any():
-            rows.append(_row(f"frequency/{name}", means[sel]))
+            rows.append(_row(f"frequency/{name}", items, sel))
     return rows
 
 
 def score_sblimp(pairs, scores) -> list:
     """Rows: ``item`` (leaderboard), ``macro`` (mean of per-type means: the paper), per type."""
-    out = pair_outcomes(pairs, scores)
-    _, means, first = item_means(pairs, out)
-    types = np.array([p.group for p in first])
-    rows = [_row("item", means), _row("macro", means, _macro, types, n_types=len(set(types)))]
+    items = items_of(pairs, scores)
+    types = np.array([p.group for p in items.first])
+    rows = [_row("item", items),
+            _row("macro", items, stat=_macro, groups=types, n_types=len(set(types)))]
     for t in sorted(set(types)):
-        rows.append(_row(f"type/{t}", means[types == t]))
+        rows.append(_row(f"type/{t}", items, types == t))
     return rows
 
 
 def score_storycloze(pairs, scores) -> list:
     """One row: accuracy over pairs (ties count 0.5) with the tie rate."""
-    out = pair_outcomes(pairs, scores)
-    _, means, _ = item_means(pairs, out)
-    return [_row("accuracy", means, tie_rate=float(np.mean(out == 0.5)) if len(out) else None)]
+    return [_row("accuracy", items_of(pairs, scores))]
 
 
 RULES = {"swuggy": score_swuggy, "sblimp": score_sblimp, "ssc": score_storycloze,
@@ -116,9 +130,5 @@ HEADLINE_METRIC = {"swuggy": "all", "sblimp": "macro", "ssc": "accuracy", "tsc":
 
 
 def aggregate(task, pairs, scores) -> list:
-    """Accuracy rows for ``task`` (see module doc); ties are also counted for every task."""
-    rows = RULES[task](pairs, scores)
-    ties = float(np.mean(pair_outcomes(pairs, scores) == 0.5)) if pairs else None
-    for r in rows:
-        r.setdefault("tie_rate", ties)
-    return rows
+    """Accuracy rows for ``task`` (see module doc), each with the tie rate of its own pairs."""
+    return RULES[task](pairs, scores)
