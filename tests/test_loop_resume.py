@@ -12,6 +12,7 @@ import pytest
 
 from run_helpers import SIGKILL, SIGTERM, TINY, run, run_until, train_rows
 from slmjax.train.checkpoint import list_steps, restore_params
+from slmjax.train.run_files import RunError
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,7 @@ def test_checkpoint_from_8_devices_resumes_on_4(reference, tmp_path):
   wd = str(tmp_path / "run")
   shutil.copytree(reference, wd)
   shutil.rmtree(os.path.join(wd, "checkpoints", "24"))
+  json.dump({}, open(os.path.join(wd, "run.json"), "w"))  # as a run killed after step 16 left it
   run(wd, devices=4, mesh__fsdp=-1)
   run_json = json.load(open(os.path.join(wd, "run.json")))
   assert run_json["resumed_from"] == 16 and run_json["devices"] == 4
@@ -187,22 +189,39 @@ tensorboardX.SummaryWriter.__init__ = init
   assert _tensorboard_scalars(wd, "loss") == [(r["step"], np.float32(r["loss"])) for r in rows]
 
 
+def _flip_a_byte_of_checkpoint(wd, step):
+  """Changes the middle byte of each array-data file of checkpoint `step` (params, mu and nu
+  lie in different files)."""
+  data = os.path.join(wd, "checkpoints", str(step), "state", "ocdbt.process_0", "d")
+  for name in os.listdir(data):
+    with open(os.path.join(data, name), "r+b") as f:
+      f.seek(os.path.getsize(os.path.join(data, name)) // 2)
+      byte = f.read(1)
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte[0] ^ 0x10]))
+
+
 def test_bit_flipped_latest_checkpoint_falls_back_to_previous(reference, tmp_path):
-  """One byte of the newest checkpoint's array data changed on disk (it still decodes, to other
+  """Bytes of the newest checkpoint's array data changed on disk (they still decode, to other
   numbers): the run notices, moves it aside and resumes from step 16, ending as the reference
   did, instead of resuming from the damaged weights."""
   wd = str(tmp_path / "run")
   shutil.copytree(reference, wd)
-  data = os.path.join(wd, "checkpoints", "24", "state", "ocdbt.process_0", "d")
-  path = max((os.path.join(data, f) for f in os.listdir(data)), key=os.path.getsize)
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0x10]))
+  _flip_a_byte_of_checkpoint(wd, 24)
   json.dump({}, open(os.path.join(wd, "run.json"), "w"))
   out = run(wd)
   assert "unreadable" in out, out[-2000:]
   assert json.load(open(os.path.join(wd, "run.json")))["resumed_from"] == 16
   _assert_same_params(_params(wd)[1], _params(reference)[1])
   assert train_rows(wd)[1] == train_rows(reference)[1]
+
+
+def test_restore_params_refuses_a_bit_flipped_checkpoint(reference, tmp_path):
+  """slmjax-eval and tools/checkpoint.py read weights with restore_params: damaged weights are
+  one line naming the checkpoint, not silently other numbers; an undamaged step still reads."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  _flip_a_byte_of_checkpoint(wd, 24)
+  with pytest.raises(RunError, match="checkpoint 24 of run .* is damaged"):
+    restore_params(wd)
+  _assert_same_params(_params(wd, 16)[1], _params(reference, 16)[1])

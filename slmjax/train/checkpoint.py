@@ -73,6 +73,18 @@ def fingerprint(state) -> dict:
   return {jax.tree_util.keystr(p): int(v) for (p, _), v in zip(flat, sums)}
 
 
+def _check_fingerprint(mngr, step: int, restored: dict) -> None:
+  """Raises ValueError when arrays restored from `step` ({"state": the train state or part of
+  it}) differ from those saved (a checkpoint saved without a fingerprint is not checked)."""
+  if not os.path.isdir(os.path.join(str(mngr.directory), str(step), "fingerprint")):
+    return
+  saved = mngr.restore(step, args=ocp.args.Composite(
+      fingerprint=ocp.args.JsonRestore()))["fingerprint"]
+  changed = [k for k, v in fingerprint(restored["state"]).items() if saved.get(k) != v]
+  if changed:
+    raise ValueError(f"{len(changed)} arrays differ from the saved ones (first: {changed[0]})")
+
+
 class _ReadOnlyNotices(logging.Filter):
   """Drops the warnings Orbax logs for every read-only CheckpointManager (options it resets,
   'Given directory is read only'); anything else passes."""
@@ -155,7 +167,7 @@ class RunCheckpoints:
       try:
         out = self.mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
-        self._check_fingerprint(step, out["state"])
+        _check_fingerprint(self.mngr, step, {"state": out["state"]})
       except Exception as e:  # pylint: disable=broad-except
         failed.append((step, first_line(e)))
         continue
@@ -174,18 +186,6 @@ class RunCheckpoints:
     for bad in unfinished:  # no finished checkpoint at all: the run starts from step 0
       self._quarantine(bad, "an unfinished save", then="starting the run from step 0")
     return None
-
-  def _check_fingerprint(self, step: int, state) -> None:
-    """Raises ValueError when the restored arrays differ from those saved (a checkpoint written
-    before fingerprints were saved is not checked)."""
-    if not os.path.isdir(os.path.join(checkpoint_dir(self.workdir), str(step), "fingerprint")):
-      return
-    saved = self.mngr.restore(step, args=ocp.args.Composite(
-        fingerprint=ocp.args.JsonRestore()))["fingerprint"]
-    now = fingerprint(state)
-    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-    if changed:
-      raise ValueError(f"{len(changed)} arrays differ from the saved ones (first: {changed[0]})")
 
   def _restore_data(self, step: int, data_iter) -> None:
     try:
@@ -247,5 +247,9 @@ def restore_params(workdir: str, step: int | None = None):
     out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item={"params": abstract}, restore_args={"params": restore_args},
         partial_restore=True)))
+    try:
+      _check_fingerprint(mngr, step, out)
+    except ValueError as e:
+      raise RunError(f"checkpoint {step} of run {workdir} is damaged ({e})") from None
   params = jax.tree.map(jax.numpy.asarray, out["state"]["params"])
   return model_cfg, params, step
