@@ -335,3 +335,24 @@ def test_other_test_data_of_the_same_name_is_not_taken_for_the_first(run, tmp_pa
     got = _scores(wd)["test_loss"]["ds"]
     assert got["n_utterances"] == 6 and got["n_tokens"] == sum(len(u) for u in utts) - 1
     assert got["n_tokens"] != first["n_tokens"]
+
+
+def test_run_without_unit_datasets_is_scored_again_with_another_tokenizer(run, tmp_path):
+    """A run on synthetic units names no tokenizer of its own: the one given (--tokenizer) keys
+    its scores, so scores made with another one are not kept."""
+    from slmjax.units.features import MfccFeatures
+    from slmjax.units.mfcc import MfccConfig
+    from slmjax.units.tokenizer import save_tokenizer
+    wd = _copy_run(run, tmp_path)
+    config = json.loads((wd / "config.json").read_text())
+    config["data"]["kind"] = "synthetic"
+    (wd / "config.json").write_text(json.dumps(config))
+    cents = np.random.default_rng(9).normal(size=(16, 39)).astype(np.float32) * 20
+    other = save_tokenizer(str(tmp_path / "tok2"), MfccFeatures(MfccConfig()), cents, {})
+    flags = ("--steps=2", "--tasks=ssc", "--test_data=")
+    res = _eval(run, f"--tokenizer={run / 'tok'}", *flags, workdir=wd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = _eval(run, f"--tokenizer={tmp_path / 'tok2'}", *flags, workdir=wd)
+    assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr[-3000:]
+    assert "was scored with tokenizer" in res.stderr
+    assert _scores(wd)["tokenizer"] == other.identity

@@ -216,8 +216,10 @@ def _score_run():
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
                  runs.test_sets(p for p in FLAGS.test_data if p))
     wanted = _wanted_context(workdir)
+    # A run without unit datasets names no tokenizer: the one given keys its scores.
+    tok = None if units.identity is not None else runs.load_run_tokenizer(units, FLAGS.tokenizer)
     settings = {"context": wanted[0], "compute_dtype": _compute_dtype(runs.model_dtype(workdir)),
-                "tokenizer": units.identity}
+                "tokenizer": units.identity or tok.identity}
     todo = {}
     for s in steps:
         path = workdir / "zeroshot" / str(s) / "scores.json"
@@ -227,7 +229,7 @@ def _score_run():
             todo[s] = *left, asked["checkpoint"]
     if not todo:
         return
-    tok = runs.load_run_tokenizer(units, FLAGS.tokenizer)
+    tok = tok or runs.load_run_tokenizer(units, FLAGS.tokenizer)
     runs.check_test_sets({n: t for _, tests, *_ in todo.values() for n, t in tests.items()},
                          tok.identity)
     needed = {b.name for sets, *_ in todo.values() for b in sets}
