@@ -134,6 +134,20 @@ def test_units_cache_reused_and_mismatch_refused(tmp_path):
         encode_benchmark(bench, tok, tmp_path / "c3", progress=False)
 
 
+def test_units_cache_that_cannot_be_written_is_one_clear_error(tmp_path):
+    """--units_cache naming a file ended in a NotADirectoryError traceback, before any file was
+    encoded."""
+    make_storycloze(tmp_path / "bench" / "tSC", 1)
+    (bench,) = bm.discover(tmp_path / "bench")
+    (tmp_path / "afile").write_text("")
+    tok = FakeTokenizer()
+    with pytest.raises(ZeroShotError) as e:
+        encode_benchmark(bench, tok, tmp_path / "afile", progress=False)
+    assert str(e.value).startswith(f"units cache {tmp_path / 'afile'} cannot be written (")
+    assert str(e.value).endswith("); pass --units_cache=DIR, a folder slmjax-eval can write")
+    assert tok.calls == 0
+
+
 def test_units_cache_sees_changed_content(tmp_path):
     root = tmp_path / "bench"
     make_storycloze(root / "tSC", 4)

@@ -7,6 +7,7 @@ that cannot be read (truncated, from an older slmjax) is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -78,6 +79,16 @@ def _read_cache(path: Path, identity: dict) -> dict:
             for i, s in enumerate(stems)}
 
 
+@contextlib.contextmanager
+def _writing(cache_dir):
+    """An OSError while making or writing the cache is one ZeroShotError naming ``cache_dir``."""
+    try:
+        yield
+    except OSError as e:
+        raise ZeroShotError(f"units cache {cache_dir} cannot be written ({describe(e)}); pass "
+                            "--units_cache=DIR, a folder slmjax-eval can write") from None
+
+
 def _write_cache(path: Path, identity: dict, entries: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     stems = sorted(entries)
@@ -108,6 +119,9 @@ def encode_benchmark(bench, tokenizer, cache_dir, identity: dict | None = None,
             entries[stem] = cached[stem]
         else:
             todo.append((stem, audio, stamp))
+    if todo:   # before any file is encoded
+        with _writing(cache_dir):
+            path.parent.mkdir(parents=True, exist_ok=True)
     last_write = time.monotonic()
     for stem, audio, stamp in tqdm(todo, desc=f"encoding {bench.name}", disable=not progress or
                                   not todo, leave=False):
@@ -119,10 +133,12 @@ def encode_benchmark(bench, tokenizer, cache_dir, identity: dict | None = None,
         entries[stem] = (ids, stamp)
         if time.monotonic() - last_write >= WRITE_EVERY_SECONDS:
             # a killed run resumes from here, not from the benchmark's first file
-            _write_cache(path, identity, entries)
+            with _writing(cache_dir):
+                _write_cache(path, identity, entries)
             last_write = time.monotonic()
     if todo:
-        _write_cache(path, identity, {s: e for s, e in entries.items()})
+        with _writing(cache_dir):
+            _write_cache(path, identity, entries)
     for stem, (ids, _) in entries.items():
         if len(ids) == 0:
             skipped[stem] = "no units (silent or too short)"
