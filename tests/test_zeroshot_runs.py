@@ -114,7 +114,7 @@ def test_datasets_of_the_same_folder_name_each_get_a_test_loss(tmp_path):
     assert runs.heldout_datasets(runs.run_units(run)) == {
         "librispeech/units": HeldOutSet(str(paths[0]), "test", 0.01),
         "librilight/units": HeldOutSet(str(paths[1]), "test", 0.01)}
-    assert runs.test_sets(map(str, [tmp_path / "ds", *paths])) == {
+    assert runs.named_test_sets(map(str, [tmp_path / "ds", *paths])) == {
         "ds": HeldOutSet(str(tmp_path / "ds")),
         "librispeech/units": HeldOutSet(str(paths[0])),
         "librilight/units": HeldOutSet(str(paths[1]))}

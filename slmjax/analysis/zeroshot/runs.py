@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
-from slmjax.analysis.zeroshot.testloss import HeldOutSet
+from slmjax.analysis.zeroshot.testloss import HeldOutSet, read_manifest
 from slmjax.errortext import describe
 
 
@@ -121,12 +121,11 @@ def heldout_datasets(units: RunUnits) -> dict:
 def check_test_sets(test_sets: dict, tokenizer: dict) -> None:
     """Refuse, before any scoring, a test set that cannot give a test loss of ``tokenizer``'s
     units (see testloss.read_manifest)."""
-    from slmjax.analysis.zeroshot.testloss import read_manifest
     for t in test_sets.values():
         read_manifest(t.path, t.split, t.holdout, tokenizer)
 
 
-def test_sets(paths) -> dict:
+def named_test_sets(paths) -> dict:
     """name -> HeldOutSet of the ``test`` split of each dataset in ``paths`` (--test_data)."""
     return {name: HeldOutSet(str(p)) for name, p in dataset_names(paths).items()}
 
