@@ -65,20 +65,26 @@ def test_the_pytorch_baseline_uses_the_cores_this_process_may_run_on():
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no CPU affinity on this platform")
     pytest.importorskip("transformers")
-    code = (
-        "import os, sys, importlib.util, torch\n"
+    proc = _with_bench_train(
+        "import os, torch\n"
         "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
-        "spec = importlib.util.spec_from_file_location('bench_train', 'tools/bench_train.py')\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
         "from slmjax.model import ModelConfig\n"
         "cfg = ModelConfig(vocab_size=16, dim=16, n_layers=1, n_heads=2, max_seq_len=8)\n"
         "m.torch_runner(cfg, 1, 8, 'float32', False)\n"
         "print(torch.get_num_threads(), os.cpu_count())\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO}/tools"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
     threads, _ = proc.stdout.split()[-2:]
     assert threads == "1"
+
+
+def _with_bench_train(code: str):
+    """Runs `code` in a fresh interpreter with tools/bench_train.py loaded as `m`; asserts it exits 0."""
+    load = ("import importlib.util\n"
+            "spec = importlib.util.spec_from_file_location('bench_train', 'tools/bench_train.py')\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n")
+    proc = subprocess.run([sys.executable, "-c", load + code], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO}/tools"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
 
 
 def test_bench_fit_divides_each_time_by_the_replicates_it_ran():
@@ -101,13 +107,8 @@ def test_bench_fit_divides_each_time_by_the_replicates_it_ran():
 
 def test_bench_train_times_each_runner_by_its_median_step():
     """Two timed steps of 10 and 30 ms: the median is 20 ms (the upper of the two was taken)."""
-    code = (
-        "import importlib.util, time\n"
-        "spec = importlib.util.spec_from_file_location('bench_train', 'tools/bench_train.py')\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+    proc = _with_bench_train(
+        "import time\n"
         "waits = iter([0.0, 0.01, 0.03])\n"
         "print(m._interleaved({'a': lambda: time.sleep(next(waits))}, steps=2, warmup=1)['a'])\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO}/tools"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.split()[-1]) == pytest.approx(0.02, abs=0.004)
