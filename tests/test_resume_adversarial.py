@@ -26,8 +26,8 @@ from slmjax.train.run_files import RunError, workdir_lock
 # Hooks for run_helpers.launch: a SIGTERM to the trainer's own process at a chosen moment:
 # "startup" (while the data pipeline is built), "eval" (during a periodic evaluation), "hold" (at
 # the restore, which then waits up to 12 s for another trainer in the workdir to pass step 12) or
-# "close" (while the checkpoints of the finished run are written); "fail" raises an error while
-# the batch of step 13 is placed.
+# "close" (while the checkpoints of the finished run are written); "final_kill" is a SIGKILL
+# during the final evaluation; "fail" raises an error while the batch of step 13 is placed.
 _HOOK_HEAD = """
 import json, os, signal, sys, time
 from slmjax.train import loop
@@ -69,6 +69,17 @@ def close(self):
   term()
   real_close(self)
 RunCheckpoints.close = close
+""",
+    "final_kill": """
+real_eval = loop._Evaluator.__call__
+def evaluate(self, params, final=False):
+  if final:  # killed once the last checkpoint is on disk, or after 20 s
+    step_dir, end = os.path.join(sys.argv[2], "checkpoints", "24"), time.time() + 20
+    while time.time() < end and not os.path.isdir(step_dir):
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
+  return real_eval(self, params, final)
+loop._Evaluator.__call__ = evaluate
 """,
     "fail": """
 real_batch, batches = loop.make_global_batch, []
@@ -180,6 +191,21 @@ def test_kill_after_last_checkpoint_before_run_json_still_records_final_loss(ref
     assert info[k] == ref_info[k], k
   assert open(os.path.join(wd, "metrics.jsonl")).read() == metrics
   assert list_steps(wd) == list_steps(reference)
+
+
+def test_kill_during_the_final_evaluation_loses_no_training(reference, tmp_path):
+  """The last checkpoint is written before the final evaluation (which reads the whole held-out
+  split, long for a big run): a kill or crash in it loses no step; the relaunch evaluates the
+  restored weights and writes the final row and run.json as an uninterrupted run does."""
+  wd = str(tmp_path / "run")
+  code, out = _launch_hooked(wd, "final_kill")
+  assert code == -9, out[-2000:]
+  assert list_steps(wd) == [8, 16, 24]
+  run(wd)
+  assert _run_json(wd)["resumed_from"] == 24
+  _assert_matches_reference(wd, reference)
+  for k in ("status", "final_test_loss", "final_test_tokens", "test_loss_by_dataset"):
+    assert _run_json(wd)[k] == _run_json(reference)[k], k
 
 
 def test_relaunching_a_completed_run_changes_nothing(reference, tmp_path):

@@ -23,7 +23,7 @@ from slmjax.train import flops as flops_lib
 from slmjax.train import preemption
 from slmjax.train.checkpoint import RunCheckpoints
 from slmjax.train.mesh import make_mesh
-from slmjax.train.metrics import MetricsWriter
+from slmjax.train.metrics import MetricsWriter, read_metrics
 from slmjax.train.run_files import (RunError, claim_workdir, read_json, update_run_json,
                                     workdir_lock)
 from slmjax.train.sharding import make_global_batch
@@ -109,6 +109,17 @@ def _completion(final: dict, pipeline) -> dict:
               {pipeline.evals[0].name: final.get("test_loss")})
 
 
+def _write_final_row(workdir: str, steps: int, final: dict) -> None:
+  """Adds the final evaluation's row to metrics.jsonl unless it is there (a kill during the
+  final evaluation comes after the last checkpoint, before the row)."""
+  writer = MetricsWriter(workdir, steps)
+  try:
+    if not any(r.get("step") == steps and "test_loss" in r for r in read_metrics(workdir)):
+      writer.write({"step": steps, **final})
+  finally:
+    writer.close()
+
+
 def _has_final_eval(workdir: str, primary: bool) -> bool:
   """Whether run.json already records the final evaluation, i.e. the run is finished (decided
   by process 0 for all)."""
@@ -160,6 +171,8 @@ def _train(config, workdir: str, locks: list) -> dict:
     finally:
       ckpts.close()
       _close(data_iter)
+    if primary:
+      _write_final_row(workdir, steps, final)
     out = dict(status="completed", **_completion(final, pipeline), peak_flops=peak,
                peak_flops_source=peak_src)
     return update_run_json(workdir, **out) if primary else {**run, **out}
@@ -185,8 +198,10 @@ def _train(config, workdir: str, locks: list) -> dict:
   step_times = []              # seconds between the fetches of consecutive steps, this launch
 
   def fetch():
-    """Brings the pending step's metrics to the host, logs them, stops on NaN/Inf."""
+    """Brings the pending step's metrics (if any) to the host, logs them, stops on NaN/Inf."""
     nonlocal pending, last
+    if pending is None:
+      return
     s, m = pending
     pending = None
     m = {k: float(v) for k, v in jax.device_get(m).items()}
@@ -207,6 +222,10 @@ def _train(config, workdir: str, locks: list) -> dict:
       bar.update(s - bar.n)
       bar.set_postfix(loss=f"{m['loss']:.4f}")
 
+  def save(step):
+    fetch()             # a checkpoint is only written after its loss proved finite
+    ckpts.save(step, state, data_iter)
+
   try:
     for t in range(start, steps):
       s = t + 1
@@ -217,30 +236,28 @@ def _train(config, workdir: str, locks: list) -> dict:
         jax.profiler.start_trace(os.path.join(workdir, "profile"))
       local = next(data_iter)
       state, metrics = train_step(state, make_global_batch(local, mesh))
-      if pending is not None:
-        fetch()
+      fetch()
       pending = (s, metrics)
       if prof_start >= 0 and (s == prof_start + prof_steps - 1 or s == steps) and s >= prof_start:
         jax.block_until_ready(state)
         jax.profiler.stop_trace()
         prof_start = -1
+      if s == steps:  # saved before the final evaluation: a kill or crash in it loses no
+        save(s)         # training (the relaunch evaluates the restored weights)
       if (eval_every and s % eval_every == 0) or s == steps:
         fetch()
         final = evaluate(state["params"], final=s == steps)
         writer.write({"step": s, **final})
       # checked after the evaluation: a notice that came during it saves this step too
       stop = preemption.due(s - start)
-      if (ck_every and s % ck_every == 0) or s == steps or stop:
-        if pending is not None:
-          fetch()             # a checkpoint is only written after its loss proved finite
-        ckpts.save(s, state, data_iter)
+      if s < steps and ((ck_every and s % ck_every == 0) or stop):
+        save(s)
       if stop and s < steps:
         status = "preempted"
         break
     else:
       status = "completed"
-    if pending is not None:
-      fetch()
+    fetch()
   except BaseException as e:
     status = "failed"
     if primary:
