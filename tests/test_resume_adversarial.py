@@ -491,7 +491,8 @@ def test_a_notice_to_one_of_two_processes_saves_on_both_and_exits_preempted(tmp_
   from test_launch_distributed import REPO, _free_port, _worker_env
   wd = str(tmp_path / "run")
   args = ["--config=configs/train.py:tiny", "--config.model.vocab_size=102",
-          "--config.train.steps=400", "--config.train.log_every=1", "--config.train.eval_every=1000",
+          "--config.train.steps=400", "--config.train.log_every=1",
+          "--config.train.eval_every=1000",
           "--config.checkpoint.every_steps=1000", "--config.train.progress=False",
           f"--workdir={wd}"]
   port = _free_port()

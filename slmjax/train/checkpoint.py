@@ -1,9 +1,10 @@
 """Orbax checkpoints of a run: train state and Grain data-iterator state, saved together.
 
-`checkpoints/<step>/` holds three items: `state` (the sharded train state: step, params, opt_state),
-`data` (the Grain iterator state, one JSON per process) and `fingerprint` (per array, the sum of
-its raw bits, which the restore checks: a damaged file can decode to other numbers without error). Public, for other stages:
-`list_steps(workdir)` and `restore_params(workdir, step=None) -> (model_cfg, params, step)`.
+`checkpoints/<step>/` holds three items: `state` (the sharded train state: step, params,
+opt_state), `data` (the Grain iterator state, one JSON per process) and `fingerprint` (per array,
+the sum of its raw bits, which restores check: a damaged file can decode to other numbers without
+an error). Public, for other stages: `list_steps(workdir)` and
+`restore_params(workdir, step=None) -> (model_cfg, params, step)`.
 Only finished checkpoints count: a step folder Orbax committed (`commit_success.txt`, or a commit
 time in `_CHECKPOINT_METADATA`), not an empty, hand-made or half-copied one.
 """
