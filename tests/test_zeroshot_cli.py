@@ -356,3 +356,21 @@ def test_run_without_unit_datasets_is_scored_again_with_another_tokenizer(run, t
     assert res.returncode == 0 and "already scored" not in res.stderr, res.stderr[-3000:]
     assert "was scored with tokenizer" in res.stderr
     assert _scores(wd)["tokenizer"] == other.identity
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_scoring(run, tmp_path):
+    """RUN/zeroshot a file (or any folder that cannot be made): a traceback after the first set
+    was scored, its work lost; now one line before any scoring."""
+    wd = _copy_run(run, tmp_path)
+    (wd / "zeroshot").write_text("not a folder")
+    res = _eval_step2(run, wd, "--tasks=ssc")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if "slmjax-eval: error" in ln]
+    assert len(errors) == 1 and "zeroshot/2 cannot be written" in errors[0], res.stderr[-3000:]
+    assert "scoring" not in res.stderr
+
+
+def test_tokens_per_batch_below_one_is_refused(run, tmp_path):
+    wd = _copy_run(run, tmp_path)
+    res = _eval_step2(run, wd, "--tasks=ssc", "--tokens_per_batch=-5")
+    assert res.returncode == 2 and "--tokens_per_batch=-5" in res.stderr and "Traceback" not in res.stderr

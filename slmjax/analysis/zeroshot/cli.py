@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -207,6 +208,17 @@ def _select_steps(available: list) -> list:
     return wanted
 
 
+def _writable(folder: Path) -> None:
+    """Make ``folder`` and write a file in it, or one ZeroShotError: found after scoring, the
+    scores would be lost."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ZeroShotError(f"{folder} cannot be written ({describe(e)})") from None
+
+
 def _score_run():
     from slmjax.analysis.zeroshot.evaluate import evaluate_model
     workdir = Path(FLAGS.workdir)
@@ -232,6 +244,8 @@ def _score_run():
     tok = tok or runs.load_run_tokenizer(units, FLAGS.tokenizer)
     runs.check_test_sets({n: t for _, tests, *_ in todo.values() for n, t in tests.items()},
                          tok.identity)
+    for s in todo:
+        _writable(workdir / "zeroshot" / str(s))
     needed = {b.name for sets, *_ in todo.values() for b in sets}
     encoded = _encode_all([b for b in benches if b.name in needed], tok, tok.identity)
     scorer = None
@@ -280,6 +294,7 @@ def _score_release():
         return
     sets, test_sets, previous = left
     runs.check_test_sets(test_sets, tok.identity)
+    _writable(out)
     encoded = _encode_all(sets, tok, tok.identity)
     meta = {"step": None, "release_checkpoint": str(FLAGS.release_checkpoint),
             "source": "release checkpoint", "batching": FLAGS.batching, **asked}
@@ -296,6 +311,8 @@ def main(argv):
     try:
         if not FLAGS.benchmarks:
             raise ZeroShotError("--benchmarks=ROOT is required")
+        if FLAGS.tokens_per_batch < 1:
+            raise ZeroShotError(f"--tokens_per_batch={FLAGS.tokens_per_batch}: must be >= 1")
         if FLAGS.validate:
             return _validate()
         if FLAGS.release_checkpoint:
