@@ -26,3 +26,35 @@ def test_hubert_chunk_shorter_than_one_frame_is_one_clear_error(chunk_seconds):
                        intermediate_size=16, num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
     with pytest.raises(UnitsError, match="--chunk_seconds must be at least 0.025"):
         HubertFeatures(HubertEncoder(cfg), layer=1, chunk_seconds=chunk_seconds)
+
+
+@pytest.mark.parametrize("wave,message", [
+    (np.zeros(0, np.float32), "empty"),
+    (np.full(400, 0.1, np.float32) * np.r_[np.ones(399), np.nan].astype(np.float32), "non-finite"),
+    (np.full(8000, np.inf, np.float32), "non-finite"),
+    (0.1 * np.ones(399, np.float32), "too short: 399 samples < 400"),
+])
+def test_encode_wave_rejects_unusable_waves_in_one_line(wave, message):
+    # a NaN wave gave units [0] (argmin over NaN distances); one shorter than a frame a numpy traceback
+    from slmjax.units.features import MfccFeatures
+    from slmjax.units.tokenizer import Tokenizer
+
+    tok = Tokenizer(MfccFeatures(), np.random.default_rng(0).normal(size=(4, 39)).astype(np.float32))
+    with pytest.raises(UnitsError, match=message):
+        tok.encode_wave(wave)
+
+
+def test_encode_wave_keeps_quiet_waves():
+    # silence is skipped in datasets, but an in-memory wave (a benchmark's pause) still encodes
+    from slmjax.units.features import MfccFeatures
+    from slmjax.units.tokenizer import Tokenizer
+
+    tok = Tokenizer(MfccFeatures(), np.random.default_rng(0).normal(size=(4, 39)).astype(np.float32))
+    assert tok.encode_wave(np.zeros(560, np.float32)).size >= 1
+
+
+def test_jsonl_id_zero_is_an_id(tmp_path):
+    from slmjax.units.sources import list_utterances
+
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "id": 0}\n{"path": "b.wav", "id": 7}\n{"path": "c.wav"}\n')
+    assert [u.uid for u in list_utterances(str(tmp_path / "m.jsonl"))] == ["0", "7", "c"]

@@ -130,7 +130,7 @@ def _list_jsonl(path: str) -> list[Utterance]:
                 raise UnitsError(f"{path}:{lineno}: unknown split {split!r} (expected one of {', '.join(SPLIT_DIRS)}, "
                                  "or no split for the hashed --holdout)")
             full = audio if os.path.isabs(audio) else os.path.join(base, audio)
-            uid = str(row.get("id") or os.path.splitext(audio)[0])
+            uid = str(row["id"]) if row.get("id") not in (None, "") else os.path.splitext(audio)[0]
             utts.append(_file_utt(uid, full, split))
     return utts
 

@@ -69,8 +69,15 @@ class Tokenizer:
             return assign(feats, self.centroids, self._cents_sq)
 
     def encode_units(self, wave, return_durations: bool = False):
-        """Collapsed units 0..K-1 (no coarse tokens, no EOS); durations in frames if asked."""
-        return unit_ids.collapse(self.frame_units(as_wave(wave)), return_durations=return_durations)
+        """Collapsed units 0..K-1 (no coarse tokens, no EOS); durations in frames if asked.
+
+        An empty, non-finite or shorter-than-one-frame wave is a UnitsError (silence is encoded)."""
+        wave = as_wave(wave)
+        try:
+            check_wave(wave, self.features.min_samples, silence_peak=0.0)
+        except BadAudio as exc:
+            raise UnitsError(f"cannot encode this wave: {exc}") from None
+        return unit_ids.collapse(self.frame_units(wave), return_durations=return_durations)
 
     def encode_wave(self, wave) -> np.ndarray:
         """Collapsed ids, coarse tokens applied, no EOS (int32)."""
