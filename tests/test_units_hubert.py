@@ -161,3 +161,34 @@ def test_waveform_normalisation_as_the_checkpoint_says(tmp_path):
     again = load_tokenizer(str(tmp_path / "tok"))  # the setting travels with the tokenizer
     np.testing.assert_allclose(again.features(wave), ref, atol=1e-4, rtol=0)
     assert again.identity == tok.identity
+
+
+def test_failed_refit_leaves_the_existing_tokenizer(tmp_path):
+    """A HuBERT fit into an existing tokenizer directory that fails (a wrong --audio, nothing usable)
+    withdrew that tokenizer before reading any audio: datasets naming it could no longer load it."""
+    import types
+
+    import soundfile as sf
+
+    from slmjax.units.errors import UnitsError
+    from slmjax.units.fit import fit_from_flags
+    from slmjax.units.tokenizer import load_tokenizer
+
+    _hf_model("25hz", tmp_path / "hf")
+    rng = np.random.default_rng(0)
+    (tmp_path / "audio").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "audio" / f"a{i}.wav", 0.3 * rng.standard_normal(16000).astype(np.float32), 16000)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.wav").write_bytes(b"junk")
+    flags = dict(features="hubert", hubert_checkpoint=str(tmp_path / "hf"), hubert_layer=2, chunk_seconds=30.0, k=4,
+                 seed=0, kmeans_method="lloyd", kmeans_iters=5, kmeans_batch=100, max_frames=10_000, fit_hours=1.0,
+                 kmeans_file=None, coarse="none", coarse_vocab=5000, data_dir=None, holdout=0.0, mfcc_norm=False,
+                 out=str(tmp_path / "tok"), audio=str(tmp_path / "audio"))
+    fit_from_flags(types.SimpleNamespace(**flags))
+    before = load_tokenizer(str(tmp_path / "tok")).identity
+    for audio, message in ((str(tmp_path / "missing"), "audio source not found"),
+                           (str(tmp_path / "junk"), "nothing could be read")):
+        with pytest.raises(UnitsError, match=message):
+            fit_from_flags(types.SimpleNamespace(**dict(flags, audio=audio, k=3)))
+        assert load_tokenizer(str(tmp_path / "tok")).identity == before

@@ -96,6 +96,7 @@ def fit_from_flags(FLAGS):
     # Checked before a HuBERT checkpoint is imported (minutes for a large one).
     check_fit_args(k, FLAGS.kmeans_iters, FLAGS.kmeans_method, FLAGS.kmeans_batch, FLAGS.max_frames,
                    FLAGS.fit_hours, FLAGS.kmeans_file)
+    utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
     if FLAGS.features == "mfcc":
         from slmjax.units.features import MfccFeatures
         from slmjax.units.mfcc import MfccConfig
@@ -106,9 +107,7 @@ def fit_from_flags(FLAGS):
             raise UnitsError("--features=hubert needs --hubert_checkpoint (an HF HubertModel or fairseq checkpoint)")
         from slmjax.units.hubert_features import HubertFeatures
 
-        features = HubertFeatures.from_checkpoint(FLAGS.hubert_checkpoint, FLAGS.hubert_layer, FLAGS.chunk_seconds,
-                                                  save_dir=FLAGS.out)
-    utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
+        features = HubertFeatures.from_checkpoint(FLAGS.hubert_checkpoint, FLAGS.hubert_layer, FLAGS.chunk_seconds)
     tok = fit_tokenizer(features, utts, FLAGS.out, k, FLAGS.seed, FLAGS.kmeans_method, FLAGS.kmeans_iters,
                         FLAGS.kmeans_batch, FLAGS.max_frames, FLAGS.fit_hours, FLAGS.kmeans_file, FLAGS.coarse,
                         FLAGS.coarse_vocab)

@@ -61,21 +61,27 @@ class HubertFeatures:
         self.dim = cfg.hidden_size
         self.weights_sha256 = weights_sha256
         self.norm_eps = norm_eps
+        self.model = model
         graphdef, self._state = nnx.split(model)
         self._run = _runner(graphdef, layer)
 
     @classmethod
     def from_checkpoint(cls, path: str, layer: int, chunk_seconds: float = 30.0, save_dir: str | None = None):
-        """Import HF/fairseq weights; with ``save_dir`` also store them there for the tokenizer."""
+        """Import HF/fairseq weights; with ``save_dir`` also store them there for the tokenizer
+        (``save_tokenizer`` stores them itself, once the fit has succeeded)."""
         from slmjax.units.hubert_import import import_hubert
 
         model, norm_eps = import_hubert(path)
-        feats = cls(model, layer, chunk_seconds, norm_eps=norm_eps)  # checks the flags before writing
+        feats = cls(model, layer, chunk_seconds, weights_sha256=weights_sha256(model), norm_eps=norm_eps)
         if save_dir is not None:
             make_dir(save_dir)
             withdraw(save_dir)
-            feats.weights_sha256 = save_weights(model, os.path.join(save_dir, WEIGHTS_FILE))
+            feats.save(save_dir)
         return feats
+
+    def save(self, tokdir: str) -> None:
+        """Write the encoder weights into the tokenizer directory ``tokdir``."""
+        save_weights(self.model, os.path.join(tokdir, WEIGHTS_FILE))
 
     @classmethod
     def from_saved(cls, path: str, layer: int, chunk_seconds: float = 30.0, norm_eps: float | None = None):
@@ -122,16 +128,29 @@ class HubertFeatures:
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def save_weights(model: HubertEncoder, path: str) -> str:
-    """Write our parameters as safetensors (temp name, then rename); returns their sha256."""
-    from safetensors.numpy import save_file
+def _flat_params(model: HubertEncoder) -> dict:
+    return {".".join(str(p) for p in path_): np.asarray(v[...]) for path_, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
-    flat = {".".join(str(p) for p in path_): np.asarray(v[...]) for path_, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+def _params_sha256(flat: dict) -> str:
     h = hashlib.sha256()
     for k in sorted(flat):
         h.update(k.encode())
         h.update(np.ascontiguousarray(flat[k]).tobytes())
-    sha = h.hexdigest()
+    return h.hexdigest()
+
+
+def weights_sha256(model: HubertEncoder) -> str:
+    """The hash of our parameters (names and bytes) that identifies the encoder in the tokenizer."""
+    return _params_sha256(_flat_params(model))
+
+
+def save_weights(model: HubertEncoder, path: str) -> str:
+    """Write our parameters as safetensors (temp name, then rename); returns their sha256."""
+    from safetensors.numpy import save_file
+
+    flat = _flat_params(model)
+    sha = _params_sha256(flat)
     with fileio.atomic_path(path) as tmp:
         save_file(flat, tmp, metadata={"config": json.dumps(dataclasses.asdict(model.cfg)), "sha256": sha})
     return sha

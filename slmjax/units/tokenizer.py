@@ -109,6 +109,8 @@ def save_tokenizer(tokdir: str, features, centroids: np.ndarray, kmeans_header: 
 
     make_dir(tokdir)
     withdraw(tokdir)  # comes back last
+    if hasattr(features, "save"):  # HuBERT: its encoder weights
+        features.save(tokdir)
     save_centroids(os.path.join(tokdir, "centroids.npy"), centroids, kmeans_header)
     if coarse_bytes is not None:
         fileio.atomic_write_bytes(os.path.join(tokdir, "coarse.model"), coarse_bytes)
