@@ -338,3 +338,15 @@ def test_fit_records_skipped_inputs(tmp_path, capsys):
     assert msg == (f"nothing could be read to fit the tokenizer: all 4 inputs were skipped (silent, unreadable); "
                    f"see {tmp_path / 'tok2' / 'skipped.jsonl'}")
     assert len(open(tmp_path / "tok2" / "skipped.jsonl").readlines()) == 4
+
+
+@pytest.mark.parametrize("workers,index,message", [(0, 0, "--num_workers must be >= 1, got 0"),
+                                                   (-2, 0, "--num_workers must be >= 1, got -2"),
+                                                   (2, 2, r"--worker_index must be in \[0, 2\), got 2")])
+def test_worker_flags_out_of_range_are_one_line(tmp_path, tok_dir, workers, index, message):
+    _write_good(tmp_path / "audio", 1)
+    utts = list_utterances(str(tmp_path / "audio"), holdout=0.0)
+    with pytest.raises(UnitsError, match=message):
+        encode_dataset(load_tokenizer(tok_dir), utts, str(tmp_path / "ds"), num_workers=workers, worker_index=index,
+                       progress=False)
+    assert not os.path.exists(tmp_path / "ds")

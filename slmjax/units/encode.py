@@ -18,6 +18,8 @@ def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int 
 
     Returns the manifest dict once merged, else None (other workers still have shards to do).
     """
+    if num_workers < 1:
+        raise UnitsError(f"--num_workers must be >= 1, got {num_workers}")
     if not 0 <= worker_index < num_workers:
         raise UnitsError(f"--worker_index must be in [0, {num_workers}), got {worker_index}")
     shards = _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, durations, create=True)
