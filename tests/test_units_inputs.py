@@ -1,5 +1,7 @@
 """Inputs at the edges: in-memory PCM dtypes and HuBERT chunk settings that cannot produce frames."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,29 @@ def test_jsonl_id_zero_is_an_id(tmp_path):
 
     (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "id": 0}\n{"path": "b.wav", "id": 7}\n{"path": "c.wav"}\n')
     assert [u.uid for u in list_utterances(str(tmp_path / "m.jsonl"))] == ["0", "7", "c"]
+
+
+def test_file_name_not_utf8_is_listed_and_encoded(tmp_path):
+    # a latin-1 file name (old archives) crashed the listing: its id could not be hashed for the holdout
+    import soundfile as sf
+
+    from slmjax.units.sources import list_utterances
+
+    wave = (0.3 * np.sin(np.arange(1600) / 3.0)).astype(np.float32)
+    sf.write(tmp_path / "ok.wav", wave, 16000)
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")
+    with open(raw, "wb") as f:
+        f.write((tmp_path / "ok.wav").read_bytes())
+    utts = list_utterances(str(tmp_path), holdout=0.0)
+    assert [u.uid for u in utts] == ["caf\\xe9", "ok"]
+    np.testing.assert_array_equal(utts[0].load(), utts[1].load())
+
+
+@pytest.mark.parametrize("name", ["m.tsv", "m.jsonl"])
+def test_manifest_not_utf8_is_one_line(tmp_path, name):
+    from slmjax.units.sources import list_utterances
+
+    body = b"/audio\ncaf\xe9.wav\t100\n" if name.endswith(".tsv") else b'{"path": "caf\xe9.wav"}\n'
+    (tmp_path / name).write_bytes(body)
+    with pytest.raises(UnitsError, match=f"{name} is not UTF-8 text"):
+        list_utterances(str(tmp_path / name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -23,8 +24,8 @@ def load_wave(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 wave at ``sample_rate``; raises BadAudio("unreadable: ...") on failure."""
     import soundfile as sf
 
-    try:
-        wave, sr = sf.read(path, dtype="float32", always_2d=True)
+    try:  # as bytes: soundfile cannot encode a str path holding a non-UTF-8 name
+        wave, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
         wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     except Exception as sf_exc:  # formats soundfile lacks (e.g. some mp3): librosa's fallbacks
         try:

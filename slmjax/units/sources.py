@@ -70,7 +70,22 @@ def _list_one(spec: str, data_dir: str | None) -> list[Utterance]:
 
 
 def _file_utt(uid: str, path: str, split: str | None) -> Utterance:
-    return Utterance(uid=uid, source=path, split=split, load=lambda: load_wave(path))
+    return Utterance(uid=_printable(uid), source=path, split=split, load=lambda: load_wave(path))
+
+
+def _printable(name: str) -> str:
+    """A file name's bytes that are not UTF-8 (kept by Python as lone surrogates, which cannot be
+    hashed or written) as ``\\xNN`` escapes; UTF-8 names unchanged."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _read_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 manifest; other bytes are one UnitsError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readlines()
+    except UnicodeDecodeError as exc:
+        raise UnitsError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
 
 
 def _list_folder(root: str) -> list[Utterance]:
@@ -96,8 +111,7 @@ def _split_from_name(path: str) -> str | None:
 
 def _list_tsv(path: str) -> list[Utterance]:
     """fairseq manifest: first line the root folder, then ``relpath<TAB>n_samples`` per line."""
-    with open(path, encoding="utf-8") as f:
-        lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+    lines = [ln.rstrip("\n") for ln in _read_lines(path) if ln.strip()]
     if not lines:
         raise UnitsError(f"empty TSV manifest: {path}")
     root = lines[0].strip()
@@ -115,23 +129,22 @@ def _list_jsonl(path: str) -> list[Utterance]:
     """JSONL manifest: one object per line with ``path`` and optional ``id``, ``split``, ``text``."""
     base = os.path.dirname(os.path.abspath(path))
     utts = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, ln in enumerate(f, 1):
-            if not ln.strip():
-                continue
-            try:
-                row = json.loads(ln)
-                audio = row["path"]
-                os.fspath(audio)  # TypeError unless a path string
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UnitsError(f"{path}:{lineno}: expected a JSON object with a 'path' field") from None
-            split = row.get("split")
-            if split is not None and split not in SPLIT_DIRS:
-                raise UnitsError(f"{path}:{lineno}: unknown split {split!r} (expected one of {', '.join(SPLIT_DIRS)}, "
-                                 "or no split for the hashed --holdout)")
-            full = audio if os.path.isabs(audio) else os.path.join(base, audio)
-            uid = str(row["id"]) if row.get("id") not in (None, "") else os.path.splitext(audio)[0]
-            utts.append(_file_utt(uid, full, split))
+    for lineno, ln in enumerate(_read_lines(path), 1):
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+            audio = row["path"]
+            os.fspath(audio)  # TypeError unless a path string
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UnitsError(f"{path}:{lineno}: expected a JSON object with a 'path' field") from None
+        split = row.get("split")
+        if split is not None and split not in SPLIT_DIRS:
+            raise UnitsError(f"{path}:{lineno}: unknown split {split!r} (expected one of {', '.join(SPLIT_DIRS)}, "
+                             "or no split for the hashed --holdout)")
+        full = audio if os.path.isabs(audio) else os.path.join(base, audio)
+        uid = str(row["id"]) if row.get("id") not in (None, "") else os.path.splitext(audio)[0]
+        utts.append(_file_utt(uid, full, split))
     return utts
 
 
