@@ -86,3 +86,19 @@ def test_manifest_not_utf8_is_one_line(tmp_path, name):
     (tmp_path / name).write_bytes(body)
     with pytest.raises(UnitsError, match=f"{name} is not UTF-8 text"):
         list_utterances(str(tmp_path / name))
+
+
+def test_folder_symlink_loop_lists_each_file_once(tmp_path):
+    # followed links are kept (a split folder linked in from elsewhere) but a link back up the tree
+    # listed every file again at each depth until the OS refused the path
+    import soundfile as sf
+
+    from slmjax.units.sources import list_utterances
+
+    (tmp_path / "c" / "train").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    sf.write(tmp_path / "c" / "train" / "a.wav", np.zeros(800, np.float32), 16000)
+    sf.write(tmp_path / "elsewhere" / "b.wav", np.zeros(800, np.float32), 16000)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "c" / "test")
+    os.symlink(tmp_path / "c", tmp_path / "c" / "train" / "up")
+    assert [(u.uid, u.split) for u in list_utterances(str(tmp_path / "c"))] == [("test/b", "test"), ("train/a", "train")]

@@ -89,11 +89,14 @@ def _read_lines(path: str) -> list[str]:
 
 
 def _list_folder(root: str) -> list[Utterance]:
-    utts = []
+    utts, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        seen.add(os.path.realpath(dirpath))
         # hidden files and folders are not audio of the corpus: the temporary file of a write that was
-        # killed (".x.wav.<pid>.<hex>.tmp.wav", possibly truncated), macOS "._x.wav", caches
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        # killed (".x.wav.<pid>.<hex>.tmp.wav", possibly truncated), macOS "._x.wav", caches.
+        # A linked folder already walked (a link back up the tree) would list its files again.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen)
         for name in sorted(filenames):
             if name.startswith(".") or not name.lower().endswith(AUDIO_EXTENSIONS):
                 continue
