@@ -120,6 +120,32 @@ def test_datasets_of_the_same_folder_name_each_get_a_test_loss(tmp_path):
         "librilight/units": HeldOutSet(str(paths[1]))}
 
 
+def test_the_trainer_and_the_scorer_name_datasets_alike(tmp_path):
+    """run.json's test_loss_by_dataset and scores.json's test_loss use one set of keys: the trainer
+    named two 'units' folders 0_units and 1_units, slmjax-eval librispeech/units and
+    librilight/units."""
+    import ml_collections
+
+    from slmjax.data import build_pipeline
+    ident = {"kind": "fake", "k": 20, "centroids_sha256": "0" * 8, "coarse": None}
+    paths = [tmp_path / "librispeech" / "units", tmp_path / "librilight" / "units"]
+    rng = np.random.default_rng(0)
+    for ds in paths:
+        write_unit_dataset(str(ds), {"train": random_utterances(40, 22, rng, mean_len=8),
+                                     "test": random_utterances(8, 22, rng, mean_len=8)},
+                           vocab_size=22, tokenizer=ident)
+    data = {"kind": "units", "path": ",".join(map(str, paths)), "seq_len": 8, "mode": "windows",
+            "weights": None}
+    pipeline = build_pipeline(ml_collections.ConfigDict(
+        {"seed": 0, "model": {"vocab_size": 22}, "data": data, "train": {"batch_size": 2}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": data}))
+    trainer = [ev.name for ev in pipeline.evals]
+    assert trainer == ["librispeech/units", "librilight/units"]
+    assert list(runs.heldout_datasets(runs.run_units(run))) == trainer
+
+
 @pytest.mark.parametrize("key", ["tokenizer", "eos_id"])
 def test_manifest_without_a_field_is_one_clear_error(tmp_path, key):
     run, _ = _run(tmp_path)

@@ -167,3 +167,24 @@ def _open_split(path: str, m: dict, split: str) -> ArrayRecordSplit:
                     f"manifest says {info['tokens']} (truncated shard?)")
   bounds = np.concatenate([[0], np.cumsum([x.size for x in lens])]).astype(np.int64)
   return ArrayRecordSplit(split, shard_paths, m["dtype"], lengths, bounds)
+
+
+def distinct_names(paths) -> list[str]:
+  """One name per dataset path: its folder name, with as many parent folders as it takes to tell
+  it from the others (``librispeech/units`` and ``librilight/units``, not two ``units``); a path
+  given twice makes every name take its position as a prefix (``0_units``, ``1_units``). The
+  trainer's metrics and slmjax-eval's test losses both name datasets this way."""
+  given = [os.path.normpath(str(p)) for p in paths]
+  parts = {p: tuple(p.split(os.sep)) for p in given}
+
+  def name(p):
+    for depth in range(1, len(parts[p]) + 1):
+      suffix = parts[p][-depth:]
+      if all(parts[q][-depth:] != suffix for q in parts if q != p):
+        return "/".join(suffix)
+    return p
+
+  names = [name(p) for p in given]
+  if len(set(names)) != len(names):
+    names = [f"{i}_{n}" for i, n in enumerate(names)]
+  return names

@@ -18,7 +18,7 @@ import numpy as np
 
 from slmjax.data.errors import DataError
 from slmjax.data.examples import check_mode, make_eval_stream, make_stream
-from slmjax.data.manifest import open_dataset
+from slmjax.data.manifest import distinct_names, open_dataset
 from slmjax.data.splits import PrefixSplit
 from slmjax.data.synthetic import synthetic_dataset
 
@@ -58,10 +58,8 @@ def open_datasets(config) -> list:
     if ds.manifest.get("tokenizer") != tok0:
       raise DataError(f"unit datasets {datasets[0].path} and {ds.path} use different "
                       "tokenizers (manifest 'tokenizer' differs): their units do not mix")
-  names = [ds.name for ds in datasets]
-  if len(set(names)) != len(names):
-    for i, ds in enumerate(datasets):
-      ds.name = f"{i}_{ds.name}"
+  for ds, name in zip(datasets, distinct_names([ds.path for ds in datasets])):
+    ds.name = name
   return datasets
 
 

@@ -113,9 +113,11 @@ def heldout_datasets(units: RunUnits) -> dict:
     (marked synthetic in scores.json)."""
     split = str(units.data.get("test_split", "test"))
     holdout = float(units.data.get("holdout", 0.01))
-    natural = [p for p, m in units.datasets if not m.get("synthetic", False)]
-    return {name: HeldOutSet(str(p), split, holdout)
-            for name, p in dataset_names(natural or [p for p, _ in units.datasets]).items()}
+    from slmjax.data.manifest import distinct_names
+    named = list(zip(distinct_names([p for p, _ in units.datasets]), units.datasets))
+    natural = [(n, p) for n, (p, m) in named if not m.get("synthetic", False)]
+    return {n: HeldOutSet(str(p), split, holdout)
+            for n, p in natural or [(n, p) for n, (p, _) in named]}
 
 
 def check_test_sets(test_sets: dict, tokenizer: dict) -> None:
@@ -131,18 +133,10 @@ def named_test_sets(paths) -> dict:
 
 
 def dataset_names(paths) -> dict:
-    """name -> path: a dataset's folder name, with as many parent folders as it takes to tell it
-    from the others (``librispeech/units`` and ``librilight/units``, not two ``units``)."""
+    """name -> path, named as the trainer names them (slmjax.data.manifest.distinct_names)."""
+    from slmjax.data.manifest import distinct_names
     paths = list(dict.fromkeys(Path(p) for p in paths))
-
-    def name(p):
-        for depth in range(1, len(p.parts) + 1):
-            suffix = p.parts[-depth:]
-            if all(q.parts[-depth:] != suffix for q in paths if q != p):
-                return "/".join(suffix)
-        return str(p)
-
-    return {name(p): p for p in paths}
+    return dict(zip(distinct_names(paths), paths))
 
 
 def list_checkpoint_steps(workdir) -> list:
