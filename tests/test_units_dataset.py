@@ -350,3 +350,21 @@ def test_worker_flags_out_of_range_are_one_line(tmp_path, tok_dir, workers, inde
         encode_dataset(load_tokenizer(tok_dir), utts, str(tmp_path / "ds"), num_workers=workers, worker_index=index,
                        progress=False)
     assert not os.path.exists(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"coarse_vocab": 5}, "--coarse_vocab=5 must exceed k + 1 = 5 (all units plus <unk>)"),
+    ({"coarse_vocab": 0}, "--coarse_vocab=0 must exceed k + 1 = 5 (all units plus <unk>)"),
+    ({"k": 30000, "coarse_vocab": 40000}, "coarse tokens support k <= 20992, got 30000")])
+def test_fit_refuses_coarse_settings_before_reading_audio(tmp_path, over, message):
+    # found only after every feature was read and k-means fitted (hours on a real corpus)
+    from slmjax.units.fit import fit_from_flags
+
+    _write_good(tmp_path / "audio", 2)
+    flags = _flags(audio=str(tmp_path / "audio"), out=str(tmp_path / "tok"), coarse="unigram", **{"k": 4, **over})
+    import slmjax.units.fit as fit
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit, "read_features", lambda *a, **k: pytest.fail("audio read before the coarse settings were checked"))
+        assert _one_line_error(fit_from_flags, flags) == message
+    assert not os.path.exists(tmp_path / "tok")

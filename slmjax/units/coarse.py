@@ -26,16 +26,21 @@ def text_to_units(text: str) -> np.ndarray:
     return np.fromiter((ord(c) - BASE for c in text), np.int32, count=len(text))
 
 
-def train_coarse(sequences, k: int, vocab_size: int, model_type: str = "unigram") -> bytes:
-    """Train on an iterable of collapsed unit arrays; returns the serialized model."""
-    import sentencepiece as spm
-
+def check_coarse_args(k: int, vocab_size: int, model_type: str) -> None:
+    """One UnitsError naming the first coarse setting that cannot work with ``k`` units."""
     if k > MAX_UNITS:
         raise UnitsError(f"coarse tokens support k <= {MAX_UNITS}, got {k}")
     if model_type not in ("unigram", "bpe"):
         raise UnitsError(f"--coarse must be unigram or bpe, got {model_type!r}")
     if vocab_size <= k + 1:
         raise UnitsError(f"--coarse_vocab={vocab_size} must exceed k + 1 = {k + 1} (all units plus <unk>)")
+
+
+def train_coarse(sequences, k: int, vocab_size: int, model_type: str = "unigram") -> bytes:
+    """Train on an iterable of collapsed unit arrays; returns the serialized model."""
+    import sentencepiece as spm
+
+    check_coarse_args(k, vocab_size, model_type)
     texts = [units_to_text(s) for s in sequences if len(s)]
     if not texts:
         raise UnitsError("no unit sequences to train coarse tokens on")

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from slmjax.units import ids as unit_ids
 from slmjax.units.audio import check_wave, nothing_usable, skip_row, write_skipped
+from slmjax.units.coarse import check_coarse_args, train_coarse
 from slmjax.units.errors import UnitsError, make_dir
 from slmjax.units.kmeans import assign, check_kmeans_args, fit_kmeans, import_sklearn
 from slmjax.units.sources import list_utterances
@@ -45,10 +46,12 @@ def read_features(features, utts, max_seconds: float, seed: int, progress: bool 
 
 
 def check_fit_args(k: int, iters: int, method: str, batch_size: int, max_frames: int, fit_hours: float,
-                   kmeans_file: str | None) -> None:
+                   kmeans_file: str | None, coarse: str = "none", coarse_vocab: int = 5000) -> None:
     """UnitsError naming the first meaningless fit setting (before any feature model is loaded)."""
     if not kmeans_file:
         check_kmeans_args(k, iters, method, batch_size)
+        if coarse != "none":  # with a k-means file, k is known once it is read
+            check_coarse_args(k, coarse_vocab, coarse)
     if not max_frames >= 1:
         raise UnitsError(f"--max_frames must be >= 1, got {max_frames}")
     if not fit_hours > 0:
@@ -62,7 +65,14 @@ def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str =
 
     Inputs that could not be used are listed in ``out/skipped.jsonl``.
     """
-    check_fit_args(k, iters, method, batch_size, max_frames, fit_hours, kmeans_file)
+    check_fit_args(k, iters, method, batch_size, max_frames, fit_hours, kmeans_file, coarse, coarse_vocab)
+    if kmeans_file:
+        cents = import_sklearn(kmeans_file)
+        header = {"imported_from": kmeans_file}
+        if cents.shape[1] != features.dim:
+            raise UnitsError(f"{kmeans_file}: centroids of dim {cents.shape[1]}, features of dim {features.dim}")
+        if coarse != "none":
+            check_coarse_args(cents.shape[0], coarse_vocab, coarse)
     make_dir(out)
     # imported centroids need audio only to train coarse tokens
     need_audio = not kmeans_file or coarse != "none"
@@ -72,20 +82,13 @@ def fit_tokenizer(features, utts, out: str, k: int, seed: int = 0, method: str =
     write_skipped(os.path.join(out, "skipped.jsonl"), skipped)
     if need_audio and not feats:
         raise nothing_usable("read to fit the tokenizer", skipped, os.path.join(out, "skipped.jsonl"))
-    if kmeans_file:
-        cents = import_sklearn(kmeans_file)
-        header = {"imported_from": kmeans_file}
-        if cents.shape[1] != features.dim:
-            raise UnitsError(f"{kmeans_file}: centroids of dim {cents.shape[1]}, features of dim {features.dim}")
-    else:
+    if not kmeans_file:
         x = np.concatenate(feats)
         if x.shape[0] > max_frames:
             x = x[np.sort(np.random.default_rng(seed).choice(x.shape[0], max_frames, replace=False))]
         cents, header = fit_kmeans(x, k, seed=seed, iters=iters, method=method, batch_size=batch_size, progress=progress)
     coarse_bytes = None
     if coarse != "none":
-        from slmjax.units.coarse import train_coarse
-
         seqs = [unit_ids.collapse(assign(f, cents)) for f in feats]
         coarse_bytes = train_coarse(seqs, cents.shape[0], coarse_vocab, coarse)
     return save_tokenizer(out, features, cents, header, coarse_bytes)
@@ -95,7 +98,7 @@ def fit_from_flags(FLAGS):
     k = FLAGS.k if FLAGS.k is not None else 100 if FLAGS.features == "mfcc" else 500
     # Checked before a HuBERT checkpoint is imported (minutes for a large one).
     check_fit_args(k, FLAGS.kmeans_iters, FLAGS.kmeans_method, FLAGS.kmeans_batch, FLAGS.max_frames,
-                   FLAGS.fit_hours, FLAGS.kmeans_file)
+                   FLAGS.fit_hours, FLAGS.kmeans_file, FLAGS.coarse, FLAGS.coarse_vocab)
     utts = list_utterances(FLAGS.audio, data_dir=FLAGS.data_dir, holdout=FLAGS.holdout)
     if FLAGS.features == "mfcc":
         from slmjax.units.features import MfccFeatures
