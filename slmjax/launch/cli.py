@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from slmjax import cli_help
 from slmjax.fileio import url_problem
 from slmjax.launch import grid, local, slurm, tpu
 
@@ -135,6 +136,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
     """Console entry point (slmjax-sweep)."""
+    cli_help.adopt(__name__)
     app.run(_main, flags_parser=_parse_flags)
 
 

@@ -19,6 +19,7 @@ import sys
 
 from absl import app, flags
 
+from slmjax import cli_help
 from slmjax.synth import benchio, corpus, engines, layout, leakage, render, sblimp, stories, storycloze, swuggy
 from slmjax.synth.errors import SynthError
 
@@ -130,6 +131,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
+    cli_help.adopt(__name__)
     app.run(main)
 
 

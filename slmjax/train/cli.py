@@ -12,7 +12,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from slmjax import hostalloc
+from slmjax import cli_help, hostalloc
 from slmjax.fileio import url_problem
 from slmjax.train import distributed  # defines --coordinator_address, --num_processes, --process_id
 from slmjax.train import preemption
@@ -107,6 +107,7 @@ def _flag_error(e: Exception, argv) -> str:
 def run() -> None:
     """Console entry point."""
     hostalloc.use_fast_allocator()
+    cli_help.adopt(__name__)
     app.run(main, flags_parser=_parse_flags)
 
 

@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from slmjax import hostalloc
+from slmjax import cli_help, hostalloc
 from slmjax.units.errors import UnitsError
 
 FLAGS = flags.FLAGS
@@ -78,6 +78,7 @@ def main(argv):
 def run():
     """Console entry point."""
     hostalloc.use_fast_allocator()  # XLA's per-call temporaries (HuBERT, k-means) stay mapped
+    cli_help.adopt(__name__)
     app.run(main)
 
 

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from slmjax import fileio
+from slmjax import cli_help, fileio
 from slmjax.analysis.scaling import downstream, plots, report, simulate
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.fit import FitOptions, analyse
@@ -125,6 +125,7 @@ def run_main(argv):
 
 
 def run():
+    cli_help.adopt(__name__)
     app.run(run_main)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from slmjax import fileio, hostalloc, hostdevices
+from slmjax import cli_help, fileio, hostalloc, hostdevices
 from slmjax.analysis.zeroshot import benchmarks as bm
 from slmjax.analysis.zeroshot import runs
 from slmjax.analysis.zeroshot.errors import ZeroShotError
@@ -328,6 +328,7 @@ def main(argv):
 
 def run():
     hostalloc.use_fast_allocator()
+    cli_help.adopt(__name__)
     app.run(main)
 
 
