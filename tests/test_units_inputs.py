@@ -102,3 +102,21 @@ def test_folder_symlink_loop_lists_each_file_once(tmp_path):
     os.symlink(tmp_path / "elsewhere", tmp_path / "c" / "test")
     os.symlink(tmp_path / "c", tmp_path / "c" / "train" / "up")
     assert [(u.uid, u.split) for u in list_utterances(str(tmp_path / "c"))] == [("test/b", "test"), ("train/a", "train")]
+
+
+def test_manifests_saved_by_windows_tools(tmp_path):
+    # a byte-order mark and CRLF line ends: the BOM made the TSV root relative (every file then
+    # missing) and JSONL line 1 not JSON; a CR stayed in a TSV path without the size column
+    import soundfile as sf
+
+    from slmjax.units.sources import list_utterances
+
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "a.wav", (0.3 * np.sin(np.arange(1600) / 3.0)).astype(np.float32), 16000)
+    bom = "\ufeff".encode()
+    (tmp_path / "valid.tsv").write_bytes(bom + f"{tmp_path / 'audio'}\r\na.wav\r\n".encode())
+    (tmp_path / "m.jsonl").write_bytes(bom + b'{"path": "audio/a.wav", "id": "j"}\r\n')
+    utts = list_utterances(f"{tmp_path / 'valid.tsv'},{tmp_path / 'm.jsonl'}", holdout=0.0)
+    assert [(u.uid, u.source, u.split) for u in utts] == [
+        ("a", str(tmp_path / "audio" / "a.wav"), "valid"), ("j", str(tmp_path / "audio" / "a.wav"), "train")]
+    assert utts[0].load().shape == (1600,)

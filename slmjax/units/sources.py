@@ -80,10 +80,11 @@ def _printable(name: str) -> str:
 
 
 def _read_lines(path: str) -> list[str]:
-    """The lines of a UTF-8 manifest; other bytes are one UnitsError."""
+    """The lines of a UTF-8 manifest without line ends (LF or CRLF) or a leading byte-order mark;
+    other bytes are one UnitsError."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.readlines()
+        with open(path, encoding="utf-8-sig") as f:
+            return [ln.rstrip("\r\n") for ln in f]
     except UnicodeDecodeError as exc:
         raise UnitsError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
 
@@ -114,7 +115,7 @@ def _split_from_name(path: str) -> str | None:
 
 def _list_tsv(path: str) -> list[Utterance]:
     """fairseq manifest: first line the root folder, then ``relpath<TAB>n_samples`` per line."""
-    lines = [ln.rstrip("\n") for ln in _read_lines(path) if ln.strip()]
+    lines = [ln for ln in _read_lines(path) if ln.strip()]
     if not lines:
         raise UnitsError(f"empty TSV manifest: {path}")
     root = lines[0].strip()
