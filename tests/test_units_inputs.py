@@ -120,3 +120,17 @@ def test_manifests_saved_by_windows_tools(tmp_path):
     assert [(u.uid, u.source, u.split) for u in utts] == [
         ("a", str(tmp_path / "audio" / "a.wav"), "valid"), ("j", str(tmp_path / "audio" / "a.wav"), "train")]
     assert utts[0].load().shape == (1600,)
+
+
+def test_source_path_with_a_comma(tmp_path):
+    # --audio is split on commas: a folder named "take 1, take 2" was two missing sources
+    import soundfile as sf
+
+    from slmjax.units.sources import list_utterances
+
+    folder = tmp_path / "take 1, take 2"
+    folder.mkdir()
+    sf.write(folder / "a.wav", np.zeros(800, np.float32), 16000)
+    assert [u.uid for u in list_utterances(str(folder))] == ["a"]
+    with pytest.raises(UnitsError, match="audio source not found: "):
+        list_utterances(f"{folder},{tmp_path / 'missing'}")

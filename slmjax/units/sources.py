@@ -39,7 +39,8 @@ def holdout_split(uid: str, holdout: float) -> str:
 def list_utterances(spec: str, data_dir: str | None = None, holdout: float = 0.01) -> list[Utterance]:
     """All utterances of ``spec`` (comma-separated sources allowed), each with a split."""
     utts: list[Utterance] = []
-    for part in [s for s in spec.split(",") if s]:
+    parts = [spec] if os.path.exists(spec) else [s for s in spec.split(",") if s]  # a path may hold commas
+    for part in parts:
         utts.extend(_list_one(part, data_dir))
     if not utts:
         raise UnitsError(f"no audio found in --audio={spec}")
