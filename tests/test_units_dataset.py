@@ -368,3 +368,19 @@ def test_fit_refuses_coarse_settings_before_reading_audio(tmp_path, over, messag
         mp.setattr(fit, "read_features", lambda *a, **k: pytest.fail("audio read before the coarse settings were checked"))
         assert _one_line_error(fit_from_flags, flags) == message
     assert not os.path.exists(tmp_path / "tok")
+
+
+def test_tfds_sliced_split_is_its_split(monkeypatch):
+    # tfds:NAME:train[:10%] made a split named 'train[:10%]' (shard files 'train[:10%]-00000-...'),
+    # which training cannot find as 'train'
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    class Audio:
+        sample_rate = 16000
+
+    builder = types.SimpleNamespace(info=types.SimpleNamespace(features={"audio": Audio()}))
+    monkeypatch.setattr(tfds, "data_source", lambda name, split, data_dir, download: [{"audio": np.zeros(800, np.int16)}] * 2)
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: builder)
+    utts = list_utterances("tfds:speech:train[:10%],tfds:speech:train[10%:20%]")
+    assert [(u.uid, u.split) for u in utts] == [("speech:train[:10%]:0", "train"), ("speech:train[:10%]:1", "train"),
+                                                ("speech:train[10%:20%]:0", "train"), ("speech:train[10%:20%]:1", "train")]

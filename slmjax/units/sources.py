@@ -155,7 +155,7 @@ def _list_jsonl(path: str) -> list[Utterance]:
 
 def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
     """``tfds:NAME[/CONFIG]:SPLIT`` read with ``tfds.data_source`` (random access, no TensorFlow)."""
-    parts = spec.split(":")
+    parts = spec.split(":", 2)  # a slice (train[:10%]) holds colons
     if len(parts) != 3 or not parts[1] or not parts[2]:
         raise UnitsError(f"TFDS source must be tfds:NAME[/CONFIG]:SPLIT, got {spec!r}")
     _, name, split = parts
@@ -182,6 +182,7 @@ def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
         return load
 
     utts = []
+    base_split = split.split("[")[0]  # a slice of a split belongs to it
     for i in range(len(source)):  # ids by index: reading each record's own id would decode its audio
-        utts.append(Utterance(uid=f"{name}:{split}:{i}", source=f"{spec}#{i}", split=split, load=loader(i)))
+        utts.append(Utterance(uid=f"{name}:{split}:{i}", source=f"{spec}#{i}", split=base_split, load=loader(i)))
     return utts
