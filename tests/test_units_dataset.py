@@ -384,3 +384,28 @@ def test_tfds_sliced_split_is_its_split(monkeypatch):
     utts = list_utterances("tfds:speech:train[:10%],tfds:speech:train[10%:20%]")
     assert [(u.uid, u.split) for u in utts] == [("speech:train[:10%]:0", "train"), ("speech:train[:10%]:1", "train"),
                                                 ("speech:train[10%:20%]:0", "train"), ("speech:train[10%:20%]:1", "train")]
+
+
+def test_hosts_starting_together_cannot_pin_two_plans(tmp_path, tok_dir, monkeypatch):
+    # hosts that list different audio (a file still arriving) both found no plan.json and the later
+    # write replaced the earlier one: each went on encoding shards of its own plan into one dataset
+    import slmjax.units.writer as writer
+    from slmjax import fileio
+
+    _write_good(tmp_path / "audio", 2)
+    utts = list_utterances(str(tmp_path / "audio"), holdout=0.0)
+    plan = str(tmp_path / "ds" / "plan.json")
+    state = {"raced": False}
+
+    def other_host_first(path, *args, **kwargs):  # the other host's plan lands between our read and write
+        if os.fspath(path) == plan and not state["raced"]:
+            state["raced"] = True
+            fileio.atomic_write_json(plan, {"fingerprint": "the other host's plan"})
+            raise FileNotFoundError(path)
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "open", other_host_first, raising=False)
+    with pytest.raises(UnitsError, match="another source"):
+        encode_dataset(load_tokenizer(tok_dir), utts, str(tmp_path / "ds"), progress=False)
+    assert json.load(open(plan)) == {"fingerprint": "the other host's plan"}
+    assert not os.listdir(tmp_path / "ds" / "parts") and sorted(os.listdir(tmp_path / "ds")) == ["parts", "plan.json"]

@@ -71,19 +71,50 @@ def pin_plan(out: str, fingerprint: str, create: bool = True) -> None:
     if create:
         make_dir(out)
         make_dir(os.path.join(out, "parts"))
-    try:
-        with open(path) as f:
-            pinned = json.load(f)["fingerprint"]
-    except FileNotFoundError:
+    pinned = _pinned(path)
+    if pinned is None:
         if not create:
-            raise UnitsError(f"{out} holds no encoded dataset (no plan.json): run `slmjax-units encode` first") from None
-        _atomic_json(path, {"fingerprint": fingerprint})
-        return
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UnitsError(f"{path} is corrupt ({describe(exc)}); remove {out} or use a new --out") from None
+            raise UnitsError(f"{out} holds no encoded dataset (no plan.json): run `slmjax-units encode` first")
+        if _create_new(path, {"fingerprint": fingerprint}):
+            return
+        pinned = _pinned(path)  # another worker pinned its plan first
     if pinned != fingerprint:
         raise UnitsError(f"{out} holds a dataset from another source, tokenizer or options; "
                          "use a new --out (merge needs the flags the dataset was encoded with)")
+
+
+def _pinned(path: str) -> str | None:
+    """The fingerprint in plan.json ``path``; None when there is none."""
+    try:
+        with open(path) as f:
+            return json.load(f)["fingerprint"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        out = os.path.dirname(path)
+        raise UnitsError(f"{path} is corrupt ({describe(exc)}); remove {out} or use a new --out") from None
+
+
+def _create_new(path: str, obj) -> bool:
+    """Write ``obj`` as JSON to ``path`` unless it exists (hosts starting together race here); False if
+    it did. The file appears whole, by a hard link from a temporary name (a rename where links fail)."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            if os.path.exists(path):
+                return False
+            os.replace(tmp, path)
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def part_path(out: str, shard: Shard) -> str:
