@@ -58,7 +58,13 @@ def launch(workdir, devices=8, hook="", **overrides):
   return subprocess.Popen(
       [sys.executable, "-c", _RUNNER, os.path.join(ROOT, "configs", "train.py"), str(workdir),
        json.dumps(flat), hook], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True)
+      text=True, preexec_fn=sigint_as_from_a_terminal)
+
+
+def sigint_as_from_a_terminal():
+  # A test session started in the background inherits SIGINT ignored, which the trainer (by
+  # design) leaves ignored: the Ctrl-C tests need the SIGINT of a trainer started in a terminal.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(workdir, devices=8, timeout=600, **overrides):

@@ -19,7 +19,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from run_helpers import SIGKILL, SIGTERM, launch, run, run_until, small_pipeline, train_rows
+from run_helpers import (SIGKILL, SIGTERM, launch, run, run_until, sigint_as_from_a_terminal,
+                         small_pipeline, train_rows)
 from slmjax.train.checkpoint import RunCheckpoints, list_steps, restore_params
 from slmjax.train.run_files import RunError, workdir_lock
 
@@ -156,6 +157,7 @@ def test_first_ctrl_c_saves_and_exits_preempted(tmp_path):
 
 def test_second_ctrl_c_raises_keyboard_interrupt():
   from slmjax.train import preemption
+  before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
   assert preemption.install()
   try:
     os.kill(os.getpid(), signal.SIGINT)
@@ -166,7 +168,8 @@ def test_second_ctrl_c_raises_keyboard_interrupt():
       time.sleep(0.01)
   finally:
     preemption.uninstall()
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    restored = signal.signal(signal.SIGINT, before)
+  assert restored is signal.default_int_handler
   assert not preemption.requested()
 
 
@@ -498,7 +501,7 @@ def test_a_notice_to_one_of_two_processes_saves_on_both_and_exits_preempted(tmp_
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, "-m", "slmjax.train.cli", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_worker_env(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                            preexec_fn=sigint_as_from_a_terminal, env=_worker_env(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                                             JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
            for i in range(2)]
   metrics, end = os.path.join(wd, "metrics.jsonl"), time.time() + 400
