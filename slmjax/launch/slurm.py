@@ -66,8 +66,13 @@ def _seconds(time: str) -> int:
     return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
 
 
+def _slurm_file(root: str, name: str) -> str:
+    """ROOT/slurm/NAME: where a run's job script and logs live."""
+    return join(join(root, "slurm"), name)
+
+
 def script_path(root: str, run: Run) -> str:
-    return join(join(root, "slurm"), f"{run.key}.sbatch")
+    return _slurm_file(root, f"{run.key}.sbatch")
 
 
 def job_name(run: Run) -> str:
@@ -81,7 +86,7 @@ def _output_option(root: str, run: Run) -> str:
         # A backslash turns off SLURM's filename patterns; a newline ends the #SBATCH line.
         raise SweepError(f"--root={root!r}: the SLURM launcher needs a path without backslashes "
                          "or newlines")
-    pattern = f"{join(join(root, 'slurm'), run.key)}".replace("%", "%%") + "-%j.out"
+    pattern = _slurm_file(root, run.key).replace("%", "%%") + "-%j.out"
     return '"' + pattern.replace('"', '\\"') + '"'
 
 
@@ -149,10 +154,9 @@ def root_jobs(root: str, key_pattern: str = ".*") -> list[str]:
         rx = re.compile(key_pattern)
     except re.error as e:
         raise SweepError(f"{key_pattern!r} is not a regular expression: {e}") from None
-    slurm_dir = join(root, "slurm")
     return [job for job, name, path in _queued_jobs()
             if name.startswith(JOB_PREFIX) and rx.fullmatch(key := name[len(JOB_PREFIX):])
-            and path == f"{slurm_dir}/{key}.sbatch"]
+            and path == _slurm_file(root, f"{key}.sbatch")]
 
 
 def cancel(root: str, key_pattern: str = ".*", out: TextIO | None = None) -> int:
