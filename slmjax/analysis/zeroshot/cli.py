@@ -226,7 +226,7 @@ def _score_run():
     steps = _select_steps(runs.list_checkpoint_steps(workdir))
     benches = _report_problems(bm.discover(FLAGS.benchmarks, FLAGS.tasks))
     test_sets = (runs.heldout_datasets(units) if FLAGS.test_data is None else
-                 runs.named_test_sets(p for p in FLAGS.test_data if p))
+                 runs.named_test_sets(FLAGS.test_data))
     wanted = _wanted_context(workdir)
     # A run without unit datasets names no tokenizer: the one given keys its scores.
     tok = None if units.identity is not None else runs.load_run_tokenizer(units, FLAGS.tokenizer)
@@ -289,7 +289,7 @@ def _score_release():
     asked = {"context": context, "compute_dtype": _compute_dtype(cfg.dtype),
              "tokenizer": tok.identity, "checkpoint": runs.release_fingerprint(path)}
     left = _left_to_score("release checkpoint", out / "scores.json", asked, benches,
-                          runs.named_test_sets(p for p in (FLAGS.test_data or []) if p))
+                          runs.named_test_sets(FLAGS.test_data or []))
     if left is None:
         return
     sets, test_sets, previous = left

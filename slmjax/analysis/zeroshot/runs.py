@@ -128,8 +128,9 @@ def check_test_sets(test_sets: dict, tokenizer: dict) -> None:
 
 
 def named_test_sets(paths) -> dict:
-    """name -> HeldOutSet of the ``test`` split of each dataset in ``paths`` (--test_data)."""
-    return {name: HeldOutSet(str(p)) for name, p in dataset_names(paths).items()}
+    """name -> HeldOutSet of the ``test`` split of each dataset in ``paths`` (--test_data; empty
+    items, as a trailing comma gives, are none)."""
+    return {name: HeldOutSet(str(p)) for name, p in dataset_names(p for p in paths if p).items()}
 
 
 def dataset_names(paths) -> dict:
