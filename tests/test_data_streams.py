@@ -194,12 +194,17 @@ def test_mixture_rows_follow_weights_and_eval_covers_test_split(dataset, tmp_pat
   assert w == sum(len(u) for u in splits["test"]) - 1
 
 
-def test_dataset_without_test_split_holds_out_one_percent(tmp_path, monkeypatch):
+def _train_only_dataset(tmp_path, monkeypatch, n, n_shards):
+  """(path, utterances) of a dataset of `n` short utterances with no test split."""
   monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
-  rng = np.random.default_rng(2)
-  utts = random_utterances(400, V, rng, mean_len=6)
+  utts = random_utterances(n, V, np.random.default_rng(2), mean_len=6)
   path = str(tmp_path / "ds")
-  write_unit_dataset(path, {"train": utts}, vocab_size=V, n_shards=3)
+  write_unit_dataset(path, {"train": utts}, vocab_size=V, n_shards=n_shards)
+  return path, utts
+
+
+def test_dataset_without_test_split_holds_out_one_percent(tmp_path, monkeypatch):
+  path, utts = _train_only_dataset(tmp_path, monkeypatch, 400, n_shards=3)
   p = build_pipeline(_config(path, mode="packed"))
   train, test = p.datasets[0].splits["train"], p.datasets[0].splits["test"]
   assert test.n_records == 4 and train.n_records == 396
@@ -324,11 +329,7 @@ def test_evaluation_scores_every_transition_of_a_sharded_test_split_once(tmp_pat
 def test_held_out_evaluation_spans_shards(tmp_path, monkeypatch):
   # 1% of a dataset spread over 8 shards is about one utterance per shard, shorter than a window:
   # cut per shard, the held-out set gave one window of the 39 transitions it holds.
-  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
-  rng = np.random.default_rng(2)
-  utts = random_utterances(800, V, rng, mean_len=6)
-  path = str(tmp_path / "ds")
-  write_unit_dataset(path, {"train": utts}, vocab_size=V, n_shards=8)
+  path, utts = _train_only_dataset(tmp_path, monkeypatch, 800, n_shards=8)
   ev = build_pipeline(_config(path)).evals[0]
   # The held-out rule (README): the 8 records with the smallest keys of PCG64(0x7e57)'s raw stream.
   held = np.sort(np.argsort(np.random.PCG64(0x7e57).random_raw(800), kind="stable")[:8])
