@@ -171,13 +171,18 @@ class LockHeld(Exception):
         super().__init__(f"held by pid {pid}")
 
 
+class LockWaitStopped(LockHeld):
+    """The wait for a held lock was ended by the caller's ``stop()``, not by its time limit."""
+
+
 class PidLock:
     """An exclusive flock on ``path`` holding the owner's pid; the kernel releases it when the
     process dies. Held by another process: wait up to ``wait_s`` seconds (``on_wait(pid)`` once),
-    then LockHeld. A file system without flock raises its OSError, or gives no lock when
-    ``required`` is False."""
+    then LockHeld; LockWaitStopped as soon as ``stop()`` is true while waiting. A file system
+    without flock raises its OSError, or gives no lock when ``required`` is False."""
 
-    def __init__(self, path: str, wait_s: float = 0.0, on_wait=None, required: bool = True):
+    def __init__(self, path: str, wait_s: float = 0.0, on_wait=None, required: bool = True,
+                 stop=None):
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline, told = time.monotonic() + wait_s, False
         while True:
@@ -186,6 +191,9 @@ class PidLock:
                 break
             except BlockingIOError:
                 other = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+                if stop is not None and stop():
+                    self.release()
+                    raise LockWaitStopped(other) from None
                 if time.monotonic() >= deadline:
                     self.release()
                     raise LockHeld(other) from None
