@@ -20,7 +20,7 @@ from slmjax.units.fit import fit_tokenizer
 from slmjax.units.ids import collapse
 from slmjax.units.sources import holdout_split, list_utterances
 from slmjax.units.tokenizer import save_tokenizer
-from slmjax.units.writer import read_dataset
+from slmjax.units.writer import read_dataset, read_durations
 
 SPEECH = "/usr/share/pocketsphinx/test/data"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,16 +126,13 @@ def test_two_workers_then_merge_equal_one_worker_and_rerun_skips(tmp_path, tok_d
 
 
 def test_durations_kept_beside_units(tmp_path, tok_dir):
-    from array_record.python.array_record_module import ArrayRecordReader
-
     _write_good(tmp_path / "audio", 2)
     tok = load_tokenizer(tok_dir)
     m = encode_dataset(tok, list_utterances(str(tmp_path / "audio"), holdout=0.0), str(tmp_path / "ds"), durations=True,
                        progress=False)
     assert m["durations"]
     seqs = read_dataset(str(tmp_path / "ds"), "train")
-    name = m["splits"]["train"]["shards"][0].replace(".array_record", ".durations.array_record")
-    durs = [np.frombuffer(r, "<u2") for r in ArrayRecordReader(str(tmp_path / "ds" / name)).read_all()]
+    durs = read_durations(str(tmp_path / "ds"), "train")
     for i, (s, d) in enumerate(zip(seqs, durs)):
         wave = sf.read(tmp_path / "audio" / f"good{i:02d}.wav", dtype="float32")[0]
         frames = tok.frame_units(wave)

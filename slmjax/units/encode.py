@@ -9,7 +9,7 @@ from tqdm import tqdm
 from slmjax.units.errors import UnitsError
 from slmjax.units.sources import list_utterances
 from slmjax.units.tokenizer import load_tokenizer
-from slmjax.units.writer import encode_shard, is_complete, merge, pin_plan, plan_fingerprint, plan_shards
+from slmjax.units.writer import DURATIONS_DTYPE, encode_shard, is_complete, merge, pin_plan, plan_fingerprint, plan_shards
 
 
 def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int = 0, shard_utterances: int = 2000,
@@ -55,6 +55,8 @@ def _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, du
         raise UnitsError("--durations needs a tokenizer without coarse tokens (durations are per unit)")
     shards = plan_shards(utts, shard_utterances)
     options = {"min_seconds": min_seconds, "synthetic": synthetic, "durations": durations, "shard_utterances": shard_utterances}
+    if durations:  # a dataset begun with 16-bit durations is not resumed with 32-bit ones
+        options["durations_dtype"] = DURATIONS_DTYPE
     pin_plan(out, plan_fingerprint(shards, tok.identity, options), create)
     return shards
 

@@ -24,6 +24,7 @@ from slmjax.units.errors import UnitsError, make_dir
 from slmjax.units.sources import Utterance
 
 FORMAT_VERSION = 1
+DURATIONS_DTYPE = "uint32"  # a run of one unit can last a whole file: 16 bits held only 11 min at 100 Hz
 
 
 @dataclasses.dataclass
@@ -149,7 +150,7 @@ def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_secon
         else:
             records.append(unit_ids.to_record(unit_ids.with_eos(ids, tok.eos_id), tok.dtype))
             if durations:
-                dur_records.append(np.append(np.minimum(durs, 65535), 0).astype("<u2").tobytes())
+                dur_records.append(unit_ids.to_record(np.append(durs, 0), DURATIONS_DTYPE))
             part["utterances"] += 1
             part["tokens"] += int(ids.size) + 1
             part["units"] += int(units.size)
@@ -158,7 +159,7 @@ def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_secon
             part["ids"].append(u.uid)
         if on_utt is not None:
             on_utt(seconds, time.perf_counter() - t0)
-    files = [(shard.name, records)] + ([(shard.name.replace(".array_record", ".durations.array_record"), dur_records)] if durations else [])
+    files = [(shard.name, records)] + ([(durations_name(shard.name), dur_records)] if durations else [])
     for name, recs in files:
         if not recs:
             continue
@@ -204,19 +205,40 @@ def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations
                 "eos_id": tok.eos_id, "pad_id": tok.pad_id, "dtype": tok.dtype, "frame_rate": tok.frame_rate,
                 "splits": splits, "skipped": len(skipped), "synthetic": bool(synthetic), "coarse": coarse,
                 "durations": bool(durations), "tokenizer_dir": tok.directory}
+    if durations:
+        manifest["durations_dtype"] = DURATIONS_DTYPE
     _atomic_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 
 
 def read_dataset(out: str, split: str) -> list[np.ndarray]:
     """All records of one split as int32 arrays (for tests and inspection)."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
     with open(os.path.join(out, "manifest.json")) as f:
         manifest = json.load(f)
+    return _read_shards(out, manifest["splits"][split]["shards"], lambda r: unit_ids.from_record(r, manifest["dtype"]))
+
+
+def read_durations(out: str, split: str) -> list[np.ndarray]:
+    """The per-unit durations (frames) of one split, aligned with :func:`read_dataset` (EOS: 0)."""
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    if not manifest.get("durations"):
+        raise UnitsError(f"{out} was encoded without --durations")
+    names = [durations_name(name) for name in manifest["splits"][split]["shards"]]
+    dtype = np.dtype(manifest.get("durations_dtype", "uint16")).newbyteorder("<")  # uint16 before the field existed
+    return _read_shards(out, names, lambda r: np.frombuffer(r, dtype).astype(np.int64))
+
+
+def durations_name(shard_name: str) -> str:
+    return shard_name.replace(".array_record", ".durations.array_record")
+
+
+def _read_shards(out: str, names: list[str], decode) -> list[np.ndarray]:
+    from array_record.python.array_record_module import ArrayRecordReader
+
     seqs = []
-    for name in manifest["splits"][split]["shards"]:
+    for name in names:
         reader = ArrayRecordReader(os.path.join(out, name))
-        seqs.extend(unit_ids.from_record(r, manifest["dtype"]) for r in reader.read_all())
+        seqs.extend(decode(r) for r in reader.read_all())
         reader.close()
     return seqs
