@@ -41,6 +41,7 @@ FAKE_GCLOUD = textwrap.dedent("""\
     if [[ $worker != all ]]; then HOME=$FAKE_TPU/worker$worker exec bash -c "$cmd"; fi
     pids=()
     for w in "$FAKE_TPU"/worker*; do HOME=$w bash -c "$cmd" > "$w/out.log" 2>&1 & pids+=($!); done
+    if [[ -n ${FAKE_DROP:-} ]]; then sleep 1; exit 255; fi   # the ssh session drops, the trainers go on
     rc=0
     for p in "${pids[@]}"; do wait "$p" || rc=$?; done
     exit $rc
@@ -157,6 +158,7 @@ def test_tpu_run_status_is_read_on_the_workers(tmp_path):
     # The statuses come from slmjax.launch.status in the workers' venv, all runs in one call.
     first = [c for c in (fake / "gcloud.log").read_text().splitlines() if "--worker=0" in c][0]
     assert first.endswith("--command=cd ~/slmjax && exec .venv/bin/python -m slmjax.launch.status "
+                          "'--trainer_pidfile=~/slmjax-train.pid' "
                           "/gcs/paper/s20m_d4.1e7 /gcs/paper/s20m_d8.3e7")
 
 
@@ -178,8 +180,7 @@ def test_tpu_statuses_of_every_kind_survive_extra_ssh_output(tmp_path, monkeypat
     noise = "slmjax-status is not a status line\r\nWarning: Permanently added 'tpu' to known hosts."
     for name, value in {**env, "FAKE_NOISE": noise}.items():
         monkeypatch.setenv(name, value)
-    assert tpu.remote_statuses(runs, opts) == [
-        "completed", "preempted", "failed", None, None]
+    assert tpu.remote_state(runs, opts) == (["completed", "preempted", "failed", None, None], None)
 
 
 def test_tpu_stop_script_stops_the_trainer_on_every_worker(tmp_path):
@@ -244,3 +245,58 @@ def test_tpu_stop_leaves_alone_a_process_that_took_a_finished_trainers_pid(tmp_p
     finally:
         other.kill()
         other.wait()
+
+
+def _tpu_sweep_args(root, only="^s20m_d(4.1e7|8.3e7)$"):
+    return ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=tpu",
+            "--tpu_name=v4-32", "--zone=us-central2-b", "--config.data_path=/mnt/gcs/units",
+            f"--only={only}"]
+
+
+def _run_trainer_on(worker_home, seconds=60):
+    """A process named like the trainer, recorded in the worker's pid file."""
+    proc = subprocess.Popen([str(worker_home / "slmjax" / ".venv" / "bin" / "slmjax-train"),
+                             f"--workdir={worker_home}/elsewhere"],
+                            env={**ENV, "HOME": str(worker_home), "FAKE_SLEEP": str(seconds)})
+    (worker_home / "slmjax-train.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+def test_tpu_sweep_refuses_a_slice_whose_trainer_still_runs(tmp_path):
+    # A second trainer on the same chips fails to start (or both fight over the workdir): the
+    # sweep names the running one and how to stop it, and starts nothing.
+    fake, env = _slice(tmp_path)
+    other = _run_trainer_on(fake / "worker0")
+    try:
+        proc = sweep(*_tpu_sweep_args(tmp_path / "runs"), env=env)
+        assert proc.returncode != 0
+        line = proc.stderr.strip().splitlines()[-1]
+        assert f"a trainer (pid {other.pid}) is still running on worker 0 of v4-32" in line, proc.stderr
+        assert "launch/tpu_stop.sh v4-32 us-central2-b" in line and "Traceback" not in proc.stderr
+        assert not any("--worker=all" in c for c in (fake / "gcloud.log").read_text().splitlines())
+    finally:
+        other.kill()
+        other.wait()
+    # Once it has exited, its stale pid file is no obstacle.
+    proc = sweep(*_tpu_sweep_args(tmp_path / "runs"), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_tpu_sweep_stops_when_the_ssh_session_drops_but_the_trainer_goes_on(tmp_path):
+    # Even with --keep_going, starting the next run beside the still-running one would collide.
+    fake, env = _slice(tmp_path)
+    proc = sweep(*_tpu_sweep_args(tmp_path / "runs"), "--keep_going",
+                 env={**env, "FAKE_DROP": "1", "FAKE_SLEEP": "30"})
+    try:
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "s20m_d4.1e7: failed (exit code 255)" in proc.stdout
+        assert "is still running on worker 0 of v4-32" in proc.stdout
+        started = (fake / "worker0" / "trainer.json").read_text().splitlines()
+        assert len(started) == 1, "the next run was started beside the running one"
+    finally:
+        for w in ("worker0", "worker1"):
+            pid = int((fake / w / "slmjax-train.pid").read_text())
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass

@@ -9,6 +9,8 @@ from typing import Any
 
 EVENTS = "sweep.jsonl"
 TAG = "slmjax-status"   # marks status lines among whatever else a remote shell prints
+TRAINER_TAG = "slmjax-trainer"   # the line naming a trainer still running on the machine (or null)
+TRAINER_PROGRAM = "slmjax-train"
 
 
 def _run_json(workdir: str) -> dict:
@@ -44,18 +46,48 @@ def status_line(status: str | None) -> str:
     return f"{TAG} {json.dumps(status)}"
 
 
-def parse_status_lines(text: str) -> list[str | None]:
-    """The statuses of the tagged lines in `text`, in order; any other line is skipped."""
+def _tagged(text: str, tag: str) -> list:
+    """The JSON values of the lines of `text` that start with `tag`, in order."""
     found = []
     for line in text.splitlines():
-        tag, _, value = line.strip().partition(" ")
-        if tag != TAG:
+        first, _, value = line.strip().partition(" ")
+        if first != tag:
             continue
         try:
             found.append(json.loads(value))
         except json.JSONDecodeError:
             continue
     return found
+
+
+def parse_status_lines(text: str) -> list[str | None]:
+    """The statuses of the tagged lines in `text`, in order; any other line is skipped."""
+    return _tagged(text, TAG)
+
+
+def live_trainer(pidfile: str) -> int | None:
+    """The pid recorded in `pidfile` while that process is still a trainer, else None.
+
+    The file outlives a trainer that ended, and its pid may since name another process: the
+    process's command line must hold the trainer's name (as launch/tpu_stop.sh checks)."""
+    try:
+        with open(os.path.expanduser(pidfile)) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, ValueError):
+        return None
+    return pid if TRAINER_PROGRAM.encode() in cmdline else None
+
+
+def trainer_line(pid: int | None) -> str:
+    return f"{TRAINER_TAG} {json.dumps(pid)}"
+
+
+def parse_trainer_line(text: str) -> int | None:
+    """The pid of the (last) trainer line in `text`; None when it says none or is absent."""
+    found = _tagged(text, TRAINER_TAG)
+    return found[-1] if found and isinstance(found[-1], int) else None
 
 
 def log_event(root: str, event: str, key: str, **fields: Any) -> None:
@@ -83,8 +115,18 @@ def read_events(root: str) -> list[dict]:
     return out
 
 
-if __name__ == "__main__":   # python -m slmjax.launch.status WORKDIR...: one status line each
+def _main(argv: list[str]) -> None:
+    """python -m slmjax.launch.status [--trainer_pidfile=PATH] WORKDIR...: one status line per
+    workdir, after a trainer line when a pid file is given."""
+    pidfile_flag = "--trainer_pidfile="
+    if argv and argv[0].startswith(pidfile_flag):
+        print(trainer_line(live_trainer(argv[0][len(pidfile_flag):])))
+        argv = argv[1:]
+    for workdir in argv:
+        print(status_line(run_status(workdir)))
+
+
+if __name__ == "__main__":
     import sys
 
-    for workdir in sys.argv[1:]:
-        print(status_line(run_status(workdir)))
+    _main(sys.argv[1:])

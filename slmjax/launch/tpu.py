@@ -11,7 +11,9 @@ and makes one JAX process per worker. ROOT must be the same path on all workers 
 at /mnt/gcs by gcsfuse, or a shared filesystem), and need not exist where the launcher runs: the
 runs' run.json statuses are read on worker 0 (`--worker=0`), before the sweep to skip completed
 runs and after each run, which counts as done only when its status is `completed` (a trainer
-stopped by SIGTERM saves, records `preempted` and exits 0). Workers are prepared once with
+stopped by SIGTERM saves, records `preempted` and exits 0). The same call reports a trainer still
+running on worker 0 (another sweep's, or one whose ssh session dropped): the sweep does not start,
+or stops, rather than start a second trainer on the same chips. Workers are prepared once with
 launch/tpu_setup.sh (see the README).
 """
 
@@ -72,20 +74,41 @@ def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
     return _ssh(opts, "all", remote_command(run, opts))
 
 
-def remote_statuses(runs: list[Run], opts: TpuOptions) -> list[str | None]:
-    """run.json status of each run, read on worker 0 (None: no readable run.json)."""
-    argv = _ssh(opts, "0", _in_venv(opts, "python", ["-m", "slmjax.launch.status"]
+def remote_state(runs: list[Run], opts: TpuOptions) -> tuple[list[str | None], int | None]:
+    """Read on worker 0: the run.json status of each run (None: no readable run.json), and the
+    pid of a trainer still running there (None: none)."""
+    argv = _ssh(opts, "0", _in_venv(opts, "python", ["-m", "slmjax.launch.status",
+                                                     f"--trainer_pidfile={PIDFILE}"]
                                      + [r.workdir for r in runs]))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True)
     except FileNotFoundError:
         raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
     found = status.parse_status_lines(proc.stdout)
-    if proc.returncode != 0 or len(found) != len(runs):
+    if (proc.returncode != 0 or len(found) != len(runs)
+            or status.TRAINER_TAG not in proc.stdout):
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         raise SweepError(f"could not read the runs' status on worker 0 of {opts.name}: "
                          f"{last[0] if last else f'exit code {proc.returncode}'}")
-    return found
+    return found, status.parse_trainer_line(proc.stdout)
+
+
+def _busy(pid: int, opts: TpuOptions) -> str:
+    stop = shlex.join(["launch/tpu_stop.sh", opts.name, opts.zone] + [opts.project] * bool(opts.project))
+    return (f"a trainer (pid {pid}) is still running on worker 0 of {opts.name} (another sweep's "
+            f"run, or one whose launcher ended): wait for it to exit, or stop it with {stop}")
+
+
+def _after_run(run: Run, rc: int, opts: TpuOptions) -> tuple[str | None, int | None]:
+    """(status, live trainer pid) on worker 0 after `run`'s ssh ended with `rc`; after a failed
+    ssh whatever cannot be read is None."""
+    try:
+        statuses, trainer = remote_state([run], opts)
+    except SweepError:
+        if rc == 0:
+            raise
+        return None, None
+    return statuses[0], trainer
 
 
 def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = False,
@@ -96,8 +119,11 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
     failed = []
     if dry_run:
         done = [status.is_completed(r.workdir) for r in runs]
-    else:
-        done = [s == "completed" for s in remote_statuses(runs, opts)] if runs else []
+    elif runs:
+        statuses, trainer = remote_state(runs, opts)
+        if trainer is not None:   # a second trainer on the same chips fails to start, or worse
+            raise SweepError(_busy(trainer, opts))
+        done = [s == "completed" for s in statuses]
     for i, r in enumerate(runs):
         if done[i]:
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
@@ -111,14 +137,17 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
             rc = subprocess.run(argv).returncode
         except FileNotFoundError:
             raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
-        ended = remote_statuses([r], opts)[0] if rc == 0 else None
+        ended, trainer = _after_run(r, rc, opts)
         if rc != 0 or ended != "completed":
             why = f"exit code {rc}" if rc else f"exit code 0 but run.json status is {ended!r}"
             print(f"[{i + 1}/{len(runs)}] {r.key}: failed ({why}); launch/tpu_stop.sh "
                   "stops what is left on the workers", file=out, flush=True)
             failed.append(r.key)
-            if not keep_going:
-                break
+        if trainer is not None:   # e.g. the ssh session dropped while the trainer went on
+            print(f"[{i + 1}/{len(runs)}] {_busy(trainer, opts)}", file=out, flush=True)
+            break
+        if failed and failed[-1] == r.key and not keep_going:
+            break
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=out)
         return 1
