@@ -13,8 +13,11 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import time
 from typing import Iterator
+
+from slmjax.errortext import describe
 
 
 def _tmp_name(path: str) -> str:
@@ -138,6 +141,25 @@ def url_problem(path: str, what: str) -> str | None:
     return (f"{what}={path} is a URL, not a path: slmjax reads and writes through the filesystem; "
             "mount the bucket (launch/tpu_setup.sh mounts gs://BUCKET at /mnt/gcs on every TPU "
             "worker, with gcsfuse) and give the mounted path")
+
+
+def dir_write_problem(path: str | os.PathLike) -> str | None:
+    """Make the folder ``path`` (and its parents) and write a file in it: None when that works,
+    else one line saying why not. A real write, not ``os.access``: that says yes to root where
+    root cannot write (a root-squashed NFS share) and knows nothing of a name too long."""
+    path = os.fspath(path)
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is not a directory"
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return f"{path} cannot be written ({describe(e)})"
+    return None
 
 
 class NotAJSONObject(TypeError):

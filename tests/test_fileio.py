@@ -114,3 +114,17 @@ def test_data_reaches_the_disk_before_the_rename(tmp_path, monkeypatch, how):
     assert any(os.path.basename(p).startswith(".run.json.") for p in synced_before), events
     # The folder entry too, after the rename.
     assert ("fsync", str(tmp_path)) in events[first_replace:], events
+
+
+def test_dir_write_problem_makes_the_folder_or_says_why_not(tmp_path):
+    """One real write probe for every "can the output folder be written" check: a folder under a
+    file, or a name the file system refuses, is one line; a writable one is made."""
+    assert fileio.dir_write_problem(tmp_path / "a" / "b") is None
+    assert (tmp_path / "a" / "b").is_dir() and _listing(tmp_path / "a" / "b") == []
+    (tmp_path / "taken").write_text("x")
+    for under in ("taken", "taken/sub"):
+        problem = fileio.dir_write_problem(tmp_path / under)
+        assert problem == f"{tmp_path / 'taken'} is not a directory"
+    long = tmp_path / ("x" * 300)
+    assert fileio.dir_write_problem(long).startswith(
+        f"{long} cannot be written (OSError: [Errno 36] File name too long")

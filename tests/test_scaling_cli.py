@@ -121,6 +121,18 @@ def test_unusable_out_one_clear_line_before_fitting(tmp_path, monkeypatch, out):
     assert f"{tmp_path / 'taken'} is not a directory" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_out_the_file_system_refuses_is_one_line_before_fitting(tmp_path, monkeypatch):
+    """A folder name too long for the file system passed the old check (its parent is writable) and
+    failed after the whole analysis; a real write probe finds it first."""
+    csv = str(tmp_path / "runs.csv")
+    simulate.write_csv(simulate.simulate_rows(), csv)
+    monkeypatch.setattr(cli, "analyse", lambda *a, **k: pytest.fail("fitted before checking --out"))
+    out = str(tmp_path / ("x" * 300))
+    with pytest.raises(FitInputError) as e:
+        cli.main(csv, out, bootstrap=20)
+    assert str(e.value).startswith(f"--out={out}: {out} cannot be written (OSError: [Errno 36]")
+
+
 def test_unreadable_reference_one_clear_line_before_fitting(tmp_path, monkeypatch):
     """A mistyped --reference path stopped the run only once the downstream stage (after every
     Approach 3 bootstrap) or the plots read it."""

@@ -76,14 +76,10 @@ def _parse_targets(items):
 
 
 def _check_out(out):
-    """One clear line, before any fitting, when ``out`` cannot become the output directory."""
-    path = os.path.abspath(out)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        raise FitInputError(f"--out={out}: {path} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise FitInputError(f"--out={out}: {path} is not writable")
+    """One clear line, before any fitting, when ``out`` cannot be made and written."""
+    problem = fileio.dir_write_problem(out)
+    if problem:
+        raise FitInputError(f"--out={out}: {problem}")
 
 
 def main(runs, out, **kw):

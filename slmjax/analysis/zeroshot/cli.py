@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -211,12 +210,9 @@ def _select_steps(available: list) -> list:
 def _writable(folder: Path) -> None:
     """Make ``folder`` and write a file in it, or one ZeroShotError: found after scoring, the
     scores would be lost."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise ZeroShotError(f"{folder} cannot be written ({describe(e)})") from None
+    problem = fileio.dir_write_problem(folder)
+    if problem:
+        raise ZeroShotError(problem)
 
 
 def _score_run():
