@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from slmjax.data import DataError, build_pipeline, open_dataset
+from slmjax.data.splits import shard_lengths
 from slmjax.data.synthetic import NGramModel, synthetic_dataset
 from slmjax.data.testing import random_utterances, write_unit_dataset
 
@@ -119,9 +120,11 @@ def test_missing_shard_and_bad_ids(ds, tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    ({"vocab_size": 10, "eos_id": 8, "pad_id": 9}, "unit id 18 >= vocab_size 10 stated by the manifest"),
-    ({"eos_id": 17}, "a record does not end with eos_id 17"),
-    ({"dtype": "uint32"}, "a record is empty or not a whole number of uint32 ids")])
+    ({"vocab_size": 10, "eos_id": 7, "pad_id": 9},
+     "record 0: unit id 18 >= vocab_size 10 stated by the manifest"),
+    ({"eos_id": 17}, "record 0: last id 18 is not eos_id 17"),
+    ({"pad_id": 3}, "record 0: pad_id 3 at position 0"),
+    ({"dtype": "uint32"}, "record 0: empty or not a whole number of uint32 ids")])
 def test_cached_lengths_do_not_skip_checks(tmp_path, monkeypatch, edit, message):
   """The record-length cache is keyed on what its checks depend on, not only the shard file."""
   monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
@@ -132,7 +135,7 @@ def test_cached_lengths_do_not_skip_checks(tmp_path, monkeypatch, edit, message)
   json.dump(dict(m, **edit), open(os.path.join(path, "manifest.json"), "w"))
   with pytest.raises(DataError) as e:
     open_dataset(path, splits=("train",))
-  assert _one_line(e) == f"shard train-00000-of-00001.array_record: {message}"
+  assert _one_line(e) == f"unit dataset {path}: shard train-00000-of-00001.array_record: {message}"
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -189,3 +192,23 @@ def test_test_split_cannot_be_the_training_split(ds):
     build_pipeline(cfg)
   assert _one_line(e) == (f"unit dataset {ds}: the test split 'train' is the training split; "
                           "name a held-out split (data.test_split)")
+
+
+@pytest.mark.parametrize("bad_record,message", [
+    (np.array([4, 19, 7, 18]), "record 2: pad_id 19 at position 1"),
+    (np.array([4, 18, 7, 18]), "record 2: eos_id 18 at position 1, not at its end"),
+    (np.array([4, 7, 5]), "record 2: last id 5 is not eos_id 18")])
+def test_special_ids_inside_a_record_are_refused(tmp_path, monkeypatch, bad_record, message):
+  # PAD in the data, or EOS inside an utterance, would train padding or a false boundary.
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  path = str(tmp_path / "ds")
+  train = [np.array([1, 18]), np.array([2, 3, 18]), bad_record, np.array([5, 18])]
+  write_unit_dataset(path, {"train": train, "test": [np.array([1, 18])]}, vocab_size=20,
+                     n_shards=1)
+  with pytest.raises(DataError) as e:
+    open_dataset(path)
+  assert _one_line(e) == (f"unit dataset {path}: shard train-00000-of-00001.array_record: "
+                          f"{message}")
+  with pytest.raises(DataError, match=f"^shard train-00000-of-00001.array_record: {message}$"):
+    shard_lengths(os.path.join(path, "train-00000-of-00001.array_record"), np.dtype("uint16"),
+                  20, 18, 19, batch=2)   # record 2 is the first of the second read

@@ -156,7 +156,11 @@ def _open_split(path: str, m: dict, split: str) -> ArrayRecordSplit:
     if not os.path.isfile(p):
       raise DataError(f"unit dataset {path}: shard {os.path.relpath(p, path)} listed in "
                       "manifest.json is missing")
-  lens = [shard_lengths(p, dtype, int(m["vocab_size"]), int(m["eos_id"])) for p in shard_paths]
+  try:
+    lens = [shard_lengths(p, dtype, int(m["vocab_size"]), int(m["eos_id"]), int(m["pad_id"]))
+            for p in shard_paths]
+  except DataError as e:  # a mixture's datasets may share shard names
+    raise DataError(f"unit dataset {path}: {e}") from None
   lengths = np.concatenate(lens) if lens else np.zeros(0, np.int64)
   n_utt, n_tok = int(lengths.size), int(lengths.sum())
   if "utterances" in info and int(info["utterances"]) != n_utt:

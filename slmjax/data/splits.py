@@ -243,10 +243,11 @@ def _cache_key(path: str, *checks) -> str:
   return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
-def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
+def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int, pad_id: int,
                   batch: int = 8192) -> np.ndarray:
-  """Tokens per record of one shard; validates ids and EOS on first read, then cached."""
-  cache = os.path.join(_cache_dir(), _cache_key(path, np.dtype(dtype).str, vocab_size, eos_id) + ".npy")
+  """Tokens per record of one shard; checks every record's ids on first read, then cached."""
+  cache = os.path.join(_cache_dir(), _cache_key(path, np.dtype(dtype).str, vocab_size, eos_id,
+                                                pad_id) + ".npy")
   if os.path.exists(cache):
     try:
       return np.load(cache)
@@ -257,7 +258,7 @@ def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
     reader = open_reader(path)
     n = reader.num_records()
   except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"shard {path}: not a readable ArrayRecord file (truncated or corrupt?): "
+    raise DataError(f"shard {name}: not a readable ArrayRecord file (truncated or corrupt?): "
                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
   itemsize = np.dtype(dtype).itemsize
   lengths = np.empty(n, np.int64)
@@ -266,30 +267,26 @@ def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
     try:
       raw = reader.read(lo, hi)
     except Exception as e:  # pylint: disable=broad-except
-      raise DataError(f"shard {path}: records {lo}..{hi - 1} unreadable (truncated or "
+      raise DataError(f"shard {name}: records {lo}..{hi - 1} unreadable (truncated or "
                       f"corrupt?): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                       ) from None
-    idx = range(lo, hi)
     nbytes = np.fromiter((len(r) for r in raw), np.int64, len(raw))
-    if np.any(nbytes % itemsize) or np.any(nbytes == 0):
-      raise DataError(f"shard {name}: a record is empty or not a whole number of {dtype} ids")
-    lengths[lo:lo + len(idx)] = nbytes // itemsize
+    odd = np.flatnonzero((nbytes % itemsize != 0) | (nbytes == 0))
+    if odd.size:
+      raise DataError(f"shard {name}: record {lo + odd[0]}: empty or not a whole number of "
+                      f"{dtype} ids")
+    lengths[lo:hi] = nbytes // itemsize
     ids = np.frombuffer(b"".join(raw), dtype=np.dtype(dtype).newbyteorder("<"))
-    if ids.size and int(ids.min()) < 0:
-      raise DataError(f"shard {name}: unit id {int(ids.min())} is negative")
-    if ids.size and int(ids.max()) >= vocab_size:
-      raise DataError(f"shard {name}: unit id {int(ids.max())} >= vocab_size {vocab_size} "
-                      "stated by the manifest")
-    last = ids[np.cumsum(nbytes // itemsize) - 1]
-    if np.any(last != eos_id):
-      raise DataError(f"shard {name}: a record does not end with eos_id {eos_id}")
+    problem = _record_problem(ids, lengths[lo:hi], vocab_size, eos_id, pad_id)
+    if problem:
+      raise DataError(f"shard {name}: record {lo + problem[0]}: {problem[1]}")
   try:
     ok = reader.ok()
     reader.close()
   except Exception:  # pylint: disable=broad-except
     ok = False
   if not ok:
-    raise DataError(f"shard {path}: ArrayRecord reader reports an error (truncated or corrupt?)")
+    raise DataError(f"shard {name}: ArrayRecord reader reports an error (truncated or corrupt?)")
   try:
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     with fileio.atomic_path(cache) as tmp:
@@ -297,3 +294,26 @@ def shard_lengths(path: str, dtype: np.dtype, vocab_size: int, eos_id: int,
   except OSError:
     pass  # a read-only cache only costs a re-scan next time
   return lengths
+
+
+def _record_problem(ids: np.ndarray, lengths: np.ndarray, vocab_size: int, eos_id: int,
+                    pad_id: int) -> tuple[int, str] | None:
+  """(record, what is wrong) for the first of these records whose ids break the dataset's
+  contract (unit ids, then EOS as the last id and only there, never PAD), or None."""
+  last = np.zeros(ids.size, bool)
+  last[np.cumsum(lengths) - 1] = True
+  bad = (ids < 0) | (ids >= vocab_size) | (ids == pad_id) | ((ids == eos_id) != last)
+  if not bad.any():
+    return None
+  i = int(np.argmax(bad))
+  rec = int(np.searchsorted(np.cumsum(lengths), i, side="right"))
+  x, pos = int(ids[i]), i - int(lengths[:rec].sum())
+  if x < 0:
+    return rec, f"unit id {x} is negative"
+  if x >= vocab_size:
+    return rec, f"unit id {x} >= vocab_size {vocab_size} stated by the manifest"
+  if x == pad_id:
+    return rec, f"pad_id {x} at position {pos}"
+  if x == eos_id:
+    return rec, f"eos_id {x} at position {pos}, not at its end"
+  return rec, f"last id {x} is not eos_id {eos_id}"
