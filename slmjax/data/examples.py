@@ -65,6 +65,7 @@ class WindowStream:
     self._per_shard = np.maximum(lens - 1, 0) // self.seq_len
     self._slack = np.where(self._per_shard > 0, lens - 1 - self._per_shard * self.seq_len, 0)
     self.examples_per_epoch = int(self._per_shard.sum())
+    self.tokens_per_example = float(self.seq_len)  # windows hold no padding
     if self.examples_per_epoch == 0:
       raise DataError(f"split {split.name!r}: {split.n_tokens} tokens do not fill one window of "
                       f"seq_len+1 = {self.seq_len + 1} tokens in any shard")
@@ -127,6 +128,8 @@ class PackedStream:
     self._rows = {}  # epoch -> number of rows
     # Reported size of an epoch; epochs differ slightly (packing depends on the order).
     self.examples_per_epoch = self._epoch_rows(0)
+    # Utterance tokens per row, padding excluded (the mean over epoch 0).
+    self.tokens_per_example = split.n_tokens / self.examples_per_epoch
 
   def _build(self, epoch: int):
     t = self.seq_len

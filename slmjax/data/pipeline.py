@@ -196,6 +196,12 @@ class DataPipeline:
     return {ds.name: float(steps * c / s.examples_per_epoch)
             for ds, c, s in zip(self.datasets, self.counts, self.train.streams)}
 
+  def total_epochs(self, steps: int) -> float:
+    """Passes over the unique tokens after `steps` updates: the data tokens trained on (packed
+    rows' padding excluded) over `unique_tokens`."""
+    trained = sum(steps * c * s.tokens_per_example for c, s in zip(self.counts, self.train.streams))
+    return float(trained / self.unique_tokens)
+
   def info(self) -> dict:
     out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}
     for ds, c, s in zip(self.datasets, self.counts, self.train.streams):

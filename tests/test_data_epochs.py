@@ -1,0 +1,37 @@
+"""The run's epochs figure: data tokens trained on over unique tokens, padding excluded."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from slmjax.data import build_pipeline
+from slmjax.data.testing import write_unit_dataset
+
+V, T, B = 20, 8, 4
+
+
+def _pipeline(tmp_path, monkeypatch, mode):
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  # Six utterances of 5 tokens and six of 6: no two fit one row of 8, so every packed row
+  # holds one utterance and 2 or 3 padding slots, whatever the order.
+  train = [np.append(np.arange(n - 1) + 1, V - 2) for n in [5, 6] * 6]
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": train, "test": train[:2]}, vocab_size=V, n_shards=1)
+  return build_pipeline(ml_collections.ConfigDict(dict(
+      seed=0, model=dict(vocab_size=V),
+      data=dict(kind="units", path=path, mode=mode, seq_len=T, weights=None),
+      train=dict(batch_size=B))))
+
+
+def test_packed_epochs_count_utterance_tokens_not_padding(tmp_path, monkeypatch):
+  pipe = _pipeline(tmp_path, monkeypatch, "packed")
+  assert pipe.unique_tokens == 66 and pipe.train.streams[0].examples_per_epoch == 12
+  # 6 steps of 4 rows: 24 rows, each of the 12 utterances twice, 132 of the 192 slots data.
+  # Slots over unique tokens (192 / 66 = 2.9) counted the padding as data.
+  assert pipe.total_epochs(6) == pytest.approx(2.0)
+  assert pipe.epochs(6) == {"ds": pytest.approx(2.0)}
+
+
+def test_windows_epochs_are_trained_tokens_over_unique_tokens(tmp_path, monkeypatch):
+  pipe = _pipeline(tmp_path, monkeypatch, "windows")
+  assert pipe.total_epochs(6) == pytest.approx(6 * B * T / 66)   # windows hold no padding
