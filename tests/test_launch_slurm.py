@@ -149,6 +149,25 @@ def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
     assert calls[0]["argv"][:2] == ["--config=configs/train.py:s20m", f"--workdir={root}/s20m_d4.1e7"]
 
 
+def test_slurm_root_through_a_symlink_is_the_same_root(tmp_path):
+    # squeue names the script as it was submitted; the same root reached through a link (or the
+    # link's target, when the first sweep went through the link) must not queue the run twice.
+    fake, repo = _fake_slurm(tmp_path)
+    real = tmp_path / "runs"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(real),
+           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    for root, reported in ((link, real), (real, link)):
+        proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
+                     f"--repo_dir={repo}", "--config.data_path=/shared/units",
+                     "--only=^s20m_d8.3e7$", env={**env, "FAKE_ROOT": str(reported)})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "s20m_d8.3e7: already queued as slmjax-s20m_d8.3e7, skipped" in proc.stdout
+    assert not (fake / "submitted").exists()
+
+
 def test_slurm_job_saves_before_its_time_limit_and_queues_itself_again(tmp_path):
     # SIGTERM 300 s before the limit (the trainer saves, records `preempted`, exits 0), then the
     # job requeues itself; srun is given the task's CPUs (it no longer inherits them from sbatch).

@@ -136,7 +136,8 @@ def sbatch_command(run: Run, root: str) -> list[str]:
 
 def _queued_jobs() -> list[tuple[str, str, str]]:
     """(job id, job name, batch script) of this user's jobs: a key queued from another root is
-    another run."""
+    another run. Scripts are compared by real path: a root reached through a symlink, or spelled
+    another way, is the same root."""
     try:
         out = subprocess.run(["squeue", "--me", "-h", "-o", "%i %j %o"], capture_output=True,
                              text=True, check=True).stdout
@@ -144,8 +145,9 @@ def _queued_jobs() -> list[tuple[str, str, str]]:
         raise SweepError("squeue is not on PATH: run this on a SLURM login node") from None
     except subprocess.CalledProcessError as e:
         raise SweepError(f"squeue failed: {(e.stderr or '').strip().splitlines()[:1]}") from None
-    return [tuple(parts) for parts in (line.split(" ", 2) for line in out.splitlines())
-            if len(parts) == 3]
+    return [(job, name, os.path.realpath(path))
+            for job, name, path in (parts for parts in (line.split(" ", 2) for line in out.splitlines())
+                                    if len(parts) == 3)]
 
 
 def root_jobs(root: str, key_pattern: str = ".*") -> list[str]:
@@ -156,7 +158,7 @@ def root_jobs(root: str, key_pattern: str = ".*") -> list[str]:
         raise SweepError(f"{key_pattern!r} is not a regular expression: {e}") from None
     return [job for job, name, path in _queued_jobs()
             if name.startswith(JOB_PREFIX) and rx.fullmatch(key := name[len(JOB_PREFIX):])
-            and path == _slurm_file(root, f"{key}.sbatch")]
+            and path == os.path.realpath(_slurm_file(root, f"{key}.sbatch"))]
 
 
 def cancel(root: str, key_pattern: str = ".*", out: TextIO | None = None) -> int:
@@ -190,7 +192,7 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
         if status.is_completed(r.workdir):
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
             continue
-        if (job_name(r), script_path(root, r)) in queued:
+        if (job_name(r), os.path.realpath(script_path(root, r))) in queued:
             print(f"# {r.key}: already queued as {job_name(r)}, skipped", file=out, flush=True)
             continue
         path, argv = script_path(root, r), sbatch_command(r, root)
