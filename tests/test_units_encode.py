@@ -1,9 +1,12 @@
 """Unit dataset encoding at its edges: unit runs longer than 16 bits, and reruns retrying skipped inputs."""
 
-import json
+import filecmp
+import functools
+import os
 
 import numpy as np
 
+from slmjax.units.audio import BadAudio
 from slmjax.units.encode import encode_dataset
 from slmjax.units.sources import Utterance
 from slmjax.units.tokenizer import Tokenizer
@@ -40,3 +43,39 @@ def test_durations_past_16_bits_are_stored_whole(tmp_path):
     [units] = read_dataset(str(tmp_path / "ds"), "train")
     [durs] = read_durations(str(tmp_path / "ds"), "train")
     assert units.tolist() == [1, 0, 2] and durs.tolist() == frames + [0]  # EOS: duration 0
+
+
+class _Input:
+    """An in-memory input that is unreadable until ``fixed``; counts its loads."""
+
+    def __init__(self, uid, level, fixed=True):
+        self.uid, self.level, self.fixed, self.loads = uid, level, fixed, 0
+
+    def load(self):
+        self.loads += 1
+        if not self.fixed:
+            raise BadAudio("unreadable: truncated file")
+        return np.full(40 * HOP, self.level, np.float32)
+
+    def utt(self):
+        return _utt(self.uid, self.load)
+
+
+def test_rerun_retries_skipped_inputs_only(tmp_path):
+    bad, good, other = _Input("a", 0.9, fixed=False), _Input("b", 0.1), _Input("c", 0.9)
+    utts = [bad.utt(), good.utt(), other.utt()]  # shards [a, b] and [c]
+    ds = str(tmp_path / "ds")
+    run = functools.partial(encode_dataset, _tok(), utts, ds, shard_utterances=2, durations=True, progress=False)
+    assert run()["skipped"] == 1 and bad.loads == 1
+    assert run()["skipped"] == 1 and bad.loads == 2  # tried again, still unreadable: still listed
+    bad.fixed = True
+    m = run()
+    assert (bad.loads, good.loads, other.loads) == (3, 1, 1)  # the encoded inputs were not encoded again
+    assert m["skipped"] == 0 and (tmp_path / "ds" / "skipped.jsonl").read_text() == ""
+    assert [s.tolist() for s in read_dataset(ds, "train")] == [[1, 2], [0, 2], [1, 2]]  # source order
+    assert [d.tolist() for d in read_durations(ds, "train")] == [[40, 0]] * 3
+    fresh = encode_dataset(_tok(), utts, str(tmp_path / "fresh"), shard_utterances=2, durations=True, progress=False)
+    assert m == fresh
+    for name in sorted(os.listdir(ds)):
+        if name.endswith(".array_record"):
+            assert filecmp.cmp(os.path.join(ds, name), tmp_path / "fresh" / name, shallow=False), name

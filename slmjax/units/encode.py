@@ -9,12 +9,13 @@ from tqdm import tqdm
 from slmjax.units.errors import UnitsError
 from slmjax.units.sources import list_utterances
 from slmjax.units.tokenizer import load_tokenizer
-from slmjax.units.writer import DURATIONS_DTYPE, encode_shard, is_complete, merge, pin_plan, plan_fingerprint, plan_shards
+from slmjax.units.writer import (DURATIONS_DTYPE, encode_shard, is_complete, merge, pending, pin_plan, plan_fingerprint,
+                                 plan_shards)
 
 
 def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int = 0, shard_utterances: int = 2000,
                    min_seconds: float = 0.0, synthetic: bool = False, durations: bool = False, progress: bool = True):
-    """Encode this worker's shards (skipping complete ones); merge when every shard is done.
+    """Encode this worker's shards (complete ones only retry the inputs they skipped); merge when every shard is done.
 
     Returns the manifest dict once merged, else None (other workers still have shards to do).
     """
@@ -23,8 +24,9 @@ def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int 
     if not 0 <= worker_index < num_workers:
         raise UnitsError(f"--worker_index must be in [0, {num_workers}), got {worker_index}")
     shards = _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, durations, create=True)
-    mine = [s for s in shards if s.index % num_workers == worker_index and not is_complete(out, s)]
-    total = sum(len(s.utts) for s in mine)
+    todo = [(s, pending(out, s)) for s in shards if s.index % num_workers == worker_index]
+    mine = [s for s, utts_left in todo if utts_left]
+    total = sum(len(utts_left) for _, utts_left in todo)
     stats = {"audio": 0.0, "start": time.perf_counter()}
     bar = tqdm(total=total, desc=f"encode worker {worker_index}/{num_workers}", unit="file", disable=not progress)
 

@@ -3,7 +3,8 @@
 Shards are a pure function of the utterance list and ``shard_utterances``, never of the number of
 workers: worker w of N encodes the shards whose global index is w mod N, so N workers and one worker
 write byte-identical datasets. A shard is complete when its part file ``parts/<shard>.json`` exists
-(written after the shard itself, both through a temp name and a rename); reruns skip complete shards.
+(written after the shard itself, both through a temp name and a rename); reruns skip complete shards,
+but try again the inputs a shard skipped (a file fixed or replaced since), keeping the records it has.
 """
 
 from __future__ import annotations
@@ -126,50 +127,107 @@ def is_complete(out: str, shard: Shard) -> bool:
     return os.path.exists(part_path(out, shard))
 
 
-def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_seconds: float = 0.0, on_utt=None) -> dict:
-    """Encode one shard's utterances, write the shard then its part file; returns the part dict."""
-    from array_record.python.array_record_module import ArrayRecordWriter
+def read_part(out: str, shard: Shard) -> dict | None:
+    """The part file of ``shard``; None before the shard's first run."""
+    path = part_path(out, shard)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UnitsError(f"{path} is corrupt ({describe(exc)}); remove it to encode {shard.name} again") from None
 
+
+def pending(out: str, shard: Shard) -> list[Utterance]:
+    """The utterances of ``shard`` still to encode: all before its first run, then those it skipped."""
+    part = read_part(out, shard)
+    if part is None:
+        return shard.utts
+    skipped = {row["id"] for row in part["skipped"]}
+    return [u for u in shard.utts if u.uid in skipped]
+
+
+def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_seconds: float = 0.0, on_utt=None) -> dict:
+    """Encode one shard's utterances, write the shard then its part file; returns the part dict.
+
+    A shard encoded before keeps its records and counts: only the inputs it skipped are tried again,
+    and its files are rewritten (in source order) only when one of them now encodes."""
     min_samples = max(tok.features.min_samples, int(round(min_seconds * 16000)))
-    records, dur_records, part = [], [], {"utterances": 0, "tokens": 0, "units": 0, "frames": 0, "seconds": 0.0,
-                                          "ids": [], "skipped": []}
+    prev = read_part(out, shard)
+    kept = _kept_records(out, shard, prev, durations)
+    part = dict(prev or {"utterances": 0, "tokens": 0, "units": 0, "frames": 0, "seconds": 0.0}, ids=[], skipped=[])
+    records, dur_records = [], []
     for u in shard.utts:
         t0 = time.perf_counter()
-        seconds = 0.0
-        try:
-            wave = u.load()
-            seconds = wave.size / 16000.0
-            check_wave(wave, min_samples)
-            frames = tok.frame_units(wave)
-            units, durs = unit_ids.collapse(frames, return_durations=True)
-            ids = tok.coarse.encode(units) if tok.coarse is not None else units
-            if ids.size == 0:
-                raise BadAudio("too short: no feature frames")
-        except Exception as exc:  # noqa: BLE001 - bad audio, a decoder or feature failure skips this input only
-            part["skipped"].append(skip_row(u, exc))
+        if u.uid in kept:
+            rec, dur = kept[u.uid]
         else:
-            records.append(unit_ids.to_record(unit_ids.with_eos(ids, tok.eos_id), tok.dtype))
-            if durations:
-                dur_records.append(unit_ids.to_record(np.append(durs, 0), DURATIONS_DTYPE))
-            part["utterances"] += 1
-            part["tokens"] += int(ids.size) + 1
-            part["units"] += int(units.size)
-            part["frames"] += int(frames.size)
-            part["seconds"] += seconds
-            part["ids"].append(u.uid)
-        if on_utt is not None:
-            on_utt(seconds, time.perf_counter() - t0)
-    files = [(shard.name, records)] + ([(durations_name(shard.name), dur_records)] if durations else [])
-    for name, recs in files:
-        if not recs:
-            continue
-        with fileio.atomic_path(os.path.join(out, name)) as tmp:
-            writer = ArrayRecordWriter(tmp, "group_size:1")
-            for r in recs:
-                writer.write(r)
-            writer.close()
+            (rec, dur), seconds = _encode_utt(tok, u, min_samples, durations, part)
+            if on_utt is not None:
+                on_utt(seconds, time.perf_counter() - t0)
+            if rec is None:
+                continue
+        records.append(rec)
+        dur_records.append(dur)
+        part["ids"].append(u.uid)
+    if len(records) > len(kept):
+        if prev is not None:  # a kill while the shard is rewritten then leaves it to encode again, not mislabelled
+            os.remove(part_path(out, shard))
+        _write_records(os.path.join(out, shard.name), records)
+        if durations:
+            _write_records(os.path.join(out, durations_name(shard.name)), dur_records)
     _atomic_json(part_path(out, shard), part)
     return part
+
+
+def _encode_utt(tok, u: Utterance, min_samples: int, durations: bool, part: dict):
+    """((record, durations record or None), seconds) of ``u``, its counts added to ``part``; when it
+    cannot be encoded ((None, None), seconds) and its skipped row added."""
+    seconds = 0.0
+    try:
+        wave = u.load()
+        seconds = wave.size / 16000.0
+        check_wave(wave, min_samples)
+        frames = tok.frame_units(wave)
+        units, durs = unit_ids.collapse(frames, return_durations=True)
+        ids = tok.coarse.encode(units) if tok.coarse is not None else units
+        if ids.size == 0:
+            raise BadAudio("too short: no feature frames")
+        rec = unit_ids.to_record(unit_ids.with_eos(ids, tok.eos_id), tok.dtype)
+        dur = unit_ids.to_record(np.append(durs, 0), DURATIONS_DTYPE) if durations else None
+    except Exception as exc:  # noqa: BLE001 - bad audio, a decoder or feature failure skips this input only
+        part["skipped"].append(skip_row(u, exc))
+        return (None, None), seconds
+    part["utterances"] += 1
+    part["tokens"] += int(ids.size) + 1
+    part["units"] += int(units.size)
+    part["frames"] += int(frames.size)
+    part["seconds"] += seconds
+    return (rec, dur), seconds
+
+
+def _kept_records(out: str, shard: Shard, part: dict | None, durations: bool) -> dict:
+    """uid -> (record, durations record or None) of the inputs ``shard`` encoded in an earlier run."""
+    ids = part["ids"] if part else []
+    if not ids:
+        return {}
+    records = _read_shards(out, [shard.name], bytes)
+    if len(records) != len(ids):
+        raise UnitsError(f"{shard.name} holds {len(records)} records but {part_path(out, shard)} lists {len(ids)}; "
+                         "remove that part file to encode the shard again")
+    durs = _read_shards(out, [durations_name(shard.name)], bytes) if durations else [None] * len(ids)
+    return dict(zip(ids, zip(records, durs)))
+
+
+def _write_records(path: str, records: list[bytes]) -> None:
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    with fileio.atomic_path(path) as tmp:
+        writer = ArrayRecordWriter(tmp, "group_size:1")
+        for r in records:
+            writer.write(r)
+        writer.close()
 
 
 def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations: bool = False) -> dict:
@@ -180,8 +238,7 @@ def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations
     splits, skipped = {}, []
     totals = {"units": 0, "tokens": 0, "utterances": 0}
     for s in shards:
-        with open(part_path(out, s)) as f:
-            part = json.load(f)
+        part = read_part(out, s)
         skipped.extend(part["skipped"])
         if not part["utterances"]:
             continue
