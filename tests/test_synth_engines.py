@@ -35,6 +35,10 @@ def test_voice_variation_stays_in_range():
     vs = [base.varied(rng, 0.1, 8) for _ in range(200)]
     assert all(153 <= v.speed <= 187 and 87 <= v.pitch <= 99 for v in vs)
     assert len({(v.speed, v.pitch) for v in vs}) > 20
+    # Voices at the ends of the speed range stay inside it (up to 486 / down to 74 wpm otherwise).
+    for spec, lo, hi in (("espeak:en:s450", 414, 450), ("espeak:en:s80", 80, 86)):
+        speeds = {engines.parse_voice(spec).varied(rng, 0.08, 8).speed for _ in range(200)}
+        assert lo <= min(speeds) and max(speeds) == hi, (spec, sorted(speeds))
 
 
 @pytest.mark.parametrize("engine,install", [("flite", "apt-get install flite"), ("festival", "apt-get install festival")])

@@ -44,6 +44,9 @@ _INSTALL = {
 }
 
 
+SPEED_RANGE = (80, 450)   # words per minute a voice may have, varied ones included (espeak-ng's range)
+
+
 @dataclasses.dataclass(frozen=True)
 class Voice:
     """One speaker: an engine, its voice name, a speed (wpm) and a pitch (0-99)."""
@@ -61,7 +64,7 @@ class Voice:
         """The same voice with speed scaled by up to +-speed_jitter and pitch moved by +-pitch_jitter."""
         speed = int(round(self.speed * (1.0 + rng.uniform(-speed_jitter, speed_jitter))))
         pitch = int(np.clip(self.pitch + rng.integers(-pitch_jitter, pitch_jitter + 1), 0, 99))
-        return dataclasses.replace(self, speed=max(80, speed), pitch=pitch)
+        return dataclasses.replace(self, speed=int(np.clip(speed, *SPEED_RANGE)), pitch=pitch)
 
 
 def parse_voice(spec: str) -> Voice:
@@ -87,8 +90,9 @@ def parse_voice(spec: str) -> Voice:
             raise SynthError(f"voice {spec!r}: {'speed' if key == 's' else 'pitch'} given twice")
         given[key] = value
     speed, pitch = given.get("s", 175), given.get("p", 50)
-    if not 80 <= speed <= 450 or not 0 <= pitch <= 99:
-        raise SynthError(f"voice {spec!r}: speed must be in 80..450 and pitch in 0..99")
+    if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1] or not 0 <= pitch <= 99:
+        raise SynthError(f"voice {spec!r}: speed must be in {SPEED_RANGE[0]}..{SPEED_RANGE[1]} "
+                         "and pitch in 0..99")
     return Voice(engine, name, speed, pitch)
 
 
