@@ -212,3 +212,18 @@ def test_special_ids_inside_a_record_are_refused(tmp_path, monkeypatch, bad_reco
   with pytest.raises(DataError, match=f"^shard train-00000-of-00001.array_record: {message}$"):
     shard_lengths(os.path.join(path, "train-00000-of-00001.array_record"), np.dtype("uint16"),
                   20, 18, 19, batch=2)   # record 2 is the first of the second read
+
+
+def test_a_mixture_of_datasets_with_other_eos_and_pad_ids_is_refused(ds, tmp_path):
+  # The same tokenizer, but EOS and PAD swapped: one dataset's boundaries would be the other's
+  # padding, and slmjax-eval scores with the first dataset's EOS.
+  other = str(tmp_path / "other")
+  m = write_unit_dataset(other, {"train": [np.array([1, 2, 19])] * 40,
+                                 "test": [np.array([1, 19])]}, vocab_size=20)
+  json.dump(dict(m, eos_id=19, pad_id=18), open(os.path.join(other, "manifest.json"), "w"))
+  cfg = _cfg(f"{ds},{other}")
+  cfg.data.weights = "1,1"
+  with pytest.raises(DataError) as e:
+    build_pipeline(cfg)
+  assert _one_line(e) == (f"unit datasets {ds} and {other} use different eos_id/pad_id (18/19 "
+                          "and 19/18): their units do not mix")

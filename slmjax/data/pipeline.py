@@ -54,10 +54,14 @@ def open_datasets(config) -> list:
     if ds.vocab_size != vocab:
       raise DataError(f"unit dataset {ds.path}: manifest vocab_size {ds.vocab_size} does not "
                       f"match config.model.vocab_size {vocab}")
-    tok0 = datasets[0].manifest.get("tokenizer")
-    if ds.manifest.get("tokenizer") != tok0:
-      raise DataError(f"unit datasets {datasets[0].path} and {ds.path} use different "
+    first = datasets[0]
+    if ds.manifest.get("tokenizer") != first.manifest.get("tokenizer"):
+      raise DataError(f"unit datasets {first.path} and {ds.path} use different "
                       "tokenizers (manifest 'tokenizer' differs): their units do not mix")
+    if (ds.eos_id, ds.pad_id) != (first.eos_id, first.pad_id):
+      raise DataError(f"unit datasets {first.path} and {ds.path} use different eos_id/pad_id "
+                      f"({first.eos_id}/{first.pad_id} and {ds.eos_id}/{ds.pad_id}): their units "
+                      "do not mix")
   for ds, name in zip(datasets, distinct_names([ds.path for ds in datasets])):
     ds.name = name
   return datasets
