@@ -227,3 +227,12 @@ def test_a_mixture_of_datasets_with_other_eos_and_pad_ids_is_refused(ds, tmp_pat
     build_pipeline(cfg)
   assert _one_line(e) == (f"unit datasets {ds} and {other} use different eos_id/pad_id (18/19 "
                           "and 19/18): their units do not mix")
+
+
+def test_a_large_holdout_leaves_one_training_utterance(tmp_path, monkeypatch):
+  # round(0.9 * 3) = 3 held out every utterance; training then failed as "0 tokens".
+  monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+  path = str(tmp_path / "ds")
+  write_unit_dataset(path, {"train": [np.array([1, 2, 18])] * 3}, vocab_size=20)
+  splits = open_dataset(path, holdout=0.9).splits
+  assert splits["train"].n_records == 1 and splits["test"].n_records == 2

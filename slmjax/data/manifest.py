@@ -111,10 +111,11 @@ def _is_int(value) -> bool:
 def open_dataset(path: str, splits=("train", "test"), holdout: float = 0.01) -> UnitDataset:
   """Opens a unit dataset; checks every shard of the requested splits against the manifest.
 
-  The first open scans each shard once (record lengths, id range, EOS) and caches the lengths.
+  The first open scans each shard once (record lengths, ids, EOS, PAD) and caches the lengths.
   When the manifest has no split named `splits[1]` (the test split), a fixed `holdout` fraction
-  of the training utterances (at least one; the same for every run) becomes the test split and
-  is left out of training, as the paper does for corpora without an official held-out set.
+  of the training utterances (at least one, at most all but one; the same for every run) becomes
+  the test split and is left out of training, as the paper does for corpora without an official
+  held-out set.
   """
   path = os.path.abspath(os.path.expanduser(path.rstrip("/")))
   m = load_manifest(path)
@@ -139,7 +140,8 @@ def open_dataset(path: str, splits=("train", "test"), holdout: float = 0.01) -> 
     # stable across NumPy releases, where Generator.choice's algorithm is not promised to be (a
     # change would move training utterances into the test set of a resumed or re-scored run).
     keys = np.random.PCG64(0x7e57).random_raw(n)
-    test_ids = np.sort(np.argsort(keys, kind="stable")[:max(1, int(round(holdout * n)))])
+    n_test = min(n - 1, max(1, int(round(holdout * n))))  # both parts keep an utterance
+    test_ids = np.sort(np.argsort(keys, kind="stable")[:n_test])
     train_ids = np.setdiff1d(np.arange(n), test_ids)
     args = (full.paths, m["dtype"], full.lengths, full.shard_records)
     opened[train_split] = ArrayRecordSplit(train_split, *args, subset=train_ids)
