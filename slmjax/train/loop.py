@@ -95,7 +95,7 @@ def train(config, workdir: str) -> dict:
   try:
     return _train(config, workdir, locks)
   finally:
-    for lock in locks:
+    for lock in filter(None, locks):
       lock.release()
     if owns_handler:
       preemption.uninstall()
@@ -120,15 +120,23 @@ def _write_final_row(workdir: str, steps: int, final: dict) -> None:
     writer.close()
 
 
-def _has_final_eval(workdir: str, primary: bool) -> bool:
-  """Whether run.json already records the final evaluation, i.e. the run is finished (decided
-  by process 0 for all)."""
-  done = primary and read_json(os.path.join(workdir, "run.json"), {}).get(
-      "final_test_loss") is not None
+_TRAIN, _FINISHED, _STOPPED = range(3)
+
+
+def _launch_kind(workdir: str, primary: bool, stopped: bool) -> int:
+  """What this launch does, decided by process 0 for all: _STOPPED (a preemption notice came
+  while it waited for the workdir lock), _FINISHED (run.json records the final evaluation) or
+  _TRAIN."""
+  kind = _TRAIN
+  if stopped:
+    kind = _STOPPED
+  elif primary and read_json(os.path.join(workdir, "run.json"), {}).get(
+      "final_test_loss") is not None:
+    kind = _FINISHED
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
-  return bool(done)
+    kind = int(multihost_utils.broadcast_one_to_all(np.int32(kind)))
+  return kind
 
 
 def _train(config, workdir: str, locks: list) -> dict:
@@ -138,16 +146,24 @@ def _train(config, workdir: str, locks: list) -> dict:
   validate(config, jax.device_count())
   primary = jax.process_index() == 0
   pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
+  stopped = False
   if primary:
     claim_workdir(workdir, config)
-    locks.append(workdir_lock(workdir))  # waits for a trainer still saving in this workdir
+    # waits for a trainer still saving in this workdir; a notice meanwhile ends the wait
+    locks.append(workdir_lock(workdir, stop=preemption.requested))
+    stopped = locks[-1] is None
+  kind = _launch_kind(workdir, primary, stopped)
+  if kind == _STOPPED:  # the other trainer owns the run's files: none is touched
+    if primary:
+      print(f"slmjax-train: a preemption notice came while waiting for the other trainer in "
+            f"{workdir}; stopped before training, nothing changed", file=sys.stderr, flush=True)
+    return dict(run_id=os.path.basename(workdir), status="preempted")
+  if kind == _FINISHED:  # a finished run launched again: its record stays as it is,
+    return read_json(os.path.join(workdir, "run.json"), {})  # checkpoints kept or not
   mesh = make_mesh(config.mesh)
   model_cfg = model_config(config)
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
-
-  if _has_final_eval(workdir, primary):  # a finished run launched again: its record stays as it
-    return read_json(os.path.join(workdir, "run.json"), {})  # is, checkpoints kept or not
   ckpts = RunCheckpoints(workdir, config.checkpoint)
   data_iter = pipeline.train_iter()
   restored = ckpts.restore_latest(abstract_train_state(config, mesh), data_iter)

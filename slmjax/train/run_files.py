@@ -124,7 +124,7 @@ def update_run_json(workdir: str, drop: tuple = (), **fields) -> dict:
 LOCK_WAIT_ENV = "SLMJAX_WORKDIR_LOCK_WAIT"  # seconds a trainer waits for another one to exit
 
 
-def workdir_lock(workdir: str, wait_s: float | None = None) -> fileio.PidLock:
+def workdir_lock(workdir: str, wait_s: float | None = None, stop=None) -> fileio.PidLock | None:
   """One trainer per workdir: an exclusive flock on WORKDIR/.trainer.lock, held from before the
   run's files are read for a resume until they are all written (the kernel drops it if the
   process dies).
@@ -132,7 +132,9 @@ def workdir_lock(workdir: str, wait_s: float | None = None) -> fileio.PidLock:
   A preempted trainer saves before it exits; a relaunch that starts meanwhile (a sweep launched
   again, a requeued job) waits for it (up to $SLMJAX_WORKDIR_LOCK_WAIT seconds, default 600)
   instead of resuming from an older checkpoint while the other one still rewrites metrics.jsonl
-  and run.json. A file system without flock gives no lock (and no error).
+  and run.json. None when `stop()` turns true while waiting (a preemption notice): the caller
+  then holds no lock and must leave the run's files alone. A file system without flock gives no
+  lock (and no error).
   """
   if wait_s is None:
     wait_s = float(os.environ.get(LOCK_WAIT_ENV, "600") or 0)
@@ -143,7 +145,9 @@ def workdir_lock(workdir: str, wait_s: float | None = None) -> fileio.PidLock:
 
   try:
     return fileio.PidLock(os.path.join(workdir, ".trainer.lock"), wait_s, on_wait=tell,
-                          required=False)
+                          required=False, stop=stop)
+  except fileio.LockWaitStopped:
+    return None
   except fileio.LockHeld as e:
     raise RunError(f"another trainer (pid {e.pid}) is running in {workdir}; stop it or "
                    "wait for it to exit") from None
