@@ -64,15 +64,21 @@ def _build(root):
     make_storycloze(root / "sSC", 3, units_of=lambda i, c: RISING if (c ^ (i == 2)) else FLAT)
 
 
+def _bigram_scorer():
+    return Scorer(lambda p, x, pos, seg: p[x], jnp.asarray(_table(), jnp.float32), max_len=32,
+                  pad_id=PAD, progress=False)
+
+
+def _encode(benches, tmp_path, tok):
+    return {b.name: encode_benchmark(b, tok, tmp_path / "cache", progress=False) for b in benches}
+
+
 def _score(root, tmp_path, tok=None):
     tok = tok or FakeTokenizer()
     benches = bm.discover(root)
-    encoded = {b.name: encode_benchmark(b, tok, tmp_path / "cache", progress=False)
-               for b in benches}
-    scorer = Scorer(lambda p, x, pos, seg: p[x], jnp.asarray(_table(), jnp.float32), max_len=32,
-                    pad_id=PAD, progress=False)
     out = tmp_path / "run" / "zeroshot" / "7"
-    scores = evaluate_model(scorer, benches, encoded, EOS, out, {"step": 7})
+    scores = evaluate_model(_bigram_scorer(), benches, _encode(benches, tmp_path, tok), EOS, out,
+                            {"step": 7})
     return scores, out, tok
 
 
@@ -367,3 +373,55 @@ def test_split_without_gold_nor_audio_and_broken_gold_stay_errors(tmp_path):
         f"error: {root / 'syntactic' / 'test' / 'gold.csv'}: bad columns: missing ['subtype', "
         "'id', 'voice', 'transcription', 'correct']; expected filename,type,subtype,id,voice,"
         "transcription,correct, found filename,type"]
+
+
+def _scored_sets(out):
+    return set(json.loads((out / "scores.json").read_text())["tasks"])
+
+
+def test_two_evaluations_of_one_step_keep_each_others_sets(tmp_path, caplog):
+    """Two slmjax-eval of one step (other --tasks) each read scores.json before scoring and wrote
+    it after: the later writer dropped the other's sets. Now scores.json is read again when
+    written, and a record of other settings is still replaced, not mixed with."""
+    root = tmp_path / "bench"
+    _build(root)
+    benches = {b.name: b for b in bm.discover(root)}
+    encoded, scorer = _encode(benches.values(), tmp_path, FakeTokenizer()), _bigram_scorer()
+    out, meta = tmp_path / "zeroshot" / "7", {"step": 7, "checkpoint": "a"}
+    for name in ("ssc", "swuggy_dev"):   # both found no scores.json before scoring
+        scores = evaluate_model(scorer, [benches[name]], encoded, EOS, out, meta)
+    assert set(scores["tasks"]) == _scored_sets(out) == {"ssc", "swuggy_dev"}
+    assert set(scores["headline"]) >= {"ssc", "swuggy"}
+    evaluate_model(scorer, [benches["sblimp_dev"]], encoded, EOS, out, {**meta, "checkpoint": "b"})
+    assert _scored_sets(out) == {"sblimp_dev"} and not caplog.records
+    evaluate_model(scorer, [benches["ssc"]], encoded, EOS, out, meta, previous={"tasks": {}})
+    assert _scored_sets(out) == {"ssc"}
+    assert "now holds scores of another checkpoint: written anew" in caplog.text
+
+
+def test_scores_json_is_written_under_the_lock(tmp_path, caplog):
+    """The read-merge-write of scores.json waits for another slmjax-eval holding the lock."""
+    import threading
+
+    from slmjax import fileio
+    from slmjax.analysis.zeroshot.evaluate import LOCK_NAME
+    root = tmp_path / "bench"
+    make_storycloze(root / "sSC", 2)
+    benches = bm.discover(root)
+    encoded, scorer = _encode(benches, tmp_path, FakeTokenizer()), _bigram_scorer()
+    out = tmp_path / "zeroshot" / "7"
+    out.mkdir(parents=True)
+    lock = fileio.PidLock(str(out / LOCK_NAME))
+    writer = threading.Thread(target=evaluate_model,
+                              args=(scorer, benches, encoded, EOS, out, {"step": 7}))
+    writer.start()
+    deadline = time.monotonic() + 10
+    while not (out / "scores.json").exists() and "waiting for pid" not in caplog.text and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"waiting for pid {os.getpid()} to finish writing" in caplog.text
+    time.sleep(0.3)
+    assert writer.is_alive() and not (out / "scores.json").exists()
+    lock.release()
+    writer.join(10)
+    assert not writer.is_alive() and _scored_sets(out) == {"ssc"}

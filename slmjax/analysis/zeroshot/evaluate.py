@@ -21,9 +21,16 @@ from absl import logging
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot import rules
+from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.analysis.zeroshot.scoring import CONVENTIONS, benchmark_sequence, file_scores
+from slmjax.errortext import describe
 
 SCORES_VERSION = 1
+# What a record must share with this scoring to be added to (scores made otherwise do not mix).
+SETTINGS = ("context", "compute_dtype", "tokenizer", "checkpoint")
+LOCK_NAME = ".scores.json.lock"
+# The lock is held to re-read, merge and write scores.json: milliseconds.
+LOCK_WAIT_SECONDS = 600.0
 
 
 def _atomic_write(path: Path, text: str):
@@ -129,13 +136,13 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
                    test_sets: dict | None = None, previous: dict | None = None) -> dict:
     """Score ``benches`` (with ``encoded[name] = (units, skipped)``), write ``out``, return the
     scores dict. ``test_sets``: name -> testloss.HeldOutSet for the test loss. ``previous``: the
-    scores.json of the same model and settings to add to (its other sets and test losses kept)."""
+    scores.json of the same model and settings to add to (its other sets and test losses kept); the
+    writing host adds to scores.json as it is when written instead (see :func:`_save_scores`)."""
     from slmjax.analysis.zeroshot.testloss import heldout_loss
     out = Path(out)
-    previous = previous or {}
     t0 = time.time()
-    new = {"tasks": {}, "submission_only": {}}
-    n_tokens = previous.get("timing", {}).get("scored_tokens", 0)
+    new = {"tasks": {}, "submission_only": {}, "test_loss": {}}
+    n_tokens = 0
     for bench in benches:
         units, skipped = encoded[bench.name]
         stems, stats = score_benchmark(scorer, bench, units, eos_id)
@@ -143,22 +150,72 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
         write_submissions(out, bench, stems, stats)
         entry = new[bench.scores_block][bench.name] = summarize(bench, stems, stats, skipped)
         _warn_skipped(bench.name, bench.scores_block, entry, out / "scores.json")
-    # the previous record's sets, less those scored now (in either block: gold may come or go)
+    new["test_loss"] = {name: heldout_loss(scorer, t.path, t.split, holdout=t.holdout)
+                        for name, t in (test_sets or {}).items()}
+    timing = {"seconds": time.time() - t0, "scored_tokens": n_tokens}
+    if jax.process_index() != 0:   # every host scores; one writes
+        return _merged(previous or {}, new, timing, meta)
+    return _save_scores(out, new, timing, meta, expected=previous is not None)
+
+
+
+def _save_scores(out: Path, new: dict, timing: dict, meta: dict, expected: bool) -> dict:
+    """Add ``new`` to ``out/scores.json`` as it is now, under an flock on ``out/LOCK_NAME``: two
+    slmjax-eval of one step (other --tasks) each read it before scoring, and the later writer
+    dropped the other's sets. Only the read-merge-write is locked, so both still score at once.
+    ``expected``: whether the caller meant to add to a record (else one of other settings is
+    replaced without a word: the caller said so before scoring)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "scores.json"
+    try:
+        lock = fileio.PidLock(str(out / LOCK_NAME), wait_s=LOCK_WAIT_SECONDS, required=False,
+                              on_wait=lambda pid: logging.warning(
+                                  "waiting for pid %s to finish writing %s", pid, path))
+    except fileio.LockHeld as e:
+        raise ZeroShotError(f"{path}: {out / LOCK_NAME} {e} for {LOCK_WAIT_SECONDS:g} s; its "
+                            "scores were not written") from None
+    try:
+        scores = _merged(_record_to_add_to(path, meta, expected), new, timing, meta)
+        fileio.atomic_write_text(path, json.dumps(scores, indent=1, allow_nan=False) + "\n")
+    finally:
+        lock.release()
+    return scores
+
+
+def _record_to_add_to(path: Path, meta: dict, expected: bool) -> dict:
+    """The scores.json at ``path`` when it was made with the same SETTINGS as ``meta``, else {}
+    (said in the log when ``expected``)."""
+    try:
+        record = fileio.read_json_object(path)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, fileio.NotAJSONObject) as e:
+        record, why = {}, f"cannot be read ({describe(e)})"
+    else:
+        differs = [k for k in SETTINGS if record.get(k) != meta.get(k)]
+        why = f"now holds scores of another {', '.join(differs)}" if differs else None
+    if why is None:
+        return record
+    if expected:   # changed while this one scored
+        logging.warning("%s %s: written anew", path, why)
+    return {}
+
+
+def _merged(previous: dict, new: dict, timing: dict, meta: dict) -> dict:
+    """The scores.json record: ``previous``'s sets and test losses, those of ``new`` replacing them."""
+    # a set scored now leaves either block of the previous record (gold may come or go)
     rescored = set(new["tasks"]) | set(new["submission_only"])
     tasks, submission_only = ({**{n: e for n, e in previous.get(block, {}).items()
                                   if n not in rescored}, **new[block]}
                               for block in ("tasks", "submission_only"))
-    test_loss = {**previous.get("test_loss", {}),
-                 **{name: heldout_loss(scorer, t.path, t.split, holdout=t.holdout)
-                    for name, t in (test_sets or {}).items()}}
-    seconds = time.time() - t0 + previous.get("timing", {}).get("seconds", 0.0)
+    before = previous.get("timing", {})
+    seconds = timing["seconds"] + before.get("seconds", 0.0)
+    n_tokens = timing["scored_tokens"] + before.get("scored_tokens", 0)
     scores = {"format_version": SCORES_VERSION, **meta,
               "accuracy_unit": "fraction of items in [0, 1]; chance 0.5",
               "conventions": list(CONVENTIONS), "headline_convention": "mean",
               "headline": headline(tasks), "tasks": tasks, "submission_only": submission_only,
-              "test_loss": test_loss,
+              "test_loss": {**previous.get("test_loss", {}), **new["test_loss"]},
               "timing": {"seconds": seconds, "scored_tokens": n_tokens,
                          "tokens_per_sec": n_tokens / max(seconds, 1e-9)}}
-    scores = _null_for_nan(scores)
-    _atomic_write(out / "scores.json", json.dumps(scores, indent=1, allow_nan=False) + "\n")
-    return scores
+    return _null_for_nan(scores)
