@@ -32,3 +32,20 @@ def test_failed_replicates_are_counted_and_named_in_the_report():
     assert _iv(s) == "2 [1.5, 2.5] (3 of 5 replicates)"
     assert _iv(summarise(2.0, [1.0, 3.0, 2.0], level=0.5)) == "2 [1.5, 2.5]"
     assert _iv(summarise(2.0, [np.nan, 1.0])) == "2 (1 of 2 replicates)"
+
+
+def test_bootstrap_replicates_do_not_depend_on_the_worker_count():
+    """analyse() hands the replicates the single-epoch runs' columns of the weight matrix, a strided
+    array; the pool's pickling laid it out C-contiguous, so 1 and 2 workers summed in another order
+    (fit.json differed in the 13th digit, the repeat terms in the 6th)."""
+    from slmjax.analysis.scaling import approach3
+    from slmjax.analysis.scaling import bootstrap as bs
+
+    rng = np.random.default_rng(0)
+    n = 24
+    lN, lD = np.log(rng.uniform(1e7, 1e9, n)), np.log(rng.uniform(1e9, 1e11, n))
+    L = 1.7 + 300 * np.exp(-0.3 * lN) + 1000 * np.exp(-0.35 * lD) + rng.normal(0, 0.01, n)
+    W = bs.resample_weights(n + 6, 40, 0, np.full(n + 6, np.nan))[:, np.arange(n + 6) % 5 != 0]
+    assert not W.flags["C_CONTIGUOUS"]
+    one, two = (approach3.vp_bootstrap(lN, lD, L, W, workers, chunk=20) for workers in (1, 2))
+    assert np.array_equal(one, two, equal_nan=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import pickle
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -63,7 +65,11 @@ def pmap(fn, items, workers: int, desc: str | None = None):
     """Map ``fn`` over ``items`` in a fork-based process pool (serial when workers <= 1), in order."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
-        return [_one_thread(fn, x) for x in tqdm(items, desc=desc, disable=desc is None, leave=False)]
+        # The pool pickles each item, which lays a strided array (a column selection) out
+        # C-contiguous, and the BLAS then sums in another order: so here too, so that results do
+        # not depend on the worker count.
+        return [_one_thread(fn, pickle.loads(ForkingPickler.dumps(x)))
+                for x in tqdm(items, desc=desc, disable=desc is None, leave=False)]
     ctx = mp.get_context("fork")
     with cf.ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as ex:
         futs = [ex.submit(_one_thread, fn, x) for x in items]
