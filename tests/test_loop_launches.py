@@ -11,7 +11,8 @@ import pytest
 
 from slmjax import fileio
 from slmjax.train import loop, preemption
-from slmjax.train.run_files import LOCK_WAIT_ENV, claim_workdir, workdir_lock, write_json
+from slmjax.train.run_files import (LOCK_WAIT_ENV, claim_workdir, read_json, workdir_lock,
+                                    write_json)
 from test_loop_inputs import _config
 
 
@@ -62,4 +63,26 @@ def test_a_notice_while_waiting_for_the_workdir_lock_stops_the_launch(tmp_path, 
   assert out["status"] == "preempted" and time.monotonic() - t0 < 5
   assert "stopped before training, nothing changed" in capsys.readouterr().err
   assert _read_all(wd) == before
+
+
+def test_a_launch_that_times_no_step_leaves_no_throughput_in_run_json(tmp_path, monkeypatch):
+  """run.json's `throughput` is the speed of the launch that wrote it: a relaunch preempted
+  before its first step (or one that resumes at the final step) measured none, so it does not
+  keep the previous launch's figures beside its own status."""
+  # The launch stops before its first step: its initial state is never computed on, and its
+  # shapes alone spare the test the compilation of the initialisation.
+  monkeypatch.setattr(loop, "init_train_state",
+                      lambda config, mesh, key: loop.abstract_train_state(config, mesh))
+  wd, config = str(tmp_path / "run"), _config()
+  claim_workdir(wd, config)
+  write_json(os.path.join(wd, "run.json"), {"status": "preempted", "throughput": {
+      "steps_timed": 3, "step_time": 0.5, "tokens_per_sec": 512.0, "mfu": 0.1, "mfu_palm": 0.1}})
+  preemption.install()
+  try:
+    os.kill(os.getpid(), signal.SIGTERM)   # the notice came during start-up
+    out = loop.train(config, wd)
+  finally:
+    preemption.uninstall()
+  assert out["status"] == "preempted"
+  assert "throughput" not in out and "throughput" not in read_json(os.path.join(wd, "run.json"))
 

@@ -176,8 +176,8 @@ def _train(config, workdir: str, locks: list) -> dict:
              epochs=plan["tokens"] / unique, epochs_by_dataset=pipeline.epochs(steps),
              data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
              resumed_from=start or None)
-  if primary:  # an earlier launch's error does not describe this one
-    update_run_json(workdir, drop=("error",), **run, status="running")
+  if primary:  # an earlier launch's error and speed do not describe this one
+    update_run_json(workdir, drop=("error", "throughput"), **run, status="running")
   peak, peak_src = _peak(config, model_cfg)
   # A run killed after its last checkpoint but before run.json recorded the final evaluation
   # (the checkpoint is written first) evaluates the restored weights.
@@ -297,8 +297,9 @@ def _train(config, workdir: str, locks: list) -> dict:
 def _throughput(step_times: list, batch_tokens: int, fpt: dict, peak: float,
                 n_peaks: int) -> dict:
   """The launch's typical speed for run.json: the median step time, leaving out the first step
-  (compilation). Per-step figures in metrics.jsonl are fetch-to-fetch intervals, which an
-  evaluation, a checkpoint or the one-step-late fetch stretch or shorten; the median is not."""
+  (compilation); {} when it timed none (run.json then has no `throughput`). Per-step figures in
+  metrics.jsonl are fetch-to-fetch intervals, which an evaluation, a checkpoint or the
+  one-step-late fetch stretch or shorten; the median is not."""
   timed = step_times[1:]
   if not timed:
     return {}
