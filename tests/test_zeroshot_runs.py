@@ -156,3 +156,22 @@ def test_manifest_without_a_field_is_one_clear_error(tmp_path, key):
         runs.run_units(run)
     assert str(e.value) == (f"unit dataset manifest {tmp_path / 'ds' / 'manifest.json'} lacks "
                             f"{key!r}: not a dataset written by slmjax-units")
+
+
+def test_test_set_without_tokens_is_refused_before_scoring(tmp_path):
+    """An empty test split (or a training split too small to hold one out of) was found only by
+    the test loss, after every benchmark was scored, and its error lost their scores."""
+    ident = {"kind": "fake", "k": 20, "centroids_sha256": "0" * 8, "coarse": None}
+    write_unit_dataset(str(tmp_path / "empty"), {"train": [np.array([1, 20])], "test": []},
+                       vocab_size=22, tokenizer=ident)
+    write_unit_dataset(str(tmp_path / "one"), {"train": [np.array([1, 20])]}, vocab_size=22,
+                       tokenizer=ident)
+    for test_set, why in (
+            (HeldOutSet(str(tmp_path / "empty")), "split 'test' is empty: no test loss of it; "
+             "name other --test_data, or --test_data= for none"),
+            (HeldOutSet(str(tmp_path / "one"), holdout=0.1), "no 'test' split, and its 1 training "
+             "utterance(s) cannot be split into a held-out set")):
+        with pytest.raises(ZeroShotError) as e:
+            runs.check_test_sets({"t": test_set}, ident)
+        assert test_set.path in str(e.value) and str(e.value).endswith(why)
+    runs.check_test_sets({"t": HeldOutSet(str(tmp_path / "empty"), "train")}, ident)

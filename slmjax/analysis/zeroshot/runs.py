@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot.errors import ZeroShotError
-from slmjax.analysis.zeroshot.testloss import HeldOutSet, read_manifest
+from slmjax.analysis.zeroshot.testloss import HeldOutSet, read_manifest, split_tokens
 from slmjax.errortext import describe
 
 
@@ -122,9 +122,12 @@ def heldout_datasets(units: RunUnits) -> dict:
 
 def check_test_sets(test_sets: dict, tokenizer: dict) -> None:
     """Refuse, before any scoring, a test set that cannot give a test loss of ``tokenizer``'s
-    units (see testloss.read_manifest)."""
+    units (see testloss.read_manifest) or that has no token to predict."""
     for t in test_sets.values():
         read_manifest(t.path, t.split, t.holdout, tokenizer)
+        if split_tokens(t.path, t.split, t.holdout) < 2:
+            raise ZeroShotError(f"{t.path} split {t.split!r} is empty: no test loss of it; name "
+                                "other --test_data, or --test_data= for none")
 
 
 def named_test_sets(paths) -> dict:

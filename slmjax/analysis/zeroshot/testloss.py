@@ -39,6 +39,23 @@ def read_manifest(dataset_dir, split: str = "test", holdout: float | None = None
     return manifest
 
 
+def _open_split(dataset_dir, split: str, holdout: float | None):
+    """The split as the trainer opens it (slmjax.data.open_dataset; see HeldOutSet)."""
+    from slmjax.data.errors import DataError
+    from slmjax.data.manifest import open_dataset
+    in_manifest = split in read_manifest(dataset_dir, split, holdout)["splits"]
+    try:
+        return open_dataset(str(dataset_dir), splits=(split,) if in_manifest else ("train", split),
+                            holdout=holdout).splits[split]
+    except DataError as e:
+        raise ZeroShotError(str(e)) from None
+
+
+def split_tokens(dataset_dir, split: str = "test", holdout: float | None = None) -> int:
+    """Tokens of one split (see HeldOutSet), from its shards' record lengths."""
+    return _open_split(dataset_dir, split, holdout).n_tokens
+
+
 def read_split(dataset_dir, split: str = "test", holdout: float | None = None) -> tuple[list, dict]:
     """Records of one split as int32 arrays (each ends with EOS), and the manifest (see
     HeldOutSet for ``holdout``)."""
@@ -60,12 +77,7 @@ def read_split(dataset_dir, split: str = "test", holdout: float | None = None) -
 
 def _held_out_of_train(dataset_dir: Path, split: str, holdout: float) -> list:
     """The records the trainer held out of the training split (slmjax.data.open_dataset's rule)."""
-    from slmjax.data.errors import DataError
-    from slmjax.data.manifest import open_dataset
-    try:
-        held = open_dataset(str(dataset_dir), splits=("train", split), holdout=holdout).splits[split]
-    except DataError as e:
-        raise ZeroShotError(str(e)) from None
+    held = _open_split(dataset_dir, split, holdout)
     tokens = held.read_spans(np.zeros(1, np.int64), np.array([held.n_tokens], np.int64))
     return np.split(tokens, held.starts[1:-1])
 
