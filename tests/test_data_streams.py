@@ -388,3 +388,19 @@ def test_reader_threads_share_few_open_readers(dataset, monkeypatch):
     ex = {k: np.concatenate([g[k] for g in got]) for k in got[0]}
     assert sorted(_packed_utterances(ex)) == sorted(tuple(u) for u in splits["train"])
   assert len(READERS._open) <= 2  # pylint: disable=protected-access
+
+
+def test_packed_rows_are_next_fit_over_the_epochs_pieces(dataset):
+  # Rows against a plain next-fit written here: a row takes pieces in order while they fit.
+  path, _ = dataset
+  stream = build_pipeline(_config(path, mode="packed")).train.streams[0]
+  for epoch in range(3):
+    _, length, _, ptr = stream._plan(epoch)  # pylint: disable=protected-access
+    rows, used = [0], 0
+    for i, n in enumerate(length.tolist()):
+      if used + n > stream.seq_len:
+        rows.append(i)
+        used = 0
+      used += n
+    rows.append(len(length))
+    assert ptr.tolist() == rows
