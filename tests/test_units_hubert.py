@@ -89,10 +89,12 @@ def test_features_chunked_and_saved_in_tokenizer(tmp_path):
     wave = rng.standard_normal(16000).astype(np.float32)
     feats = HubertFeatures.from_checkpoint(str(tmp_path / "hf"), layer=2, chunk_seconds=0.5, save_dir=str(tmp_path / "tok"))
     out = feats(wave)
-    with torch.no_grad():  # two independent 0.5 s chunks, as the chunked encoder sees them
-        ref = np.concatenate([model(torch.from_numpy(c)[None], output_hidden_states=True).hidden_states[2][0].numpy()
-                              for c in (wave[:8000], wave[8000:])])
-    assert feats.frame_rate == 25.0 and out.shape == ref.shape
+    runs = feats.chunks(wave.size)
+    assert len(runs) == 3 and all(size <= 8000 for _, size, _, _ in runs)
+    with torch.no_grad():  # each run of at most 0.5 s alone, its context frames dropped, as the chunked encoder does
+        ref = np.concatenate([model(torch.from_numpy(wave[start : start + size])[None], output_hidden_states=True)
+                              .hidden_states[2][0, drop : drop + keep].numpy() for start, size, drop, keep in runs])
+    assert feats.frame_rate == 25.0 and out.shape == ref.shape == (feats.cfg.n_frames(wave.size), 32)
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
     utts = [Utterance(f"u{i}", f"mem{i}", "train", load=lambda i=i: rng.standard_normal(8000 + 1000 * i).astype(np.float32))
             for i in range(4)]

@@ -1,8 +1,8 @@
 """Feature extractors behind one small interface: ``frame_rate``, ``min_samples``, ``dim``, ``__call__``.
 
 ``spec`` dicts (stored in tokenizer.json) rebuild an extractor: {"kind": "mfcc", ...MfccConfig} or
-{"kind": "hubert", "layer": L, "chunk_seconds": 30, "weights": "hubert.safetensors", ...} (``norm_eps``
-when the checkpoint normalises waves).
+{"kind": "hubert", "layer": L, "chunk_seconds": 30, "chunk_context_frames": C, "weights": "hubert.safetensors",
+...} (``norm_eps`` when the checkpoint normalises waves).
 """
 
 from __future__ import annotations
@@ -56,5 +56,5 @@ def build_features(spec: dict, tokdir: str | None = None):
         if tokdir is not None and not os.path.isabs(weights):
             weights = os.path.join(tokdir, weights)
         return HubertFeatures.from_saved(weights, layer=spec["layer"], chunk_seconds=spec.get("chunk_seconds", 30.0),
-                                         norm_eps=spec.get("norm_eps"))
+                                         norm_eps=spec.get("norm_eps"), context_frames=spec.get("chunk_context_frames"))
     raise UnitsError(f"unknown feature kind {kind!r} (expected mfcc or hubert)")
