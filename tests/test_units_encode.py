@@ -5,6 +5,7 @@ import functools
 import os
 
 import numpy as np
+import pytest
 
 from slmjax.units.audio import BadAudio
 from slmjax.units.encode import encode_dataset
@@ -79,3 +80,21 @@ def test_rerun_retries_skipped_inputs_only(tmp_path):
     for name in sorted(os.listdir(ds)):
         if name.endswith(".array_record"):
             assert filecmp.cmp(os.path.join(ds, name), tmp_path / "fresh" / name, shallow=False), name
+
+
+def test_retry_killed_before_its_part_file_encodes_the_shard_again(tmp_path, monkeypatch):
+    import slmjax.units.writer as writer
+
+    bad, good = _Input("a", 0.9, fixed=False), _Input("b", 0.1)
+    ds = str(tmp_path / "ds")
+    run = functools.partial(encode_dataset, _tok(), [bad.utt(), good.utt()], ds, progress=False)
+    run()
+    bad.fixed = True
+    real = writer._atomic_json
+    monkeypatch.setattr(writer, "_atomic_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed after the shard was rewritten, before its part file
+        run()
+    monkeypatch.setattr(writer, "_atomic_json", real)
+    m = run()
+    assert good.loads == 2 and m["skipped"] == 0  # the shard was not complete: encoded whole again
+    assert [s.tolist() for s in read_dataset(ds, "train")] == [[1, 2], [0, 2]]
