@@ -425,3 +425,23 @@ def test_scores_json_is_written_under_the_lock(tmp_path, caplog):
     lock.release()
     writer.join(10)
     assert not writer.is_alive() and _scored_sets(out) == {"ssc"}
+
+
+def test_wavs_not_in_gold_are_scored_into_the_submission_only(tmp_path):
+    """A wav of a sLM21 split absent from its gold.csv was left out of the submission files, which
+    the official tools then refuse; it is scored into them, the accuracy still that of gold pairs."""
+    root = tmp_path / "bench"
+    _build(root)
+    reference, _, _ = _score(root, tmp_path / "ref")
+    write_units_wav(root / "lexical" / "dev" / "x_extra.wav", RISING)
+    (problem,) = [p for p in bm.validate(root) if "not in gold.csv" in p.what]
+    assert str(problem) == (f"warning: {root / 'lexical' / 'dev'}: 1 audio files not in gold.csv "
+                            "(scored for lexical/dev.txt only, in no pair), e.g. ['x_extra']")
+    scores, out, _ = _score(root, tmp_path)
+    got, want = scores["tasks"]["swuggy_dev"], reference["tasks"]["swuggy_dev"]
+    assert got["conventions"] == want["conventions"] and got["n_pairs"] == want["n_pairs"] == 4
+    assert (got["n_files"], want["n_files"]) == (9, 8)
+    lines = dict(ln.split(" ") for ln in (out / "mean" / "lexical" / "dev.txt").read_text()
+                 .splitlines())
+    assert len(lines) == 9
+    assert float(lines["x_extra"]) == pytest.approx(_mean_logprob(RISING), rel=1e-6)

@@ -76,7 +76,7 @@ class Benchmark:
     task: str            # "swuggy" | "sblimp" | "ssc" | "tsc"
     split: str           # "dev" | "test" | "" (StoryCloze)
     directory: Path
-    files: dict          # stem -> audio path (only stems that take part in a pair)
+    files: dict          # stem -> audio path: every file a submission needs (sLM21: the folder's)
     pairs: list
     problems: list
     submission: str      # relative path of the official submission file
@@ -241,7 +241,8 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
     extra = sorted(s for s in audio if s not in gold_stems)
     if extra:
         problems.append(Problem("warning", str(directory), f"{len(extra)} audio files not in "
-                                f"gold.csv (ignored), e.g. {extra[:3]}"))
+                                f"gold.csv (scored for {bench.submission} only, in no pair), e.g. "
+                                f"{extra[:3]}"))
     if task == "swuggy":
         def key(r):
             return (r["id"], r["voice"])
@@ -261,7 +262,8 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
     if unknown:
         problems.append(Problem("warning", str(gold_path), f"types outside the 12 of sBLIMP: "
                                 f"{unknown} (each still counts as one type in the macro mean)"))
-    bench.files = {s: audio[s] for p in bench.pairs for s in (p.pos, p.neg)}
+    # the official tools refuse a submission that lacks any wav of the split, in gold.csv or not
+    bench.files = {s: path for s, path in audio.items() if path is not None}
     return bench
 
 
@@ -362,7 +364,8 @@ def check_audio_files(bench: Benchmark) -> None:
     import soundfile
 
     from slmjax.units.audio import BadAudio, check_wave
-    for path in bench.files.values():
+    paired = {s for p in bench.pairs for s in (p.pos, p.neg)}
+    for stem, path in bench.files.items():
         try:
             wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
@@ -371,8 +374,7 @@ def check_audio_files(bench: Benchmark) -> None:
         try:
             check_wave(wave.mean(axis=1), min_samples=1)
         except BadAudio as e:
-            effect = ("its submission file lacks it" if bench.submission_only else
-                      "drops its pair")
+            effect = "drops its pair" if stem in paired else "its submission file lacks it"
             bench.problems.append(Problem("error", str(path), f"{e}: slmjax-eval skips the file "
                                           f"and {effect}"))
         if rate != 16000 or wave.shape[1] != 1:
