@@ -198,5 +198,22 @@ def test_audio_of_the_earlier_sblimp_items_is_not_relabelled(tmp_path):
     settings.claim(str(tmp_path), "sblimp", old, files=[])
     (tmp_path / "syntactic" / "dev").mkdir(parents=True)
     (tmp_path / "syntactic" / "dev" / "AbCdEfGhIj.wav").write_bytes(b"x")
-    with pytest.raises(SynthError, match="items: '<absent>' there vs 2 now"):
+    with pytest.raises(SynthError, match=f"items: '<absent>' there vs {sblimp.ITEMS_VERSION} now"):
         sblimp.build(str(tmp_path), 4, voices, seed=0, workers=1)
+
+
+@pytest.mark.parametrize("name, audio", [("corpus", "wavs"), ("storycloze", "sSC"), ("swuggy", "lexical/dev")])
+def test_audio_of_earlier_story_text_is_not_relabelled(tmp_path, name, audio):
+    # The stories' plurals changed ("snowmans" -> "snowmen"): the corpus, StoryCloze stories and
+    # sWUGGY's words of a folder made before would be kept under the new texts and labels.
+    from slmjax.synth import settings, stories, storycloze, swuggy
+
+    voices = engines.parse_voices("1")
+    settings.claim(str(tmp_path), name, {"seed": 0, "voices": [voices[0].spec]}, files=[])
+    (tmp_path / audio).mkdir(parents=True)
+    (tmp_path / audio / "AbCdEfGhIj.wav").write_bytes(b"x")
+    build = {"corpus": lambda: corpus.build(str(tmp_path), hours=1, voices=voices, seed=0, workers=1),
+             "storycloze": lambda: storycloze.build(str(tmp_path), 2, voices, seed=0, workers=1),
+             "swuggy": lambda: swuggy.build(str(tmp_path), 2, voices, seed=0, workers=1)}[name]
+    with pytest.raises(SynthError, match=f"stories: '<absent>' there vs {stories.TEXT_VERSION} now"):
+        build()

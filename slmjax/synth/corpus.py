@@ -24,7 +24,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from slmjax.synth import engines, leakage, settings, textsrc
+from slmjax.synth import engines, leakage, settings, stories, textsrc
 from slmjax.synth.errors import SynthError
 from slmjax.fileio import atomic_write_text, remove_stale_temps
 from slmjax.synth.render import Job, Renderer, worker_count
@@ -57,6 +57,7 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
     # which file holds which text in which voice (the hours only decide how many files there are)
     settings.claim(out, "corpus", {
         "seed": seed, "text_sha256": settings.file_digest(text) if text else None,
+        "stories": None if text else stories.TEXT_VERSION,
         "voices": [v.spec for v in voices], "speed_jitter": SPEED_JITTER, "pitch_jitter": PITCH_JITTER,
         "exclude_sha256": excl.digest()}, files=[os.path.join(out, "wavs")])
     source = textsrc.from_file(text) if text else textsrc.from_generator(seed)

@@ -25,11 +25,15 @@ SAD = ("sad", "upset", "gloomy", "sorry")
 _IRREGULAR_PLURALS = {"mouse": "mice", "sheep": "sheep", "fish": "fish", "goose": "geese", "child": "children",
                       "man": "men", "woman": "women", "tooth": "teeth", "foot": "feet", "leaf": "leaves",
                       "wolf": "wolves", "knife": "knives", "loaf": "loaves", "scarf": "scarves",
-                      "elf": "elves", "deer": "deer", "person": "people", "starfish": "starfish"}
+                      "elf": "elves", "deer": "deer", "person": "people", "starfish": "starfish",
+                      "reindeer": "reindeer", "snowman": "snowmen"}
 
 
 def plural(noun: str) -> str:
-    """English plural of a singular noun (irregulars from a table)."""
+    """English plural of a singular noun (irregulars from a table; "bowl of dough" -> "bowls of dough")."""
+    if " of " in noun:
+        head, tail = noun.split(" of ", 1)
+        return f"{plural(head)} of {tail}"
     *head, last = noun.split(" ")
     if last in _IRREGULAR_PLURALS:
         p = _IRREGULAR_PLURALS[last]

@@ -50,7 +50,8 @@ def items(n: int, seed: int) -> list[dict]:
 
 def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers: int | None = None) -> dict:
     """Write ``root/sSC/`` and ``root/tSC/`` (n pairs each), their meta CSVs, and the contexts to exclude."""
-    settings.claim(root, "storycloze", {"n": n, "seed": seed, "voices": [v.spec for v in voices]},
+    settings.claim(root, "storycloze", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
+                                         "stories": stories.TEXT_VERSION},
                    files=[os.path.join(root, "sSC"), os.path.join(root, "tSC")])
     stories_ = items(n, seed)
     for name, foil in (("sSC", "ssc_foil"), ("tSC", "tsc_foil")):

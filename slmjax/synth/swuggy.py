@@ -154,6 +154,7 @@ def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers
     """Write ``root/lexical/{split}/`` wavs and gold.csv (both rows of a pair carry the word's frequency)."""
     word_list = system_words()[1]  # non-words are checked against it: it decides the items too
     settings.claim(root, "swuggy", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
+                                     "stories": stories.TEXT_VERSION,  # its words and their frequencies
                                      **benchio.split_settings(splits), "word_list_sha256":
                                      settings.file_digest(word_list) if word_list else None},
                    files=[os.path.join(root, "lexical")])

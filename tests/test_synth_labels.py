@@ -1,0 +1,70 @@
+"""Label errors of the generated benchmark items: a "correct" side that is wrong English, an
+"incorrect" side that is grammatical for some word choice, or two sides that read the same."""
+
+import random
+
+import pytest
+
+from slmjax.synth import leakage, sblimp, swuggy
+from slmjax.synth import lexicon as L
+
+# Plurals the rules alone get wrong, for nouns of the story lexicon.
+PLURALS = {"snowman": "snowmen", "reindeer": "reindeer", "starfish": "starfish", "fish": "fish",
+           "bowl of dough": "bowls of dough", "box of paint": "boxes of paint", "toy mouse": "toy mice",
+           "scarf": "scarves", "deer": "deer"}
+BAD_PLURALS = {"snowmans", "reindeers", "doughs", "starfishes", "mouses", "scarfs"}
+# Past forms that dictionaries also give as past participles ("has hid", "has forgot", "has bit").
+PARTICIPLE_VARIANTS = {"hid", "forgot", "bit", "got", "beat", "dove", "proved", "sank", "shrank", "sang",
+                       "drank", "rang", "swam", "sprang", "stank", "spat", "lit", "strove"}
+WANTS_A_RECIPIENT = {"gave", "handed", "lent", "put", "showed", "told"}
+NOMINAL_ADVERBS = {"yesterday", "today", "tonight", "tomorrow"}  # "The cat liked yesterday." is fine
+# "There wanted to be ..." (Scots, northern English: "needed to be") is no control error to everyone.
+NOT_CONTROL = {"wanted", "needed", "seemed", "appeared", "happened", "began", "continued"}
+
+
+def _draws(typ, n=3000):
+    rng = random.Random(f"labels:{typ}")
+    return [sblimp.GENERATORS[typ](rng) for _ in range(n)]
+
+
+def _words(sentence):
+    return leakage.normalize(sentence).split()
+
+
+def test_lexicon_plurals():
+    nouns = {n for t in L.TOPICS for n in t.places + t.objects + t.creatures} | {k for k, _ in L.KINDS}
+    assert {"snowman", "reindeer", "bowl of dough", "box of paint"} <= nouns
+    assert {n: L.plural(n) for n in PLURALS} == PLURALS
+    assert not {w for n in nouns for w in L.plural(n).split()} & BAD_PLURALS
+
+
+def test_story_words_hold_no_malformed_plural():
+    # sWUGGY takes its in-vocabulary words from the stories: "snowmans" would be a "real word" there
+    assert not set(swuggy.vocabulary()[0]) & BAD_PLURALS
+
+
+@pytest.mark.parametrize("typ", sblimp.TYPES)
+def test_the_two_sides_of_a_pair_differ_and_use_real_plurals(typ):
+    for _, good, bad in _draws(typ):
+        assert leakage.normalize(good) != leakage.normalize(bad), good
+        assert not set(_words(good)) & BAD_PLURALS, good
+
+
+def test_irregular_foils_are_not_standard_variants():
+    draws = _draws("irregular_forms")
+    pasts = {_words(good)[2] for sub, good, _ in draws if sub == "past_tense"}
+    foils = {_words(bad)[3] for sub, _, bad in draws if sub == "past_participle"}
+    assert pasts == foils == {p for p, _ in sblimp.IRREGULAR_VERBS}
+    assert not foils & PARTICIPLE_VARIANTS, sorted(foils & PARTICIPLE_VARIANTS)
+    assert not pasts & WANTS_A_RECIPIENT, sorted(pasts & WANTS_A_RECIPIENT)
+
+
+def test_no_intransitive_foil_takes_its_adverb_as_an_object():
+    foils = [_words(bad) for sub, _, bad in _draws("argument_structure") if sub == "intransitive"]
+    after_verb = {w[3] for w in foils}
+    assert after_verb and not after_verb & NOMINAL_ADVERBS, sorted(after_verb & NOMINAL_ADVERBS)
+
+
+def test_raising_foils_use_control_verbs():
+    foils = {_words(bad)[1] for _, _, bad in _draws("control_raising")}
+    assert foils and not foils & NOT_CONTROL, sorted(foils & NOT_CONTROL)
