@@ -84,9 +84,10 @@ def _check_out(out):
 
 def main(runs, out, **kw):
     """Run the analysis and write fit.json, the figures and report.md; returns the result dict."""
-    _check_out(out)
     table = read_runs(runs, experiment=kw.pop("experiment", None))
     opt = FitOptions(**kw)
+    opt.validate()   # bad input leaves no --out behind: _check_out makes it
+    _check_out(out)
     res, p = analyse(table, opt)
     os.makedirs(out, exist_ok=True)
     simulate.write_csv(table.rows(), os.path.join(out, "runs.csv"))

@@ -158,7 +158,6 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
     return _save_scores(out, new, timing, meta, expected=previous is not None)
 
 
-
 def _save_scores(out: Path, new: dict, timing: dict, meta: dict, expected: bool) -> dict:
     """Add ``new`` to ``out/scores.json`` as it is now, under an flock on ``out/LOCK_NAME``: two
     slmjax-eval of one step (other --tasks) each read it before scoring, and the later writer
