@@ -94,10 +94,12 @@ def test_lexical_layout_words_and_nonwords(root):
 
 def test_nonwords_are_not_words():
     dictionary = swuggy.system_words()[0] | set(swuggy.vocabulary()[0])
+    heard = swuggy.word_list_pronunciations(swuggy.system_words()[1])  # spoken, "nead" is "need"
     pairs = swuggy.items(20, seed=9, splits=("dev",))["dev"]
     assert len(pairs) >= 18
     for p in pairs:
         assert p["nonword"] not in dictionary and len(p["nonword_phones"]) == len(p["phones"])
+        assert p["nonword_phones"] not in heard
 
 
 def test_storycloze_naming_and_foils(root):

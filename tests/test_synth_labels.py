@@ -2,10 +2,11 @@
 "incorrect" side that is grammatical for some word choice, or two sides that read the same."""
 
 import random
+import shutil
 
 import pytest
 
-from slmjax.synth import leakage, sblimp, swuggy
+from slmjax.synth import leakage, phonemes, sblimp, swuggy
 from slmjax.synth import lexicon as L
 
 # Plurals the rules alone get wrong, for nouns of the story lexicon.
@@ -68,3 +69,16 @@ def test_no_intransitive_foil_takes_its_adverb_as_an_object():
 def test_raising_foils_use_control_verbs():
     foils = {_words(bad)[1] for _, _, bad in _draws("control_raising")}
     assert foils and not foils & NOT_CONTROL, sorted(foils & NOT_CONTROL)
+
+
+# Words that the sWUGGY non-words of seeds 2 and 3 sounded like ("moad" is "mode", "riem" "ream").
+HOMOPHONE_PARTNERS = ("mode", "mowed", "ream", "joe", "beaks", "righted", "lease")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_no_nonword_sounds_like_a_listed_word(monkeypatch):
+    heard = frozenset(phonemes.phonemize(list(HOMOPHONE_PARTNERS)))
+    monkeypatch.setattr(swuggy, "word_list_pronunciations", lambda word_list: heard)
+    for seed in (2, 3):
+        pairs = [p for rows in swuggy.items(20, seed=seed).values() for p in rows]
+        assert len(pairs) >= 36 and not {p["nonword_phones"] for p in pairs} & heard

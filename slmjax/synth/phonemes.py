@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 
 from slmjax.synth import engines
@@ -17,14 +18,22 @@ def _call(words: list[str], voice: str) -> list[str]:
     return [ln for ln in proc.stdout.decode("utf-8", "replace").splitlines() if ln.strip()]
 
 
-def phonemize(words: list[str], voice: str = "en-us", batch: int = 2000) -> list[tuple[str, ...]]:
-    """Phones of each word (one espeak-ng call per batch; per word where a batch does not line up)."""
-    out: list[tuple[str, ...]] = []
-    for start in range(0, len(words), batch):
-        chunk = words[start:start + batch]
-        lines = _call(chunk, voice)
-        if len(lines) != len(chunk):
-            lines = [" ".join(_call([w], voice)) for w in chunk]
-        for line in lines:
-            out.append(tuple(p.strip("',=") for p in line.split() if p.strip("',=")))
-    return out
+def _batch(chunk: list[str], voice: str) -> list[tuple[str, ...]]:
+    lines = _call(chunk, voice)
+    if len(lines) != len(chunk):
+        lines = [" ".join(_call([w], voice)) for w in chunk]
+    return [tuple(p.strip("',=") for p in line.split() if p.strip("',=")) for line in lines]
+
+
+def phonemize(words: list[str], voice: str = "en-us", batch: int = 2000, jobs: int = 1) -> list[tuple[str, ...]]:
+    """Phones of each word (one espeak-ng call per batch, ``jobs`` at a time; per word where a batch
+    does not line up)."""
+    chunks = [words[start:start + batch] for start in range(0, len(words), batch)]
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        return [ph for phones in pool.map(lambda c: _batch(c, voice), chunks) for ph in phones]
+
+
+def engine_version() -> str:
+    """espeak-ng's version line: its pronunciations may change with it."""
+    exe = engines.require_engine("espeak")
+    return subprocess.run([exe, "--version"], capture_output=True).stdout.decode(errors="replace").strip()

@@ -7,22 +7,26 @@ phone bigrams (word edges included) that real words use: phonotactically legal. 
 in the built-in stories' vocabulary (frequency > 0: how often they occur in 20,000 stories of seed 0),
 half are common English words the stories never use (frequency 0), as in the official split.
 Where a system word list is installed (Debian ``wamerican``: /usr/share/dict/words), no non-word is
-spelled like any of its ~100k words either.
+spelled like any of its ~100k words either, nor pronounced like any of its ~64k lower-case words
+(spoken, "nead" is the word "need"; the list's pronunciations are cached on disk).
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import os
 import random
 import re
 
+from slmjax import fileio
 from slmjax.synth import benchio, engines, phonemes, settings, stories
 from slmjax.synth import lexicon as L
 from slmjax.synth.errors import SynthError
 
 FREQ_SEED, FREQ_STORIES = 0, 20000
+ITEMS_VERSION = 2  # bumped when the same seed draws other pairs (2: no non-word sounds like a listed word)
 # Common English words outside the story lexicon (filtered against it at run time).
 EXTRA_WORDS = """
 window pocket ladder kettle blanket pillow button mirror basket carpet cushion curtain bottle bucket
@@ -100,6 +104,34 @@ def system_words() -> tuple[set[str], str | None]:
     return set(), None
 
 
+def _phones_cache(word_list: str) -> str:
+    root = os.environ.get("SLMJAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "slmjax")
+    key = hashlib.sha256(f"{settings.file_digest(word_list)}|{phonemes.engine_version()}".encode()).hexdigest()
+    return os.path.join(root, "word_list_phones", key[:32] + ".txt")
+
+
+@functools.lru_cache(maxsize=2)
+def word_list_pronunciations(word_list: str | None) -> frozenset[tuple[str, ...]]:
+    """Pronunciations of the lower-case words of a system word list (none without one). espeak-ng reads
+    them once per list and engine version (~64k words: 20-60 s), then they come from a cache file."""
+    if word_list is None:
+        return frozenset()
+    cache = _phones_cache(word_list)
+    if os.path.exists(cache):
+        with open(cache, encoding="utf-8") as f:
+            return frozenset(tuple(line.split()) for line in f)
+    with open(word_list, encoding="utf-8", errors="replace") as f:
+        words = sorted({w for w in map(str.strip, f) if w.isascii() and w.isalpha() and w.islower()})
+    phones = frozenset(phonemes.phonemize(words, jobs=os.cpu_count() or 1)) - {()}
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        fileio.atomic_write_text(cache, "".join(" ".join(p) + "\n" for p in sorted(phones)))
+    except OSError:
+        pass  # an unwritable cache only costs the next run the same reading
+    return phones
+
+
 def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
     """``n`` pairs per split: dicts with word, nonword, frequency and both phone tuples. Both splits are
     always drawn, so that a split's items never depend on which splits are asked for."""
@@ -114,6 +146,7 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
     real = sorted(set(inv) | set(oov))
     real_phones = _pronunciations(tuple(real))
     pron_set = set(real_phones.values())
+    heard = pron_set | word_list_pronunciations(system_words()[1])  # a non-word must sound like no word
     bigrams = {b for ph in pron_set for b in zip(("#",) + ph, ph + ("#",))}
     inventory: dict = collections.defaultdict(collections.Counter)
     for w in real:
@@ -138,7 +171,7 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
             target = real_phones[w]
             for c in cands[w]:
                 ph = cand_phones[c]
-                if (len(ph) == len(target) and ph not in pron_set and ph != target and c not in used_nonwords
+                if (len(ph) == len(target) and ph not in heard and ph != target and c not in used_nonwords
                         and all(b in bigrams for b in zip(("#",) + ph, ph + ("#",)))):
                     used_nonwords.add(c)
                     rows.append({"word": w, "nonword": c, "frequency": inv.get(w, 0),
@@ -155,6 +188,7 @@ def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers
     word_list = system_words()[1]  # non-words are checked against it: it decides the items too
     settings.claim(root, "swuggy", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
                                      "stories": stories.TEXT_VERSION,  # its words and their frequencies
+                                     "items": ITEMS_VERSION,
                                      **benchio.split_settings(splits), "word_list_sha256":
                                      settings.file_digest(word_list) if word_list else None},
                    files=[os.path.join(root, "lexical")])
