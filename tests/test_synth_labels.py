@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from slmjax.synth import leakage, phonemes, sblimp, swuggy
+from slmjax.synth import leakage, phonemes, sblimp, stories, swuggy
 from slmjax.synth import lexicon as L
 
 # Plurals the rules alone get wrong, for nouns of the story lexicon.
@@ -82,3 +82,16 @@ def test_no_nonword_sounds_like_a_listed_word(monkeypatch):
     for seed in (2, 3):
         pairs = [p for rows in swuggy.items(20, seed=seed).values() for p in rows]
         assert len(pairs) >= 36 and not {p["nonword_phones"] for p in pairs} & heard
+
+
+# Failures that leave the object there, broken or spoiled: a sad ending must not say it was gone.
+STILL_THERE = ("stayed broken", "too broken", "torn", "burned", "chewed", "ruined", "broke into pieces",
+               "soaked", "no flour")
+
+
+def test_sad_endings_agree_with_failures_that_break_the_object():
+    broken = [s for s in (stories.story(0, i, form="short") for i in range(3000))
+              if not s.success and any(m in s.context[-1] for m in STILL_THERE)]
+    assert len(broken) > 50
+    for s in broken:
+        assert "gone" not in s.ending and "missing" not in s.ending, s.sentences

@@ -18,8 +18,9 @@ import re
 from slmjax.synth import lexicon as L
 
 # Bumped when a seed's stories read otherwise; the corpus, StoryCloze and sWUGGY settings record it
-# (2: the plurals snowmen, reindeer, bowls of dough, boxes of paint).
-TEXT_VERSION = 2
+# (2: the plurals snowmen, reindeer, bowls of dough, boxes of paint; 3: sad endings that do not say
+# the object was gone, which contradicted failures that break it).
+TEXT_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +136,9 @@ def _ending(c: _Cast, rng: random.Random, success: bool) -> str:
             f"{c.name} smiled, because the {c.obj} was safe and {c.pro} could {joy}.",
         ))
     return rng.choice((
-        f"{c.name} felt {c.sad} and cried, because the {c.obj} was gone.",
+        f"{c.name} felt {c.sad} and cried, because the {c.obj} could not be saved.",
         f"{c.name} was {c.sad} and did not want to {joy} that day.",
-        f"{c.name} went home {c.sad}, missing the {c.obj} from the {c.place}.",
+        f"{c.name} went home {c.sad} and thought about the {c.obj} all night.",
     ))
 
 
