@@ -82,7 +82,7 @@ def test_lexical_layout_words_and_nonwords(root):
             by_key.setdefault((r["id"], r["voice"]), {})[r["correct"]] = r
         assert all(set(p) == {"0", "1"} for p in by_key.values())
         ids = {k[0] for k in by_key}
-        assert len(ids) >= N - 1  # a word without a legal non-word may be dropped
+        assert len(ids) == N  # a word without a legal non-word is replaced by another
         freqs = []
         for p in by_key.values():
             w, nw = p["1"], p["0"]
@@ -168,8 +168,7 @@ def test_the_evaluation_validator_accepts_our_root(root):
     pairs = {(b.task, b.split): len(b.pairs) for b in benchmarks.discover(root)}
     assert len(pairs) == 6, pairs
     for (task, _), n in pairs.items():  # pairs are (item, voice): 2 voices; storycloze: one voice per story
-        expected = {"sblimp": 2 * N, "ssc": N_SC, "tsc": N_SC}.get(task)
-        assert n == expected if expected else 2 * (N - 1) <= n <= 2 * N, (task, n)
+        assert n == {"sblimp": 2 * N, "swuggy": 2 * N, "ssc": N_SC, "tsc": N_SC}[task], (task, n)
 
 
 # Verbs with a common intransitive use ("The cat washed.", "The price dropped.", "He painted all

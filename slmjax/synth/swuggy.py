@@ -26,7 +26,9 @@ from slmjax.synth import lexicon as L
 from slmjax.synth.errors import SynthError
 
 FREQ_SEED, FREQ_STORIES = 0, 20000
-ITEMS_VERSION = 2  # bumped when the same seed draws other pairs (2: no non-word sounds like a listed word)
+# Bumped when the same seed draws other pairs (2: no non-word sounds like a listed word; a word without
+# a legal non-word is replaced by another of its pool).
+ITEMS_VERSION = 2
 # Common English words outside the story lexicon (filtered against it at run time).
 EXTRA_WORDS = """
 window pocket ladder kettle blanket pillow button mirror basket carpet cushion curtain bottle bucket
@@ -160,9 +162,9 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
     rng.shuffle(pool_inv)
     rng.shuffle(pool_oov)
     real_set, used_nonwords = set(real) | system_words()[0], set()
-    out = {}
-    for split in benchio.SPLITS:
-        chosen = [pool_inv.pop() for _ in range(n_inv)] + [pool_oov.pop() for _ in range(n_oov)]
+
+    def pair_up(chosen: list[str]) -> list[dict]:
+        """The chosen words that have a legal non-word among their candidates, each with its first."""
         cands = {w: [c for c in _candidates(w, inventory, rng, 40) if c not in real_set] for w in chosen}
         flat = sorted({c for cs in cands.values() for c in cs})
         cand_phones = dict(zip(flat, phonemes.phonemize(flat)))
@@ -177,8 +179,15 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
                     rows.append({"word": w, "nonword": c, "frequency": inv.get(w, 0),
                                  "phones": target, "nonword_phones": ph})
                     break
-            # a word with no legal non-word among its candidates is dropped (counted by the caller)
-        out[split] = rows
+        return rows
+
+    def draw(pool: list[str], want: int) -> list[dict]:
+        rows: list[dict] = []
+        while len(rows) < want and pool:  # a word without a legal non-word: the next word of its pool
+            rows += pair_up([pool.pop() for _ in range(min(want - len(rows), len(pool)))])
+        return rows
+
+    out = {split: draw(pool_inv, n_inv) + draw(pool_oov, n_oov) for split in benchio.SPLITS}
     return {split: out[split] for split in splits}
 
 
