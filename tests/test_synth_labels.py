@@ -95,3 +95,24 @@ def test_sad_endings_agree_with_failures_that_break_the_object():
     assert len(broken) > 50
     for s in broken:
         assert "gone" not in s.ending and "missing" not in s.ending, s.sentences
+
+
+# What the grammatical side must not say: an animal writing or describing, eating a guitar,
+# throwing a boat.
+HUMAN_ACTS = {"wrote", "written", "drew", "drawn", "described", "mentioned", "fixed", "read", "said"}
+FOOD = {"acorn", "cake", "carrot", "cookie", "egg", "muffin", "mushroom", "pie", "seed", "apple", "bone"}
+CARRIED_OFF = {"threw", "thrown", "took", "taken", "stole", "stolen", "shook", "shaken", "carried"}
+IMMOVABLE = {"boat", "piano", "sandcastle", "snowman", "castle", "house"}
+
+
+@pytest.mark.parametrize("typ", ["irregular_forms", "argument_structure", "filler_gap_dependency",
+                                 "npi_licensing"])
+def test_verbs_get_sensible_subjects_and_objects(typ):
+    animals = set(sblimp.ANIMALS) | {L.plural(a) for a in sblimp.ANIMALS}
+    for _, good, _ in _draws(typ):
+        w = _words(good)
+        for i, verb in enumerate(w):
+            subject = w[i - 2] if w[i - 1] in ("has", "have") else w[i - 1]
+            assert not (verb in HUMAN_ACTS and subject in animals), good
+            assert verb not in ("ate", "eaten") or w[-1] in FOOD, good
+            assert not (verb in CARRIED_OFF and w[-1] in IMMOVABLE), good
