@@ -7,13 +7,19 @@ import signal
 import threading
 import time
 
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import pytest
 
+from run_helpers import small_pipeline
 from slmjax import fileio
-from slmjax.train import loop, preemption
+from slmjax.train import checkpoint, loop, preemption
 from slmjax.train.run_files import (LOCK_WAIT_ENV, claim_workdir, read_json, workdir_lock,
                                     write_json)
 from test_loop_inputs import _config
+from test_resume_adversarial import _save_steps
 
 
 def test_pid_lock_wait_ends_when_stop_turns_true(tmp_path):
@@ -86,3 +92,85 @@ def test_a_launch_that_times_no_step_leaves_no_throughput_in_run_json(tmp_path, 
   assert out["status"] == "preempted"
   assert "throughput" not in out and "throughput" not in read_json(os.path.join(wd, "run.json"))
 
+
+def test_a_checkpoint_another_process_cannot_restore_is_passed_over_here_too(tmp_path,
+                                                                            monkeypatch, capsys):
+  """Multi-process: every process resumes from the same step. The newest checkpoint restores
+  here but not on another process (a read error on its host): this process falls back with it,
+  and the checkpoint is moved aside as a damaged one, naming the other process."""
+  wd = str(tmp_path)
+  _save_steps(wd, (1, 2, 3))
+  asked = []
+
+  def all_processes(ok):  # the other process: its restore of the first step tried failed
+    asked.append(ok)
+    return ok and len(asked) > 1
+
+  monkeypatch.setattr(checkpoint, "all_processes", all_processes)
+  ck = checkpoint.RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
+  step, state = ck.restore_latest({"w": jax.ShapeDtypeStruct((6,), jnp.float32)},
+                                  small_pipeline().train_iter())
+  ck.close()
+  assert step == 2 and np.asarray(state["w"]).tolist() == list(np.arange(6.0) + 2)
+  assert asked[0] is True                          # step 3 restored here
+  assert [d.split("-")[0] for d in os.listdir(os.path.join(wd, "corrupt_checkpoints"))] == ["3"]
+  assert "it did not restore on another process" in capsys.readouterr().err
+
+
+# Process 1 of the relaunch cannot read the train state of checkpoint 20 (a read error on its host).
+_UNREADABLE_20 = """
+import os
+import orbax.checkpoint as ocp
+real_restore = ocp.StandardCheckpointHandler.restore
+def restore(self, directory, *a, **k):
+  if str(directory).endswith(os.path.join("20", "state")):
+    raise OSError("injected read error")
+  return real_restore(self, directory, *a, **k)
+ocp.StandardCheckpointHandler.restore = restore
+"""
+
+
+@pytest.mark.slow   # a trainer, then two that join and compile: ~1-2 min on a shared 2-core machine
+def test_processes_resume_from_one_step_when_one_cannot_read_the_newest(tmp_path):
+  """Multi-host restore: process 1 cannot read checkpoint 20, process 0 can. Both resume from
+  10 (20 is moved aside) and end as the run did, instead of process 0 evaluating step 20 while
+  process 1 trains from 10 (a deadlock, or arrays summed across two different steps)."""
+  import json
+  import subprocess
+  import sys
+  from test_launch_distributed import REPO, TRAIN, _free_port, _losses, _worker_env
+  wd = str(tmp_path / "run")
+  args = ["--config=configs/train.py:tiny", "--config.model.vocab_size=102",
+          "--config.train.steps=20", "--config.train.log_every=1", "--config.train.eval_every=10",
+          "--config.checkpoint.every_steps=10", "--config.train.progress=False", f"--workdir={wd}"]
+  first = subprocess.run([sys.executable, "-c", TRAIN, *args], cwd=REPO, capture_output=True,
+                         text=True, env=_worker_env(8), timeout=600)
+  assert first.returncode == 0, first.stderr[-3000:]
+  losses, _ = _losses(wd)
+  path = os.path.join(wd, "run.json")
+  info = read_json(path)
+  del info["final_test_loss"]                 # as if killed before it recorded the final loss
+  write_json(path, {**info, "status": "running"})
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "-c", (_UNREADABLE_20 if i else "") + TRAIN, *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_worker_env(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                            JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+           for i in range(2)]
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=300)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail("the processes did not finish (a deadlock): " + p.communicate()[0][-1500:])
+  assert [p.returncode for p in procs] == [0, 0], outs[1][-2000:] + outs[0][-2000:]
+  info = read_json(path)
+  assert info["status"] == "completed" and info["resumed_from"] == 10, json.dumps(info)[:1000]
+  assert "injected read error" in outs[1]
+  assert [d.split("-")[0] for d in os.listdir(os.path.join(wd, "corrupt_checkpoints"))] == ["20"]
+  assert checkpoint.list_steps(wd) == [10, 20]
+  again, _ = _losses(wd)
+  np.testing.assert_allclose([again[s] for s in range(11, 21)], [losses[s] for s in range(11, 21)],
+                             rtol=1e-5)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from slmjax.errortext import first_line
 from slmjax.train.run_files import RunError, read_json
@@ -77,13 +78,56 @@ def fingerprint(state) -> dict:
 def _check_fingerprint(mngr, step: int, restored: dict) -> None:
   """Raises ValueError when arrays restored from `step` ({"state": the train state or part of
   it}) differ from those saved (a checkpoint saved without a fingerprint is not checked)."""
+  sums = fingerprint(restored["state"])  # first: a cross-process sum that every process computes
   if not os.path.isdir(os.path.join(str(mngr.directory), str(step), "fingerprint")):
     return
-  saved = mngr.restore(step, args=ocp.args.Composite(
-      fingerprint=ocp.args.JsonRestore()))["fingerprint"]
-  changed = [k for k, v in fingerprint(restored["state"]).items() if saved.get(k) != v]
+  saved = _read_item(mngr, step, "fingerprint", ocp.JsonCheckpointHandler(),
+                     ocp.args.JsonRestore())
+  changed = [k for k, v in sums.items() if saved.get(k) != v]
   if changed:
     raise ValueError(f"{len(changed)} arrays differ from the saved ones (first: {changed[0]})")
+
+
+def _read_item(mngr, step: int, name: str, handler, args):
+  """Item `name` of checkpoint `step`, read by its handler alone. CheckpointManager.restore ends
+  in a barrier of all processes: one whose read failed before it would leave the others there."""
+  try:
+    return handler.restore(epath.Path(str(mngr.directory)) / str(step) / name, args=args)
+  finally:
+    handler.close()
+
+
+def min_over_processes(value: int) -> int:
+  """The smallest `value` over all JAX processes, for decisions they must share. A host-level
+  collective: every process calls it, in the same order; `value` itself with one process."""
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(np.min(multihost_utils.process_allgather(np.int32(value))))
+
+
+def _newest_everywhere(steps: list[int]) -> int | None:
+  """The step every process tries next: the smallest of the processes' newest `steps` (they
+  list the same folder, so normally one step); None when a process has none left."""
+  newest = min_over_processes(max(steps, default=-1))
+  return None if newest < 0 else newest
+
+
+def all_processes(ok: bool) -> bool:
+  """Whether `ok` holds on every process (each one must call this)."""
+  return bool(min_over_processes(int(ok)))
+
+
+def _on_all_processes(fn, elsewhere: str):
+  """(fn(), None) when fn returns on every process; else (None, why): this process's error, or
+  `elsewhere` named as another process's when only another one failed."""
+  try:
+    out, reason = fn(), None
+  except Exception as e:  # pylint: disable=broad-except
+    out, reason = None, first_line(e)
+  if not all_processes(reason is None):
+    return None, reason or f"{elsewhere} on another process"
+  return out, None
 
 
 class _ReadOnlyNotices(logging.Filter):
@@ -158,40 +202,51 @@ class RunCheckpoints:
     from the same step; if its saved state is unusable (e.g. the number of processes changed)
     or is not at the step, it is derived from the step, which gives the same batches (batch t
     depends only on the seed and t).
+
+    With several processes every one tries the same step, and a step counts as restored only
+    when it restored on all of them: they resume from one step, never from different ones.
     """
-    failed = []  # (step, reason), newest first
+    d = checkpoint_dir(self.workdir)
     unfinished = []  # step folders Orbax never committed (empty, hand-made): list_steps skips them
-    for step in reversed(self.steps()):
-      if not _is_finished(os.path.join(checkpoint_dir(self.workdir), str(step))):
-        unfinished.append(step)
-        continue
-      try:
-        out = self.mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state)))
-        _check_fingerprint(self.mngr, step, {"state": out["state"]})
-      except Exception as e:  # pylint: disable=broad-except
-        failed.append((step, first_line(e)))
-        continue
-      for bad, reason in failed:
-        self._quarantine(bad, reason)
-      for bad in unfinished:
-        self._quarantine(bad, "an unfinished save")
-      self._restore_data(step, data_iter)
-      return step, out["state"]
+    finished = []
+    for step in self.steps():
+      (finished if _is_finished(os.path.join(d, str(step))) else unfinished).append(step)
+    failed = []  # (step, reason), newest first
+    step = _newest_everywhere(finished)
+    while step is not None:
+      state, reason = self._restore_state(step, abstract_state)
+      if reason is None:
+        self._quarantine([*failed, *((bad, "an unfinished save") for bad in unfinished)])
+        self._restore_data(step, data_iter)
+        return step, state
+      failed.append((step, reason))
+      step = _newest_everywhere([s for s in finished if s < step])
     if failed:
       step, reason = failed[0]
       raise RunError(
-          f"no checkpoint in {checkpoint_dir(self.workdir)} can be restored (steps "
+          f"no checkpoint in {d} can be restored (steps "
           f"{', '.join(str(s) for s, _ in reversed(failed))}; step {step}: {reason[:300]}); nothing "
           "was moved: fix the cause, or move checkpoints/ aside to start the run over")
-    for bad in unfinished:  # no finished checkpoint at all: the run starts from step 0
-      self._quarantine(bad, "an unfinished save", then="starting the run from step 0")
+    # no finished checkpoint at all: the run starts from step 0
+    self._quarantine([(bad, "an unfinished save") for bad in unfinished],
+                     then="starting the run from step 0")
     return None
+
+  def _restore_state(self, step: int, abstract_state):
+    """(state, None) when `step` restores, fingerprint included, on every process; else (None,
+    why). Every process calls it for the same step: the fingerprint is a cross-process sum."""
+    state, reason = _on_all_processes(lambda: _read_item(
+        self.mngr, step, "state", ocp.StandardCheckpointHandler(),
+        ocp.args.StandardRestore(abstract_state)), "it did not restore")
+    if reason is None:
+      _, reason = _on_all_processes(
+          lambda: _check_fingerprint(self.mngr, step, {"state": state}), "arrays differ")
+    return (state, None) if reason is None else (None, reason)
 
   def _restore_data(self, step: int, data_iter) -> None:
     try:
-      self.mngr.restore(step, args=ocp.args.Composite(
-          data=grain.checkpoint.CheckpointRestore(data_iter)))
+      _read_item(self.mngr, step, "data", grain.checkpoint.CheckpointHandler(),
+                 grain.checkpoint.CheckpointRestore(data_iter))
       saved = data_iter.get_state()
     except Exception as e:  # pylint: disable=broad-except
       _warn(f"data iterator state of checkpoint {step} not restored ({first_line(e, 200)}); "
@@ -203,15 +258,20 @@ class RunCheckpoints:
             f"not {step}; continuing from batch {step}")
       data_iter.set_state({"next_index": step})
 
-  def _quarantine(self, step: int, reason: str,
-                  then: str = "resuming from the previous checkpoint") -> None:
-    src = os.path.join(checkpoint_dir(self.workdir), str(step))
-    dst = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
-    msg = f"checkpoint {src} is unreadable ({reason[:300]}); moved to {dst}, {then}"
-    _warn(msg)
-    if jax.process_index() == 0 and os.path.isdir(src):
-      os.makedirs(os.path.dirname(dst), exist_ok=True)
-      shutil.move(src, dst)
+  def _quarantine(self, bad: list, then: str = "resuming from the previous checkpoint") -> None:
+    """Moves the (step, reason) checkpoints to corrupt_checkpoints/ (process 0), with a warning
+    on every process. Every process calls it: each lists the checkpoints again once process 0
+    has moved them, or one that listed them before would skip the next save of such a step."""
+    for step, reason in bad:
+      src = os.path.join(checkpoint_dir(self.workdir), str(step))
+      dst = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
+      _warn(f"checkpoint {src} is unreadable ({reason[:300]}); moved to {dst}, {then}")
+      if jax.process_index() == 0 and os.path.isdir(src):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.move(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("slmjax: checkpoints moved aside")
     self.mngr.reload()
 
   def wait(self) -> None:
