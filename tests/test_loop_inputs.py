@@ -231,3 +231,8 @@ def test_packed_mixture_run_reports_test_loss_per_dataset(unit_dataset, tmp_path
   assert info["test_loss_by_dataset"] == {"units": ev[0]["test_loss/units"],
                                           "tts": ev[0]["test_loss/tts"]}
   assert info["status"] == "completed" and info["final_test_loss"] == ev[0]["test_loss"]
+  # Epochs count utterance tokens, not the rows' padding: each dataset's passes weighted by its U.
+  per = {d["name"]: d["unique_tokens"] for d in info["data"]["datasets"]}
+  passes = sum(info["epochs_by_dataset"][n] * u for n, u in per.items()) / sum(per.values())
+  assert info["epochs"] == pytest.approx(passes, rel=0.02)
+  assert info["epochs"] < 0.97 * info["tokens"] / info["unique_tokens"]

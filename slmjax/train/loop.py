@@ -173,7 +173,7 @@ def _train(config, workdir: str, locks: list) -> dict:
     start, state = restored
   unique = pipeline.unique_tokens
   run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
-             epochs=plan["tokens"] / unique, epochs_by_dataset=pipeline.epochs(steps),
+             epochs=pipeline.total_epochs(steps), epochs_by_dataset=pipeline.epochs(steps),
              data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
              resumed_from=start or None)
   if primary:  # an earlier launch's error and speed do not describe this one
