@@ -71,6 +71,31 @@ def test_a_notice_while_waiting_for_the_workdir_lock_stops_the_launch(tmp_path, 
   assert _read_all(wd) == before
 
 
+def test_a_relaunch_waiting_for_the_workdir_lock_leaves_config_json_alone(tmp_path, monkeypatch):
+  """A relaunch may change free fields (checkpoint.*): it writes config.json once it holds the
+  workdir, not while another trainer still runs there; another run's config is refused at once."""
+  monkeypatch.setenv(LOCK_WAIT_ENV, "0.3")
+  wd, config = str(tmp_path / "run"), _config()
+  claim_workdir(wd, config)
+  relaunch = _config()
+  relaunch.checkpoint.every_steps = config.checkpoint.every_steps + 1
+  held = workdir_lock(wd)
+  before = _read_all(wd)
+  try:
+    with pytest.raises(loop.RunError, match="another trainer"):
+      loop.train(relaunch, wd)
+    assert _read_all(wd) == before
+    other = _config()
+    other.seed = config.seed + 1
+    monkeypatch.setenv(LOCK_WAIT_ENV, "60")
+    t0 = time.monotonic()
+    with pytest.raises(loop.RunError, match="holds a run with another config"):
+      loop.train(other, wd)
+    assert time.monotonic() - t0 < 10
+  finally:
+    held.release()
+
+
 def test_a_launch_that_times_no_step_leaves_no_throughput_in_run_json(tmp_path, monkeypatch):
   """run.json's `throughput` is the speed of the launch that wrote it: a relaunch preempted
   before its first step (or one that resumes at the final step) measured none, so it does not

@@ -148,10 +148,12 @@ def _train(config, workdir: str, locks: list) -> dict:
   pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
   stopped = False
   if primary:
-    claim_workdir(workdir, config)
+    claim_workdir(workdir, config, write=False)  # another run's workdir is refused before any wait
     # waits for a trainer still saving in this workdir; a notice meanwhile ends the wait
     locks.append(workdir_lock(workdir, stop=preemption.requested))
     stopped = locks[-1] is None
+    if not stopped:
+      claim_workdir(workdir, config)
   kind = _launch_kind(workdir, primary, stopped)
   if kind == _STOPPED:  # the other trainer owns the run's files: none is touched
     if primary:

@@ -85,11 +85,14 @@ def config_conflicts(old: dict, new: dict) -> list[str]:
   return out
 
 
-def claim_workdir(workdir: str, config) -> bool:
-  """Writes config.json, or checks the new config against an existing one.
+def claim_workdir(workdir: str, config, write: bool = True) -> bool:
+  """Checks the new config against the workdir's config.json, then (`write`) writes it.
 
   Returns True when the workdir already held this run (a relaunch). Raises RunError naming the
   conflicting fields when the workdir belongs to a different run; nothing is written then.
+  `write=False` only checks (and makes the folder): the trainer checks before it waits for the
+  workdir lock and writes once it holds it, so a relaunch that changes a free field (say
+  `checkpoint.*`) leaves config.json alone while another trainer still runs there.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise RunError(f"workdir {workdir} is an existing file, not a directory; pass a directory")
@@ -108,7 +111,8 @@ def claim_workdir(workdir: str, config) -> bool:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:  # a file on the path, no permission
     raise RunError(f"cannot create workdir {workdir}: {e.strerror}") from None
-  write_json(path, new)
+  if write:
+    write_json(path, new)
   return old is not None
 
 
