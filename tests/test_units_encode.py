@@ -2,6 +2,7 @@
 
 import filecmp
 import functools
+import json
 import os
 
 import numpy as np
@@ -98,3 +99,53 @@ def test_retry_killed_before_its_part_file_encodes_the_shard_again(tmp_path, mon
     m = run()
     assert good.loads == 2 and m["skipped"] == 0  # the shard was not complete: encoded whole again
     assert [s.tolist() for s in read_dataset(ds, "train")] == [[1, 2], [0, 2]]
+
+
+def _retry_beside_a_merge(tmp_path, monkeypatch, during_merge):
+    """Workers 0 and 1 of two one-input shards; worker 1's input was unreadable and is fixed. Worker 0
+    reruns (nothing to retry: it merges) and ``during_merge(run, part_file)`` runs the moment its merge
+    reaches shard 1's part file, as worker 1 retrying at that time would. Returns worker 0's result."""
+    import slmjax.units.writer as writer
+
+    good, bad = _Input("a", 0.1), _Input("b", 0.9, fixed=False)
+    ds = str(tmp_path / "ds")
+    run = functools.partial(encode_dataset, _tok(), [good.utt(), bad.utt()], ds, num_workers=2, shard_utterances=1,
+                            progress=False)
+    assert run(worker_index=0) is None and run(worker_index=1)["skipped"] == 1
+    bad.fixed = True
+    real, hooked = writer.read_part, []
+
+    def read_part(out, shard):
+        if shard.index == 1 and not hooked:
+            hooked.append(shard)
+            return during_merge(run, lambda: real(out, shard), writer.part_path(out, shard))
+        return real(out, shard)
+
+    monkeypatch.setattr(writer, "read_part", read_part)
+    return run(worker_index=0), ds
+
+
+def test_merge_while_a_retry_rewrites_a_shard_leaves_the_merge_to_it(tmp_path, monkeypatch):
+    def retry_begins(run, read, part_file):
+        os.remove(part_file)  # worker 1 took its part file back to rewrite the shard
+        return read()
+
+    m, ds = _retry_beside_a_merge(tmp_path, monkeypatch, retry_begins)
+    assert m is None  # not merged: worker 1 merges once its shard is written
+    m = encode_dataset(_tok(), [_Input("a", 0.1).utt(), _Input("b", 0.9).utt()], ds, num_workers=2, worker_index=1,
+                       shard_utterances=1, progress=False)
+    assert m["skipped"] == 0 and m["splits"]["train"]["utterances"] == 2
+
+
+def test_merge_that_read_a_part_file_before_a_retry_does_not_leave_it_stale(tmp_path, monkeypatch):
+    def retry_ends(run, read, part_file):
+        part = read()  # the part file as it was before worker 1's retry
+        assert run(worker_index=1)["skipped"] == 0  # worker 1 retried, rewrote and merged meanwhile
+        return part
+
+    m, ds = _retry_beside_a_merge(tmp_path, monkeypatch, retry_ends)
+    with open(os.path.join(ds, "manifest.json")) as f:
+        on_disk = json.load(f)
+    assert m == on_disk and on_disk["skipped"] == 0 and on_disk["splits"]["train"]["utterances"] == 2
+    assert (tmp_path / "ds" / "skipped.jsonl").read_text() == ""
+    assert [s.tolist() for s in read_dataset(ds, "train")] == [[0, 2], [1, 2]]

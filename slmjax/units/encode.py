@@ -9,15 +9,16 @@ from tqdm import tqdm
 from slmjax.units.errors import UnitsError
 from slmjax.units.sources import list_utterances
 from slmjax.units.tokenizer import load_tokenizer
-from slmjax.units.writer import (DURATIONS_DTYPE, encode_shard, is_complete, merge, pending, pin_plan, plan_fingerprint,
-                                 plan_shards)
+from slmjax.units.writer import (DURATIONS_DTYPE, encode_shard, merge, pending, pin_plan, plan_fingerprint,
+                                 plan_shards, try_merge)
 
 
 def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int = 0, shard_utterances: int = 2000,
                    min_seconds: float = 0.0, synthetic: bool = False, durations: bool = False, progress: bool = True):
     """Encode this worker's shards (complete ones only retry the inputs they skipped); merge when every shard is done.
 
-    Returns the manifest dict once merged, else None (other workers still have shards to do).
+    Returns the manifest dict once merged, else None (other workers still have shards to do, or one is
+    rewriting a shard to retry its skipped inputs: that worker merges).
     """
     if num_workers < 1:
         raise UnitsError(f"--num_workers must be >= 1, got {num_workers}")
@@ -39,9 +40,7 @@ def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int 
     for shard in mine:
         encode_shard(tok, shard, out, durations=durations, min_seconds=min_seconds, on_utt=on_utt)
     bar.close()
-    if all(is_complete(out, s) for s in shards):
-        return merge(out, shards, tok, synthetic=synthetic, durations=durations)
-    return None
+    return try_merge(out, shards, tok, synthetic=synthetic, durations=durations)
 
 
 def merge_dataset(tok, utts, out: str, shard_utterances: int = 2000, min_seconds: float = 0.0, synthetic: bool = False,

@@ -235,10 +235,43 @@ def merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations
     missing = [s.name for s in shards if not is_complete(out, s)]
     if missing:
         raise UnitsError(f"{len(missing)} shard(s) not encoded yet (first: {missing[0]}); run the remaining workers first")
-    splits, skipped = {}, []
-    totals = {"units": 0, "tokens": 0, "utterances": 0}
+    manifest = try_merge(out, shards, tok, synthetic, durations)
+    if manifest is None:
+        raise UnitsError("a shard's part file went away during the merge (an encode worker retrying its skipped "
+                         "inputs); that worker merges when it is done, or merge again then")
+    return manifest
+
+
+def try_merge(out: str, shards: list[Shard], tok, synthetic: bool = False, durations: bool = False) -> dict | None:
+    """:func:`merge`, or None while a shard has no part file (not encoded yet, or a retry rewriting it).
+
+    A part file rewritten by a retry on another worker while this merge ran makes it merge again: that
+    worker's own merge may have been written before this one, which would leave stale counts."""
+    parts = _read_parts(out, shards)
+    while parts is not None:
+        manifest = _write_merged(out, shards, parts, tok, synthetic, durations)
+        again = _read_parts(out, shards)
+        if again == parts:
+            return manifest
+        parts = again
+    return None  # a worker rewriting a shard merges once its part file is back
+
+
+def _read_parts(out: str, shards: list[Shard]) -> list[dict] | None:
+    """Every shard's part file, in shard order; None at the first shard without one."""
+    parts = []
     for s in shards:
         part = read_part(out, s)
+        if part is None:
+            return None
+        parts.append(part)
+    return parts
+
+
+def _write_merged(out: str, shards: list[Shard], parts: list[dict], tok, synthetic: bool, durations: bool) -> dict:
+    splits, skipped = {}, []
+    totals = {"units": 0, "tokens": 0, "utterances": 0}
+    for s, part in zip(shards, parts):
         skipped.extend(part["skipped"])
         if not part["utterances"]:
             continue
