@@ -445,3 +445,26 @@ def test_wavs_not_in_gold_are_scored_into_the_submission_only(tmp_path):
                  .splitlines())
     assert len(lines) == 9
     assert float(lines["x_extra"]) == pytest.approx(_mean_logprob(RISING), rel=1e-6)
+
+
+def test_a_lock_file_that_cannot_be_opened_still_writes_the_scores(tmp_path, monkeypatch, caplog):
+    """Another user's .scores.json.lock (0644) in a group-writable step folder cannot be opened for
+    writing: scores.json is still merged and written (without the lock, said in the log), not lost
+    after the scoring to a traceback."""
+    from slmjax.analysis.zeroshot.evaluate import LOCK_NAME
+    root = tmp_path / "bench"
+    make_storycloze(root / "sSC", 2)
+    benches = bm.discover(root)
+    encoded, scorer = _encode(benches, tmp_path, FakeTokenizer()), _bigram_scorer()
+    out = tmp_path / "zeroshot" / "7"
+    real_open = os.open
+
+    def refuse_the_lock(path, *a, **kw):
+        if os.path.basename(path) == LOCK_NAME:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(os, "open", refuse_the_lock)
+    scores = evaluate_model(scorer, benches, encoded, EOS, out, {"step": 7})
+    assert set(scores["tasks"]) == _scored_sets(out) == {"ssc"}
+    assert f"{out / LOCK_NAME} cannot be opened" in caplog.text

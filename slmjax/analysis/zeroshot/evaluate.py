@@ -166,19 +166,30 @@ def _save_scores(out: Path, new: dict, timing: dict, meta: dict, expected: bool)
     replaced without a word: the caller said so before scoring)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "scores.json"
-    try:
-        lock = fileio.PidLock(str(out / LOCK_NAME), wait_s=LOCK_WAIT_SECONDS, required=False,
-                              on_wait=lambda pid: logging.warning(
-                                  "waiting for pid %s to finish writing %s", pid, path))
-    except fileio.LockHeld as e:
-        raise ZeroShotError(f"{path}: {out / LOCK_NAME} {e} for {LOCK_WAIT_SECONDS:g} s; its "
-                            "scores were not written") from None
+    lock = _lock_scores(out / LOCK_NAME, path)
     try:
         scores = _merged(_record_to_add_to(path, meta, expected), new, timing, meta)
         fileio.atomic_write_text(path, json.dumps(scores, indent=1, allow_nan=False) + "\n")
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return scores
+
+
+def _lock_scores(lock_path: Path, path: Path):
+    """The flock on ``lock_path`` for writing ``path``; None (said in the log) when the lock file
+    cannot be opened (another user's in a shared step folder): the scores are still written."""
+    try:
+        return fileio.PidLock(str(lock_path), wait_s=LOCK_WAIT_SECONDS, required=False,
+                              on_wait=lambda pid: logging.warning(
+                                  "waiting for pid %s to finish writing %s", pid, path))
+    except fileio.LockHeld as e:
+        raise ZeroShotError(f"{path}: {lock_path} {e} for {LOCK_WAIT_SECONDS:g} s; its "
+                            "scores were not written") from None
+    except OSError as e:
+        logging.warning("%s cannot be opened (%s): %s is merged and written without it", lock_path,
+                        describe(e), path)
+        return None
 
 
 def _record_to_add_to(path: Path, meta: dict, expected: bool) -> dict:
