@@ -10,6 +10,7 @@ import pytest
 
 from slmjax.units.audio import BadAudio
 from slmjax.units.encode import encode_dataset
+from slmjax.units.errors import UnitsError
 from slmjax.units.sources import Utterance
 from slmjax.units.tokenizer import Tokenizer
 from slmjax.units.writer import read_dataset, read_durations
@@ -149,3 +150,20 @@ def test_merge_that_read_a_part_file_before_a_retry_does_not_leave_it_stale(tmp_
     assert m == on_disk and on_disk["skipped"] == 0 and on_disk["splits"]["train"]["utterances"] == 2
     assert (tmp_path / "ds" / "skipped.jsonl").read_text() == ""
     assert [s.tolist() for s in read_dataset(ds, "train")] == [[0, 2], [1, 2]]
+
+
+def test_durations_dataset_of_16_bit_code_is_refused_by_name(tmp_path):
+    """A --durations dataset begun before durations_dtype (16-bit records, plan pinned without it)
+    is not resumed or merged with 32-bit records, and the refusal says so rather than blaming the flags."""
+    from slmjax.units.encode import merge_dataset
+    from slmjax.units.writer import plan_fingerprint, plan_shards
+
+    utts = [_Input("a", 0.9).utt()]
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    old = {"min_seconds": 0.0, "synthetic": False, "durations": True, "shard_utterances": 2000}
+    (ds / "plan.json").write_text(json.dumps({"fingerprint": plan_fingerprint(plan_shards(utts, 2000), _tok().identity, old)}))
+    for go in (lambda: encode_dataset(_tok(), utts, str(ds), durations=True, progress=False),
+               lambda: merge_dataset(_tok(), utts, str(ds), durations=True)):
+        with pytest.raises(UnitsError, match="16-bit durations of an older slmjax"):
+            go()

@@ -9,8 +9,8 @@ from tqdm import tqdm
 from slmjax.units.errors import UnitsError
 from slmjax.units.sources import list_utterances
 from slmjax.units.tokenizer import load_tokenizer
-from slmjax.units.writer import (DURATIONS_DTYPE, encode_shard, merge, pending, pin_plan, plan_fingerprint,
-                                 plan_shards, try_merge)
+from slmjax.units.writer import (DURATIONS_DTYPE, encode_shard, merge, pending, pin_plan, pinned_plan,
+                                 plan_fingerprint, plan_shards, try_merge)
 
 
 def encode_dataset(tok, utts, out: str, num_workers: int = 1, worker_index: int = 0, shard_utterances: int = 2000,
@@ -57,9 +57,17 @@ def _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, du
     shards = plan_shards(utts, shard_utterances)
     options = {"min_seconds": min_seconds, "synthetic": synthetic, "durations": durations, "shard_utterances": shard_utterances}
     if durations:  # a dataset begun with 16-bit durations is not resumed with 32-bit ones
+        _refuse_16_bit_durations(out, plan_fingerprint(shards, tok.identity, options))
         options["durations_dtype"] = DURATIONS_DTYPE
     pin_plan(out, plan_fingerprint(shards, tok.identity, options), create)
     return shards
+
+
+def _refuse_16_bit_durations(out, fingerprint_before_dtype):
+    """Name the cause when ``out`` was pinned by the code before ``durations_dtype`` (same flags)."""
+    if pinned_plan(out) == fingerprint_before_dtype:
+        raise UnitsError(f"{out} holds 16-bit durations of an older slmjax (runs over 65535 frames clipped), "
+                         "not to be mixed with 32-bit ones; encode into a new --out")
 
 
 def encode_from_flags(FLAGS, merge_only: bool = False):

@@ -85,6 +85,11 @@ def pin_plan(out: str, fingerprint: str, create: bool = True) -> None:
                          "use a new --out (merge needs the flags the dataset was encoded with)")
 
 
+def pinned_plan(out: str) -> str | None:
+    """The plan fingerprint pinned in ``out``; None when there is none."""
+    return _pinned(os.path.join(out, "plan.json"))
+
+
 def _pinned(path: str) -> str | None:
     """The fingerprint in plan.json ``path``; None when there is none."""
     try:
