@@ -468,3 +468,16 @@ def test_a_lock_file_that_cannot_be_opened_still_writes_the_scores(tmp_path, mon
     scores = evaluate_model(scorer, benches, encoded, EOS, out, {"step": 7})
     assert set(scores["tasks"]) == _scored_sets(out) == {"ssc"}
     assert f"{out / LOCK_NAME} cannot be opened" in caplog.text
+
+
+def test_skipped_wav_not_in_gold_says_the_submission_lacks_it(tmp_path, caplog):
+    """A skipped wav absent from gold.csv drops no pair, but its set's submission files lack it and
+    the official tools refuse them: the warning says so, not only '0 of 4 pairs dropped'."""
+    root = tmp_path / "bench"
+    _build(root)
+    write_units_wav(root / "lexical" / "dev" / "x_extra.wav", [])   # no samples: no units
+    _, out, _ = _score(root, tmp_path)
+    (message,) = [r.getMessage() for r in caplog.records if "swuggy_dev" in r.getMessage()]
+    assert message.startswith("swuggy_dev: 1 of 9 files skipped (unreadable, empty, silent or no units), "
+                              "0 of 4 pairs dropped, and its submission files lack them: the official "
+                              "tools will refuse them;"), message

@@ -110,11 +110,12 @@ def _warn_skipped(name: str, block: str, entry: dict, scores_path: Path):
     skipped = len(entry["skipped_files"])
     if not skipped:
         return
+    lacking = "its submission files lack them: the official tools will refuse them"
     if block == "submission_only":   # the official tools refuse a submission that lacks a stem
-        effect = "its submission files lack them: the official tools will refuse them"
+        effect = lacking
     elif entry["n_pairs"]:
         effect = (f"{entry['n_pairs_dropped']} of {entry['n_pairs'] + entry['n_pairs_dropped']} "
-                  "pairs dropped")
+                  f"pairs dropped, and {lacking}")
     else:
         effect = "no pair left: no score"
     log = logging.error if block == "submission_only" else logging.warning
