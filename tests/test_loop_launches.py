@@ -16,8 +16,8 @@ import pytest
 from run_helpers import small_pipeline
 from slmjax import fileio
 from slmjax.train import checkpoint, loop, preemption
-from slmjax.train.run_files import (LOCK_WAIT_ENV, claim_workdir, read_json, workdir_lock,
-                                    write_json)
+from slmjax.train.run_files import (LOCK_WAIT_ENV, RunError, claim_workdir, read_json,
+                                    workdir_lock, write_json)
 from test_loop_inputs import _config
 from test_resume_adversarial import _save_steps
 
@@ -199,3 +199,32 @@ def test_processes_resume_from_one_step_when_one_cannot_read_the_newest(tmp_path
   again, _ = _losses(wd)
   np.testing.assert_allclose([again[s] for s in range(11, 21)], [losses[s] for s in range(11, 21)],
                              rtol=1e-5)
+
+
+@pytest.mark.parametrize("process", [0, 1])
+def test_a_failed_move_aside_stops_every_process_alike(tmp_path, monkeypatch, process):
+  """Multi-process: process 0 cannot move a damaged checkpoint aside (corrupt_checkpoints is a
+  file). Every process makes the same host-level collectives and stops with one line, instead of
+  process 0 raising while the others wait for it in a barrier."""
+  wd = str(tmp_path)
+  _save_steps(wd, (1, 2))
+  write_json(os.path.join(wd, "corrupt_checkpoints"), {})
+  ck = checkpoint.RunCheckpoints(wd, ml_collections.ConfigDict(dict(keep=5)))
+  collectives = []
+
+  def min_over_processes(value):  # process 0 failed to move: the smallest value is 0
+    collectives.append(value)
+    return 0
+
+  monkeypatch.setattr(checkpoint, "min_over_processes", min_over_processes)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: process)
+  monkeypatch.setattr("jax.experimental.multihost_utils.sync_global_devices",
+                      lambda name: collectives.append(name))
+  monkeypatch.setattr(ck.mngr, "reload", lambda: None)
+  with pytest.raises(RunError, match="corrupt_checkpoints") as e:
+    ck._quarantine([(2, "bit sums differ")])  # pylint: disable=protected-access
+  monkeypatch.undo()
+  ck.close()
+  assert len(collectives) == 1 and "\n" not in str(e.value)
+  assert checkpoint.list_steps(wd) == [1, 2]

@@ -130,6 +130,14 @@ def _on_all_processes(fn, elsewhere: str):
   return out, None
 
 
+def _move_aside(moves: list) -> None:
+  """Moves each (src, dst) step folder that is there."""
+  for src, dst in moves:
+    if os.path.isdir(src):
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      shutil.move(src, dst)
+
+
 class _ReadOnlyNotices(logging.Filter):
   """Drops the warnings Orbax logs for every read-only CheckpointManager (options it resets,
   'Given directory is read only'); anything else passes."""
@@ -261,17 +269,20 @@ class RunCheckpoints:
   def _quarantine(self, bad: list, then: str = "resuming from the previous checkpoint") -> None:
     """Moves the (step, reason) checkpoints to corrupt_checkpoints/ (process 0), with a warning
     on every process. Every process calls it: each lists the checkpoints again once process 0
-    has moved them, or one that listed them before would skip the next save of such a step."""
+    has moved them, or one that listed them before would skip the next save of such a step.
+    A move that fails stops every process with RunError (none waits for process 0 alone)."""
+    moves = []
     for step, reason in bad:
       src = os.path.join(checkpoint_dir(self.workdir), str(step))
       dst = os.path.join(self.workdir, "corrupt_checkpoints", f"{step}-{int(time.time())}")
       _warn(f"checkpoint {src} is unreadable ({reason[:300]}); moved to {dst}, {then}")
-      if jax.process_index() == 0 and os.path.isdir(src):
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.move(src, dst)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices("slmjax: checkpoints moved aside")
+      moves.append((src, dst))
+    # the agreement is also the barrier: no process lists the checkpoints before the moves end
+    _, why = _on_all_processes(lambda: _move_aside(moves) if jax.process_index() == 0 else None,
+                               "moving it aside failed")
+    if why is not None:
+      raise RunError(f"checkpoints of {self.workdir} could not be moved to corrupt_checkpoints/ "
+                     f"({why[:300]}); fix that and relaunch")
     self.mngr.reload()
 
   def wait(self) -> None:
