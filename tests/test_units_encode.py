@@ -167,3 +167,15 @@ def test_durations_dataset_of_16_bit_code_is_refused_by_name(tmp_path):
                lambda: merge_dataset(_tok(), utts, str(ds), durations=True)):
         with pytest.raises(UnitsError, match="16-bit durations of an older slmjax"):
             go()
+
+
+def test_retry_of_a_shard_that_cannot_be_read_is_one_line(tmp_path):
+    bad = _Input("a", 0.9, fixed=False)
+    ds = tmp_path / "ds"
+    run = functools.partial(encode_dataset, _tok(), [bad.utt(), _Input("b", 0.1).utt()], str(ds), progress=False)
+    run()
+    bad.fixed = True
+    (ds / "train-00000-of-00001.array_record").write_bytes(b"truncated")
+    with pytest.raises(UnitsError, match=r"train-00000-of-00001.array_record cannot be read \(RuntimeError: .*\); "
+                                         r"remove .*train-00000-of-00001.array_record.json to encode the shard again"):
+        run()

@@ -217,12 +217,22 @@ def _kept_records(out: str, shard: Shard, part: dict | None, durations: bool) ->
     ids = part["ids"] if part else []
     if not ids:
         return {}
-    records = _read_shards(out, [shard.name], bytes)
-    if len(records) != len(ids):
-        raise UnitsError(f"{shard.name} holds {len(records)} records but {part_path(out, shard)} lists {len(ids)}; "
-                         "remove that part file to encode the shard again")
-    durs = _read_shards(out, [durations_name(shard.name)], bytes) if durations else [None] * len(ids)
+    records = _read_kept(out, shard, shard.name, len(ids))
+    durs = _read_kept(out, shard, durations_name(shard.name), len(ids)) if durations else [None] * len(ids)
     return dict(zip(ids, zip(records, durs)))
+
+
+def _read_kept(out: str, shard: Shard, name: str, n: int) -> list[bytes]:
+    """The ``n`` records of the file ``name`` of an encoded ``shard``, or one UnitsError."""
+    try:
+        records = _read_shards(out, [name], bytes)
+    except (OSError, RuntimeError, ValueError) as exc:  # ArrayRecord reports a missing or broken file as RuntimeError
+        why = f"cannot be read ({describe(exc)})"
+    else:
+        if len(records) == n:
+            return records
+        why = f"holds {len(records)} records but its part file lists {n}"
+    raise UnitsError(f"{name} {why}; remove {part_path(out, shard)} to encode the shard again")
 
 
 def _write_records(path: str, records: list[bytes]) -> None:
