@@ -56,18 +56,17 @@ def _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, du
         raise UnitsError("--durations needs a tokenizer without coarse tokens (durations are per unit)")
     shards = plan_shards(utts, shard_utterances)
     options = {"min_seconds": min_seconds, "synthetic": synthetic, "durations": durations, "shard_utterances": shard_utterances}
+    before_dtype = plan_fingerprint(shards, tok.identity, options) if durations else None
     if durations:  # a dataset begun with 16-bit durations is not resumed with 32-bit ones
-        _refuse_16_bit_durations(out, plan_fingerprint(shards, tok.identity, options))
         options["durations_dtype"] = DURATIONS_DTYPE
-    pin_plan(out, plan_fingerprint(shards, tok.identity, options), create)
+    try:
+        pin_plan(out, plan_fingerprint(shards, tok.identity, options), create)
+    except UnitsError:
+        if before_dtype is not None and pinned_plan(out) == before_dtype:  # same flags, pinned by the older code
+            raise UnitsError(f"{out} holds 16-bit durations of an older slmjax (runs over 65535 frames clipped), "
+                             "not to be mixed with 32-bit ones; encode into a new --out") from None
+        raise
     return shards
-
-
-def _refuse_16_bit_durations(out, fingerprint_before_dtype):
-    """Name the cause when ``out`` was pinned by the code before ``durations_dtype`` (same flags)."""
-    if pinned_plan(out) == fingerprint_before_dtype:
-        raise UnitsError(f"{out} holds 16-bit durations of an older slmjax (runs over 65535 frames clipped), "
-                         "not to be mixed with 32-bit ones; encode into a new --out")
 
 
 def encode_from_flags(FLAGS, merge_only: bool = False):
