@@ -217,3 +217,19 @@ def test_audio_of_earlier_story_text_is_not_relabelled(tmp_path, name, audio):
              "swuggy": lambda: swuggy.build(str(tmp_path), 2, voices, seed=0, workers=1)}[name]
     with pytest.raises(SynthError, match=f"stories: '<absent>' there vs {stories.TEXT_VERSION} now"):
         build()
+
+
+@needs_espeak
+def test_swuggy_refuses_a_split_short_of_n_when_its_word_pool_runs_out(monkeypatch):
+    # At the largest --n a replaced word empties its pool: the test split held fewer pairs, with
+    # fewer out-of-vocabulary words than in-vocabulary ones (--n=249: 244 pairs, 119 of them OOV).
+    from slmjax.synth import swuggy
+
+    inv, oov = swuggy.vocabulary()
+    monkeypatch.setattr(swuggy, "vocabulary", lambda: (inv, oov[:8]))
+    monkeypatch.setattr(swuggy, "word_list_pronunciations", lambda word_list: frozenset())
+    candidates = swuggy._candidates
+    monkeypatch.setattr(swuggy, "_candidates", lambda w, *a: [] if w == oov[0] else candidates(w, *a))
+    with pytest.raises(SynthError, match="swuggy: --n=8: the test split found legal non-words for 3 "
+                                         "of its 4 out-of-vocabulary words"):
+        swuggy.items(8, seed=0)

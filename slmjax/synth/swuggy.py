@@ -181,13 +181,17 @@ def items(n: int, seed: int, splits=("dev", "test")) -> dict[str, list[dict]]:
                     break
         return rows
 
-    def draw(pool: list[str], want: int) -> list[dict]:
+    def draw(split: str, pool: list[str], want: int, half: str) -> list[dict]:
         rows: list[dict] = []
         while len(rows) < want and pool:  # a word without a legal non-word: the next word of its pool
             rows += pair_up([pool.pop() for _ in range(min(want - len(rows), len(pool)))])
+        if len(rows) < want:  # a short split would also break the half in, half out of vocabulary
+            raise SynthError(f"swuggy: --n={n}: the {split} split found legal non-words for {len(rows)} of "
+                             f"its {want} {half} words before the word pool ran out; use a smaller --n")
         return rows
 
-    out = {split: draw(pool_inv, n_inv) + draw(pool_oov, n_oov) for split in benchio.SPLITS}
+    out = {s: draw(s, pool_inv, n_inv, "in-vocabulary") + draw(s, pool_oov, n_oov, "out-of-vocabulary")
+           for s in benchio.SPLITS}
     return {split: out[split] for split in splits}
 
 
