@@ -4,6 +4,7 @@ and corpus outputs that must not depend on the worker count."""
 import json
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -233,3 +234,21 @@ def test_swuggy_refuses_a_split_short_of_n_when_its_word_pool_runs_out(monkeypat
     with pytest.raises(SynthError, match="swuggy: --n=8: the test split found legal non-words for 3 "
                                          "of its 4 out-of-vocabulary words"):
         swuggy.items(8, seed=0)
+
+
+@needs_espeak
+def test_swuggy_phone_cache_follows_espeak_data_not_only_its_version(tmp_path, monkeypatch):
+    # A distribution update (1.51+dfsg-10+deb12u2 -> u3) may change the pronunciations while
+    # `espeak-ng --version` reads the same: the cache of the old ones would still be used.
+    from slmjax.synth import swuggy
+
+    data = str(tmp_path / "espeak-ng-data")
+    version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
+    shutil.copytree(version.split("Data at:")[1].strip(), data)
+    monkeypatch.setenv("ESPEAK_DATA_PATH", data)
+    words = tmp_path / "words"
+    words.write_text("need\n")
+    before = swuggy._phones_cache(str(words))
+    with open(os.path.join(data, "en_dict"), "ab") as f:
+        f.write(b"\0")
+    assert swuggy._phones_cache(str(words)) != before

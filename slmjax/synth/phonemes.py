@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import os
 import subprocess
 
 from slmjax.synth import engines
@@ -33,7 +35,21 @@ def phonemize(words: list[str], voice: str = "en-us", batch: int = 2000, jobs: i
         return [ph for phones in pool.map(lambda c: _batch(c, voice), chunks) for ph in phones]
 
 
+def _folder_digest(folder: str) -> str:
+    h = hashlib.sha256()
+    for parent, _, files in sorted(os.walk(folder)):
+        for path in (os.path.join(parent, name) for name in sorted(files)):
+            if os.path.isfile(path):  # not a broken link
+                h.update(f"{os.path.relpath(path, folder)}\0".encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
 def engine_version() -> str:
-    """espeak-ng's version line: its pronunciations may change with it."""
+    """espeak-ng's version line and a digest of its data folder: pronunciations change with either
+    (a distribution's data update keeps the version line)."""
     exe = engines.require_engine("espeak")
-    return subprocess.run([exe, "--version"], capture_output=True).stdout.decode(errors="replace").strip()
+    line = subprocess.run([exe, "--version"], capture_output=True).stdout.decode(errors="replace").strip()
+    data = line.partition("Data at:")[2].strip()
+    return f"{line} {_folder_digest(data)}" if os.path.isdir(data) else line

@@ -116,7 +116,8 @@ def _phones_cache(word_list: str) -> str:
 @functools.lru_cache(maxsize=2)
 def word_list_pronunciations(word_list: str | None) -> frozenset[tuple[str, ...]]:
     """Pronunciations of the lower-case words of a system word list (none without one). espeak-ng reads
-    them once per list and engine version (~64k words: 20-60 s), then they come from a cache file."""
+    them once per list and espeak-ng version and data (~64k words: 20-60 s), then they come from a cache
+    file."""
     if word_list is None:
         return frozenset()
     cache = _phones_cache(word_list)
