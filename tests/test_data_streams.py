@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from slmjax.data import build_pipeline
-from slmjax.data.pipeline import TrainBatches
 from slmjax.data.testing import random_utterances, write_unit_dataset
 
 V, T = 20, 16
