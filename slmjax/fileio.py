@@ -143,6 +143,14 @@ def url_problem(path: str, what: str) -> str | None:
             "worker, with gcsfuse) and give the mounted path")
 
 
+def cache_dir(name: str) -> str:
+    """``$SLMJAX_CACHE/name`` (default ``$XDG_CACHE_HOME/slmjax`` or ``~/.cache/slmjax``): where
+    results that are slow to compute and safe to recompute are kept between runs."""
+    root = os.environ.get("SLMJAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "slmjax")
+    return os.path.join(root, name)
+
+
 def dir_write_problem(path: str | os.PathLike) -> str | None:
     """Make the folder ``path`` (and its parents) and write a file in it: None when that works,
     else one line saying why not. A real write, not ``os.access``: that says yes to root where

@@ -231,9 +231,7 @@ os.register_at_fork(after_in_child=READERS.forget)
 # Record-length index of ArrayRecord shards (needed to address the token stream), cached on disk.
 
 def _cache_dir() -> str:
-  root = os.environ.get("SLMJAX_CACHE") or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "slmjax")
-  return os.path.join(root, "record_lengths")
+  return fileio.cache_dir("record_lengths")
 
 
 def _cache_key(path: str, *checks) -> str:

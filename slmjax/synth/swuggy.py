@@ -107,10 +107,8 @@ def system_words() -> tuple[set[str], str | None]:
 
 
 def _phones_cache(word_list: str) -> str:
-    root = os.environ.get("SLMJAX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "slmjax")
     key = hashlib.sha256(f"{settings.file_digest(word_list)}|{phonemes.engine_version()}".encode()).hexdigest()
-    return os.path.join(root, "word_list_phones", key[:32] + ".txt")
+    return os.path.join(fileio.cache_dir("word_list_phones"), key[:32] + ".txt")
 
 
 @functools.lru_cache(maxsize=2)
