@@ -107,6 +107,21 @@ def cli(module, *args, timeout=900):
   return res
 
 
+def outputs_of(procs, timeout, stuck):
+  """Each process's output once it exits; past `timeout` s every process is killed and the test
+  fails with `stuck` and the last lines of the one that hung."""
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      import pytest  # pylint: disable=g-import-not-at-top
+      pytest.fail(f"{stuck}: " + p.communicate()[0][-1500:])
+  return outs
+
+
 def small_pipeline():
   """A tiny synthetic data pipeline (vocab 18, windows of 8, batch 2) for checkpoint tests."""
   import ml_collections  # pylint: disable=g-import-not-at-top

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from run_helpers import small_pipeline
+from run_helpers import outputs_of, small_pipeline
 from slmjax import fileio
 from slmjax.train import checkpoint, loop, preemption
 from slmjax.train.run_files import (LOCK_WAIT_ENV, RunError, claim_workdir, read_json,
@@ -182,14 +182,7 @@ def test_processes_resume_from_one_step_when_one_cannot_read_the_newest(tmp_path
                             env=_worker_env(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                                             JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
            for i in range(2)]
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=300)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      pytest.fail("the processes did not finish (a deadlock): " + p.communicate()[0][-1500:])
+  outs = outputs_of(procs, 300, "the processes did not finish (a deadlock)")
   assert [p.returncode for p in procs] == [0, 0], outs[1][-2000:] + outs[0][-2000:]
   info = read_json(path)
   assert info["status"] == "completed" and info["resumed_from"] == 10, json.dumps(info)[:1000]

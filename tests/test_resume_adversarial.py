@@ -19,8 +19,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from run_helpers import (SIGKILL, SIGTERM, launch, run, run_until, sigint_as_from_a_terminal,
-                         small_pipeline, train_rows)
+from run_helpers import (SIGKILL, SIGTERM, launch, outputs_of, run, run_until,
+                         sigint_as_from_a_terminal, small_pipeline, train_rows)
 from slmjax.train.checkpoint import RunCheckpoints, list_steps, restore_params
 from slmjax.train.run_files import RunError, workdir_lock
 
@@ -511,14 +511,7 @@ def test_a_notice_to_one_of_two_processes_saves_on_both_and_exits_preempted(tmp_
       procs[1].send_signal(sig)
       break
     time.sleep(0.05)
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=150)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      pytest.fail("a process did not exit after the notice: " + p.communicate()[0][-1500:])
+  outs = outputs_of(procs, 150, "a process did not exit after the notice")
   assert [p.returncode for p in procs] == [0, 0], outs[1][-2000:] + outs[0][-2000:]
   assert _run_json(wd)["status"] == "preempted"
   (step,) = list_steps(wd)
