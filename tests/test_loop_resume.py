@@ -190,15 +190,17 @@ tensorboardX.SummaryWriter.__init__ = init
 
 
 def _flip_a_byte_of_checkpoint(wd, step):
-  """Changes the middle byte of each array-data file of checkpoint `step` (params, mu and nu
-  lie in different files)."""
+  """Changes one byte in every 4 KiB of each array-data file of checkpoint `step`. Which file
+  holds which array (params, mu, nu) depends on the writers' timing: one byte in the middle of
+  each file sometimes changed only optimizer state, which restore_params does not read."""
   data = os.path.join(wd, "checkpoints", str(step), "state", "ocdbt.process_0", "d")
   for name in os.listdir(data):
     with open(os.path.join(data, name), "r+b") as f:
-      f.seek(os.path.getsize(os.path.join(data, name)) // 2)
-      byte = f.read(1)
-      f.seek(-1, os.SEEK_CUR)
-      f.write(bytes([byte[0] ^ 0x10]))
+      content = bytearray(f.read())
+      for i in range(2048, len(content), 4096):
+        content[i] ^= 0x10
+      f.seek(0)
+      f.write(content)
 
 
 def test_bit_flipped_latest_checkpoint_falls_back_to_previous(reference, tmp_path):
@@ -225,3 +227,15 @@ def test_restore_params_refuses_a_bit_flipped_checkpoint(reference, tmp_path):
   with pytest.raises(RunError, match="checkpoint 24 of run .* is damaged"):
     restore_params(wd)
   _assert_same_params(_params(wd, 16)[1], _params(reference, 16)[1])
+
+
+def test_restore_params_refuses_a_truncated_checkpoint(reference, tmp_path):
+  """Array files cut short (a copy that stopped): one line naming the checkpoint, not the
+  checkpoint library's traceback."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(reference, wd)
+  data = os.path.join(wd, "checkpoints", "24", "state", "ocdbt.process_0", "d")
+  for name in os.listdir(data):
+    os.truncate(os.path.join(data, name), os.path.getsize(os.path.join(data, name)) // 3)
+  with pytest.raises(RunError, match="checkpoint 24 of run .* is damaged: it cannot be read"):
+    restore_params(wd)

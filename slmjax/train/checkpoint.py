@@ -316,9 +316,13 @@ def restore_params(workdir: str, step: int | None = None):
   abstract = abstract_params(model_cfg)
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
   with _read_only_manager(checkpoint_dir(workdir)) as mngr:
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item={"params": abstract}, restore_args={"params": restore_args},
-        partial_restore=True)))
+    try:
+      out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item={"params": abstract}, restore_args={"params": restore_args},
+          partial_restore=True)))
+    except (ValueError, OSError) as e:  # truncated or missing array files, shape mismatch
+      raise RunError(f"checkpoint {step} of run {workdir} is damaged: it cannot be read "
+                     f"({str(e).splitlines()[0][:300]})") from None
     try:
       _check_fingerprint(mngr, step, out)
     except ValueError as e:
