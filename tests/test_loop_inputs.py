@@ -184,6 +184,28 @@ def _cli(*args):
                         env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_a_restore_that_raises_closes_what_the_launch_opened(tmp_path, monkeypatch):
+  """The checkpoint manager and the data iterator are closed, and run.json records the
+  failure, when the restore itself raises (they were closed only around the training loop)."""
+  closed = []
+  real_close = loop.RunCheckpoints.close
+
+  def failing_restore(self, abstract_state, data_iter):
+    raise RunError("no checkpoint of this run restores (a test)")
+
+  monkeypatch.setattr(loop.RunCheckpoints, "restore_latest", failing_restore)
+  monkeypatch.setattr(loop.RunCheckpoints, "close",
+                      lambda self: (closed.append("checkpoints"), real_close(self)))
+  real_iter_close = loop._close
+  monkeypatch.setattr(loop, "_close", lambda it: (closed.append("data"), real_iter_close(it)))
+  wd = str(tmp_path / "run")
+  with pytest.raises(RunError, match="a test"):
+    loop.train(_config(), wd)
+  assert closed == ["checkpoints", "data"]
+  info = json.load(open(os.path.join(wd, "run.json")))
+  assert info["status"] == "failed" and "a test" in info["error"], info
+
+
 def test_cli_config_typo_is_one_line(tmp_path):
   wd = str(tmp_path / "run")
   p = _cli(f"--workdir={wd}", "--config.train.stpes=5")

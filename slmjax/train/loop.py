@@ -166,85 +166,85 @@ def _train(config, workdir: str, locks: list) -> dict:
   model_cfg = model_config(config)
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
-  ckpts = RunCheckpoints(workdir, config.checkpoint)
+  # closed whatever happens (a restore that raises included), the checkpoints first: an
+  # unfinished save still reads the data iterator's state
   data_iter = pipeline.train_iter()
-  restored = ckpts.restore_latest(abstract_train_state(config, mesh), data_iter)
-  if restored is None:
-    start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
-  else:
-    start, state = restored
-  unique = pipeline.unique_tokens
-  run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
-             epochs=pipeline.total_epochs(steps), epochs_by_dataset=pipeline.epochs(steps),
-             data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
-             resumed_from=start or None)
-  if primary:  # an earlier launch's error and speed do not describe this one
-    update_run_json(workdir, drop=("error", "throughput"), **run, status="running")
-  peak, peak_src = _peak(config, model_cfg)
-  # A run killed after its last checkpoint but before run.json recorded the final evaluation
-  # (the checkpoint is written first) evaluates the restored weights.
-  if start >= steps:
-    try:
-      final = _Evaluator(config, mesh, pipeline)(state["params"], final=True)
-    finally:
-      ckpts.close()
-      _close(data_iter)
-    if primary:
-      _write_final_row(workdir, steps, final)
-    out = dict(status="completed", **_completion(final, pipeline), peak_flops=peak,
-               peak_flops_source=peak_src)
-    return update_run_json(workdir, **out) if primary else {**run, **out}
-
-  n_peaks = flops_lib.peak_devices()
-  writer = MetricsWriter(workdir, start, enabled=primary)
-  train_step = make_train_step(config, mesh)
-  evaluate = _Evaluator(config, mesh, pipeline)
-  log_every = max(1, int(config.train.get("log_every", 1)))
-  eval_every = int(config.train.get("eval_every", 0) or 0)
-  ck_every = int(config.checkpoint.get("every_steps", 0) or 0)
-  prof_start = int(config.train.get("profile_start", -1))
-  prof_steps = int(config.train.get("profile_steps", 5))
-  if primary and 0 < prof_start <= start:
-    print(f"slmjax-train: train.profile_start={prof_start} is at or before the resumed step "
-          f"{start}; no trace is recorded in this launch", file=sys.stderr)
-  if prof_start <= start:
-    prof_start = -1  # a trace window the resume lands in is not started, so it is not stopped
-  bar = _progress(config, primary, start, steps)
-  pending = None               # (step, device metrics) of the last dispatched step
-  last = time.perf_counter()
-  status, final = "running", {}
-  step_times = []              # seconds between the fetches of consecutive steps, this launch
-
-  def fetch():
-    """Brings the pending step's metrics (if any) to the host, logs them, stops on NaN/Inf."""
-    nonlocal pending, last
-    if pending is None:
-      return
-    s, m = pending
-    pending = None
-    m = {k: float(v) for k, v in jax.device_get(m).items()}
-    now = time.perf_counter()
-    dt, last = now - last, now
-    step_times.append(dt)
-    if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-      raise RunError(f"non-finite training loss at step {s} (loss={m['loss']}, grad_norm="
-                     f"{m['grad_norm']}); stopped, the last good checkpoint is kept "
-                     f"({ckpts.steps()[-1] if ckpts.steps() else 'none yet'})")
-    if s % log_every == 0 or s == steps:
-      tps = batch_tokens / dt
-      writer.write(dict(step=s, loss=m["loss"], lr=m["lr"], grad_norm=m["grad_norm"],
-                        tokens_seen=s * batch_tokens, tokens_per_sec=tps, step_time=dt,
-                        mfu=flops_lib.mfu(tps, fpt["6n_attn"], peak, n_peaks),
-                        mfu_palm=flops_lib.mfu(tps, fpt["6n_attn_full"], peak, n_peaks)))
-    if bar is not None:
-      bar.update(s - bar.n)
-      bar.set_postfix(loss=f"{m['loss']:.4f}")
-
-  def save(step):
-    fetch()             # a checkpoint is only written after its loss proved finite
-    ckpts.save(step, state, data_iter)
-
+  ckpts = bar = writer = None
+  status = "running"
   try:
+    ckpts = RunCheckpoints(workdir, config.checkpoint)
+    restored = ckpts.restore_latest(abstract_train_state(config, mesh), data_iter)
+    if restored is None:
+      start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
+    else:
+      start, state = restored
+    unique = pipeline.unique_tokens
+    run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
+               epochs=pipeline.total_epochs(steps), epochs_by_dataset=pipeline.epochs(steps),
+               data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
+               resumed_from=start or None)
+    if primary:  # an earlier launch's error and speed do not describe this one
+      update_run_json(workdir, drop=("error", "throughput"), **run, status="running")
+    peak, peak_src = _peak(config, model_cfg)
+    # A run killed after its last checkpoint but before run.json recorded the final evaluation
+    # (the checkpoint is written first) evaluates the restored weights.
+    if start >= steps:
+      final = _Evaluator(config, mesh, pipeline)(state["params"], final=True)
+      if primary:
+        _write_final_row(workdir, steps, final)
+      out = dict(status="completed", **_completion(final, pipeline), peak_flops=peak,
+                 peak_flops_source=peak_src)
+      return update_run_json(workdir, **out) if primary else {**run, **out}
+
+    n_peaks = flops_lib.peak_devices()
+    writer = MetricsWriter(workdir, start, enabled=primary)
+    train_step = make_train_step(config, mesh)
+    evaluate = _Evaluator(config, mesh, pipeline)
+    log_every = max(1, int(config.train.get("log_every", 1)))
+    eval_every = int(config.train.get("eval_every", 0) or 0)
+    ck_every = int(config.checkpoint.get("every_steps", 0) or 0)
+    prof_start = int(config.train.get("profile_start", -1))
+    prof_steps = int(config.train.get("profile_steps", 5))
+    if primary and 0 < prof_start <= start:
+      print(f"slmjax-train: train.profile_start={prof_start} is at or before the resumed step "
+            f"{start}; no trace is recorded in this launch", file=sys.stderr)
+    if prof_start <= start:
+      prof_start = -1  # a trace window the resume lands in is not started, so it is not stopped
+    bar = _progress(config, primary, start, steps)
+    pending = None               # (step, device metrics) of the last dispatched step
+    last = time.perf_counter()
+    final = {}
+    step_times = []              # seconds between the fetches of consecutive steps, this launch
+
+    def fetch():
+      """Brings the pending step's metrics (if any) to the host, logs them, stops on NaN/Inf."""
+      nonlocal pending, last
+      if pending is None:
+        return
+      s, m = pending
+      pending = None
+      m = {k: float(v) for k, v in jax.device_get(m).items()}
+      now = time.perf_counter()
+      dt, last = now - last, now
+      step_times.append(dt)
+      if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+        raise RunError(f"non-finite training loss at step {s} (loss={m['loss']}, grad_norm="
+                       f"{m['grad_norm']}); stopped, the last good checkpoint is kept "
+                       f"({ckpts.steps()[-1] if ckpts.steps() else 'none yet'})")
+      if s % log_every == 0 or s == steps:
+        tps = batch_tokens / dt
+        writer.write(dict(step=s, loss=m["loss"], lr=m["lr"], grad_norm=m["grad_norm"],
+                          tokens_seen=s * batch_tokens, tokens_per_sec=tps, step_time=dt,
+                          mfu=flops_lib.mfu(tps, fpt["6n_attn"], peak, n_peaks),
+                          mfu_palm=flops_lib.mfu(tps, fpt["6n_attn_full"], peak, n_peaks)))
+      if bar is not None:
+        bar.update(s - bar.n)
+        bar.set_postfix(loss=f"{m['loss']:.4f}")
+
+    def save(step):
+      fetch()             # a checkpoint is only written after its loss proved finite
+      ckpts.save(step, state, data_iter)
+
     for t in range(start, steps):
       s = t + 1
       if t == start and preemption.due(0):  # a notice during start-up: the state is the
@@ -284,8 +284,10 @@ def _train(config, workdir: str, locks: list) -> dict:
   finally:
     if bar is not None:
       bar.close()
-    writer.close()
-    ckpts.close()
+    if writer is not None:
+      writer.close()
+    if ckpts is not None:
+      ckpts.close()   # waits for the last save: run.json says completed only after it
     _close(data_iter)
   out = dict(status=status, peak_flops=peak, peak_flops_source=peak_src,
              **_throughput(step_times, batch_tokens, fpt, peak, n_peaks))
