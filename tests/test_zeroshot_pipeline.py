@@ -154,6 +154,18 @@ def test_units_cache_that_cannot_be_written_is_one_clear_error(tmp_path):
     assert tok.calls == 0
 
 
+def test_default_units_cache_beside_the_benchmarks_else_in_slmjax_cache(tmp_path, monkeypatch):
+    """The cache goes beside the benchmarks when that folder can be written, else under
+    $SLMJAX_CACHE (it went to ~/.cache whatever $SLMJAX_CACHE said)."""
+    from slmjax.analysis.zeroshot.units_cache import default_cache_dir
+    monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "bench").mkdir()
+    assert default_cache_dir(tmp_path / "bench") == tmp_path / "bench" / ".slmjax_units"
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / ".slmjax_units").write_text("")  # a file where the folder would go
+    assert default_cache_dir(tmp_path / "blocked") == tmp_path / "cache" / "units"
+
+
 def test_units_cache_sees_changed_content(tmp_path):
     root = tmp_path / "bench"
     make_storycloze(root / "tSC", 4)

@@ -175,3 +175,16 @@ def test_test_set_without_tokens_is_refused_before_scoring(tmp_path):
             runs.check_test_sets({"t": test_set}, ident)
         assert test_set.path in str(e.value) and str(e.value).endswith(why)
     runs.check_test_sets({"t": HeldOutSet(str(tmp_path / "empty"), "train")}, ident)
+
+
+def test_scoring_context_is_known_before_any_checkpoint_is_read(tmp_path):
+    """data.seq_len when the config has it, else the model's max_seq_len (configured, else the
+    paper's 2050): scores.json's settings are checked against the context the scores will record
+    (a missing seq_len once matched any recorded context, then replaced the record)."""
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"data": {"seq_len": 32}, "model": {"max_seq_len": 64}}))
+    assert runs.training_context(tmp_path) == 32
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"max_seq_len": 64}}))
+    assert runs.training_context(tmp_path) == 64
+    (tmp_path / "config.json").write_text(json.dumps({"data": {}}))
+    assert runs.training_context(tmp_path) == 2050

@@ -32,7 +32,8 @@ flags.DEFINE_string("tokenizer", None, "Tokenizer dir (slmjax-units fit); defaul
                     "dataset manifest tokenizer_dir. Must match the run's tokenizer identity.")
 flags.DEFINE_list("tasks", [], "Only these tasks or sets (swuggy, sblimp, ssc, tsc, sblimp_dev, ...).")
 flags.DEFINE_string("units_cache", None, "Cache of benchmark units (default: "
-                    "<benchmarks>/.slmjax_units, or ~/.cache/slmjax/units if read-only).")
+                    "<benchmarks>/.slmjax_units, or $SLMJAX_CACHE/units (default "
+                    "~/.cache/slmjax/units) if that cannot be written).")
 flags.DEFINE_boolean("validate", False, "Only check the benchmark sets and list every problem.")
 flags.DEFINE_boolean("force", False, "Score the asked sets again even where scores.json has them "
                      "(it is otherwise completed with the sets it lacks).")
@@ -114,10 +115,12 @@ def _make_scorer(cfg, params, pad_id, context):
 
 def _wanted_context(workdir=None):
     """(context, where it comes from) before any checkpoint is read; context None = the model's
-    max_seq_len (a release checkpoint, or a run whose config has no data.seq_len)."""
+    max_seq_len (a release checkpoint: its config is read with the weights)."""
     if FLAGS.context:
         return FLAGS.context, f"--context={FLAGS.context}"
-    seq = runs.training_context(workdir) if workdir is not None else None
+    if workdir is None:
+        return None, "the model's max_seq_len"
+    seq = runs.training_context(workdir)
     return seq, f"the run's data.seq_len={seq}"
 
 

@@ -76,11 +76,18 @@ def run_units(workdir) -> RunUnits:
                     int(first["pad_id"]), datasets, data)
 
 
-def training_context(workdir) -> int | None:
+def training_context(workdir) -> int:
     """Tokens per training example (``data.seq_len`` in ``config.json``): the longest context the
-    run's model has seen positions for, so the context to score with. None if the config lacks it."""
-    seq_len = read_json(Path(workdir) / "config.json", "run config").get("data", {}).get("seq_len")
-    return int(seq_len) if seq_len else None
+    run's model has seen positions for, so the context to score with; the model's max_seq_len
+    if the config lacks it (known before any checkpoint is read, so that scores.json's settings
+    are checked before scoring with the context they will record)."""
+    import ml_collections
+    from slmjax.train.validate import model_config
+    cfg = read_json(Path(workdir) / "config.json", "run config")
+    seq_len = cfg.get("data", {}).get("seq_len")
+    if seq_len:
+        return int(seq_len)
+    return int(model_config(ml_collections.ConfigDict({"model": cfg.get("model", {})})).max_seq_len)
 
 
 def model_dtype(workdir) -> str | None:

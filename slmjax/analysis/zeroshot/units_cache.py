@@ -35,11 +35,12 @@ def identity_key(identity: dict) -> str:
 
 
 def default_cache_dir(benchmarks_root) -> Path:
-    """``<benchmarks>/.slmjax_units`` when writable, else ``~/.cache/slmjax/units``."""
-    root = Path(benchmarks_root)
-    if os.access(root, os.W_OK):
-        return root / ".slmjax_units"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slmjax" / "units"
+    """``<benchmarks>/.slmjax_units`` when it can be written, else ``units`` in slmjax's cache
+    folder (``$SLMJAX_CACHE``, default ``~/.cache/slmjax``)."""
+    beside = Path(benchmarks_root) / ".slmjax_units"
+    if fileio.dir_write_problem(beside) is None:
+        return beside
+    return Path(fileio.cache_dir("units"))
 
 
 def cache_path(cache_dir, bench, identity) -> Path:
