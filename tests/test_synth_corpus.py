@@ -127,6 +127,34 @@ def test_a_rerun_with_other_settings_is_refused_before_it_relabels_audio(tmp_pat
     storycloze.build(root, 2, one, seed=0, workers=1)                     # the same settings: resumes
 
 
+def test_settings_of_an_older_build_are_refused(tmp_path):
+    """A corpus made before speeds were clipped to 80-450 wpm, and an sWUGGY split whose non-words
+    were checked against another espeak-ng's pronunciations, record other settings: a rerun would
+    label old files with the new rules."""
+    from slmjax.synth import phonemes, swuggy
+    one = engines.parse_voices("1")
+    out = str(tmp_path / "c")
+    corpus.build(out, hours=2 / 3600, voices=one, seed=5, workers=1)
+    record = os.path.join(out, ".slmjax_corpus.json")
+    old = json.load(open(record))
+    assert old["speed_range"] == [80, 450]
+    del old["speed_range"]
+    json.dump(old, open(record, "w"))
+    with pytest.raises(SynthError, match=r"speed_range: '<absent>' there vs \[80, 450\] now"):
+        corpus.build(out, hours=2 / 3600, voices=one, seed=5, workers=1)
+
+    root = str(tmp_path / "b")
+    swuggy.build(root, 2, one, seed=0, workers=1)
+    record = os.path.join(root, ".slmjax_swuggy.json")
+    old = json.load(open(record))
+    if swuggy.system_words()[1]:
+        assert old["word_list_phonemes"] == phonemes.engine_version()
+    old["word_list_phonemes"] = "eSpeak NG text-to-speech: 1.49.0"
+    json.dump(old, open(record, "w"))
+    with pytest.raises(SynthError, match="word_list_phonemes: 'eSpeak NG text-to-speech: 1.49.0' there"):
+        swuggy.build(root, 2, one, seed=0, workers=1)
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(SynthError, match="does not exist"):
         corpus.build(str(tmp_path / "c"), 0, engines.parse_voices("1"), text=str(tmp_path / "none.txt"))

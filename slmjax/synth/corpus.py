@@ -59,6 +59,7 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
         "seed": seed, "text_sha256": settings.file_digest(text) if text else None,
         "stories": None if text else stories.TEXT_VERSION,
         "voices": [v.spec for v in voices], "speed_jitter": SPEED_JITTER, "pitch_jitter": PITCH_JITTER,
+        "speed_range": list(engines.SPEED_RANGE),  # varied speeds are clipped to it
         "exclude_sha256": excl.digest()}, files=[os.path.join(out, "wavs")])
     source = textsrc.from_file(text) if text else textsrc.from_generator(seed)
     target = hours * 3600.0 if hours > 0 else float("inf")

@@ -202,7 +202,9 @@ def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers
                                      "stories": stories.TEXT_VERSION,  # its words and their frequencies
                                      "items": ITEMS_VERSION,
                                      **benchio.split_settings(splits), "word_list_sha256":
-                                     settings.file_digest(word_list) if word_list else None},
+                                     settings.file_digest(word_list) if word_list else None,
+                                     # the list's pronunciations decide which non-words are homophones
+                                     "word_list_phonemes": phonemes.engine_version() if word_list else None},
                    files=[os.path.join(root, "lexical")])
     sets = items(n, seed, splits)
     stems = benchio.Stems(seed, "swuggy")
