@@ -92,7 +92,7 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid, budget=None):
     zero = [n for n, x in (("E", E), ("A", A), ("B", B)) if x <= 0]
     out.append(_flag("VP parameters at bounds", edge or zero,
                      f"at grid edge: {edge or 'none'}; zero by NNLS: {zero or 'none'}"))
-    out.append(_flag("E below lowest observed loss", E >= L.min(), f"E = {E:.4g}, min loss = {L.min():.4g}"))
+    out.append(_flag("E not below lowest observed loss", E >= L.min(), f"E = {E:.4g}, min loss = {L.min():.4g}"))
     bb = vp_boot
     frac = float(np.mean((bb[:, 3] <= lo + step) | (bb[:, 3] >= hi - step) | (bb[:, 4] <= lo + step)
                          | (bb[:, 4] >= hi - step) | (bb[:, 1] <= 0) | (bb[:, 2] <= 0))) if len(bb) else 0.0
@@ -119,7 +119,7 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid, budget=None):
                          f"best {len(hub.top)} converged starts: alpha {min(p[3] for _, p in hub.top):.4f}"
                          f"-{max(p[3] for _, p in hub.top):.4f}, beta {min(p[4] for _, p in hub.top):.4f}"
                          f"-{max(p[4] for _, p in hub.top):.4f}" if hub.top else "no converged start"))
-        out.append(_flag("Huber L-BFGS converged", not hub.converged, f"converged={hub.converged}"))
+        out.append(_flag("Huber L-BFGS did not converge", not hub.converged, f"converged={hub.converged}"))
     r = L - laws.chinchilla(N, D, *vp.params[0])
     for name, x in (("log N", np.log(N)), ("log D", np.log(D)), ("log C", np.log(C))):
         rho, p = stats.spearmanr(x, r) if np.ptp(x) > 0 else (0.0, 1.0)

@@ -1,0 +1,39 @@
+"""Diagnostics rows: each check is named for the problem it flags, so 'flagged: YES' means that
+problem is there and 'no' that it is not."""
+
+import dataclasses
+
+import numpy as np
+
+from slmjax.analysis.scaling import approach3, checks, huber, laws, simulate, vpfit
+from slmjax.analysis.scaling import bootstrap as bs
+
+SPEECH = {k: v for k, v in laws.PAPER_LAWS["speech"].items() if k not in ("rn", "rd")}
+
+
+def _rows(vp, hub, t, boot):
+    N, D, L = t.n_params, t.tokens, t.test_loss
+    res = {"approach3": {"vp": approach3.summarise_fit(vp.params[0], boot, [1e21], 0.95)}}
+    return {d["check"]: d for d in checks.diagnostics(res, vp, boot, hub, N, D, L, 6 * N * D, vp.grid)}
+
+
+def test_e_and_convergence_checks_say_what_they_flag():
+    """'E below lowest observed loss | no | E = 0.8131, min loss = 1.426' (the demo's report) and
+    'Huber L-BFGS converged | no | converged=True': both rows said the opposite of their detail."""
+    t = simulate.simulate_table(law=SPEECH, noise=0.0)
+    lN, lD, L = np.log(t.n_params), np.log(t.tokens), t.test_loss
+    vp = vpfit.vp_fit(lN, lD, L, keep_grid=True)
+    boot = approach3.vp_bootstrap(lN, lD, L, bs.resample_weights(len(L), 20, 0), workers=1)
+    hub = huber.huber_fit(lN, lD, L, n_refine=2)
+    assert SPEECH["E"] < L.min()          # exact data of the speech law: E = 1.73 lies below every loss
+    rows = _rows(vp, hub, t, boot)
+    assert rows["E not below lowest observed loss"]["flag"] is False
+    assert rows["Huber L-BFGS did not converge"]["flag"] is (not hub.converged)
+    # E above the lowest loss, and a run of L-BFGS that stopped short: both flagged under their names.
+    high = dataclasses.replace(vp, params=vp.params.copy())
+    high.params[0, 0] = L.max()
+    rows = _rows(high, dataclasses.replace(hub, converged=False), t, boot)
+    assert rows["E not below lowest observed loss"]["flag"] is True
+    assert rows["Huber L-BFGS did not converge"] == {"check": "Huber L-BFGS did not converge", "flag": True,
+                                                    "detail": "converged=False"}
+    assert not {"E below lowest observed loss", "Huber L-BFGS converged"} & set(rows)
