@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import csv
+import io
+import math
 
 import numpy as np
 from scipy import optimize
 from scipy.special import expit
 
+from slmjax import fileio
 from slmjax.analysis.scaling.errors import FitInputError
 
 
@@ -99,17 +102,33 @@ def read_reference(path: str | None):
     if path is None:
         return {k: dict(v) for k, v in PAPER_GAMMA.items()}
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, "rb") as f:   # utf-8-sig: a byte-order mark is not part of the first column's name
+            rows = list(csv.DictReader(io.StringIO(f.read().decode("utf-8-sig"), newline="")))
     except OSError:
         raise FitInputError(f"{path}: reference table not readable") from None
-    if not rows or not {"task", "gamma"} <= set(rows[0]):
+    except UnicodeDecodeError as e:
+        line, byte = fileio.undecodable_at(e)
+        raise FitInputError(f"{path}: line {line} of the reference table is not UTF-8 text (byte {byte:#04x}); "
+                            "save it as UTF-8") from None
+    except csv.Error as e:
+        raise FitInputError(f"{path}: reference table is not a readable CSV ({e})") from None
+    # Hand-edited tables pad names and cells with spaces: ' gamma' is gamma.
+    rows = [{k.strip().lower(): v.strip() if isinstance(v, str) else v for k, v in r.items() if k is not None}
+            for r in rows]
+    if rows and not {"task", "gamma"} <= set(rows[0]):
         raise FitInputError(f"{path}: reference table needs columns task,gamma (optional label)")
+    if not rows:
+        raise FitInputError(f"{path}: reference table has no rows (columns task,gamma, optional label)")
     ref = {}
-    for r in rows:
+    for i, r in enumerate(rows, 1):
+        task, raw = r.get("task") or "", r.get("gamma")
+        if not task or raw in (None, ""):
+            raise FitInputError(f"{path}: row {i} of the reference table has no {'gamma' if task else 'task'}")
         try:
-            g = float(r["gamma"])
-        except ValueError:
-            raise FitInputError(f"{path}: gamma {r['gamma']!r} for task {r['task']} is not a number") from None
-        ref.setdefault(r.get("label") or "reference", {})[r["task"].strip().lower()] = g
+            g = float(raw)
+        except (TypeError, ValueError):
+            raise FitInputError(f"{path}: gamma {raw!r} for task {task} is not a number") from None
+        if not math.isfinite(g):
+            raise FitInputError(f"{path}: gamma {raw!r} for task {task} is not a finite number")
+        ref.setdefault(r.get("label") or "reference", {})[task.lower()] = g
     return ref
