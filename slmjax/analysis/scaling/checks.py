@@ -157,6 +157,6 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid, budget=None):
     if "pi_coverage" in ho:
         out.append(_flag("held-out prediction intervals miss", ho["pi_coverage"] < 0.8,
                          f"{100 * ho['pi_coverage']:.0f}% of {ho['n_held']} held-out runs inside the "
-                         f"{100 * ho['level']:.0f}% prediction interval; mean signed error "
+                         f"{100 * ho['level']:.4g}% prediction interval; mean signed error "
                          f"{100 * ho['mean_signed_rel_error']:+.2f}%"))
     return out

@@ -93,7 +93,7 @@ def allocation(p, out):
     for ax, key, name in ((axes[0], "N_opt", "N*(C)"), (axes[1], "D_opt", "D*(C)")):
         b = p["bands"][key]
         ax.plot(cg, b["value"], "r-", label="Approach 3 (VP)")
-        ax.fill_between(cg, b["lo"], b["hi"], color="r", alpha=0.2, label=f"{100 * p['level']:.0f}% bootstrap band")
+        ax.fill_between(cg, b["lo"], b["hi"], color="r", alpha=0.2, label=f"{100 * p['level']:.4g}% bootstrap band")
         f = laws.n_opt if key == "N_opt" else laws.d_opt
         ax.plot(cg, f(cg, sp["A"], sp["B"], sp["alpha"], sp["beta"]), "b:", label="paper, speech (Table 5)")
         a2 = p.get("approach2")

@@ -38,7 +38,7 @@ def _compute_table(f):
 
 def render(res: dict, figures: dict) -> str:
     o, t, a3 = res["options"], res["table"], res["approach3"]
-    lvl = f"{100 * o['level']:.0f}%"
+    lvl = f"{100 * o['level']:.4g}%"
     md = [f"# Scaling-law fit: {t['source']}", "",
           f"{t['runs']} runs ({t['single_epoch_runs']} single-epoch, {t['multi_epoch_runs']} multi-epoch), "
           f"{t['sizes']} model sizes, {t['budgets']} token budgets (distinct D/N). Intervals: {lvl} percentile bootstrap "
@@ -142,7 +142,7 @@ def _checklist(res):
         f"L-BFGS-B from the best {o['n_refine']} plus the VP solution (ftol 1e-15, gtol 1e-10), e <= log min L.",
         f"- **Excluded points**: {len(excl)}" + (": " + "; ".join(f"{e['run_id']} ({e['reason']})" for e in excl[:20])
                                                  if excl else "") + ".",
-        f"- **Intervals**: {100 * o['level']:.0f}% percentile bootstrap over whole runs"
+        f"- **Intervals**: {100 * o['level']:.4g}% percentile bootstrap over whole runs"
         f" (stratified by IsoFLOP budget when labelled, multi-epoch runs apart), seed {o['seed']}; every fit redone "
         "per replicate (variable projection from its whole grid; the Huber objective, the sigmoid and the repeat "
         "terms started from the point fit, Huber also from the replicate's VP fit).",
