@@ -345,3 +345,15 @@ def test_sweep_root_two_workdirs_with_one_run_id_named(tmp_path):
         read_sweep(str(tmp_path))
     msg = str(e.value)
     assert "run_id 'r1'" in msg and "workdirs r1 and r1_copy" in msg and "rows" not in msg and "\n" not in msg
+
+
+def test_sweep_root_with_experiment_one_clear_line(tmp_path):
+    """--experiment picks rows of a CSV; with a sweep root it was dropped without a word and every
+    run of the root was fitted (9 here), as if the rows had been selected."""
+    from slmjax.analysis.scaling import read_runs
+    _grid(tmp_path)
+    assert len(read_runs(str(tmp_path))) == 9
+    with pytest.raises(FitInputError) as e:
+        read_runs(str(tmp_path), experiment="e1")
+    assert str(e.value).startswith(f"{tmp_path}: --experiment=e1 picks rows of a CSV's experiment column; "
+                                   "a sweep root has none") and "\n" not in str(e.value)

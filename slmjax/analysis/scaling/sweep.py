@@ -158,4 +158,7 @@ def read_runs(path: str, experiment: str | None = None, **kw) -> RunTable:
     from slmjax.analysis.scaling.table import read_csv
     if os.path.isfile(path):
         return read_csv(path, experiment=experiment, **kw)
+    if experiment is not None and os.path.isdir(path):
+        raise FitInputError(f"{path}: --experiment={experiment} picks rows of a CSV's experiment column; "
+                            "a sweep root has none (point --runs at the experiment's own root)")
     return read_sweep(path, **kw)
