@@ -170,3 +170,15 @@ def test_allocation_band_is_labelled_with_the_interval_level(tmp_path, monkeypat
     _, p = analyse(t, FitOptions(bootstrap=20, huber_bootstrap=0, n_refine=1, workers=1, level=0.8))
     plots.allocation(p, str(tmp_path))
     assert "80% bootstrap band" in labels["allocation.png"] and "95% bootstrap band" not in labels["allocation.png"]
+
+
+def test_infinite_target_flops_one_clear_line(tmp_path, monkeypatch):
+    """--target_flops=inf passed the 'positive' check: the report got an N*(C) row of inf, D*(C) inf
+    and tokens per parameter nan, and the plots' compute grid (up to the largest target) all inf past its first point."""
+    csv = str(tmp_path / "runs.csv")
+    simulate.write_csv(simulate.simulate_rows(), csv)
+    monkeypatch.setattr(cli, "analyse", lambda *a, **k: pytest.fail("fitted with an infinite target"))
+    with pytest.raises(FitInputError) as e:
+        cli.main(csv, str(tmp_path / "out"), bootstrap=20, target_flops=(1e21, float("inf")))
+    assert str(e.value) == "--target_flops=(1e+21, inf) must be positive and finite"
+    assert not (tmp_path / "out").exists()

@@ -41,7 +41,7 @@ class FitOptions:
                   ("huber_bootstrap", self.huber_bootstrap >= 0, "0 or more"),
                   ("level", 0.5 < self.level < 1, "in (0.5, 1)"), ("delta", self.delta > 0, "positive"),
                   ("holdout", 0 < self.holdout < 0.5, "in (0, 0.5)"), ("n_refine", self.n_refine >= 1, ">= 1"),
-                  ("target_flops", all(c > 0 for c in self.target_flops), "positive")]
+                  ("target_flops", all(0 < c < float("inf") for c in self.target_flops), "positive and finite")]
         for name, ok, need in checks:
             if not ok:
                 raise FitInputError(f"--{name}={getattr(self, name)} must be {need}")
