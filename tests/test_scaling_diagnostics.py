@@ -37,3 +37,24 @@ def test_e_and_convergence_checks_say_what_they_flag():
     assert rows["Huber L-BFGS did not converge"] == {"check": "Huber L-BFGS did not converge", "flag": True,
                                                     "detail": "converged=False"}
     assert not {"E below lowest observed loss", "Huber L-BFGS converged"} & set(rows)
+
+
+def test_held_out_coverage_is_judged_against_the_interval_level():
+    """Coverage was flagged below a fixed 80%: with --level=0.68, 68% of held-out runs inside their
+    68% prediction intervals (what a correct law gives) was flagged 'intervals miss'."""
+    t = simulate.simulate_table(law=SPEECH, noise=0.0)
+    lN, lD, L = np.log(t.n_params), np.log(t.tokens), t.test_loss
+    vp = vpfit.vp_fit(lN, lD, L, keep_grid=True)
+    boot = approach3.vp_bootstrap(lN, lD, L, bs.resample_weights(len(L), 20, 0), workers=1)
+    N, D = t.n_params, t.tokens
+
+    def flag(level, covered, n_held=25):
+        res = {"approach3": {"vp": approach3.summarise_fit(vp.params[0], boot, [1e21], level)},
+               "holdout": {"pi_coverage": covered / n_held, "n_held": n_held, "level": level,
+                           "mean_signed_rel_error": 0.0}}
+        rows = checks.diagnostics(res, vp, boot, None, N, D, L, 6 * N * D, vp.grid)
+        return next(d for d in rows if d["check"] == "held-out prediction intervals miss")["flag"]
+
+    assert not flag(0.68, 17)      # 68% inside 68% intervals
+    assert flag(0.68, 12)          # 48%: 20 points short
+    assert not flag(0.95, 20) and flag(0.95, 19)   # the default level keeps its 80% line: 80% / 76%
