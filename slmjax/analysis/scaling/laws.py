@@ -23,8 +23,15 @@ PAPER_GAMMA = {
 
 
 def chinchilla(N, D, E, A, B, alpha, beta):
-    """L(N, D) = E + A / N^alpha + B / D^beta (broadcasts)."""
-    return E + A * np.power(N, -alpha) + B * np.power(D, -beta)
+    """L(N, D) = E + A / N^alpha + B / D^beta (broadcasts).
+
+    A zero coefficient's term is zero wherever its N or D lies, 0 and inf included: a law with A = 0
+    (NNLS can put it there) splits compute as N* = 0, D* = inf, and its L*(C) is E + 0, not 0 * inf.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tn = np.where(np.equal(A, 0), 0.0, A * np.power(N, -alpha))
+        td = np.where(np.equal(B, 0), 0.0, B * np.power(D, -beta))
+    return E + tn + td
 
 
 def allocation(E, A, B, alpha, beta):
