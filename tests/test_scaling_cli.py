@@ -182,3 +182,14 @@ def test_infinite_target_flops_one_clear_line(tmp_path, monkeypatch):
         cli.main(csv, str(tmp_path / "out"), bootstrap=20, target_flops=(1e21, float("inf")))
     assert str(e.value) == "--target_flops=(1e+21, inf) must be positive and finite"
     assert not (tmp_path / "out").exists()
+
+
+def test_nonemb_without_the_column_names_the_flag(tmp_path):
+    """The line named '--n_params=nonemb', a flag slmjax-fit does not have (it is --n_param)."""
+    rows = simulate.simulate_rows()
+    for r in rows:
+        del r["n_params_nonemb"]
+    with pytest.raises(FitInputError) as e:
+        analyse(build_table(rows, "sim"), FitOptions(bootstrap=20, n_param="nonemb"))
+    assert str(e.value) == "--n_param=nonemb needs an n_params_nonemb value for every run"
+    assert "n_param" in cli.FLAGS and "n_params" not in cli.FLAGS

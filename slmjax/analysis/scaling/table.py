@@ -62,7 +62,7 @@ class RunTable:
             return self.n_params
         if which == "nonemb":
             if not np.all(np.isfinite(self.n_params_nonemb)):
-                raise FitInputError("--n_params=nonemb needs an n_params_nonemb value for every run")
+                raise FitInputError("--n_param=nonemb needs an n_params_nonemb value for every run")
             return self.n_params_nonemb
         raise FitInputError(f"unknown parameter-count convention {which!r} (use total or nonemb)")
 
