@@ -58,3 +58,26 @@ def test_held_out_coverage_is_judged_against_the_interval_level():
     assert not flag(0.68, 17)      # 68% inside 68% intervals
     assert flag(0.68, 12)          # 48%: 20 points short
     assert not flag(0.95, 20) and flag(0.95, 19)   # the default level keeps its 80% line: 80% / 76%
+
+
+def test_objectives_compared_when_one_has_no_interval():
+    """With --huber_bootstrap=0 the Huber a has no interval and the check said 'no' (no
+    disagreement) unchecked, beside 'Huber a = 0.700, VP a = 0.450': 0.7 lies outside the VP
+    interval [0.40, 0.50]. A value without an interval is now compared with the other's interval."""
+    t = simulate.simulate_table(law=SPEECH, noise=0.0)
+    lN, lD, L = np.log(t.n_params), np.log(t.tokens), t.test_loss
+    vp = vpfit.vp_fit(lN, lD, L, keep_grid=True)
+    boot = approach3.vp_bootstrap(lN, lD, L, bs.resample_weights(len(L), 20, 0), workers=1)
+    N, D = t.n_params, t.tokens
+
+    def row(huber_a, vp_a):
+        res = {"approach3": {"vp": {"allocation": {"a": vp_a}}, "huber": {"allocation": {"a": huber_a}}}}
+        rows = checks.diagnostics(res, vp, boot, None, N, D, L, 6 * N * D, vp.grid)
+        return next(d for d in rows if d["check"] == "VP and Huber objectives disagree on a")
+
+    vp_a = {"value": 0.45, "lo": 0.40, "hi": 0.50}
+    r = row({"value": 0.70, "lo": None, "hi": None}, vp_a)
+    assert r["flag"] is True and r["detail"] == "Huber a = 0.700, VP a = 0.450 [0.400, 0.500]"
+    assert row({"value": 0.47, "lo": None, "hi": None}, vp_a)["flag"] is False
+    assert row({"value": 0.60, "lo": 0.51, "hi": 0.70}, vp_a)["flag"] is True       # disjoint intervals
+    assert row({"value": 0.60, "lo": 0.49, "hi": 0.70}, vp_a)["flag"] is False      # overlapping

@@ -77,8 +77,13 @@ def _flag(name, flag, detail):
 
 
 def _overlap(s1, s2):
-    if s1.get("lo") is None or s2.get("lo") is None:
+    """Whether two estimates agree: their intervals overlap, or where one has no interval (e.g.
+    --huber_bootstrap=0) its value lies inside the other's; None when neither has an interval."""
+    if s1.get("lo") is None and s2.get("lo") is None:
         return None
+    if s1.get("lo") is None or s2.get("lo") is None:
+        point, iv = (s1, s2) if s1.get("lo") is None else (s2, s1)
+        return None if point.get("value") is None else iv["lo"] <= point["value"] <= iv["hi"]
     return not (s1["hi"] < s2["lo"] or s2["hi"] < s1["lo"])
 
 
@@ -132,9 +137,10 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid, budget=None):
             out.append(_flag("residuals differ between IsoFLOP budgets", p < 0.01,
                              f"Kruskal-Wallis H = {h:.1f}, p = {p:.2g} over {len(groups)} budgets"))
     a2, a3 = res.get("approach2"), res["approach3"]["vp"]["allocation"]["a"]
+    iv = lambda s: (f"{s['value']:.3f}" + (f" [{s['lo']:.3f}, {s['hi']:.3f}]" if s.get("lo") is not None else "")
+                    if s.get("value") is not None else "-")
     if a2 and a2.get("a"):
         ov = _overlap(a2["a"], a3)
-        iv = lambda s: f"{s['value']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]" if s.get("lo") is not None else "-"
         out.append(_flag("Approach 2 vs 3 disagree on a", ov is False,
                          f"Approach 2 a = {iv(a2['a'])}, Approach 3 a = {iv(a3)}"))
         weak = a2["profiles_used"] < 4 or a2["a"].get("lo") is None or a2["a"]["hi"] - a2["a"]["lo"] > 0.3
@@ -144,7 +150,7 @@ def diagnostics(res, vp, vp_boot, hub, N, D, L, C, grid, budget=None):
     if ah:
         ov = _overlap(ah["allocation"]["a"], a3)
         out.append(_flag("VP and Huber objectives disagree on a", ov is False,
-                         f"Huber a = {ah['allocation']['a']['value']:.3f}, VP a = {a3['value']:.3f}"))
+                         f"Huber a = {iv(ah['allocation']['a'])}, VP a = {iv(a3)}"))
     dc = res.get("data_constrained") or {}
     if "at_bounds" in dc:
         out.append(_flag("repeat terms at bounds", dc["at_bounds"],
