@@ -52,7 +52,7 @@ def _train_and_score(tmp_path: Path, bench: Path, side: str) -> dict:
     c.model.vocab_size, c.model.max_seq_len = vocab, 1024
     c.data.kind, c.data.path, c.data.seq_len = "units", str(tmp_path / side), 128
     c.train.steps, c.train.lr, c.train.progress = 250, 3e-3, False
-    c.checkpoint.async_save = False
+    c.checkpoint.async_save, c.checkpoint.every_steps, c.train.eval_every = False, 0, 250  # at the end
     train(c, str(tmp_path / f"run_{side}"))
     res = cli("slmjax.analysis.zeroshot.cli", f"--workdir={tmp_path / f'run_{side}'}",
               f"--benchmarks={bench}", f"--tokenizer={tmp_path / 'tok'}", "--steps=last")
