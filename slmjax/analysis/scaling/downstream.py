@@ -52,7 +52,12 @@ def sigmoid_fit(L, acc, n, w, x0=None):
 
 
 def acc_envelope(C, acc, w):
-    """Indices of runs more accurate than every cheaper run (in order of compute)."""
+    """Indices of runs more accurate than every cheaper run (in order of compute).
+
+    Bootstrap counts only matter as drawn or not (w > 0): a copy of a run is never strictly more
+    accurate than itself, so the table with each row repeated w times has the same envelope, each run
+    on it once, and gamma_fit's line through it is unchanged.
+    """
     front, best = [], -np.inf
     for i in np.argsort(C, kind="stable"):
         if w[i] > 0 and acc[i] > best:
@@ -78,7 +83,12 @@ def compute_for(target, gamma, log_q0):
 
 
 def task_fit(L, C, acc, n, w=None, sig=True, x0=None):
-    """All downstream quantities of one task for one set of run weights (dict of floats)."""
+    """All downstream quantities of one task for one set of run weights (dict of floats).
+
+    ``w``: bootstrap resample counts. The linear and sigmoid fits are least squares with the counts
+    in their weights (the fit on the table with each row repeated w times); the rows with w = 0 are
+    dropped first, and fewer than 3 distinct runs drawn is no fit. gamma: see acc_envelope.
+    """
     ok = np.isfinite(acc)
     w = (np.ones(len(L)) if w is None else np.asarray(w, float)) * ok
     a = np.where(ok, acc, 0.5)

@@ -24,7 +24,15 @@ def _groups(C, budget, w):
 
 
 def _interpolated(N, D, L, C, w, levels=30):
-    """[(C level, N per size, L per size)] by log-linear interpolation along each size's budgets."""
+    """[(C level, N per size, L per size)] by log-linear interpolation along each size's budgets.
+
+    Bootstrap counts: a run drawn k times is one knot of its size's curve whatever k is (the
+    duplicated table has k equal knots, and interpolating through them gives the same curve), and
+    the profile points are interpolated values, not runs, so they carry no weight. Only the averages
+    over a size's runs (its N and FLOPs per token, which differ between runs where a flops column
+    is measured) count a run k times, so that weights w give the fit on the table with each row
+    repeated w times.
+    """
     keep = w > 0
     sizes = np.unique(np.round(np.log(N[keep]), 2))
     per = []
@@ -34,8 +42,8 @@ def _interpolated(N, D, L, C, w, levels=30):
         logd = np.log(D[idx])
         if len(np.unique(logd)) >= 2:
             # FLOPs per token of this size under the table's convention (6N, 6N + attention, ...).
-            per.append((float(np.exp(np.mean(np.log(N[idx])))), float(np.mean(np.log(C[idx] / D[idx]))),
-                        logd, L[idx]))
+            per.append((float(np.exp(np.average(np.log(N[idx]), weights=w[idx]))),
+                        float(np.average(np.log(C[idx] / D[idx]), weights=w[idx])), logd, L[idx]))
     if len(per) < 3:
         return []
     lo, hi = np.log(C[keep]).min(), np.log(C[keep]).max()
@@ -53,7 +61,12 @@ def _interpolated(N, D, L, C, w, levels=30):
 
 
 def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
-    """Approach 2. Returns a, b, k (N* = k C^a), profiles, or ``None`` if fewer than 2 usable profiles."""
+    """Approach 2. Returns a, b, k (N* = k C^a), profiles, or ``None`` if fewer than 2 usable profiles.
+
+    ``w``: bootstrap resample counts. With budget labels a profile's parabola is least squares with
+    the counts as weights (np.polyfit's w multiplies the unsquared residual, hence sqrt) and its C a
+    count-weighted geometric mean: the fit on the table with each row repeated w times.
+    """
     N, D, L, C = map(np.asarray, (N, D, L, C))
     w = np.ones(len(L)) if w is None else np.asarray(w, float)
     profiles = []
@@ -87,7 +100,12 @@ def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
 
 
 def envelope(C, L, w=None):
-    """Indices of the lower envelope (Pareto front) of loss vs compute, in order of compute."""
+    """Indices of the lower envelope (Pareto front) of loss vs compute, in order of compute.
+
+    Only whether a run was drawn matters (w > 0), not how often: the front is a running minimum, a
+    copy of a run never lies strictly below itself, so the table with each row repeated w times has
+    the same front with each run on it once, and kaplan_fit's lines through it are unchanged.
+    """
     C, L = np.asarray(C), np.asarray(L)
     w = np.ones(len(L)) if w is None else np.asarray(w)
     order = [i for i in np.argsort(C, kind="stable") if w[i] > 0]
