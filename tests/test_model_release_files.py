@@ -170,3 +170,32 @@ def test_wrapper_prefixes_in_any_order(sd):
     wrapped = {"module._orig_mod." + k: v for k, v in sd.items()}
     cfg, params = import_state_dict(wrapped, CFG)
     np.testing.assert_array_equal(params["tok_embeddings"], sd["tok_embeddings.weight"])
+
+
+def test_a_tied_model_saved_with_safetensors_save_model_loads(sd, tmp_path):
+    """safetensors.torch.save_model (save_file refuses tied tensors) keeps one name of the tied
+    embedding, the alphabetically first: 'output.weight'. Such a file was refused as 'not the
+    paper's format'; its 'output.weight' is the embedding."""
+    import torch
+    from safetensors.torch import save_model
+
+    module = torch.nn.Module()
+    for name, value in sd.items():  # the release's module tree, output tied as in TransformerLM
+        *path, leaf = name.split(".")
+        node = module
+        for part in path:
+            if not hasattr(node, part):
+                node.add_module(part, torch.nn.Module())
+            node = getattr(node, part)
+        node.register_parameter(leaf, torch.nn.Parameter(torch.from_numpy(value.copy())))
+    module.add_module("output", torch.nn.Module())
+    module.output.weight = module.tok_embeddings.weight
+    path = tmp_path / "model.safetensors"
+    save_model(module, str(path))
+    from safetensors.numpy import load_file
+    assert "tok_embeddings.weight" not in load_file(str(path)) and "output.weight" in load_file(str(path))
+    for overrides in ({}, {"n_heads": 4}):
+        cfg, params = load_release_checkpoint(str(path), **overrides)
+        assert (cfg.dim, cfg.n_layers, cfg.vocab_size) == (128, 2, 21)
+        np.testing.assert_array_equal(params["tok_embeddings"], sd["tok_embeddings.weight"])
+        np.testing.assert_array_equal(params["norm"]["scale"], sd["norm.weight"])

@@ -2,7 +2,8 @@
 
 PyTorch Linear weights are (out_features, in_features); ours are (in, out) with the attention
 projections split into heads: wq/wk/wv [dim, heads, head_dim], wo [heads, head_dim, dim].
-`output.weight` is tied to `tok_embeddings.weight` (absent from the release's safetensors).
+`output.weight` is tied to `tok_embeddings.weight` (absent from the release's safetensors; a file
+that holds only `output.weight` is read with it as the embedding).
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ def _strip(name: str) -> str:
     return name
 
 
+def _tied(sd: dict) -> dict:
+    """sd with 'tok_embeddings.weight' taken from 'output.weight' when only the latter is there:
+    the two are one tensor, and safetensors.torch.save_model keeps a shared tensor under its
+    alphabetically first name, which for the release's model is 'output.weight'."""
+    if "tok_embeddings.weight" not in sd and "output.weight" in sd:
+        sd = {**sd, "tok_embeddings.weight": sd["output.weight"]}
+    return sd
+
+
 def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConfig:
     """ModelConfig from tensor shapes (head_dim 64 as in every paper size unless n_heads given)."""
-    sd = {_strip(k): v for k, v in state_dict.items()}
+    sd = _tied({_strip(k): v for k, v in state_dict.items()})
     if "tok_embeddings.weight" not in sd:
         raise CheckpointFormatError("state dict has no 'tok_embeddings.weight': not the paper's format")
     vocab, dim = np.shape(sd["tok_embeddings.weight"])
@@ -56,7 +66,7 @@ def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConf
 
 def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict]:
     """(cfg, params) from a dict name -> array in the paper's PyTorch naming."""
-    sd = {_strip(k): _float32(_strip(k), v) for k, v in state_dict.items()}
+    sd = _tied({_strip(k): _float32(_strip(k), v) for k, v in state_dict.items()})
     cfg = cfg or infer_config(sd)
     d, n, h = cfg.dim, cfg.n_heads, cfg.head_dim
     expected = {k: tuple(v) for k, v in export_shapes(cfg).items()}
