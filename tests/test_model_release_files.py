@@ -199,3 +199,19 @@ def test_a_tied_model_saved_with_safetensors_save_model_loads(sd, tmp_path):
         assert (cfg.dim, cfg.n_layers, cfg.vocab_size) == (128, 2, 21)
         np.testing.assert_array_equal(params["tok_embeddings"], sd["tok_embeddings.weight"])
         np.testing.assert_array_equal(params["norm"]["scale"], sd["norm.weight"])
+
+
+def test_export_into_a_sharded_directory_is_refused(sd, release_dir):
+    """Export wrote model.safetensors beside the shards and index of a sharded release directory:
+    the export 'succeeded' and the directory then loaded nowhere ('ambiguous', as the release's
+    own loader also says). It is refused, and the shards stay as they were."""
+    (release_dir / "model.safetensors").rename(release_dir / "model-00001-of-00001.safetensors")
+    index = {"weight_map": {k: "model-00001-of-00001.safetensors" for k in sd}}
+    (release_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    _, params = import_state_dict(sd, CFG)
+    other = jax.tree.map(lambda x: x + 1, params)
+    with pytest.raises(CheckpointFormatError, match="already holds sharded weights"):
+        save_release_checkpoint(str(release_dir), CFG, other)
+    assert not (release_dir / "model.safetensors").exists()
+    _, back = load_release_checkpoint(str(release_dir))
+    np.testing.assert_array_equal(back["tok_embeddings"], sd["tok_embeddings.weight"])

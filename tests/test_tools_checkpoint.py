@@ -63,7 +63,14 @@ def test_export_writes_the_release_format_exactly(run, tmp_path):
 
 
 def test_bad_calls_are_one_line(run, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "sharded").mkdir()
+    (tmp_path / "sharded" / "model.safetensors.index.json").write_text("{}")
     for args, message in [(["inspect", str(tmp_path / "none")], "no such run directory"),
+                          # these two were a traceback (NotADirectoryError), and an export that
+                          # wrote model.safetensors beside an index: a directory nothing loads
+                          (["export", run, f"--out={tmp_path / 'a_file' / 'x'}"], "cannot write"),
+                          (["export", run, f"--out={tmp_path / 'sharded'}"], "already holds sharded"),
                           (["export", run], "export needs --out=DIR"),
                           (["show", run], "usage: tools/checkpoint.py"),
                           (["inspect", run, "--step=7"], "has no checkpoint at step 7")]:

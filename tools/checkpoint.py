@@ -75,12 +75,18 @@ def inspect(workdir: str) -> dict:
 
 
 def export(workdir: str, out: str) -> None:
-    from slmjax.model import save_release_checkpoint
+    from slmjax.errortext import describe
+    from slmjax.model import CheckpointFormatError, save_release_checkpoint
 
     cfg, params, step = _restore(workdir)
     if os.path.isfile(out):
         _fail(f"--out={out} is an existing file, not a directory")
-    save_release_checkpoint(out, cfg, params)
+    try:
+        save_release_checkpoint(out, cfg, params)
+    except CheckpointFormatError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"--out={out}: cannot write ({describe(e)})")
     print(f"step {step} of {workdir} -> {out} (config.json + model.safetensors, the release's format)")
 
 

@@ -24,6 +24,7 @@ class CheckpointFormatError(ValueError):
 
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
+_SHARD = re.compile(r"^model-\d+-of-\d+\.safetensors$")
 # The release's RoPE base: fixed in its code, not a field of its ModelArgs (whose from_pretrained
 # refuses any model_args key it does not know).
 RELEASE_ROPE_THETA = 10000.0
@@ -295,9 +296,17 @@ def load_release_checkpoint(path: str, **overrides) -> tuple[ModelConfig, dict]:
 
 
 def save_release_checkpoint(path: str, cfg: ModelConfig, params: dict) -> None:
-    """Write the release's directory format (config.json + model.safetensors), atomically."""
+    """Write the release's directory format (config.json + model.safetensors), atomically. A
+    directory that holds sharded weights (model.safetensors.index.json, model-0000K-of-0000N.
+    safetensors) is refused: model.safetensors beside them is ambiguous to every loader."""
     from safetensors.numpy import save_file
 
+    sharded = sorted(n for n in (os.listdir(path) if os.path.isdir(path) else ())
+                     if n == "model.safetensors.index.json" or _SHARD.match(n))
+    if sharded:
+        raise CheckpointFormatError(f"{path} already holds sharded weights ({', '.join(sharded[:3])}): "
+                                    "model.safetensors beside them would be ambiguous; use "
+                                    "another directory")
     os.makedirs(path, exist_ok=True)
     sd = export_state_dict(cfg, params)
     with fileio.atomic_path(os.path.join(path, "model.safetensors")) as tmp:
