@@ -215,3 +215,15 @@ def test_export_into_a_sharded_directory_is_refused(sd, release_dir):
     assert not (release_dir / "model.safetensors").exists()
     _, back = load_release_checkpoint(str(release_dir))
     np.testing.assert_array_equal(back["tok_embeddings"], sd["tok_embeddings.weight"])
+
+
+def test_export_of_hidden_dim_zero_writes_the_rule(tmp_path):
+    """ModelConfig's hidden_dim=0 means the paper's rule, but it was written as model_args
+    hidden_dim 0, which the release's FeedForward (rule only when hidden_dim is None) builds as a
+    zero-width layer that cannot take the 512-wide weights."""
+    cfg = dataclasses.replace(CFG, hidden_dim=0)
+    save_release_checkpoint(str(tmp_path), cfg, jax.device_get(init_params(cfg, jax.random.key(0))))
+    hidden = json.loads((tmp_path / "config.json").read_text())["model_args"]["hidden_dim"]
+    # The release's FeedForward: 256 * ceil(int(2 * 4 * 128 / 3) / 256) = 256 * ceil(341 / 256) = 512
+    assert (512 if hidden is None else hidden) == 512
+    assert load_release_checkpoint(str(tmp_path))[0].ffn_dim == 512

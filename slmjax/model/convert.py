@@ -187,7 +187,7 @@ def model_args_of(cfg: ModelConfig) -> dict:
     """The release's config.json `model_args` of cfg. A RoPE base other than the release's fixed
     one is written as `rope_theta`, which this module reads back and the release refuses."""
     args = {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "n_kv_heads": None,
-            "vocab_size": cfg.vocab_size, "hidden_dim": cfg.hidden_dim,
+            "vocab_size": cfg.vocab_size, "hidden_dim": cfg.hidden_dim or None,  # 0: the rule
             "multiple_of": cfg.multiple_of, "norm_eps": cfg.norm_eps,
             "block_size": cfg.max_seq_len, "dropout": 0.0}
     if cfg.rope_theta != RELEASE_ROPE_THETA:
