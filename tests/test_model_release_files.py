@@ -227,3 +227,11 @@ def test_export_of_hidden_dim_zero_writes_the_rule(tmp_path):
     # The release's FeedForward: 256 * ceil(int(2 * 4 * 128 / 3) / 256) = 256 * ceil(341 / 256) = 512
     assert (512 if hidden is None else hidden) == 512
     assert load_release_checkpoint(str(tmp_path))[0].ffn_dim == 512
+
+
+def test_norm_eps_zero_survives_export_and_import(tmp_path):
+    """model_args norm_eps 0.0 (which the release uses as given) was read back as 1e-5."""
+    cfg = dataclasses.replace(CFG, norm_eps=0.0)
+    save_release_checkpoint(str(tmp_path), cfg, jax.device_get(init_params(cfg, jax.random.key(0))))
+    assert json.loads((tmp_path / "config.json").read_text())["model_args"]["norm_eps"] == 0.0
+    assert load_release_checkpoint(str(tmp_path))[0].norm_eps == 0.0

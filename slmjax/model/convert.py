@@ -172,7 +172,7 @@ def config_from_model_args(args: dict, **overrides) -> ModelConfig:
     fields = dict(vocab_size=args["vocab_size"], dim=args["dim"], n_layers=args["n_layers"],
                   n_heads=args["n_heads"], hidden_dim=args.get("hidden_dim"),
                   multiple_of=args.get("multiple_of") or 256,
-                  norm_eps=args.get("norm_eps") or 1e-5,
+                  norm_eps=1e-5 if args.get("norm_eps") is None else args["norm_eps"],
                   rope_theta=args.get("rope_theta") or RELEASE_ROPE_THETA,
                   max_seq_len=(args.get("block_size") or args.get("max_block_size")
                                or args.get("max_seq_len") or 2050))
