@@ -235,3 +235,15 @@ def test_norm_eps_zero_survives_export_and_import(tmp_path):
     save_release_checkpoint(str(tmp_path), cfg, jax.device_get(init_params(cfg, jax.random.key(0))))
     assert json.loads((tmp_path / "config.json").read_text())["model_args"]["norm_eps"] == 0.0
     assert load_release_checkpoint(str(tmp_path))[0].norm_eps == 0.0
+
+
+def test_a_diverged_training_checkpoint_is_not_called_untied(sd, tmp_path):
+    """A training checkpoint stores the tied embedding under both names (one tensor). With a NaN
+    in it (a diverged run, the one a researcher inspects) the two compared unequal, NaN != NaN,
+    and the file was refused as 'output.weight differs from tok_embeddings.weight: not tied'."""
+    emb = sd["tok_embeddings.weight"].copy()
+    emb[3, 5] = np.nan
+    _training_checkpoint(tmp_path / "checkpoint-00000100.pt", {**sd, "tok_embeddings.weight": emb})
+    _, params = load_release_checkpoint(str(tmp_path / "checkpoint-00000100.pt"))
+    assert np.isnan(params["tok_embeddings"][3, 5]) and np.isnan(params["tok_embeddings"]).sum() == 1
+    np.testing.assert_array_equal(params["tok_embeddings"], emb)

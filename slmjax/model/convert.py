@@ -79,7 +79,8 @@ def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple
     extra = sorted(set(sd) - set(expected) - {"output.weight"} - {k for k in sd if k.endswith("freqs_cis")})
     if extra:
         raise CheckpointFormatError(f"checkpoint has unexpected tensors: {', '.join(extra[:5])}")
-    if "output.weight" in sd and not np.array_equal(sd["output.weight"], sd["tok_embeddings.weight"]):
+    if "output.weight" in sd and not np.array_equal(sd["output.weight"], sd["tok_embeddings.weight"],
+                                                    equal_nan=True):  # one tensor, NaNs included
         raise CheckpointFormatError("output.weight differs from tok_embeddings.weight: not tied")
     layers = {}
     for i in range(cfg.n_layers):
