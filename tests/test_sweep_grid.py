@@ -215,3 +215,13 @@ def test_run_keys_are_safe_as_directory_and_job_names():
     for prefix in ("my run_", "sub/", "50%_", "x#"):
         with pytest.raises(grid.SweepError, match="key_prefix"):
             grid.expand(tiny_sweep(key_prefix=prefix), "/r", REPO)
+
+
+@pytest.mark.parametrize("pairs", [((8,),), (8, 16), ((8, 16, 32),), (("x", 16),)])
+def test_malformed_batch_size_by_ratio_is_one_clear_error(pairs):
+    # Each entry is (D/N ratio, batch size); anything else was a ValueError traceback from unpacking.
+    cfg = tiny_sweep()
+    cfg.sizes.b.batch_size_by_ratio = pairs
+    with pytest.raises(grid.SweepError, match=r"sizes\.b\.batch_size_by_ratio must be \(ratio, "
+                       r"batch_size\) pairs"):
+        grid.expand(cfg, "/r", REPO)

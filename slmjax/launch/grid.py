@@ -110,7 +110,13 @@ def _check_key_part(text: str, field: str) -> None:
 
 def _size_batch(spec: ml_collections.ConfigDict, name: str, ratio: float | None) -> int:
     batch = _positive_int(spec.batch_size, f"sizes.{name}.batch_size")
-    for r, b in spec.get("batch_size_by_ratio", ()) or ():
+    pairs = spec.get("batch_size_by_ratio", ()) or ()
+    if not isinstance(pairs, (tuple, list)) or not all(
+            isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], (int, float))
+            and not isinstance(p[0], bool) for p in pairs):
+        raise SweepError(f"sizes.{name}.batch_size_by_ratio must be (ratio, batch_size) pairs, "
+                         f"e.g. ((64, 494), (100, 608)), got {pairs!r}")
+    for r, b in pairs:
         if ratio is not None and math.isclose(float(r), ratio):
             batch = _positive_int(b, f"sizes.{name}.batch_size_by_ratio")
     return batch
