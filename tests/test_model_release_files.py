@@ -247,3 +247,30 @@ def test_a_diverged_training_checkpoint_is_not_called_untied(sd, tmp_path):
     _, params = load_release_checkpoint(str(tmp_path / "checkpoint-00000100.pt"))
     assert np.isnan(params["tok_embeddings"][3, 5]) and np.isnan(params["tok_embeddings"]).sum() == 1
     np.testing.assert_array_equal(params["tok_embeddings"], emb)
+
+
+def test_a_state_dict_of_torch_tensors_imports(sd):
+    """import_state_dict takes a live model's state_dict(): tensors that require grad and
+    bfloat16 tensors (numpy() refuses both) give the same weights as numpy arrays, bfloat16
+    rounded as torch rounds them."""
+    import torch
+    live = {k: torch.from_numpy(v.copy()).requires_grad_(True) for k, v in sd.items()}
+    _, got = import_state_dict(live, CFG)
+    _, want = import_state_dict(sd, CFG)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    half = {k: torch.from_numpy(v.copy()).to(torch.bfloat16) for k, v in sd.items()}
+    _, got = import_state_dict(half, CFG)
+    np.testing.assert_array_equal(got["norm"]["scale"],
+                                  half["norm.weight"].float().numpy())
+    np.testing.assert_array_equal(got["tok_embeddings"],
+                                  half["tok_embeddings.weight"].float().numpy())
+
+
+def test_a_head_count_that_does_not_divide_the_width_is_one_line(sd):
+    """n_heads given to infer_config is checked against the checkpoint's width (3 does not
+    divide 128: it ended in a reshape error, or an odd head size reached the model)."""
+    from slmjax.model.convert import infer_config
+    with pytest.raises(CheckpointFormatError, match="n_heads=3 does not divide model.dim=128"):
+        infer_config(sd, n_heads=3)
+    assert infer_config(sd, n_heads=4).n_heads == 4

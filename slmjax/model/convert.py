@@ -62,7 +62,10 @@ def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConf
     fields = dict(vocab_size=int(vocab), dim=int(dim), n_layers=n_layers,
                   n_heads=int(dim) // head_dim, hidden_dim=int(hidden) if hidden else None)
     fields.update(overrides)
-    return ModelConfig(**fields)
+    cfg = ModelConfig(**fields)
+    if problems := cfg.problems():  # an n_heads given that does not divide the width, ...
+        raise CheckpointFormatError("; ".join(problems))
+    return cfg
 
 
 def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict]:
@@ -107,6 +110,9 @@ def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple
 
 
 def _float32(name: str, value) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "is_floating_point"):  # a torch tensor:
+        value = value.detach().cpu()  # numpy() refuses one that requires grad, and bfloat16
+        value = (value.float() if value.is_floating_point() else value).numpy()
     a = np.asarray(value)
     if a.dtype.kind in "biuc":
         raise CheckpointFormatError(f"{name!r} has dtype {a.dtype}, not a floating-point weight")
