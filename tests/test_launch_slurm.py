@@ -274,3 +274,33 @@ def test_slurm_refuses_a_root_sbatch_cannot_take():
     for root in ("/shared/a\\b", "/shared/a\nb"):
         with pytest.raises(SweepError, match="--root"):
             slurm.script(_run(root + "/k"), root, slurm.SlurmOptions(repo_dir="/r"))
+
+
+def test_slurm_dry_run_skips_the_runs_a_launch_skips(tmp_path):
+    # The fake squeue lists s20m_d8.3e7 queued from this root (and s20m_d4.1e7 from another root):
+    # a launch submits only s20m_d4.1e7, so the dry run must print only its script and sbatch call.
+    fake, repo = _fake_slurm(tmp_path)
+    root = tmp_path / "runs"
+    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(root),
+           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    args = ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
+            f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d(4.1e7|8.3e7)$"]
+    dry = sweep(*args, "--dry_run", env=env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "s20m_d8.3e7: already queued as slmjax-s20m_d8.3e7, skipped" in dry.stdout
+    assert [ln for ln in dry.stdout.splitlines() if ln.startswith("sbatch ")] == [
+        f"sbatch --parsable {root}/slurm/s20m_d4.1e7.sbatch"]
+    assert not root.exists()   # a dry run writes nothing
+    real = sweep(*args, env=env)
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert (fake / "submitted").read_text().split() == [f"{root}/slurm/s20m_d4.1e7.sbatch"]
+
+
+def test_slurm_dry_run_off_the_cluster_says_it_cannot_see_the_queue():
+    proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=/shared/runs/paper",
+                 "--launcher=slurm", "--repo_dir=/shared/slmjax", "--config.data_path=/shared/units",
+                 "--only=^s20m_d4.1e7$", "--dry_run",
+                 env={**ENV, "PATH": os.path.dirname(sys.executable)})
+    assert proc.returncode == 0, proc.stderr
+    assert ("# note: squeue is not on PATH: run this on a SLURM login node; runs already queued "
+            "are not skipped in this dry run") in proc.stdout.splitlines()
