@@ -134,3 +134,27 @@ def test_source_path_with_a_comma(tmp_path):
     assert [u.uid for u in list_utterances(str(folder))] == ["a"]
     with pytest.raises(UnitsError, match="audio source not found: "):
         list_utterances(f"{folder},{tmp_path / 'missing'}")
+
+
+def test_broken_hubert_checkpoint_files_are_one_line(tmp_path):
+    """A truncated model.safetensors (an interrupted download) or a broken config.json /
+    preprocessor_config.json stopped `fit --features=hubert` with a safetensors or json traceback."""
+    from safetensors.numpy import save_file
+
+    from slmjax.units.hubert_import import read_checkpoint
+
+    ckpt = tmp_path / "hf"
+    ckpt.mkdir()
+    save_file({"w": np.ones((64, 64), np.float32)}, str(ckpt / "model.safetensors"))
+    (ckpt / "config.json").write_text("{}")
+    assert read_checkpoint(str(ckpt))[2] is None  # readable files: no error from reading them
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnitsError, match=r"cannot read HuBERT checkpoint .*model\.safetensors: SafetensorError"):
+        read_checkpoint(str(ckpt))
+    (ckpt / "model.safetensors").write_bytes(data)
+    for name, text in (("config.json", '{"hidden_size": 32,'), ("preprocessor_config.json", "")):
+        (ckpt / name).write_text(text)
+        with pytest.raises(UnitsError, match=rf"cannot read .*{name}: JSONDecodeError"):
+            read_checkpoint(str(ckpt))
+        (ckpt / name).write_text("{}")

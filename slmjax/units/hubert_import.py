@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 
+from slmjax.errortext import describe
 from slmjax.units.errors import UnitsError
 from slmjax.units.hubert import HubertConfig, HubertEncoder
 
@@ -148,7 +149,10 @@ def read_checkpoint(path: str) -> tuple[HubertConfig, dict, float | None]:
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
-        sd = load_file(path)
+        try:  # a truncated download or another file under the name: SafetensorError, OSError
+            sd = load_file(path)
+        except Exception as exc:  # noqa: BLE001
+            raise UnitsError(f"cannot read HuBERT checkpoint {path}: {describe(exc)}") from None
     else:
         try:
             sd = _torch_load(path, trusted=True)
@@ -165,18 +169,28 @@ def read_checkpoint(path: str) -> tuple[HubertConfig, dict, float | None]:
     cfg_path = os.path.join(folder, "config.json")
     if not os.path.exists(cfg_path):
         raise UnitsError(f"HF HuBERT checkpoint {path} needs a config.json beside it")
-    with open(cfg_path) as f:
-        hf_cfg = json.load(f)
+    hf_cfg = _read_json(cfg_path)
+    if not isinstance(hf_cfg, dict):
+        raise UnitsError(f"{cfg_path} is not a JSON object")
     if hf_cfg.get("conv_pos_batch_norm"):
         raise UnitsError(f"{cfg_path}: conv_pos_batch_norm models are not supported")
     cfg = HubertConfig.from_dict(hf_cfg)
     pre_path = os.path.join(folder, "preprocessor_config.json")
     if os.path.exists(pre_path):
-        with open(pre_path) as f:
-            normalize = bool(json.load(f).get("do_normalize", False))
+        pre = _read_json(pre_path)
+        normalize = bool(pre.get("do_normalize", False)) if isinstance(pre, dict) else False
     else:
         normalize = cfg.feat_extract_norm == "layer"
     return cfg, sd, 1e-7 if normalize else None
+
+
+def _read_json(path: str):
+    """A checkpoint's JSON file; a broken one is one UnitsError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UnitsError(f"cannot read {path}: {describe(exc)}") from None
 
 
 def set_params(model: HubertEncoder, params: dict) -> HubertEncoder:
