@@ -300,3 +300,31 @@ def test_tpu_sweep_stops_when_the_ssh_session_drops_but_the_trainer_goes_on(tmp_
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+def test_tpu_dry_run_says_when_it_cannot_see_what_a_launch_skips(tmp_path):
+    # The root is on the workers' bucket only and both runs are completed there: a launch starts
+    # nothing, but a dry run here cannot read those statuses. It must say so instead of listing
+    # the commands as if they would run.
+    fake, env = _slice(tmp_path)
+    args = ["--config=configs/sweeps/paper_grid.py", "--root=/gcs/paper", "--launcher=tpu",
+            "--tpu_name=v4-32", "--zone=us-central2-b", "--config.data_path=/gcs/units",
+            "--only=^s20m_d(4.1e7|8.3e7)$"]
+    for key in ("s20m_d4.1e7", "s20m_d8.3e7"):
+        (fake / "gcs" / "paper" / key).mkdir(parents=True)
+        (fake / "gcs" / "paper" / key / "run.json").write_text(json.dumps({"status": "completed"}))
+    real = sweep(*args, env=env)
+    assert real.returncode == 0 and real.stdout.count("completed, skipped") == 2, real.stdout
+    dry = sweep(*args, "--dry_run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert ("# note: /gcs/paper is not visible on this machine: a launch reads the runs' status on "
+            "worker 0 of v4-32 and skips those completed there; this dry run lists every run"
+            ) in dry.stdout.splitlines()
+    # A root this machine sees (the statuses a launch reads are the same files): no note.
+    local = tmp_path / "runs"
+    (local / "s20m_d4.1e7").mkdir(parents=True)
+    (local / "s20m_d4.1e7" / "run.json").write_text(json.dumps({"status": "completed"}))
+    dry = sweep(*[f"--root={local}" if a.startswith("--root=") else a for a in args], "--dry_run",
+                env=env)
+    assert dry.returncode == 0 and "# note:" not in dry.stdout, dry.stdout
+    assert "# s20m_d4.1e7: completed, skipped" in dry.stdout

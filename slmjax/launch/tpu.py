@@ -20,6 +20,7 @@ launch/tpu_setup.sh (see the README).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 import subprocess
@@ -118,6 +119,11 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
     opts.validate()
     failed = []
     if dry_run:
+        if runs and not os.path.isdir(root):
+            # A launch reads the statuses on worker 0; a dry run reads what this machine sees.
+            print(f"# note: {root} is not visible on this machine: a launch reads the runs' status "
+                  f"on worker 0 of {opts.name} and skips those completed there; this dry run lists "
+                  "every run", file=out, flush=True)
         done = [status.is_completed(r.workdir) for r in runs]
     elif runs:
         statuses, trainer = remote_state(runs, opts)
