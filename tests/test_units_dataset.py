@@ -406,3 +406,22 @@ def test_hosts_starting_together_cannot_pin_two_plans(tmp_path, tok_dir, monkeyp
         encode_dataset(load_tokenizer(tok_dir), utts, str(tmp_path / "ds"), progress=False)
     assert json.load(open(plan)) == {"fingerprint": "the other host's plan"}
     assert not os.listdir(tmp_path / "ds" / "parts") and sorted(os.listdir(tmp_path / "ds")) == ["parts", "plan.json"]
+
+
+def test_tfds_int64_audio_is_16_bit_pcm(monkeypatch, tmp_path):
+    """TFDS Audio features default to dtype int64 holding the file's 16-bit samples (LibriSpeech...
+    TED-LIUM); they were scaled by 2**63, so every utterance read as silence and was skipped."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    pcm = (_tone(3) * 30000).astype(np.int16)
+    sf.write(tmp_path / "x.wav", pcm, 16000, subtype="PCM_16")
+    ref, _ = sf.read(tmp_path / "x.wav", dtype="float32")  # soundfile's own scaling of 16-bit PCM
+
+    class Audio:
+        sample_rate = 16000
+
+    builder = types.SimpleNamespace(info=types.SimpleNamespace(features={"speech": Audio()}))
+    monkeypatch.setattr(tfds, "data_source", lambda name, split, data_dir, download: [{"speech": pcm.astype(np.int64)}])
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: builder)
+    wave = list_utterances("tfds:tedlium/release3:train")[0].load()
+    assert wave.dtype == np.float32
+    np.testing.assert_array_equal(wave, ref)

@@ -158,3 +158,11 @@ def test_broken_hubert_checkpoint_files_are_one_line(tmp_path):
         with pytest.raises(UnitsError, match=rf"cannot read .*{name}: JSONDecodeError"):
             read_checkpoint(str(ckpt))
         (ckpt / name).write_text("{}")
+
+
+def test_int64_pcm_is_read_at_its_sample_width():
+    """int64 arrays (TFDS Audio's default dtype, np.array of Python ints) hold 16-bit samples, or
+    24/32-bit ones when larger; they were divided by 2**63."""
+    np.testing.assert_allclose(as_wave(np.array([-32768, 0, 16384], np.int64)), [-1.0, 0.0, 0.5])
+    np.testing.assert_allclose(as_wave(np.array([2**22, -(2**23)], np.int64)), [0.5, -1.0])
+    np.testing.assert_allclose(as_wave(np.array([2**30, -(2**31)], np.int64)), [0.5, -1.0])

@@ -84,10 +84,17 @@ def as_wave(wave) -> np.ndarray:
 
 def pcm_to_float(arr: np.ndarray) -> np.ndarray:
     """Integer PCM to float32 in [-1, 1): signed centred on 0, unsigned (8-bit WAV) on its midpoint;
-    float samples unchanged."""
+    float samples unchanged.
+
+    int64 is no sample width but a container: TFDS ``Audio`` stores the decoder's samples (16-bit
+    values for 16-bit files: LibriSpeech... TED-LIUM) as int64 by default, as does ``np.array`` of
+    Python ints. Its samples are read as 16-bit PCM, or 24 or 32-bit when larger values need it."""
     if arr.dtype.kind not in "iu":
         return arr.astype(np.float32, copy=False)
     half = 2.0 ** (8 * arr.dtype.itemsize - 1)
+    if arr.dtype == np.int64:
+        peak = int(np.abs(arr).max()) if arr.size else 0
+        half = next((2.0 ** (bits - 1) for bits in (16, 24, 32) if peak <= 2 ** (bits - 1)), half)
     return ((arr.astype(np.float64) - (half if arr.dtype.kind == "u" else 0.0)) / half).astype(np.float32)
 
 
