@@ -304,3 +304,27 @@ def test_slurm_dry_run_off_the_cluster_says_it_cannot_see_the_queue():
     assert proc.returncode == 0, proc.stderr
     assert ("# note: squeue is not on PATH: run this on a SLURM login node; runs already queued "
             "are not skipped in this dry run") in proc.stdout.splitlines()
+
+
+def test_slurm_paths_given_with_a_tilde_reach_the_job_expanded(tmp_path):
+    # `--repo_dir=~/repo` reaches slmjax-sweep as is (no shell expands a ~ after '='); the job
+    # script quotes it, so it ran `cd '~/repo'` and the job failed at its start. Same for --root:
+    # the runs went to ./~/runs.
+    fake, repo = _fake_slurm(tmp_path)
+    env = {**ENV, "HOME": str(tmp_path), "FAKE_SLURM": str(fake),
+           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    cwd = tmp_path / "elsewhere"   # where ./~/runs would have gone
+    cwd.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "slmjax.launch.cli",
+                           f"--config={REPO}/configs/sweeps/paper_grid.py", "--root=~/runs",
+                           "--launcher=slurm", "--repo_dir=~/repo", "--venv=~/repo/.venv",
+                           "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$"],
+                          cwd=cwd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    script = tmp_path / "runs" / "slurm" / "s20m_d4.1e7.sbatch"
+    assert (fake / "submitted").read_text().split() == [str(script)]
+    run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    calls = [json.loads(line) for line in (fake / "trainer.jsonl").read_text().splitlines()]
+    assert len(calls) == 2 and all(c["cwd"] == str(repo) for c in calls)
+    assert calls[0]["argv"][1] == f"--workdir={tmp_path}/runs/s20m_d4.1e7"

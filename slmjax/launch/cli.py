@@ -69,8 +69,8 @@ def main(argv: list[str]) -> int:
     if launcher == "tpu" and not os.path.isabs(root):
         raise grid.SweepError("--launcher=tpu needs --root as an absolute path that every worker sees "
                               "(e.g. /mnt/gcs/runs/NAME: the bucket launch/tpu_setup.sh mounts)")
-    if launcher != "tpu":
-        root = os.path.abspath(root)
+    if launcher != "tpu":   # (absl takes --root=~/x literally: no shell expands a ~ after '=')
+        root = os.path.abspath(os.path.expanduser(root))
     opts = None
     if launcher == "tpu":
         opts = tpu.TpuOptions(name=_TPU_NAME.value or "", zone=_ZONE.value or "",
@@ -80,7 +80,11 @@ def main(argv: list[str]) -> int:
         opts = slurm.SlurmOptions(nodes=_NODES.value, gpus_per_node=_GPUS.value,
                                   partition=_PARTITION.value or "", account=_ACCOUNT.value or "",
                                   time=_TIME.value or "", cpus_per_task=_CPUS.value,
-                                  repo_dir=_REPO_DIR.value or os.getcwd(), venv=_VENV.value)
+                                  # The job script quotes these paths, so no shell expands
+                                  # a ~ in them: expand it here (home is shared on a cluster).
+                                  repo_dir=os.path.abspath(os.path.expanduser(
+                                      _REPO_DIR.value or os.getcwd())),
+                                  venv=os.path.expanduser(_VENV.value))
     if opts is not None:
         opts.validate()   # before any expansion: a wrong launcher flag is the first thing said
 
