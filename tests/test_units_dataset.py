@@ -425,3 +425,26 @@ def test_tfds_int64_audio_is_16_bit_pcm(monkeypatch, tmp_path):
     wave = list_utterances("tfds:tedlium/release3:train")[0].load()
     assert wave.dtype == np.float32
     np.testing.assert_array_equal(wave, ref)
+
+
+def test_tfds_lazy_decode_records_are_decoded(monkeypatch, tmp_path):
+    """TFDS lazy_decode configs (librispeech/lazy_decode) keep each file's encoded bytes in the record;
+    they went to pcm_to_float and every utterance failed ('could not convert string to float')."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    sf.write(tmp_path / "x.flac", np.stack([_tone(4), _tone(5)], 1), 16000, subtype="PCM_16")
+    stereo, _ = sf.read(tmp_path / "x.flac", dtype="float64")
+    (tmp_path / "bad.flac").write_bytes(b"fLaC not really")
+
+    class Audio:
+        sample_rate = 16000
+
+    builder = types.SimpleNamespace(info=types.SimpleNamespace(features={"speech": Audio()}))
+    records = [{"speech": (tmp_path / "x.flac").read_bytes()}, {"speech": np.bytes_((tmp_path / "bad.flac").read_bytes())}]
+    monkeypatch.setattr(tfds, "data_source", lambda name, split, data_dir, download: records)
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: builder)
+    utts = list_utterances("tfds:librispeech/lazy_decode:test")
+    np.testing.assert_allclose(utts[0].load(), stereo.mean(1), atol=1e-7)
+    from slmjax.units.audio import BadAudio
+
+    with pytest.raises(BadAudio, match=r"unreadable: encoded audio in tfds:librispeech/lazy_decode:test#1"):
+        utts[1].load()

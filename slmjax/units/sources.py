@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from slmjax.units.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, load_wave, pcm_to_float, resample
+from slmjax.units.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, BadAudio, load_wave, pcm_to_float, resample
 from slmjax.units.errors import UnitsError
 
 SPLIT_DIRS = ("train", "valid", "validation", "dev", "test")  # split names a folder, .tsv or .jsonl may give
@@ -174,7 +174,10 @@ def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
 
     def loader(i):
         def load():
-            wave = pcm_to_float(np.asarray(source[i][audio_key]))
+            raw = source[i][audio_key]
+            if isinstance(raw, (bytes, np.bytes_)) or (isinstance(raw, np.ndarray) and raw.dtype.kind in "SO"):
+                return _decode_bytes(spec, i, raw)  # a lazy_decode config keeps each file's encoded bytes
+            wave = pcm_to_float(np.asarray(raw))
             if wave.ndim == 2:
                 wave = wave.mean(axis=1)
             return resample(wave, sr)
@@ -186,3 +189,18 @@ def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
     for i in range(len(source)):  # ids by index: reading each record's own id would decode its audio
         utts.append(Utterance(uid=f"{name}:{split}:{i}", source=f"{spec}#{i}", split=base_split, load=loader(i)))
     return utts
+
+
+def _decode_bytes(spec: str, i: int, raw) -> np.ndarray:
+    """Mono 16 kHz wave of an encoded audio file held in a TFDS record (flac, wav, ogg: soundfile),
+    at the file's own sample rate; BadAudio when it cannot be decoded."""
+    import io
+
+    import soundfile as sf
+
+    data = raw.item() if isinstance(raw, np.ndarray) else raw
+    try:
+        wave, file_sr = sf.read(io.BytesIO(bytes(data)), dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
+        raise BadAudio(f"unreadable: encoded audio in {spec}#{i}: {getattr(exc, 'error_string', None) or exc}") from None
+    return resample(wave.mean(axis=1), int(file_sr))
