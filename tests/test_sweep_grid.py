@@ -225,3 +225,24 @@ def test_malformed_batch_size_by_ratio_is_one_clear_error(pairs):
     with pytest.raises(grid.SweepError, match=r"sizes\.b\.batch_size_by_ratio must be \(ratio, "
                        r"batch_size\) pairs"):
         grid.expand(cfg, "/r", REPO)
+
+
+def test_a_dataset_given_with_a_tilde_is_read_as_the_trainer_reads_it(tmp_path, monkeypatch):
+    # The trainer's data package expands ~ in data.path; the sweep read the manifest at the literal
+    # '~/units', missed it, and so planned every run with the config's 102-unit vocabulary: N (and
+    # with it D, the keys and the steps) differed from the run the trainer builds, and from the
+    # same sweep given the absolute path.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rng = np.random.default_rng(0)
+    write_unit_dataset(str(tmp_path / "units"), {"train": random_utterances(300, 60, rng),
+                                                 "test": random_utterances(20, 60, rng)},
+                       vocab_size=60)
+    cfg = tiny_sweep(data_path="~/units", multi_epoch=ml_collections.ConfigDict(
+        dict(sizes=(), epochs=(), unique_tokens=0)))
+    runs = grid.expand(cfg, "/r", REPO)
+    na = n_params(60, 64, 2)   # 60 unit ids, from the manifest
+    assert sorted(r.tokens for r in runs if r.size == "a") == [2 * na, 8 * na]
+    assert all(dict(r.overrides)["model.vocab_size"] == 60 for r in runs)
+    keys = [r.key for r in runs]
+    absolute = tiny_sweep(data_path=f"{tmp_path}/units", multi_epoch=cfg.multi_epoch)
+    assert keys == [r.key for r in grid.expand(absolute, "/r", REPO)]

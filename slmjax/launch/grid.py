@@ -93,7 +93,8 @@ def dataset_vocab(data_path: str) -> int | None:
     vocabs = set()
     for path in [p.strip() for p in data_path.split(",") if p.strip()]:
         try:
-            with open(os.path.join(path, "manifest.json")) as f:
+            # ~ expanded as slmjax.data expands it when the trainer opens the same path.
+            with open(os.path.join(os.path.expanduser(path), "manifest.json")) as f:
                 vocabs.add(int(json.load(f)["vocab_size"]))
         except (OSError, KeyError, ValueError, TypeError):
             return None
