@@ -154,6 +154,30 @@ def test_malformed_manifest_fields(ds, edit, message):
   assert _one_line(e) == f"unit dataset {ds}: {message}"
 
 
+@pytest.mark.parametrize("content,message", [
+    # a binary file (a corrupt copy) is not UTF-8: json.load raised UnicodeDecodeError
+    (b"\xff\xfe\x00\x01binary", "manifest.json is not valid JSON ('utf-8' codec can't decode"),
+    (b'{"format_version": "1"}', "manifest.json lacks tokenizer"),
+])
+def test_unreadable_manifest_is_one_line(ds, content, message):
+  with open(os.path.join(ds, "manifest.json"), "wb") as f:
+    f.write(content)
+  with pytest.raises(DataError) as e:
+    open_dataset(ds)
+  assert _one_line(e).startswith(f"unit dataset {ds}: {message}")
+
+
+def test_format_version_of_another_type_is_quoted(ds):
+  # "1" (a string) is not version 1; the message said "format_version 1 (this reader reads 1)"
+  mpath = os.path.join(ds, "manifest.json")
+  m = json.load(open(mpath))
+  m["format_version"] = "1"
+  json.dump(m, open(mpath, "w"))
+  with pytest.raises(DataError) as e:
+    open_dataset(ds)
+  assert _one_line(e) == f"unit dataset {ds}: manifest format_version '1' (this reader reads 1)"
+
+
 def test_a_dataset_too_small_for_one_window_is_named(ds, tmp_path):
   # In a mixture, "split 'train'" alone does not say which dataset cannot fill a window.
   small = str(tmp_path / "small")

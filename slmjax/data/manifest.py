@@ -51,7 +51,7 @@ def load_manifest(path: str) -> dict:
   try:
     with open(mpath) as f:
       m = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:  # binary junk: not UTF-8
     raise DataError(f"unit dataset {path}: manifest.json is not valid JSON ({e})") from None
   if not isinstance(m, dict):
     raise DataError(f"unit dataset {path}: manifest.json is not a JSON object")
@@ -59,7 +59,7 @@ def load_manifest(path: str) -> dict:
   if missing:
     raise DataError(f"unit dataset {path}: manifest.json lacks {', '.join(missing)}")
   if m["format_version"] != FORMAT_VERSION:
-    raise DataError(f"unit dataset {path}: manifest format_version {m['format_version']} "
+    raise DataError(f"unit dataset {path}: manifest format_version {m['format_version']!r} "
                     f"(this reader reads {FORMAT_VERSION})")
   for key in ("vocab_size", "eos_id", "pad_id"):
     if not _is_int(m[key]):
