@@ -448,3 +448,31 @@ def test_tfds_lazy_decode_records_are_decoded(monkeypatch, tmp_path):
 
     with pytest.raises(BadAudio, match=r"unreadable: encoded audio in tfds:librispeech/lazy_decode:test#1"):
         utts[1].load()
+
+
+def test_tfds_audio_without_a_recorded_rate_needs_one(monkeypatch):
+    """A TFDS Audio feature without sample_rate (Common Voice's: 48 kHz mp3) was read as 16 kHz,
+    silently giving units of audio slowed 3x; its rate is now given as @RATE, and one that
+    contradicts a recorded rate is refused."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    wave48k = (np.sin(2 * np.pi * 440 * np.arange(48000) / 48000) * 16000).astype(np.int16)
+
+    class Audio:
+        sample_rate = None
+
+    builder = types.SimpleNamespace(info=types.SimpleNamespace(features={"audio": Audio()}))
+    monkeypatch.setattr(tfds, "data_source", lambda name, split, data_dir, download: [{"audio": wave48k}])
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: builder)
+    with pytest.raises(UnitsError, match=r"records no sample rate; give it as tfds:common_voice/en:train@RATE"):
+        list_utterances("tfds:common_voice/en:train")
+    (utt,) = list_utterances("tfds:common_voice/en:train@48000")
+    assert (utt.uid, utt.split) == ("common_voice/en:train:0", "train")
+    wave = utt.load()
+    assert wave.shape == (16000,)  # one second, resampled 48 -> 16 kHz
+    # the tone is still 440 Hz: its spectrum peaks at bin 440 of a 1 s window
+    assert np.argmax(np.abs(np.fft.rfft(wave))) == 440
+    Audio.sample_rate = 16000
+    with pytest.raises(UnitsError, match="@48000 but the dataset's 'audio' feature records 16000 Hz"):
+        list_utterances("tfds:common_voice/en:train@48000")
+    with pytest.raises(UnitsError, match="@RATE must be a sample rate in Hz"):
+        list_utterances("tfds:common_voice/en:train@fast")

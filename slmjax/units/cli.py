@@ -5,7 +5,8 @@
   slmjax-units merge --tokenizer=TOKDIR --audio=SRC --out=DATASET
 
 SRC: a folder (recursive wav/flac/ogg/mp3), a fairseq .tsv or a .jsonl manifest, an audio file,
-``tfds:NAME[/CONFIG]:SPLIT`` (with --data_dir), or several of these joined by commas.
+``tfds:NAME[/CONFIG]:SPLIT[@RATE]`` (with --data_dir; @RATE in Hz where the dataset records no
+sample rate), or several of these joined by commas.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from slmjax.units.errors import UnitsError
 FLAGS = flags.FLAGS
 COMMANDS = ("fit", "encode", "merge")
 
-flags.DEFINE_string("audio", None, "Audio source(s): folder, .tsv, .jsonl, audio file or tfds:NAME[/CONFIG]:SPLIT; comma-separated.")
+flags.DEFINE_string("audio", None, "Audio source(s): folder, .tsv, .jsonl, audio file or tfds:NAME[/CONFIG]:SPLIT[@RATE]; comma-separated.")
 flags.DEFINE_string("out", None, "fit: tokenizer directory to write; encode/merge: unit dataset directory.")
 flags.DEFINE_string("tokenizer", None, "encode/merge: tokenizer directory written by `fit`.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir for tfds: sources.")

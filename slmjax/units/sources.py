@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from slmjax.units.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, BadAudio, load_wave, pcm_to_float, resample
+from slmjax.units.audio import AUDIO_EXTENSIONS, BadAudio, load_wave, pcm_to_float, resample
 from slmjax.units.errors import UnitsError
 
 SPLIT_DIRS = ("train", "valid", "validation", "dev", "test")  # split names a folder, .tsv or .jsonl may give
@@ -154,11 +154,18 @@ def _list_jsonl(path: str) -> list[Utterance]:
 
 
 def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
-    """``tfds:NAME[/CONFIG]:SPLIT`` read with ``tfds.data_source`` (random access, no TensorFlow)."""
+    """``tfds:NAME[/CONFIG]:SPLIT[@RATE]`` read with ``tfds.data_source`` (random access, no
+    TensorFlow). RATE (Hz) is needed where the Audio feature records no sample rate."""
     parts = spec.split(":", 2)  # a slice (train[:10%]) holds colons
     if len(parts) != 3 or not parts[1] or not parts[2]:
-        raise UnitsError(f"TFDS source must be tfds:NAME[/CONFIG]:SPLIT, got {spec!r}")
+        raise UnitsError(f"TFDS source must be tfds:NAME[/CONFIG]:SPLIT[@RATE], got {spec!r}")
     _, name, split = parts
+    given_sr = None
+    if "@" in split:
+        split, _, rate = split.rpartition("@")
+        if not rate.isdigit() or int(rate) <= 0 or not split:
+            raise UnitsError(f"{spec}: @RATE must be a sample rate in Hz (e.g. @48000), got @{rate}")
+        given_sr = int(rate)
     import tensorflow_datasets as tfds
 
     try:
@@ -170,7 +177,14 @@ def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
     audio_key = next((k for k, v in features.items() if type(v).__name__ == "Audio"), None)
     if audio_key is None:
         raise UnitsError(f"{spec} has no Audio feature")
-    sr = int(getattr(features[audio_key], "sample_rate", None) or SAMPLE_RATE)
+    recorded = getattr(features[audio_key], "sample_rate", None)
+    if recorded and given_sr and int(recorded) != given_sr:
+        raise UnitsError(f"{spec}: @{given_sr} but the dataset's {audio_key!r} feature records "
+                         f"{int(recorded)} Hz")
+    if not (recorded or given_sr):  # Common Voice's, for one (48 kHz): a guess gives wrong units
+        raise UnitsError(f"{spec}: the dataset's {audio_key!r} feature records no sample rate; "
+                         f"give it as {spec}@RATE (Hz)")
+    sr = int(recorded or given_sr)
 
     def loader(i):
         def load():
