@@ -46,6 +46,27 @@ def test_synthetic_dataset_ids_and_determinism():
   assert not np.array_equal(a.splits["train"].tokens[:2000], a.splits["test"].tokens[:2000])
 
 
+@pytest.mark.parametrize("mean", [0.5, float("inf")])
+def test_synthetic_mean_utterance_below_one_or_infinite_is_one_line(mean):
+  # 1/mean is the EOS probability after a unit: 0.5 made it 2 and sampling stopped on a NumPy
+  # "Probabilities contain NaN" traceback; inf never ends an utterance (no whole utterance to keep).
+  cfg = ml_collections.ConfigDict(dict(
+      seed=0, model=dict(vocab_size=20),
+      data=dict(kind="synthetic", mode="windows", seq_len=8, weights=None,
+                synthetic=dict(train_tokens=2000, test_tokens=500, mean_utterance=mean)),
+      train=dict(batch_size=2)))
+  with pytest.raises(DataError) as e:
+    build_pipeline(cfg)
+  assert _one_line(e).startswith(f"data.synthetic.mean_utterance={mean} must be")
+
+
+def test_synthetic_mean_utterance_of_one_gives_one_unit_utterances():
+  # The smallest valid mean: EOS after every unit (an empirical check, not the sampler's view).
+  ds = synthetic_dataset(20, train_tokens=2000, test_tokens=500, mean_utterance=1.0)
+  tokens = ds.splits["train"].tokens
+  assert np.all(tokens[1::2] == ds.eos_id) and np.all(tokens[0::2] < ds.eos_id)
+
+
 def _cfg(path, vocab=20):
   return ml_collections.ConfigDict(dict(
       seed=0, model=dict(vocab_size=vocab),

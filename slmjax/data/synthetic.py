@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 
+from slmjax.data.errors import DataError
 from slmjax.data.splits import MemorySplit
 
 
@@ -45,6 +47,11 @@ class NGramModel:
   def __post_init__(self):
     if not 1 <= self.order <= 3:
       raise ValueError(f"synthetic order must be 1..3, got {self.order}")
+    # EOS follows a unit with probability 1/mean_utterance: below 1 that is no probability (the
+    # tables went negative and sampling stopped on NaN), and at infinity no utterance ever ends.
+    if not (math.isfinite(self.mean_utterance) and self.mean_utterance >= 1):
+      raise DataError(f"data.synthetic.mean_utterance={self.mean_utterance} must be a finite "
+                      "number >= 1 (units per utterance)")
     if (self.n_units + 1) ** self.order * (min(self.support, self.n_units) + 1) > 2**25:
       raise ValueError(f"synthetic model too large: {self.n_units} units at order {self.order} "
                        f"with support {self.support}")
