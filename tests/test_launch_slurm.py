@@ -328,3 +328,29 @@ def test_slurm_paths_given_with_a_tilde_reach_the_job_expanded(tmp_path):
     calls = [json.loads(line) for line in (fake / "trainer.jsonl").read_text().splitlines()]
     assert len(calls) == 2 and all(c["cwd"] == str(repo) for c in calls)
     assert calls[0]["argv"][1] == f"--workdir={tmp_path}/runs/s20m_d4.1e7"
+
+
+def test_slurm_refuses_runs_whose_batch_the_jobs_gpus_cannot_shard():
+    # Each job's JAX devices are --nodes x --gpus_per_node, and slmjax-train splits every update's
+    # batch over all of them (mesh.fsdp = -1). PAPER.md's batches over 16 GPUs: 64, 128, 256 and 608
+    # divide by 16; 252 (309M: 8 runs), 456 (823M at D/N 2..32: 6 runs) and 494 (823M at D/N 64)
+    # do not: 15 jobs that would each wait in the queue and then fail at their start.
+    base = ["--config=configs/sweeps/paper_grid.py", "--root=/shared/runs/paper", "--launcher=slurm",
+            "--repo_dir=/shared/slmjax", "--config.data_path=/shared/units", "--dry_run"]
+    proc = sweep(*base, "--nodes=2", "--gpus_per_node=8")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "slmjax-sweep: s309m_d6.2e8: train.batch_size=252 / train.micro_batches=1 is not divisible "
+        "by the 16 batch shards (mesh.data * mesh.fsdp), on --nodes=2 x --gpus_per_node=8 GPUs "
+        "(and 14 more): give that size a mesh that fits (e.g. mesh.tensor in its "
+        "sizes.NAME.overrides) or leave its runs out with --only"]
+    # On 8 GPUs 456 and 608 divide too: 252 (8 runs) and 494 (1) remain.
+    proc = sweep(*base, "--nodes=1", "--gpus_per_node=8")
+    assert proc.returncode == 1 and "(and 8 more)" in proc.stderr, proc.stderr
+    # The runs that fit are planned as before; on 4 GPUs 252 divides, 494 still does not.
+    proc = sweep(*base, "--nodes=2", "--gpus_per_node=8", "--only=^s(20|85|155)m_|^s823m_d8.2e10$")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("sbatch --parsable ") == 3 * (8 + 4) + 1   # 8 ratios + 4 epochs each
+    proc = sweep(*base, "--nodes=1", "--gpus_per_node=4", "--only=^s309m_|^s823m_d5.3e10$")
+    assert proc.returncode == 1 and "s823m_d5.3e10: train.batch_size=494 " in proc.stderr
+    assert "more)" not in proc.stderr

@@ -97,6 +97,9 @@ def main(argv: list[str]) -> int:
 
     repo_root = _repo_root(config_flags.get_config_filename(flags.FLAGS["config"]))
     runs = grid.select(grid.expand(cfg, root, repo_root), _ONLY.value)
+    if launcher == "slurm" and opts.gpus_per_node:   # each job's JAX devices are known: check them
+        grid.check_devices(runs, cfg, repo_root, opts.nodes * opts.gpus_per_node,
+                           f"--nodes={opts.nodes} x --gpus_per_node={opts.gpus_per_node} GPUs")
     print(grid.table(runs), flush=True)
 
     if launcher == "local":

@@ -229,6 +229,21 @@ def select(runs: Iterable[Run], pattern: str | None) -> list[Run]:
     return chosen
 
 
+def check_devices(runs: Iterable[Run], cfg: ml_collections.ConfigDict, repo_root: str | None,
+                  n_devices: int, what: str) -> None:
+    """Refuse, in one line, runs slmjax-train will refuse on `n_devices` devices (`what` they are):
+    a mesh that cannot fill them, or a batch that does not divide into its shards."""
+    unfit = []
+    for r in runs:
+        arg = r.train_config.rsplit(":", 1)[1]
+        run_cfg = trainconf.load(cfg.train_config, arg, list(r.overrides), repo_root)
+        unfit += [f"{r.key}: {p}" for p in trainconf.device_problems(run_cfg, n_devices)]
+    if unfit:
+        more = f" (and {len(unfit) - 1} more)" if len(unfit) > 1 else ""
+        raise SweepError(f"{unfit[0]}, on {what}{more}: give that size a mesh that fits (e.g. "
+                         "mesh.tensor in its sizes.NAME.overrides) or leave its runs out with --only")
+
+
 def join(root: str, name: str) -> str:
     """root/name (a root given with or without its trailing slash)."""
     return root.rstrip("/") + "/" + name

@@ -95,6 +95,20 @@ def check(cfg: ml_collections.ConfigDict, what: str) -> int:
     return warmup_steps(cfg)
 
 
+def device_problems(cfg: ml_collections.ConfigDict, n_devices: int) -> list[str]:
+    """What slmjax-train will refuse about `cfg` on `n_devices` devices, and not on any count: the
+    mesh, and the batch shards each update's batch must divide into (PAPER.md's batches 252 and
+    494 divide into no multiple of 8 shards). cuDNN attention is checked where the run's GPUs are."""
+    import copy
+
+    from slmjax.train.validate import problems
+
+    c = copy.deepcopy(cfg)
+    c.model.attention = "xla"
+    anywhere = set(problems(c))
+    return [p for p in problems(c, n_devices) if p not in anywhere]
+
+
 def data_tokens(cfg: ml_collections.ConfigDict) -> int | None:
     """Training tokens of the data `cfg.data` names, counted by slmjax.data; None if unreadable."""
     try:
