@@ -14,6 +14,10 @@ config=${1:?$usage}
 root=${2:?$usage}
 shift 2
 
+# A relative ROOT (and a SWEEP_CONFIG found from here) is where it is given, as slurm_stop.sh
+# reads ROOT; the sweep then runs from the checkout, so configs/sweeps/... works from anywhere.
+if [[ $root != /* ]]; then root=$PWD/$root; fi
+if [[ $config != /* && -e $config ]]; then config=$PWD/$config; fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 exec "$here/.venv/bin/slmjax-sweep" --config="$config" --root="$root" --launcher=slurm \

@@ -144,3 +144,28 @@ def test_bench_attention_counts_flops_by_hand():
                                      "x^T P  [h,m] x [m,e]", "softmax pass (mask, max, exp, sum)",
                                      "backward pass (mask, exp, dS)"}
     assert 0 < result["mfu_counted"] and result["kernel_seconds"] > 0
+
+
+def test_slurm_run_and_stop_read_a_relative_root_alike(tmp_path):
+    # slurm_stop.sh takes a relative ROOT from where it is given; slurm_run.sh changed to the
+    # checkout first, so the same `runs/paper` put the sweep under the checkout and the stop,
+    # given the same words from the same place, found none of its jobs.
+    here = tmp_path / "work"
+    (here / "sweeps").mkdir(parents=True)
+    shutil.copy(os.path.join(REPO, "configs", "sweeps", "paper_grid.py"), here / "sweeps" / "grid.py")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}
+    for config in (f"{here}/sweeps/grid.py", "sweeps/grid.py"):   # a relative one: from here too
+        proc = subprocess.run(["bash", f"{REPO}/launch/slurm_run.sh", config, "runs/paper",
+                               f"--config.train_config={REPO}/configs/train.py",
+                               "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$",
+                               "--dry_run"], cwd=here, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert (f"sbatch --parsable {here}/runs/paper/slurm/s20m_d4.1e7.sbatch"
+                in proc.stdout.splitlines()), proc.stdout
+        assert f" --workdir={here}/runs/paper/s20m_d4.1e7 " in proc.stdout
+    assert not os.path.exists(os.path.join(REPO, "runs", "paper"))
+    env = _fake_squeue(tmp_path, [f"21 slmjax-s20m_d4.1e7 {here}/runs/paper/slurm/s20m_d4.1e7.sbatch"])
+    proc = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", "runs/paper"], cwd=here, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cancelled").read_text().split() == ["21"]
