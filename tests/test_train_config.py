@@ -255,3 +255,40 @@ def test_negative_seed_is_one_line():
     with pytest.raises(ConfigError) as e:
         validate(c, n_devices=1)
     assert str(e.value) == "seed=-1 must be an integer >= 0"
+
+
+@pytest.mark.parametrize("section,field,value,message", [
+    # 501^3 contexts x 17 successors: the n-gram model refused itself in a ValueError traceback
+    ("data.synthetic", "order", 3,
+     "data.synthetic: synthetic model too large: 500 units at order 3 with support 16"),
+    # no unit at all (ids 0 = EOS, 1 = PAD): NumPy's 'Probabilities contain NaN' traceback
+    ("model", "vocab_size", 2, "model.vocab_size=2 leaves data.kind=synthetic no unit (its ids "
+     "are the units, then EOS and PAD): it must be >= 3"),
+    # Dirichlet(inf) draws are NaN: the same traceback
+    ("data.synthetic", "concentration", float("inf"),
+     "data.synthetic.concentration=inf must be finite"),
+    # the pipeline's own one-line refusal, which --dry_run did not make
+    ("data.synthetic", "mean_utterance", 0.5, "data.synthetic.mean_utterance=0.5"),
+])
+def test_synthetic_data_problems_are_found_before_compute(section, field, value, message):
+    """Synthetic-stream settings that passed validate() (so --dry_run printed a plan) and then
+    stopped the run when the pipeline built the stream; the boundary values still train."""
+    from slmjax.data import build_pipeline
+
+    def config(v):
+        c = load_config("tiny")
+        c.data.synthetic.update(train_tokens=2000, test_tokens=500)
+        node = c
+        for k in section.split("."):
+            node = node[k]
+        node[field] = v
+        return c
+
+    with pytest.raises(Exception):  # what the run met after validation
+        build_pipeline(config(value))
+    with pytest.raises(ConfigError) as e:
+        validate(config(value), n_devices=1)
+    assert len(str(e.value).splitlines()) == 1
+    assert str(e.value).startswith(message)
+    ok = {"order": 2, "vocab_size": 3, "concentration": 1e-9, "mean_utterance": 1.0}[field]
+    validate(config(ok), n_devices=1)

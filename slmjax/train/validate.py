@@ -164,6 +164,14 @@ def _data_run_problems(config) -> list[str]:
                 out.append(f"data.synthetic.{name}={sy[name]} must be positive")
         if not 1 <= sy.get("order", 1) <= 3:
             out.append(f"data.synthetic.order={sy.order} must be 1, 2 or 3")
+        if not math.isfinite(sy.get("concentration", 0.5)):  # a Dirichlet(inf) draw is NaN
+            out.append(f"data.synthetic.concentration={sy.concentration} must be finite")
+    vocab = config.model.get("vocab_size", 502)
+    if d.kind == "synthetic" and 0 < vocab < 3:
+        out.append(f"model.vocab_size={vocab} leaves data.kind=synthetic no unit (its ids are the "
+                   "units, then EOS and PAD): it must be >= 3")
+    elif d.kind == "synthetic" and vocab > 0 and not out:
+        out += _synthetic_model_problems(config)
     if not 0 < d.get("holdout", 0.01) < 1:
         out.append(f"data.holdout={d.holdout} must be in (0, 1)")
     u = d.get("max_unique_tokens", 0)
@@ -194,6 +202,23 @@ def _data_run_problems(config) -> list[str]:
     if ck.keep_every < 0:
         out.append(f"checkpoint.keep_every={ck.keep_every} must be >= 0")
     return out
+
+
+def _synthetic_model_problems(config) -> list[str]:
+    """The n-gram model's own checks (its table size, mean_utterance), which the data pipeline
+    makes when it builds the stream: here they are one line before compute and in --dry_run."""
+    from slmjax.data.synthetic import NGramModel
+
+    sy = config.data.get("synthetic") or {}
+    try:  # the tables are built lazily: this only runs the checks
+        NGramModel(n_units=int(config.model.vocab_size) - 2, order=int(sy.get("order", 1)),
+                   support=int(sy.get("support", 16)),
+                   concentration=float(sy.get("concentration", 0.5)),
+                   mean_utterance=float(sy.get("mean_utterance", 50.0)))
+    except ValueError as e:
+        line = str(e).strip().splitlines()[0]
+        return [line if line.startswith("data.") else f"data.synthetic: {line}"]
+    return []
 
 
 def validate(config, n_devices: int | None = None) -> None:
