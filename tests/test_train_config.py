@@ -292,3 +292,16 @@ def test_synthetic_data_problems_are_found_before_compute(section, field, value,
     assert str(e.value).startswith(message)
     ok = {"order": 2, "vocab_size": 3, "concentration": 1e-9, "mean_utterance": 1.0}[field]
     validate(config(ok), n_devices=1)
+
+
+def test_an_incomplete_process_layout_is_one_line():
+    # $JAX_NUM_PROCESSES without the coordinator and process id: DistributedError, whose message
+    # is one line naming what is missing, reached the user as a traceback (--dry_run included).
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "JAX_NUM_PROCESSES": "2"}
+    env.pop("JAX_COORDINATOR_ADDRESS", None)
+    env.pop("JAX_PROCESS_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "slmjax.train.cli",
+                             "--config=configs/train.py:tiny", "--dry_run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _assert_one_line(proc, "multi-process JAX needs coordinator_address, num_processes and "
+                     "process_id together (flags or $JAX_*): missing coordinator_address, process_id")

@@ -45,7 +45,10 @@ def main(argv) -> None:
     from slmjax.train.validate import ConfigError, run_plan, validate
 
     split = mesh.request_cpu_split(config)  # before JAX starts: one device per CPU core
-    distributed.initialize()  # joins the processes of a pod / multi-node job; no-op for one process
+    try:  # joins the processes of a pod / multi-node job; no-op for one process
+        distributed.initialize()
+    except distributed.DistributedError as e:  # an incomplete or failing process layout
+        _fail(str(e))
     mesh.adopt_cpu_split(config, split)
     n_devices = jax.device_count()
     try:
