@@ -338,7 +338,7 @@ def test_slurm_refuses_runs_whose_batch_the_jobs_gpus_cannot_shard():
     base = ["--config=configs/sweeps/paper_grid.py", "--root=/shared/runs/paper", "--launcher=slurm",
             "--repo_dir=/shared/slmjax", "--config.data_path=/shared/units", "--dry_run"]
     proc = sweep(*base, "--nodes=2", "--gpus_per_node=8")
-    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.returncode == 1 and "sbatch" not in proc.stdout   # no script, nothing submitted
     assert proc.stderr.strip().splitlines() == [
         "slmjax-sweep: s309m_d6.2e8: train.batch_size=252 / train.micro_batches=1 is not divisible "
         "by the 16 batch shards (mesh.data * mesh.fsdp), on --nodes=2 x --gpus_per_node=8 GPUs "
@@ -354,3 +354,22 @@ def test_slurm_refuses_runs_whose_batch_the_jobs_gpus_cannot_shard():
     proc = sweep(*base, "--nodes=1", "--gpus_per_node=4", "--only=^s309m_|^s823m_d5.3e10$")
     assert proc.returncode == 1 and "s823m_d5.3e10: train.batch_size=494 " in proc.stderr
     assert "more)" not in proc.stderr
+
+
+def test_slurm_device_check_leaves_out_runs_it_will_not_submit(tmp_path):
+    # The 309M runs completed earlier (e.g. on 4-GPU nodes): on 8 GPUs they would not fit, but they
+    # are skipped, so the other runs go ahead; the 494-sequence run (494 = 2 x 13 x 19) does not.
+    root = tmp_path / "runs"
+    n309 = 308_845_568
+    for r in (2, 4, 8, 10, 20, 32, 64, 100):
+        wd = root / f"s309m_d{r * n309:.1e}".replace("e+0", "e").replace("e+", "e")
+        wd.mkdir(parents=True)
+        (wd / "run.json").write_text(json.dumps({"status": "completed"}))
+    base = ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
+            "--repo_dir=/shared/slmjax", "--config.data_path=/shared/units", "--dry_run",
+            "--nodes=1", "--gpus_per_node=8"]
+    proc = sweep(*base, "--only=^s309m_|^s823m_d(1.6e9|8.2e10)$")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("completed, skipped") == 8 and proc.stdout.count("sbatch --parsable") == 2
+    proc = sweep(*base, "--only=^s309m_|^s823m_d5.3e10$")
+    assert proc.returncode == 1 and "s823m_d5.3e10: train.batch_size=494 " in proc.stderr

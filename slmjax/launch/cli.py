@@ -97,9 +97,6 @@ def main(argv: list[str]) -> int:
 
     repo_root = _repo_root(config_flags.get_config_filename(flags.FLAGS["config"]))
     runs = grid.select(grid.expand(cfg, root, repo_root), _ONLY.value)
-    if launcher == "slurm" and opts.gpus_per_node:   # each job's JAX devices are known: check them
-        grid.check_devices(runs, cfg, repo_root, opts.nodes * opts.gpus_per_node,
-                           f"--nodes={opts.nodes} x --gpus_per_node={opts.gpus_per_node} GPUs")
     print(grid.table(runs), flush=True)
 
     if launcher == "local":
@@ -110,7 +107,13 @@ def main(argv: list[str]) -> int:
                             train_config=train_config, stream=_STREAM.value)
     if launcher == "tpu":
         return tpu.launch(runs, root, opts, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value)
-    return slurm.launch(runs, root, opts, dry_run=_DRY_RUN.value)
+
+    def fit_the_jobs(todo: list[grid.Run]) -> None:   # each job's JAX devices are known: check them
+        if opts.gpus_per_node:
+            grid.check_devices(todo, cfg, repo_root, opts.nodes * opts.gpus_per_node,
+                               f"--nodes={opts.nodes} x --gpus_per_node={opts.gpus_per_node} GPUs")
+
+    return slurm.launch(runs, root, opts, dry_run=_DRY_RUN.value, check=fit_the_jobs)
 
 
 def _main(argv: list[str]) -> None:

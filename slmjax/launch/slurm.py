@@ -18,7 +18,7 @@ import re
 import shlex
 import subprocess
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
 from slmjax import fileio
 from slmjax.launch import status
@@ -181,8 +181,10 @@ def _write(path: str, text: str) -> None:
 
 
 def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = False,
-           out: TextIO | None = None) -> int:
-    """Write and submit one job per run that is neither completed nor queued; 0 on success."""
+           out: TextIO | None = None, check: Callable[[list[Run]], None] | None = None) -> int:
+    """Write and submit one job per run that is neither completed nor queued; 0 on success.
+
+    `check` sees those runs before any is written or submitted (it raises SweepError to refuse)."""
     out = out or sys.stdout
     opts.validate()
     if problem := fileio.url_problem(root, "--root"):
@@ -195,13 +197,17 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
         # Off the cluster a dry run still shows the scripts; it cannot tell which are queued.
         print(f"# note: {e}; runs already queued are not skipped in this dry run", file=out)
         queued = set()
+    todo = []
     for r in runs:
         if status.is_completed(r.workdir):
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
-            continue
-        if (job_name(r), os.path.realpath(script_path(root, r))) in queued:
+        elif (job_name(r), os.path.realpath(script_path(root, r))) in queued:
             print(f"# {r.key}: already queued as {job_name(r)}, skipped", file=out, flush=True)
-            continue
+        else:
+            todo.append(r)
+    if check is not None:
+        check(todo)
+    for r in todo:
         path, argv = script_path(root, r), sbatch_command(r, root)
         if dry_run:
             print(f"# ---- {path}\n{script(r, root, opts)}{shlex.join(argv)}", file=out)
