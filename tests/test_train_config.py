@@ -305,3 +305,19 @@ def test_an_incomplete_process_layout_is_one_line():
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _assert_one_line(proc, "multi-process JAX needs coordinator_address, num_processes and "
                      "process_id together (flags or $JAX_*): missing coordinator_address, process_id")
+
+
+def test_a_one_update_run_makes_its_update_at_min_lr():
+    # Its one update is the final one, which the paper's schedule runs at 5e-5; it ran at the
+    # peak 5e-4 (the cosine's span steps - 1 - warm-up was 0, read as r = 0).
+    c = load_config("s20m")
+    c.train.steps = 1
+    assert warmup_steps(c) == 0
+    assert lr_at(c, 0) == 5e-5
+    assert abs(float(schedule(c)(0)) - 5e-5) < 1e-10 + 1e-6 * 5e-5  # float32
+    tx = make_optimizer(c)
+    params = {"w": jnp.full((1, 2), 2.0)}
+    grads = {"w": jnp.array([[0.3, -0.4]])}  # norm 0.5: not clipped
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Adam's first step is g / |g| per element (eps aside), plus weight decay 0.1 * 2.0
+    np.testing.assert_allclose(updates["w"], -5e-5 * (np.array([[1.0, -1.0]]) + 0.2), rtol=1e-6)

@@ -30,7 +30,8 @@ def lr_at(config, k: int, steps: int | None = None) -> float:
     w, peak, low = warmup_steps(config, steps), config.train.lr, config.train.min_lr
     if k < w:
         return peak * k / w
-    r = min(1.0, (k - w) / max(1, steps - 1 - w))
+    span = steps - 1 - w  # 0 only for a one-update run, whose one update is the final one
+    r = min(1.0, (k - w) / span) if span > 0 else 1.0
     return low + 0.5 * (1.0 + math.cos(math.pi * r)) * (peak - low)
 
 
@@ -42,7 +43,8 @@ def schedule(config, steps: int | None = None):
     def fn(count):
         k = jnp.asarray(count, jnp.float32)
         warm = peak * k / max(w, 1)
-        r = jnp.clip((k - w) / max(1, steps - 1 - w), 0.0, 1.0)
+        span = steps - 1 - w  # 0 only for a one-update run, whose one update is the final one
+        r = jnp.clip((k - w) / span, 0.0, 1.0) if span > 0 else jnp.ones_like(k)
         cos = low + 0.5 * (1.0 + jnp.cos(jnp.pi * r)) * (peak - low)
         return jnp.where(k < w, warm, cos)
 
