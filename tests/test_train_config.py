@@ -321,3 +321,12 @@ def test_a_one_update_run_makes_its_update_at_min_lr():
     updates, _ = tx.update(grads, tx.init(params), params)
     # Adam's first step is g / |g| per element (eps aside), plus weight decay 0.1 * 2.0
     np.testing.assert_allclose(updates["w"], -5e-5 * (np.array([[1.0, -1.0]]) + 0.2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", [float("nan"), -float("inf")])
+def test_a_non_positive_concentration_is_one_line(value):
+    c = load_config("tiny")
+    c.data.synthetic.concentration = value
+    with pytest.raises(ConfigError) as e:
+        validate(c, n_devices=1)
+    assert str(e.value) == f"data.synthetic.concentration={value} must be positive"

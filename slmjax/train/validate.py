@@ -164,7 +164,7 @@ def _data_run_problems(config) -> list[str]:
                 out.append(f"data.synthetic.{name}={sy[name]} must be positive")
         if not 1 <= sy.get("order", 1) <= 3:
             out.append(f"data.synthetic.order={sy.order} must be 1, 2 or 3")
-        if not math.isfinite(sy.get("concentration", 0.5)):  # a Dirichlet(inf) draw is NaN
+        if sy.get("concentration", 0.5) == math.inf:  # a Dirichlet(inf) draw is NaN
             out.append(f"data.synthetic.concentration={sy.concentration} must be finite")
     vocab = config.model.get("vocab_size", 502)
     if d.kind == "synthetic" and 0 < vocab < 3:
