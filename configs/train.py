@@ -83,7 +83,9 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     t.clip_norm = 1.0  # global gradient-norm clip
     t.log_every = 10 if tiny else 50  # steps between metrics.jsonl rows
     t.eval_every = 100 if tiny else 1000  # steps between test-loss evaluations (and at the end)
-    t.eval_batches = 4 if tiny else 20  # batches of the held-out split per periodic evaluation
+    # Batches of the held-out split per periodic evaluation (evaluated one micro-batch of rows
+    # per step, as training is: train.micro_batches).
+    t.eval_batches = 4 if tiny else 20
     # Batches for the final evaluation, whose loss run.json records and the scaling fits read;
     # 0 = the whole held-out split (every run of a sweep then scores the same tokens).
     t.final_eval_batches = 0

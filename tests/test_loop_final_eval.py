@@ -62,3 +62,46 @@ def test_final_test_loss_covers_the_whole_split(tmp_path, test_split):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = {r["step"]: r["test_loss"] for r in rows if "test_loss" in r}
     assert set(losses) == {3, 6} and losses[6] == run["final_test_loss"]
+
+
+def test_evaluation_steps_take_one_micro_batch_of_rows(tmp_path, monkeypatch):
+    """With train.micro_batches = 4 an evaluation step holds batch_size / 4 rows (a whole batch
+    needs the forward memory micro-batching avoids) and reads the same rows: the same losses as
+    with whole batches, periodic (eval_batches) and final (the whole split)."""
+    import jax
+    from configs.train import get_config
+    from slmjax.data import build_pipeline
+    from slmjax.data.testing import random_utterances, write_unit_dataset
+    from slmjax.model import init_params
+    from slmjax.train import loop
+    from slmjax.train.mesh import make_mesh
+
+    rng = np.random.default_rng(1)
+    write_unit_dataset(str(tmp_path / "ds"), {"train": random_utterances(60, 18, rng),
+                                              "test": random_utterances(50, 18, rng)}, vocab_size=18)
+    c = get_config("tiny")
+    c.model.vocab_size, c.model.max_seq_len, c.model.dim, c.model.n_heads = 18, 64, 32, 1
+    c.data.kind, c.data.path, c.data.seq_len = "units", str(tmp_path / "ds"), 32
+    c.train.batch_size, c.train.eval_batches = 32, 1
+    mesh, pipeline = make_mesh(c.mesh), build_pipeline(c)
+    params = init_params(loop.model_config(c), jax.random.key(0))
+    rows = []
+    real_step = loop.make_eval_step
+
+    def recording(config, mesh):
+        step = real_step(config, mesh)
+        return lambda p, batch: (rows.append(batch["inputs"].shape[0]), step(p, batch))[1]
+
+    monkeypatch.setattr(loop, "make_eval_step", recording)
+    whole = loop._Evaluator(c, mesh, pipeline)
+    want = (whole(params), whole(params, final=True))
+    assert set(rows) == {32}
+    rows.clear()
+    c.train.micro_batches = 4
+    micro = loop._Evaluator(c, mesh, pipeline)
+    got = (micro(params), micro(params, final=True))
+    assert set(rows) == {8}
+    for g, w in zip(got, want):
+        assert g["test_tokens"] == w["test_tokens"]
+        np.testing.assert_allclose(g["test_loss"], w["test_loss"], rtol=1e-6)
+    assert want[0]["test_tokens"] < want[1]["test_tokens"]  # one batch spread over the split, then all of it

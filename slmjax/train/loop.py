@@ -51,9 +51,12 @@ class _Evaluator:
 
   def __init__(self, config, mesh, pipeline):
     self.mesh, self.pipeline = mesh, pipeline
-    self.batch = int(config.train.batch_size)
-    self.max_batches = int(config.train.get("eval_batches", 0) or 0)
-    self.final_batches = int(config.train.get("final_eval_batches", 0) or 0)
+    # Rows of one micro-batch per step: the forward of a whole batch needs the memory that
+    # train.micro_batches was set to avoid. Batch counts scale up, so the same rows are read.
+    micro = int(config.train.get("micro_batches", 1) or 1)
+    self.batch = int(config.train.batch_size) // micro
+    self.max_batches = int(config.train.get("eval_batches", 0) or 0) * micro
+    self.final_batches = int(config.train.get("final_eval_batches", 0) or 0) * micro
     self.step = make_eval_step(config, mesh)
 
   def __call__(self, params, final: bool = False) -> dict:
