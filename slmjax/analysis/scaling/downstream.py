@@ -9,16 +9,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 
 import numpy as np
 from scipy import optimize
 from scipy.special import expit
 
-from slmjax import fileio
 from slmjax.analysis.scaling.errors import FitInputError
+from slmjax.analysis.scaling.table import csv_rows
 
 
 def _binom_w(acc, n, w):
@@ -111,17 +109,7 @@ def read_reference(path: str | None):
     from slmjax.analysis.scaling.laws import PAPER_GAMMA
     if path is None:
         return {k: dict(v) for k, v in PAPER_GAMMA.items()}
-    try:
-        with open(path, "rb") as f:   # utf-8-sig: a byte-order mark is not part of the first column's name
-            rows = list(csv.DictReader(io.StringIO(f.read().decode("utf-8-sig"), newline="")))
-    except OSError:
-        raise FitInputError(f"{path}: reference table not readable") from None
-    except UnicodeDecodeError as e:
-        line, byte = fileio.undecodable_at(e)
-        raise FitInputError(f"{path}: line {line} of the reference table is not UTF-8 text (byte {byte:#04x}); "
-                            "save it as UTF-8") from None
-    except csv.Error as e:
-        raise FitInputError(f"{path}: reference table is not a readable CSV ({e})") from None
+    rows = csv_rows(path, "reference table")[1]
     # Hand-edited tables pad names and cells with spaces: ' gamma' is gamma.
     rows = [{k.strip().lower(): v.strip() if isinstance(v, str) else v for k, v in r.items() if k is not None}
             for r in rows]

@@ -265,6 +265,24 @@ def _column_names(fieldnames, path):
     return names
 
 
+def csv_rows(path: str, what: str = "") -> tuple[list[str] | None, list[dict]]:
+    """(column names, rows) of a UTF-8 CSV; one FitInputError line when it cannot be read.
+    ``what`` names the table in messages ("reference table")."""
+    of = f"{what} " if what else ""
+    try:
+        with open(path, "rb") as f:   # utf-8-sig: a byte-order mark is not part of the first column's name
+            reader = csv.DictReader(io.StringIO(f.read().decode("utf-8-sig"), newline=""))
+            return reader.fieldnames, list(reader)
+    except OSError as e:
+        raise FitInputError(f"{path}: {of}not readable ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        line, byte = fileio.undecodable_at(e)
+        raise FitInputError(f"{path}: line {line} {'of the ' + what + ' ' if what else ''}is not UTF-8 "
+                            f"text (byte {byte:#04x}); save it as UTF-8") from None
+    except csv.Error as e:
+        raise FitInputError(f"{path}: {of}not a readable CSV ({e})") from None
+
+
 def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
     """Read a run table from CSV (``run_id,n_params,tokens,test_loss`` at least; see module doc).
 
@@ -273,19 +291,7 @@ def read_csv(path: str, experiment: str | None = None, **kw) -> RunTable:
     """
     if not os.path.isfile(path):
         raise FitInputError(f"{path}: no such file")
-    try:
-        with open(path, "rb") as f:   # utf-8-sig: a byte-order mark is not part of the first column's name
-            reader = csv.DictReader(io.StringIO(f.read().decode("utf-8-sig"), newline=""))
-        fieldnames = reader.fieldnames
-        rows = list(reader)
-    except OSError as e:
-        raise FitInputError(f"{path}: not readable ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        line, byte = fileio.undecodable_at(e)
-        raise FitInputError(f"{path}: line {line} is not UTF-8 text (byte {byte:#04x}); "
-                            "save the table as UTF-8") from None
-    except csv.Error as e:
-        raise FitInputError(f"{path}: not a readable CSV ({e})") from None
+    fieldnames, rows = csv_rows(path)
     if not fieldnames:
         raise FitInputError(f"{path}: empty CSV (no header)")
     names = _column_names(fieldnames, path)
