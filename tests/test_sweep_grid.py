@@ -179,6 +179,11 @@ def test_larger_batches_for_named_ratios():
     runs = [r for r in grid.expand(cfg, "/r", REPO) if r.size == "b"]
     assert [r.batch_size for r in runs] == [8, 16]
     assert runs[1].steps == -(-runs[1].tokens // (16 * 64))
+    # an entry for a ratio the size does not run (a typo: 80 for 8) is refused, not ignored
+    cfg.sizes.b.batch_size_by_ratio = ((80, 16),)
+    with pytest.raises(grid.SweepError, match=r"sizes\.b\.batch_size_by_ratio names D/N = 80, a "
+                       r"ratio b does not run \(ratios: \(2, 8\)\)"):
+        grid.expand(cfg, "/r", REPO)
 
 
 def test_a_size_may_name_its_own_ratios():

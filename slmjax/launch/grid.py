@@ -169,6 +169,11 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
             if not isinstance(r, (int, float)) or r <= 0:
                 raise SweepError(f"{where} must be positive numbers, got {r!r}")
             plan.append((name, float(r), round(r * sizes[name][2]), unique, False))
+        _size_batch(cfg.sizes[name], name, None)   # the pairs' shape, before their ratios
+        for r, _ in cfg.sizes[name].get("batch_size_by_ratio", ()) or ():
+            if not any(math.isclose(float(r), float(x)) for x in ratios):  # a typo, or a stale entry
+                raise SweepError(f"sizes.{name}.batch_size_by_ratio names D/N = {r}, a ratio "
+                                 f"{name} does not run ({where}: {tuple(ratios)})")
     me = cfg.get("multi_epoch", None)
     if me is not None and me.get("sizes"):
         me_unique = me.get("unique_tokens", 0) or unique
