@@ -20,14 +20,19 @@ class BadAudio(Exception):
     """An input that cannot be encoded; ``str(exc)`` is the reason written to skipped.jsonl."""
 
 
-def load_wave(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 wave at ``sample_rate``; raises BadAudio("unreadable: ...") on failure."""
+def load_wave(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 wave at ``sample_rate`` of a file (a path, or a binary file object holding an
+    encoded file); raises BadAudio("unreadable: ...") on failure."""
     import soundfile as sf
 
     try:  # as bytes: soundfile cannot encode a str path holding a non-UTF-8 name
-        wave, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
+        wave, sr = sf.read(path if hasattr(path, "read") else os.fsencode(path), dtype="float32",
+                           always_2d=True)
         wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     except Exception as sf_exc:  # formats soundfile lacks (e.g. some mp3): librosa's fallbacks
+        sf_why = getattr(sf_exc, "error_string", None) or describe(sf_exc)
+        if hasattr(path, "read"):  # the fallbacks beyond soundfile read only paths
+            raise BadAudio(f"unreadable: {sf_why}") from None
         try:
             import librosa
 
@@ -35,7 +40,6 @@ def load_wave(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
                 warnings.simplefilter("ignore")
                 wave, sr = librosa.load(path, sr=None, mono=True)
         except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
-            sf_why = getattr(sf_exc, "error_string", None) or describe(sf_exc)
             raise BadAudio(f"unreadable: {_why_unreadable(exc)}; soundfile: {sf_why}") from None
     return resample(np.asarray(wave, np.float32), int(sr), sample_rate)
 

@@ -206,15 +206,13 @@ def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
 
 
 def _decode_bytes(spec: str, i: int, raw) -> np.ndarray:
-    """Mono 16 kHz wave of an encoded audio file held in a TFDS record (flac, wav, ogg: soundfile),
-    at the file's own sample rate; BadAudio when it cannot be decoded."""
+    """Mono 16 kHz wave of an encoded audio file held in a TFDS record (decoded as a file on disk
+    is, at its own sample rate); BadAudio naming the record when it cannot be decoded."""
     import io
-
-    import soundfile as sf
 
     data = raw.item() if isinstance(raw, np.ndarray) else raw
     try:
-        wave, file_sr = sf.read(io.BytesIO(bytes(data)), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
-        raise BadAudio(f"unreadable: encoded audio in {spec}#{i}: {getattr(exc, 'error_string', None) or exc}") from None
-    return resample(wave.mean(axis=1), int(file_sr))
+        return load_wave(io.BytesIO(bytes(data)))
+    except BadAudio as exc:
+        raise BadAudio(f"unreadable: encoded audio in {spec}#{i}: "
+                       f"{str(exc).removeprefix('unreadable: ')}") from None
