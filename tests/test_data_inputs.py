@@ -239,6 +239,19 @@ def test_test_split_cannot_be_the_training_split(ds):
                           "name a held-out split (data.test_split)")
 
 
+def test_a_misspelt_test_split_is_refused_not_held_out_of_training(ds):
+  # data.test_split=tset held 1% of train out as the test set, beside the real 'test' split.
+  cfg = _cfg(ds)
+  cfg.data.test_split = "tset"
+  with pytest.raises(DataError) as e:
+    build_pipeline(cfg)
+  assert _one_line(e) == (f"unit dataset {ds}: no 'tset' split (data.test_split); did you mean "
+                          "'test'? It has test, train")
+  # a name unlike any of its splits still holds a part of training out, as documented
+  splits = open_dataset(ds, splits=("train", "validation")).splits
+  assert splits["validation"].n_records == 1 and splits["train"].n_records == 59
+
+
 @pytest.mark.parametrize("bad_record,message", [
     (np.array([4, 19, 7, 18]), "record 2: pad_id 19 at position 1"),
     (np.array([4, 18, 7, 18]), "record 2: eos_id 18 at position 1, not at its end"),

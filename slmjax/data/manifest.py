@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 
@@ -131,6 +132,12 @@ def open_dataset(path: str, splits=("train", "test"), holdout: float = 0.01) -> 
       raise DataError(f"unit dataset {path}: manifest has no {split!r} split "
                       f"(has {', '.join(sorted(m['splits']))})")
   if test_split is not None and test_split not in opened:
+    # a name like one of the manifest's held-out splits is a typo, not a wish to hold out
+    near = difflib.get_close_matches(test_split, sorted(set(m["splits"]) - {train_split}),
+                                     n=1, cutoff=0.6)
+    if near:
+      raise DataError(f"unit dataset {path}: no {test_split!r} split (data.test_split); did you "
+                      f"mean {near[0]!r}? It has {', '.join(sorted(m['splits']))}")
     full = opened[train_split]
     n = full.n_records
     if n < 2 or not 0 < holdout < 1:
