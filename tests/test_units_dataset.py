@@ -96,6 +96,31 @@ def test_bad_inputs_skipped_with_reasons(tmp_path, tok_dir):
                        "nan.wav": "non-finite", "silent.wav": "silent", "short.wav": "too short"}
 
 
+def test_an_unreadable_subfolder_is_a_skipped_input_with_its_reason(tmp_path, tok_dir, monkeypatch):
+    # os.walk left a folder it could not list out without a word: its audio was simply missing.
+    _write_good(tmp_path / "audio" / "train" / "ok", 2)
+    (tmp_path / "audio" / "train" / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):   # a permission error, as for a non-root user (tests run as root)
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    utts = list_utterances(str(tmp_path / "audio"), holdout=0.0)
+    assert [(u.uid, u.split) for u in utts][-1] == ("train/locked/", "train")
+    m = encode_dataset(load_tokenizer(tok_dir), utts, str(tmp_path / "ds"), progress=False)
+    assert m["splits"]["train"]["utterances"] == 2 and m["skipped"] == 1
+    rows = [json.loads(line) for line in open(tmp_path / "ds" / "skipped.jsonl")]
+    assert rows == [{"source": str(tmp_path / "audio" / "train" / "locked"), "id": "train/locked/",
+                     "reason": "folder cannot be read: Permission denied"}]
+    def locked_root(path="."):
+        raise PermissionError(13, "Permission denied", os.fspath(path))
+    monkeypatch.setattr(os, "scandir", locked_root)
+    with pytest.raises(UnitsError, match="^cannot list audio folder .*/audio: Permission denied$"):
+        list_utterances(str(tmp_path / "audio"))
+
+
 def test_nothing_encoded_is_one_clear_error(tmp_path, tok_dir):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "a.wav").write_bytes(b"junk")

@@ -91,8 +91,10 @@ def _read_lines(path: str) -> list[str]:
 
 
 def _list_folder(root: str) -> list[Utterance]:
-    utts, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    utts, seen, unreadable = [], set(), []
+    # a subfolder that cannot be listed (permissions, a dropped network mount) is one skipped input
+    # with its reason, in skipped.jsonl like bad audio, rather than audio missing without a word
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable.append):
         seen.add(os.path.realpath(dirpath))
         # hidden files and folders are not audio of the corpus: the temporary file of a write that was
         # killed (".x.wav.<pid>.<hex>.tmp.wav", possibly truncated), macOS "._x.wav", caches.
@@ -106,7 +108,20 @@ def _list_folder(root: str) -> list[Utterance]:
             rel = os.path.relpath(path, root).replace(os.sep, "/")
             top = rel.split("/")[0] if "/" in rel else None
             utts.append(_file_utt(os.path.splitext(rel)[0], path, top if top in SPLIT_DIRS else None))
+    if any(os.path.realpath(e.filename) == os.path.realpath(root) for e in unreadable):
+        raise UnitsError(f"cannot list audio folder {root}: {unreadable[0].strerror}")
+    for exc in unreadable:
+        rel = os.path.relpath(exc.filename, root).replace(os.sep, "/")
+        top = rel.split("/")[0]
+        utts.append(Utterance(uid=_printable(rel + "/"), source=exc.filename,
+                              split=top if top in SPLIT_DIRS else None, load=_unreadable(exc)))
     return utts
+
+
+def _unreadable(exc: OSError) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        raise BadAudio(f"folder cannot be read: {exc.strerror}")
+    return load
 
 
 def _split_from_name(path: str) -> str | None:
