@@ -71,12 +71,12 @@ def summarise_fit(point, boot, C_points, level):
 
 
 def bands(point, boot, C_grid, level):
-    """Point curves and percentile bands of N*(C), D*(C), L*(C) over ``C_grid`` (for plots)."""
+    """Point curves and percentile bands of N*(C), D*(C), L*(C) over ``C_grid`` (for plots): the
+    percentiles of ``bs.summarise``, so a band reaches +inf (D*(C) where replicates have A = 0) or 0."""
     dp, db = derived(point, C_grid), derived(boot, C_grid)
     q = (1 - level) / 2
     out = {}
     for k in ("N_opt", "D_opt", "L_opt"):
-        b = db[k]
-        out[k] = dict(value=dp[k][0].tolist(), lo=np.nanquantile(b, q, axis=0).tolist(),
-                      hi=np.nanquantile(b, 1 - q, axis=0).tolist())
+        lo, hi = bs.quantiles(db[k], [q, 1 - q])
+        out[k] = dict(value=dp[k][0].tolist(), lo=lo.tolist(), hi=hi.tolist())
     return out

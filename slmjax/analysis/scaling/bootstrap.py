@@ -5,6 +5,21 @@ IsoFLOP budget labels the resampling is stratified by budget so every profile ke
 multi-epoch runs of the second stage are a stratum of their own). Every
 estimator takes these counts as weights, so all quantities of one replicate come from one resample
 and their joint distribution is coherent (e.g. a from Approach 2 vs Approach 3).
+
+Failed and infinite replicates. A replicate value of NaN (or None) is a failed replicate and is left
+out of its summary. An infinite value is an answer, not a failure: when NNLS sets a Chinchilla law's
+A = 0 that replicate's D*(C) and tokens per parameter are +inf (and N*(C) is 0; B = 0 the other way
+round), so dropping it would pull the upper limits down. ``summarise`` keeps +-inf as ordered
+values: its percentiles are order-statistic interpolations (NumPy's default "linear" method, bit for
+bit on finite values) in which a quantile whose two neighbouring order statistics are finite is
+finite, and one that interpolates towards an infinite neighbour is that infinity (one lying strictly
+between a -inf and a +inf neighbour is undefined: NaN). Its 'se' is the standard deviation of the
+replicates when all are finite and None when any is infinite; 'n_ok' counts the non-NaN replicates
+and 'n_inf' the infinite ones among them.
+
+In fit.json (JSON has no infinity) an infinite number is written as the string "inf" or "-inf" and
+NaN as null, so the file stays standard JSON (``json.dumps(..., allow_nan=False)``); ``float()``
+reads either string back, and ``cli.load_fit`` returns the summaries with floats again.
 """
 
 from __future__ import annotations
@@ -35,17 +50,60 @@ def resample_weights(n: int, reps: int, seed: int, strata=None) -> np.ndarray:
     return W
 
 
+def quantiles(samples, qs):
+    """Percentiles of replicate values along axis 0, NaN dropped (per column), +-inf kept in order.
+
+    ``samples`` (R,) or (R, K); returns (len(qs),) or (len(qs), K). Linear interpolation between
+    the order statistics x[i], x[i + 1] at position (n - 1) q, as ``np.quantile`` does (and with the
+    same arithmetic, so finite data give the same bits); unlike it, a position with an infinite
+    neighbour it interpolates towards gives that infinity (np.quantile gives NaN for inf - inf and
+    for inf * 0), and a position on an order statistic exactly gives it. NaN where a column has no
+    non-NaN value or the position lies strictly between -inf and +inf.
+    """
+    x = np.asarray(samples, float)
+    one = x.ndim == 1
+    x = x[:, None] if one else x
+    if len(x) == 0:
+        out = np.full((len(np.atleast_1d(qs)), x.shape[1]), np.nan)
+        return out[:, 0] if one else out
+    x = np.sort(x, axis=0)                             # NaN sort last
+    n = (~np.isnan(x)).sum(axis=0)
+    top = np.maximum(n - 1, 0)
+    out = []
+    for q in np.atleast_1d(np.asarray(qs, float)):
+        h = top * q
+        i = np.clip(np.floor(h).astype(int), 0, top)
+        j = np.minimum(i + 1, top)
+        t = h - i
+        a = np.take_along_axis(x, i[None], 0)[0]
+        b = np.take_along_axis(x, j[None], 0)[0]
+        with np.errstate(invalid="ignore"):
+            d = b - a
+            v = np.where(t >= 0.5, b - d * (1 - t), a + d * t)
+        inf_a, inf_b = np.isinf(a), np.isinf(b)
+        v = np.where(inf_b & ~inf_a, b, v)                 # towards +inf (t > 0 here: else a == b below)
+        v = np.where(inf_a & ~inf_b, a, v)                 # away from -inf
+        v = np.where(inf_a & inf_b & (a != b), np.nan, v)  # between -inf and +inf
+        v = np.where((t == 0) | (a == b), a, v)            # on an order statistic (inf == inf too)
+        out.append(np.where(n > 0, v, np.nan))
+    out = np.array(out)
+    return out[:, 0] if one else out
+
+
 def summarise(point, samples, level=0.95) -> dict:
-    """{'value', 'lo', 'hi', 'median', 'se', 'n_ok', 'n'} from a point estimate and replicate values
-    (n replicates, of which the n_ok finite ones give the interval)."""
+    """{'value', 'lo', 'hi', 'median', 'se', 'n_ok', 'n_inf', 'n'} from a point estimate and replicate
+    values: n replicates, of which the n_ok non-NaN ones (n_inf of them infinite) give the interval
+    and median (module docstring); 'se' is None when any of them is infinite."""
     s = np.asarray(samples, float).ravel()
     n = int(s.size)
-    s = s[np.isfinite(s)]
+    s = s[~np.isnan(s)]
+    n_inf = int(np.isinf(s).sum())
     q = (1 - level) / 2
-    out = {"value": float(point) if point is not None else None, "n_ok": int(len(s)), "n": n}
+    out = {"value": float(point) if point is not None else None, "n_ok": int(len(s)), "n_inf": n_inf, "n": n}
     if len(s) >= 2:
-        lo, med, hi = np.quantile(s, [q, 0.5, 1 - q])
-        out.update(lo=float(lo), hi=float(hi), median=float(med), se=float(np.std(s, ddof=1)))
+        lo, med, hi = quantiles(s, [q, 0.5, 1 - q])
+        out.update(lo=float(lo), hi=float(hi), median=float(med),
+                   se=float(np.std(s, ddof=1)) if n_inf == 0 else None)
     else:
         out.update(lo=None, hi=None, median=None, se=None)
     return out

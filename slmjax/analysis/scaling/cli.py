@@ -4,6 +4,10 @@
 
 Writes DIR/fit.json, DIR/*.png, DIR/report.md and DIR/runs.csv (the validated run table with every
 derived column: N total and non-embedding, D, unique tokens, epochs, C per FLOP convention, accuracies).
+
+fit.json is standard JSON: an infinite number (e.g. a D*(C) upper limit when bootstrap replicates
+have A = 0) is the string "inf" or "-inf", NaN is null; ``load_fit`` reads it back with the bootstrap
+summaries' numbers as floats again.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ flags.DEFINE_bool("sigmoid", True, "Fit the chance-floored sigmoid of accuracy v
 
 
 def _clean(x):
-    """JSON-safe: NumPy scalars to Python, NaN/inf to null."""
+    """JSON-safe: NumPy scalars to Python, NaN to null, +-inf to the strings "inf" / "-inf"."""
     if isinstance(x, dict):
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, np.ndarray)):
@@ -53,10 +57,37 @@ def _clean(x):
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (float, np.floating)):
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
         return float(x) if math.isfinite(x) else None
     if isinstance(x, np.bool_):
         return bool(x)
     return x
+
+
+SUMMARY_NUMBERS = ("value", "lo", "hi", "median", "se")
+
+
+def _unclean(x):
+    """Inverse of ``_clean`` on bootstrap summaries (dicts with 'n_ok'): "inf" / "-inf" to floats."""
+    if isinstance(x, list):
+        return [_unclean(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    summary = "n_ok" in x and "n" in x
+    return {k: float(v) if summary and k in SUMMARY_NUMBERS and v in ("inf", "-inf") else _unclean(v)
+            for k, v in x.items()}
+
+
+def dumps_fit(res) -> str:
+    """fit.json's text: standard JSON (no NaN or Infinity tokens)."""
+    return json.dumps(_clean(res), indent=1, allow_nan=False)
+
+
+def load_fit(path):
+    """fit.json as written by ``main``, its bootstrap summaries' infinite limits as float +-inf."""
+    with open(path) as f:
+        return _unclean(json.load(f))
 
 
 def _parse_targets(items):
@@ -94,7 +125,7 @@ def main(runs, out, **kw):
     figs = plots.write_all(p, out, downstream.read_reference(opt.reference))
     res["figures"] = figs
     path = os.path.join(out, "fit.json")
-    fileio.atomic_write_json(path, _clean(res), indent=1)
+    fileio.atomic_write_text(path, dumps_fit(res))
     report.write(res, figs, out)
     return res
 

@@ -22,6 +22,20 @@ def _save(fig, out, name):
     return name
 
 
+def _band(ax, x, lo, hi, **kw):
+    """A bootstrap band whose limits may be infinite (D*(C) with replicates at A = 0) or, on a log
+    axis, 0 or below: the axis limits come from what is drawn and the band's finite part, and the
+    band is clipped to them. Call it after the axis scale is set and the other curves are drawn."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    log = ax.get_yscale() == "log"
+    fin = np.concatenate([v[np.isfinite(v) & ((v > 0) if log else True)] for v in (lo, hi)])
+    y0, y1 = ax.get_ylim()
+    if fin.size:
+        y0, y1 = min(y0, fin.min()), max(y1, fin.max())
+    ax.fill_between(x, np.clip(lo, y0, y1), np.clip(hi, y0, y1), **kw)   # NaN stays a gap
+    ax.set_ylim(y0, y1)
+
+
 def _size_colors(N):
     sizes = np.unique(np.round(np.log10(N), 3))
     cmap = plt.get_cmap("viridis")
@@ -52,9 +66,9 @@ def loss_vs_compute(p, out):
     # L*(C) is the law's optimum at C = 6ND; the runs and Approach 1 are at the --flops compute.
     conv = p.get("flops", "6N")
     ax.plot(cg, b["value"], "r-", lw=1.5, label="Approach 3: L*(C)" + ("" if conv == "6N" else ", C = 6ND"))
-    ax.fill_between(cg, b["lo"], b["hi"], color="r", alpha=0.2)
     ax.set(xscale="log", yscale="log", xlabel=f"compute C = {conv.replace('_', ' ')} x D (FLOPs)",
            ylabel="test loss", title="Loss vs compute")
+    _band(ax, cg, b["lo"], b["hi"], color="r", alpha=0.2)
     ax.legend(fontsize=7)
     return _save(fig, out, "loss_vs_compute.png")
 
@@ -93,7 +107,6 @@ def allocation(p, out):
     for ax, key, name in ((axes[0], "N_opt", "N*(C)"), (axes[1], "D_opt", "D*(C)")):
         b = p["bands"][key]
         ax.plot(cg, b["value"], "r-", label="Approach 3 (VP)")
-        ax.fill_between(cg, b["lo"], b["hi"], color="r", alpha=0.2, label=f"{100 * p['level']:.4g}% bootstrap band")
         f = laws.n_opt if key == "N_opt" else laws.d_opt
         ax.plot(cg, f(cg, sp["A"], sp["B"], sp["alpha"], sp["beta"]), "b:", label="paper, speech (Table 5)")
         a2 = p.get("approach2")
@@ -106,6 +119,7 @@ def allocation(p, out):
         obs = p["N"] if key == "N_opt" else p["D"]
         ax.axhspan(obs.min(), obs.max(), color="grey", alpha=0.1, label="sampled range")
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=name, title=name)
+        _band(ax, cg, b["lo"], b["hi"], color="r", alpha=0.2, label=f"{100 * p['level']:.4g}% bootstrap band")
         ax.legend(fontsize=7)
     return _save(fig, out, "allocation.png")
 

@@ -12,8 +12,13 @@ def _iv(s, fmt="{:.3g}"):
     if not s or s.get("value") is None:
         return "-"
     v = fmt.format(s["value"])
-    # Replicates that failed (non-finite) are left out of the interval: say how many were used.
-    used = f" ({s['n_ok']} of {s['n']} replicates)" if s.get("n_ok", 0) < s.get("n", 0) else ""
+    # Replicates that failed (NaN) are left out of the interval: say how many were used. Infinite
+    # ones are in it (an infinite limit prints as inf): say how many there were.
+    n_ok, n, n_inf = s.get("n_ok", 0), s.get("n", 0), s.get("n_inf", 0)
+    notes = [f"{n_ok} of {n} replicates"] if n_ok < n else []
+    if n_inf:
+        notes.append(f"{n_inf} of them infinite" if notes else f"{n_inf} of {n} replicates infinite")
+    used = f" ({', '.join(notes)})" if notes else ""
     if s.get("lo") is None:
         return v + used
     return f"{v} [{fmt.format(s['lo'])}, {fmt.format(s['hi'])}]{used}"
