@@ -5,7 +5,7 @@
 #
 #   launch/tpu_run.sh TPU_NAME ZONE SWEEP_CONFIG ROOT [slmjax-sweep flags...]
 #   e.g. launch/tpu_run.sh my-v4-32 us-central2-b configs/sweeps/paper_grid.py /mnt/gcs/runs/paper \
-#          --config.data_path=/mnt/gcs/units --project=my-project --dry_run
+#          --config.data_path=/mnt/gcs/units --project=my-project --tpu_type=v4-32 --dry_run
 set -euo pipefail
 
 usage="usage: launch/tpu_run.sh TPU_NAME ZONE SWEEP_CONFIG ROOT [slmjax-sweep flags...]"

@@ -1,10 +1,12 @@
 """TPU pod launcher: the exact gcloud commands (golden strings), and that they run.
 
-A stand-in `gcloud` on PATH plays a 2-worker slice: it runs the --command with bash once per worker
-(or on the one --worker=K), each worker a home directory holding slmjax/.venv/bin/slmjax-train (a
-stand-in trainer that records its arguments and pid, and ends the run `completed`, or $FAKE_STATUS).
-Paths under /gcs/ in a command are the workers' bucket, $FAKE_TPU/gcs/, which the launching machine
-does not see. launch/tpu_stop.sh goes through the same stand-in.
+A stand-in `gcloud` on PATH plays a 2-worker slice: `tpu-vm describe` prints its accelerator type
+($FAKE_TYPE, default v4-32; $FAKE_DESCRIBE_ERROR: fails with that message), `tpu-vm ssh` runs the
+--command with bash once per worker (or on the one --worker=K), each worker a home directory
+holding slmjax/.venv/bin/slmjax-train (a stand-in trainer that records its arguments and pid, and
+ends the run `completed`, or $FAKE_STATUS). Paths under /gcs/ in a command are the workers' bucket,
+$FAKE_TPU/gcs/, which the launching machine does not see. launch/tpu_stop.sh goes through the
+same stand-in.
 """
 
 import json
@@ -34,6 +36,10 @@ FAKE_GCLOUD = textwrap.dedent("""\
     #!/usr/bin/env bash
     # gcloud compute tpus tpu-vm ssh NAME ... --worker=all --command=CMD, on local "workers".
     printf '%s\\n' "$*" >> "$FAKE_TPU/gcloud.log"
+    if [[ $4 == describe ]]; then
+      if [[ -n ${FAKE_DESCRIBE_ERROR:-} ]]; then printf '%s\\n' "$FAKE_DESCRIBE_ERROR" >&2; exit 1; fi
+      printf '%s\\n' "${FAKE_TYPE-v4-32}"; exit 0
+    fi
     if [[ -n ${FAKE_NOISE:-} ]]; then printf '%s\\n' "$FAKE_NOISE"; fi  # what ssh may print first
     cmd= worker=all
     for a in "$@"; do case $a in --command=*) cmd=${a#--command=} ;; --worker=*) worker=${a#--worker=} ;; esac; done
@@ -325,6 +331,113 @@ def test_tpu_dry_run_says_when_it_cannot_see_what_a_launch_skips(tmp_path):
     (local / "s20m_d4.1e7").mkdir(parents=True)
     (local / "s20m_d4.1e7" / "run.json").write_text(json.dumps({"status": "completed"}))
     dry = sweep(*[f"--root={local}" if a.startswith("--root=") else a for a in args], "--dry_run",
-                env=env)
+                "--tpu_type=v4-32", env=env)
     assert dry.returncode == 0 and "# note:" not in dry.stdout, dry.stdout
     assert "# s20m_d4.1e7: completed, skipped" in dry.stdout
+
+
+def test_tpu_types_count_jax_devices_as_the_cloud_tpu_docs_do():
+    # Cloud TPU system architecture pages: v2/v3 name TensorCores, each one JAX device; v4 and v5p
+    # name TensorCores, two per chip, which megacore joins into one device (v5p-8: 4 chips,
+    # v5p-128: 64 chips; v4-32: 16 chips, 4 workers x 4); v5e (v5litepod-N) and v6e name chips of
+    # one TensorCore each.
+    from slmjax.launch import tpu
+    from slmjax.launch.grid import SweepError
+
+    expected = {"v2-8": 8, "v3-8": 8, "v3-32": 32, "v4-8": 4, "v4-32": 16, "v4-128": 64,
+                "v5p-8": 4, "v5p-128": 64, "v5litepod-1": 1, "v5litepod-16": 16, "v5e-256": 256,
+                "v6e-8": 8, "v6e-256": 256}
+    assert {t: tpu.jax_devices(t) for t in expected} == expected
+    for bad in ("v4-31", "v5p-7", "v7x-8", "v4", "v4-0", "tpu-v4-32", "V4-32", "v4-32 ", ""):
+        try:
+            tpu.jax_devices(bad)
+        except SweepError as e:
+            assert len(str(e).splitlines()) == 1 and repr(bad) in str(e), str(e)
+        else:
+            raise AssertionError(f"{bad!r} was taken for a TPU type")
+
+
+_PAPER_TPU = ["--config=configs/sweeps/paper_grid.py", "--root=/mnt/gcs/paper", "--launcher=tpu",
+              "--tpu_name=slmjax-v4", "--zone=us-central2-b", "--config.data_path=/mnt/gcs/units"]
+_REFUSED_252 = (
+    "slmjax-sweep: s309m_d6.2e8: train.batch_size=252 / train.micro_batches=1 is not divisible by "
+    "the 16 batch shards (mesh.data * mesh.fsdp), on slmjax-v4, a v4-32 slice of 16 JAX devices "
+    "(and 14 more): give that size a mesh that fits (e.g. mesh.tensor in its sizes.NAME.overrides) "
+    "or leave its runs out with --only")
+
+
+def test_tpu_dry_run_refuses_batches_the_slice_cannot_shard():
+    # A v4-32 has 16 JAX devices (one per chip): PAPER.md's 252 (309M, 8 runs), 456 (823M, 6) and
+    # 494 (823M, 1) do not divide over them, and would each fail at their start on the pod.
+    proc = sweep(*_PAPER_TPU, "--tpu_type=v4-32", "--dry_run")
+    assert proc.returncode == 1 and "gcloud" not in proc.stdout, proc.stdout
+    assert proc.stderr.strip().splitlines() == [_REFUSED_252]
+    # On a v6e-8 (8 devices) 456 divides too: 252 (8 runs) and 494 (1) remain.
+    proc = sweep(*_PAPER_TPU, "--tpu_type=v6e-8", "--dry_run")
+    assert proc.returncode == 1 and "a v6e-8 slice of 8 JAX devices (and 8 more)" in proc.stderr
+    # The runs that fit are planned as before.
+    proc = sweep(*_PAPER_TPU, "--tpu_type=v4-32", "--dry_run", "--only=^s(20|85|155)m_|^s823m_d8.2e10$")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("gcloud compute tpus tpu-vm ssh slmjax-v4 ") == 3 * (8 + 4) + 1
+    assert "not checked" not in proc.stdout
+    # A type the sweep does not know is one line, before the plan.
+    proc = sweep(*_PAPER_TPU, "--tpu_type=v4-31", "--dry_run")
+    assert proc.returncode != 0 and proc.stdout == "", proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        "slmjax-sweep: --tpu_type='v4-31' is not a TPU type this sweep knows: give the slice's "
+        "accelerator type, v2-N, v3-N, v4-N, v5p-N (N even), v5litepod-N, v5e-N or v6e-N, e.g. v4-32"]
+
+
+def test_tpu_dry_run_without_a_type_says_it_checked_nothing(tmp_path):
+    # A dry run asks no one (it may run off the cloud): it plans the runs and says what it skipped.
+    fake, env = _slice(tmp_path)
+    proc = sweep(*_PAPER_TPU, "--dry_run", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert ("# note: the runs' batches were not checked against the devices of slmjax-v4: a launch "
+            "asks gcloud for its accelerator type; give --tpu_type (e.g. v4-32) to check them in a "
+            "dry run") in proc.stdout.splitlines()
+    assert proc.stdout.count("gcloud compute tpus tpu-vm ssh slmjax-v4 ") == 52
+    assert not (fake / "gcloud.log").exists()
+
+
+def test_tpu_launch_asks_gcloud_for_the_slice_type_before_starting_a_run(tmp_path):
+    fake, env = _slice(tmp_path)
+    args = ["--config=configs/sweeps/paper_grid.py", f"--root={tmp_path / 'runs'}", "--launcher=tpu",
+            "--tpu_name=slmjax-v4", "--zone=us-central2-b", "--project=proj",
+            "--config.data_path=/mnt/gcs/units", "--only=^s20m_d4.1e7$|^s309m_d6.2e8$"]
+    log = lambda: (fake / "gcloud.log").read_text().splitlines()  # noqa: E731
+    proc = sweep(*args, env=env)   # the stand-in describes a v4-32
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "slmjax-sweep: s309m_d6.2e8: train.batch_size=252 / train.micro_batches=1 is not divisible "
+        "by the 16 batch shards (mesh.data * mesh.fsdp), on slmjax-v4, a v4-32 slice of 16 JAX "
+        "devices: give that size"), proc.stderr
+    assert "compute tpus tpu-vm describe slmjax-v4 --zone=us-central2-b --project=proj " \
+           "--format=value(acceleratorType)" in log()
+    assert not any("--worker=all" in c for c in log()), "a run started before the check"
+    # What gcloud cannot tell, or tells wrong, is one line; nothing starts.
+    for fake_env, said in (
+            ({"FAKE_DESCRIBE_ERROR": "ERROR: (gcloud.compute.tpus.tpu-vm.describe) NOT_FOUND: "
+              "Resource 'slmjax-v4' was not found"},
+             "could not read the accelerator type of slmjax-v4 in us-central2-b (gcloud compute tpus "
+             "tpu-vm describe): ERROR: (gcloud.compute.tpus.tpu-vm.describe) NOT_FOUND: Resource "
+             "'slmjax-v4' was not found; give it with --tpu_type (e.g. v4-32)"),
+            ({"FAKE_TYPE": ""}, "(gcloud compute tpus tpu-vm describe): it printed no "
+                                "acceleratorType; give it with --tpu_type (e.g. v4-32)"),
+            ({"FAKE_TYPE": "v9z-8"}, "gcloud's acceleratorType of slmjax-v4='v9z-8' is not a TPU "
+                                     "type this sweep knows")):
+        proc = sweep(*args, env={**env, **fake_env})
+        assert proc.returncode != 0
+        assert len(proc.stderr.strip().splitlines()) == 1 and said in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not any("--worker=all" in c for c in log())
+    # On a v4-8 (4 devices) 252 divides: both runs start. --tpu_type is taken without asking.
+    proc = sweep(*args, env={**env, "FAKE_TYPE": "v4-8"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sum("--worker=all" in c for c in log()) == 2
+    (tmp_path / "runs" / "s309m_d6.2e8" / "run.json").unlink()
+    described = sum(" describe " in c for c in log())
+    proc = sweep(*args, "--tpu_type=v4-8", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sum(" describe " in c for c in log()) == described
+    assert sum("--worker=all" in c for c in log()) == 3

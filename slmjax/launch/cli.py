@@ -5,6 +5,11 @@
 
 --dry_run prints the table and exactly the commands (tpu), scripts and sbatch calls (slurm) or
 trainer command lines (local) that would run, and launches nothing.
+
+Before anything is launched on a TPU slice or SLURM, each run's mesh and batch are checked against
+the JAX devices it will have (slurm: --nodes x --gpus_per_node; tpu: the slice's accelerator type,
+--tpu_type or else `gcloud compute tpus tpu-vm describe`), and runs that slmjax-train would refuse
+at their start are refused in one line.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ _VENV = flags.DEFINE_string("venv", ".venv", "Virtual environment of the runs (r
 _TPU_NAME = flags.DEFINE_string("tpu_name", None, "tpu: name of the TPU VM slice.")
 _ZONE = flags.DEFINE_string("zone", None, "tpu: zone of the slice, e.g. us-central2-b.")
 _PROJECT = flags.DEFINE_string("project", None, "tpu: Google Cloud project (default: gcloud's).")
+_TPU_TYPE = flags.DEFINE_string(
+    "tpu_type", None, "tpu: the slice's accelerator type (v4-32, v5litepod-16, v5p-128, v6e-8, ...), "
+    "whose JAX devices each run's batch must divide over; default: asked of gcloud (tpu-vm describe).")
 # SLURM GPU clusters.
 _PARTITION = flags.DEFINE_string("slurm_partition", None, "slurm: partition.")
 _ACCOUNT = flags.DEFINE_string("account", None, "slurm: account to charge.")
@@ -74,7 +82,8 @@ def main(argv: list[str]) -> int:
     opts = None
     if launcher == "tpu":
         opts = tpu.TpuOptions(name=_TPU_NAME.value or "", zone=_ZONE.value or "",
-                              project=_PROJECT.value or "", repo_dir=_REPO_DIR.value or "~/slmjax",
+                              project=_PROJECT.value or "", tpu_type=_TPU_TYPE.value or "",
+                              repo_dir=_REPO_DIR.value or "~/slmjax",
                               venv=_VENV.value)
     elif launcher == "slurm":
         opts = slurm.SlurmOptions(nodes=_NODES.value, gpus_per_node=_GPUS.value,
@@ -106,7 +115,12 @@ def main(argv: list[str]) -> int:
         return local.launch(runs, root, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value,
                             train_config=train_config, stream=_STREAM.value)
     if launcher == "tpu":
-        return tpu.launch(runs, root, opts, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value)
+        def fit_the_slice(todo: list[grid.Run], tpu_type: str, n_devices: int) -> None:
+            grid.check_devices(todo, cfg, repo_root, n_devices,
+                               f"{opts.name}, a {tpu_type} slice of {n_devices} JAX devices")
+
+        return tpu.launch(runs, root, opts, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value,
+                          check=fit_the_slice)
 
     def fit_the_jobs(todo: list[grid.Run]) -> None:   # each job's JAX devices are known: check them
         if opts.gpus_per_node:

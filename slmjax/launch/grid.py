@@ -46,6 +46,9 @@ class Run:
     workdir: str
     overrides: tuple[tuple[str, Any], ...]  # ("train.steps", 123), ... in command-line order
     train_config: str          # "<path>:<arg>" as given to slmjax-train --config
+    # The training config those overrides give, as expansion loaded it (None: load it again).
+    config: ml_collections.ConfigDict | None = dataclasses.field(default=None, compare=False,
+                                                                 repr=False)
 
     @property
     def flops(self) -> float:
@@ -208,7 +211,7 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         runs.append(Run(key=key, size=name, n_params=n, tokens=d, batch_size=batch, seq_len=seq_len,
                         steps=steps, warmup=warmup, unique_tokens=u, restricted=restricted,
                         workdir=join(root, key), overrides=tuple(over),
-                        train_config=f"{cfg.train_config}:{arg}"))
+                        train_config=f"{cfg.train_config}:{arg}", config=run_cfg))
     runs.sort(key=lambda r: (r.n_params, r.tokens, r.key))
     seen: dict[str, Run] = {}
     for r in runs:
@@ -240,8 +243,10 @@ def check_devices(runs: Iterable[Run], cfg: ml_collections.ConfigDict, repo_root
     a mesh that cannot fill them, or a batch that does not divide into its shards."""
     unfit = []
     for r in runs:
-        arg = r.train_config.rsplit(":", 1)[1]
-        run_cfg = trainconf.load(cfg.train_config, arg, list(r.overrides), repo_root)
+        run_cfg = r.config
+        if run_cfg is None:   # a Run made elsewhere than expand()
+            arg = r.train_config.rsplit(":", 1)[1]
+            run_cfg = trainconf.load(cfg.train_config, arg, list(r.overrides), repo_root)
         unfit += [f"{r.key}: {p}" for p in trainconf.device_problems(run_cfg, n_devices)]
     if unfit:
         more = f" (and {len(unfit) - 1} more)" if len(unfit) > 1 else ""

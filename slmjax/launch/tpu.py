@@ -15,6 +15,18 @@ stopped by SIGTERM saves, records `preempted` and exits 0). The same call report
 running on worker 0 (another sweep's, or one whose ssh session dropped): the sweep does not start,
 or stops, rather than start a second trainer on the same chips. Workers are prepared once with
 launch/tpu_setup.sh (see the README).
+
+Before any run starts, each run to launch is checked against the slice's JAX devices, as the SLURM
+launcher checks its jobs: a mesh that cannot fill them or a batch that does not divide into its
+shards (the paper's 252, 456 and 494 on 16 devices) is refused in one line instead of failing at
+its start on the pod. The count comes from the accelerator type, --tpu_type or else
+
+    gcloud compute tpus tpu-vm describe NAME --zone=ZONE [--project=P] --format=value(acceleratorType)
+
+(a dry run without --tpu_type does not ask, and says that it checked nothing): v2-N and v3-N have N
+TensorCores, each one JAX device; v4-N and v5p-N have N TensorCores, two per chip, which megacore
+makes one JAX device, so N/2 devices; v5litepod-N (also written v5e-N) and v6e-N have N chips of
+one TensorCore, N devices.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import re
 import shlex
 import subprocess
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
 from slmjax.launch import status
 from slmjax.launch.commands import TRAIN_SCRIPT, train_args
@@ -33,6 +45,24 @@ from slmjax.launch.grid import Run, SweepError
 
 PIDFILE = "~/slmjax-train.pid"   # the trainer's pid on each worker, read by launch/tpu_stop.sh
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./~$@+-]+$")
+_TPU_TYPE = re.compile(r"^(v2|v3|v4|v5p|v5litepod|v5e|v6e)-([1-9][0-9]*)$")
+_GCLOUD_MISSING = "gcloud is not installed or not on PATH (Google Cloud SDK)"
+
+
+def jax_devices(accelerator_type: str, what: str = "--tpu_type") -> int:
+    """JAX devices of a slice of `accelerator_type` (e.g. v4-32: 16); one clear error otherwise.
+
+    v2/v3: the number counts TensorCores, each one JAX device. v4/v5p: it counts TensorCores, two
+    per chip, joined by megacore into one device per chip. v5e (v5litepod-N or v5e-N) and v6e: it
+    counts chips, one TensorCore and one device each (Cloud TPU system architecture pages)."""
+    m = _TPU_TYPE.match(accelerator_type)
+    if m and m[1] in ("v4", "v5p") and int(m[2]) % 2 == 0:
+        return int(m[2]) // 2
+    if m and m[1] not in ("v4", "v5p"):
+        return int(m[2])
+    raise SweepError(f"{what}={accelerator_type!r} is not a TPU type this sweep knows: give the "
+                     "slice's accelerator type, v2-N, v3-N, v4-N, v5p-N (N even), v5litepod-N, "
+                     "v5e-N or v6e-N, e.g. v4-32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +70,7 @@ class TpuOptions:
     name: str
     zone: str
     project: str = ""
+    tpu_type: str = ""           # the slice's accelerator type, e.g. v4-32 ("": ask gcloud)
     repo_dir: str = "~/slmjax"   # the repository on every worker (launch/tpu_setup.sh puts it there)
     venv: str = ".venv"          # relative to repo_dir, or absolute
 
@@ -51,6 +82,8 @@ class TpuOptions:
         for flag, value in (("--repo_dir", self.repo_dir), ("--venv", self.venv)):
             if not _SAFE_PATH.match(value):
                 raise SweepError(f"{flag}={value!r}: use a path without spaces or quotes")
+        if self.tpu_type:
+            jax_devices(self.tpu_type)
 
 
 def _in_venv(opts: TpuOptions, program: str, args: list[str], first: str = "") -> str:
@@ -63,11 +96,46 @@ def remote_command(run: Run, opts: TpuOptions) -> str:
     return _in_venv(opts, TRAIN_SCRIPT, train_args(run), first=f"echo $$ > {PIDFILE} && ")
 
 
+def _gcloud(opts: TpuOptions, verb: str) -> list[str]:
+    argv = ["gcloud", "compute", "tpus", "tpu-vm", verb, opts.name, f"--zone={opts.zone}"]
+    return argv + [f"--project={opts.project}"] * bool(opts.project)
+
+
 def _ssh(opts: TpuOptions, worker: str, command: str) -> list[str]:
-    argv = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", opts.name, f"--zone={opts.zone}"]
-    if opts.project:
-        argv.append(f"--project={opts.project}")
-    return argv + [f"--worker={worker}", f"--command={command}"]
+    return _gcloud(opts, "ssh") + [f"--worker={worker}", f"--command={command}"]
+
+
+def describe_command(opts: TpuOptions) -> list[str]:
+    """The argv that asks gcloud for the slice's accelerator type."""
+    return _gcloud(opts, "describe") + ["--format=value(acceleratorType)"]
+
+
+def accelerator_type(opts: TpuOptions) -> str:
+    """The slice's accelerator type: --tpu_type, else what gcloud describes (e.g. v4-32)."""
+    if opts.tpu_type:
+        return opts.tpu_type
+    try:
+        proc = subprocess.run(describe_command(opts), capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SweepError(_GCLOUD_MISSING) from None
+    found = proc.stdout.strip().splitlines()[-1:]
+    if proc.returncode != 0 or not found or not found[0].strip():
+        last = proc.stderr.strip().splitlines()[-1:]
+        if proc.returncode == 0:   # e.g. a slice created with --type and --topology
+            why = "it printed no acceleratorType"
+        else:
+            why = last[0] if last else f"exit code {proc.returncode}"
+        raise SweepError(f"could not read the accelerator type of {opts.name} in {opts.zone} "
+                         f"(gcloud compute tpus tpu-vm describe): {why}; give it with --tpu_type "
+                         "(e.g. v4-32)")
+    return found[0].strip()
+
+
+def slice_devices(opts: TpuOptions) -> tuple[str, int]:
+    """(accelerator type, JAX devices) of the slice."""
+    found = accelerator_type(opts)
+    what = "--tpu_type" if opts.tpu_type else f"gcloud's acceleratorType of {opts.name}"
+    return found, jax_devices(found, what)
 
 
 def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
@@ -84,7 +152,7 @@ def remote_state(runs: list[Run], opts: TpuOptions) -> tuple[list[str | None], i
     try:
         proc = subprocess.run(argv, capture_output=True, text=True)
     except FileNotFoundError:
-        raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
+        raise SweepError(_GCLOUD_MISSING) from None
     found = status.parse_status_lines(proc.stdout)
     if (proc.returncode != 0 or len(found) != len(runs)
             or status.TRAINER_TAG not in proc.stdout):
@@ -113,8 +181,12 @@ def _after_run(run: Run, rc: int, opts: TpuOptions) -> tuple[str | None, int | N
 
 
 def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = False,
-           keep_going: bool = False, out: TextIO | None = None) -> int:
-    """Run `runs` one after another on all workers; 0 when all succeeded."""
+           keep_going: bool = False, out: TextIO | None = None,
+           check: Callable[[list[Run], str, int], None] | None = None) -> int:
+    """Run `runs` one after another on all workers; 0 when all succeeded.
+
+    `check(todo, accelerator type, JAX devices)` sees the runs to start, before any starts (it
+    raises SweepError to refuse). A dry run without --tpu_type does not ask gcloud: no check."""
     out = out or sys.stdout
     opts.validate()
     failed = []
@@ -130,6 +202,14 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
         if trainer is not None:   # a second trainer on the same chips fails to start, or worse
             raise SweepError(_busy(trainer, opts))
         done = [s == "completed" for s in statuses]
+    todo = [r for r, d in zip(runs, done) if not d]
+    if check is not None and todo:
+        if dry_run and not opts.tpu_type:
+            print(f"# note: the runs' batches were not checked against the devices of {opts.name}: "
+                  "a launch asks gcloud for its accelerator type; give --tpu_type (e.g. v4-32) "
+                  "to check them in a dry run", file=out, flush=True)
+        else:
+            check(todo, *slice_devices(opts))
     for i, r in enumerate(runs):
         if done[i]:
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
@@ -142,7 +222,7 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
         try:
             rc = subprocess.run(argv).returncode
         except FileNotFoundError:
-            raise SweepError("gcloud is not installed or not on PATH (Google Cloud SDK)") from None
+            raise SweepError(_GCLOUD_MISSING) from None
         ended, trainer = _after_run(r, rc, opts)
         if rc != 0 or ended != "completed":
             why = f"exit code {rc}" if rc else f"exit code 0 but run.json status is {ended!r}"
