@@ -501,3 +501,23 @@ def test_tfds_audio_without_a_recorded_rate_needs_one(monkeypatch):
         list_utterances("tfds:common_voice/en:train@48000")
     with pytest.raises(UnitsError, match="@RATE must be a sample rate in Hz"):
         list_utterances("tfds:common_voice/en:train@fast")
+
+
+@pytest.mark.parametrize("max_seconds,max_frames,frames", [
+    (2.5, None, 250), (2.25, 10_000, 225), (100.0, 130, 130), (3.0, None, 300), (2.5, 240, 240)])
+def test_fit_features_stop_at_the_hours_and_frames_limits(max_seconds, max_frames, frames):
+    # Whole files were taken until a limit was passed: one long recording went far past
+    # --max_frames, the fit's memory bound. 100 frames per second of audio, 1 s per file here.
+    from slmjax.units.fit import read_features
+    from slmjax.units.sources import Utterance
+
+    class Frames:
+        min_samples = 1
+
+        def __call__(self, wave):
+            return np.arange(wave.size // 160, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+
+    utts = [Utterance(uid=str(i), source=str(i), split="train", load=functools.partial(_tone, i)) for i in range(5)]
+    feats, skipped = read_features(Frames(), utts, max_seconds, seed=0, progress=False, max_frames=max_frames)
+    assert sum(len(f) for f in feats) == frames and skipped == []
+    assert [len(f) for f in feats[:-1]] == [100] * (len(feats) - 1)   # only the last file is cut

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -20,7 +21,7 @@ from slmjax.units.tokenizer import one_blas_thread, save_tokenizer
 def read_features(features, utts, max_seconds: float, seed: int, progress: bool = True,
                   max_frames: int | None = None) -> tuple[list[np.ndarray], list[dict]]:
     """Features of a seeded random subset of ``utts`` (train split), up to ``max_seconds`` of audio
-    and ``max_frames`` frames (bounds memory: 1M HuBERT-base frames are 3 GB), and the skipped.jsonl
+    and ``max_frames`` frames (the last file's frames cut to them) (bounds memory: 1M HuBERT-base frames are 3 GB), and the skipped.jsonl
     rows of the inputs tried that could not be used."""
     train = [u for u in utts if u.split == "train"] or utts
     order = np.random.default_rng(seed).permutation(len(train))
@@ -38,8 +39,17 @@ def read_features(features, utts, max_seconds: float, seed: int, progress: bool 
         except Exception as exc:  # noqa: BLE001 - bad audio, a decoder or feature failure skips this input only
             skipped.append(skip_row(train[i], exc))
             continue
-        frames += len(feats[-1])
-        seconds += wave.size / 16000
+        # the last file is cut to the limits: one long recording (an hour-long audiobook file is
+        # 180k frames) would otherwise take the fit far past --max_frames' memory bound
+        n, file_seconds = len(feats[-1]), wave.size / 16000
+        keep = n if seconds + file_seconds <= max_seconds else math.ceil(n * (max_seconds - seconds) / file_seconds)
+        if max_frames:
+            keep = min(keep, max_frames - frames)
+        if keep < n:
+            feats[-1] = feats[-1][:keep]
+            file_seconds *= keep / n
+        frames += keep
+        seconds += file_seconds
         bar.set_postfix(rtf=f"{seconds / max(time.perf_counter() - t0, 1e-9):.0f}x")
     bar.close()
     return feats, skipped
