@@ -69,7 +69,8 @@ def test_report_states_runs_law_and_chance(tmp_path):
         "params": {k: {"value": v, "lo": v * 0.9, "hi": v * 1.1}
                    for k, v in dict(E=1.5, A=10.0, B=20.0, alpha=0.3, beta=0.2).items()},
         "allocation": {"a": {"value": 0.4, "lo": 0.35, "hi": 0.45},
-                       "b": {"value": 0.6, "lo": 0.55, "hi": 0.65}}}},
+                       # an infinite limit, as fit.json writes it (a string)
+                       "b": {"value": 0.6, "lo": 0.55, "hi": "inf", "n_ok": 9, "n": 9}}}},
            "diagnostics": [{"check": "Huber fit at bounds", "flag": False, "detail": "none"},
                            {"check": "bootstrap replicates at bounds", "flag": True,
                             "detail": "8.8% of replicates"}]}
@@ -80,6 +81,7 @@ def test_report_states_runs_law_and_chance(tmp_path):
     assert "1.50 hours of 16 kHz audio" in text
     assert "9 runs, 3 sizes (1,000, 2,000, 4,000 parameters)" in text
     assert "| this demo | 1.5 [1.35, 1.65] | 10 [9, 11] | 20 [18, 22] | 0.3 [0.27, 0.33] | 0.2 [0.18, 0.22]" in text
+    assert "| 0.4 [0.35, 0.45] | 0.6 [0.55, inf] |" in text
     assert "| paper (HuBERT units) | 1.73 | 13.9 | 39.8 | 0.25 | 0.24 | 0.49 | 0.51 |" in text
     assert "| m4000_r20 | 4,000 | 80,000 | 0.1 | 2.6000 | - | - | - | 70.0 [65.0, 75.0] |" in text
     # best tSC 70% with interval [65, 75] is above chance; the others have no scores

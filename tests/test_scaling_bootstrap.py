@@ -125,7 +125,7 @@ def test_fit_json_is_standard_json_with_infinite_limits(tmp_path):
     from a finite limit before that), ``load_fit`` reads it back as inf, the report prints it."""
     import json
 
-    from slmjax.analysis.scaling import cli
+    from slmjax.analysis.scaling import cli, fitjson
     csv = str(tmp_path / "runs.csv")
     simulate.write_csv(simulate.simulate_rows(ratios=(2, 4, 8), noise=0.01, seed=3), csv)
     out = str(tmp_path / "fit")
@@ -139,13 +139,13 @@ def test_fit_json_is_standard_json_with_infinite_limits(tmp_path):
     D = fj["approach3"]["vp"]["at_compute"][-1]["D_opt"]
     assert D["n_inf"] > 0.025 * D["n_ok"], "the table should leave A = 0 in over 2.5% of replicates"
     assert D["hi"] == "inf" and isinstance(D["lo"], float)
-    back = cli.load_fit(f"{out}/fit.json")
+    back = fitjson.load_fit(f"{out}/fit.json")
     Db = back["approach3"]["vp"]["at_compute"][-1]["D_opt"]
     assert Db == res["approach3"]["vp"]["at_compute"][-1]["D_opt"] and Db["hi"] == np.inf
     assert back["options"] == fj["options"] and back["table"] == fj["table"]
     md = open(f"{out}/report.md").read()
     assert f", inf] ({D['n_inf']} of {D['n']} replicates infinite) |" in md
-    assert cli.dumps_fit({"x": float("nan"), "y": [np.float64("-inf")]}) == '{\n "x": null,\n "y": [\n  "-inf"\n ]\n}'
+    assert fitjson.dumps_fit({"x": float("nan"), "y": [np.float64("-inf")]}) == '{\n "x": null,\n "y": [\n  "-inf"\n ]\n}'
 
 
 def test_bootstrap_replicates_do_not_depend_on_the_worker_count():

@@ -9,6 +9,7 @@ import os
 import platform
 
 from slmjax import fileio
+from slmjax.analysis.scaling.fitjson import load_fit
 from slmjax.analysis.scaling.sweep import read_sweep
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.analysis.zeroshot.runs import training_context
@@ -197,7 +198,10 @@ def _count(n):
 
 def write_demo_report(out: str) -> str:
     """Writes ``<out>/report.md`` from the demo's folders; returns its path."""
-    fit = _load(os.path.join(out, "fit", "fit.json"), {})
+    try:   # infinite interval limits are written as "inf" strings: load_fit reads them back
+        fit = load_fit(os.path.join(out, "fit", "fit.json"))
+    except (OSError, ValueError):
+        fit = {}
     units = _load(os.path.join(out, "units", "manifest.json"), {})
     n_utt, hours, voices = _corpus_summary(out)
     runs_dir = os.path.join(out, "runs")

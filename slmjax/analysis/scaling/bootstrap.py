@@ -19,7 +19,7 @@ and 'n_inf' the infinite ones among them.
 
 In fit.json (JSON has no infinity) an infinite number is written as the string "inf" or "-inf" and
 NaN as null, so the file stays standard JSON (``json.dumps(..., allow_nan=False)``); ``float()``
-reads either string back, and ``cli.load_fit`` returns the summaries with floats again.
+reads either string back, and ``fitjson.load_fit`` returns the summaries with floats again.
 """
 
 from __future__ import annotations

@@ -5,25 +5,22 @@
 Writes DIR/fit.json, DIR/*.png, DIR/report.md and DIR/runs.csv (the validated run table with every
 derived column: N total and non-embedding, D, unique tokens, epochs, C per FLOP convention, accuracies).
 
-fit.json is standard JSON: an infinite number (e.g. a D*(C) upper limit when bootstrap replicates
-have A = 0) is the string "inf" or "-inf", NaN is null; ``load_fit`` reads it back with the bootstrap
-summaries' numbers as floats again.
+fit.json is standard JSON (see ``fitjson``: infinite numbers as the strings "inf" / "-inf").
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 from slmjax import cli_help, fileio
 from slmjax.analysis.scaling import downstream, plots, report, simulate
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.fit import FitOptions, analyse
+from slmjax.analysis.scaling.fitjson import clean, dumps_fit
 from slmjax.analysis.scaling.sweep import read_runs
 
 FLAGS = flags.FLAGS
@@ -46,48 +43,6 @@ flags.DEFINE_list("target_acc", [], "task=accuracy pairs (sblimp=0.65, or percen
                   "compute needed to reach them.")
 flags.DEFINE_string("reference", None, "CSV task,gamma[,label] of reference gammas (default: the paper's rows).")
 flags.DEFINE_bool("sigmoid", True, "Fit the chance-floored sigmoid of accuracy vs loss.")
-
-
-def _clean(x):
-    """JSON-safe: NumPy scalars to Python, NaN to null, +-inf to the strings "inf" / "-inf"."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
-SUMMARY_NUMBERS = ("value", "lo", "hi", "median", "se")
-
-
-def _unclean(x):
-    """Inverse of ``_clean`` on bootstrap summaries (dicts with 'n_ok'): "inf" / "-inf" to floats."""
-    if isinstance(x, list):
-        return [_unclean(v) for v in x]
-    if not isinstance(x, dict):
-        return x
-    summary = "n_ok" in x and "n" in x
-    return {k: float(v) if summary and k in SUMMARY_NUMBERS and v in ("inf", "-inf") else _unclean(v)
-            for k, v in x.items()}
-
-
-def dumps_fit(res) -> str:
-    """fit.json's text: standard JSON (no NaN or Infinity tokens)."""
-    return json.dumps(_clean(res), indent=1, allow_nan=False)
-
-
-def load_fit(path):
-    """fit.json as written by ``main``, its bootstrap summaries' infinite limits as float +-inf."""
-    with open(path) as f:
-        return _unclean(json.load(f))
 
 
 def _parse_targets(items):
@@ -148,7 +103,7 @@ def run_main(argv):
         sys.exit(f"slmjax-fit: {e}")
     a = res["approach3"]["vp"]["allocation"]["a"]
     flagged = [d["check"] for d in res["diagnostics"] if d["flag"]]
-    print(json.dumps(_clean({"out": FLAGS.out, "a": a["value"], "a_interval": [a["lo"], a["hi"]],
+    print(json.dumps(clean({"out": FLAGS.out, "a": a["value"], "a_interval": [a["lo"], a["hi"]],
                              "flags": flagged, "seconds": res["timing"]["total_s"]})))
 
 
