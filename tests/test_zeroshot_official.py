@@ -121,3 +121,19 @@ def test_word_without_frequency_is_in_no_band(tmp_path):
     r = _rows(rules.aggregate("swuggy", bench.pairs, scores))
     assert r["all"]["n_items"] == 3 and r["in_vocab"]["n_items"] == 1
     assert r["frequency/oov"]["n_items"] == 1 and r["frequency/6-20"]["n_items"] == 1
+
+
+def test_lexical_rows_in_any_order_raise_no_file_order_warning(tmp_path):
+    """The official lexical script joins words and non-words on (voice, id), so a gold.csv whose
+    rows are in any order is well formed: no file-order warning (only sBLIMP's script pairs by
+    position, and a shuffled syntactic gold.csv is still flagged)."""
+    items = [(str(i), 3, v) for i in range(5) for v in ("a", "b")]
+    make_lexical(tmp_path / "lex" / "lexical" / "dev", items, shuffle_seed=3)
+    (bench,) = benchmarks.discover(tmp_path / "lex")
+    assert bench.problems == [] and len(bench.pairs) == 10
+    make_syntactic(tmp_path / "syn" / "syntactic" / "dev",
+                   [("binding", "a", str(i), "v") for i in range(5)], shuffle_seed=3)
+    (bench,) = benchmarks.discover(tmp_path / "syn")
+    assert len(bench.pairs) == 5
+    assert [p.severity for p in bench.problems] == ["warning"]
+    assert "file-order pairing" in bench.problems[0].what

@@ -166,9 +166,10 @@ def _read_gold(path: Path, columns: tuple, problems: list):
     return rows
 
 
-def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows):
-    """Join correct (1) and incorrect (0) rows on ``key_fn``; check that the file-order pairing of
-    ``all_rows`` (the whole gold.csv) agrees."""
+def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows, positional):
+    """Join correct (1) and incorrect (0) rows on ``key_fn``; with ``positional`` (sBLIMP, whose
+    official script pairs rows by position), check that the file-order pairing of ``all_rows``
+    (the whole gold.csv) agrees."""
     by_key = defaultdict(lambda: ([], []))
     for r in rows:
         by_key[key_fn(r)][0 if r["correct"] == "1" else 1].append(r)
@@ -180,13 +181,15 @@ def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows):
                                     f"{len(neg)} incorrect rows (lines {lines})"))
             continue
         pairs.append(make_pair(pos[0], neg[0]))
-    # The official tools pair the i-th correct row with the i-th incorrect row.
+    if not positional:   # the official lexical script joins on (voice, id) as slmjax does
+        return pairs
+    # The official sBLIMP script pairs the i-th correct row with the i-th incorrect row.
     pos_rows = [r for r in all_rows if r["correct"] == "1"]
     neg_rows = [r for r in all_rows if r["correct"] == "0"]
     by_position = sum(1 for a, b in zip(pos_rows, neg_rows) if key_fn(a) != key_fn(b))
     if by_position or len(pos_rows) != len(neg_rows):
         problems.append(Problem("warning", where, f"file-order pairing (used by the official "
-                                f"scripts) disagrees with the key join ({by_position} of "
+                                f"sBLIMP script) disagrees with the key join ({by_position} of "
                                 f"{min(len(pos_rows), len(neg_rows))} pairs differ, {len(pos_rows)} "
                                 f"correct vs {len(neg_rows)} incorrect rows); slmjax joins on keys"))
     return pairs
@@ -257,7 +260,8 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
         def make(p, n):
             return Pair(p["_stem"], n["_stem"], (p["type"], p["subtype"], p["id"]), p["voice"],
                         group=p["type"], subgroup=p["subtype"])
-    bench.pairs = _pair_rows(usable, key, str(gold_path), problems, make, rows)
+    bench.pairs = _pair_rows(usable, key, str(gold_path), problems, make, rows,
+                             positional=task == "sblimp")
     unknown = sorted({p.group for p in bench.pairs} - set(SBLIMP_TYPES)) if task == "sblimp" else []
     if unknown:
         problems.append(Problem("warning", str(gold_path), f"types outside the 12 of sBLIMP: "
