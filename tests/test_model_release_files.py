@@ -172,6 +172,17 @@ def test_wrapper_prefixes_in_any_order(sd):
     np.testing.assert_array_equal(params["tok_embeddings"], sd["tok_embeddings.weight"])
 
 
+def test_names_that_are_one_parameter_once_unwrapped_are_refused(sd):
+    # 'model.norm.weight' beside 'norm.weight' (two models saved into one file): one of the two
+    # was dropped without a word, whichever came last in the file.
+    both = dict(sd, **{"model.norm.weight": sd["norm.weight"] * 2})
+    for load in (lambda: import_state_dict(both, CFG), lambda: import_state_dict(both)):
+        with pytest.raises(CheckpointFormatError) as e:
+            load()
+        assert str(e.value) == ("checkpoint names 'norm.weight' and 'model.norm.weight' are one "
+                                "parameter once wrapper prefixes are removed: which to load is unclear")
+
+
 def test_a_tied_model_saved_with_safetensors_save_model_loads(sd, tmp_path):
     """safetensors.torch.save_model (save_file refuses tied tensors) keeps one name of the tied
     embedding, the alphabetically first: 'output.weight'. Such a file was refused as 'not the

@@ -38,6 +38,19 @@ def _strip(name: str) -> str:
     return name
 
 
+def _unwrapped(state_dict: dict, value=lambda name, v: v) -> dict:
+    """name -> value(name, v) with the names stripped of wrapper prefixes; two names that become
+    one (a state dict holding both 'model.x' and 'x') are refused rather than one dropped."""
+    sd, source = {}, {}
+    for k, v in state_dict.items():
+        name = _strip(k)
+        if name in source:
+            raise CheckpointFormatError(f"checkpoint names {source[name]!r} and {k!r} are one "
+                                        "parameter once wrapper prefixes are removed: which to load is unclear")
+        source[name], sd[name] = k, value(name, v)
+    return _tied(sd)
+
+
 def _tied(sd: dict) -> dict:
     """sd with 'tok_embeddings.weight' taken from 'output.weight' when only the latter is there:
     the two are one tensor, and safetensors.torch.save_model keeps a shared tensor under its
@@ -49,7 +62,7 @@ def _tied(sd: dict) -> dict:
 
 def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConfig:
     """ModelConfig from tensor shapes (head_dim 64 as in every paper size unless n_heads given)."""
-    sd = _tied({_strip(k): v for k, v in state_dict.items()})
+    sd = _unwrapped(state_dict)
     if "tok_embeddings.weight" not in sd:
         raise CheckpointFormatError("state dict has no 'tok_embeddings.weight': not the paper's format")
     vocab, dim = np.shape(sd["tok_embeddings.weight"])
@@ -70,7 +83,7 @@ def infer_config(state_dict: dict, head_dim: int = 64, **overrides) -> ModelConf
 
 def import_state_dict(state_dict: dict, cfg: ModelConfig | None = None) -> tuple[ModelConfig, dict]:
     """(cfg, params) from a dict name -> array in the paper's PyTorch naming."""
-    sd = _tied({_strip(k): _float32(_strip(k), v) for k, v in state_dict.items()})
+    sd = _unwrapped(state_dict, _float32)
     cfg = cfg or infer_config(sd)
     d, n, h = cfg.dim, cfg.n_heads, cfg.head_dim
     expected = {k: tuple(v) for k, v in export_shapes(cfg).items()}
