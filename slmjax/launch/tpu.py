@@ -23,7 +23,8 @@ its start on the pod. The count comes from the accelerator type, --tpu_type or e
 
     gcloud compute tpus tpu-vm describe NAME --zone=ZONE [--project=P] --format=value(acceleratorType)
 
-(a dry run without --tpu_type does not ask, and says that it checked nothing): v2-N and v3-N have N
+(a dry run without --tpu_type does not ask, and a slice gcloud does not describe by a type known
+here, e.g. one made with --topology, starts unchecked; both say so in a note): v2-N and v3-N have N
 TensorCores, each one JAX device; v4-N and v5p-N have N TensorCores, two per chip, which megacore
 makes one JAX device, so N/2 devices; v5litepod-N (also written v5e-N) and v6e-N have N chips of
 one TensorCore, N devices.
@@ -60,9 +61,8 @@ def jax_devices(accelerator_type: str, what: str = "--tpu_type") -> int:
         return int(m[2]) // 2
     if m and m[1] not in ("v4", "v5p"):
         return int(m[2])
-    raise SweepError(f"{what}={accelerator_type!r} is not a TPU type this sweep knows: give the "
-                     "slice's accelerator type, v2-N, v3-N, v4-N, v5p-N (N even), v5litepod-N, "
-                     "v5e-N or v6e-N, e.g. v4-32")
+    raise SweepError(f"{what}={accelerator_type!r} is not a TPU type this sweep knows (v2-N, v3-N, "
+                     "v4-N, v5p-N with N even, v5litepod-N, v5e-N or v6e-N)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +126,7 @@ def accelerator_type(opts: TpuOptions) -> str:
         else:
             why = last[0] if last else f"exit code {proc.returncode}"
         raise SweepError(f"could not read the accelerator type of {opts.name} in {opts.zone} "
-                         f"(gcloud compute tpus tpu-vm describe): {why}; give it with --tpu_type "
-                         "(e.g. v4-32)")
+                         f"(gcloud compute tpus tpu-vm describe): {why}")
     return found[0].strip()
 
 
@@ -186,7 +185,8 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
     """Run `runs` one after another on all workers; 0 when all succeeded.
 
     `check(todo, accelerator type, JAX devices)` sees the runs to start, before any starts (it
-    raises SweepError to refuse). A dry run without --tpu_type does not ask gcloud: no check."""
+    raises SweepError to refuse). A dry run without --tpu_type does not ask gcloud, and a slice
+    whose type gcloud does not tell (or this module does not know) is not checked: a note says so."""
     out = out or sys.stdout
     opts.validate()
     failed = []
@@ -204,12 +204,22 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
         done = [s == "completed" for s in statuses]
     todo = [r for r, d in zip(runs, done) if not d]
     if check is not None and todo:
-        if dry_run and not opts.tpu_type:
-            print(f"# note: the runs' batches were not checked against the devices of {opts.name}: "
-                  "a launch asks gcloud for its accelerator type; give --tpu_type (e.g. v4-32) "
-                  "to check them in a dry run", file=out, flush=True)
+        unchecked = ("a launch asks gcloud for its accelerator type" if dry_run and not opts.tpu_type
+                     else None)
+        if unchecked is None:
+            try:
+                devices = slice_devices(opts)
+            except SweepError as e:
+                if opts.tpu_type:   # a type given by hand that is not one: a typo
+                    raise
+                # a slice gcloud does not describe by type (made with --topology, a newer TPU
+                # generation): the runs start unchecked, as they did before there was a check
+                unchecked = str(e)
+        if unchecked is None:
+            check(todo, *devices)
         else:
-            check(todo, *slice_devices(opts))
+            print(f"# note: the runs' batches were not checked against the devices of {opts.name}: "
+                  f"{unchecked}; give --tpu_type (e.g. v4-32) to check them", file=out, flush=True)
     for i, r in enumerate(runs):
         if done[i]:
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
