@@ -375,3 +375,21 @@ def test_tokens_per_batch_below_one_is_refused(run, tmp_path):
     wd = _copy_run(run, tmp_path)
     res = _eval_step2(run, wd, "--tasks=ssc", "--tokens_per_batch=-5")
     assert res.returncode == 2 and "--tokens_per_batch=-5" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("record", [{"tasks": {"ssc": 3}}, {"tasks": [], "submission_only": []},
+                                    {"tasks": {"ssc": {"directory": 1}}},
+                                    {"test_loss": {"ds": "x"}}, {"timing": {"seconds": "1"}}])
+def test_scores_json_of_another_shape_is_scored_again_not_a_traceback(run, tmp_path, record):
+    """A scores.json that is a JSON object but not of the shape slmjax-eval writes (edited by
+    hand, made by another tool) is one warning line and is written anew; merging into it stopped
+    with an AttributeError or TypeError traceback."""
+    wd = _copy_run(run, tmp_path)
+    path = wd / "zeroshot" / "2" / "scores.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    res = _eval_step2(run, wd, "--tasks=ssc", "--test_data=")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert f"{path} cannot be read (its " in res.stderr
+    scores = _scores(wd)
+    assert set(scores["tasks"]) == {"ssc"} and set(scores["headline"]) == {"ssc"}

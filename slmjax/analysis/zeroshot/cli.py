@@ -147,6 +147,10 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     except (OSError, ValueError, fileio.NotAJSONObject) as e:
         logging.warning("%s cannot be read (%s): scoring again", path, describe(e))
         previous = None
+    from slmjax.analysis.zeroshot.evaluate import record_problem
+    if previous is not None and record_problem(previous):
+        logging.warning("%s cannot be read (%s): scoring again", path, record_problem(previous))
+        previous = None
     differs = [f"{k} {previous.get(k)}, not {v}" for k, v in asked.items()
                if previous is not None and v is not None and previous.get(k) != v]
     recorded = {(block, name): (Path(t.get("directory", "")).resolve(), t.get("fingerprint"))

@@ -193,6 +193,34 @@ def _lock_scores(lock_path: Path, path: Path):
         return None
 
 
+def record_problem(record: dict) -> str | None:
+    """What keeps the scores.json object ``record`` from being added to (None: nothing): its
+    blocks not of the shape slmjax-eval writes, as in a file edited by hand or made by another
+    tool, on which merging would stop with a traceback."""
+    for block in ("tasks", "submission_only", "test_loss", "timing"):
+        if not isinstance(record.get(block, {}), dict):
+            return f"its {block!r} is not an object"
+    for block in ("tasks", "submission_only", "test_loss"):
+        for name, entry in record.get(block, {}).items():
+            if not isinstance(entry, dict):
+                return f"its {block}.{name} is not an object"
+            if not isinstance(entry.get("directory", ""), str):
+                return f"its {block}.{name}.directory is not a path"
+    for name, entry in record.get("tasks", {}).items():
+        rows = entry.get("conventions", {}).get("mean") if isinstance(
+            entry.get("conventions"), dict) else None
+        if (not isinstance(entry.get("task"), str) or not isinstance(entry.get("split"), str)
+                or not isinstance(rows, list) or not all(
+                    isinstance(r, dict) and {"metric", "accuracy", "ci95", "n_items"} <= set(r)
+                    for r in rows)):
+            return f"its tasks.{name} is not a scored set"
+    timing = record.get("timing", {})
+    if not all(isinstance(timing.get(k, 0), (int, float)) and not isinstance(timing.get(k, 0), bool)
+               for k in ("seconds", "scored_tokens")):
+        return "its 'timing' is not a number of seconds and tokens"
+    return None
+
+
 def _record_to_add_to(path: Path, meta: dict, expected: bool) -> dict:
     """The scores.json at ``path`` when it was made with the same SETTINGS as ``meta``, else {}
     (said in the log when ``expected``)."""
@@ -204,7 +232,9 @@ def _record_to_add_to(path: Path, meta: dict, expected: bool) -> dict:
         record, why = {}, f"cannot be read ({describe(e)})"
     else:
         differs = [k for k in SETTINGS if record.get(k) != meta.get(k)]
-        why = f"now holds scores of another {', '.join(differs)}" if differs else None
+        problem = record_problem(record)
+        why = (f"cannot be read ({problem})" if problem else
+               f"now holds scores of another {', '.join(differs)}" if differs else None)
     if why is None:
         return record
     if expected:   # changed while this one scored
