@@ -82,7 +82,8 @@ def test_packed_rows_hold_whole_utterances_once_per_epoch(dataset):
 
 
 def _packed_utterances(ex):
-  """The utterances held by packed rows (checked row by row), re-joined from their pieces."""
+  """The utterances held by packed rows (checked row by row), re-joined from their pieces: an
+  utterance's first piece starts with the input EOS (V - 2), and its last target is its EOS."""
   pieces = []
   for r in range(ex["inputs"].shape[0]):
     seg = ex["segment_ids"][r]
@@ -91,20 +92,49 @@ def _packed_utterances(ex):
       inp, tgt, w, pos = (ex[k][r][m] for k in ("inputs", "targets", "weights", "positions"))
       np.testing.assert_array_equal(pos, np.arange(m.sum()))
       np.testing.assert_array_equal(tgt[:-1], inp[1:])   # next token inside the segment
-      assert np.all(w[:-1] == 1)
-      pieces.append((inp, tgt[-1], w[-1]))
+      assert np.all(w == 1)
+      pieces.append((inp, tgt))
     pad = seg == 0
     assert np.all(ex["weights"][r][pad] == 0) and np.all(ex["inputs"][r][pad] == V - 1)
-  # Re-join pieces (a piece whose last target has weight 1 continues in the next piece) and
-  # compare the multiset of utterances with what was written.
-  rebuilt, cur = [], []
-  for inp, last_tgt, w in pieces:
-    cur.append(inp)
-    if w == 0:
-      rebuilt.append(tuple(np.concatenate(cur)))
+  # Re-join pieces in order (an utterance's pieces follow each other) and compare the multiset
+  # of utterances with what was written.
+  rebuilt, cur = [], None
+  for inp, tgt in pieces:
+    if inp[0] == V - 2:        # EOS occurs inside no utterance: only as an utterance's first input
+      assert cur is None, "an utterance started before the previous one ended"
       cur = []
-  assert not cur
+    else:
+      assert cur and cur[-1][-1] == inp[0], "a later piece starts with the unit before it"
+    cur.append(tgt)
+    if tgt[-1] == V - 2:
+      rebuilt.append(tuple(np.concatenate(cur)))
+      cur = None
+  assert cur is None
   return rebuilt
+
+
+def test_packed_rows_start_each_utterance_after_an_eos_by_hand():
+  # Written out by hand: utterances [1 2 3 E] and [4 5 E] (E = EOS = 8, P = pad = 9) in one row
+  # of 8 slots, then a 10-token one cut into pieces of 8 and 2. Each utterance is predicted from
+  # an EOS as slmjax-eval scores a file ([EOS] + units): the old rows began at u_1 and trained
+  # the EOS input nowhere.
+  from slmjax.data.examples import PackedStream  # pylint: disable=g-import-not-at-top
+  from slmjax.data.splits import MemorySplit  # pylint: disable=g-import-not-at-top
+  E, P = 8, 9
+  tokens = np.array([1, 2, 3, E, 4, 5, E, 1, 2, 3, 4, 5, 6, 7, 1, 2, E])
+  split = MemorySplit("s", tokens, np.array([4, 3, 10]), [0, 3])
+  ex = PackedStream(split, 8, 0, P, E, shuffle=False).get(np.arange(3))
+  np.testing.assert_array_equal(ex["inputs"], [[E, 1, 2, 3, E, 4, 5, P],
+                                               [E, 1, 2, 3, 4, 5, 6, 7],
+                                               [1, 2, P, P, P, P, P, P]])
+  np.testing.assert_array_equal(ex["targets"], [[1, 2, 3, E, 4, 5, E, P],
+                                                [1, 2, 3, 4, 5, 6, 7, 1],
+                                                [2, E, P, P, P, P, P, P]])
+  np.testing.assert_array_equal(ex["weights"], [[1] * 7 + [0], [1] * 8, [1, 1] + [0] * 6])
+  np.testing.assert_array_equal(ex["segment_ids"], [[1, 1, 1, 1, 2, 2, 2, 0], [1] * 8,
+                                                    [1, 1] + [0] * 6])
+  np.testing.assert_array_equal(ex["positions"], [[0, 1, 2, 3, 0, 1, 2, 0], list(range(8)),
+                                                  [0, 1] + [0] * 6])
 
 
 def test_packed_rows_of_several_epochs_read_at_once(dataset):
@@ -236,12 +266,12 @@ def test_reader_threads_share_a_stream_across_many_epochs(mode):
   lens = rng.integers(2, 6, 6)
   split = MemorySplit("small", rng.integers(0, V - 2, lens.sum()), lens, [0, 3, 6])
   steps, rows = 200, 12
-  want = make_stream(split, mode, 4, 2, V - 1).get(np.arange(steps * rows))
+  want = make_stream(split, mode, 4, 2, V - 1, V - 2).get(np.arange(steps * rows))
   interval = sys.getswitchinterval()
   sys.setswitchinterval(1e-6)   # threads switch every few bytecodes: races show at once
   try:
     for _ in range(6):
-      stream = make_stream(split, mode, 4, 2, V - 1)
+      stream = make_stream(split, mode, 4, 2, V - 1, V - 2)
       with concurrent.futures.ThreadPoolExecutor(16) as pool:
         got = list(pool.map(lambda t: stream.get(t * rows + np.arange(rows)), range(steps)))
       for k in want:

@@ -95,16 +95,18 @@ def test_one_packed_epoch_holds_each_prefix_token_once(tmp_path):
   pipe = build_pipeline(config([tmp_path / "a"], u, mode="packed"))
   s = pipe.train.streams[0]
   ex = s.get(np.arange(s.examples_per_epoch))
-  tokens = ex["inputs"][ex["segment_ids"] > 0]
-  np.testing.assert_array_equal(np.bincount(tokens, minlength=VOCAB),
-                                np.bincount(stream[:u], minlength=VOCAB))
-  assert tokens.size == u
-  # Targets: every prefix token but the first of each utterance (the cut last one included).
+  # Targets: every prefix token once (the cut last utterance's included).
   prefix, eos = stream[:u], VOCAB - 2
-  first = np.concatenate([[0], np.flatnonzero(prefix[:-1] == eos) + 1])
   targets = ex["targets"][ex["weights"] > 0]
   np.testing.assert_array_equal(np.bincount(targets, minlength=VOCAB),
-                                np.bincount(np.delete(prefix, first), minlength=VOCAB))
+                                np.bincount(prefix, minlength=VOCAB))
+  assert targets.size == u and np.count_nonzero(ex["segment_ids"] > 0) == u
+  # Inputs: each utterance is read after an EOS, so they are the prefix less each utterance's
+  # last token (its EOS, or the cut utterance's last unit), and one EOS per utterance.
+  last = np.append(np.flatnonzero(prefix[:-1] == eos), u - 1)
+  want = np.bincount(np.delete(prefix, last), minlength=VOCAB)
+  want[eos] += last.size
+  np.testing.assert_array_equal(np.bincount(ex["inputs"][ex["segment_ids"] > 0], minlength=VOCAB), want)
 
 
 def test_a_mixture_splits_u_by_weight(tmp_path):

@@ -15,8 +15,10 @@ windows: per epoch, each shard's token stream is cut into windows of seq_len+1 c
 packed: per epoch, utterances are shuffled and placed whole, in order, into rows of seq_len slots
   (next fit; an utterance longer than a row is cut into row-sized pieces). Each piece is one
   segment: `segment_ids` (1, 2, ... per row, 0 = padding) and `positions` (restart at 0) let the
-  model mask attention across utterances; `weights` is 0 where the target would cross into another
-  utterance, on padding, and 1 elsewhere.
+  model mask attention across utterances. An utterance of L tokens (its units, then EOS) takes L
+  slots: inputs EOS, u_1 .. u_{L-1}, targets u_1 .. u_{L-1}, EOS, so each utterance starts after
+  an EOS as in `windows` and as slmjax-eval scores a file ([EOS] + units); a later piece's first
+  input is the unit before it. `weights` is 1 on every slot of a piece and 0 on padding.
 """
 
 from __future__ import annotations
@@ -119,9 +121,10 @@ class EvalWindowStream:
 class PackedStream:
   """Whole utterances packed into rows of seq_len, with segment ids, positions and weights."""
 
-  def __init__(self, split: Split, seq_len: int, seed: int, pad_id: int, shuffle: bool = True):
+  def __init__(self, split: Split, seq_len: int, seed: int, pad_id: int, eos_id: int,
+               shuffle: bool = True):
     self.split, self.seq_len, self.seed, self.shuffle = split, int(seq_len), int(seed), shuffle
-    self.pad_id = int(pad_id)
+    self.pad_id, self.eos_id = int(pad_id), int(eos_id)
     if split.n_records == 0:
       raise DataError(f"split {split.name!r} has no utterances")
     self._plan = _EpochCache(self._build)
@@ -142,7 +145,7 @@ class PackedStream:
     a = span_index(np.zeros_like(n_pieces), n_pieces) * t
     full = self.split.lengths[rec]
     length = np.minimum(t, full - a)
-    cont = (a + length < full).astype(np.int64)
+    head = (a == 0).astype(np.int64)   # the utterance's first piece: its first input is EOS
     cum = np.concatenate([[0], np.cumsum(length)])
     # Next fit: a row starting at piece i ends before piece nxt[i] (> i: no piece exceeds t).
     # Only the walk from row to row is sequential; as a list lookup it is ~10x a bisection per row.
@@ -151,7 +154,7 @@ class PackedStream:
     while i < n:
       i = nxt[i]
       ptr.append(i)
-    return (self.split.starts[rec] + a, length, cont, np.asarray(ptr, np.int64))
+    return (self.split.starts[rec] + a, length, head, np.asarray(ptr, np.int64))
 
   def _epoch_rows(self, epoch: int) -> int:
     if epoch not in self._rows:
@@ -181,24 +184,28 @@ class PackedStream:
            "segment_ids": np.zeros((n, t), np.int32)}
     for e in np.unique(epoch):
       sel = np.flatnonzero(epoch == e)
-      start, length, cont, ptr = self._plan(int(e))
+      start, length, head, ptr = self._plan(int(e))
       r = row[sel]
       per_row = ptr[r + 1] - ptr[r]
       item = span_index(ptr[r], per_row)
       out_row = np.repeat(sel, per_row)
       seg = span_index(np.ones_like(per_row), per_row)            # 1, 2, ... within each row
-      l, c = length[item], cont[item]
+      l, h = length[item], head[item]
       row_off = np.cumsum(l) - l
       slot0 = row_off - np.repeat(row_off[np.cumsum(per_row) - per_row], per_row)
-      tok = self.split.read_spans(start[item], l + c)
-      src = np.cumsum(l + c) - (l + c)                            # item start in `tok`
+      # each piece's l + 1 tokens: the one before it (EOS for an utterance's first piece, else
+      # the unit before the piece), then the piece; inputs are the first l, targets the last l
+      src = np.cumsum(l + 1) - (l + 1)                            # item start in `tok`
+      tok = np.full(int(src[-1] + l[-1] + 1), self.eos_id, np.int32)
+      read = np.ones(tok.size, bool)
+      read[src[h == 1]] = False
+      tok[read] = self.split.read_spans(start[item] - 1 + h, l + 1 - h)
       j = span_index(np.zeros_like(l), l)
       dst_row, dst_col = np.repeat(out_row, l), np.repeat(slot0, l) + j
       s = np.repeat(src, l) + j
       out["inputs"][dst_row, dst_col] = tok[s]
-      has_next = (j + 1 < np.repeat(l, l)) | (np.repeat(c, l) == 1)
-      out["targets"][dst_row[has_next], dst_col[has_next]] = tok[s[has_next] + 1]
-      out["weights"][dst_row, dst_col] = has_next
+      out["targets"][dst_row, dst_col] = tok[s + 1]
+      out["weights"][dst_row, dst_col] = 1.0
       out["positions"][dst_row, dst_col] = j
       out["segment_ids"][dst_row, dst_col] = np.repeat(seg, l)
     return out
@@ -209,17 +216,17 @@ def check_mode(mode: str) -> None:
     raise DataError(f"data.mode must be 'windows' or 'packed', got {mode!r}")
 
 
-def make_stream(split: Split, mode: str, seq_len: int, seed: int, pad_id: int):
+def make_stream(split: Split, mode: str, seq_len: int, seed: int, pad_id: int, eos_id: int):
   """The training example stream of a split for `mode` ('windows' or 'packed')."""
   check_mode(mode)
   if mode == "windows":
     return WindowStream(split, seq_len, seed)
-  return PackedStream(split, seq_len, seed, pad_id)
+  return PackedStream(split, seq_len, seed, pad_id, eos_id)
 
 
-def make_eval_stream(split: Split, mode: str, seq_len: int, pad_id: int):
+def make_eval_stream(split: Split, mode: str, seq_len: int, pad_id: int, eos_id: int):
   """The held-out example stream of a split, in a fixed order."""
   check_mode(mode)
   if mode == "windows":
     return EvalWindowStream(split, seq_len, pad_id)
-  return PackedStream(split, seq_len, 0, pad_id, shuffle=False)
+  return PackedStream(split, seq_len, 0, pad_id, eos_id, shuffle=False)

@@ -256,11 +256,11 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
   if max_unique:
     shares = unique_shares(max_unique, counts, train, names, seq_len)
     train = [PrefixSplit(s, u) if u > 0 else s for s, u in zip(train, shares)]
-  streams = [_about(ds, make_stream, s, mode, seq_len, seed * 1000 + i, ds.pad_id)
+  streams = [_about(ds, make_stream, s, mode, seq_len, seed * 1000 + i, ds.pad_id, ds.eos_id)
              for i, (ds, s) in enumerate(zip(datasets, train))]
   evals = []
   for ds in datasets:
-    s = _about(ds, make_eval_stream, ds.splits["test"], mode, seq_len, ds.pad_id)
+    s = _about(ds, make_eval_stream, ds.splits["test"], mode, seq_len, ds.pad_id, ds.eos_id)
     evals.append(EvalSet(ds.name, bool(ds.synthetic), s, s.examples_per_epoch))
   return DataPipeline(
       datasets=datasets, counts=counts,
