@@ -113,17 +113,45 @@ def test_batch_independence_against_float64_reference():
     stats = Scorer(tiny_attention_logits, params, max_len=64, pad_id=PAD, mode="pack",
                    tokens_per_batch=512, progress=False).score(seqs)
     for seq, got in zip(seqs, stats.body_logprob):
-        x = p64["emb"][seq[:-1]] + p64["pos"][np.arange(len(seq) - 1)]
-        q, k, v = x @ p64["wq"], x @ p64["wk"], x @ p64["wv"]
-        att = q @ k.T / np.sqrt(D)
-        att[np.triu_indices(len(x), 1)] = -np.inf
-        att = np.exp(att - att.max(-1, keepdims=True))
-        h = x + (att / att.sum(-1, keepdims=True)) @ v
-        logits = h @ p64["out"]
-        logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
-                               keepdims=True)) - logits.max(-1, keepdims=True)
-        want = logp[np.arange(len(seq) - 1), seq[1:]][:-1].sum()
+        want = _attention_reference(p64, seq)[:-1].sum()
         assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+
+def _attention_reference(p64, seq):
+    """float64 NumPy: log p of each target of ``seq`` under the tiny attention LM, seq alone."""
+    x = p64["emb"][seq[:-1]] + p64["pos"][np.arange(len(seq) - 1)]
+    q, k, v = x @ p64["wq"], x @ p64["wk"], x @ p64["wv"]
+    att = q @ k.T / np.sqrt(D)
+    att[np.triu_indices(len(x), 1)] = -np.inf
+    att = np.exp(att - att.max(-1, keepdims=True))
+    h = x + (att / att.sum(-1, keepdims=True)) @ v
+    logits = h @ p64["out"]
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                           keepdims=True)) - logits.max(-1, keepdims=True)
+    return logp[np.arange(len(seq) - 1), seq[1:]]
+
+
+@pytest.mark.parametrize("mode", ["bucket", "pack"])
+def test_a_file_longer_than_the_context_is_scored_on_a_full_context(mode):
+    """[EOS] + 50 units + [EOS] at a context of 16: the units' scores are the last 16 units', each
+    read in the window of the 16 tokens ending before it; the terminal EOS is read after the last
+    16 units. One window ending at the EOS scored only 15 units."""
+    params = tiny_attention_params(jax.random.key(7))
+    p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    rng = np.random.default_rng(8)
+    long, short = (benchmark_sequence(rng.integers(0, EOS, n), EOS) for n in (50, 9))
+    stats = Scorer(tiny_attention_logits, params, max_len=16, pad_id=PAD, mode=mode,
+                   tokens_per_batch=64, progress=False).score([short, long, short])
+    assert stats.truncated.tolist() == [False, True, False]
+    assert stats.n_targets.tolist() == [10, 17, 10]
+    body = _attention_reference(p64, long[:-1][-17:]).sum()
+    eos = _attention_reference(p64, long[-17:])[-1]
+    assert stats.body_logprob[1] == pytest.approx(body, rel=1e-5)
+    assert stats.last_logprob[1] == pytest.approx(eos, rel=1e-5)
+    assert file_scores(stats, "mean")[1] == pytest.approx(body / 16, rel=1e-5)
+    ref = _attention_reference(p64, short)
+    assert stats.body_logprob[0] == pytest.approx(ref[:-1].sum(), rel=1e-5)
+    assert stats.last_logprob[2] == pytest.approx(ref[-1], rel=1e-5)
 
 
 def test_data_parallel_over_eight_devices_and_ladder():
@@ -156,9 +184,10 @@ def test_too_long_sequence_keeps_the_end():
     seq = benchmark_sequence(u, EOS)
     stats = Scorer(bigram_logits, jnp.asarray(table), max_len=16, pad_id=PAD,
                    progress=False).score([seq])
-    assert stats.truncated[0] and stats.n_targets[0] == 16
-    lp = _bigram_reference(table.astype(np.float64), seq[-17:])
+    assert stats.truncated[0] and stats.n_targets[0] == 17   # the last 16 units and the EOS
+    lp = _bigram_reference(table.astype(np.float64), seq[-18:])
     assert stats.body_logprob[0] == pytest.approx(lp[:-1].sum(), rel=1e-5)
+    assert stats.last_logprob[0] == pytest.approx(lp[-1], rel=1e-5)
 
 
 def test_auto_plan_picks_the_cheaper_batching():

@@ -254,9 +254,22 @@ class Scorer:
         return SeqStats(*(getattr(stats, f.name)[where] for f in dataclasses.fields(SeqStats)))
 
     def _score_unique(self, seqs, desc):
-        truncated = np.array([len(s) - 1 > self.max_len for s in seqs])
-        # Too long for the context: keep the end (the part that differs between StoryCloze endings).
-        seqs = [s[-(self.max_len + 1):] if t else s for s, t in zip(seqs, truncated)]
+        n, ctx = len(seqs), self.max_len
+        truncated = np.array([len(s) - 1 > ctx for s in seqs])
+        # Too long for the context: keep the end (the part that differs between StoryCloze
+        # endings), in two windows of the full context: the one ending at the last-but-one token
+        # gives the targets but the last, the one ending at the last token gives that one (one
+        # window would give one target fewer than the context holds).
+        cut = np.flatnonzero(truncated)
+        rows = ([s[-(ctx + 1):] if t else s for s, t in zip(seqs, truncated)]
+                + [seqs[i][:-1][-(ctx + 1):] for i in cut])
+        body, last, lengths = self._score_rows(rows, desc)
+        body[cut], lengths[cut] = body[n:] + last[n:], ctx + 1
+        return SeqStats(body[:n], last[:n], lengths[:n], truncated)
+
+    def _score_rows(self, seqs, desc):
+        """(log p of all targets but the last, of the last, number of targets) of sequences that
+        fit the context."""
         lengths = np.array([len(s) - 1 for s in seqs], np.int64)
         batches = self.plan(lengths, seqs)
         body = np.zeros(len(seqs), np.float64)
@@ -278,7 +291,7 @@ class Scorer:
                 pending.append((batch, out))
                 drain(until=2)   # keep two batches in flight while the host reads results
             drain(until=0)
-        return SeqStats(body, last, lengths, truncated)
+        return body, last, lengths
 
 
 def _to_host(x) -> np.ndarray:
