@@ -252,3 +252,17 @@ def test_swuggy_phone_cache_follows_espeak_data_not_only_its_version(tmp_path, m
     with open(os.path.join(data, "en_dict"), "ab") as f:
         f.write(b"\0")
     assert swuggy._phones_cache(str(words)) != before
+
+
+@needs_espeak
+def test_a_lone_surrogate_in_a_json_text_is_dropped_not_a_crash_of_the_run(tmp_path):
+    # JSON may escape half an emoji ("\ud83d"): the engine could not encode such a text and the whole
+    # corpus run stopped with a UnicodeEncodeError
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "The dog ran home."}\n{"text": "A cut emoji \\ud83d here \\ud83d\\ude00."}\n')
+    assert [r["text"] for r in textsrc.from_file(str(path))] == ["The dog ran home.",
+                                                                   "A cut emoji here \U0001f600."]
+    summary = corpus.build(str(tmp_path / "c"), 0, engines.parse_voices("1"), text=str(path), workers=1)
+    assert summary["utterances"] == 2 and summary["skipped_texts"] == 0
+    rows = corpus.read_manifest(str(tmp_path / "c" / "manifest.jsonl"))
+    assert [r["text"] for r in rows] == ["The dog ran home.", "A cut emoji here \U0001f600."]

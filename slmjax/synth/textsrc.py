@@ -12,11 +12,13 @@ from slmjax.synth.errors import SynthError
 
 ENDOFTEXT = "<|endoftext|>"
 _BLANK_LINE = re.compile(r"\n\s*\n")  # a line that is empty or holds only whitespace
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # espeak-ng stops reading at a NUL
+# espeak-ng stops reading at a NUL; a lone surrogate (JSON's "\ud83d" of a cut emoji) is no character:
+# it cannot be encoded for the engine nor written to the manifest
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _clean(text: str) -> str:
-    """Control characters become spaces; runs of whitespace one space."""
+    """Control characters and lone surrogates become spaces; runs of whitespace one space."""
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
