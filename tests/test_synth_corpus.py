@@ -206,3 +206,17 @@ def test_file_names_stay_unique_across_batches_after_a_failure(tmp_path):
     assert len({r["path"] for r in rows}) == len(rows)
     durations = [sf.info(r["path"]).frames / 16000 for r in rows]
     assert durations == sorted(durations)  # each file holds its own text: one more word, a longer file
+
+
+def test_corpus_json_counts_the_corpus_files_made_now_and_found(tmp_path):
+    # Texts read past the target are synthesised and then removed: they were counted as
+    # synthesised_now (a fresh 12-utterance corpus said 16) and every complete rerun said it
+    # synthesised some files again.
+    out = str(tmp_path / "c")
+    voices = engines.parse_voices("3")
+    s = corpus.build(out, hours=240 / 3600, voices=voices, seed=0, workers=2)
+    on_disk = list((tmp_path / "c" / "wavs").rglob("*.wav"))
+    assert s["utterances"] == len(on_disk) >= 2
+    assert (s["synthesised_now"], s["already_there"]) == (len(on_disk), 0)
+    s2 = corpus.build(out, hours=240 / 3600, voices=voices, seed=0, workers=2)
+    assert (s2["synthesised_now"], s2["already_there"]) == (0, len(on_disk))

@@ -115,7 +115,8 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
                     rec["duration"] = round(rec["duration"], 4)
                     records.append(rec)
                     total += rec["duration"]
-        skipped_existing = renderer.skipped
+        # of the corpus's files: texts read past the target were synthesised too, then removed
+        made_now = sum(os.path.join(out, r["path"]) in renderer.made for r in records)
         new_seconds = renderer.seconds_synthesised
     bar.close()
     wall = time.time() - t0
@@ -140,7 +141,7 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
         "voices": [v.spec for v in voices], "speed_jitter": SPEED_JITTER, "pitch_jitter": PITCH_JITTER,
         "leakage": {"exclude": [os.path.abspath(e) for e in exclude], "benchmark_hashes": len(excl),
                     "texts_dropped": dropped, "texts_considered": n_considered},
-        "skipped_texts": len(failed), "synthesised_now": renderer.synthesised, "already_there": skipped_existing,
+        "skipped_texts": len(failed), "synthesised_now": made_now, "already_there": len(records) - made_now,
         "wall_seconds": round(wall, 2), "workers": n_workers,
         # speed of this run's synthesis (files already there excluded): audio seconds per wall second
         "realtime_factor": round(new_seconds / max(wall, 1e-9), 1),

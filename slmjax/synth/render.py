@@ -82,6 +82,7 @@ class Renderer:
         self.skipped = 0
         self.seconds = 0.0
         self.seconds_synthesised = 0.0
+        self.made: set[str] = set()  # paths synthesised (not found) by this renderer
         self.failures: dict[str, str] = {}
 
     def __enter__(self) -> "Renderer":
@@ -120,6 +121,8 @@ class Renderer:
                     continue
                 durations[index[path]] = seconds
                 self.synthesised += made
+                if made:
+                    self.made.add(path)
                 self.skipped += not made
                 self.seconds += seconds
                 self.seconds_synthesised += seconds if made else 0.0
