@@ -266,3 +266,15 @@ def test_a_lone_surrogate_in_a_json_text_is_dropped_not_a_crash_of_the_run(tmp_p
     assert summary["utterances"] == 2 and summary["skipped_texts"] == 0
     rows = corpus.read_manifest(str(tmp_path / "c" / "manifest.jsonl"))
     assert [r["text"] for r in rows] == ["The dog ran home.", "A cut emoji here \U0001f600."]
+
+
+def test_a_plain_text_file_may_open_with_a_bracket_or_a_brace(tmp_path):
+    # a .txt whose first story opened with "[" or "{" was read as JSON and refused
+    for opening in ("[Illustration] The dog ran home.", "{Chapter one} The dog ran home."):
+        path = tmp_path / "book.txt"
+        path.write_text(f"{opening}\n\nThe cat slept.\n")
+        assert [r["text"] for r in textsrc.from_file(str(path))] == [opening, "The cat slept."]
+    named = tmp_path / "bad.json"
+    named.write_text("[Illustration] The dog ran home.\n")
+    with pytest.raises(SynthError, match="not valid JSON"):
+        list(textsrc.from_file(str(named)))

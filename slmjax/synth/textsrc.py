@@ -55,23 +55,37 @@ def _open(path: str):
     return open(path, encoding="utf-8-sig")  # a byte order mark (Windows editors) is not text
 
 
+def _first_line_is_json(path: str) -> bool:
+    with _open(path) as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def _records(path: str) -> Iterator[dict]:
     stem = os.path.splitext(os.path.basename(path))[0]
     with _open(path) as f:
         head = f.read(4096)
+    # a file not named .json/.jsonl is JSON only when it parses: plain text may open with "[" or "{"
+    named_json = path.endswith((".jsonl", ".json"))
+    records = None
     if head.lstrip().startswith("["):
         try:
             with _open(path) as f:
                 records = json.load(f)
         except json.JSONDecodeError as e:
-            raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+            if named_json:
+                raise SynthError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if records is not None:
         for n, rec in enumerate(records):
             text = rec.get("text", rec.get("story")) if isinstance(rec, dict) else None
             if not isinstance(text, str):
                 raise SynthError(f"{path}: item {n} has no 'text' (or 'story') string field")
             yield from _record(rec, f"{stem}-{n:08d}", text)
         return
-    if path.endswith((".jsonl", ".json")) or head.lstrip().startswith("{"):
+    if named_json or (head.lstrip().startswith("{") and _first_line_is_json(path)):
         with _open(path) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
