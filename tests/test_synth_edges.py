@@ -26,6 +26,18 @@ def test_a_benchmark_sentence_inside_quoted_dialogue_leaks():
     assert ex.leaks('Hi. "Ann had a kite." "It was red." The wind came. (The kite flew away.) Bye.')
 
 
+def test_a_benchmark_sentence_quoted_after_a_speech_tag_leaks():
+    # `Mom said, "..."`, the commonest dialogue in TinyStories: the split sentence began with the
+    # speech tag, so its hash never matched and the benchmark sentence stayed in the corpus
+    ex = leakage.Exclusions(sentence={leakage.text_hash("The dog sleeps every day.")})
+    assert ex.leaks('Lily said, "The dog sleeps every day." Then she left.')
+    assert ex.leaks("Lily said, \u201cThe dog sleeps every day!\u201d")
+    assert ex.leaks("Tom's mom said, 'The dog sleeps every day.'")
+    assert ex.leaks('He said, "I know. The dog sleeps every day."')
+    assert not ex.leaks('Lily said, "The dog sleeps every day and night."')
+    assert not ex.leaks("Tom's dog didn't sleep. 'The cat sleeps.'")
+
+
 def test_text_files_with_a_bom_blank_lines_of_spaces_or_another_encoding(tmp_path):
     shard = tmp_path / "data00.json"  # a JSON array saved with a UTF-8 byte order mark (Windows editors)
     shard.write_bytes("\ufeff".encode() + json.dumps([{"story": "A dog ran."}]).encode())

@@ -21,6 +21,9 @@ from slmjax.synth.errors import SynthError
 CONTEXT_SENTENCES = 4
 # A sentence ends at . ! or ?, possibly inside a closing quote or bracket (dialogue: `"Look!" she said.`).
 _SENT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))\s+")
+# A quoted sentence after a speech tag (`Mom said, "The dog sleeps."`): the quote's sentences count too.
+# (overlapping matches: an apostrophe before the opening quote, as in "Tom's mom said, 'Hi.'", may open one)
+_QUOTED = re.compile(r"(?=[\"'\u201c\u2018]([^\"\u201c\u201d\u2018\u2019]{1,500}?[.!?])[\"'\u201d\u2019])")
 # Words keep inner apostrophes (didn't); quote marks around them are punctuation.
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
@@ -58,7 +61,8 @@ class Exclusions:
     def leaks(self, text: str) -> bool:
         """True when ``text`` contains a benchmark sentence or a benchmark story context."""
         sents = split_sentences(text)
-        if text_hash(text) in self.sentence or any(text_hash(s) in self.sentence for s in sents):
+        quoted = [q for m in _QUOTED.finditer(text) for q in split_sentences(m.group(1))]
+        if text_hash(text) in self.sentence or any(text_hash(s) in self.sentence for s in sents + quoted):
             return True
         k = CONTEXT_SENTENCES
         return any(text_hash(" ".join(sents[i:i + k])) in self.context for i in range(len(sents) - k + 1))
