@@ -49,3 +49,21 @@ def test_coarse_round_trip(model_type):
         assert coarse.decode(ids).tolist() == s.tolist()
     total_units = sum(len(s) for s in seqs)
     assert sum(len(coarse.encode(s)) for s in seqs) < total_units  # motifs become pieces
+
+
+def test_a_coarse_model_from_other_units_is_refused():
+    """A coarse model trained for 10 units behind 20 centroids turned units 10..19 into <unk> (id 0),
+    which decodes to no unit; one trained for 30 units holds pieces no centroid can produce."""
+    from slmjax.units.errors import UnitsError
+    from slmjax.units.features import MfccFeatures
+    from slmjax.units.tokenizer import Tokenizer
+
+    rng = np.random.default_rng(0)
+    feats = MfccFeatures()
+    cents = rng.standard_normal((20, feats.dim)).astype(np.float32)
+    fit = Coarse(train_coarse([rng.integers(0, 20, 50) for _ in range(20)], k=20, vocab_size=40))
+    assert Tokenizer(feats, cents, fit).coarse is fit
+    for k in (10, 30):
+        other = Coarse(train_coarse([rng.integers(0, k, 50) for _ in range(20)], k=k, vocab_size=k + 20))
+        with pytest.raises(UnitsError, match="does not belong to these centroids"):
+            Tokenizer(feats, cents, other)

@@ -74,6 +74,22 @@ class Coarse:
             return np.zeros(0, np.int32)
         return np.asarray(self.sp.encode(units_to_text(units), out_type=int), np.int32)
 
+    def check_units(self, k: int) -> None:
+        """UnitsError unless the pieces are runs of exactly the units 0..k-1: every unit has its own
+        piece, and no piece holds anything else (a model from another tokenizer or a text model
+        would otherwise turn units into <unk> or pieces that decode to no unit)."""
+        for i in range(self.vocab_size):
+            if self.sp.is_unknown(i) or self.sp.is_control(i):
+                continue
+            codes = [ord(c) - BASE for c in self.sp.id_to_piece(i)]
+            if not codes or min(codes) < 0 or max(codes) >= k:
+                raise UnitsError(f"coarse model piece {i} ({self.sp.id_to_piece(i)!r}) is not a run of units 0..{k - 1}: "
+                                 "the coarse model does not belong to these centroids; refit the tokenizer")
+        missing = [u for u in range(k) if self.sp.piece_to_id(chr(BASE + u)) == self.sp.unk_id()]
+        if missing:
+            raise UnitsError(f"coarse model has no piece for unit {missing[0]} ({len(missing)} of {k} units lack one): "
+                             "the coarse model does not belong to these centroids; refit the tokenizer")
+
     def decode(self, ids) -> np.ndarray:
         return text_to_units("".join(self.sp.id_to_piece(int(i)) for i in ids))
 

@@ -51,6 +51,8 @@ class Tokenizer:
         self.k = int(self.centroids.shape[0])
         if self.centroids.shape[1] != features.dim:
             raise UnitsError(f"centroids have dim {self.centroids.shape[1]} but {features.kind} features have dim {features.dim}")
+        if coarse is not None:
+            coarse.check_units(self.k)
         self.coarse = coarse
         self.directory = None  # set by load_tokenizer; recorded in unit dataset manifests
         n_base = coarse.vocab_size if coarse is not None else self.k
