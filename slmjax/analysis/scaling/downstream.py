@@ -54,10 +54,11 @@ def acc_envelope(C, acc, w):
 
     Bootstrap counts only matter as drawn or not (w > 0): a copy of a run is never strictly more
     accurate than itself, so the table with each row repeated w times has the same envelope, each run
-    on it once, and gamma_fit's line through it is unchanged.
+    on it once, and gamma_fit's line through it is unchanged. Runs at equal compute are taken best
+    first, so a run with a more accurate run at the same compute is not on the envelope.
     """
     front, best = [], -np.inf
-    for i in np.argsort(C, kind="stable"):
+    for i in np.lexsort((-np.asarray(acc, float), C)):
         if w[i] > 0 and acc[i] > best:
             front.append(i)
             best = acc[i]

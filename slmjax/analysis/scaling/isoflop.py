@@ -104,11 +104,13 @@ def envelope(C, L, w=None):
 
     Only whether a run was drawn matters (w > 0), not how often: the front is a running minimum, a
     copy of a run never lies strictly below itself, so the table with each row repeated w times has
-    the same front with each run on it once, and kaplan_fit's lines through it are unchanged.
+    the same front with each run on it once, and kaplan_fit's lines through it are unchanged. Runs
+    at equal compute are taken lowest loss first, so a run with a lower loss at the same compute is
+    not on the front.
     """
     C, L = np.asarray(C), np.asarray(L)
     w = np.ones(len(L)) if w is None else np.asarray(w)
-    order = [i for i in np.argsort(C, kind="stable") if w[i] > 0]
+    order = [i for i in np.lexsort((L, C)) if w[i] > 0]
     front, best = [], np.inf
     for i in order:
         if L[i] < best:
