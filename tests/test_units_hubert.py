@@ -194,3 +194,44 @@ def test_failed_refit_leaves_the_existing_tokenizer(tmp_path):
         with pytest.raises(UnitsError, match=message):
             fit_from_flags(types.SimpleNamespace(**dict(flags, audio=audio, k=3)))
         assert load_tokenizer(str(tmp_path / "tok")).identity == before
+
+
+@pytest.mark.parametrize("edit", [{"num_hidden_layers": 2}, {"conv_bias": False}], ids=["fewer_layers", "no_conv_bias"])
+def test_a_config_that_does_not_match_the_weights_is_refused(tmp_path, edit):
+    """A config.json with fewer layers (or no conv biases) than the weights loaded a truncated model,
+    the checkpoint's extra weights dropped without a word."""
+    import json
+
+    from slmjax.units.errors import UnitsError
+
+    torch.manual_seed(0)
+    transformers.HubertModel(transformers.HubertConfig(**SMALL, conv_bias=True)).save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, **edit}))
+    with pytest.raises(UnitsError, match="HuBERT config does not match the checkpoint"):
+        load_hubert(str(tmp_path))
+
+
+def test_tokenizer_weights_with_wrong_names_are_refused(tmp_path):
+    """hubert.safetensors lacking a weight loaded with that weight left at its init (zeros); an extra or
+    unreadable one gave a traceback blaming tokenizer.json. Each is now one line naming the file."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    from slmjax.units.errors import UnitsError
+    from slmjax.units.hubert_features import HubertFeatures, save_weights
+
+    _hf_model("base", tmp_path / "hf")
+    path = str(tmp_path / "hubert.safetensors")
+    save_weights(load_hubert(str(tmp_path / "hf")), path)
+    assert HubertFeatures.from_saved(path, layer=1).dim == SMALL["hidden_size"]
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata()
+    good = load_file(path)
+    for name, sd, md in [("missing", {k: v for k, v in good.items() if k != "layers.0.q.kernel"}, meta),
+                         ("unexpected", {**good, "layers.9.q.kernel": good["layers.0.q.kernel"]}, meta),
+                         ("no config", good, {"sha256": meta["sha256"]})]:
+        save_file(sd, path, metadata=md)
+        with pytest.raises(UnitsError, match=r"hubert\.safetensors: .*refit the tokenizer") as exc:
+            HubertFeatures.from_saved(path, layer=1)
+        assert "\n" not in str(exc.value), name

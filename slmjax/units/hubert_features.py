@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from slmjax import fileio
+from slmjax.errortext import describe
 from slmjax.units.errors import UnitsError, make_dir
 from slmjax.units.hubert import HubertConfig, HubertEncoder
 from slmjax.units.tokenizer import withdraw
@@ -99,12 +100,17 @@ class HubertFeatures:
 
         if not os.path.exists(path):
             raise UnitsError(f"HuBERT weights missing from the tokenizer: {path}")
-        with safe_open(path, framework="numpy") as f:
-            cfg = HubertConfig.from_dict(json.loads(f.metadata()["config"]))
-            params = {k: f.get_tensor(k) for k in f.keys()}
-            sha = f.metadata().get("sha256")
-        return cls(set_params(HubertEncoder(cfg), params), layer, chunk_seconds, weights_sha256=sha, norm_eps=norm_eps,
-                   context_frames=context_frames)
+        try:
+            with safe_open(path, framework="numpy") as f:
+                cfg = HubertConfig.from_dict(json.loads(f.metadata()["config"]))
+                params = {k: f.get_tensor(k) for k in f.keys()}
+                sha = f.metadata().get("sha256")
+            model = set_params(HubertEncoder(cfg), params)
+        except UnitsError as exc:
+            raise UnitsError(f"{path}: {exc}; refit the tokenizer") from None
+        except Exception as exc:  # noqa: BLE001 - safetensors, json, a metadata without config
+            raise UnitsError(f"{path}: not HuBERT weights written by slmjax-units fit ({describe(exc)}); refit the tokenizer") from None
+        return cls(model, layer, chunk_seconds, weights_sha256=sha, norm_eps=norm_eps, context_frames=context_frames)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         wave = np.asarray(wave, np.float32)

@@ -38,11 +38,12 @@ def _np(t) -> np.ndarray:
 def hf_to_params(sd: dict, cfg: HubertConfig) -> dict:
     """HF HubertModel state dict -> {our dotted path: array}."""
     sd = {re.sub(r"^hubert\.", "", k): _np(v) for k, v in sd.items()}
-    out = {}
+    out, used = {}, set()
 
     def take(name):
         if name not in sd:
             raise UnitsError(f"HuBERT checkpoint lacks {name}")
+        used.add(name)
         return sd[name]
 
     for i, (c_out, k) in enumerate(zip(cfg.conv_dim, cfg.conv_kernel)):
@@ -61,9 +62,9 @@ def hf_to_params(sd: dict, cfg: HubertConfig) -> dict:
     out["proj.bias"] = take("feature_projection.projection.bias")
     pc = "encoder.pos_conv_embed.conv"
     if f"{pc}.parametrizations.weight.original1" in sd:
-        g, v = sd[f"{pc}.parametrizations.weight.original0"], sd[f"{pc}.parametrizations.weight.original1"]
+        g, v = take(f"{pc}.parametrizations.weight.original0"), take(f"{pc}.parametrizations.weight.original1")
     elif f"{pc}.weight_v" in sd:
-        g, v = sd[f"{pc}.weight_g"], sd[f"{pc}.weight_v"]
+        g, v = take(f"{pc}.weight_g"), take(f"{pc}.weight_v")
     else:  # weight norm already folded into the weight
         v = take(f"{pc}.weight")
         g = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=(0, 1))).astype(np.float32)
@@ -75,6 +76,13 @@ def hf_to_params(sd: dict, cfg: HubertConfig) -> dict:
             w = take(f"encoder.layers.{layer}.{hf}.weight")
             out[f"layers.{layer}.{ours}.{'scale' if 'norm' in ours else 'kernel'}"] = w if "norm" in ours else w.T
             out[f"layers.{layer}.{ours}.bias"] = take(f"encoder.layers.{layer}.{hf}.bias")
+    # encoder weights the config has no place for (more layers, conv biases or norms than it says)
+    # would otherwise be dropped without a word, giving another model than the checkpoint's
+    unused = sorted(k for k in sd if k not in used and k.startswith(("feature_extractor.", "feature_projection.", "encoder.")))
+    if unused:
+        raise UnitsError(f"HuBERT config does not match the checkpoint: {len(unused)} weight(s) it has no place for, "
+                         f"first {unused[0]} (config: {cfg.num_hidden_layers} layers, {len(cfg.conv_dim)} convs, "
+                         f"conv_bias={cfg.conv_bias}, feat_extract_norm={cfg.feat_extract_norm!r})")
     return out
 
 
@@ -194,9 +202,15 @@ def _read_json(path: str):
 
 
 def set_params(model: HubertEncoder, params: dict) -> HubertEncoder:
-    """Copy {dotted path: array} into ``model``, checking every shape."""
+    """Copy {dotted path: array} into ``model``, checking the names (every weight, no other) and every shape."""
     import jax.numpy as jnp
+    from flax import nnx
 
+    expected = {".".join(str(p) for p in path_) for path_, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    missing, unknown = sorted(expected - set(params)), sorted(set(params) - expected)
+    if missing or unknown:
+        raise UnitsError(f"HuBERT weights do not fit the config: {len(missing)} missing (first {missing[:1]}), "
+                         f"{len(unknown)} unexpected (first {unknown[:1]})")
     for path, arr in params.items():
         obj = model
         *parents, leaf = path.split(".")
