@@ -49,6 +49,32 @@ def sigmoid_fit(L, acc, n, w, x0=None):
     return tuple(float(v) for v in res.x)
 
 
+def wilson_lo(acc, n, z=1.959963984540054):
+    """Lower end of the Wilson score interval of an accuracy on n items (the accuracy itself where n
+    is unknown)."""
+    acc, n = np.asarray(acc, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = (acc + z * z / (2 * n) - z * np.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+    return np.where(np.isfinite(n) & (n > 0), lo, acc)
+
+
+def at_chance(acc, n):
+    """None if some run beats chance (0.5) by its Wilson interval at 95% over all the task's runs
+    together (Bonferroni: of 40 runs at chance, one beats chance at 95% alone in 2 tables of 3), else
+    the one line that says none does: then accuracy has not begun to rise with compute, and its
+    envelope, gamma, sigmoid ceiling and compute to a target would be fitted to noise around 0.5."""
+    from scipy.stats import norm
+    ok = np.isfinite(acc)
+    lo = wilson_lo(acc[ok], n[ok], z=float(norm.isf(0.025 / max(1, ok.sum()))))
+    if np.any(lo > 0.5):
+        return None
+    i = int(np.argmax(acc[ok]))
+    nn = n[ok][i]
+    items = f" of {nn:.0f} items" if np.isfinite(nn) and nn > 0 else ""
+    return (f"no run above chance (0.5) by a 95% interval over the {int(ok.sum())} runs (best {100 * acc[ok][i]:.1f}%{items}); "
+            "accuracy does not yet rise with compute, so no envelope, gamma, sigmoid or compute to target")
+
+
 def acc_envelope(C, acc, w):
     """Indices of runs more accurate than every cheaper run (in order of compute).
 

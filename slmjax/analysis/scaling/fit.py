@@ -207,6 +207,10 @@ def _downstream(table, L, C, W, opt, workers, ref):
         if np.isfinite(acc).sum() < 3:
             out[task] = {"skipped": f"{int(np.isfinite(acc).sum())} runs with scores; need at least 3"}
             continue
+        chance = downstream.at_chance(acc, n)
+        if chance:
+            out[task] = {"skipped": chance}
+            continue
         point, front = downstream.task_fit(L, C, acc, n, sig=opt.sigmoid)
         x0 = (point["sig_c"], point["sig_k"], point["sig_L0"]) if np.isfinite(point["sig_c"]) else None
         reps = bs.map_rows(_down_row, W, (L, C, acc, n, opt.sigmoid, x0), workers, desc=f"bootstrap ({task})")

@@ -1,0 +1,36 @@
+"""Downstream tasks on which no run beats chance: one line, not a gamma, sigmoid ceiling and
+compute-to-target fitted to noise around 0.5."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from slmjax.analysis.scaling import downstream, fit, simulate
+from slmjax.analysis.scaling import bootstrap as bs
+from slmjax.analysis.scaling.table import build_table
+
+
+def test_wilson_lower_end_matches_scipy():
+    for k, n in [(90, 150), (260, 500), (3, 10), (500, 500)]:
+        want = stats.binomtest(k, n).proportion_ci(0.95, method="wilson").low
+        assert downstream.wilson_lo(k / n, n) == pytest.approx(want, rel=1e-9)
+
+
+def test_task_at_chance_is_skipped_in_one_line():
+    rows = simulate.simulate_rows(law="speech", noise=0.01, seed=3, tasks={"t": (0.8, 3.0, 3.2)}, n_items=500)
+    rng = np.random.default_rng(0)
+    for r in rows:
+        r["acc_chance"], r["n_chance"] = rng.binomial(500, 0.5) / 500, 500
+    table = build_table(rows, "sim")
+    acc = table.acc["chance"][0]
+    # One of the 40 runs beats chance at 95% alone (a chance of 1 - 0.975^40 = 64%); none does at
+    # 95% over the 40 (Bonferroni, z = 3.02).
+    assert downstream.wilson_lo(acc, 500).max() > 0.5
+    assert downstream.wilson_lo(acc, 500, z=stats.norm.isf(0.025 / 40)).max() <= 0.5
+    W = bs.resample_weights(len(table), 20, 0)
+    opt = fit.FitOptions(bootstrap=20, workers=1, sigmoid=False, target_acc={"chance": 0.7, "t": 0.7})
+    out, plots = fit._downstream(table, table.test_loss, table.flops["6N"], W, opt, 1, {})
+    assert set(out["chance"]) == {"skipped"} and "no run above chance" in out["chance"]["skipped"]
+    assert "\n" not in out["chance"]["skipped"] and "chance" not in plots
+    # The task whose accuracy rises with compute is fitted as before.
+    assert out["t"]["gamma"]["value"] > 0 and "compute_to_target" in out["t"]
