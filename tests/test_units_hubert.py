@@ -235,3 +235,14 @@ def test_tokenizer_weights_with_wrong_names_are_refused(tmp_path):
         with pytest.raises(UnitsError, match=r"hubert\.safetensors: .*refit the tokenizer") as exc:
             HubertFeatures.from_saved(path, layer=1)
         assert "\n" not in str(exc.value), name
+
+
+def test_an_activation_other_than_gelu_is_refused(tmp_path):
+    """The encoder computes exact GELU; a config naming another activation loaded and gave other features."""
+    from slmjax.units.errors import UnitsError
+
+    torch.manual_seed(0)
+    model = transformers.HubertModel(transformers.HubertConfig(**SMALL, hidden_act="relu")).eval()
+    model.save_pretrained(tmp_path)
+    with pytest.raises(UnitsError, match="hidden_act='relu' is not supported"):
+        load_hubert(str(tmp_path))

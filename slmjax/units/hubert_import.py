@@ -171,6 +171,8 @@ def read_checkpoint(path: str) -> tuple[HubertConfig, dict, float | None]:
         model_cfg = cfg_obj["model"] if cfg_obj is not None else vars(sd["args"])
         model_cfg = dict(model_cfg) if not isinstance(model_cfg, dict) else model_cfg
         task_cfg = (cfg_obj.get("task") or {}) if cfg_obj is not None else vars(sd["args"])
+        if model_cfg.get("activation_fn", "gelu") != "gelu":
+            raise UnitsError(f"{path}: activation_fn={model_cfg['activation_fn']!r} is not supported (only 'gelu')")
         cfg = fairseq_config(model_cfg)
         mode = "layer_norm" if cfg.feat_extract_norm == "layer" else "default"
         return cfg, fairseq_to_hf(sd["model"], mode), 1e-5 if task_cfg.get("normalize", False) else None
@@ -182,6 +184,9 @@ def read_checkpoint(path: str) -> tuple[HubertConfig, dict, float | None]:
         raise UnitsError(f"{cfg_path} is not a JSON object")
     if hf_cfg.get("conv_pos_batch_norm"):
         raise UnitsError(f"{cfg_path}: conv_pos_batch_norm models are not supported")
+    for key in ("hidden_act", "feat_extract_activation"):  # the encoder computes exact GELU only
+        if hf_cfg.get(key, "gelu") != "gelu":
+            raise UnitsError(f"{cfg_path}: {key}={hf_cfg[key]!r} is not supported (only 'gelu')")
     cfg = HubertConfig.from_dict(hf_cfg)
     pre_path = os.path.join(folder, "preprocessor_config.json")
     if os.path.exists(pre_path):
