@@ -34,3 +34,26 @@ def test_task_at_chance_is_skipped_in_one_line():
     assert "\n" not in out["chance"]["skipped"] and "chance" not in plots
     # The task whose accuracy rises with compute is fitted as before.
     assert out["t"]["gamma"]["value"] > 0 and "compute_to_target" in out["t"]
+
+
+def test_gamma_without_three_envelope_runs_is_one_line_not_nan():
+    """The cheapest run the most accurate: one run on the accuracy envelope, so no gamma. The report
+    printed 'nan [lo, hi] (k of n replicates)' for gamma and the compute to target, the interval
+    coming from the replicates that happened to draw 3 envelope runs."""
+    from slmjax.analysis.scaling import report
+    rows = simulate.simulate_rows(law="speech", noise=0.01, seed=3, tasks={"t": (0.8, 3.0, 3.2)}, n_items=500)
+    C = np.array([6 * r["n_params"] * r["tokens"] for r in rows])
+    rng = np.random.default_rng(1)
+    for i, r in enumerate(rows):
+        r["acc_t"] = 0.9 if i == int(np.argmin(C)) else rng.uniform(0.6, 0.8)
+    table = build_table(rows, "sim")
+    W = bs.resample_weights(len(table), 40, 0)
+    opt = fit.FitOptions(bootstrap=40, workers=1, sigmoid=False, target_acc={"t": 0.95})
+    out, _ = fit._downstream(table, table.test_loss, table.flops["6N"], W, opt, 1, downstream.read_reference(None))
+    d = out["t"]
+    assert d["envelope_runs"] == [str(table.run_id[int(np.argmin(C))])]
+    assert d["gamma"]["value"] is None and d["gamma"]["lo"] is None and "1 run(s)" in d["gamma_skipped"]
+    assert not any(k.startswith("ratio_") for k in d) and "skipped" in d["compute_to_target"]
+    assert d["c1"]["value"] is not None   # the linear fit in loss does not need the envelope
+    from slmjax.analysis.scaling.report import _iv
+    assert _iv(d["gamma"], "{:.4f}") == "-" and _iv(d["compute_to_target"]) == "-"

@@ -216,15 +216,23 @@ def _downstream(table, L, C, W, opt, workers, ref):
         reps = bs.map_rows(_down_row, W, (L, C, acc, n, opt.sigmoid, x0), workers, desc=f"bootstrap ({task})")
         R = {k: np.array([r[k] for r in reps]) for k in point}
         t = {k: bs.summarise(point[k], R[k], opt.level) for k in point}
+        no_gamma = not np.isfinite(point["gamma"])
+        if no_gamma:
+            # Replicates that drew 3 envelope runs would give an interval around no point estimate.
+            why = f"{len(front)} run(s) on the accuracy envelope (need 3 for gamma)"
+            t.update(gamma=bs.summarise(None, [], opt.level), log_q0=bs.summarise(None, [], opt.level),
+                     gamma_skipped=why)
         t["n_runs"] = int(np.isfinite(acc).sum())
         t["n_items"] = _num(np.nanmedian(n)) if np.isfinite(n).any() else None
         t["envelope_runs"] = [str(table.run_id[i]) for i in front]
-        for label, g in ref.items():
+        for label, g in ([] if no_gamma else ref.items()):
             if task in g:
                 t[f"ratio_{label}_over_ours"] = bs.summarise(g[task] / point["gamma"], g[task] / R["gamma"], opt.level)
                 t[f"gamma_{label}"] = g[task]
         target = opt.target_acc.get(task)
-        if target:
+        if target and no_gamma:
+            t["compute_to_target"] = {"target": target, "skipped": why}
+        elif target:
             ct = [downstream.compute_for(target, g, q) for g, q in zip(R["gamma"], R["log_q0"])]
             t["compute_to_target"] = {"target": target, **bs.summarise(
                 downstream.compute_for(target, point["gamma"], point["log_q0"]), ct, opt.level)}

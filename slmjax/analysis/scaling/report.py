@@ -85,6 +85,8 @@ def render(res: dict, figures: dict) -> str:
             ratios = "; ".join(f"{k[len('ratio_'):-len('_over_ours')]}: {_iv(v)}" for k, v in d.items() if k.startswith("ratio_"))
             md.append(f"| {task} | {d['n_runs']} | {_iv(d['c1'])} | {_iv(d['sig_c'])} | {_iv(d['gamma'], '{:.4f}')} "
                       f"| {ratios or '-'} |")
+            if d.get("gamma_skipped"):
+                md.append(f"| {task}: gamma not fitted: {d['gamma_skipped']} | | | | | |")
             if "compute_to_target" in d:
                 ct = d["compute_to_target"]
                 md.append(f"| {task}: compute to reach {100 * ct['target']:.1f}% | | | | {_iv(ct)} FLOPs | |")
