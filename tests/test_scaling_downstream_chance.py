@@ -16,7 +16,7 @@ def test_wilson_lower_end_matches_scipy():
         assert downstream.wilson_lo(k / n, n) == pytest.approx(want, rel=1e-9)
 
 
-def test_task_at_chance_is_skipped_in_one_line():
+def test_task_at_chance_is_skipped_in_one_line(tmp_path):
     rows = simulate.simulate_rows(law="speech", noise=0.01, seed=3, tasks={"t": (0.8, 3.0, 3.2)}, n_items=500)
     rng = np.random.default_rng(0)
     for r in rows:
@@ -31,9 +31,16 @@ def test_task_at_chance_is_skipped_in_one_line():
     opt = fit.FitOptions(bootstrap=20, workers=1, sigmoid=False, target_acc={"chance": 0.7, "t": 0.7})
     out, plots = fit._downstream(table, table.test_loss, table.flops["6N"], W, opt, 1, {})
     assert set(out["chance"]) == {"skipped"} and "no run above chance" in out["chance"]["skipped"]
-    assert "\n" not in out["chance"]["skipped"] and "chance" not in plots
+    assert "\n" not in out["chance"]["skipped"]
+    # its runs are still drawn, without a fit
+    assert plots["chance"]["point"] is None and list(plots["chance"]["front"]) == []
     # The task whose accuracy rises with compute is fitted as before.
     assert out["t"]["gamma"]["value"] > 0 and "compute_to_target" in out["t"]
+    from slmjax.analysis.scaling import plots as plotting
+    p = {"downstream": plots, "L_all": table.test_loss, "C_all": table.flops["6N"]}
+    for draw in (plotting.downstream_vs_loss(p, str(tmp_path)),
+                 plotting.downstream_vs_compute(p, str(tmp_path), {})):
+        assert draw and (tmp_path / draw).stat().st_size > 0
 
 
 def test_gamma_without_three_envelope_runs_is_one_line_not_nan():

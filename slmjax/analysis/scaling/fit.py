@@ -210,6 +210,7 @@ def _downstream(table, L, C, W, opt, workers, ref):
         chance = downstream.at_chance(acc, n)
         if chance:
             out[task] = {"skipped": chance}
+            plots[task] = dict(acc=acc, n=n, point=None, front=[])   # its runs, with no fit
             continue
         point, front = downstream.task_fit(L, C, acc, n, sig=opt.sigmoid)
         x0 = (point["sig_c"], point["sig_k"], point["sig_L0"]) if np.isfinite(point["sig_c"]) else None

@@ -124,6 +124,10 @@ def allocation(p, out):
     return _save(fig, out, "allocation.png")
 
 
+def _task_title(task, point):
+    return task if point is not None else f"{task} (at chance: not fitted)"
+
+
 def downstream_vs_loss(p, out):
     ds = p.get("downstream") or {}
     if not ds:
@@ -132,15 +136,16 @@ def downstream_vs_loss(p, out):
     L = p["L_all"]
     for ax, (task, d) in zip(axes[0], ds.items()):
         ok = np.isfinite(d["acc"])
-        ax.plot(L[ok], 100 * d["acc"][ok], "o", ms=4, alpha=0.7)
+        ax.plot(L[ok], 100 * d["acc"][ok], "o", ms=4, alpha=0.7, label="runs")
         x = np.linspace(L[ok].min(), L[ok].max(), 100)
         pt = d["point"]
-        ax.plot(x, 100 * (pt["c0"] + pt["c1"] * x), "k-", lw=1, label="linear")
-        if np.isfinite(pt["sig_c"]):
+        if pt is not None:
+            ax.plot(x, 100 * (pt["c0"] + pt["c1"] * x), "k-", lw=1, label="linear")
+        if pt is not None and np.isfinite(pt["sig_c"]):
             from slmjax.analysis.scaling.downstream import sigmoid
             ax.plot(x, 100 * sigmoid(x, pt["sig_c"], pt["sig_k"], pt["sig_L0"]), "r--", lw=1, label="sigmoid")
         ax.axhline(50, color="grey", lw=0.8, ls=":")
-        ax.set(xlabel="test loss", ylabel="accuracy (%)", title=task)
+        ax.set(xlabel="test loss", ylabel="accuracy (%)", title=_task_title(task, pt))
         ax.invert_xaxis()
         ax.legend(fontsize=7)
     return _save(fig, out, "downstream_vs_loss.png")
@@ -156,9 +161,10 @@ def downstream_vs_compute(p, out, ref_gamma):
         ok = np.isfinite(d["acc"])
         ax.plot(C[ok], 100 * d["acc"][ok], "o", ms=4, alpha=0.5, label="runs")
         f = d["front"]
-        ax.plot(C[f], 100 * d["acc"][f], "ks", mfc="none", ms=7, label="envelope")
+        if len(f):
+            ax.plot(C[f], 100 * d["acc"][f], "ks", mfc="none", ms=7, label="envelope")
         pt = d["point"]
-        if np.isfinite(pt["gamma"]):
+        if pt is not None and np.isfinite(pt["gamma"]):
             cc = np.geomspace(C[ok].min(), C[ok].max() * 10, 50)
             ax.plot(cc, 100 * np.exp(pt["log_q0"]) * cc ** pt["gamma"], "r-", lw=1.2,
                     label=f"ours: gamma = {pt['gamma']:.3f}")
@@ -167,7 +173,8 @@ def downstream_vs_compute(p, out, ref_gamma):
                     c0 = C[f][0]
                     q0 = np.exp(pt["log_q0"]) * c0 ** pt["gamma"]
                     ax.plot(cc, 100 * q0 * (cc / c0) ** g[task], "--", lw=1, label=f"{label}: gamma = {g[task]}")
-        ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="accuracy (%)", title=task)
+        ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="accuracy (%)",
+               title=_task_title(task, pt))
         ax.set_ylim(45, 100)
         ax.legend(fontsize=6)
     return _save(fig, out, "downstream_vs_compute.png")
