@@ -249,9 +249,10 @@ def write_demo_report(out: str) -> str:
     L += ["", "## Benchmarks (accuracy %, final checkpoints, 95% bootstrap intervals)", ""] + run_lines
     L += [""] + _chance_lines(best, sizes, _context_note(runs)) + _below_chance_lines(runs)
     down = fit.get("downstream", {})
-    gl = [f"- {TASK_TITLES.get(t, t)}: gamma = {_iv(d.get('gamma'))}"
+    gl = [f"- {TASK_TITLES.get(t, t)}: " + (f"not fitted: {d['skipped']}" if "skipped" in d else
+                                           f"gamma = {_iv(d.get('gamma'))}")
           + (f" (paper, speech: {PAPER_GAMMA[t]})" if t in PAPER_GAMMA else "")
-          for t, d in sorted(down.items()) if isinstance(d, dict) and "gamma" in d]
+          for t, d in sorted(down.items()) if isinstance(d, dict) and ("gamma" in d or "skipped" in d)]
     if gl:
         L += ["", "Accuracy envelope vs compute, Q ~ C^gamma:"] + gl
     pngs = sorted(glob.glob(os.path.join(out, "fit", "*.png")))
