@@ -377,7 +377,7 @@ def test_worker_flags_out_of_range_are_one_line(tmp_path, tok_dir, workers, inde
 @pytest.mark.parametrize("over,message", [
     ({"coarse_vocab": 5}, "--coarse_vocab=5 must exceed k + 1 = 5 (all units plus <unk>)"),
     ({"coarse_vocab": 0}, "--coarse_vocab=0 must exceed k + 1 = 5 (all units plus <unk>)"),
-    ({"k": 30000, "coarse_vocab": 40000}, "coarse tokens support k <= 1792, got 30000")])
+    ({"k": 30000, "coarse_vocab": 40000}, "coarse tokens support k <= 20992, got 30000")])
 def test_fit_refuses_coarse_settings_before_reading_audio(tmp_path, over, message):
     # found only after every feature was read and k-means fitted (hours on a real corpus)
     from slmjax.units.fit import fit_from_flags

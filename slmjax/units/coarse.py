@@ -1,13 +1,8 @@
 """Coarse tokens: a SentencePiece unigram (or BPE) model trained over collapsed unit sequences.
 
-Each unit u becomes one character, U+0100 + u (pieces are runs of units; script splitting is off,
-as the range spans several scripts). The characters are two UTF-8 bytes long on purpose:
-SentencePiece 0.2.1 and later take the unigram seed pieces from a byte-level suffix array, and over
-three-byte characters keep almost none (at k = 500, vocab 3000, on sequences of repeated motifs:
-1.00 units per token over U+4E00 + u, 4.2 over U+0100 + u; SentencePiece 0.2.0, whose suffix array
-is over characters, 4.26 over either). Models trained over U+4E00 + u, as this module did before,
-still load and decode. Piece ids 0..P-1 are the coarse vocabulary (0 is SentencePiece's required
-<unk>, never produced because every unit is a required character).
+Each unit u becomes one character (U+4E00 + u, a single Unicode script so SentencePiece never splits
+between units); pieces are runs of units. Piece ids 0..P-1 are the coarse vocabulary (0 is
+SentencePiece's required <unk>, never produced because every unit is a required character).
 """
 
 from __future__ import annotations
@@ -19,17 +14,16 @@ import numpy as np
 
 from slmjax.units.errors import UnitsError
 
-BASE = 0x0100
-MAX_UNITS = 0x0800 - BASE   # the two-byte characters from BASE on
-LEGACY_BASE = 0x4E00        # the characters of models trained before the switch to BASE
+BASE = 0x4E00
+MAX_UNITS = 0x9FFF - BASE + 1
 
 
-def units_to_text(units, base: int = BASE) -> str:
-    return "".join(chr(base + int(u)) for u in units)
+def units_to_text(units) -> str:
+    return "".join(chr(BASE + int(u)) for u in units)
 
 
-def text_to_units(text: str, base: int = BASE) -> np.ndarray:
-    return np.fromiter((ord(c) - base for c in text), np.int32, count=len(text))
+def text_to_units(text: str) -> np.ndarray:
+    return np.fromiter((ord(c) - BASE for c in text), np.int32, count=len(text))
 
 
 def check_coarse_args(k: int, vocab_size: int, model_type: str) -> None:
@@ -59,7 +53,7 @@ def train_coarse(sequences, k: int, vocab_size: int, model_type: str = "unigram"
         character_coverage=1.0, add_dummy_prefix=False,
         normalization_rule_name="identity", remove_extra_whitespaces=False, split_by_whitespace=False,
         max_sentence_length=1 << 24, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, hard_vocab_limit=False,
-        split_by_unicode_script=False, num_threads=1, minloglevel=2,
+        num_threads=1, minloglevel=2,
     )
     return buf.getvalue()
 
@@ -74,14 +68,11 @@ class Coarse:
         self.vocab_size = self.sp.get_piece_size()
         self.sha256 = hashlib.sha256(model_bytes).hexdigest()
         self.model_type = "bpe" if _is_bpe(model_bytes) else "unigram"
-        pieces = [self.sp.id_to_piece(i) for i in range(self.vocab_size)
-                  if not (self.sp.is_unknown(i) or self.sp.is_control(i))]
-        self.base = LEGACY_BASE if pieces and min(ord(p[0]) for p in pieces) >= LEGACY_BASE else BASE
 
     def encode(self, units) -> np.ndarray:
         if len(units) == 0:
             return np.zeros(0, np.int32)
-        return np.asarray(self.sp.encode(units_to_text(units, self.base), out_type=int), np.int32)
+        return np.asarray(self.sp.encode(units_to_text(units), out_type=int), np.int32)
 
     def check_units(self, k: int) -> None:
         """UnitsError unless the pieces are runs of exactly the units 0..k-1: every unit has its own
@@ -90,17 +81,17 @@ class Coarse:
         for i in range(self.vocab_size):
             if self.sp.is_unknown(i) or self.sp.is_control(i):
                 continue
-            codes = [ord(c) - self.base for c in self.sp.id_to_piece(i)]
+            codes = [ord(c) - BASE for c in self.sp.id_to_piece(i)]
             if not codes or min(codes) < 0 or max(codes) >= k:
                 raise UnitsError(f"coarse model piece {i} ({self.sp.id_to_piece(i)!r}) is not a run of units 0..{k - 1}: "
                                  "the coarse model does not belong to these centroids; refit the tokenizer")
-        missing = [u for u in range(k) if self.sp.piece_to_id(chr(self.base + u)) == self.sp.unk_id()]
+        missing = [u for u in range(k) if self.sp.piece_to_id(chr(BASE + u)) == self.sp.unk_id()]
         if missing:
             raise UnitsError(f"coarse model has no piece for unit {missing[0]} ({len(missing)} of {k} units lack one): "
                              "the coarse model does not belong to these centroids; refit the tokenizer")
 
     def decode(self, ids) -> np.ndarray:
-        return text_to_units("".join(self.sp.id_to_piece(int(i)) for i in ids), self.base)
+        return text_to_units("".join(self.sp.id_to_piece(int(i)) for i in ids))
 
 
 def _is_bpe(model_bytes: bytes) -> bool:
