@@ -64,3 +64,23 @@ def test_gamma_without_three_envelope_runs_is_one_line_not_nan():
     assert d["c1"]["value"] is not None   # the linear fit in loss does not need the envelope
     from slmjax.analysis.scaling.report import _iv
     assert _iv(d["gamma"], "{:.4f}") == "-" and _iv(d["compute_to_target"]) == "-"
+
+
+def test_runs_below_chance_are_inside_the_accuracy_axis(tmp_path, monkeypatch):
+    # The compute plot's accuracy axis began at 45%: runs at 43% (sBLIMP's length bias in the
+    # demo) were drawn outside it.
+    from slmjax.analysis.scaling import plots as plotting
+    drawn = {}
+    real_save = plotting._save
+
+    def save(fig, out, name):
+        drawn[name] = [ax.get_ylim() for ax in fig.axes]
+        return real_save(fig, out, name)
+    monkeypatch.setattr(plotting, "_save", save)
+    C = np.array([1e10, 1e11, 1e12, 1e13])
+    acc = np.array([0.43, 0.47, 0.49, 0.46])
+    p = {"downstream": {"sblimp": dict(acc=acc, n=np.full(4, 150.0), point=None, front=[])},
+         "L_all": np.array([3.0, 2.5, 2.0, 1.8]), "C_all": C}
+    plotting.downstream_vs_compute(p, str(tmp_path), {})
+    (lo, hi), = drawn["downstream_vs_compute.png"]
+    assert lo < 43 and hi == 100

@@ -175,7 +175,9 @@ def downstream_vs_compute(p, out, ref_gamma):
                     ax.plot(cc, 100 * q0 * (cc / c0) ** g[task], "--", lw=1, label=f"{label}: gamma = {g[task]}")
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="accuracy (%)",
                title=_task_title(task, pt))
-        ax.set_ylim(45, 100)
+        # below-chance runs (a length bias, say) are drawn too, not cut off at the axis
+        ax.set_ylim(min(45.0, 100 * float(d["acc"][ok].min()) - 2), 100)
+        ax.axhline(50, color="grey", lw=0.8, ls=":")
         ax.legend(fontsize=6)
     return _save(fig, out, "downstream_vs_compute.png")
 
