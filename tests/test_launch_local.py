@@ -154,3 +154,25 @@ def test_dry_run_lists_commands_and_skips_completed(tmp_path, capsys):
                    f"TRAIN --config=t.py:x --workdir={tmp_path}/b --config.train.steps=10 "
                    "'--config.data.path=a b'"]
     assert not (tmp_path / "sweep.jsonl").exists() and not (tmp_path / ".sweep.lock").exists()
+
+
+def test_sigterm_just_before_the_trainer_starts_still_stops_it(tmp_path, monkeypatch):
+    # A SIGTERM that reaches the sweep after its between-runs check but before the trainer's
+    # process is known (the start event's fsync, opening the log, fork/exec) has no trainer to be
+    # forwarded to: the trainer must still get it, not train its whole run while the sweep waits.
+    log_event = status.log_event
+
+    def signal_at_start(root, event, key, **fields):
+        log_event(root, event, key, **fields)
+        if event == "start":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(status, "log_event", signal_at_start)
+    runs = [grid.Run(key=k, size="x", n_params=10, tokens=100, batch_size=1, seq_len=10, steps=10,
+                     warmup=1, unique_tokens=None, restricted=False, workdir=str(tmp_path / k),
+                     overrides=(), train_config="t.py:x") for k in ("a", "b")]
+    t0 = time.time()
+    rc = local.launch(runs, str(tmp_path), program=[sys.executable, "-c", "import time; time.sleep(30)"])
+    assert rc == 128 + signal.SIGTERM
+    assert time.time() - t0 < 15
+    assert [e["event"] for e in status.read_events(str(tmp_path))] == ["start", "interrupted"]

@@ -109,6 +109,8 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
             try:
                 child["proc"] = subprocess.Popen(argv, preexec_fn=_die_with_parent, stdout=log,
                                                  stderr=subprocess.STDOUT if log else None)
+                if stop["signal"] is not None:   # it came before there was a trainer to forward it to
+                    child["proc"].send_signal(signal.SIGTERM)
                 rc = child["proc"].wait()
             finally:
                 child["proc"] = None
