@@ -373,3 +373,21 @@ def test_slurm_device_check_leaves_out_runs_it_will_not_submit(tmp_path):
     assert proc.stdout.count("completed, skipped") == 8 and proc.stdout.count("sbatch --parsable") == 2
     proc = sweep(*base, "--only=^s309m_|^s823m_d5.3e10$")
     assert proc.returncode == 1 and "s823m_d5.3e10: train.batch_size=494 " in proc.stderr
+
+
+def test_slurm_squeue_failure_is_one_plain_line(tmp_path):
+    # squeue fails when the controller does not answer: its first stderr line, not a Python list.
+    fake, repo = _fake_slurm(tmp_path)
+    (fake / "bin" / "squeue").write_text(
+        "#!/usr/bin/env bash\necho 'squeue: error: Unable to contact slurm controller' >&2\n"
+        "echo 'second line' >&2\nexit 1\n")
+    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    args = ["--config=configs/sweeps/paper_grid.py", f"--root={tmp_path / 'runs'}", "--launcher=slurm",
+            f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$"]
+    proc = sweep(*args, env=env)
+    assert proc.returncode == 1 and not (fake / "submitted").exists()
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "slmjax-sweep: squeue failed: squeue: error: Unable to contact slurm controller")
+    (fake / "bin" / "squeue").write_text("#!/usr/bin/env bash\nexit 1\n")
+    proc = sweep(*args, env=env)
+    assert proc.stderr.strip().splitlines()[-1] == "slmjax-sweep: squeue failed: exit code 1"

@@ -144,7 +144,8 @@ def _queued_jobs() -> list[tuple[str, str, str]]:
     except FileNotFoundError:
         raise SweepError("squeue is not on PATH: run this on a SLURM login node") from None
     except subprocess.CalledProcessError as e:
-        raise SweepError(f"squeue failed: {(e.stderr or '').strip().splitlines()[:1]}") from None
+        first = (e.stderr or e.stdout or "").strip().splitlines()
+        raise SweepError(f"squeue failed: {first[0] if first else f'exit code {e.returncode}'}") from None
     return [(job, name, os.path.realpath(path))
             for job, name, path in (parts for parts in (line.split(" ", 2) for line in out.splitlines())
                                     if len(parts) == 3)]
