@@ -139,6 +139,9 @@ def test_unigram_grid_has_the_coarse_vocabulary(tmp_path):
      "[Errno 2] No such file or directory: 'configs/sweeps/nope.py'"),
     (["--config=configs/sweeps/paper_grid.py", "--config.ratio=(2,)"],
      "the sweep config has no field ratio"),
+    (["--config=configs/sweeps/paper_grid.py", "--config.data_path=/d",
+      "--config.sizes.s309m.overrides.mesh.tensor=4"],   # an inner part missing: only that flag named
+     "the sweep config has no field sizes.s309m.overrides.mesh.tensor"),
     (["--config=configs/sweeps/paper_grid.py", "--launcher=tpu", "--zone=z"],
      "--launcher=tpu needs --tpu_name (the TPU VM slice)"),
     (["--config=configs/sweeps/unigram_grid.py", "--launcher=slurm", "--nodry_run"],

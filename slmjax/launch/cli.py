@@ -154,7 +154,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as e:   # --config.a=v naming a field the sweep lacks
         named = [a.split("=")[0][len("--config."):] for a in argv if a.startswith("--config.")]
         key = str(e).strip("\"' ")
-        hits = [n for n in named if n.split(".")[-1] == key] or named
+        hits = [n for n in named if key in n.split(".")] or named   # the missing part may be inner
         sys.exit(f"slmjax-sweep: the sweep config has no field {', '.join(hits)}")
 
 
