@@ -196,6 +196,12 @@ def test_slurm_rejects_bad_options(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "slmjax-sweep: --time='two days' is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+    # A negative CPU count went into the script and the dry run, for sbatch to refuse later.
+    proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={tmp_path}", "--launcher=slurm",
+                 "--cpus_per_task=-4", "--dry_run")
+    assert proc.returncode == 1 and "#SBATCH" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "slmjax-sweep: --cpus_per_task must be >= 0 (0: the cluster's default), got -4")
 
 
 def test_slurm_time_limit_leaves_room_for_the_signal():

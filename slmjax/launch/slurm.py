@@ -46,6 +46,9 @@ class SlurmOptions:
             raise SweepError(f"--nodes must be at least 1, got {self.nodes}")
         if self.gpus_per_node < 0:
             raise SweepError(f"--gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        if self.cpus_per_task < 0:
+            raise SweepError(f"--cpus_per_task must be >= 0 (0: the cluster's default), "
+                             f"got {self.cpus_per_task}")
         if self.time and not _TIME.match(self.time):
             raise SweepError(f"--time={self.time!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
         if self.time and _seconds(self.time) < 2 * SIGNAL_SECONDS:
