@@ -397,3 +397,30 @@ def test_slurm_squeue_failure_is_one_plain_line(tmp_path):
     (fake / "bin" / "squeue").write_text("#!/usr/bin/env bash\nexit 1\n")
     proc = sweep(*args, env=env)
     assert proc.stderr.strip().splitlines()[-1] == "slmjax-sweep: squeue failed: exit code 1"
+
+
+def test_slurm_two_sweeps_submitting_at_once_do_not_submit_a_run_twice(tmp_path):
+    # Each saw the queue before the other's jobs were in it, and both submitted every run. While one
+    # sweep submits (here: holds the root's submit lock), another is refused before it asks squeue.
+    from slmjax import fileio
+
+    fake, repo = _fake_slurm(tmp_path)
+    root = tmp_path / "runs"
+    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(root),
+           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    args = ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
+            f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$"]
+    (root / "slurm").mkdir(parents=True)
+    lock = fileio.PidLock(str(root / "slurm" / ".submit.lock"))
+    try:
+        proc = sweep(*args, env=env)
+        assert proc.returncode == 1 and not (fake / "submitted").exists(), proc.stdout + proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"slmjax-sweep: another sweep (pid {os.getpid()}) is submitting the runs of {root}; "
+            "wait for it to finish")
+        assert sweep(*args, "--dry_run", env=env).returncode == 0   # a dry run submits nothing
+    finally:
+        lock.release()
+    proc = sweep(*args, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (fake / "submitted").read_text().split() == [f"{root}/slurm/s20m_d4.1e7.sbatch"]

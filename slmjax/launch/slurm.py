@@ -193,6 +193,27 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
     opts.validate()
     if problem := fileio.url_problem(root, "--root"):
         raise SweepError(problem)
+    lock = None if dry_run else _submit_lock(root)
+    try:
+        return _submit(runs, root, opts, dry_run, out, check)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _submit_lock(root: str) -> fileio.PidLock:
+    """One submitting sweep per root: two at once each see the queue before the other's jobs are
+    in it, and submit the same runs twice. (A file system without flock gives no lock.)"""
+    os.makedirs(_slurm_file(root, ""), exist_ok=True)
+    try:
+        return fileio.PidLock(_slurm_file(root, ".submit.lock"), required=False)
+    except fileio.LockHeld as e:
+        raise SweepError(f"another sweep (pid {e.pid}) is submitting the runs of {root}; "
+                         "wait for it to finish") from None
+
+
+def _submit(runs: list[Run], root: str, opts: SlurmOptions, dry_run: bool, out: TextIO,
+            check: Callable[[list[Run]], None] | None) -> int:
     try:
         queued = {(name, path) for _, name, path in _queued_jobs()}
     except SweepError as e:
