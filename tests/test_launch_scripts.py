@@ -60,7 +60,7 @@ def _fake_squeue(tmp_path, jobs):
     """squeue printing `jobs` ('%i %j %o': id, name, script) and scancel recording its arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "squeue").write_text("#!/usr/bin/env bash\n[[ $* == '--me -h -o %i %j %o' ]] || exit 3\n"
+    (bin_dir / "squeue").write_text("#!/usr/bin/env bash\n[[ $* == '--me --all -h -o %i %j %o' ]] || exit 3\n"
                                     + "".join(f"echo {shlex.quote(j)}\n" for j in jobs))
     (bin_dir / "scancel").write_text(f"#!/usr/bin/env bash\necho \"$@\" > {tmp_path}/cancelled\n")
     for f in bin_dir.iterdir():

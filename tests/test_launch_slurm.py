@@ -53,7 +53,7 @@ FAKES = {
     "squeue": """\
         #!/usr/bin/env bash
         # The same key queued from another sweep root is another run. -o '%i %j %o': id, name, script.
-        [[ $* == '--me -h -o %i %j %o' ]] || exit 3
+        [[ $* == '--me --all -h -o %i %j %o' ]] || exit 3
         echo "100 slmjax-s20m_d8.3e7 $FAKE_ROOT/slurm/s20m_d8.3e7.sbatch"
         echo "101 slmjax-s20m_d4.1e7 /other/root/slurm/s20m_d4.1e7.sbatch"
         """,
@@ -424,3 +424,27 @@ def test_slurm_two_sweeps_submitting_at_once_do_not_submit_a_run_twice(tmp_path)
     proc = sweep(*args, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (fake / "submitted").read_text().split() == [f"{root}/slurm/s20m_d4.1e7.sbatch"]
+
+
+def test_slurm_sees_its_jobs_in_hidden_partitions(tmp_path):
+    # squeue leaves out the jobs of a hidden partition (Hidden=YES, e.g. a preemptible one) unless
+    # given --all: a sweep submitted there saw none of its jobs and submitted each run again.
+    fake, repo = _fake_slurm(tmp_path)
+    root = tmp_path / "runs"
+    (fake / "bin" / "squeue").write_text(
+        "#!/usr/bin/env bash\n"
+        "[[ $* == *--all* || $* == *' -a '* ]] && "
+        f"echo '100 slmjax-s20m_d4.1e7 {root}/slurm/s20m_d4.1e7.sbatch'\nexit 0\n")
+    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
+                 f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$",
+                 "--slurm_partition=preempt", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "s20m_d4.1e7: already queued as slmjax-s20m_d4.1e7, skipped" in proc.stdout
+    assert not (fake / "submitted").exists()
+    (fake / "bin" / "scancel").write_text(f"#!/usr/bin/env bash\necho \"$@\" > {fake}/cancelled\n")
+    (fake / "bin" / "scancel").chmod(0o755)
+    stop = subprocess.run(["bash", f"{REPO}/launch/slurm_stop.sh", str(root)], env=env,
+                          capture_output=True, text=True)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert (fake / "cancelled").read_text().split() == ["100"]

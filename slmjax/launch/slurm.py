@@ -140,9 +140,10 @@ def sbatch_command(run: Run, root: str) -> list[str]:
 def _queued_jobs() -> list[tuple[str, str, str]]:
     """(job id, job name, batch script) of this user's jobs: a key queued from another root is
     another run. Scripts are compared by real path: a root reached through a symlink, or spelled
-    another way, is the same root."""
+    another way, is the same root. --all: without it squeue leaves out the jobs of hidden
+    partitions and of partitions not open to the user's group."""
     try:
-        out = subprocess.run(["squeue", "--me", "-h", "-o", "%i %j %o"], capture_output=True,
+        out = subprocess.run(["squeue", "--me", "--all", "-h", "-o", "%i %j %o"], capture_output=True,
                              text=True, check=True).stdout
     except FileNotFoundError:
         raise SweepError("squeue is not on PATH: run this on a SLURM login node") from None
