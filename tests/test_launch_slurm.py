@@ -310,6 +310,12 @@ def test_slurm_dry_run_off_the_cluster_says_it_cannot_see_the_queue():
     assert proc.returncode == 0, proc.stderr
     assert ("# note: squeue is not on PATH: run this on a SLURM login node; runs already queued "
             "are not skipped in this dry run") in proc.stdout.splitlines()
+    # Without --dry_run the same cause is said, not the root's directory that cannot be made here.
+    proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=/proc/shared/runs/paper",
+                 "--launcher=slurm", "--repo_dir=/shared/slmjax", "--config.data_path=/shared/units",
+                 "--only=^s20m_d4.1e7$", env={**ENV, "PATH": os.path.dirname(sys.executable)})
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "slmjax-sweep: squeue is not on PATH: run this on a SLURM login node")
 
 
 def test_slurm_paths_given_with_a_tilde_reach_the_job_expanded(tmp_path):

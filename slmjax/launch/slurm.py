@@ -16,6 +16,7 @@ import dataclasses
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from typing import Callable, TextIO
@@ -26,6 +27,7 @@ from slmjax.launch.commands import TRAIN_SCRIPT, train_args
 from slmjax.launch.grid import Run, SweepError, join
 
 JOB_PREFIX = "slmjax-"
+_NO_SQUEUE = "squeue is not on PATH: run this on a SLURM login node"
 SIGNAL_SECONDS = 300   # SIGTERM this long before the time limit: time to save a checkpoint
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 
@@ -146,7 +148,7 @@ def _queued_jobs() -> list[tuple[str, str, str]]:
         out = subprocess.run(["squeue", "--me", "--all", "-h", "-o", "%i %j %o"], capture_output=True,
                              text=True, check=True).stdout
     except FileNotFoundError:
-        raise SweepError("squeue is not on PATH: run this on a SLURM login node") from None
+        raise SweepError(_NO_SQUEUE) from None
     except subprocess.CalledProcessError as e:
         first = (e.stderr or e.stdout or "").strip().splitlines()
         raise SweepError(f"squeue failed: {first[0] if first else f'exit code {e.returncode}'}") from None
@@ -194,6 +196,8 @@ def launch(runs: list[Run], root: str, opts: SlurmOptions, *, dry_run: bool = Fa
     opts.validate()
     if problem := fileio.url_problem(root, "--root"):
         raise SweepError(problem)
+    if not dry_run and shutil.which("squeue") is None:
+        raise SweepError(_NO_SQUEUE)   # said before the lock's directory is made off the cluster
     lock = None if dry_run else _submit_lock(root)
     try:
         return _submit(runs, root, opts, dry_run, out, check)
