@@ -258,3 +258,29 @@ def test_packed_mixture_run_reports_test_loss_per_dataset(unit_dataset, tmp_path
   passes = sum(info["epochs_by_dataset"][n] * u for n, u in per.items()) / sum(per.values())
   assert info["epochs"] == pytest.approx(passes, rel=0.02)
   assert info["epochs"] < 0.97 * info["tokens"] / info["unique_tokens"]
+
+
+def test_a_packed_run_begun_on_the_earlier_rows_is_not_resumed_on_these(unit_dataset, tmp_path):
+  """Packed rows now begin each utterance with an EOS; a packed run whose checkpoints were trained
+  on the earlier rows (run.json's data has no packed_rows) would change its data mid-run."""
+  wd = str(tmp_path / "run")
+  cfg = _config(data__kind="units", data__path=unit_dataset, data__mode="packed", train__steps=8,
+                checkpoint__every_steps=4, train__eval_every=8)
+  loop.train(cfg, wd)
+  run_json = os.path.join(wd, "run.json")
+  run = json.load(open(run_json))
+  assert run["data"]["packed_rows"] == "eos_first" and list_steps(wd)[-1] == 8
+  # as a run packed before the change left it: stopped after step 4, no packed_rows recorded
+  shutil.rmtree(os.path.join(wd, "checkpoints", "8"))
+  for k in ("packed_rows",):
+    del run["data"][k]
+  for k in ("final_test_loss", "status"):
+    run.pop(k, None)
+  json.dump(run, open(run_json, "w"))
+  with pytest.raises(RunError, match=r"was trained on packed rows of an earlier slmjax .* train it "
+                                     r"again in a new workdir"):
+    loop.train(cfg, wd)
+  # the same run with its layout recorded resumes
+  run["data"]["packed_rows"] = "eos_first"
+  json.dump(run, open(run_json, "w"))
+  assert loop.train(cfg, wd)["status"] == "completed"

@@ -118,6 +118,11 @@ class EvalWindowStream:
     return {"inputs": window[:, :-1], "targets": window[:, 1:], "weights": weights}
 
 
+# The packed rows' layout, recorded in run.json (data.packed_rows): runs packed before it (each
+# utterance began at its first unit) cannot be resumed on these rows without changing their data.
+PACKED_ROWS = "eos_first"
+
+
 class PackedStream:
   """Whole utterances packed into rows of seq_len, with segment ids, positions and weights."""
 

@@ -17,7 +17,7 @@ import grain
 import numpy as np
 
 from slmjax.data.errors import DataError
-from slmjax.data.examples import check_mode, make_eval_stream, make_stream
+from slmjax.data.examples import PACKED_ROWS, check_mode, make_eval_stream, make_stream
 from slmjax.data.manifest import distinct_names, open_dataset
 from slmjax.data.splits import PrefixSplit
 from slmjax.data.synthetic import synthetic_dataset
@@ -208,6 +208,8 @@ class DataPipeline:
 
   def info(self) -> dict:
     out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}
+    if self.mode == "packed":
+      out["packed_rows"] = PACKED_ROWS
     for ds, c, s in zip(self.datasets, self.counts, self.train.streams):
       row = {"name": ds.name, "synthetic": bool(ds.synthetic), "rows_per_batch": int(c),
              "train_tokens": ds.splits["train"].n_tokens, "unique_tokens": s.split.n_tokens,

@@ -126,6 +126,18 @@ def _write_final_row(workdir: str, steps: int, final: dict) -> None:
 _TRAIN, _FINISHED, _STOPPED = range(3)
 
 
+def _check_packed_rows(workdir: str, data: dict) -> None:
+  """RunError when a packed run's checkpoints were trained on rows of another layout (before
+  each utterance began with an EOS): resuming would change its data mid-run."""
+  before = read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}
+  if data.get("mode") == "packed" and before.get("mode") == "packed" and \
+      before.get("packed_rows") != data["packed_rows"]:
+    raise RunError(f"run {workdir} was trained on packed rows of an earlier slmjax (each utterance "
+                   f"began at its first unit, no EOS before it); this one packs them as "
+                   f"{data['packed_rows']!r}, so resuming would change its data mid-run: train it "
+                   "again in a new workdir, or resume it with the slmjax that began it")
+
+
 def _launch_kind(workdir: str, primary: bool, stopped: bool) -> int:
   """What this launch does, decided by process 0 for all: _STOPPED (a preemption notice came
   while it waited for the workdir lock), _FINISHED (run.json records the final evaluation) or
@@ -181,6 +193,7 @@ def _train(config, workdir: str, locks: list) -> dict:
       start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
     else:
       start, state = restored
+      _check_packed_rows(workdir, pipeline.info())
     unique = pipeline.unique_tokens
     run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
                epochs=pipeline.total_epochs(steps), epochs_by_dataset=pipeline.epochs(steps),
