@@ -9,7 +9,7 @@ import os
 import platform
 
 from slmjax import fileio
-from slmjax.analysis.scaling.fitjson import load_fit
+from slmjax.analysis.scaling.fitjson import unclean
 from slmjax.analysis.scaling.sweep import read_sweep
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.analysis.zeroshot.runs import training_context
@@ -198,10 +198,8 @@ def _count(n):
 
 def write_demo_report(out: str) -> str:
     """Writes ``<out>/report.md`` from the demo's folders; returns its path."""
-    try:   # infinite interval limits are written as "inf" strings: load_fit reads them back
-        fit = load_fit(os.path.join(out, "fit", "fit.json"))
-    except (OSError, ValueError):
-        fit = {}
+    # infinite interval limits are written as "inf" strings: unclean reads them back as floats
+    fit = unclean(_load(os.path.join(out, "fit", "fit.json"), {}))
     units = _load(os.path.join(out, "units", "manifest.json"), {})
     n_utt, hours, voices = _corpus_summary(out)
     runs_dir = os.path.join(out, "runs")

@@ -78,12 +78,16 @@ class Renderer:
         self.workers = worker_count(workers)
         self.desc = desc
         self._pool = None
-        self.synthesised = 0
         self.skipped = 0
         self.seconds = 0.0
         self.seconds_synthesised = 0.0
         self.made: set[str] = set()  # paths synthesised (not found) by this renderer
         self.failures: dict[str, str] = {}
+
+    @property
+    def synthesised(self) -> int:
+        """Files this renderer synthesised (not found already there)."""
+        return len(self.made)
 
     def __enter__(self) -> "Renderer":
         if self.workers > 1:
@@ -120,7 +124,6 @@ class Renderer:
                     bar.update(1 if own_bar else 0)
                     continue
                 durations[index[path]] = seconds
-                self.synthesised += made
                 if made:
                     self.made.add(path)
                 self.skipped += not made

@@ -193,11 +193,13 @@ def _train(config, workdir: str, locks: list) -> dict:
       start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
     else:
       start, state = restored
-      _check_packed_rows(workdir, pipeline.info())
+    data = pipeline.info()
+    if restored is not None:
+      _check_packed_rows(workdir, data)
     unique = pipeline.unique_tokens
     run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
                epochs=pipeline.total_epochs(steps), epochs_by_dataset=pipeline.epochs(steps),
-               data=pipeline.info(), devices=jax.device_count(), processes=jax.process_count(),
+               data=data, devices=jax.device_count(), processes=jax.process_count(),
                resumed_from=start or None)
     if primary:  # an earlier launch's error and speed do not describe this one
       update_run_json(workdir, drop=("error", "throughput"), **run, status="running")

@@ -98,6 +98,8 @@ class EventFile:
                         session_log=SessionLog(status=SessionLog.START)))
 
   def _write(self, event) -> None:
+    # TFRecord framing, as tensorboardX's RecordWriter writes it; that class opens its file with
+    # "wb" (no exclusive create) and fsyncs at every flush
     data = event.SerializeToString()
     header = struct.pack("<Q", len(data))
     self._f.write(header + struct.pack("<I", self._crc(header)) + data

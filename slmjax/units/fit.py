@@ -21,8 +21,8 @@ from slmjax.units.tokenizer import one_blas_thread, save_tokenizer
 def read_features(features, utts, max_seconds: float, seed: int, progress: bool = True,
                   max_frames: int | None = None) -> tuple[list[np.ndarray], list[dict]]:
     """Features of a seeded random subset of ``utts`` (train split), up to ``max_seconds`` of audio
-    and ``max_frames`` frames (the last file's frames cut to them) (bounds memory: 1M HuBERT-base frames are 3 GB), and the skipped.jsonl
-    rows of the inputs tried that could not be used."""
+    and ``max_frames`` frames, the last file cut to them (bounds memory: 1M HuBERT-base frames are
+    3 GB), and the skipped.jsonl rows of the inputs tried that could not be used."""
     train = [u for u in utts if u.split == "train"] or utts
     order = np.random.default_rng(seed).permutation(len(train))
     feats, skipped, seconds, frames, t0 = [], [], 0.0, 0, time.perf_counter()

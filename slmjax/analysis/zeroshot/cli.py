@@ -142,14 +142,14 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
     with other settings do not mix. A set counts as scored when the record has it from the same
     directory and files (its fingerprint), under ``tasks`` (with gold) or ``submission_only``
     (without: gold that came since is scored); a test loss, when it has it of the same dataset."""
+    from slmjax.analysis.zeroshot.evaluate import record_problem
     try:
         previous = fileio.read_json_object(path) if path.exists() else None
+        unreadable = record_problem(previous) if previous is not None else None
     except (OSError, ValueError, fileio.NotAJSONObject) as e:
-        logging.warning("%s cannot be read (%s): scoring again", path, describe(e))
-        previous = None
-    from slmjax.analysis.zeroshot.evaluate import record_problem
-    if previous is not None and record_problem(previous):
-        logging.warning("%s cannot be read (%s): scoring again", path, record_problem(previous))
+        unreadable = describe(e)
+    if unreadable:
+        logging.warning("%s cannot be read (%s): scoring again", path, unreadable)
         previous = None
     differs = [f"{k} {previous.get(k)}, not {v}" for k, v in asked.items()
                if previous is not None and v is not None and previous.get(k) != v]
