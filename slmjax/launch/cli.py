@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
                             train_config=train_config, stream=_STREAM.value)
     if launcher == "tpu":
         def fit_the_slice(todo: list[grid.Run], tpu_type: str, n_devices: int) -> None:
-            grid.check_devices(todo, cfg, repo_root, n_devices,
+            grid.check_devices(todo, n_devices,
                                f"{opts.name}, a {tpu_type} slice of {n_devices} JAX devices")
 
         return tpu.launch(runs, root, opts, dry_run=_DRY_RUN.value, keep_going=_KEEP_GOING.value,
@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
 
     def fit_the_jobs(todo: list[grid.Run]) -> None:   # each job's JAX devices are known: check them
         if opts.gpus_per_node:
-            grid.check_devices(todo, cfg, repo_root, opts.nodes * opts.gpus_per_node,
+            grid.check_devices(todo, opts.nodes * opts.gpus_per_node,
                                f"--nodes={opts.nodes} x --gpus_per_node={opts.gpus_per_node} GPUs")
 
     return slurm.launch(runs, root, opts, dry_run=_DRY_RUN.value, check=fit_the_jobs)

@@ -46,7 +46,7 @@ class Run:
     workdir: str
     overrides: tuple[tuple[str, Any], ...]  # ("train.steps", 123), ... in command-line order
     train_config: str          # "<path>:<arg>" as given to slmjax-train --config
-    # The training config those overrides give, as expansion loaded it (None: load it again).
+    # The training config those overrides give, as expansion loaded it (None: a Run made by hand).
     config: ml_collections.ConfigDict | None = dataclasses.field(default=None, compare=False,
                                                                  repr=False)
 
@@ -237,17 +237,11 @@ def select(runs: Iterable[Run], pattern: str | None) -> list[Run]:
     return chosen
 
 
-def check_devices(runs: Iterable[Run], cfg: ml_collections.ConfigDict, repo_root: str | None,
-                  n_devices: int, what: str) -> None:
+def check_devices(runs: Iterable[Run], n_devices: int, what: str) -> None:
     """Refuse, in one line, runs slmjax-train will refuse on `n_devices` devices (`what` they are):
-    a mesh that cannot fill them, or a batch that does not divide into its shards."""
-    unfit = []
-    for r in runs:
-        run_cfg = r.config
-        if run_cfg is None:   # a Run made elsewhere than expand()
-            arg = r.train_config.rsplit(":", 1)[1]
-            run_cfg = trainconf.load(cfg.train_config, arg, list(r.overrides), repo_root)
-        unfit += [f"{r.key}: {p}" for p in trainconf.device_problems(run_cfg, n_devices)]
+    a mesh that cannot fill them, or a batch that does not divide into its shards. The runs are
+    expand()'s, which carry their training config."""
+    unfit = [f"{r.key}: {p}" for r in runs for p in trainconf.device_problems(r.config, n_devices)]
     if unfit:
         more = f" (and {len(unfit) - 1} more)" if len(unfit) > 1 else ""
         raise SweepError(f"{unfit[0]}, on {what}{more}: give that size a mesh that fits (e.g. "
