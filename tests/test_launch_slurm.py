@@ -106,6 +106,11 @@ def test_slurm_dry_run_prints_the_exact_script_and_sbatch_command():
     assert not os.path.exists("/shared/runs/paper")   # a dry run writes nothing
 
 
+def _slurm_env(fake, **extra):
+    """The environment of a sweep whose SLURM commands are the fakes in fake/bin."""
+    return {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}", **extra}
+
+
 def _fake_slurm(tmp_path):
     """(fake, repo): the fake SLURM commands in fake/bin, and a checkout whose .venv/bin is them."""
     fake = tmp_path / "slurm"
@@ -122,8 +127,7 @@ def _fake_slurm(tmp_path):
 def test_slurm_launcher_writes_submits_and_the_script_runs(tmp_path):
     fake, repo = _fake_slurm(tmp_path)
     root = tmp_path / "runs"
-    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(root),
-           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake, FAKE_ROOT=str(root))
     (root / "s20m_d1.7e8").mkdir(parents=True)
     (root / "s20m_d1.7e8" / "run.json").write_text(json.dumps({"status": "completed"}))
     proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
@@ -157,8 +161,7 @@ def test_slurm_root_through_a_symlink_is_the_same_root(tmp_path):
     real.mkdir()
     link = tmp_path / "link"
     link.symlink_to(real)
-    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(real),
-           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake, FAKE_ROOT=str(real))
     for root, reported in ((link, real), (real, link)):
         proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
                      f"--repo_dir={repo}", "--config.data_path=/shared/units",
@@ -172,7 +175,7 @@ def test_slurm_job_saves_before_its_time_limit_and_queues_itself_again(tmp_path)
     # SIGTERM 300 s before the limit (the trainer saves, records `preempted`, exits 0), then the
     # job requeues itself; srun is given the task's CPUs (it no longer inherits them from sbatch).
     fake, repo = _fake_slurm(tmp_path)
-    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake)
     root = tmp_path / "runs"
     proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
                  "--nodes=2", "--cpus_per_task=16", f"--repo_dir={repo}",
@@ -287,8 +290,7 @@ def test_slurm_dry_run_skips_the_runs_a_launch_skips(tmp_path):
     # a launch submits only s20m_d4.1e7, so the dry run must print only its script and sbatch call.
     fake, repo = _fake_slurm(tmp_path)
     root = tmp_path / "runs"
-    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(root),
-           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake, FAKE_ROOT=str(root))
     args = ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
             f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d(4.1e7|8.3e7)$"]
     dry = sweep(*args, "--dry_run", env=env)
@@ -323,8 +325,7 @@ def test_slurm_paths_given_with_a_tilde_reach_the_job_expanded(tmp_path):
     # script quotes it, so it ran `cd '~/repo'` and the job failed at its start. Same for --root:
     # the runs went to ./~/runs.
     fake, repo = _fake_slurm(tmp_path)
-    env = {**ENV, "HOME": str(tmp_path), "FAKE_SLURM": str(fake),
-           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake, HOME=str(tmp_path))
     cwd = tmp_path / "elsewhere"   # where ./~/runs would have gone
     cwd.mkdir()
     proc = subprocess.run([sys.executable, "-m", "slmjax.launch.cli",
@@ -393,7 +394,7 @@ def test_slurm_squeue_failure_is_one_plain_line(tmp_path):
     (fake / "bin" / "squeue").write_text(
         "#!/usr/bin/env bash\necho 'squeue: error: Unable to contact slurm controller' >&2\n"
         "echo 'second line' >&2\nexit 1\n")
-    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake)
     args = ["--config=configs/sweeps/paper_grid.py", f"--root={tmp_path / 'runs'}", "--launcher=slurm",
             f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$"]
     proc = sweep(*args, env=env)
@@ -412,8 +413,7 @@ def test_slurm_two_sweeps_submitting_at_once_do_not_submit_a_run_twice(tmp_path)
 
     fake, repo = _fake_slurm(tmp_path)
     root = tmp_path / "runs"
-    env = {**ENV, "FAKE_SLURM": str(fake), "FAKE_ROOT": str(root),
-           "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake, FAKE_ROOT=str(root))
     args = ["--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
             f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$"]
     (root / "slurm").mkdir(parents=True)
@@ -441,7 +441,7 @@ def test_slurm_sees_its_jobs_in_hidden_partitions(tmp_path):
         "#!/usr/bin/env bash\n"
         "[[ $* == *--all* || $* == *' -a '* ]] && "
         f"echo '100 slmjax-s20m_d4.1e7 {root}/slurm/s20m_d4.1e7.sbatch'\nexit 0\n")
-    env = {**ENV, "FAKE_SLURM": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    env = _slurm_env(fake)
     proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={root}", "--launcher=slurm",
                  f"--repo_dir={repo}", "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$",
                  "--slurm_partition=preempt", env=env)
