@@ -15,6 +15,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import expit
 
+from slmjax.analysis.scaling import frontier
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.table import csv_rows
 
@@ -76,19 +77,12 @@ def at_chance(acc, n):
 
 
 def acc_envelope(C, acc, w):
-    """Indices of runs more accurate than every cheaper run (in order of compute).
-
-    Bootstrap counts only matter as drawn or not (w > 0): a copy of a run is never strictly more
-    accurate than itself, so the table with each row repeated w times has the same envelope, each run
-    on it once, and gamma_fit's line through it is unchanged. Runs at equal compute are taken best
-    first, so a run with a more accurate run at the same compute is not on the envelope.
+    """Indices of runs more accurate than every run of no more compute (in order of compute):
+    frontier.front, which treats compute equal to within float rounding as equal and takes runs at
+    equal compute best first. Bootstrap counts only matter as drawn or not (w > 0), so gamma_fit's
+    line through the envelope is that of the table with each row repeated w times.
     """
-    front, best = [], -np.inf
-    for i in np.lexsort((-np.asarray(acc, float), C)):
-        if w[i] > 0 and acc[i] > best:
-            front.append(i)
-            best = acc[i]
-    return np.array(front, int)
+    return frontier.front(C, acc, w)
 
 
 def gamma_fit(C, acc, w):

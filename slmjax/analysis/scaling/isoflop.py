@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slmjax.analysis.scaling import frontier
+
 
 def _groups(C, budget, w):
     """[(C level, run indices)] from budget labels (only runs with positive weight)."""
@@ -100,23 +102,12 @@ def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
 
 
 def envelope(C, L, w=None):
-    """Indices of the lower envelope (Pareto front) of loss vs compute, in order of compute.
-
-    Only whether a run was drawn matters (w > 0), not how often: the front is a running minimum, a
-    copy of a run never lies strictly below itself, so the table with each row repeated w times has
-    the same front with each run on it once, and kaplan_fit's lines through it are unchanged. Runs
-    at equal compute are taken lowest loss first, so a run with a lower loss at the same compute is
-    not on the front.
+    """Indices of the lower envelope (Pareto front) of loss vs compute, in order of compute:
+    frontier.front on -L, which treats compute equal to within float rounding as equal and takes
+    runs at equal compute lowest loss first. Only whether a run was drawn matters (w > 0), so
+    kaplan_fit's lines through the front are those of the table with each row repeated w times.
     """
-    C, L = np.asarray(C), np.asarray(L)
-    w = np.ones(len(L)) if w is None else np.asarray(w)
-    order = [i for i in np.lexsort((L, C)) if w[i] > 0]
-    front, best = [], np.inf
-    for i in order:
-        if L[i] < best:
-            front.append(i)
-            best = L[i]
-    return np.array(front, int)
+    return frontier.front(C, -np.asarray(L, float), w)
 
 
 def kaplan_fit(N, C, L, w=None):
