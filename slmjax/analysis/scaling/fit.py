@@ -127,8 +127,7 @@ def analyse(table: RunTable, opt: FitOptions):
                             "grouped": a2["grouped"], "profiles_used": a2["n_used"],
                             "profiles": a2["profiles"]}
     else:
-        res["approach2"] = {"skipped": "fewer than 2 IsoFLOP profiles with a minimum inside their sampled "
-                                       "sizes (the grid does not bracket the optimum)"}
+        res["approach2"] = {"skipped": isoflop.skip_reason(N, D, budget, a2)}
     plots["approach2"] = a2
     a1 = isoflop.kaplan_fit(N, C, L)
     if a1 is not None:

@@ -101,6 +101,46 @@ def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
                 grouped=grouped, n_used=len(use))
 
 
+def _sizes(N):
+    return len(np.unique(np.round(np.log(N), 4)))
+
+
+def skip_reason(N, D, budget, result, min_points=3):
+    """The one line that says why ``isoflop_fit`` gave no exponent (its ``result``: None or a dict
+    with fewer than 2 usable profiles): how many profiles had the 3 model sizes a parabola needs,
+    which (their compute), and what is missing; or, when there were 2 or more, how many of them had
+    a minimum inside their sampled sizes, which is what bracketing the optimum means."""
+    N, D = np.asarray(N), np.asarray(D)
+    grouped = budget is not None and np.isfinite(budget).sum() >= 3
+    if grouped:
+        budget = np.asarray(budget, float)
+        labels = np.unique(budget[np.isfinite(budget)])
+        n_sizes = [_sizes(N[budget == b]) for b in labels]
+        full = [float(b) for b, k in zip(labels, n_sizes) if k >= min_points]
+        what = (f"{len(full)} of the {len(labels)} IsoFLOP budgets ha{'s' if len(full) == 1 else 've'} runs of "
+                f"{min_points} or more model sizes" + (f" (C = {', '.join(f'{b:.3g}' for b in full)})" if full else ""))
+        if len(full) < 2:
+            return (f"{what}; a parabola per budget needs runs of {min_points} sizes and the power law N*(C) "
+                    f"needs 2 such budgets (sizes per budget: "
+                    + ", ".join(f"C = {b:.3g}: {k}" for b, k in zip(labels, n_sizes)) + ")")
+    else:
+        size = np.round(np.log(N), 2)   # as _interpolated groups sizes
+        per = [np.unique(np.log(D[size == s])).size for s in np.unique(size)]
+        ok = sum(k >= 2 for k in per)
+        if ok < 3 or not result or len(result["profiles"]) < 2:
+            prof = len(result["profiles"]) if result else 0
+            return (f"no IsoFLOP budgets in the table, and {ok} of its {len(per)} model sizes have runs at 2 or "
+                    f"more token counts, reaching {prof} common compute level(s); interpolated profiles need "
+                    f"{min_points} such sizes at one compute level, at 2 or more levels")
+        what = f"{len(result['profiles'])} interpolated IsoFLOP profiles"
+    profs = result["profiles"]
+    inside = [p for p in profs if p["inside"]]
+    where = ", ".join(f"{p['C']:.3g}" for p in inside)
+    return (f"{what}, but only {len(inside)} with a minimum inside their sampled sizes"
+            + (f" (C = {where})" if inside else "")
+            + "; the power law N*(C) needs 2 (the grid does not bracket the optimum at the others)")
+
+
 def envelope(C, L, w=None):
     """Indices of the lower envelope (Pareto front) of loss vs compute, in order of compute:
     frontier.front on -L, which treats compute equal to within float rounding as equal and takes
