@@ -8,9 +8,11 @@ trainer is a stand-in that records what it was given.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -23,6 +25,7 @@ GOLDEN_SCRIPT = """\
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-task=8
+#SBATCH --mem=200G
 #SBATCH --partition=gpu
 #SBATCH --account=acct
 #SBATCH --time=2-00:00:00
@@ -33,13 +36,28 @@ GOLDEN_SCRIPT = """\
 # s823m_d8.2e10: N=823179264 D=82317926400 C=4.0657e+20 steps=66045
 set -euo pipefail
 cd /shared/slmjax
+# A preemption or scancel SIGTERMs this shell too: wait for srun (the trainers save and
+# exit) instead of ending the job, after which SLURM would kill them while they save.
+trap 'echo "slmjax: SIGTERM: waiting for the trainers to save and exit" >&2' TERM
 srun --kill-on-bad-exit=1 .venv/bin/slmjax-train --config=configs/train.py:s823m \
 --workdir=/shared/runs/paper/s823m_d8.2e10 --config.data.kind=units --config.data.path=/shared/units \
 --config.data.seq_len=2050 --config.train.batch_size=608 --config.train.tokens=82317926400 \
---config.train.steps=66045
-# SIGTERM (the time limit is near, or a preemption): the trainer saved; queue again.
+--config.train.steps=66045 &
+srun_pid=$!
+# wait returns early (> 128) when the SIGTERM comes: wait again while srun runs, then take
+# its exit status (a failing srun fails the job).
+while kill -0 "$srun_pid" 2>/dev/null; do wait "$srun_pid" || true; done
+wait "$srun_pid"
+# SIGTERM (the time limit is near, a preemption, scancel): the trainer saved. Queue again
+# only a job still RUNNING: not a cancelled one, nor one that SLURM requeues itself.
 if [[ $(.venv/bin/python -m slmjax.launch.status /shared/runs/paper/s823m_d8.2e10) == 'slmjax-status "preempted"' ]]; then
-  scontrol requeue "$SLURM_JOB_ID"
+  if ! state=$(squeue -h -j "$SLURM_JOB_ID" -o %T); then
+    echo "slmjax: not requeued: squeue failed, so the state of job $SLURM_JOB_ID is unknown" >&2
+  elif [[ $state == RUNNING ]]; then
+    scontrol requeue "$SLURM_JOB_ID"
+  else
+    echo "slmjax: not requeued: job $SLURM_JOB_ID is ${state:-not in squeue}" >&2
+  fi
 fi
 """.replace("\\\n", "")
 
@@ -52,6 +70,13 @@ FAKES = {
         """,
     "squeue": """\
         #!/usr/bin/env bash
+        # In a job: the job's state (FAKE_JOB_STATE, default RUNNING; FAIL: squeue fails).
+        if [[ $* == "-h -j ${SLURM_JOB_ID:-} -o %T" ]]; then
+          echo "$@" >> "$FAKE_SLURM/squeue.log"
+          [[ ${FAKE_JOB_STATE:-} == FAIL ]] && { echo 'squeue: error: Unable to contact slurm controller' >&2; exit 1; }
+          echo "${FAKE_JOB_STATE:-RUNNING}"
+          exit 0
+        fi
         # The same key queued from another sweep root is another run. -o '%i %j %o': id, name, script.
         [[ $* == '--me --all -h -o %i %j %o' ]] || exit 3
         echo "100 slmjax-s20m_d8.3e7 $FAKE_ROOT/slurm/s20m_d8.3e7.sbatch"
@@ -98,7 +123,7 @@ def sweep(*args, env=ENV):
 def test_slurm_dry_run_prints_the_exact_script_and_sbatch_command():
     proc = sweep("--config=configs/sweeps/paper_grid.py", "--root=/shared/runs/paper",
                  "--launcher=slurm", "--slurm_partition=gpu", "--account=acct", "--nodes=2",
-                 "--gpus_per_node=8", "--time=2-00:00:00", "--repo_dir=/shared/slmjax",
+                 "--gpus_per_node=8", "--mem=200G", "--time=2-00:00:00", "--repo_dir=/shared/slmjax",
                  "--config.data_path=/shared/units", "--only=^s823m_d8.2e10$", "--dry_run")
     assert proc.returncode == 0, proc.stderr
     printed = proc.stdout.split("# ---- /shared/runs/paper/slurm/s823m_d8.2e10.sbatch\n", 1)[1]
@@ -191,6 +216,112 @@ def test_slurm_job_saves_before_its_time_limit_and_queues_itself_again(tmp_path)
         assert (fake / "scontrol.log").exists() == requeued
     assert (fake / "scontrol.log").read_text() == "requeue 77\n"
     assert (fake / "srun.log").read_text().startswith("--kill-on-bad-exit=1 --cpus-per-task=16 ")
+
+
+TRAINER_SRUN = f"""\
+#!{sys.executable}
+# srun and its trainer in one: SIGTERM (SLURM sends it to every process of a preempted or cancelled
+# job) -> save for a second, record `preempted` in run.json as slmjax-train does, exit 0.
+import json, os, signal, sys, time
+workdir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir="))
+notice = []
+signal.signal(signal.SIGTERM, lambda *_: notice.append(1))
+open(os.path.join(os.environ["FAKE_SLURM"], "started"), "w").close()
+while not notice:
+    time.sleep(0.02)
+time.sleep(1)
+os.makedirs(workdir, exist_ok=True)
+with open(os.path.join(workdir, "run.json.tmp"), "w") as f:
+    json.dump({{"run_id": os.path.basename(workdir), "status": "preempted"}}, f)
+os.replace(os.path.join(workdir, "run.json.tmp"), os.path.join(workdir, "run.json"))
+"""
+
+
+def _job_script(tmp_path, srun=None, **opts):
+    """(fake, script, workdir): a run's sbatch script on disk, run with the fake SLURM commands and
+    `srun` (its text) in place of the fake srun."""
+    from slmjax.launch import slurm
+
+    fake, repo = _fake_slurm(tmp_path)
+    if srun is not None:
+        (fake / "bin" / "srun").write_text(srun)
+    root = tmp_path / "runs"
+    workdir = root / "s20m_d4.1e7"
+    script = tmp_path / "job.sbatch"
+    script.write_text(slurm.script(_run(str(workdir)), str(root),
+                                   slurm.SlurmOptions(repo_dir=str(repo), **opts)))
+    return fake, script, workdir
+
+
+@pytest.mark.parametrize("state,requeued,says", [
+    ("RUNNING", True, None),                     # preempted with a GraceTime (or the time limit)
+    ("CANCELLED", False, "slmjax: not requeued: job 77 is CANCELLED"),   # scancel, slurm_stop.sh
+    ("COMPLETING", False, "slmjax: not requeued: job 77 is COMPLETING"),
+    ("FAIL", False, "slmjax: not requeued: squeue failed, so the state of job 77 is unknown"),
+])
+def test_slurm_job_shell_waits_for_the_trainers_after_sigterm(tmp_path, state, requeued, says):
+    # A preemption (and scancel) SIGTERMs every process of the job, the batch shell included: the
+    # shell ended at once, the job with it, and SLURM killed the trainers KillWait later while they
+    # saved. It now waits for srun, then requeues only a job squeue still says is RUNNING: a
+    # cancelled run (which saved and recorded `preempted` just the same) must stay cancelled.
+    fake, script, workdir = _job_script(tmp_path, TRAINER_SRUN)
+    job = subprocess.Popen(["bash", str(script)], env=_slurm_env(fake, SLURM_JOB_ID="77",
+                                                                  FAKE_JOB_STATE=state),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        for _ in range(1500):   # the trainer's SIGTERM handler is in place
+            if (fake / "started").exists() or job.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert (fake / "started").exists(), job.communicate()
+        os.killpg(job.pid, signal.SIGTERM)   # as SLURM does: the shell and the trainer
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, (job.returncode, err)
+    assert json.loads((workdir / "run.json").read_text())["status"] == "preempted"
+    assert "slmjax: SIGTERM: waiting for the trainers to save and exit" in err
+    assert (fake / "squeue.log").read_text() == "-h -j 77 -o %T\n"
+    if requeued:
+        assert (fake / "scontrol.log").read_text() == "requeue 77\n"
+    else:
+        assert not (fake / "scontrol.log").exists()
+        assert err.strip().splitlines()[-1] == says
+
+
+@pytest.mark.parametrize("srun_exit,status", [("exit 3", 3), ("kill -9 $$", 137)])
+def test_slurm_job_fails_with_a_failing_srun_and_is_not_requeued(tmp_path, srun_exit, status):
+    # srun now runs in the background: its exit status (3, or 128 + 9 when it is killed) still
+    # fails the job, even though a trainer recorded `preempted` before the step failed.
+    fake, script, workdir = _job_script(tmp_path, f"#!/usr/bin/env bash\n{srun_exit}\n")
+    workdir.mkdir(parents=True)
+    (workdir / "run.json").write_text(json.dumps({"status": "preempted"}))
+    run = subprocess.run(["bash", str(script)], env=_slurm_env(fake, SLURM_JOB_ID="77"),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == status, run.stderr
+    assert not (fake / "scontrol.log").exists() and not (fake / "squeue.log").exists()
+
+
+def test_slurm_memory_per_node(tmp_path):
+    from slmjax.launch import slurm
+    from slmjax.launch.grid import SweepError
+
+    for mem in ("200G", "512000", "0", "1t", "64M"):
+        slurm.SlurmOptions(repo_dir="/r", mem=mem).validate()
+        text = slurm.script(_run("/x/k"), "/x", slurm.SlurmOptions(repo_dir="/r", mem=mem))
+        assert f"\n#SBATCH --mem={mem}\n" in text
+    assert "--mem" not in slurm.script(_run("/x/k"), "/x", slurm.SlurmOptions(repo_dir="/r"))
+    for mem in ("lots", "1.5G", "-1", "200 G", "200GiB", "G"):
+        with pytest.raises(SweepError, match="is not a SLURM memory size"):
+            slurm.SlurmOptions(repo_dir="/r", mem=mem).validate()
+    proc = sweep("--config=configs/sweeps/paper_grid.py", f"--root={tmp_path}", "--launcher=slurm",
+                 "--repo_dir=/r", "--mem=200 GB", "--dry_run")
+    assert proc.returncode == 1 and "#SBATCH" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "slmjax-sweep: --mem='200 GB' is not a SLURM memory size (an integer in MB, or with a K, M, "
+        "G or T suffix, e.g. 200G; 0: all of the node's memory)")
 
 
 def test_slurm_rejects_bad_options(tmp_path):

@@ -50,6 +50,8 @@ _ACCOUNT = flags.DEFINE_string("account", None, "slurm: account to charge.")
 _NODES = flags.DEFINE_integer("nodes", 1, "slurm: nodes per run (one task per node).")
 _GPUS = flags.DEFINE_integer("gpus_per_node", 8, "slurm: GPUs per node (all given to its one task).")
 _CPUS = flags.DEFINE_integer("cpus_per_task", 0, "slurm: CPUs per task (0: the cluster's default).")
+_MEM = flags.DEFINE_string("mem", None, "slurm: memory per node, e.g. 200G (an integer in MB, or with "
+                           "a K, M, G or T suffix; 0: all of the node's memory); default: the cluster's.")
 _TIME = flags.DEFINE_string("time", None, "slurm: time limit per job, e.g. 2-00:00:00.")
 
 
@@ -89,6 +91,7 @@ def main(argv: list[str]) -> int:
         opts = slurm.SlurmOptions(nodes=_NODES.value, gpus_per_node=_GPUS.value,
                                   partition=_PARTITION.value or "", account=_ACCOUNT.value or "",
                                   time=_TIME.value or "", cpus_per_task=_CPUS.value,
+                                  mem=_MEM.value or "",
                                   # The job script quotes these paths, so no shell expands
                                   # a ~ in them: expand it here (home is shared on a cluster).
                                   repo_dir=os.path.abspath(os.path.expanduser(

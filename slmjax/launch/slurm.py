@@ -6,8 +6,14 @@ SLURM environment, makes one JAX process per node and keeps every GPU of the nod
 Completed runs and runs already queued (their job name and script) are skipped, so submitting the sweep
 again after a failure resumes exactly the runs that are not done. A job is requeueable: SLURM
 sends its trainers SIGTERM SIGNAL_SECONDS before the time limit (`--signal`), the trainer saves a
-checkpoint and records `preempted`, and the job queues itself again (`scontrol requeue`), as it
-does after a preemption; so a run longer than the time limit goes on by itself.
+checkpoint and records `preempted`, and the job queues itself again (`scontrol requeue`); so a run
+longer than the time limit goes on by itself. A preemption SIGTERMs the batch shell as well as the
+trainers: the shell traps it and waits for srun, so the job does not end (and SLURM does not kill
+the trainers) while they save; a preempted job then queues itself again the same way. It does so
+only while squeue still says it is RUNNING: `scancel` (launch/slurm_stop.sh) SIGTERMs the trainers
+too, which may save and record `preempted` just the same, but its job is cancelled (CANCELLED or
+COMPLETING) and stays so; a job that SLURM has requeued itself (PreemptMode=REQUEUE) is no longer
+RUNNING either. `mem` is sbatch's --mem (memory per node), which srun's step inherits.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ JOB_PREFIX = "slmjax-"
 _NO_SQUEUE = "squeue is not on PATH: run this on a SLURM login node"
 SIGNAL_SECONDS = 300   # SIGTERM this long before the time limit: time to save a checkpoint
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_MEM = re.compile(r"^\d+[KMGTkmgt]?$")   # sbatch --mem: MB, or K/M/G/T; 0: all of the node's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,7 @@ class SlurmOptions:
     account: str = ""
     time: str = ""               # e.g. 2-00:00:00; empty: the partition's default
     cpus_per_task: int = 0       # 0: the cluster's default
+    mem: str = ""                # memory per node, e.g. 200G; empty: the cluster's default
     repo_dir: str = ""           # the repository on the cluster's shared filesystem
     venv: str = ".venv"          # relative to repo_dir, or absolute
 
@@ -51,6 +59,9 @@ class SlurmOptions:
         if self.cpus_per_task < 0:
             raise SweepError(f"--cpus_per_task must be >= 0 (0: the cluster's default), "
                              f"got {self.cpus_per_task}")
+        if self.mem and not _MEM.match(self.mem):
+            raise SweepError(f"--mem={self.mem!r} is not a SLURM memory size (an integer in MB, or "
+                             "with a K, M, G or T suffix, e.g. 200G; 0: all of the node's memory)")
         if self.time and not _TIME.match(self.time):
             raise SweepError(f"--time={self.time!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
         if self.time and _seconds(self.time) < 2 * SIGNAL_SECONDS:
@@ -110,6 +121,8 @@ def script(run: Run, root: str, opts: SlurmOptions) -> str:
         lines.append(f"#SBATCH --gpus-per-task={opts.gpus_per_node}")
     if opts.cpus_per_task:
         lines.append(f"#SBATCH --cpus-per-task={opts.cpus_per_task}")
+    if opts.mem:
+        lines.append(f"#SBATCH --mem={opts.mem}")
     if opts.partition:
         lines.append(f"#SBATCH --partition={opts.partition}")
     if opts.account:
@@ -123,13 +136,28 @@ def script(run: Run, root: str, opts: SlurmOptions) -> str:
               f"# {run.key}: N={run.n_params} D={run.tokens} C={run.flops:.4e} steps={run.steps}",
               "set -euo pipefail",
               f"cd {shlex.quote(opts.repo_dir)}",
+              "# A preemption or scancel SIGTERMs this shell too: wait for srun (the trainers save and",
+              "# exit) instead of ending the job, after which SLURM would kill them while they save.",
+              """trap 'echo "slmjax: SIGTERM: waiting for the trainers to save and exit" >&2' TERM""",
               # srun does not inherit --cpus-per-task from sbatch (SLURM >= 22.05): ask again.
               "srun --kill-on-bad-exit=1 "
               + (f"--cpus-per-task={opts.cpus_per_task} " if opts.cpus_per_task else "")
-              + shlex.join([os.path.join(opts.venv, "bin", TRAIN_SCRIPT)] + train_args(run)),
-              "# SIGTERM (the time limit is near, or a preemption): the trainer saved; queue again.",
+              + shlex.join([os.path.join(opts.venv, "bin", TRAIN_SCRIPT)] + train_args(run)) + " &",
+              "srun_pid=$!",
+              "# wait returns early (> 128) when the SIGTERM comes: wait again while srun runs, then take",
+              "# its exit status (a failing srun fails the job).",
+              'while kill -0 "$srun_pid" 2>/dev/null; do wait "$srun_pid" || true; done',
+              'wait "$srun_pid"',
+              "# SIGTERM (the time limit is near, a preemption, scancel): the trainer saved. Queue again",
+              "# only a job still RUNNING: not a cancelled one, nor one that SLURM requeues itself.",
               f"if [[ $({_status_command(run, opts)}) == {shlex.quote(status.status_line('preempted'))} ]]; then",
-              '  scontrol requeue "$SLURM_JOB_ID"',
+              '  if ! state=$(squeue -h -j "$SLURM_JOB_ID" -o %T); then',
+              '    echo "slmjax: not requeued: squeue failed, so the state of job $SLURM_JOB_ID is unknown" >&2',
+              '  elif [[ $state == RUNNING ]]; then',
+              '    scontrol requeue "$SLURM_JOB_ID"',
+              "  else",
+              '    echo "slmjax: not requeued: job $SLURM_JOB_ID is ${state:-not in squeue}" >&2',
+              "  fi",
               "fi",
               ""]
     return "\n".join(lines)
