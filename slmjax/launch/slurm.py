@@ -7,10 +7,13 @@ Completed runs and runs already queued (their job name and script) are skipped, 
 again after a failure resumes exactly the runs that are not done. A job is requeueable: SLURM
 sends its trainers SIGTERM SIGNAL_SECONDS before the time limit (`--signal`), the trainer saves a
 checkpoint and records `preempted`, and the job queues itself again (`scontrol requeue`); so a run
-longer than the time limit goes on by itself. A preemption SIGTERMs the batch shell as well as the
-trainers: the shell traps it and waits for srun, so the job does not end (and SLURM does not kill
-the trainers) while they save; a preempted job then queues itself again the same way. It does so
-only while squeue still says it is RUNNING: `scancel` (launch/slurm_stop.sh) SIGTERMs the trainers
+longer than the time limit goes on by itself. A preemption SIGTERMs the trainers and may SIGTERM
+the batch shell too: the shell traps it and waits for srun, so the job does not end (and SLURM does
+not kill the trainers) while they save; a preempted job then queues itself again the same way. srun
+turns a SIGTERM of its own into a SIGKILL of its tasks, so where the preemption signals every process
+of the batch step only PreemptParameters=send_user_signal (the job's --signal, to the steps alone)
+leaves the trainers their grace time. A job queues itself again only while squeue still says it
+is RUNNING: `scancel` (launch/slurm_stop.sh) SIGTERMs the trainers
 too, which may save and record `preempted` just the same, but its job is cancelled (CANCELLED or
 COMPLETING) and stays so; a job that SLURM has requeued itself (PreemptMode=REQUEUE) is no longer
 RUNNING either. `mem` is sbatch's --mem (memory per node), which srun's step inherits.
