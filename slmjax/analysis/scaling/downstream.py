@@ -43,11 +43,57 @@ def sigmoid_fit(L, acc, n, w, x0=None):
     sw = np.sqrt(_binom_w(acc, n, w))
     if x0 is None:
         x0 = (min(0.99, max(0.55, acc.max() + 0.05)), 2.0 / max(np.ptp(L), 1e-3), float(np.median(L)))
-    lo, hi = (0.5, 1e-3, L.min() - 10 * np.ptp(L) - 1), (1.0, 1e4, L.max() + 10 * np.ptp(L) + 1)
+    lo, hi = ((CEILING_BOUNDS[0], 1e-3, L.min() - 10 * np.ptp(L) - 1),
+              (CEILING_BOUNDS[1], 1e4, L.max() + 10 * np.ptp(L) + 1))
     x0 = np.clip(x0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
     res = optimize.least_squares(lambda p: (sigmoid(L, *p) - acc) * sw, x0, bounds=(lo, hi),
                                  xtol=1e-10, ftol=1e-10, max_nfev=400)
     return tuple(float(v) for v in res.x)
+
+
+CEILING_MIN_RISE = 0.5   # share of the fitted sigmoid's rise the observed losses must cover
+CEILING_MIN_TOP = 3      # runs past the sigmoid's midpoint, where the ceiling is read
+CEILING_BOUNDS = (0.5, 1.0)
+
+
+def ceiling_support(L, k, L0):
+    """(rise, top) of a fitted sigmoid over the runs' losses ``L``: the share of its rise (chance to
+    ceiling) between the highest and the lowest loss, expit(k (L0 - min L)) - expit(k (L0 - max L)),
+    and the number of runs past its midpoint (L < L0)."""
+    L = np.asarray(L, float)
+    return float(expit(k * (L0 - L.min())) - expit(k * (L0 - L.max()))), int(np.sum(L < L0))
+
+
+def ceiling_identified(rise, top, rep_rise, rep_top):
+    """(identified, the one line that says why not, or None) for the sigmoid ceiling c, from the
+    point fit's ceiling_support and its bootstrap replicates'.
+
+    The fit is acc - 0.5 = (c - 0.5) s(L), s = sigmoid(k (L0 - L)), and the data fix c only where
+    they show s's bend and the runs past it:
+    - the observed losses cover at least half of s's rise (rise >= CEILING_MIN_RISE = 0.5), so its
+      midpoint L0 lies among them and c - 0.5 is at most twice the fitted rise above chance at the
+      lowest loss. With less, the runs see a nearly straight or flat stretch of the curve, a higher
+      c with a flatter or more distant sigmoid fits them as well, and c is wherever the optimizer's
+      bounds and start leave it (k at its lower bound, L0 at its upper one);
+    - at least CEILING_MIN_TOP = 3 runs lie past the midpoint (L < L0), as the module asks 3 runs of
+      every fit. With fewer, c is the accuracy of one or two runs beyond a step, and a bootstrap
+      over runs cannot see their own binomial noise: a task with two runs barely above chance
+      printed 0.572 [0.572, 0.572], k at its upper bound in every replicate;
+    - both hold for at least half of the fitted replicates: a point fit that meets them while most
+      resamples of the runs do not does so by the luck of the sample. (Replicates in the tail that
+      do not stay in the percentile interval, which then reaches toward the bound 1 by itself.)
+    When c is not identified the caller reports its interval as the bounds CEILING_BOUNDS.
+    """
+    r, t = np.asarray(rep_rise, float), np.asarray(rep_top, float)
+    fitted = np.isfinite(r)
+    good = int(np.sum((r[fitted] >= CEILING_MIN_RISE) & (t[fitted] >= CEILING_MIN_TOP)))
+    if rise >= CEILING_MIN_RISE and top >= CEILING_MIN_TOP and 2 * good >= fitted.sum():
+        return True, None
+    return False, (f"ceiling not identified: the observed losses cover {100 * rise:.0f}% of the fitted sigmoid's "
+                   f"rise with {top} run(s) past its midpoint; {good} of {int(fitted.sum())} replicates cover "
+                   f"{100 * CEILING_MIN_RISE:.0f}% or more with {CEILING_MIN_TOP} or more runs past it (both needed, in "
+                   f"the fit and in half of the replicates); its interval is the bounds "
+                   f"[{CEILING_BOUNDS[0]:g}, {CEILING_BOUNDS[1]:g}]")
 
 
 def wilson_lo(acc, n, z=1.959963984540054):
@@ -106,12 +152,14 @@ def task_fit(L, C, acc, n, w=None, sig=True, x0=None):
 
     ``w``: bootstrap resample counts. The linear and sigmoid fits are least squares with the counts
     in their weights (the fit on the table with each row repeated w times); the rows with w = 0 are
-    dropped first, and fewer than 3 distinct runs drawn is no fit. gamma: see acc_envelope.
+    dropped first, and fewer than 3 distinct runs drawn is no fit. ``sig_rise``, ``sig_top``:
+    ceiling_support over the drawn runs (ceiling_identified). gamma: see acc_envelope.
     """
     ok = np.isfinite(acc)
     w = (np.ones(len(L)) if w is None else np.asarray(w, float)) * ok
     a = np.where(ok, acc, 0.5)
-    out = dict(c0=np.nan, c1=np.nan, sig_c=np.nan, sig_k=np.nan, sig_L0=np.nan, gamma=np.nan, log_q0=np.nan)
+    out = dict(c0=np.nan, c1=np.nan, sig_c=np.nan, sig_k=np.nan, sig_L0=np.nan, sig_rise=np.nan,
+               sig_top=np.nan, gamma=np.nan, log_q0=np.nan)
     if np.count_nonzero(w) < 3:
         return out, np.array([], int)
     sel = w > 0
@@ -119,6 +167,7 @@ def task_fit(L, C, acc, n, w=None, sig=True, x0=None):
     if sig:
         try:
             out["sig_c"], out["sig_k"], out["sig_L0"] = sigmoid_fit(L[sel], a[sel], n[sel], w[sel], x0)
+            out["sig_rise"], out["sig_top"] = ceiling_support(L[sel], out["sig_k"], out["sig_L0"])
         except (ValueError, np.linalg.LinAlgError):
             pass
     out["gamma"], out["log_q0"], front = gamma_fit(C, a, w)

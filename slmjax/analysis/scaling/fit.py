@@ -222,6 +222,15 @@ def _downstream(table, L, C, W, opt, workers, ref):
             why = f"{len(front)} run(s) on the accuracy envelope (need 3 for gamma)"
             t.update(gamma=bs.summarise(None, [], opt.level), log_q0=bs.summarise(None, [], opt.level),
                      gamma_skipped=why)
+        t["sig_c_identified"] = None
+        if np.isfinite(point["sig_c"]):
+            ok, why_c = downstream.ceiling_identified(point["sig_rise"], point["sig_top"], R["sig_rise"], R["sig_top"])
+            t["sig_c_identified"] = ok
+            if not ok:
+                # The percentile interval of an unidentified c is the optimizer's, not the data's.
+                t["sig_c"].update(lo=downstream.CEILING_BOUNDS[0], hi=downstream.CEILING_BOUNDS[1],
+                                  median=None, se=None)
+                t["sig_c_unidentified"] = why_c
         t["n_runs"] = int(np.isfinite(acc).sum())
         t["n_items"] = _num(np.nanmedian(n)) if np.isfinite(n).any() else None
         t["envelope_runs"] = [str(table.run_id[i]) for i in front]

@@ -83,8 +83,12 @@ def render(res: dict, figures: dict) -> str:
                 md.append(f"| {task} | skipped: {d['skipped']} | | | | |")
                 continue
             ratios = "; ".join(f"{k[len('ratio_'):-len('_over_ours')]}: {_iv(v)}" for k, v in d.items() if k.startswith("ratio_"))
-            md.append(f"| {task} | {d['n_runs']} | {_iv(d['c1'])} | {_iv(d['sig_c'])} | {_iv(d['gamma'], '{:.4f}')} "
+            ceiling = (f"not identified [{d['sig_c']['lo']:g}, {d['sig_c']['hi']:g}]" if d.get("sig_c_unidentified")
+                       else _iv(d['sig_c']))
+            md.append(f"| {task} | {d['n_runs']} | {_iv(d['c1'])} | {ceiling} | {_iv(d['gamma'], '{:.4f}')} "
                       f"| {ratios or '-'} |")
+            if d.get("sig_c_unidentified"):
+                md.append(f"| {task}: sigmoid {d['sig_c_unidentified']} | | | | | |")
             if d.get("gamma_skipped"):
                 md.append(f"| {task}: gamma not fitted: {d['gamma_skipped']} | | | | | |")
             if "compute_to_target" in d:
