@@ -28,7 +28,8 @@ from slmjax.train.run_files import RunError, workdir_lock
 # "startup" (while the data pipeline is built), "eval" (during a periodic evaluation), "hold" (at
 # the restore, which then waits up to 12 s for another trainer in the workdir to pass step 12) or
 # "close" (while the checkpoints of the finished run are written); "final_kill" is a SIGKILL
-# during the final evaluation; "fail" raises an error while the batch of step 13 is placed.
+# during the final evaluation; "fail" raises an error while the batch of step 13 is placed;
+# "full_disk" fails the (background) write of the last checkpoint as a full disk does.
 _HOOK_HEAD = """
 import json, os, signal, sys, time
 from slmjax.train import loop
@@ -90,6 +91,16 @@ def batch(*a, **k):
     raise RuntimeError("input host lost")
   return real_batch(*a, **k)
 loop.make_global_batch = batch
+""",
+    "full_disk": """
+import errno
+import orbax.checkpoint as ocp
+real_finalize = ocp.CheckpointManager._finalize_checkpoint
+def finalize(self, step):
+  if step == 24:
+    raise OSError(errno.ENOSPC, "No space left on device")
+  return real_finalize(self, step)
+ocp.CheckpointManager._finalize_checkpoint = finalize
 """,
 }
 
@@ -249,6 +260,22 @@ def test_relaunch_after_a_failed_launch_leaves_no_stale_error(reference, tmp_pat
   strip = lambda info: {k: v for k, v in info.items() if k not in launch_only}
   assert strip(_run_json(wd)) == strip(_run_json(reference))
   assert _run_json(wd)["resumed_from"] == 8
+
+
+def test_a_last_checkpoint_that_fails_to_write_leaves_the_run_failed_not_running(reference,
+                                                                                   tmp_path):
+  """The last checkpoint's background write fails (a full disk): the launch ends with an error
+  and run.json says `failed` with that error, not `running` (what a sweep then reads as a live
+  trainer); the relaunch ends as the reference."""
+  wd = str(tmp_path / "run")
+  code, out = _launch_hooked(wd, "full_disk")
+  assert code == 1, out[-2000:]
+  info = _run_json(wd)
+  assert info["status"] == "failed", info
+  assert "No space left on device" in info["error"]
+  run(wd)
+  assert _run_json(wd)["status"] == "completed"
+  _assert_matches_reference(wd, reference)
 
 
 def test_sigterm_during_startup_exits_preempted_then_resumes_exactly(reference, tmp_path):

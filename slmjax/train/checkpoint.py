@@ -186,6 +186,7 @@ class RunCheckpoints:
         cleanup_tmp_directories=True,  # leftovers of a save cut short by a kill
         create=True)
     self.mngr = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    self._closed = False
 
   def steps(self) -> list[int]:
     return sorted(int(s) for s in self.mngr.all_steps())
@@ -289,6 +290,10 @@ class RunCheckpoints:
     self.mngr.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for the last save (raising its error, once), then closes; later calls do nothing."""
+    if self._closed:
+      return
+    self._closed = True
     self.mngr.wait_until_finished()
     self.mngr.close()
 

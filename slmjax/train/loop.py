@@ -294,6 +294,9 @@ def _train(config, workdir: str, locks: list) -> dict:
     else:
       status = "completed"
     fetch()
+    # waits for the last save, inside the try: a background write that failed (a full disk)
+    # is this launch's error, recorded as `failed`; run.json says completed only after it
+    ckpts.close()
   except BaseException as e:
     status = "failed"
     if primary:
@@ -304,9 +307,11 @@ def _train(config, workdir: str, locks: list) -> dict:
       bar.close()
     if writer is not None:
       writer.close()
-    if ckpts is not None:
-      ckpts.close()   # waits for the last save: run.json says completed only after it
-    _close(data_iter)
+    try:
+      if ckpts is not None:
+        ckpts.close()   # after an error: waits for a save in flight (no-op once closed above)
+    finally:
+      _close(data_iter)
   out = dict(status=status, peak_flops=peak, peak_flops_source=peak_src,
              **_throughput(step_times, batch_tokens, fpt, peak, n_peaks))
   if status == "completed":
