@@ -493,3 +493,44 @@ def test_skipped_wav_not_in_gold_says_the_submission_lacks_it(tmp_path, caplog):
     assert message.startswith("swuggy_dev: 1 of 9 files skipped (unreadable, empty, silent or no units), "
                               "0 of 4 pairs dropped, and its submission files lack them: the official "
                               "tools will refuse them;"), message
+
+
+def test_a_rescore_with_other_settings_that_dies_leaves_no_record_claiming_the_old_ones(tmp_path):
+    """A step scored at context 64, scored again with --context=128 and killed after the first
+    set's submission files were rewritten: scores.json still said context 64, so slmjax-eval at 64
+    called the step scored while lexical/dev.txt and per_file/ held the scores made at 128. The
+    record being replaced (and the files of its sets) now goes before any file is rewritten."""
+    root = tmp_path / "bench"
+    _build(root)
+    benches = bm.discover(root)
+    encoded = _encode(benches, tmp_path, FakeTokenizer())
+    out = tmp_path / "zeroshot" / "7"
+    evaluate_model(_bigram_scorer(), benches, encoded, EOS, out, {"step": 7, "context": 64})
+    assert (out / "mean" / "sSC.txt").is_file() and (out / "scores.json").is_file()
+
+    class Killed(Exception):
+        pass
+
+    scorer, calls = _bigram_scorer(), []
+    real = scorer.score
+
+    def dies_on_the_second_set(seqs, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return real(seqs, **kw)
+
+    scorer.score = dies_on_the_second_set
+    with pytest.raises(Killed):
+        evaluate_model(scorer, benches, encoded, EOS, out, {"step": 7, "context": 128})
+    assert (out / "mean" / "lexical" / "dev.txt").is_file()   # rewritten at 128 before the kill
+    assert not (out / "scores.json").exists()                 # so no record says 64 of it
+    evaluate_model(_bigram_scorer(), benches, encoded, EOS, out, {"step": 7, "context": 128})
+    # a set of a replaced record that is not scored again leaves no file of the old settings
+    evaluate_model(_bigram_scorer(), [b for b in benches if b.name == "ssc"], encoded, EOS, out,
+                   {"step": 7, "context": 32})
+    assert set(json.loads((out / "scores.json").read_text())["tasks"]) == {"ssc"}
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                  and not p.name.startswith("."))
+    assert left == ["mean/sSC.txt", "mean_eos/sSC.txt", "per_file/ssc.tsv", "scores.json",
+                    "sum/sSC.txt"]

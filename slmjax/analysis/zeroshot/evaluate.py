@@ -10,6 +10,7 @@ Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -141,6 +142,8 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
     writing host adds to scores.json as it is when written instead (see :func:`_save_scores`)."""
     from slmjax.analysis.zeroshot.testloss import heldout_loss
     out = Path(out)
+    if previous is None and jax.process_index() == 0:
+        _withdraw_other_record(out, meta)
     t0 = time.time()
     new = {"tasks": {}, "submission_only": {}, "test_loss": {}}
     n_tokens = 0
@@ -157,6 +160,46 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
     if jax.process_index() != 0:   # every host scores; one writes
         return _merged(previous or {}, new, timing, meta)
     return _save_scores(out, new, timing, meta, expected=previous is not None)
+
+
+def _set_files(name: str, entry: dict) -> list:
+    """The files (relative to the step folder) that a scores.json set ``name`` was written to."""
+    task, split = entry.get("task"), entry.get("split")
+    folder = {"swuggy": "lexical", "sblimp": "syntactic"}.get(task)
+    submission = (f"{folder}/{split}.txt" if folder and split else
+                  {"ssc": "sSC.txt", "tsc": "tSC.txt"}.get(task))
+    files = [f"per_file/{name}.tsv"] + ([f"{conv}/{submission}" for conv in CONVENTIONS]
+                                        if submission else [])
+    return [f for f in files if ".." not in Path(f).parts]   # a hand-edited record: never outside
+
+
+def _withdraw_other_record(out: Path, meta: dict) -> None:
+    """Before a scoring that replaces ``out/scores.json`` (made with other SETTINGS, or unreadable)
+    rewrites any file: remove it, then the files of its sets. Else a scoring killed after rewriting
+    some submission files left the old record, which called the step scored with the old settings
+    while its files held the new scores; and sets not scored again kept files no record described."""
+    path = out / "scores.json"
+    lock = _lock_scores(out / LOCK_NAME, path) if path.exists() else None
+    try:
+        try:
+            record = fileio.read_json_object(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, fileio.NotAJSONObject):
+            record = {}
+        if (record and record_problem(record) is None
+                and all(record.get(k) == meta.get(k) for k in SETTINGS)):
+            return   # same settings: added to when written (another slmjax-eval of this step)
+        path.unlink()
+        for block in ("tasks", "submission_only"):
+            entries = record.get(block, {}) if isinstance(record.get(block), dict) else {}
+            for name, entry in entries.items():
+                for rel in _set_files(str(name), entry if isinstance(entry, dict) else {}):
+                    with contextlib.suppress(OSError):
+                        (out / rel).unlink()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _save_scores(out: Path, new: dict, timing: dict, meta: dict, expected: bool) -> dict:
