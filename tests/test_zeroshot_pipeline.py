@@ -534,3 +534,25 @@ def test_a_rescore_with_other_settings_that_dies_leaves_no_record_claiming_the_o
                   and not p.name.startswith("."))
     assert left == ["mean/sSC.txt", "mean_eos/sSC.txt", "per_file/ssc.tsv", "scores.json",
                     "sum/sSC.txt"]
+
+
+def test_two_folders_of_one_set_under_the_root_are_one_clear_error(tmp_path):
+    """A root holding sSC/ and spoken_storycloze/ (or two sLM21 layouts in subfolders) scored the
+    first in sort order and ignored the other without a word, in --validate too."""
+    make_storycloze(tmp_path / "sSC", 2)
+    make_storycloze(tmp_path / "spoken_storycloze", 1)
+    make_lexical(tmp_path / "official" / "lexical" / "dev", [("1", 3, "v1")])
+    make_lexical(tmp_path / "synthetic" / "lexical" / "dev", [("1", 3, "v1"), ("2", 0, "v1")])
+    for tasks, task, dirs in ((["swuggy"], "swuggy", ["official/lexical", "synthetic/lexical"]),
+                              (["ssc"], "ssc", ["sSC", "spoken_storycloze"])):
+        with pytest.raises(ZeroShotError) as e:
+            bm.discover(tmp_path, tasks)
+        listed = ", ".join(str(tmp_path / d) for d in dirs)
+        assert str(e.value) == (f"benchmarks root {tmp_path} holds 2 {task} folders ({listed}): "
+                                "which one to score is not clear; pass a --benchmarks root that "
+                                "holds one")
+    with pytest.raises(ZeroShotError, match="holds 2 ssc folders"):
+        bm.validate(tmp_path)
+    shutil.rmtree(tmp_path / "spoken_storycloze")
+    assert [b.name for b in bm.discover(tmp_path, ["ssc"])] == ["ssc"]   # only the set asked
+    assert bm.discover(tmp_path / "official")[0].directory == tmp_path / "official" / "lexical" / "dev"

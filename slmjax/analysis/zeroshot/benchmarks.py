@@ -321,13 +321,29 @@ def _slm21_roots(root: Path):
 
 
 def _sc_dirs(root: Path):
-    found = {}
+    """task -> every StoryCloze folder of it in ``root`` or one folder below (sorted)."""
+    found = {"ssc": [], "tsc": []}
     for parent in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
         for d in sorted(p for p in parent.iterdir() if p.is_dir()):
             for task, pattern in (("ssc", _SSC_DIR), ("tsc", _TSC_DIR)):
-                if pattern.match(d.name) and task not in found:
-                    found[task] = d
-    return found
+                if pattern.match(d.name):
+                    found[task].append(d)
+    return {task: dirs for task, dirs in found.items() if dirs}
+
+
+def _one_folder_per_set(root: Path, benches: list, slm21_roots: list, sc_dirs: dict) -> None:
+    """A root holding two folders of one asked set (``sSC/`` and ``spoken_storycloze/``, or two
+    sLM21 layouts side by side) is an error: only the first in sort order was read, silently."""
+    for task in sorted({b.task for b in benches}):
+        if task in ("swuggy", "sblimp"):
+            folder = "lexical" if task == "swuggy" else "syntactic"
+            dirs = [base / folder for base in slm21_roots if (base / folder).is_dir()]
+        else:
+            dirs = sc_dirs.get(task, [])
+        if len(dirs) > 1:
+            raise ZeroShotError(f"benchmarks root {root} holds {len(dirs)} {task} folders "
+                                f"({', '.join(str(d) for d in dirs)}): which one to score is not "
+                                "clear; pass a --benchmarks root that holds one")
 
 
 def discover(root, tasks=None) -> list:
@@ -336,15 +352,17 @@ def discover(root, tasks=None) -> list:
     if not root.is_dir():
         raise ZeroShotError(f"benchmarks root {root} is not a directory")
     benches = []
-    for base in _slm21_roots(root)[:1]:
+    slm21_roots, sc_dirs = _slm21_roots(root), _sc_dirs(root)
+    for base in slm21_roots[:1]:
         for folder, task in (("lexical", "swuggy"), ("syntactic", "sblimp")):
             for split in ("dev", "test"):
                 if (base / folder / split).is_dir():
                     benches.append(load_slm21(base / folder / split, task, split))
-    for task, d in sorted(_sc_dirs(root).items()):
-        benches.append(load_storycloze(d, task))
+    for task, dirs in sorted(sc_dirs.items()):
+        benches.append(load_storycloze(dirs[0], task))
     if tasks:
         benches = _asked(benches, tasks, root)
+    _one_folder_per_set(root, benches, slm21_roots, sc_dirs)
     if not benches:
         raise ZeroShotError(f"no benchmark set found under {root} (expected lexical/, syntactic/, "
                             "sSC/ or tSC/; see BENCHMARKS layout in the README)")
