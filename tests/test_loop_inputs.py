@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from run_helpers import ROOT, TINY
-from slmjax.data import DataError
+from slmjax.data import DataError, splits
 from slmjax.data.testing import random_utterances, write_unit_dataset
 from slmjax.train import loop
 from slmjax.train.checkpoint import list_steps, restore_params
@@ -284,3 +284,33 @@ def test_a_packed_run_begun_on_the_earlier_rows_is_not_resumed_on_these(unit_dat
   run["data"]["packed_rows"] = "eos_first"
   json.dump(run, open(run_json, "w"))
   assert loop.train(cfg, wd)["status"] == "completed"
+
+
+def test_a_run_is_not_resumed_on_a_unit_dataset_rewritten_since_it_began(unit_dataset, tmp_path,
+                                                                         monkeypatch):
+  """The unit dataset at data.path was encoded again (other audio, another tokenizer) after the
+  run's last checkpoint: the config is the same, but resuming would train the rest of the run on
+  other data. The relaunch stops with one line naming what changed; the run is left as it was."""
+  wd = str(tmp_path / "run")
+  cfg = _config(data__kind="units", data__path=unit_dataset, train__steps=8,
+                checkpoint__every_steps=4, train__eval_every=8)
+  loop.train(cfg, wd)
+  run_json = os.path.join(wd, "run.json")
+  run = json.load(open(run_json))
+  # as a run stopped after step 4 left it
+  shutil.rmtree(os.path.join(wd, "checkpoints", "8"))
+  for k in ("final_test_loss", "status"):
+    run.pop(k, None)
+  json.dump(run, open(run_json, "w"))
+  before = _snapshot(wd)
+  shutil.rmtree(unit_dataset)
+  rng = np.random.default_rng(1)
+  write_unit_dataset(unit_dataset, {"train": random_utterances(400, 34, rng),
+                                    "test": random_utterances(30, 34, rng)}, vocab_size=34)
+  # the relaunch is a new process: no reader of the old shards is open
+  monkeypatch.setattr(splits, "READERS", splits.ReaderPool(8))
+  with pytest.raises(RunError) as e:
+    loop.train(cfg, wd)
+  msg = str(e.value)
+  assert "\n" not in msg and "train_tokens" in msg and "changed since" in msg, msg
+  assert _snapshot(wd) == before

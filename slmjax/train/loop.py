@@ -21,7 +21,7 @@ from slmjax.data import DataError, build_pipeline
 from slmjax.errortext import first_line
 from slmjax.train import flops as flops_lib
 from slmjax.train import preemption
-from slmjax.train.checkpoint import RunCheckpoints
+from slmjax.train.checkpoint import RunCheckpoints, list_steps
 from slmjax.train.mesh import make_mesh
 from slmjax.train.metrics import MetricsWriter, read_metrics
 from slmjax.train.run_files import (RunError, claim_workdir, read_json, update_run_json,
@@ -138,6 +138,30 @@ def _check_packed_rows(workdir: str, data: dict) -> None:
                    "again in a new workdir, or resume it with the slmjax that began it")
 
 
+# Token and row counts of each dataset that run.json records (data.datasets): a unit dataset
+# encoded again at the same path changes them; its path may move (a new mount), they may not.
+_DATA_COUNTS = ("rows_per_batch", "train_tokens", "unique_tokens", "test_tokens")
+
+
+def _check_same_data(workdir: str, data: dict) -> None:
+  """RunError when the datasets differ from those run.json recorded for the run's checkpoints
+  (the same config, but the unit dataset at data.path was written again)."""
+  before = (read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}).get("datasets")
+  if not before:
+    return
+  now = data["datasets"]
+  changed = []
+  if len(before) != len(now):
+    changed.append(f"{len(before)} datasets then, {len(now)} now")
+  for old, new in zip(before, now):
+    changed += [f"{new['name']} {k} {old[k]} then, {new[k]} now" for k in _DATA_COUNTS
+                if k in old and k in new and old[k] != new[k]]
+  if changed:
+    raise RunError(f"run {workdir}: its training data changed since the run began "
+                   f"({'; '.join(changed[:4])}), so resuming would change its data mid-run: "
+                   "restore the data it began on, or train it again in a new workdir")
+
+
 def _launch_kind(workdir: str, primary: bool, stopped: bool) -> int:
   """What this launch does, decided by process 0 for all: _STOPPED (a preemption notice came
   while it waited for the workdir lock), _FINISHED (run.json records the final evaluation) or
@@ -181,6 +205,8 @@ def _train(config, workdir: str, locks: list) -> dict:
   model_cfg = model_config(config)
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
+  if list_steps(workdir):  # before anything of the run is changed, the restore included
+    _check_same_data(workdir, pipeline.info())
   # closed whatever happens (a restore that raises included), the checkpoints first: an
   # unfinished save still reads the data iterator's state
   data_iter = pipeline.train_iter()
