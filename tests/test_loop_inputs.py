@@ -314,3 +314,13 @@ def test_a_run_is_not_resumed_on_a_unit_dataset_rewritten_since_it_began(unit_da
   msg = str(e.value)
   assert "\n" not in msg and "train_tokens" in msg and "changed since" in msg, msg
   assert _snapshot(wd) == before
+
+
+def test_the_mfu_peak_may_change_between_launches():
+  """train.peak_flops only scales the MFU figures (metrics.jsonl, run.json): setting it on a
+  relaunch (the device table lacked the accelerator) must not force the run to start over."""
+  from slmjax.train.run_files import config_dict  # pylint: disable=g-import-not-at-top
+  old = config_dict(_config())
+  new = json.loads(json.dumps(old))
+  new["train"]["peak_flops"] = 9.89e14
+  assert config_conflicts(old, new) == []

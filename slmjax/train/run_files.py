@@ -14,11 +14,12 @@ class RunError(RuntimeError):
 
 
 # Fields that may differ between launches in one workdir: they change how a run is executed,
-# logged or stored, not the numbers it computes.
+# logged or stored, not the numbers it computes (train.peak_flops: only the MFU figures).
 _FREE_PREFIXES = ("mesh.", "checkpoint.", "train.log_every", "train.eval_every",
                   "train.eval_batches", "train.final_eval_batches", "train.profile",
-                  "train.progress", "data.num_threads", "data.prefetch", "model.attention",
-                  "model.attention_block", "model.remat", "train.micro_batches")
+                  "train.progress", "train.peak_flops", "data.num_threads", "data.prefetch",
+                  "model.attention", "model.attention_block", "model.remat",
+                  "train.micro_batches")
 
 # Fields added after runs already existed: a workdir whose config.json lacks one ran with its
 # default, so the absent field and the default do not conflict.
