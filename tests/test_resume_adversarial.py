@@ -94,13 +94,13 @@ loop.make_global_batch = batch
 """,
     "full_disk": """
 import errno
-import orbax.checkpoint as ocp
-real_finalize = ocp.CheckpointManager._finalize_checkpoint
-def finalize(self, step):
-  if step == 24:
+from orbax.checkpoint._src.checkpointers import async_checkpointer
+real_wait = async_checkpointer._background_wait_for_commit_futures
+def wait(directory, *a, **k):  # the background thread's writes of checkpoint 24 fail
+  if directory.name == "24":
     raise OSError(errno.ENOSPC, "No space left on device")
-  return real_finalize(self, step)
-ocp.CheckpointManager._finalize_checkpoint = finalize
+  return real_wait(directory, *a, **k)
+async_checkpointer._background_wait_for_commit_futures = wait
 """,
 }
 
@@ -266,15 +266,16 @@ def test_a_last_checkpoint_that_fails_to_write_leaves_the_run_failed_not_running
                                                                                    tmp_path):
   """The last checkpoint's background write fails (a full disk): the launch ends with an error
   and run.json says `failed` with that error, not `running` (what a sweep then reads as a live
-  trainer); the relaunch ends as the reference."""
+  trainer); the relaunch resumes from the checkpoint before it and ends as the reference."""
   wd = str(tmp_path / "run")
   code, out = _launch_hooked(wd, "full_disk")
   assert code == 1, out[-2000:]
   info = _run_json(wd)
   assert info["status"] == "failed", info
   assert "No space left on device" in info["error"]
+  assert list_steps(wd) == [8, 16]
   run(wd)
-  assert _run_json(wd)["status"] == "completed"
+  assert _run_json(wd)["resumed_from"] == 16 and _run_json(wd)["status"] == "completed"
   _assert_matches_reference(wd, reference)
 
 
