@@ -117,6 +117,15 @@ def test_bad_inputs_are_one_line(run):
     assert res.returncode == 2 and "pass --tokenizer" in res.stderr
 
 
+def test_steps_naming_no_step_is_one_line(run):
+    """--steps= (an empty $STEPS in a script) or --steps=, scored nothing and exited 0 silently."""
+    for steps in ("", ",", " , "):
+        res = _eval(run, f"--tokenizer={run / 'tok'}", f"--steps={steps}")
+        assert res.returncode == 2, (steps, res.stderr[-2000:])
+        assert f"slmjax-eval: error: --steps={steps!r} names no step; expected all, last or a comma " \
+               "list of integers" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_later_calls_score_only_what_is_missing(run, tmp_path):
     wd = _copy_run(run, tmp_path)
     bench2 = tmp_path / "bench2"

@@ -208,6 +208,9 @@ def _select_steps(available: list) -> list:
     except ValueError:
         raise ZeroShotError(f"--steps={FLAGS.steps!r}: expected all, last or a comma list of "
                             "integers") from None
+    if not wanted:   # --steps= (an empty variable in a script): nothing scored, exit 0, silently
+        raise ZeroShotError(f"--steps={FLAGS.steps!r} names no step; expected all, last or a "
+                            "comma list of integers")
     missing = sorted(set(wanted) - set(available))
     if missing:
         raise ZeroShotError(f"--steps: no checkpoint for {missing}; available: {available}")
