@@ -205,3 +205,27 @@ def test_sweep_expands_and_dry_runs_a_restricted_multi_epoch_run(tmp_path):
   check = subprocess.run([sys.executable, "-m", "slmjax.train.cli", *args, "--dry_run"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert check.returncode == 0, check.stderr[-2000:]
+
+
+def test_a_packed_mixture_splits_u_so_every_dataset_runs_the_same_epochs(tmp_path):
+  # Packed rows hold one 9-token utterance of a (7 slots padding) but four 4-token ones of b.
+  # U split by rows alone (2000/2000) ran b 1.78x as many epochs as a (counted over 200 steps:
+  # 3.60 vs 6.40); split by the tokens each dataset's rows hold (1441/2559), 5.0 and 5.0.
+  eos = VOCAB - 2
+  for name, n, length in (("a", 400, 9), ("b", 1200, 4)):
+    utts = [np.append(np.arange(length - 1) % eos, eos) for _ in range(n)]
+    write_unit_dataset(str(tmp_path / name), {"train": utts, "test": utts[:4]}, vocab_size=VOCAB,
+                       n_shards=2)
+  pipe = build_pipeline(config([tmp_path / "a", tmp_path / "b"], 4000, mode="packed",
+                               weights="1,1"))
+  assert list(pipe.counts) == [4, 4] and pipe.unique_tokens == 4000
+  shares = [s.split.n_tokens for s in pipe.train.streams]
+  it, trained = pipe.train_iter(), np.zeros(2)
+  for _ in range(200):
+    w = next(it)["weights"]
+    trained += [w[:4].sum(), w[4:].sum()]
+  passes = trained / shares                    # counted: each dataset's tokens over its share
+  assert passes[0] == pytest.approx(passes[1], rel=0.02), (shares, passes)
+  e = pipe.epochs(200)
+  assert e["a"] == pytest.approx(e["b"], rel=0.02)
+  assert pipe.total_epochs(200) == pytest.approx(trained.sum() / 4000, rel=0.01)

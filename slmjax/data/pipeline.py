@@ -5,7 +5,8 @@ batch's rows with examples t*counts[d] ... of its own stream, datasets in config
 of P reads only rows [p*B/P, (p+1)*B/P) of it, so the global batch does not depend on the number
 of processes or devices, and the Grain iterator state (the next batch index) restores exactly.
 With data.max_unique_tokens = U > 0, each dataset's stream is cut to the first U_d tokens of
-its training split (U split as the batch rows are): every epoch then repeats those tokens only.
+its training split (U split as the batch rows are; in packed mode, as the utterance tokens the
+rows hold): every epoch then repeats those tokens only, and every dataset runs the same epochs.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def unique_shares(max_unique: int, counts, splits, names, seq_len: int) -> np.nd
   """Tokens of each dataset's training stream kept by data.max_unique_tokens = U > 0.
 
   Dataset d keeps the first U_d tokens of its stream, U_d the largest-remainder rounding of
-  U * c_d / B, c_d its rows of each B-row batch (data.weights rounded to rows), so the U_d sum
-  to U and every dataset runs the same number of epochs.
+  U * c_d / sum(c), c_d its share of each batch: its rows (data.weights rounded to rows), or in
+  packed mode its rows times the utterance tokens a row of it holds, so the U_d sum to U and
+  every dataset runs the same number of epochs.
   """
   w = np.asarray(counts, np.float64)
   total = sum(s.n_tokens for s in splits)
@@ -255,11 +257,24 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
   max_unique = int(_opt(d, "max_unique_tokens", 0) or 0)
   if max_unique < 0:
     raise DataError(f"data.max_unique_tokens={max_unique} must be >= 0 (0 = all)")
+
+  def make_streams(splits):
+    return [_about(ds, make_stream, s, mode, seq_len, seed * 1000 + i, ds.pad_id, ds.eos_id)
+            for i, (ds, s) in enumerate(zip(datasets, splits))]
+
   if max_unique:
-    shares = unique_shares(max_unique, counts, train, names, seq_len)
+    share_of_batch = counts
+    if mode == "packed" and np.count_nonzero(counts) > 1:
+      # A packed row holds fewer tokens of a dataset whose utterances leave more padding: U
+      # shared by rows alone ran such a dataset more epochs than the others. Shared by the
+      # utterance tokens each dataset's rows carry per batch (measured on a prefix of its rows'
+      # share of U), every dataset runs the same number of epochs.
+      guess = [PrefixSplit(s, min(s.n_tokens, max(1, max_unique * int(c) // int(counts.sum()))))
+               for s, c in zip(train, counts)]
+      share_of_batch = counts * np.array([s.tokens_per_example for s in make_streams(guess)])
+    shares = unique_shares(max_unique, share_of_batch, train, names, seq_len)
     train = [PrefixSplit(s, u) if u > 0 else s for s, u in zip(train, shares)]
-  streams = [_about(ds, make_stream, s, mode, seq_len, seed * 1000 + i, ds.pad_id, ds.eos_id)
-             for i, (ds, s) in enumerate(zip(datasets, train))]
+  streams = make_streams(train)
   evals = []
   for ds in datasets:
     s = _about(ds, make_eval_stream, ds.splits["test"], mode, seq_len, ds.pad_id, ds.eos_id)
