@@ -63,6 +63,18 @@ def test_run_units_and_heldout_sets(tmp_path):
     assert runs.heldout_datasets(units) == {"ds": HeldOutSet(str(tmp_path / "ds"), "test", 0.01)}
 
 
+def test_data_path_under_home_is_read_as_the_trainer_reads_it(tmp_path, monkeypatch):
+    """config.json keeps data.path as given: `--config.data.path=~/ds` (the shell leaves a tilde
+    after `--flag=` alone) trained on $HOME/ds, but slmjax-eval looked for WORKDIR/~/ds/manifest.json
+    and stopped with 'unit dataset manifest not found'."""
+    run, ident = _run(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (run / "config.json").write_text(json.dumps({"data": {"kind": "units", "path": "~/ds,"}}))
+    units = runs.run_units(run)
+    assert units.identity == ident
+    assert runs.heldout_datasets(units) == {"ds": HeldOutSet(str(tmp_path / "ds"), "test", 0.01)}
+
+
 def test_synthetic_datasets_only_when_no_natural_one(tmp_path):
     run, _ = _run(tmp_path, {"synthetic": True})
     units = runs.run_units(run)

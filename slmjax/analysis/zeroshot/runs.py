@@ -60,7 +60,11 @@ def run_units(workdir) -> RunUnits:
         return RunUnits(None, None, None, None, None, [])
     datasets = []
     for raw in str(data["path"]).split(","):
-        path = Path(raw.strip())
+        if not raw.strip():
+            continue   # a trailing comma: the trainer reads no dataset there either
+        # expanded as the trainer expands it (slmjax.data.manifest.open_dataset): config.json
+        # keeps data.path as given, and `--config.data.path=~/units` reaches it unexpanded
+        path = Path(raw.strip()).expanduser()
         if not path.is_absolute() and not path.exists():
             path = workdir / path
         datasets.append((path, _read_manifest(path / "manifest.json")))
