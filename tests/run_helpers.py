@@ -1,13 +1,10 @@
 """Launching small training runs in subprocesses (own device count, killable) for loop tests."""
 
-import atexit
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,12 +34,6 @@ train(cfg, sys.argv[2])
 """
 
 
-# The runs of a test session share a JAX persistent compilation cache: the same program is
-# compiled once instead of once per subprocess (the loaded executable is the same program).
-_JAX_CACHE = tempfile.mkdtemp(prefix="slmjax-test-jaxcache-")
-atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
-
-
 def launch(workdir, devices=8, hook="", **overrides):
   """Starts a run of TINY (+ overrides, dotted keys with '__' for '.') in a subprocess; `hook` is
   Python run in it before training (with `sys.argv[2]` the workdir)."""
@@ -51,9 +42,6 @@ def launch(workdir, devices=8, hook="", **overrides):
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", _JAX_CACHE)
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   return subprocess.Popen(
       [sys.executable, "-c", _RUNNER, os.path.join(ROOT, "configs", "train.py"), str(workdir),
