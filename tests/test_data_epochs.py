@@ -35,3 +35,16 @@ def test_packed_epochs_count_utterance_tokens_not_padding(tmp_path, monkeypatch)
 def test_windows_epochs_are_trained_tokens_over_unique_tokens(tmp_path, monkeypatch):
   pipe = _pipeline(tmp_path, monkeypatch, "windows")
   assert pipe.total_epochs(6) == pytest.approx(6 * B * T / 66)   # windows hold no padding
+
+
+def test_trained_tokens_counts_the_weighted_targets_exactly(tmp_path, monkeypatch):
+  """run.json's trained_tokens (the sweep's D of a packed run): the weights of the rows the
+  updates read, padding excluded, also within a partial epoch; every slot in windows mode."""
+  pipe = _pipeline(tmp_path, monkeypatch, "packed")
+  it, counted = pipe.train_iter(), []
+  for _ in range(7):                     # 28 rows: two epochs of 12 and 4 rows of the third
+    counted.append(float(next(it)["weights"].sum()))
+  for steps in range(8):
+    assert pipe.trained_tokens(steps) == sum(counted[:steps])
+  assert pipe.trained_tokens(6) == 132 and pipe.trained_tokens(6) < 6 * B * T
+  assert _pipeline(tmp_path / "w", monkeypatch, "windows").trained_tokens(6) == 6 * B * T

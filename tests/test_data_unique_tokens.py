@@ -181,6 +181,7 @@ def test_run_json_reports_u_and_epochs(tmp_path):
   info = json.load(open(tmp_path / "run" / "run.json"))
   assert info["status"] == "completed" and run["status"] == "completed"
   assert info["tokens"] == 4 * 8 * T == 512
+  assert info["trained_tokens"] == 512   # windows hold no padding
   assert info["unique_tokens"] == 257 and info["epochs"] == pytest.approx(512 / 257)
   assert info["data"]["datasets"][0]["unique_tokens"] == 257
 
@@ -229,3 +230,4 @@ def test_a_packed_mixture_splits_u_so_every_dataset_runs_the_same_epochs(tmp_pat
   e = pipe.epochs(200)
   assert e["a"] == pytest.approx(e["b"], rel=0.02)
   assert pipe.total_epochs(200) == pytest.approx(trained.sum() / 4000, rel=0.01)
+  assert pipe.trained_tokens(200) == trained.sum()   # exact, both datasets of the mixture

@@ -258,6 +258,10 @@ def test_packed_mixture_run_reports_test_loss_per_dataset(unit_dataset, tmp_path
   passes = sum(info["epochs_by_dataset"][n] * u for n, u in per.items()) / sum(per.values())
   assert info["epochs"] == pytest.approx(passes, rel=0.02)
   assert info["epochs"] < 0.97 * info["tokens"] / info["unique_tokens"]
+  # trained_tokens (the sweep's D of a packed run): those utterance tokens, counted exactly.
+  assert info["trained_tokens"] == pytest.approx(info["epochs"] * info["unique_tokens"], rel=0.02)
+  assert info["trained_tokens"] < 0.97 * info["tokens"]
+  assert json.load(open(os.path.join(wd, "run.json")))["trained_tokens"] == info["trained_tokens"]
 
 
 def test_a_packed_run_begun_on_the_earlier_rows_is_not_resumed_on_these(unit_dataset, tmp_path):

@@ -357,3 +357,27 @@ def test_sweep_root_with_experiment_one_clear_line(tmp_path):
         read_runs(str(tmp_path), experiment="e1")
     assert str(e.value).startswith(f"{tmp_path}: --experiment=e1 picks rows of a CSV's experiment column; "
                                    "a sweep root has none") and "\n" not in str(e.value)
+
+
+def test_sweep_root_packed_run_D_is_utterance_tokens_C_counts_every_slot(tmp_path):
+    """A packed run's rows hold padding: run.json tokens (steps x slots) overstated D by the padding
+    share; D is the utterance tokens trained on, the attention-convention compute still every slot."""
+    _grid(tmp_path)
+    slots = 20 * 2e7                                   # r2: N = 2e7, D/N = 20, run.json tokens 4e8
+    # 100 steps of 64 rows: 3.76e8 utterance tokens, 2.4e7 slots (6%) padding; U = 1e8.
+    _edit_run(tmp_path / "r2", data={"mode": "packed", "seq_len": 2050}, trained_tokens=3.76e8,
+              unique_tokens=1e8, epochs=3.76)
+    # An older packed run.json, without trained_tokens: D = epochs x unique_tokens.
+    _edit_run(tmp_path / "r5", data={"mode": "packed"}, unique_tokens=2e8, epochs=7.5)
+    _edit_run(tmp_path / "r7", data={"mode": "windows"}, trained_tokens=1.0)   # windows: tokens
+    t = read_sweep(str(tmp_path))
+    assert len(t) == 9                                # the schedule check reads tokens_seen in D's units
+    j, k, w = (list(t.run_id).index(r) for r in ("r2", "r5", "r7"))
+    assert t.tokens[j] == 3.76e8 and t.epochs[j] == pytest.approx(3.76)       # was 4e8 and 4.0
+    assert t.flops["6N_attn"][j] == pytest.approx(7.2 * 2e7 * slots)           # every slot
+    assert t.flops["6N"][j] == pytest.approx(6 * 2e7 * 3.76e8)
+    assert t.tokens[k] == pytest.approx(7.5 * 2e8) and t.epochs[k] == pytest.approx(7.5)
+    assert t.tokens[w] == 4 * 3e8 and t.flops["6N_attn"][w] == pytest.approx(7.2 * 3e8 * 4 * 3e8)
+    notes = [s for s in t.notes if "packed run" in s]
+    assert len(notes) == 1 and "2 packed run(s) (r2, r5)" in notes[0] and "padding included" in notes[0]
+    assert any(s.startswith("r5: run.json has no trained_tokens") for s in t.notes)

@@ -73,6 +73,10 @@ class WindowStream:
                       f"seq_len+1 = {self.seq_len + 1} tokens in any shard")
     self._plan = _EpochCache(self._build)
 
+  def tokens_in(self, n_rows: int) -> int:
+    """Targets of weight 1 in the stream's first `n_rows` examples: every slot of a window."""
+    return int(n_rows) * self.seq_len
+
   def _build(self, epoch: int) -> np.ndarray:
     """Start offsets (in the split stream) of this epoch's windows, in training order."""
     rng = np.random.default_rng([self.seed, 0x77, epoch])
@@ -160,6 +164,20 @@ class PackedStream:
       i = nxt[i]
       ptr.append(i)
     return (self.split.starts[rec] + a, length, head, np.asarray(ptr, np.int64))
+
+  def tokens_in(self, n_rows: int) -> int:
+    """Utterance tokens (targets of weight 1, padding excluded) in the stream's first `n_rows`
+    rows, counted exactly: every whole epoch holds the split's tokens once, and the rows of a
+    partial epoch hold the pieces its plan places in them. Epochs differ in row count, so this
+    is not `n_rows * tokens_per_example` (epoch 0's mean) except over whole epochs of epoch 0."""
+    total, epoch, left = 0, 0, int(n_rows)
+    while left > 0:
+      rows = self._epoch_rows(epoch)
+      if left < rows:
+        _, length, _, ptr = self._plan(epoch)
+        return total + int(length[:int(ptr[left])].sum())
+      total, left, epoch = total + int(self.split.n_tokens), left - rows, epoch + 1
+    return total
 
   def _epoch_rows(self, epoch: int) -> int:
     if epoch not in self._rows:

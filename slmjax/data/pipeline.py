@@ -202,6 +202,12 @@ class DataPipeline:
     return {ds.name: float(steps * c / s.examples_per_epoch)
             for ds, c, s in zip(self.datasets, self.counts, self.train.streams)}
 
+  def trained_tokens(self, steps: int) -> int:
+    """Data tokens the first `steps` updates train on, counted exactly: targets of weight 1 (a
+    packed row's padding excluded; every slot of a window), over every dataset of the mixture.
+    Equals steps * batch_size * seq_len in windows mode."""
+    return sum(s.tokens_in(steps * int(c)) for c, s in zip(self.counts, self.train.streams) if c > 0)
+
   def total_epochs(self, steps: int) -> float:
     """Passes over the unique tokens after `steps` updates: the data tokens trained on (packed
     rows' padding excluded) over `unique_tokens`."""

@@ -224,7 +224,8 @@ def _train(config, workdir: str, locks: list) -> dict:
       _check_packed_rows(workdir, data)
     unique = pipeline.unique_tokens
     run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
-               epochs=pipeline.total_epochs(steps), epochs_by_dataset=pipeline.epochs(steps),
+               trained_tokens=pipeline.trained_tokens(steps), epochs=pipeline.total_epochs(steps),
+               epochs_by_dataset=pipeline.epochs(steps),
                data=data, devices=jax.device_count(), processes=jax.process_count(),
                resumed_from=start or None)
     if primary:  # an earlier launch's error and speed do not describe this one

@@ -5,6 +5,18 @@ budget D (last logged ``tokens_seen`` within 1% of ``tokens``); other workdirs a
 ``table.excluded`` with the reason. Downstream accuracies come from ``zeroshot/<step>/scores.json`` of
 the final checkpoint only. A run.json that is not a JSON object, or a run with no finite test loss,
 is excluded too; a field that is not a number is one clear error.
+
+D and C of a packed run (run.json ``data.mode`` ``packed``): its rows hold padding (target weight
+0), so run.json's ``tokens`` (steps x batch slots) overstates the tokens it trained on. D is the
+utterance tokens trained on, run.json's ``trained_tokens`` (counted exactly by the trainer), or for
+a run from before run.json recorded it, ``epochs`` x ``unique_tokens`` (epoch 0's mean utterance
+tokens per row times the rows trained: off by the few rows' worth a partial epoch's rows differ
+from that mean). D sets epochs (D/U), R_D and tokens per parameter. The compute counts every slot
+the model processed: the ``flops`` column (C_6N_attn) is ``6n_attn`` x ``tokens``, padding
+included, while C_6N and C_6N_nonemb stay 6ND of that D, the law's identity (Approach 2 and the
+allocation use C = 6ND): for a packed run they leave out the padding's compute, which
+``--flops=6N_attn`` counts. Its last logged ``tokens_seen`` (slots) is scaled by D / ``tokens``
+for the schedule check. A windows run has no padding: D is ``tokens``, as before.
 """
 
 from __future__ import annotations
@@ -61,6 +73,21 @@ def _load_object(path):
         return None, f"not a JSON object (a {e.kind})"
 
 
+def _packed_tokens(num, unique):
+    """(D, None) from a packed run's trained_tokens; (D, how) from an older run.json without it
+    (epochs x unique_tokens), or (None, why) when it has neither (D then stays ``tokens``)."""
+    trained = num("trained_tokens")
+    if trained is not None:
+        return trained, None
+    epochs = num("epochs")
+    if epochs is not None and unique is not None:
+        return (epochs * unique, "run.json has no trained_tokens (written before it was recorded): "
+                "D = epochs x unique_tokens, epoch 0's mean utterance tokens per row times the rows "
+                "trained (exact over whole epochs of epoch 0's row count)")
+    return None, ("run.json has neither trained_tokens nor epochs and unique_tokens: D is its tokens, "
+                  "padding included (overstated)")
+
+
 def _scores(obj):
     """task -> (accuracy, n items) from a scores.json object (tolerant of nesting and naming)."""
     for key in ("headline", "benchmarks", "scores", "tasks"):
@@ -87,6 +114,7 @@ def read_sweep(root: str, **kw) -> RunTable:
     source = os.path.basename(os.path.normpath(root))
     rows, excluded, notes = [], [], []
     eval_tokens = {}   # run id -> held-out tokens of its final test loss
+    packed, packed_notes = [], []   # packed runs' ids; how D was taken where not trained_tokens
     workdir_of = {}    # run id -> workdir name
     for name in sorted(os.listdir(root)):
         wd = os.path.join(root, name)
@@ -118,7 +146,18 @@ def read_sweep(root: str, **kw) -> RunTable:
         fpt = run.get("flops_per_token") or {}
         if not isinstance(fpt, dict):
             raise FitInputError(f"{where}: run.json flops_per_token {fpt!r} is not an object")
-        tokens, unique = num("tokens"), num("unique_tokens")
+        slots, unique = num("tokens"), num("unique_tokens")
+        tokens = slots
+        data = run.get("data")
+        if isinstance(data, dict) and data.get("mode") == "packed":
+            tokens, how = _packed_tokens(num, unique)
+            packed.append(rid)
+            if how:
+                packed_notes.append(f"{rid}: {how}")
+            if tokens is None:
+                tokens = slots
+            elif seen is not None and slots:
+                seen = seen * tokens / slots   # logged in slots: the schedule check in D's units
         # run.json's unique_tokens is the size of the training data; a run that stops within its
         # first epoch has seen only D of them, all unique.
         if unique is not None and tokens is not None:
@@ -126,8 +165,8 @@ def read_sweep(root: str, **kw) -> RunTable:
         row = {"run_id": rid, "n_params": num("n_params"), "tokens": tokens, "test_loss": loss,
                "n_params_nonemb": num("n_params_nonemb"), "unique_tokens": unique, "tokens_seen": seen}
         attn = _field(fpt, "6n_attn", "run.json flops_per_token.", where)
-        if attn is not None and tokens is not None:
-            row["flops"] = attn * tokens
+        if attn is not None and slots is not None:
+            row["flops"] = attn * slots   # every slot processed, a packed row's padding included
         zdir = os.path.join(wd, "zeroshot")
         steps = sorted(int(s) for s in os.listdir(zdir) if s.isdigit()) if os.path.isdir(zdir) else []
         final = num("steps")
@@ -143,6 +182,12 @@ def read_sweep(root: str, **kw) -> RunTable:
                     row[f"acc_{task}"], row[f"n_{task}"] = a, n
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
         eval_tokens[rid] = num("final_test_tokens")
+    if packed:
+        notes.append(f"{len(packed)} packed run(s) ({', '.join(packed[:5])}{', ...' if len(packed) > 5 else ''}): "
+                     "D is the utterance tokens trained on (run.json trained_tokens, padding excluded); "
+                     "C_6N_attn counts every slot processed (6n_attn x run.json tokens, padding "
+                     "included); C_6N and C_6N_nonemb are 6ND of that D")
+        notes.extend(packed_notes)
     if len(set(eval_tokens.values())) > 1:
         counts = ", ".join(f"{r}: {'?' if n is None else f'{n:.15g}'}" for r, n in sorted(eval_tokens.items()))
         notes.append("final test losses cover different numbers of held-out tokens (? = a run from "
