@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 import benchcli  # tools/, beside this script
+from slmjax import cli_help
 
 _TOKENS = flags.DEFINE_integer("tokens", 20_000_000, "Tokens of the generated dataset.",
                                lower_bound=1)
@@ -28,7 +29,7 @@ _TOKENS = flags.DEFINE_integer("tokens", 20_000_000, "Tokens of the generated da
 _MEAN_UTT = flags.DEFINE_integer("mean_utterance", 190, "Mean utterance length (units).",
                                  lower_bound=4)
 _SHARDS = flags.DEFINE_integer("shards", 8, "Shards of the generated dataset.", lower_bound=1)
-_DATASET = flags.DEFINE_string("dataset", None, "Read this unit dataset instead of generating.")
+_DATASET = cli_help.DEFINE_path("dataset", None, "Read this unit dataset instead of generating.")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 2050, "Tokens per example (the paper: 2050).",
                                 lower_bound=1)
 _BATCH = flags.DEFINE_integer("batch", 64, "Global batch (the paper's 20M model: 64).",

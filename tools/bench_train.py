@@ -18,12 +18,11 @@ import statistics
 import time
 
 from absl import app, flags
-from ml_collections import config_flags
 
 import benchcli  # tools/, beside this script
-from slmjax import hostalloc, hostdevices
+from slmjax import cli_help, hostalloc, hostdevices
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/train.py:s20m", "Training config.")
+_CONFIG = cli_help.DEFINE_config_file("config", "configs/train.py:s20m", "Training config.")
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Global sequences per step (overrides the config).",
                               lower_bound=1)
 _SEQ = flags.DEFINE_integer("seq_len", 0, "Tokens per sequence; 0 = config.data.seq_len.",
@@ -38,7 +37,7 @@ benchcli.choices("baselines", ("eager", "compile"))
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype: auto "
                            "(float32 on CPU, bfloat16 on GPU/TPU), float32 or bfloat16; the PyTorch "
                            "baseline uses the same.")
-_PROFILE = flags.DEFINE_string("profile_dir", "", "Write a JAX profiler trace of the timed steps here.")
+_PROFILE = cli_help.DEFINE_path("profile_dir", "", "Write a JAX profiler trace of the timed steps here.")
 # Peak measured before and after; steps are timed in interleaved rounds (ours, eager, compile, ...).
 
 

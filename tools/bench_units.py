@@ -23,9 +23,9 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchcli  # noqa: E402  (tools/, beside this script)
-from slmjax import hostalloc  # noqa: E402  (the repository on the path first)
+from slmjax import cli_help, hostalloc  # noqa: E402  (the repository on the path first)
 
-flags.DEFINE_string("audio", "/usr/share/pocketsphinx/test/data", "Folder of speech (synthetic tones when absent).")
+cli_help.DEFINE_path("audio", "/usr/share/pocketsphinx/test/data", "Folder of speech (synthetic tones when absent).")
 flags.DEFINE_float("hubert_seconds", 20.0, "Seconds of audio per HuBERT measurement (files concatenated, cut into utterances).")
 benchcli.positive("hubert_seconds")
 flags.DEFINE_float("utterance_seconds", 10.0, "HuBERT utterance length.")

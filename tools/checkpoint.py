@@ -18,8 +18,10 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from slmjax import cli_help
+
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_OUT = flags.DEFINE_string("out", None, "export: directory to write (created).")
+_OUT = cli_help.DEFINE_path("out", None, "export: directory to write (created).")
 
 
 def _fail(message: str) -> None:

@@ -17,12 +17,12 @@ import sys
 
 from absl import app, flags
 
-from slmjax import errortext
+from slmjax import cli_help, errortext
 from slmjax.demo import report
 from slmjax.demo.stages import (Stage, StageError, check_settings, code_digest, console_script,
                                  run_stages)
 
-_OUT = flags.DEFINE_string("out", "demo_out", "Folder of everything the demo writes.")
+_OUT = cli_help.DEFINE_path("out", "demo_out", "Folder of everything the demo writes.")
 _HOURS = flags.DEFINE_float(
     "hours", 36.0, "Hours of synthetic story audio (36 h gives ~5.0M training units: the grid's "
     "single-epoch runs, up to 4.6M tokens, stay within one epoch).")
@@ -31,7 +31,7 @@ _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.05, "Share of corpus utte
 _BENCH_VOICES = flags.DEFINE_string("bench_voices", "4", "Benchmark voices (count or specs).")
 _BENCH_N = flags.DEFINE_integer("bench_n", 150, "Items (pairs) per benchmark set and split.")
 _K = flags.DEFINE_integer("k", 100, "k-means units of the MFCC tokenizer (HuBERT iteration 1: 100).")
-_GRID = flags.DEFINE_string("grid", "configs/sweeps/cpu_mini.py", "Sweep config of the grid.")
+_GRID = cli_help.DEFINE_path("grid", "configs/sweeps/cpu_mini.py", "Sweep config of the grid.")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap replicates of the fits.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of texts, voices and the grid.")
 

@@ -24,7 +24,7 @@ from slmjax import cli_help
 from slmjax.fileio import url_problem
 from slmjax.launch import grid, local, slurm, tpu
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli_help.DEFINE_config_file(
     "config", None, "Sweep config file (configs/sweeps/*.py); override fields with --config.x=v.")
 _ROOT = flags.DEFINE_string("root", None, "Sweep root: one workdir per run, named by its key.")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "tpu", "slurm"], "Where the runs go.")

@@ -25,14 +25,14 @@ from slmjax.synth.errors import SynthError
 
 COMMANDS = ("corpus", "sblimp", "swuggy", "storycloze", "bench", "check", "leakage", "stories")
 
-_OUT = flags.DEFINE_string("out", None, "Output folder (corpus) or benchmark root.")
+_OUT = cli_help.DEFINE_path("out", None, "Output folder (corpus) or benchmark root.")
 _N = flags.DEFINE_integer("n", 100, "Benchmarks: items (pairs) per split; stories: how many to print.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of texts, voices and file names.")
 _VOICES = flags.DEFINE_string("voices", "4", "Voices: comma-separated specs, or a count of built-in voices.")
 _WORKERS = flags.DEFINE_integer("workers", None, "Synthesis processes (default: one per CPU core).")
 _HOURS = flags.DEFINE_float("hours", 1.0, "corpus: hours of audio (0 with --text: the whole file).")
-_TEXT = flags.DEFINE_string("text", None, "corpus: text file (plain, <|endoftext|>-separated, or JSONL).")
-_EXCLUDE = flags.DEFINE_list("exclude", [], "corpus: benchmark roots whose texts the corpus must not contain.")
+_TEXT = cli_help.DEFINE_path("text", None, "corpus: text file (plain, <|endoftext|>-separated, or JSONL).")
+_EXCLUDE = cli_help.DEFINE_path_list("exclude", [], "corpus: benchmark roots whose texts the corpus must not contain.")
 _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.01, "corpus: hashed share of utterances in split 'test'.")
 _COUNT = flags.DEFINE_integer("count", 0, "stories: count distinct stories and words among this many.")
 _SPLITS = flags.DEFINE_list("splits", ["dev", "test"], "sblimp/swuggy: splits to write.")

@@ -10,17 +10,16 @@ import json
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from slmjax import cli_help, hostalloc
 from slmjax.fileio import url_problem
 from slmjax.train import distributed  # defines --coordinator_address, --num_processes, --process_id
 from slmjax.train import preemption
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli_help.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/train.py:s20m (sizes: s20m s85m s155m "
     "s309m s823m tiny). Override fields with --config.train.steps=100 etc.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, config).")
+_WORKDIR = cli_help.DEFINE_path("workdir", None, "Run directory (checkpoints, metrics, config).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Validate the config, print the run plan as one "
                              "JSON line (params, FLOPs/token, steps, tokens, mesh) and train nothing.")
 

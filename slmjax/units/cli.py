@@ -21,10 +21,11 @@ from slmjax.units.errors import UnitsError
 FLAGS = flags.FLAGS
 COMMANDS = ("fit", "encode", "merge")
 
-flags.DEFINE_string("audio", None, "Audio source(s): folder, .tsv, .jsonl, audio file or tfds:NAME[/CONFIG]:SPLIT[@RATE]; comma-separated.")
-flags.DEFINE_string("out", None, "fit: tokenizer directory to write; encode/merge: unit dataset directory.")
-flags.DEFINE_string("tokenizer", None, "encode/merge: tokenizer directory written by `fit`.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir for tfds: sources.")
+cli_help.DEFINE_path("audio", None, "Audio source(s): folder, .tsv, .jsonl, audio file or tfds:NAME[/CONFIG]:SPLIT[@RATE]; comma-separated.",
+                     comma_separated=True)
+cli_help.DEFINE_path("out", None, "fit: tokenizer directory to write; encode/merge: unit dataset directory.")
+cli_help.DEFINE_path("tokenizer", None, "encode/merge: tokenizer directory written by `fit`.")
+cli_help.DEFINE_path("data_dir", None, "TFDS data_dir for tfds: sources.")
 flags.DEFINE_float("holdout", 0.01, "Fraction held out as the 'test' split (hashed by utterance id) when the source has no splits.")
 # fit
 flags.DEFINE_enum("features", "mfcc", ["mfcc", "hubert"], "fit: feature extractor.")
@@ -35,9 +36,9 @@ flags.DEFINE_integer("kmeans_iters", 100, "fit: maximum Lloyd iterations (or min
 flags.DEFINE_integer("kmeans_batch", 10000, "fit: mini-batch size.")
 flags.DEFINE_integer("max_frames", 1_000_000, "fit: at most this many feature frames (uniformly drawn) fit k-means.")
 flags.DEFINE_float("fit_hours", 10.0, "fit: at most this many hours of training-split audio (seeded order) are read.")
-flags.DEFINE_string("kmeans_file", None, "fit: import centroids from an sklearn/joblib k-means file (e.g. TWIST km500) instead of fitting.")
+cli_help.DEFINE_path("kmeans_file", None, "fit: import centroids from an sklearn/joblib k-means file (e.g. TWIST km500) instead of fitting.")
 flags.DEFINE_bool("mfcc_norm", False, "fit: per-utterance mean/variance normalisation of MFCC features.")
-flags.DEFINE_string("hubert_checkpoint", None, "fit: HF HubertModel directory/file (safetensors or torch) or fairseq checkpoint.")
+cli_help.DEFINE_path("hubert_checkpoint", None, "fit: HF HubertModel directory/file (safetensors or torch) or fairseq checkpoint.")
 flags.DEFINE_integer("hubert_layer", 11, "fit: transformer layer whose output is the feature (HF hidden_states index; the paper used 11).")
 flags.DEFINE_float("chunk_seconds", 30.0, "fit: HuBERT runs over chunks of at most this many seconds.")
 flags.DEFINE_enum("coarse", "none", ["none", "unigram", "bpe"], "fit: SentencePiece coarse tokens over unit sequences.")

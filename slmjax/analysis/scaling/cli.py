@@ -24,8 +24,8 @@ from slmjax.analysis.scaling.fitjson import clean, dumps_fit
 from slmjax.analysis.scaling.sweep import read_runs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("runs", None, "Sweep root (one workdir per run) or a run-table CSV.")
-flags.DEFINE_string("out", None, "Output directory for fit.json, plots and report.md.")
+cli_help.DEFINE_path("runs", None, "Sweep root (one workdir per run) or a run-table CSV.")
+cli_help.DEFINE_path("out", None, "Output directory for fit.json, plots and report.md.")
 flags.DEFINE_string("experiment", None, "Keep only these rows of a CSV with an `experiment` column.")
 flags.DEFINE_enum("n_param", "total", ["total", "nonemb"], "Parameter count N: total or non-embedding.")
 flags.DEFINE_enum("flops", "6N", ["6N", "6N_nonemb", "6N_attn"], "Compute axis for Approach 1 and downstream (Approach 2 and the "
@@ -41,7 +41,7 @@ flags.DEFINE_float("holdout", 0.2, "Fraction of runs (largest budgets) held out 
 flags.DEFINE_list("target_flops", ["1e21"], "Compute levels at which to report N*(C), D*(C), L*(C).")
 flags.DEFINE_list("target_acc", [], "task=accuracy pairs (sblimp=0.65, or percent sblimp=65): "
                   "compute needed to reach them.")
-flags.DEFINE_string("reference", None, "CSV task,gamma[,label] of reference gammas (default: the paper's rows).")
+cli_help.DEFINE_path("reference", None, "CSV task,gamma[,label] of reference gammas (default: the paper's rows).")
 flags.DEFINE_bool("sigmoid", True, "Fit the chance-floored sigmoid of accuracy vs loss.")
 
 

@@ -23,24 +23,24 @@ from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.errortext import describe
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints/); scores go to "
+cli_help.DEFINE_path("workdir", None, "Run directory (config.json, checkpoints/); scores go to "
                     "<workdir>/zeroshot/<step>/.")
-flags.DEFINE_string("benchmarks", None, "Root holding lexical/, syntactic/ (sLM21 layout), sSC/, "
+cli_help.DEFINE_path("benchmarks", None, "Root holding lexical/, syntactic/ (sLM21 layout), sSC/, "
                     "tSC/.")
 flags.DEFINE_string("steps", "all", "Checkpoints to score: all, last, or a comma list of steps.")
-flags.DEFINE_string("tokenizer", None, "Tokenizer dir (slmjax-units fit); default: the run's "
+cli_help.DEFINE_path("tokenizer", None, "Tokenizer dir (slmjax-units fit); default: the run's "
                     "dataset manifest tokenizer_dir. Must match the run's tokenizer identity.")
 flags.DEFINE_list("tasks", [], "Only these tasks or sets (swuggy, sblimp, ssc, tsc, sblimp_dev, ...).")
-flags.DEFINE_string("units_cache", None, "Cache of benchmark units (default: "
+cli_help.DEFINE_path("units_cache", None, "Cache of benchmark units (default: "
                     "<benchmarks>/.slmjax_units, or $SLMJAX_CACHE/units (default "
                     "~/.cache/slmjax/units) if that cannot be written).")
 flags.DEFINE_boolean("validate", False, "Only check the benchmark sets and list every problem.")
 flags.DEFINE_boolean("force", False, "Score the asked sets again even where scores.json has them "
                      "(it is otherwise completed with the sets it lacks).")
-flags.DEFINE_string("release_checkpoint", None, "Score a checkpoint of the paper's PyTorch release "
+cli_help.DEFINE_path("release_checkpoint", None, "Score a checkpoint of the paper's PyTorch release "
                     "(directory with config.json + model.safetensors, or a state-dict file).")
-flags.DEFINE_string("out", None, "Output root for --release_checkpoint (writes <out>/zeroshot/release/).")
-flags.DEFINE_list("test_data", None, "Unit datasets whose test split gives the test loss (default: "
+cli_help.DEFINE_path("out", None, "Output root for --release_checkpoint (writes <out>/zeroshot/release/).")
+cli_help.DEFINE_path_list("test_data", None, "Unit datasets whose test split gives the test loss (default: "
                   "the run's own test data, as its trainer took it: the natural-speech datasets' "
                   "data.test_split, or the data.holdout part held out of training); empty to skip.")
 flags.DEFINE_enum("batching", "auto", ["auto", "bucket", "pack"], "bucket: length-bucketed "
