@@ -335,6 +335,28 @@ def test_flops_column_in_other_units_one_clear_line(tmp_path, scale, what):
     assert "flops" in str(e.value) and "times 6ND" in str(e.value) and "\n" not in str(e.value), what
 
 
+def test_a_flops_column_below_6nd_is_named_in_one_note(tmp_path):
+    """6N + attention is at least 6ND per run: a column of 6 N_nonemb D is that convention (and
+    --flops=6N_attn falls back to the dims), and a column of forward-only FLOPs (2ND + attention,
+    a third of training's) is used as given with one note naming the lowest run."""
+    rows = _rows()
+    for r in rows:
+        r["flops"] = 6.0 * float(r["n_params_nonemb"]) * float(r["tokens"])
+    t = read_csv(_write(tmp_path, rows))
+    assert "6N_attn" not in t.flops  # these rows give no n_layers, dim, seq_len to count it from
+    np.testing.assert_allclose(t.flops["6N_nonemb"], [r["flops"] for r in rows], rtol=1e-12)
+    assert [n for n in t.notes if "N_nonemb D" in n], t.notes
+    rows = _rows()
+    for r in rows:
+        r["flops"] = r["flops"] / 3
+    t = read_csv(_write(tmp_path, rows, name="fwd.csv"))
+    ratio = [r["flops"] / (6.0 * float(r["n_params"]) * float(r["tokens"])) for r in rows]
+    low = [n for n in t.notes if "below 6ND" in n]
+    assert len(low) == 1 and f"for {len(rows)} of {len(rows)} runs" in low[0], t.notes
+    assert f"{min(ratio):.3g} times, run {rows[int(np.argmin(ratio))]['run_id']}" in low[0], low
+    assert not [n for n in read_csv(_write(tmp_path, _rows(), name="ok.csv")).notes if "6ND" in n]
+
+
 def test_sweep_root_two_workdirs_with_one_run_id_named(tmp_path):
     """A copied workdir keeps the run_id in its run.json: the error names both workdirs, not 'rows'
     of a table the user never wrote."""

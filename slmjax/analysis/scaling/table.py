@@ -190,6 +190,13 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
         notes.append("the flops column equals 6ND (no attention term): the 6N_attn convention is "
                      "taken from n_layers, dim and seq_len when given")
         given = False
+    elif given and "6N_nonemb" in flops and np.allclose(col["flops"], flops["6N_nonemb"], rtol=1e-6, atol=0):
+        notes.append("the flops column equals 6 N_nonemb D (non-embedding compute, no attention term): "
+                     "it is the 6N_nonemb convention; 6N_attn is taken from n_layers, dim and seq_len "
+                     "when given")
+        given = False
+    elif given:
+        _note_flops_below_6nd(col["flops"] / flops["6N"], ids, notes)
     if given:
         flops["6N_attn"] = col["flops"]
     elif all(np.all(np.isfinite(col[k])) for k in ("n_layers", "dim", "seq_len")):
@@ -213,6 +220,17 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
                            f"{', ...' if len(miss) > 5 else ''}): {use}")
     check_coverage(table, min_sizes, min_budgets)
     return table
+
+
+def _note_flops_below_6nd(ratio, ids, notes):
+    """6N plus attention is at least 6ND: a flops column below it is counted another way (forward
+    passes only, non-embedding parameters, ...), which the 6N_attn name does not say."""
+    low = np.nonzero(ratio < 1 - 1e-6)[0]
+    if len(low):
+        i = low[np.argmin(ratio[low])]
+        notes.append(f"the flops column is below 6ND for {len(low)} of {len(ratio)} runs (down to "
+                     f"{ratio[i]:.3g} times, run {ids[i]}): not 6N plus attention, as the 6N_attn "
+                     "convention it is used for counts; it is used as given")
 
 
 def _check_flops_units(ratio, ids, source):
