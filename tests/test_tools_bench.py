@@ -1,5 +1,6 @@
 """The benchmarks' command lines: a bad argument is one line on stderr, never a traceback."""
 
+import json
 import os
 import re
 import subprocess
@@ -112,3 +113,25 @@ def test_bench_train_times_each_runner_by_its_median_step():
         "waits = iter([0.0, 0.01, 0.03])\n"
         "print(m._interleaved({'a': lambda: time.sleep(next(waits))}, steps=2, warmup=1)['a'])\n")
     assert float(proc.stdout.split()[-1]) == pytest.approx(0.02, abs=0.004)
+
+
+def test_bench_train_runs_without_grain(tmp_path):
+    """The GPU image tools/device_bench.sh runs on has JAX, Flax, optax and PyTorch but no Grain
+    or ArrayRecord (the input pipeline's packages, which the bench does not use): the config check
+    of data.kind=synthetic imported slmjax.data, whose __init__ loaded the Grain pipeline, and every
+    size stopped there with ModuleNotFoundError."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Absent:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('grain', 'array_record'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _Absent())\n")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "SLMJAX_ALLOCATOR": "system",
+           "PYTHONPATH": f"{tmp_path}:{REPO}"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, os.path.join("tools", "bench_train.py"), TINY,
+                           "--batch_size=2", "--steps=1", "--warmup=0", "--baselines="],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["tokens_per_sec"] > 0

@@ -8,5 +8,17 @@
 
 from slmjax.data.errors import DataError
 from slmjax.data.manifest import UnitDataset, load_manifest, open_dataset
-from slmjax.data.pipeline import DataPipeline, EvalSet, TrainBatches, build_pipeline, open_datasets
 from slmjax.data.synthetic import NGramModel, synthetic_dataset
+
+# The pipeline (Grain) is loaded on first use, so that importing slmjax.data or a submodule (the
+# config check builds the synthetic n-gram model) needs no Grain: the GPU image that
+# tools/device_bench.sh runs on has none.
+_PIPELINE = ("DataPipeline", "EvalSet", "TrainBatches", "build_pipeline", "open_datasets")
+
+
+def __getattr__(name):
+    if name in _PIPELINE:
+        from slmjax.data import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
