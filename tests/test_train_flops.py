@@ -14,7 +14,13 @@ from slmjax.train.flops import flops_per_token, table_peak
     ("NVIDIA H100 NVL", 835e12, 417.5e12),
     ("NVIDIA H200", 989e12, 494.5e12),
     ("NVIDIA H200 NVL", 835e12, 417.5e12),
-    ("TPU v5 lite", 197e12, 197e12 / 4),
+    # Google's TPU pages (bf16). JAX runs a float32 dot on TPU as one bf16 MXU pass at its default
+    # precision: the table held a quarter of the bf16 peak, 4x the MFU of a float32 run.
+    ("TPU v4", 275e12, 275e12),
+    ("TPU v5 lite", 197e12, 197e12),  # v5e
+    ("TPU v5", 459e12, 459e12),  # v5p as jax names it
+    ("TPU v5p", 459e12, 459e12),
+    ("TPU v6 lite", 918e12, 918e12),  # v6e
 ])
 def test_table_peaks(kind, bf16, f32):
     assert table_peak(kind, "bfloat16") == bf16

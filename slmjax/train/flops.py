@@ -19,13 +19,14 @@ import time
 
 from slmjax.model import ModelConfig, count_params
 
-# Dense peak FLOP/s per chip/GPU: (bf16 tensor core/MXU, float32 as the hardware runs f32 matmuls).
+# Dense peak FLOP/s per chip/GPU: (bf16 tensor core/MXU, float32 as JAX runs f32 matmuls at its
+# default precision: on TPU one bf16 pass of the MXU, so the bf16 peak; on A100/H100/H200 TF32).
 PEAK_FLOPS = {
-    "TPU v4": (275e12, 275e12 / 4),
-    "TPU v5 lite": (197e12, 197e12 / 4),  # v5e
-    "TPU v5p": (459e12, 459e12 / 4),
-    "TPU v5": (459e12, 459e12 / 4),
-    "TPU v6 lite": (918e12, 918e12 / 4),  # v6e (Trillium)
+    "TPU v4": (275e12, 275e12),
+    "TPU v5 lite": (197e12, 197e12),  # v5e
+    "TPU v5p": (459e12, 459e12),
+    "TPU v5": (459e12, 459e12),
+    "TPU v6 lite": (918e12, 918e12),  # v6e (Trillium)
     "NVIDIA A100": (312e12, 156e12),  # f32 via TF32
     "NVIDIA H100": (989e12, 494.5e12),  # SXM; f32 via TF32
     "NVIDIA H100 PCIe": (756e12, 378e12),
