@@ -135,3 +135,25 @@ def test_bench_train_runs_without_grain(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["tokens_per_sec"] > 0
+
+
+def test_the_pytorch_baseline_decays_only_matrices_as_our_optimizer():
+    """Our AdamW decays parameters of ndim >= 2 only (the paper; slmjax.train.optim.decay_mask);
+    the baseline's AdamW decayed the RMSNorm scales too."""
+    pytest.importorskip("transformers")
+    proc = _with_bench_train(
+        "import torch\n"
+        "groups = []\n"
+        "class AdamW(torch.optim.AdamW):\n"
+        "    def __init__(self, params, **kw):\n"
+        "        super().__init__(params, **kw)\n"
+        "        groups.extend(self.param_groups)\n"
+        "torch.optim.AdamW = AdamW\n"
+        "from slmjax.model import ModelConfig\n"
+        "cfg = ModelConfig(vocab_size=16, dim=16, n_layers=1, n_heads=2, max_seq_len=8)\n"
+        "m.torch_runner(cfg, 1, 8, 'float32', False)\n"
+        "for g in groups:\n"
+        "    print('group', g['weight_decay'], sorted({p.ndim for p in g['params']}), g['lr'],\n"
+        "          g['betas'], g['eps'])\n")
+    groups = sorted(ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("group"))
+    assert groups == ["0.0 [1] 0.0005 (0.9, 0.95) 1e-08", "0.1 [2] 0.0005 (0.9, 0.95) 1e-08"]

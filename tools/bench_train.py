@@ -98,8 +98,11 @@ def torch_runner(cfg, batch, seq, dtype, compiled):
     lc._attn_implementation = "sdpa"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = LlamaForCausalLM(lc).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.1)
+    # As our optimizer (slmjax.train.optim): weight decay on parameters of ndim >= 2 only.
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=5e-4, betas=(0.9, 0.95), eps=1e-8)
     x = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
     inputs, targets = x[:, :-1], x[:, 1:]
     amp = dtype == "bfloat16"
