@@ -157,3 +157,20 @@ def test_the_pytorch_baseline_decays_only_matrices_as_our_optimizer():
         "          g['betas'], g['eps'])\n")
     groups = sorted(ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("group"))
     assert groups == ["0.0 [1] 0.0005 (0.9, 0.95) 1e-08", "0.1 [2] 0.0005 (0.9, 0.95) 1e-08"]
+
+
+@pytest.mark.parametrize("baselines,expected", [("eager", "false"), ("", None)])
+def test_bench_train_leaves_gpu_memory_to_the_pytorch_baseline(baselines, expected):
+    """JAX preallocates 75% of a GPU at its first use: with a PyTorch baseline in the same process
+    the bench turns that off before JAX starts (a run of ours alone keeps JAX's default)."""
+    if baselines:
+        pytest.importorskip("transformers")
+    proc = _with_bench_train(
+        "import os\n"
+        "os.environ.pop('XLA_PYTHON_CLIENT_PREALLOCATE', None)\n"
+        "os.environ['JAX_PLATFORMS'] = 'cpu'\n"
+        "m.flags.FLAGS(['bench_train.py', '--config=configs/train.py:tiny', '--batch_size=8',\n"
+        f"              '--steps=1', '--warmup=0', '--baselines={baselines}'])\n"
+        "m.main([])\n"
+        "print('PREALLOCATE', os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE'))\n")
+    assert proc.stdout.splitlines()[-1] == f"PREALLOCATE {expected}"

@@ -14,6 +14,7 @@ the paper's release reports its MFU.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -129,6 +130,11 @@ def torch_runner(cfg, batch, seq, dtype, compiled):
 
 def main(argv):
     del argv
+    if [k for k in _BASELINES.value if k]:
+        # JAX takes 75% of a GPU's memory at its first use, which left the PyTorch baseline in the
+        # same process a quarter (20 GB of an 80 GB H100: too little for s309m or s823m, so the
+        # baseline failed). Without preallocation each takes what it uses (set before JAX starts).
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
 
     from slmjax.model.config import resolve_dtype
