@@ -174,3 +174,17 @@ def test_bench_train_leaves_gpu_memory_to_the_pytorch_baseline(baselines, expect
         "m.main([])\n"
         "print('PREALLOCATE', os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE'))\n")
     assert proc.stdout.splitlines()[-1] == f"PREALLOCATE {expected}"
+
+
+def test_the_pytorch_baseline_runs_float32_matmuls_as_tf32_on_cuda_as_jax_does():
+    """JAX's default precision runs a float32 dot on an A100/H100/H200 as TF32 (the peak table's
+    f32 figure); PyTorch's default on CUDA is full FP32, about half the TF32 rate on an H100."""
+    pytest.importorskip("transformers")
+    proc = _with_bench_train(
+        "import torch\n"
+        "from slmjax.model import ModelConfig\n"
+        "cfg = ModelConfig(vocab_size=16, dim=16, n_layers=1, n_heads=2, max_seq_len=8)\n"
+        "m.torch_runner(cfg, 1, 8, 'float32', False)\n"
+        "mm = torch.backends.cuda.matmul\n"
+        "print(mm.fp32_precision == 'tf32' if hasattr(mm, 'fp32_precision') else mm.allow_tf32)\n")
+    assert proc.stdout.split()[-1] == "True"

@@ -90,6 +90,12 @@ def torch_runner(cfg, batch, seq, dtype, compiled):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
+    # A float32 run: JAX's default precision runs f32 dots on A100/H100/H200 as TF32 (the table's
+    # f32 peak); PyTorch's default is full FP32 on CUDA. TF32 for both (CUDA only; no effect on CPU).
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
     torch.set_num_threads(hostdevices.host_cores())  # the cores JAX's CPU devices use (a CPU set)
     lc = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_dim,
                      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
