@@ -44,6 +44,23 @@ def test_two_runs_above_chance_leave_the_ceiling_unidentified():
     assert "0.572 [0.572, 0.572]" not in md
 
 
+def test_the_loss_plot_says_the_ceiling_is_not_identified(tmp_path, monkeypatch):
+    """downstream_vs_loss.png drew an unidentified sigmoid as it draws a fitted one."""
+    from slmjax.analysis.scaling import plots
+    rows = _rows((0.8, 3.0, 3.2))
+    top = np.argsort([r["test_loss"] for r in rows])[:2]
+    for i, r in enumerate(rows):
+        r["acc_t"] = 0.572 if i in top else 0.5
+    res, p = analyse(build_table(rows, "sim"), FitOptions(bootstrap=40, huber_bootstrap=0, n_refine=1, workers=1))
+    assert res["downstream"]["t"]["sig_c_identified"] is False
+    labels = []
+    keep = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, out, name: labels.extend(
+        t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()) or keep(fig, out, name))
+    assert plots.downstream_vs_loss(p, str(tmp_path)) == "downstream_vs_loss.png"
+    assert "sigmoid (ceiling not identified)" in labels and "sigmoid" not in labels, labels
+
+
 @pytest.mark.parametrize("task,identified", [((0.56, 5.0, 4.0), False), ((0.75, 6.0, 2.2), True)])
 def test_flat_accuracy_is_unidentified_and_a_covered_bend_is_not(task, identified):
     """Accuracy flat at 0.56 over the losses (the sigmoid's midpoint at 4.0, beyond them all): the

@@ -246,7 +246,7 @@ def _downstream(table, L, C, W, opt, workers, ref):
             t["compute_to_target"] = {"target": target, **bs.summarise(
                 downstream.compute_for(target, point["gamma"], point["log_q0"]), ct, opt.level)}
         out[task] = t
-        plots[task] = dict(acc=acc, n=n, point=point, front=front)
+        plots[task] = dict(acc=acc, n=n, point=point, front=front, ceiling_identified=t["sig_c_identified"])
     return out, plots
 
 

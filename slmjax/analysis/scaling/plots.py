@@ -143,7 +143,10 @@ def downstream_vs_loss(p, out):
             ax.plot(x, 100 * (pt["c0"] + pt["c1"] * x), "k-", lw=1, label="linear")
         if pt is not None and np.isfinite(pt["sig_c"]):
             from slmjax.analysis.scaling.downstream import sigmoid
-            ax.plot(x, 100 * sigmoid(x, pt["sig_c"], pt["sig_k"], pt["sig_L0"]), "r--", lw=1, label="sigmoid")
+            # A ceiling the runs do not constrain (fit.json sig_c_identified false) is drawn as such.
+            shown = d.get("ceiling_identified") is not False
+            ax.plot(x, 100 * sigmoid(x, pt["sig_c"], pt["sig_k"], pt["sig_L0"]), "r--" if shown else "r:",
+                    lw=1, label="sigmoid" if shown else "sigmoid (ceiling not identified)")
         ax.axhline(50, color="grey", lw=0.8, ls=":")
         ax.set(xlabel="test loss", ylabel="accuracy (%)", title=_task_title(task, pt))
         ax.invert_xaxis()
