@@ -17,6 +17,7 @@ from slmjax.train.flops import flops_per_token, table_peak
     # Google's TPU pages (bf16). JAX runs a float32 dot on TPU as one bf16 MXU pass at its default
     # precision: the table held a quarter of the bf16 peak, 4x the MFU of a float32 run.
     ("TPU v4", 275e12, 275e12),
+    ("TPU v4 lite", 138e12, 138e12),  # v4i: was read as a v4 (2x its peak)
     ("TPU v5 lite", 197e12, 197e12),  # v5e
     ("TPU v5", 459e12, 459e12),  # v5p as jax names it
     ("TPU v5p", 459e12, 459e12),

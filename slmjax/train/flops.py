@@ -23,6 +23,7 @@ from slmjax.model import ModelConfig, count_params
 # default precision: on TPU one bf16 pass of the MXU, so the bf16 peak; on A100/H100/H200 TF32).
 PEAK_FLOPS = {
     "TPU v4": (275e12, 275e12),
+    "TPU v4 lite": (138e12, 138e12),  # v4i (Jouppi et al., ISCA 2021); "TPU v4" alone would match it
     "TPU v5 lite": (197e12, 197e12),  # v5e
     "TPU v5p": (459e12, 459e12),
     "TPU v5": (459e12, 459e12),
