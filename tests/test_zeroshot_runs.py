@@ -75,6 +75,29 @@ def test_data_path_under_home_is_read_as_the_trainer_reads_it(tmp_path, monkeypa
     assert runs.heldout_datasets(units) == {"ds": HeldOutSet(str(tmp_path / "ds"), "test", 0.01)}
 
 
+def test_relative_data_path_is_read_where_the_trainer_resolved_it(tmp_path, monkeypatch):
+    """A relative data.path is relative to the folder the trainer ran in, which run.json records
+    (data.datasets[*].path, absolute); slmjax-eval tried its own folder, then the workdir, and
+    read another dataset of the same relative name there (or none)."""
+    run, ident = _run(tmp_path)
+    (run / "config.json").write_text(json.dumps({"data": {"kind": "units", "path": "ds"}}))
+    (run / "run.json").write_text(json.dumps({"data": {"datasets": [
+        {"name": "ds", "path": str(tmp_path / "ds")}]}}))
+    # a decoy of the same relative name in the workdir, made with another tokenizer
+    other = {"kind": "fake", "k": 20, "centroids_sha256": "1" * 8, "coarse": None}
+    write_unit_dataset(str(run / "ds"), {"train": [np.array([1, 20])],
+                                         "test": [np.array([2, 20])]},
+                       vocab_size=22, tokenizer=other)
+    monkeypatch.chdir(run)   # slmjax-eval run from elsewhere than the trainer was
+    units = runs.run_units(run)
+    assert units.identity == ident
+    assert runs.heldout_datasets(units) == {"ds": HeldOutSet(str(tmp_path / "ds"), "test", 0.01)}
+    # without a usable record (moved data, no run.json) the search is as before
+    (run / "run.json").write_text(json.dumps({"data": {"datasets": [
+        {"name": "ds", "path": str(tmp_path / "gone")}]}}))
+    assert runs.run_units(run).identity == other
+
+
 def test_synthetic_datasets_only_when_no_natural_one(tmp_path):
     run, _ = _run(tmp_path, {"synthetic": True})
     units = runs.run_units(run)

@@ -1,6 +1,6 @@
 """What a run says about itself: the datasets it trained on, their tokenizer, its checkpoints.
 
-Reads only files (``config.json``, the unit datasets' ``manifest.json``) and the public
+Reads only files (``config.json``, ``run.json``, the unit datasets' ``manifest.json``) and the public
 ``slmjax.train.checkpoint`` functions.
 """
 
@@ -51,6 +51,24 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
+def _recorded_paths(workdir: Path, count: int) -> list:
+    """The absolute path of each of the run's ``count`` datasets as its trainer resolved them
+    (``data.datasets[*].path`` in ``run.json``), None for one not recorded or no longer there; all
+    None when run.json is missing, unreadable or records another number of datasets."""
+    try:
+        rows = (fileio.read_json_object(workdir / "run.json").get("data") or {}).get("datasets")
+    except (OSError, ValueError, fileio.NotAJSONObject, AttributeError):
+        rows = None
+    if not isinstance(rows, list) or len(rows) != count:
+        return [None] * count
+    out = []
+    for row in rows:
+        path = row.get("path") if isinstance(row, dict) else None
+        path = Path(path) if isinstance(path, str) and path else None
+        out.append(path if path is not None and path.is_absolute() and path.is_dir() else None)
+    return out
+
+
 def run_units(workdir) -> RunUnits:
     """The tokenizer a run's data were made with (from ``config.json`` -> ``data.path`` manifests)."""
     workdir = Path(workdir)
@@ -59,13 +77,16 @@ def run_units(workdir) -> RunUnits:
     if data.get("kind") == "synthetic" or not data.get("path"):
         return RunUnits(None, None, None, None, None, [])
     datasets = []
-    for raw in str(data["path"]).split(","):
-        if not raw.strip():
-            continue   # a trailing comma: the trainer reads no dataset there either
+    raws = [raw.strip() for raw in str(data["path"]).split(",") if raw.strip()]
+    # (a trailing comma: the trainer reads no dataset there either)
+    recorded = _recorded_paths(workdir, len(raws))
+    for raw, abs_path in zip(raws, recorded):
         # expanded as the trainer expands it (slmjax.data.manifest.open_dataset): config.json
         # keeps data.path as given, and `--config.data.path=~/units` reaches it unexpanded
-        path = Path(raw.strip()).expanduser()
-        if not path.is_absolute() and not path.exists():
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and abs_path is not None:
+            path = abs_path   # relative to the folder the trainer ran in, which run.json resolved
+        elif not path.is_absolute() and not path.exists():
             path = workdir / path
         datasets.append((path, _read_manifest(path / "manifest.json")))
     first_path, first = datasets[0]
