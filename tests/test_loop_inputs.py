@@ -328,3 +328,32 @@ def test_the_mfu_peak_may_change_between_launches():
   new = json.loads(json.dumps(old))
   new["train"]["peak_flops"] = 9.89e14
   assert config_conflicts(old, new) == []
+
+
+def test_a_relaunch_that_resolves_model_dtype_auto_otherwise_is_refused(diverged, tmp_path):
+  """model.dtype=auto is float32 on CPU, bfloat16 on GPU/TPU: a run begun on a GPU and relaunched
+  on a CPU would go on in another dtype under the same config. run.json records the resolved
+  dtype; a relaunch resolving to another is refused in one line, and an explicit model.dtype equal
+  to the recorded one is accepted."""
+  from slmjax.train.run_files import claim_workdir, config_dict  # pylint: disable=g-import-not-at-top
+  wd = str(tmp_path / "run")
+  shutil.copytree(diverged[0], wd)
+  run_json = os.path.join(wd, "run.json")
+  run = json.load(open(run_json))
+  assert run["compute_dtype"] == "float32"              # model.dtype=auto on this CPU
+  run["compute_dtype"] = "bfloat16"                      # as a GPU launch records it
+  json.dump(run, open(run_json, "w"))
+  before = _snapshot(wd)
+  with pytest.raises(RunError) as e:
+    loop.train(_config(), wd)
+  msg = str(e.value)
+  assert "\n" not in msg and "bfloat16" in msg and "--config.model.dtype=bfloat16" in msg, msg
+  assert _snapshot(wd) == before
+  assert claim_workdir(wd, _config(model__dtype="bfloat16"), write=False)  # explicit: accepted
+  with pytest.raises(RunError, match="model.dtype"):
+    claim_workdir(wd, _config(model__dtype="float32"), write=False)
+  old = config_dict(_config())
+  assert config_conflicts(old, config_dict(_config(model__dtype="bfloat16")), "bfloat16") == []
+  del run["compute_dtype"]                               # a run.json from before the field
+  json.dump(run, open(run_json, "w"))
+  assert claim_workdir(wd, _config(), write=False)

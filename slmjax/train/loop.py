@@ -24,8 +24,8 @@ from slmjax.train import preemption
 from slmjax.train.checkpoint import RunCheckpoints, list_steps
 from slmjax.train.mesh import make_mesh
 from slmjax.train.metrics import MetricsWriter, read_metrics
-from slmjax.train.run_files import (RunError, claim_workdir, read_json, update_run_json,
-                                    workdir_lock)
+from slmjax.train.run_files import (RunError, claim_workdir, read_json, resolved_dtype,
+                                    update_run_json, workdir_lock)
 from slmjax.train.sharding import make_global_batch
 from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
                                make_train_step)
@@ -227,7 +227,7 @@ def _train(config, workdir: str, locks: list) -> dict:
                trained_tokens=pipeline.trained_tokens(steps), epochs=pipeline.total_epochs(steps),
                epochs_by_dataset=pipeline.epochs(steps),
                data=data, devices=jax.device_count(), processes=jax.process_count(),
-               resumed_from=start or None)
+               resumed_from=start or None, compute_dtype=resolved_dtype(model_cfg.dtype))
     if primary:  # an earlier launch's error and speed do not describe this one
       update_run_json(workdir, drop=("error", "throughput"), **run, status="running")
     peak, peak_src = _peak(config, model_cfg)

@@ -71,12 +71,28 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_conflicts(old: dict, new: dict) -> list[str]:
-  """'field: old vs new' for every field that differs and changes the run's math."""
+def resolved_dtype(name) -> str:
+  """The compute dtype that model.dtype `name` gives on this machine ("auto": float32 on CPU,
+  bfloat16 on GPU/TPU), as run.json's `compute_dtype` records it."""
+  from slmjax.model.config import resolve_dtype  # pylint: disable=g-import-not-at-top
+  return str(resolve_dtype(name))
+
+
+def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> list[str]:
+  """'field: old vs new' for every field that differs and changes the run's math.
+
+  `compute_dtype`: the resolved dtype run.json recorded; model.dtype "auto" on either side then
+  stands for it, so an explicit model.dtype equal to it is no conflict (whether "auto" resolves
+  to it on this machine is claim_workdir's check).
+  """
   a, b = _flatten(old), _flatten(new)
   for k, v in _ADDED_DEFAULTS.items():
     a.setdefault(k, v)
     b.setdefault(k, v)
+  if compute_dtype:
+    for d in (a, b):
+      if d.get("model.dtype") == "auto":
+        d["model.dtype"] = compute_dtype
   out = []
   for k in sorted(set(a) | set(b)):
     if k.startswith(_FREE_PREFIXES):
@@ -101,13 +117,21 @@ def claim_workdir(workdir: str, config, write: bool = True) -> bool:
   new = config_dict(config)
   old = read_json(path, fix="repair it (it records the run's config) or use a new workdir; "
                   "nothing was changed")
-  read_json(os.path.join(workdir, "run.json"), fix="repair it or move it aside (a relaunch writes a "
-            "new one); nothing was changed")
+  run = read_json(os.path.join(workdir, "run.json"), fix="repair it or move it aside (a relaunch "
+                  "writes a new one); nothing was changed") or {}
+  recorded = run.get("compute_dtype")  # absent in a run.json written before the field
   if old is not None:
-    diff = config_conflicts(old, new)
+    diff = config_conflicts(old, new, recorded)
     if diff:
       raise RunError(f"workdir {workdir} holds a run with another config ({'; '.join(diff)}); "
                      "use a new workdir or the same config")
+    dtype = new.get("model", {}).get("dtype", "auto")
+    # A finished run computes nothing more; an unfinished one would continue in another dtype.
+    if recorded and run.get("final_test_loss") is None and resolved_dtype(dtype) != recorded:
+      raise RunError(f"workdir {workdir} holds a run that computed in {recorded}, but "
+                     f"model.dtype={dtype!r} resolves to {resolved_dtype(dtype)} here, so it would "
+                     "not continue exactly; nothing was changed: to continue it in "
+                     f"{recorded} here, pass --config.model.dtype={recorded}")
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:  # a file on the path, no permission
