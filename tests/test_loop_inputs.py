@@ -357,3 +357,23 @@ def test_a_relaunch_that_resolves_model_dtype_auto_otherwise_is_refused(diverged
   del run["compute_dtype"]                               # a run.json from before the field
   json.dump(run, open(run_json, "w"))
   assert claim_workdir(wd, _config(), write=False)
+
+
+def test_train_tokens_may_change_while_the_steps_stay_the_same():
+  """With train.steps > 0 train.tokens has no effect: another value on a relaunch is no
+  conflict. A change of train.tokens that changes the number of updates still is one."""
+  from slmjax.train.run_files import config_dict  # pylint: disable=g-import-not-at-top
+  old = config_dict(_config(train__steps=10, train__tokens=1000))
+  assert config_conflicts(old, config_dict(_config(train__steps=10, train__tokens=5000))) == []
+  assert config_conflicts(old, config_dict(_config(train__steps=10, train__tokens=0))) == []
+  assert [c.split(":")[0] for c in config_conflicts(
+      old, config_dict(_config(train__steps=12, train__tokens=5000)))] == [
+          "train.steps", "train.tokens"]
+  # derived from train.tokens (steps 0): the updates are ceil(tokens / (batch_size * seq_len))
+  bt = int(old["train"]["batch_size"]) * int(old["data"]["seq_len"])
+  old = config_dict(_config(train__steps=0, train__tokens=10 * bt))
+  assert config_conflicts(old, config_dict(_config(train__steps=0, train__tokens=10 * bt - 1))) == []
+  assert [c.split(":")[0] for c in config_conflicts(
+      old, config_dict(_config(train__steps=0, train__tokens=10 * bt + 1)))] == ["train.tokens"]
+  assert [c.split(":")[0] for c in config_conflicts(
+      old, config_dict(_config(train__steps=10, train__tokens=10 * bt)))] == ["train.steps"]

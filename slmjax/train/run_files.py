@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -78,6 +79,17 @@ def resolved_dtype(name) -> str:
   return str(resolve_dtype(name))
 
 
+def _steps(flat: dict) -> int | None:
+  """The updates of a run (validate.total_steps) from its flattened config; None if unknown."""
+  try:
+    if flat["train.steps"] > 0:
+      return int(flat["train.steps"])
+    return max(1, math.ceil(flat["train.tokens"] / (flat["train.batch_size"] *
+                                                    flat["data.seq_len"])))
+  except (KeyError, TypeError, ZeroDivisionError):
+    return None
+
+
 def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> list[str]:
   """'field: old vs new' for every field that differs and changes the run's math.
 
@@ -93,9 +105,14 @@ def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> 
     for d in (a, b):
       if d.get("model.dtype") == "auto":
         d["model.dtype"] = compute_dtype
+  # train.tokens only sets the number of updates when train.steps is 0: another value that leaves
+  # them (and so warm-up and schedule) as they were, say any with train.steps > 0, is no conflict
+  steps = _steps(a)
+  same_steps = (steps is not None and steps == _steps(b)
+                and a.get("train.steps") == b.get("train.steps"))
   out = []
   for k in sorted(set(a) | set(b)):
-    if k.startswith(_FREE_PREFIXES):
+    if k.startswith(_FREE_PREFIXES) or (k == "train.tokens" and same_steps):
       continue
     if a.get(k, "<absent>") != b.get(k, "<absent>"):
       out.append(f"{k}: {a.get(k, '<absent>')!r} in the workdir vs {b.get(k, '<absent>')!r} now")
