@@ -556,3 +556,23 @@ def test_two_folders_of_one_set_under_the_root_are_one_clear_error(tmp_path):
     shutil.rmtree(tmp_path / "spoken_storycloze")
     assert [b.name for b in bm.discover(tmp_path, ["ssc"])] == ["ssc"]   # only the set asked
     assert bm.discover(tmp_path / "official")[0].directory == tmp_path / "official" / "lexical" / "dev"
+
+
+def test_sets_of_one_layout_in_different_subfolders_are_each_read(tmp_path):
+    """BENCH/a/lexical and BENCH/b/syntactic: only the sLM21 layout found first was read, so the
+    syntactic/ of b was never scored (reported missing)."""
+    make_lexical(tmp_path / "a" / "lexical" / "dev", [("1", 3, "v1")])
+    make_syntactic(tmp_path / "b" / "syntactic" / "dev", [("agr", "s1", "1", "v1")])
+    benches = bm.discover(tmp_path)
+    assert [(b.name, b.directory) for b in benches] == [
+        ("swuggy_dev", tmp_path / "a" / "lexical" / "dev"),
+        ("sblimp_dev", tmp_path / "b" / "syntactic" / "dev")]
+    assert [b.name for b in bm.discover(tmp_path, ["sblimp"])] == ["sblimp_dev"]
+    # a set in the root and the other one folder below
+    shutil.move(tmp_path / "a" / "lexical", tmp_path / "lexical")
+    assert [b.directory for b in bm.discover(tmp_path)] == [
+        tmp_path / "lexical" / "dev", tmp_path / "b" / "syntactic" / "dev"]
+    # two folders of one set stay one clear error
+    make_syntactic(tmp_path / "c" / "syntactic" / "dev", [("agr", "s1", "1", "v1")])
+    with pytest.raises(ZeroShotError, match="holds 2 sblimp folders"):
+        bm.discover(tmp_path)

@@ -332,8 +332,8 @@ def _sc_dirs(root: Path):
 
 
 def _one_folder_per_set(root: Path, benches: list, slm21_roots: list, sc_dirs: dict) -> None:
-    """A root holding two folders of one asked set (``sSC/`` and ``spoken_storycloze/``, or two
-    sLM21 layouts side by side) is an error: only the first in sort order was read, silently."""
+    """A root holding two folders of one asked set (``sSC/`` and ``spoken_storycloze/``, or
+    ``lexical/`` in two subfolders) is an error: only the first in sort order was read, silently."""
     for task in sorted({b.task for b in benches}):
         if task in ("swuggy", "sblimp"):
             folder = "lexical" if task == "swuggy" else "syntactic"
@@ -353,8 +353,10 @@ def discover(root, tasks=None) -> list:
         raise ZeroShotError(f"benchmarks root {root} is not a directory")
     benches = []
     slm21_roots, sc_dirs = _slm21_roots(root), _sc_dirs(root)
-    for base in slm21_roots[:1]:
-        for folder, task in (("lexical", "swuggy"), ("syntactic", "sblimp")):
+    # each sLM21 set wherever it is (BENCH/a/lexical and BENCH/b/syntactic are one layout); two
+    # folders of one set stop in _one_folder_per_set
+    for folder, task in (("lexical", "swuggy"), ("syntactic", "sblimp")):
+        for base in [b for b in slm21_roots if (b / folder).is_dir()][:1]:
             for split in ("dev", "test"):
                 if (base / folder / split).is_dir():
                     benches.append(load_slm21(base / folder / split, task, split))
