@@ -126,10 +126,10 @@ def _write_final_row(workdir: str, steps: int, final: dict) -> None:
 _TRAIN, _FINISHED, _STOPPED = range(3)
 
 
-def _check_packed_rows(workdir: str, data: dict) -> None:
+def _check_packed_rows(workdir: str, before: dict, data: dict) -> None:
   """RunError when a packed run's checkpoints were trained on rows of another layout (before
-  each utterance began with an EOS): resuming would change its data mid-run."""
-  before = read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}
+  each utterance began with an EOS): resuming would change its data mid-run. `before`: run.json's
+  data record, `data`: this launch's (DataPipeline.info)."""
   if data.get("mode") == "packed" and before.get("mode") == "packed" and \
       before.get("packed_rows") != data["packed_rows"]:
     raise RunError(f"run {workdir} was trained on packed rows of an earlier slmjax (each utterance "
@@ -143,10 +143,11 @@ def _check_packed_rows(workdir: str, data: dict) -> None:
 _DATA_COUNTS = ("rows_per_batch", "train_tokens", "unique_tokens", "test_tokens")
 
 
-def _check_same_data(workdir: str, data: dict) -> None:
+def _check_same_data(workdir: str, before: dict, data: dict) -> None:
   """RunError when the datasets differ from those run.json recorded for the run's checkpoints
-  (the same config, but the unit dataset at data.path was written again)."""
-  before = (read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}).get("datasets")
+  (the same config, but the unit dataset at data.path was written again). `before`: run.json's
+  data record, `data`: this launch's (DataPipeline.info)."""
+  before = before.get("datasets")
   if not before:
     return
   now = data["datasets"]
@@ -205,8 +206,10 @@ def _train(config, workdir: str, locks: list) -> dict:
   model_cfg = model_config(config)
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
+  data = pipeline.info()
+  before = read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}
   if list_steps(workdir):  # before anything of the run is changed, the restore included
-    _check_same_data(workdir, pipeline.info())
+    _check_same_data(workdir, before, data)
   # closed whatever happens (a restore that raises included), the checkpoints first: an
   # unfinished save still reads the data iterator's state
   data_iter = pipeline.train_iter()
@@ -219,9 +222,8 @@ def _train(config, workdir: str, locks: list) -> dict:
       start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
     else:
       start, state = restored
-    data = pipeline.info()
     if restored is not None:
-      _check_packed_rows(workdir, data)
+      _check_packed_rows(workdir, before, data)
     unique = pipeline.unique_tokens
     run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
                trained_tokens=pipeline.trained_tokens(steps), epochs=pipeline.total_epochs(steps),
