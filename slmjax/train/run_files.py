@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 
@@ -79,14 +78,14 @@ def resolved_dtype(name) -> str:
   return str(resolve_dtype(name))
 
 
-def _steps(flat: dict) -> int | None:
-  """The updates of a run (validate.total_steps) from its flattened config; None if unknown."""
+def _steps(cfg: dict) -> int | None:
+  """The updates of a run (validate.total_steps) from its config as config.json holds it; None
+  when the config cannot say."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from slmjax.train.validate import total_steps  # pylint: disable=g-import-not-at-top
   try:
-    if flat["train.steps"] > 0:
-      return int(flat["train.steps"])
-    return max(1, math.ceil(flat["train.tokens"] / (flat["train.batch_size"] *
-                                                    flat["data.seq_len"])))
-  except (KeyError, TypeError, ZeroDivisionError):
+    return total_steps(ml_collections.ConfigDict(cfg))
+  except (AttributeError, KeyError, TypeError, ZeroDivisionError):
     return None
 
 
@@ -107,8 +106,8 @@ def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> 
         d["model.dtype"] = compute_dtype
   # train.tokens only sets the number of updates when train.steps is 0: another value that leaves
   # them (and so warm-up and schedule) as they were, say any with train.steps > 0, is no conflict
-  steps = _steps(a)
-  same_steps = (steps is not None and steps == _steps(b)
+  steps = _steps(old)
+  same_steps = (steps is not None and steps == _steps(new)
                 and a.get("train.steps") == b.get("train.steps"))
   out = []
   for k in sorted(set(a) | set(b)):
