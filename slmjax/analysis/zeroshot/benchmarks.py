@@ -211,6 +211,15 @@ def _frequency(value, where, problems):
     return None
 
 
+def submission_file(task: str, split: str = "") -> str | None:
+    """A set's official submission file, relative to a convention folder: ``lexical/<split>.txt``
+    (sWUGGY), ``syntactic/<split>.txt`` (sBLIMP), ``sSC.txt``, ``tSC.txt``; None for an unknown
+    task or an sLM21 set without a split."""
+    if task in ("swuggy", "sblimp"):
+        return f"{'lexical' if task == 'swuggy' else 'syntactic'}/{split}.txt" if split else None
+    return {"ssc": "sSC.txt", "tsc": "tSC.txt"}.get(task)
+
+
 def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
     """Load ``<root>/lexical/<split>`` (sWUGGY) or ``<root>/syntactic/<split>`` (sBLIMP)."""
     directory = Path(directory)
@@ -219,7 +228,7 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
     gold_path = directory / "gold.csv"
     audio = _audio_files(directory, problems)
     bench = Benchmark(f"{task}_{split}", task, split, directory, {}, [], problems,
-                      f"{'lexical' if task == 'swuggy' else 'syntactic'}/{split}.txt")
+                      submission_file(task, split))
     if not gold_path.is_file():
         if not audio:
             problems.append(Problem("error", str(gold_path), "gold.csv is missing (and no audio)"))
@@ -276,7 +285,7 @@ def load_storycloze(directory: Path, task: str) -> Benchmark:
     directory = Path(directory)
     problems = []
     audio = _audio_files(directory, problems, recursive=True)
-    bench = Benchmark(task, task, "", directory, {}, [], problems, f"{'sSC' if task == 'ssc' else 'tSC'}.txt")
+    bench = Benchmark(task, task, "", directory, {}, [], problems, submission_file(task))
     found = {"correct": defaultdict(list), "incorrect": defaultdict(list)}
     for stem, path in audio.items():
         m = _SC_NAME.match(stem)

@@ -22,6 +22,7 @@ from absl import logging
 
 from slmjax import fileio
 from slmjax.analysis.zeroshot import rules
+from slmjax.analysis.zeroshot.benchmarks import submission_file
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.analysis.zeroshot.scoring import CONVENTIONS, benchmark_sequence, file_scores
 from slmjax.errortext import describe
@@ -164,10 +165,7 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
 
 def _set_files(name: str, entry: dict) -> list:
     """The files (relative to the step folder) that a scores.json set ``name`` was written to."""
-    task, split = entry.get("task"), entry.get("split")
-    folder = {"swuggy": "lexical", "sblimp": "syntactic"}.get(task)
-    submission = (f"{folder}/{split}.txt" if folder and split else
-                  {"ssc": "sSC.txt", "tsc": "tSC.txt"}.get(task))
+    submission = submission_file(str(entry.get("task")), entry.get("split") or "")
     files = [f"per_file/{name}.tsv"] + ([f"{conv}/{submission}" for conv in CONVENTIONS]
                                         if submission else [])
     return [f for f in files if ".." not in Path(f).parts]   # a hand-edited record: never outside
