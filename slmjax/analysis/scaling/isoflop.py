@@ -78,9 +78,9 @@ def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
     else:
         raw = [(c, n, l, np.ones(len(n)), None) for c, n, l in _interpolated(N, D, L, C, w)]
     for c, n, l, ww, idx in raw:
-        x = np.log(n)
-        if len(np.unique(np.round(x, 4))) < min_points:
+        if _sizes(n) < min_points:
             continue
+        x = np.log(n)
         xc = x.mean()
         p2, p1, p0 = np.polyfit(x - xc, l, 2, w=np.sqrt(ww))
         ok = p2 > 0
@@ -102,6 +102,7 @@ def isoflop_fit(N, D, L, C, budget=None, w=None, min_points=3):
 
 
 def _sizes(N):
+    """Distinct model sizes among ``N``: the points a profile's parabola has."""
     return len(np.unique(np.round(np.log(N), 4)))
 
 
