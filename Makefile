@@ -4,6 +4,9 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
+# Test processes: one per core of a 2-core CI machine (each test module stays on one worker, so its
+# module fixtures are built once); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: install apt test test-slow demo clean
 
@@ -24,10 +27,10 @@ apt:
 	fi
 
 test: apt install
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q $(PYTEST_ARGS)
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: apt install
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q -m slow $(PYTEST_ARGS)
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: apt install
 	$(VPY) -m slmjax.demo --out=$(DEMO_OUT)
