@@ -223,6 +223,24 @@ def test_mixture_rows_follow_weights_and_eval_covers_test_split(dataset, tmp_pat
   assert w == sum(len(u) for u in splits["test"]) - 1
 
 
+def test_mixture_weights_rounded_to_rows_are_reported(dataset, tmp_path):
+  """data.weights 0.7,0.3 on 8 rows: 5.6 and 2.4 rows, rounded to 6 and 2. run.json's data info
+  keeps the weights asked for beside the rows they became, and the trainer's one line names both."""
+  path, _ = dataset
+  other = str(tmp_path / "other")
+  utt = np.array([3] * 8 + [V - 2], np.int64)   # utterances end in EOS
+  write_unit_dataset(other, {"train": [utt] * 40, "test": [utt] * 5}, vocab_size=V)
+  cfg = _config(f"{path},{other}", batch=8)
+  cfg.data.weights = "7,3"
+  p = build_pipeline(cfg)
+  rows = p.info()["datasets"]
+  assert [(r["rows_per_batch"], r["weight"]) for r in rows] == [(6, 0.7), (2, 0.3)]
+  names = [r["name"] for r in rows]
+  assert p.mixture_line() == (f"data mixture, rows of each 8-row batch: {names[0]} 6 (weight 0.700), "
+                              f"{names[1]} 2 (weight 0.300)")
+  assert build_pipeline(_config(path, batch=8)).mixture_line() is None   # one dataset: no line
+
+
 def _train_only_dataset(tmp_path, monkeypatch, n, n_shards):
   """(path, utterances) of a dataset of `n` short utterances with no test split."""
   monkeypatch.setenv("SLMJAX_CACHE", str(tmp_path / "cache"))

@@ -232,7 +232,7 @@ def test_cli_missing_dataset_is_one_line(tmp_path):
   assert not os.path.exists(wd)
 
 
-def test_packed_mixture_run_reports_test_loss_per_dataset(unit_dataset, tmp_path):
+def test_packed_mixture_run_reports_test_loss_per_dataset(unit_dataset, tmp_path, capsys):
   """Two unit datasets (one marked synthetic, i.e. TTS) in packed mode: the eval rows carry a
   test loss per dataset, and `test_loss` is the natural-speech one alone."""
   rng = np.random.default_rng(3)
@@ -247,6 +247,8 @@ def test_packed_mixture_run_reports_test_loss_per_dataset(unit_dataset, tmp_path
   names = [d["name"] for d in info["data"]["datasets"]]
   assert names == ["units", "tts"] and [d["rows_per_batch"] for d in info["data"]["datasets"]] \
       == [6, 2]
+  assert ("slmjax-train: data mixture, rows of each 8-row batch: units 6 (weight 0.750), tts 2 "
+          "(weight 0.250)") in capsys.readouterr().err
   ev = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl")) if "test_loss" in l]
   assert len(ev) == 1 and ev[0]["step"] == 4
   assert ev[0]["test_loss"] == ev[0]["test_loss/units"] != ev[0]["test_loss/tts"]

@@ -178,13 +178,14 @@ class DataPipeline:
   """Everything the loop needs from the data stage."""
 
   datasets: list
-  counts: np.ndarray
+  counts: np.ndarray  # rows of each global batch per dataset: `weights` rounded to rows
   train: TrainBatches
   evals: list
   seq_len: int
   mode: str
   num_threads: int
   prefetch: int
+  weights: np.ndarray = None  # data.weights (or the default, by tokens), normalised to sum 1
 
   def train_iter(self):
     """A fresh Grain iterator over training batches (get_state/set_state checkpoint it)."""
@@ -214,12 +215,23 @@ class DataPipeline:
     trained = sum(steps * c * s.tokens_per_example for c, s in zip(self.counts, self.train.streams))
     return float(trained / self.unique_tokens)
 
+  def mixture_line(self) -> str | None:
+    """How a mixture's weights became rows of each batch, in one line (None for one dataset),
+    e.g. "data mixture, rows of each 4-row batch: a 3 (weight 0.700), b 1 (weight 0.300)"."""
+    rows = self.info()["datasets"]
+    if len(rows) < 2:
+      return None
+    parts = ", ".join(f"{r['name']} {r['rows_per_batch']} (weight {r['weight']:.3f})" for r in rows)
+    return f"data mixture, rows of each {int(self.counts.sum())}-row batch: {parts}"
+
   def info(self) -> dict:
     out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}
     if self.mode == "packed":
       out["packed_rows"] = PACKED_ROWS
-    for ds, c, s in zip(self.datasets, self.counts, self.train.streams):
+    weights = self.counts / self.counts.sum() if self.weights is None else self.weights
+    for ds, c, s, w in zip(self.datasets, self.counts, self.train.streams, weights):
       row = {"name": ds.name, "synthetic": bool(ds.synthetic), "rows_per_batch": int(c),
+             "weight": float(w),
              "train_tokens": ds.splits["train"].n_tokens, "unique_tokens": s.split.n_tokens,
              "test_tokens": ds.splits["test"].n_tokens}
       if hasattr(ds, "info"):
@@ -289,4 +301,5 @@ def build_pipeline(config, process_index: int = 0, process_count: int = 1) -> Da
       datasets=datasets, counts=counts,
       train=TrainBatches(streams, counts, process_index, process_count), evals=evals,
       seq_len=seq_len, mode=mode, num_threads=int(_opt(d, "num_threads", 1)),
-      prefetch=int(_opt(d, "prefetch", 4)))
+      prefetch=int(_opt(d, "prefetch", 4)),
+      weights=np.asarray(weights, np.float64) / np.sum(weights, dtype=np.float64))

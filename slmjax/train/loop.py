@@ -207,6 +207,8 @@ def _train(config, workdir: str, locks: list) -> dict:
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
   data = pipeline.info()
+  if primary and (line := pipeline.mixture_line()):
+    print(f"slmjax-train: {line}", file=sys.stderr, flush=True)
   before = read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}
   if list_steps(workdir):  # before anything of the run is changed, the restore included
     _check_same_data(workdir, before, data)
