@@ -46,7 +46,10 @@ def test_synthetic_corpus_to_zeroshot_scores(tmp_path):
             for conv, rows in entry["conventions"].items():
                 for row in rows:
                     assert 0.0 <= row["accuracy"] <= 1.0 and row["n_items"] > 0
-                    assert row["ci95"][0] <= row["accuracy"] <= row["ci95"][1]
+                    if row["ci95"] is None:   # --n=16: 8 of the 12 sBLIMP types have 1 item
+                        assert row["ci95_note"].startswith("not estimable: ")
+                    else:
+                        assert row["ci95"][0] <= row["accuracy"] <= row["ci95"][1]
         # official submission files: every gold stem exactly once
         for folder in ("lexical", "syntactic"):
             for split in ("dev", "test"):

@@ -159,3 +159,96 @@ def test_sc_folder_names(tmp_path):
         make_storycloze(tmp_path / "x" / name, 1)
     names = sorted(b.task for b in benchmarks.discover(tmp_path))
     assert names == ["ssc", "tsc"]
+
+
+# Intervals that a bootstrap cannot estimate: a resampled set (a row's items, or a type's items in
+# the stratified macro mean) of one item always redraws that item and adds no variance.
+
+def _pairs_of(outcomes, task="sblimp", frequency=None):
+    """Pairs and scores from ``outcomes``: (type, item outcome 1 / 0.5 / 0) per item, one voice."""
+    pairs, scores = [], {}
+    for i, (typ, o) in enumerate(outcomes):
+        p = benchmarks.Pair(f"p{i}", f"n{i}", (typ, "s", str(i)), "v1", typ,
+                            frequency=None if frequency is None else frequency[i])
+        pairs.append(p)
+        scores[p.pos], scores[p.neg] = {1.0: -1.0, 0.5: -2.0, 0.0: -3.0}[float(o)], -2.0
+    return pairs, scores
+
+
+def _numpy_interval(groups_values, seed=0, n=1000):
+    """Independent float64 percentile bootstrap of the mean of group means (the macro mean; one
+    group: the plain mean), groups resampled in sorted order, each from the one generator."""
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n, np.float64)
+    for b in range(n):
+        reps[b] = np.mean([v[rng.integers(0, len(v), len(v))].mean()
+                           for _, v in sorted(groups_values.items())])
+    return np.percentile(reps, [2.5, 97.5])
+
+
+TYPES12 = [f"t{i:02d}" for i in range(12)]
+
+
+def test_macro_interval_of_one_item_per_type_is_not_estimable():
+    """12 types x 1 item: the stratified bootstrap redraws the same 12 items every time, so the
+    macro interval had zero width ([0.5, 0.5] here); it is null, with the reason."""
+    outcomes = [1, 0, 0.5, 1, 0, 1, 0, 0.5, 1, 0, 1, 0]
+    pairs, scores = _pairs_of(zip(TYPES12, outcomes))
+    r = _rows(rules.aggregate("sblimp", pairs, scores))
+    macro = r["macro"]
+    assert macro["accuracy"] == pytest.approx(sum(outcomes) / 12) == pytest.approx(0.5)
+    assert (macro["n_items"], macro["n_types"], macro["ci95"]) == (12, 12, None)
+    assert macro["ci95_note"] == (
+        "not estimable: a bootstrap stratified by type needs at least 2 items of every type; 12 of "
+        "12 types have fewer: " + ", ".join(TYPES12))
+    for t, o in zip(TYPES12, outcomes):     # each type row: one item, no interval either
+        row = r[f"type/{t}"]
+        assert (row["accuracy"], row["ci95"]) == (o, None)
+        assert row["ci95_note"] == ("not estimable: a bootstrap over items needs at least 2 items; "
+                                    "this row has 1")
+    # the item row resamples 12 items: an interval, the independent calculation's
+    item = r["item"]
+    assert "ci95_note" not in item
+    assert item["ci95"] == pytest.approx(_numpy_interval({"": np.array(outcomes, float)}), abs=1e-12)
+    assert item["ci95"][1] - item["ci95"][0] > 0.3
+
+
+def test_macro_interval_with_one_single_item_type_is_not_estimable():
+    """11 types of 50 items and one of 1: that type's variance is unknown, so is the interval's width."""
+    rng = np.random.default_rng(7)
+    outcomes = [(t, o) for t in TYPES12[:11] for o in rng.integers(0, 3, 50) / 2] + [(TYPES12[11], 1)]
+    r = _rows(rules.aggregate("sblimp", *_pairs_of(outcomes)))
+    assert r["macro"]["ci95"] is None
+    assert r["macro"]["ci95_note"].endswith("; 1 of 12 types have fewer: t11")
+    assert r["type/t11"]["ci95"] is None and r["type/t00"]["ci95"] is not None
+
+
+def test_macro_interval_of_50_items_per_type_unchanged():
+    """12 types x 50 items: the stratified interval, as an independent float64 bootstrap with the
+    same generator gives it and as the rules gave it before single-item types were refused."""
+    rng = np.random.default_rng(123)
+    values = rng.integers(0, 3, 600) / 2.0
+    outcomes = list(zip(np.repeat(TYPES12, 50), values))
+    r = _rows(rules.aggregate("sblimp", *_pairs_of(outcomes)))
+    macro = r["macro"]
+    assert "ci95_note" not in macro
+    expected = _numpy_interval({t: values[i * 50:(i + 1) * 50] for i, t in enumerate(TYPES12)})
+    assert macro["ci95"] == pytest.approx(expected, abs=1e-12)
+    assert macro["ci95"] == pytest.approx([0.45333333333333337, 0.5175], abs=1e-12)
+    assert r["item"]["ci95"] == pytest.approx([0.4525, 0.5191875], abs=1e-12)
+
+
+def test_single_item_frequency_band_has_no_interval():
+    """sWUGGY bands are bootstrapped on their own (not stratified): a band of one item gets no
+    interval, a band of two gets one."""
+    freqs = [0, 3, 4, 500]                      # oov: 1 item, 1-5: 2 items, >100: 1 item
+    outcomes = [1, 1, 0, 0.5]
+    r = _rows(rules.aggregate("swuggy", *_pairs_of(zip(map(str, freqs), outcomes), frequency=freqs)))
+    for band in ("oov", ">100"):
+        row = r[f"frequency/{band}"]
+        assert (row["n_items"], row["ci95"]) == (1, None) and "this row has 1" in row["ci95_note"]
+    band = r["frequency/1-5"]
+    assert "ci95_note" not in band
+    assert band["ci95"] == pytest.approx(_numpy_interval({"": np.array([1.0, 0.0])}), abs=1e-12)
+    assert r["all"]["ci95"] == pytest.approx(_numpy_interval({"": np.array(outcomes, float)}),
+                                             abs=1e-12)

@@ -7,7 +7,9 @@ pair per item), then:
   sBLIMP  - ``item``: mean over items (leaderboard); ``macro``: mean of the 12 per-type means (paper).
   sSC/tSC - ``accuracy`` over pairs, and the tie rate.
 95% intervals: percentile bootstrap over items (stratified by type for the macro mean). A row with
-no items has accuracy, ci95 and tie_rate None (null in scores.json, which has no NaN).
+no items has accuracy, ci95 and tie_rate None (null in scores.json, which has no NaN). A row whose
+items are too few to bootstrap (fewer than 2 items, or for the macro mean a type with fewer than 2)
+has ci95 None and a ``ci95_note`` saying why (see :func:`_interval`); its accuracy stands.
 """
 
 from __future__ import annotations
@@ -55,8 +57,47 @@ def items_of(pairs, scores) -> Items:
                  np.bincount(idx, out == 0.5, len(index)), n_pairs, list(first.values()))
 
 
+MIN_ITEMS = 2   # per stratum: resampling one item always draws it, so it shows no variance
+
+
+def _too_few(values, groups=None):
+    """Why a bootstrap interval of ``values`` cannot be estimated (see :func:`_interval`), or None."""
+    if groups is None:
+        if len(values) < MIN_ITEMS:
+            return (f"not estimable: a bootstrap over items needs at least {MIN_ITEMS} items; "
+                    f"this row has {len(values)}")
+        return None
+    kinds, counts = np.unique(groups, return_counts=True)
+    short = [str(k) for k, c in zip(kinds, counts) if c < MIN_ITEMS]
+    if short:
+        return (f"not estimable: a bootstrap stratified by type needs at least {MIN_ITEMS} items of "
+                f"every type; {len(short)} of {len(kinds)} types have fewer: {', '.join(short)}")
+    return None
+
+
 def _interval(stat, values, groups=None, seed=0):
-    """95% percentile bootstrap interval of ``stat`` over items (resampled within groups)."""
+    """95% percentile bootstrap interval of ``stat`` over items (resampled within groups), or None
+    when it cannot be estimated.
+
+    ``N_BOOTSTRAP`` replicates from ``numpy.random.default_rng(seed)``: each draws, group by group
+    in sorted order, as many items with replacement as the group has. A bootstrap needs at least
+    ``MIN_ITEMS`` (2) items in every set it resamples: all the items when ``groups`` is None, every
+    group (stratum) otherwise. Resampling a single item always draws that item, so a one-item row,
+    or a one-item type in the stratified macro mean, adds no variance at all: with one item per type
+    the macro interval would have zero width (e.g. [0.5, 0.5]), a certainty the data do not give,
+    and one such type among larger ones would make it too narrow by an unknown amount. Such an
+    interval is None (null in scores.json; the row's ``ci95_note`` names the types lacking items).
+
+    An unstratified bootstrap over items is not used as a fallback: the macro mean weights the
+    (fixed) types equally, so its sampling variance is the sum over types of within-type variance
+    / items of the type, over the squared number of types, and one item of a type says nothing
+    about that type's variance. Pooling items across types would assume that every type has the
+    same item-level spread, and a replicate that drew no item of some type would compute another
+    statistic (a mean over fewer types). An interval can still have zero width when every item of
+    a row has the same outcome: that is what the items show.
+    """
+    if _too_few(values, groups) is not None:
+        return None
     rng = np.random.default_rng(seed)
     if groups is None:
         boots = np.array([stat(values[rng.integers(0, len(values), len(values))], None)
@@ -82,14 +123,19 @@ def _macro(values, groups):
 
 def _row(metric, items: Items, sel=None, stat=_mean, groups=None, **extra):
     """One metric over the items ``sel`` (all when None; ``groups``: per item, for the macro
-    mean); its tie rate is over their pairs."""
+    mean); its tie rate is over their pairs. A row with too few items for an interval has ci95
+    None and ``ci95_note``, the reason (see :func:`_interval`)."""
     sel = np.ones(len(items.means), bool) if sel is None else sel
     values = items.means[sel]
     if len(values) == 0:
         return dict(metric=metric, n_items=0, accuracy=None, ci95=None, tie_rate=None, **extra)
-    return dict(metric=metric, n_items=int(len(values)), accuracy=stat(values, groups),
-                ci95=_interval(stat, values, groups),
-                tie_rate=float(items.ties[sel].sum() / items.n_pairs[sel].sum()), **extra)
+    row = dict(metric=metric, n_items=int(len(values)), accuracy=stat(values, groups),
+               ci95=_interval(stat, values, groups),
+               tie_rate=float(items.ties[sel].sum() / items.n_pairs[sel].sum()), **extra)
+    note = _too_few(values, groups)
+    if note is not None:
+        row["ci95_note"] = note
+    return row
 
 
 def score_swuggy(pairs, scores) -> list:
