@@ -120,6 +120,18 @@ def test_scores_below_chance_are_explained_by_type_and_convention():
     assert report._below_chance_lines(runs[2:]) == []
 
 
+def test_a_best_score_without_an_interval_is_not_called_below_chance():
+  """A headline whose ci95 is null (too few items of some type) has no interval to set against
+  chance: the report gives the score and the reason, not 'includes or is below chance'."""
+  note = "not estimable: a bootstrap stratified by type needs at least 2 items of every type"
+  best = {t: None for t in report.TASK_TITLES}
+  best["sblimp"] = ("m1", {"accuracy": 0.75, "ci95": None, "ci95_note": note, "n_items": 12})
+  best["tsc"] = ("m2", {"accuracy": 0.7, "ci95": [0.55, 0.82], "n_items": 150})
+  lines = report._chance_lines(best, [1000], "")
+  assert f"- sBLIMP (macro): best 75.0% (m1, n=12 items); no 95% interval ({note})." in lines
+  assert "- tSC: best 70.0% (m2, n=150 items); 95% interval above chance (50%)." in lines
+
+
 def test_a_folder_made_with_other_settings_is_refused(tmp_path):
     from slmjax.demo.stages import check_settings
     out = str(tmp_path)

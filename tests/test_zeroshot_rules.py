@@ -211,6 +211,11 @@ def test_macro_interval_of_one_item_per_type_is_not_estimable():
     assert "ci95_note" not in item
     assert item["ci95"] == pytest.approx(_numpy_interval({"": np.array(outcomes, float)}), abs=1e-12)
     assert item["ci95"][1] - item["ci95"][0] > 0.3
+    # the headline (what reports read) keeps the reason beside the null interval
+    from slmjax.analysis.zeroshot.evaluate import headline
+    task = {"split": "dev", "task": "sblimp", "conventions": {"mean": list(r.values())}}
+    head = headline({"sblimp_dev": task})["sblimp"]
+    assert (head["ci95"], head["ci95_note"]) == (None, macro["ci95_note"])
 
 
 def test_macro_interval_with_one_single_item_type_is_not_estimable():

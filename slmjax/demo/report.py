@@ -122,8 +122,12 @@ def _chance_lines(best, sizes, context_note):
         above = lo is not None and lo > 0.5
         if above:
             beaten.append(TASK_TITLES[task])
+        if lo is None:  # too few items for an interval (scores.json's ci95_note says why)
+            verdict = "no 95% interval (" + (h.get("ci95_note") or "too few items") + ")"
+        else:
+            verdict = f"95% interval {'above' if above else 'includes or is below'} chance (50%)"
         lines.append(f"- {TASK_TITLES[task]}: best {100 * h['accuracy']:.1f}% ({run}, n={h.get('n_items')}"
-                     f" items); 95% interval {'above' if above else 'includes or is below'} chance (50%).")
+                     f" items); {verdict}.")
     if beaten:
         lines.insert(0, "Beats chance (95% interval above 50%) on: " + ", ".join(beaten) + ".")
     else:

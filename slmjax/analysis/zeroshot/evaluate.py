@@ -105,6 +105,8 @@ def headline(tasks: dict, convention: str = "mean") -> dict:
             if row and row["accuracy"] is not None:
                 out[key] = {"benchmark": name, "metric": metric, "accuracy": row["accuracy"],
                             "ci95": row["ci95"], "n_items": row["n_items"]}
+                if row.get("ci95_note"):
+                    out[key]["ci95_note"] = row["ci95_note"]
     return out
 
 
