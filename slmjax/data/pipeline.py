@@ -185,7 +185,7 @@ class DataPipeline:
   mode: str
   num_threads: int
   prefetch: int
-  weights: np.ndarray = None  # data.weights (or the default, by tokens), normalised to sum 1
+  weights: np.ndarray  # data.weights (or the default, by tokens), normalised to sum 1
 
   def train_iter(self):
     """A fresh Grain iterator over training batches (get_state/set_state checkpoint it)."""
@@ -228,8 +228,7 @@ class DataPipeline:
     out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}
     if self.mode == "packed":
       out["packed_rows"] = PACKED_ROWS
-    weights = self.counts / self.counts.sum() if self.weights is None else self.weights
-    for ds, c, s, w in zip(self.datasets, self.counts, self.train.streams, weights):
+    for ds, c, s, w in zip(self.datasets, self.counts, self.train.streams, self.weights):
       row = {"name": ds.name, "synthetic": bool(ds.synthetic), "rows_per_batch": int(c),
              "weight": float(w),
              "train_tokens": ds.splits["train"].n_tokens, "unique_tokens": s.split.n_tokens,

@@ -129,11 +129,11 @@ def _row(metric, items: Items, sel=None, stat=_mean, groups=None, **extra):
     values = items.means[sel]
     if len(values) == 0:
         return dict(metric=metric, n_items=0, accuracy=None, ci95=None, tie_rate=None, **extra)
-    row = dict(metric=metric, n_items=int(len(values)), accuracy=stat(values, groups),
-               ci95=_interval(stat, values, groups),
-               tie_rate=float(items.ties[sel].sum() / items.n_pairs[sel].sum()), **extra)
     note = _too_few(values, groups)
-    if note is not None:
+    row = dict(metric=metric, n_items=int(len(values)), accuracy=stat(values, groups),
+               ci95=None if note else _interval(stat, values, groups),
+               tie_rate=float(items.ties[sel].sum() / items.n_pairs[sel].sum()), **extra)
+    if note:
         row["ci95_note"] = note
     return row
 
