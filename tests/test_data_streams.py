@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from slmjax.data import build_pipeline
+from slmjax.data import build_pipeline, mixture_line
 from slmjax.data.testing import random_utterances, write_unit_dataset
 
 V, T = 20, 16
@@ -236,9 +236,9 @@ def test_mixture_weights_rounded_to_rows_are_reported(dataset, tmp_path):
   rows = p.info()["datasets"]
   assert [(r["rows_per_batch"], r["weight"]) for r in rows] == [(6, 0.7), (2, 0.3)]
   names = [r["name"] for r in rows]
-  assert p.mixture_line() == (f"data mixture, rows of each 8-row batch: {names[0]} 6 (weight 0.700), "
+  assert mixture_line(p.info()) == (f"data mixture, rows of each 8-row batch: {names[0]} 6 (weight 0.700), "
                               f"{names[1]} 2 (weight 0.300)")
-  assert build_pipeline(_config(path, batch=8)).mixture_line() is None   # one dataset: no line
+  assert mixture_line(build_pipeline(_config(path, batch=8)).info()) is None   # one dataset: no line
 
 
 def _train_only_dataset(tmp_path, monkeypatch, n, n_shards):

@@ -13,7 +13,8 @@ from slmjax.data.synthetic import NGramModel, synthetic_dataset
 # The pipeline (Grain) is loaded on first use, so that importing slmjax.data or a submodule (the
 # config check builds the synthetic n-gram model) needs no Grain: the GPU image that
 # tools/device_bench.sh runs on has none.
-_PIPELINE = ("DataPipeline", "EvalSet", "TrainBatches", "build_pipeline", "open_datasets")
+_PIPELINE = ("DataPipeline", "EvalSet", "TrainBatches", "build_pipeline", "mixture_line",
+             "open_datasets")
 
 
 def __getattr__(name):

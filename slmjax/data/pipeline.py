@@ -68,6 +68,17 @@ def open_datasets(config) -> list:
   return datasets
 
 
+def mixture_line(info: dict) -> str | None:
+  """How a mixture's weights became rows of each batch, in one line, from DataPipeline.info()
+  (None for one dataset), e.g. "data mixture, rows of each 4-row batch: a 3 (weight 0.700), b 1
+  (weight 0.300)"."""
+  rows = info["datasets"]
+  if len(rows) < 2:
+    return None
+  parts = ", ".join(f"{r['name']} {r['rows_per_batch']} (weight {r['weight']:.3f})" for r in rows)
+  return f"data mixture, rows of each {sum(r['rows_per_batch'] for r in rows)}-row batch: {parts}"
+
+
 def mixture_counts(weights, batch_size: int, names) -> np.ndarray:
   """Rows of each global batch given to each dataset: largest-remainder rounding of B*w."""
   w = np.asarray(weights, np.float64)
@@ -214,15 +225,6 @@ class DataPipeline:
     rows' padding excluded) over `unique_tokens`."""
     trained = sum(steps * c * s.tokens_per_example for c, s in zip(self.counts, self.train.streams))
     return float(trained / self.unique_tokens)
-
-  def mixture_line(self) -> str | None:
-    """How a mixture's weights became rows of each batch, in one line (None for one dataset),
-    e.g. "data mixture, rows of each 4-row batch: a 3 (weight 0.700), b 1 (weight 0.300)"."""
-    rows = self.info()["datasets"]
-    if len(rows) < 2:
-      return None
-    parts = ", ".join(f"{r['name']} {r['rows_per_batch']} (weight {r['weight']:.3f})" for r in rows)
-    return f"data mixture, rows of each {int(self.counts.sum())}-row batch: {parts}"
 
   def info(self) -> dict:
     out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}

@@ -17,7 +17,7 @@ from absl import logging as absl_logging
 import jax
 import numpy as np
 
-from slmjax.data import DataError, build_pipeline
+from slmjax.data import DataError, build_pipeline, mixture_line
 from slmjax.errortext import first_line
 from slmjax.train import flops as flops_lib
 from slmjax.train import preemption
@@ -207,7 +207,7 @@ def _train(config, workdir: str, locks: list) -> dict:
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]
   data = pipeline.info()
-  if primary and (line := pipeline.mixture_line()):
+  if primary and (line := mixture_line(data)):
     print(f"slmjax-train: {line}", file=sys.stderr, flush=True)
   before = read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}
   if list_steps(workdir):  # before anything of the run is changed, the restore included
