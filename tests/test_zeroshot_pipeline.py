@@ -111,6 +111,18 @@ def test_end_to_end_closed_form(tmp_path):
         assert (out / conv / "sSC.txt").is_file()
     tsv = (out / "per_file" / "ssc.tsv").read_text().splitlines()
     assert tsv[0].split("\t") == ["stem", "n_units", "sum_logprob", "eos_logprob", "truncated"]
+    # items/: every item's outcome, by hand (a wins twice; b ties in v1 and loses in v2)
+    lex = [ln.split("\t") for ln in (out / "items" / "swuggy_dev.tsv").read_text().splitlines()]
+    assert lex[0] == ["item", "type", "frequency", "n_pairs", "mean", "sum", "mean_eos"]
+    assert sorted(r[:5] for r in lex[1:]) == [['["a"]', "", "10", "2", "1.0"],
+                                              ['["b"]', "", "0", "2", "0.25"]]
+    syn = (out / "items" / "sblimp_dev.tsv").read_text().splitlines()[1:]
+    assert sorted(ln.split("\t")[:5] for ln in syn) == [
+        ['["binding", "x", "1"]', "binding", "", "1", "1.0"],
+        ['["binding", "x", "2"]', "binding", "", "1", "1.0"],
+        ['["quantifiers", "y", "1"]', "quantifiers", "", "1", "0.0"]]
+    ssc = [ln.split("\t") for ln in (out / "items" / "ssc.tsv").read_text().splitlines()[1:]]
+    assert [r[4] for r in sorted(ssc)] == ["1.0", "1.0", "0.0"]   # the third story fails
     on_disk = json.loads((out / "scores.json").read_text())
     assert on_disk["headline"] == json.loads(json.dumps(scores["headline"]))
     for row in on_disk["tasks"]["sblimp_dev"]["conventions"]["mean_eos"]:
@@ -532,7 +544,7 @@ def test_a_rescore_with_other_settings_that_dies_leaves_no_record_claiming_the_o
     assert set(json.loads((out / "scores.json").read_text())["tasks"]) == {"ssc"}
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
                   and not p.name.startswith("."))
-    assert left == ["mean/sSC.txt", "mean_eos/sSC.txt", "per_file/ssc.tsv", "scores.json",
+    assert left == ["items/ssc.tsv", "mean/sSC.txt", "mean_eos/sSC.txt", "per_file/ssc.tsv", "scores.json",
                     "sum/sSC.txt"]
 
 

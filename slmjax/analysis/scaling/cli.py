@@ -43,6 +43,10 @@ flags.DEFINE_list("target_acc", [], "task=accuracy pairs (sblimp=0.65, or percen
                   "compute needed to reach them.")
 cli_help.DEFINE_path("reference", None, "CSV task,gamma[,label] of reference gammas (default: the paper's rows).")
 flags.DEFINE_bool("sigmoid", True, "Fit the chance-floored sigmoid of accuracy vs loss.")
+flags.DEFINE_enum("downstream_bootstrap", "both", ["both", "runs", "items"],
+                  "What downstream replicates redraw: runs and the benchmark items they share (both: "
+                  "conservative), runs only, or items only (runs fixed). Items are redrawn for a task "
+                  "when every scored run has its items/<benchmark>.tsv (slmjax-eval writes them).")
 
 
 def _parse_targets(items):
@@ -98,7 +102,8 @@ def run_main(argv):
                    bootstrap=FLAGS.bootstrap, huber_bootstrap=FLAGS.huber_bootstrap, seed=FLAGS.seed,
                    workers=FLAGS.workers, level=FLAGS.level, delta=FLAGS.delta, n_refine=FLAGS.n_refine,
                    holdout=FLAGS.holdout, target_flops=tf, target_acc=_parse_targets(FLAGS.target_acc),
-                   reference=FLAGS.reference, sigmoid=FLAGS.sigmoid)
+                   reference=FLAGS.reference, sigmoid=FLAGS.sigmoid,
+                   downstream_bootstrap=FLAGS.downstream_bootstrap)
     except FitInputError as e:
         sys.exit(f"slmjax-fit: {e}")
     a = res["approach3"]["vp"]["allocation"]["a"]

@@ -11,10 +11,13 @@ import time
 
 import numpy as np
 
-from slmjax.analysis.scaling import approach3, checks, datacon, downstream, huber, isoflop, vpfit
+from slmjax.analysis.scaling import approach3, checks, datacon, downstream, huber, isoflop, items, vpfit
 from slmjax.analysis.scaling import bootstrap as bs
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.table import RunTable, check_coverage
+
+
+DOWNSTREAM_BOOTSTRAP = ("both", "runs", "items")   # what downstream replicates redraw (items.py)
 
 
 @dataclasses.dataclass
@@ -33,6 +36,7 @@ class FitOptions:
     target_acc: dict = dataclasses.field(default_factory=dict)   # task -> accuracy to reach (or percent)
     reference: str | None = None      # CSV task,gamma[,label]; default: the paper's rows
     sigmoid: bool = True
+    downstream_bootstrap: str = "both"  # what downstream replicates redraw: both, runs or items
     grid: tuple = vpfit.ALPHA_GRID      # (alpha, beta) grid of the point fit
     boot_grid: tuple = vpfit.BOOT_GRID  # coarser grid of bootstrap replicates (then zoomed)
 
@@ -41,7 +45,9 @@ class FitOptions:
                   ("huber_bootstrap", self.huber_bootstrap >= 0, "0 or more"),
                   ("level", 0.5 < self.level < 1, "in (0.5, 1)"), ("delta", self.delta > 0, "positive"),
                   ("holdout", 0 < self.holdout < 0.5, "in (0, 0.5)"), ("n_refine", self.n_refine >= 1, ">= 1"),
-                  ("target_flops", all(0 < c < float("inf") for c in self.target_flops), "positive and finite")]
+                  ("target_flops", all(0 < c < float("inf") for c in self.target_flops), "positive and finite"),
+                  ("downstream_bootstrap", self.downstream_bootstrap in DOWNSTREAM_BOOTSTRAP,
+                   "one of " + ", ".join(DOWNSTREAM_BOOTSTRAP))]
         for name, ok, need in checks:
             if not ok:
                 raise FitInputError(f"--{name}={getattr(self, name)} must be {need}")
@@ -195,9 +201,26 @@ def _datacon_row(common, row):
     return datacon.repeat_fit(*data, p, w=w, delta=delta, extra_starts=x0, n_grid=2)
 
 
-def _down_row(common, w):
+def _down_row(common, row):
     L, C, a, n, sig, x0 = common
-    return downstream.task_fit(L, C, a, n, w, sig=sig, x0=x0)[0]
+    w, a_items = row
+    return downstream.task_fit(L, C, a if a_items is None else a_items, n, w, sig=sig, x0=x0)[0]
+
+
+def _downstream_replicates(table, task, W, opt):
+    """(run weights, per-replicate accuracies or Nones, what the replicates redraw) for ``task``
+    under ``opt.downstream_bootstrap`` (items.py): the runs rescored on redrawn items where asked
+    and the table has them, with the runs redrawn too (``both``) or fixed (``items``); else the
+    runs alone with their own accuracies."""
+    it = table.items.get(task)
+    if it is None or opt.downstream_bootstrap == "runs":
+        return W, [None] * len(W), "runs"
+    A = list(items.replicate_accuracies(it, len(W), opt.seed, task))
+    strat = ", stratified by type" if it.stat == "macro" else ""
+    what = f"the {it.n_items} {it.benchmark} items all runs share (redrawn once per replicate{strat})"
+    if opt.downstream_bootstrap == "items":
+        return np.ones_like(W), A, f"{what}; runs fixed"
+    return W, A, f"runs and {what}"
 
 
 def _downstream(table, L, C, W, opt, workers, ref):
@@ -213,7 +236,9 @@ def _downstream(table, L, C, W, opt, workers, ref):
             continue
         point, front = downstream.task_fit(L, C, acc, n, sig=opt.sigmoid)
         x0 = (point["sig_c"], point["sig_k"], point["sig_L0"]) if np.isfinite(point["sig_c"]) else None
-        reps = bs.map_rows(_down_row, W, (L, C, acc, n, opt.sigmoid, x0), workers, desc=f"bootstrap ({task})")
+        Wt, A, unit = _downstream_replicates(table, task, W, opt)
+        reps = bs.map_rows(_down_row, list(zip(Wt, A)), (L, C, acc, n, opt.sigmoid, x0), workers,
+                           desc=f"bootstrap ({task})")
         R = {k: np.array([r[k] for r in reps]) for k in point}
         t = {k: bs.summarise(point[k], R[k], opt.level) for k in point}
         no_gamma = not np.isfinite(point["gamma"])
@@ -232,6 +257,7 @@ def _downstream(table, L, C, W, opt, workers, ref):
                                   median=None, se=None)
                 t["sig_c_unidentified"] = why_c
         t["n_runs"] = int(np.isfinite(acc).sum())
+        t["bootstrap"] = unit
         t["n_items"] = _num(np.nanmedian(n)) if np.isfinite(n).any() else None
         t["envelope_runs"] = [str(table.run_id[i]) for i in front]
         for label, g in ([] if no_gamma else ref.items()):

@@ -95,7 +95,9 @@ def render(res: dict, figures: dict) -> str:
                 ct = d["compute_to_target"]
                 md.append(f"| {task}: compute to reach {100 * ct['target']:.1f}% | | | | {_iv(ct)} FLOPs | |")
         md += ["", "Ratios are reference gamma / our gamma (the paper's text rows give its "
-               "\"orders of magnitude more slowly\" claim)."]
+               "\"orders of magnitude more slowly\" claim). Each task's replicates redraw: "
+               + "; ".join(f"{task}: {d['bootstrap']}" for task, d in res["downstream"].items()
+                           if "bootstrap" in d) + "."]
     ho = res["holdout"]
     md += ["", "## Held-out validation", ""]
     if "skipped" in ho:
@@ -156,7 +158,8 @@ def _checklist(res):
         f"- **Intervals**: {100 * o['level']:.4g}% percentile bootstrap over whole runs"
         f" (stratified by IsoFLOP budget when labelled, multi-epoch runs apart), seed {o['seed']}; every fit redone "
         "per replicate (variable projection from its whole grid; the Huber objective, the sigmoid and the repeat "
-        "terms started from the point fit, Huber also from the replicate's VP fit).",
+        "terms started from the point fit, Huber also from the replicate's VP fit); downstream replicates also "
+        "redraw the benchmark items the runs share where every run has item outcomes (Downstream above).",
         f"- **Held-out validation**: {_held_out(res['holdout'], o['holdout'])}; see above.",
     ]
 

@@ -26,6 +26,7 @@ import math
 import os
 
 from slmjax import fileio
+from slmjax.analysis.scaling import items as item_scores
 from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.table import RunTable, _num, build_table
 
@@ -88,6 +89,10 @@ def _packed_tokens(num, unique):
                   "padding included (overstated)")
 
 
+def _task_name(key: str) -> str:
+    return TASK_NAMES.get(key.lower(), key.lower())
+
+
 def _scores(obj):
     """task -> (accuracy, n items) from a scores.json object (tolerant of nesting and naming)."""
     for key in ("headline", "benchmarks", "scores", "tasks"):
@@ -95,7 +100,7 @@ def _scores(obj):
             obj = obj[key]
     out = {}
     for task, val in obj.items():
-        name = TASK_NAMES.get(task.lower(), task.lower())
+        name = _task_name(task)
         if isinstance(val, (int, float)):
             out[name] = (float(val), math.nan)
         elif isinstance(val, dict):
@@ -116,6 +121,7 @@ def read_sweep(root: str, **kw) -> RunTable:
     eval_tokens = {}   # run id -> held-out tokens of its final test loss
     packed, packed_notes = [], []   # packed runs' ids; how D was taken where not trained_tokens
     workdir_of = {}    # run id -> workdir name
+    run_items, item_problems = {}, {}   # run id -> items.read_run's outcomes, its problems
     for name in sorted(os.listdir(root)):
         wd = os.path.join(root, name)
         rj = os.path.join(wd, "run.json")
@@ -174,12 +180,14 @@ def read_sweep(root: str, **kw) -> RunTable:
             notes.append(f"{rid}: zero-shot scores only for step {steps[-1]}, not the final step {final:.15g}; "
                          "downstream ignored")
         elif steps:
-            scores, why = _load_object(os.path.join(zdir, str(steps[-1]), "scores.json"))
+            step_dir = os.path.join(zdir, str(steps[-1]))
+            scores, why = _load_object(os.path.join(step_dir, "scores.json"))
             if scores is None:
                 notes.append(f"{rid}: scores.json {why}; downstream ignored")
             else:
                 for task, (a, n) in _scores(scores).items():
                     row[f"acc_{task}"], row[f"n_{task}"] = a, n
+                run_items[rid], item_problems[rid] = item_scores.read_run(step_dir, scores, _task_name)
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
         eval_tokens[rid] = num("final_test_tokens")
     if packed:
@@ -195,7 +203,10 @@ def read_sweep(root: str, **kw) -> RunTable:
                      f"with like: {counts}")
     if not rows:
         raise FitInputError(f"{root}: no completed runs (no workdir with run.json and status completed)")
-    return build_table(rows, source, excluded=excluded, notes=notes, **kw)
+    table = build_table(rows, source, excluded=excluded, notes=notes, **kw)
+    table.items, item_notes = item_scores.assemble(list(table.run_id), table.acc, run_items, item_problems)
+    table.notes.extend(item_notes)
+    return table
 
 
 def read_runs(path: str, experiment: str | None = None, **kw) -> RunTable:

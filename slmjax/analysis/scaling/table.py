@@ -7,7 +7,9 @@ Columns (NumPy arrays, one entry per run):
   6N + 12 L H Q T with causal attention halved) when known;
 - ``test_loss``; ``budget`` (an IsoFLOP group label in FLOPs, NaN if none);
 - ``acc``: task -> (accuracy in [0, 1], number of items); a column whose values all lie in (1, 100] is
-  read as percent.
+  read as percent;
+- ``items``: task -> items.ItemScores, each run's outcome on the benchmark items all runs share
+  (from a sweep root whose runs were scored with item outcomes; a CSV has none).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class RunTable:
     source: str = ""
     excluded: list = dataclasses.field(default_factory=list)   # (run_id, reason)
     notes: list = dataclasses.field(default_factory=list)
+    items: dict = dataclasses.field(default_factory=dict)   # task -> items.ItemScores
 
     def __len__(self):
         return len(self.run_id)
@@ -75,7 +78,7 @@ class RunTable:
             unique_tokens=take(self.unique_tokens), test_loss=take(self.test_loss),
             budget=take(self.budget), flops={k: take(v) for k, v in self.flops.items()},
             acc={k: (take(a), take(m)) for k, (a, m) in self.acc.items()},
-            excluded=list(self.excluded), notes=list(self.notes))
+            items={k: v.take(idx) for k, v in self.items.items()}, excluded=list(self.excluded), notes=list(self.notes))
 
     def rows(self) -> list[dict]:
         """The table as row dicts with every derived column (written as runs.csv by the CLI)."""

@@ -6,6 +6,8 @@ Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
   <convention>/lexical/dev.txt ...  official submission files, ``<stem> <score>`` per line
   <convention>/sSC.txt, tSC.txt
   per_file/<benchmark>.tsv          stem, n_units, sum_logprob, eos_logprob, truncated
+  items/<benchmark>.tsv             per item (sets with gold): its key, type, frequency, pairs and
+                                    outcome under each convention (rules.ITEM_COLUMNS)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from slmjax import fileio
-from slmjax.analysis.zeroshot import rules
+from slmjax.analysis.zeroshot import itemfile, rules
 from slmjax.analysis.zeroshot.benchmarks import submission_file
 from slmjax.analysis.zeroshot.errors import ZeroShotError
 from slmjax.analysis.zeroshot.scoring import CONVENTIONS, benchmark_sequence, file_scores
@@ -58,13 +60,18 @@ def summarize(bench, stems, stats, skipped: dict) -> dict:
              "n_files": len(stems)}
     if bench.submission_only:
         return {**entry, "n_skipped": len(skipped), **_common(bench, stats, skipped)}
-    scored = set(stems)
-    pairs = [p for p in bench.pairs if p.pos in scored and p.neg in scored]
+    pairs = scored_pairs(bench, stems)
     return {**entry, "n_pairs": len(pairs), "n_pairs_dropped": len(bench.pairs) - len(pairs),
             **_common(bench, stats, skipped),
             "conventions": {conv: rules.aggregate(
                 bench.task, pairs, dict(zip(stems, file_scores(stats, conv).tolist())))
                 for conv in CONVENTIONS}}
+
+
+def scored_pairs(bench, stems) -> list:
+    """The benchmark's pairs whose two files were both scored."""
+    scored = set(stems)
+    return [p for p in bench.pairs if p.pos in scored and p.neg in scored]
 
 
 def _common(bench, stats, skipped: dict) -> dict:
@@ -83,6 +90,10 @@ def write_submissions(out: Path, bench, stems, stats):
         for s, n, b, e, t in zip(stems, stats.n_targets, stats.body_logprob, stats.last_logprob,
                                  stats.truncated)]
     _atomic_write(out / "per_file" / f"{bench.name}.tsv", "".join(rows))
+    if not bench.submission_only:
+        scores = {conv: dict(zip(stems, file_scores(stats, conv).tolist())) for conv in CONVENTIONS}
+        _atomic_write(out / "items" / f"{bench.name}.tsv",
+                      itemfile.items_tsv(scored_pairs(bench, stems), scores))
 
 
 # headline key -> (task, metric)
@@ -168,7 +179,7 @@ def evaluate_model(scorer, benches, encoded: dict, eos_id: int, out, meta: dict,
 def _set_files(name: str, entry: dict) -> list:
     """The files (relative to the step folder) that a scores.json set ``name`` was written to."""
     submission = submission_file(str(entry.get("task")), entry.get("split") or "")
-    files = [f"per_file/{name}.tsv"] + ([f"{conv}/{submission}" for conv in CONVENTIONS]
+    files = [f"per_file/{name}.tsv", f"items/{name}.tsv"] + ([f"{conv}/{submission}" for conv in CONVENTIONS]
                                         if submission else [])
     return [f for f in files if ".." not in Path(f).parts]   # a hand-edited record: never outside
 

@@ -1,0 +1,157 @@
+"""Benchmark items shared by the runs, for a downstream bootstrap that redraws them.
+
+Every run of a sweep is scored on the same benchmark items, so its accuracy is an estimate from one
+finite item set, and the item noise is shared: an item that every model finds hard lowers every
+run's accuracy together. A bootstrap over runs sees the runs' scatter about their fitted curve (so
+gamma's spread) but not that shared shift of the accuracy level, which moves c0, the sigmoid
+ceiling and the compute to a target. Where every scored run has its items (slmjax-eval's
+``items/<benchmark>.tsv``), a replicate redraws the items, once for all runs (stratified by sBLIMP
+type for the macro mean, as slmjax-eval's own intervals are), and rescores every run on them; the
+runs are redrawn too (``both``, slmjax-fit's default) or held fixed (``items``). Redrawing both the
+runs and the items of a crossed design counts the run-by-item noise twice, so ``both`` is
+conservative; tools/calibrate_downstream_bootstrap.py measures each choice against a known truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zlib
+
+import numpy as np
+
+from slmjax.analysis.zeroshot.itemfile import parse_items_tsv
+
+ACC_TOLERANCE = 1e-9   # an items file agrees with its scores.json accuracy to rounding
+
+
+@dataclasses.dataclass
+class ItemScores:
+    """One task's item outcomes: ``values`` (runs, items), NaN rows for runs without a score;
+    ``groups`` the items' types (strata of the ``macro`` stat), ``stat`` ``mean`` or ``macro``."""
+    benchmark: str
+    stat: str
+    groups: np.ndarray
+    values: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return self.values.shape[1]
+
+    def take(self, idx) -> "ItemScores":
+        return dataclasses.replace(self, values=self.values[np.asarray(idx)])
+
+
+def read_run(step_dir: str, scores: dict, task_name) -> tuple[dict, list]:
+    """({task: (benchmark, keys, types, outcomes, stat)}, [problem]) for the headline numbers of a
+    step's scores.json object ``scores``; ``task_name`` maps a headline key to the table's task.
+    A headline set without a readable items file is a problem (its runs are not redrawn by item),
+    as is one whose items do not give its accuracy."""
+    head = scores.get("headline")
+    conv = scores.get("headline_convention", "mean")
+    out, problems = {}, []
+    if not isinstance(head, dict):
+        return out, problems
+    for key, entry in head.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("benchmark"), str):
+            continue
+        bench, metric = entry["benchmark"], entry.get("metric")
+        path = os.path.join(step_dir, "items", f"{bench}.tsv")
+        if not os.path.isfile(path) or os.sep in bench or bench.startswith("."):
+            problems.append(f"no items/{bench}.tsv (scored before slmjax-eval wrote item outcomes)")
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                items = parse_items_tsv(f.read())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            problems.append(f"items/{bench}.tsv unreadable ({e})")
+            continue
+        picked = items.metric(metric) if isinstance(metric, str) else None
+        if picked is None or conv not in items.outcomes:
+            problems.append(f"items/{bench}.tsv has no {conv} outcomes of metric {metric!r}")
+            continue
+        keys, types, stat = picked
+        values = items.values(conv, keys)
+        acc = entry.get("accuracy")
+        if not keys or not isinstance(acc, (int, float)) or abs(statistic(values[None], types, stat)[0] - acc) > ACC_TOLERANCE:
+            problems.append(f"items/{bench}.tsv does not give scores.json's {metric} accuracy {acc}")
+            continue
+        out[task_name(key)] = (bench, keys, types, values, stat)
+    return out, problems
+
+
+def statistic(values, groups, stat: str, weights=None) -> np.ndarray:
+    """Accuracy of each row of ``values`` (runs, items) with item resample counts ``weights``
+    (replicates, items; None = each item once): (replicates, runs), or (runs,) without weights.
+    ``mean``: the weighted mean over items; ``macro``: the mean over types of each type's weighted
+    mean (a stratified redraw keeps every type's count)."""
+    one = weights is None
+    w = np.ones((1, values.shape[1])) if one else np.asarray(weights, np.float64)
+    if stat == "mean":
+        out = (w @ values.T) / w.sum(1, keepdims=True)
+    elif stat == "macro":
+        per = [(w[:, groups == g] @ values[:, groups == g].T) / w[:, groups == g].sum(1, keepdims=True)
+               for g in np.unique(groups)]
+        out = np.mean(per, axis=0)
+    else:
+        raise ValueError(f"unknown item statistic {stat!r}")
+    return out[0] if one else out
+
+
+def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, list]:
+    """({task: ItemScores}, notes) for a table's runs (``run_ids`` in table order, ``acc`` its
+    task -> (accuracy, n) columns): a task gets item scores when every run with a finite accuracy
+    brought items of one benchmark with one key set; else a note says why its runs are not
+    redrawn by item. ``per_run``: run id -> read_run's dict; ``problems``: run id -> its list."""
+    out, notes = {}, []
+    for task, (a, _n) in acc.items():
+        scored = [i for i in range(len(run_ids)) if np.isfinite(a[i])]
+        why = None
+        first = None
+        for i in scored:
+            rid = run_ids[i]
+            got = per_run.get(rid, {}).get(task)
+            if got is None:
+                reasons = problems.get(rid) or ["no items file"]
+                why = f"run {rid}: {reasons[0]}"
+                break
+            if first is None:
+                first = got
+            elif got[0] != first[0] or got[4] != first[4] or set(got[1]) != set(first[1]):
+                why = (f"runs {run_ids[scored[0]]} and {rid} were scored on different items "
+                       f"({first[0]}, {len(first[1])} items; {got[0]}, {len(got[1])} items)")
+                break
+        if not scored:
+            continue
+        if why:
+            notes.append(f"downstream {task}: the bootstrap redraws runs only, not items: {why}")
+            continue
+        bench, keys, types, _, stat = first
+        values = np.full((len(run_ids), len(keys)), np.nan)
+        for i in scored:
+            _, k, _, v, _ = per_run[run_ids[i]][task]
+            index = {key: j for j, key in enumerate(k)}
+            values[i] = v[[index[key] for key in keys]]
+        out[task] = ItemScores(bench, stat, np.asarray(types, dtype=object), values)
+    return out, notes
+
+
+def draw(items: ItemScores, reps: int, seed: int, task: str) -> np.ndarray:
+    """(reps, items) resample counts of the items, all items at once (``mean``) or within each
+    type (``macro``), from a stream of its own per task (so adding a task changes no other's)."""
+    rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
+    n = items.n_items
+    if items.stat == "mean":
+        groups = [np.arange(n)]
+    else:
+        groups = [np.flatnonzero(items.groups == g) for g in np.unique(items.groups)]
+    V = np.zeros((reps, n))
+    for g in groups:
+        V[:, g] = rng.multinomial(len(g), np.full(len(g), 1.0 / len(g)), size=reps)
+    return V
+
+
+def replicate_accuracies(items: ItemScores, reps: int, seed: int, task: str) -> np.ndarray:
+    """(reps, runs) accuracies of every run on each replicate's redrawn items (NaN where a run
+    has no score)."""
+    return statistic(items.values, items.groups, items.stat, draw(items, reps, seed, task))
