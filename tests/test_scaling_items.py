@@ -229,3 +229,38 @@ def test_runs_mode_ignores_items_and_matches_a_table_without_them():
     assert with_items["gamma"] == plain["gamma"] and plain["bootstrap"] == "runs"
     with pytest.raises(FitInputError, match="--downstream_bootstrap=rows must be one of both, runs, items"):
         fit.FitOptions(downstream_bootstrap="rows").validate()
+
+
+def test_replicate_accuracies_are_the_statistic_of_the_drawn_counts():
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 3, (5, 250)) / 2.0
+    for stat, groups in (("mean", np.full(250, "", object)),
+                         ("macro", np.array(["a", "b", "c", "d", "e"] * 50, dtype=object))):
+        it = items.ItemScores("b", stat, groups, X)
+        V = items.draw(it, 230, 4, "t")          # more than one chunk
+        assert V.shape == (230, 250) and np.all(V.sum(1) == 250)
+        A = items.replicate_accuracies(it, 230, 4, "t")
+        for r in (0, 99, 100, 229):
+            w = V[r]
+            if stat == "mean":
+                want = [(w * X[k]).sum() / w.sum() for k in range(5)]
+            else:
+                want = [np.mean([(w[groups == g] * X[k][groups == g]).sum() / w[groups == g].sum()
+                                 for g in "abcde"]) for k in range(5)]
+            np.testing.assert_allclose(A[r], want, rtol=1e-12)
+
+
+def test_each_task_is_judged_by_its_own_items_file(tmp_path):
+    """sBLIMP's items present, sWUGGY's not: sBLIMP is redrawn by item and sWUGGY's note names
+    its own missing file."""
+    _grid(tmp_path)
+    for sj in tmp_path.glob("r*/zeroshot/100/scores.json"):
+        obj = json.loads(sj.read_text())
+        obj["headline"] = {"swuggy": {"benchmark": "swuggy_dev", "metric": "all", "accuracy": 0.7,
+                                      "n_items": 40}, **obj["headline"]}
+        sj.write_text(json.dumps(obj))
+    t = read_sweep(str(tmp_path))
+    assert set(t.items) == {"sblimp"}
+    (note,) = [s for s in t.notes if "redraws runs only" in s]
+    assert note.startswith("downstream swuggy: the bootstrap redraws runs only, not items: run r0: "
+                           "no items/swuggy_dev.tsv")

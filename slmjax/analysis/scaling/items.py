@@ -42,42 +42,49 @@ class ItemScores:
         return dataclasses.replace(self, values=self.values[np.asarray(idx)])
 
 
-def read_run(step_dir: str, scores: dict, task_name) -> tuple[dict, list]:
-    """({task: (benchmark, keys, types, outcomes, stat)}, [problem]) for the headline numbers of a
-    step's scores.json object ``scores``; ``task_name`` maps a headline key to the table's task.
-    A headline set without a readable items file is a problem (its runs are not redrawn by item),
-    as is one whose items do not give its accuracy."""
+def read_run(step_dir: str, scores: dict, task_name) -> tuple[dict, dict]:
+    """({task: (benchmark, keys, types, outcomes, stat)}, {task: problem}) for the headline numbers
+    of a step's scores.json object ``scores``; ``task_name`` maps a headline key to the table's
+    task. A headline set without a readable items file is a problem (its runs are then not redrawn
+    by item), as is one whose items do not give its accuracy."""
     head = scores.get("headline")
     conv = scores.get("headline_convention", "mean")
-    out, problems = {}, []
-    if not isinstance(head, dict):
-        return out, problems
-    for key, entry in head.items():
+    out, problems, parsed = {}, {}, {}
+    for key, entry in (head.items() if isinstance(head, dict) else ()):
         if not isinstance(entry, dict) or not isinstance(entry.get("benchmark"), str):
             continue
-        bench, metric = entry["benchmark"], entry.get("metric")
-        path = os.path.join(step_dir, "items", f"{bench}.tsv")
-        if not os.path.isfile(path) or os.sep in bench or bench.startswith("."):
-            problems.append(f"no items/{bench}.tsv (scored before slmjax-eval wrote item outcomes)")
-            continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                items = parse_items_tsv(f.read())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            problems.append(f"items/{bench}.tsv unreadable ({e})")
+        task, bench, metric = task_name(key), entry["benchmark"], entry.get("metric")
+        name = f"items/{bench}.tsv"
+        if bench not in parsed:
+            parsed[bench] = _parse(os.path.join(step_dir, "items", f"{bench}.tsv"), name, bench)
+        items = parsed[bench]
+        if isinstance(items, str):
+            problems[task] = items
             continue
         picked = items.metric(metric) if isinstance(metric, str) else None
         if picked is None or conv not in items.outcomes:
-            problems.append(f"items/{bench}.tsv has no {conv} outcomes of metric {metric!r}")
+            problems[task] = f"{name} has no {conv} outcomes of metric {metric!r}"
             continue
         keys, types, stat = picked
         values = items.values(conv, keys)
         acc = entry.get("accuracy")
-        if not keys or not isinstance(acc, (int, float)) or abs(statistic(values[None], types, stat)[0] - acc) > ACC_TOLERANCE:
-            problems.append(f"items/{bench}.tsv does not give scores.json's {metric} accuracy {acc}")
+        if (not keys or not isinstance(acc, (int, float))
+                or abs(statistic(values[None], types, stat)[0] - acc) > ACC_TOLERANCE):
+            problems[task] = f"{name} does not give scores.json's {metric} accuracy {acc}"
             continue
-        out[task_name(key)] = (bench, keys, types, values, stat)
+        out[task] = (bench, keys, types, values, stat)
     return out, problems
+
+
+def _parse(path: str, name: str, bench: str):
+    """The ItemFile at ``path``, or the one line that says why there is none."""
+    if "/" in bench or os.sep in bench or bench.startswith(".") or not os.path.isfile(path):
+        return f"no {name} (scored before slmjax-eval wrote item outcomes)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_items_tsv(f.read())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"{name} unreadable ({e})"
 
 
 def statistic(values, groups, stat: str, weights=None) -> np.ndarray:
@@ -102,7 +109,7 @@ def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, l
     """({task: ItemScores}, notes) for a table's runs (``run_ids`` in table order, ``acc`` its
     task -> (accuracy, n) columns): a task gets item scores when every run with a finite accuracy
     brought items of one benchmark with one key set; else a note says why its runs are not
-    redrawn by item. ``per_run``: run id -> read_run's dict; ``problems``: run id -> its list."""
+    redrawn by item. ``per_run``, ``problems``: run id -> read_run's two dicts."""
     out, notes = {}, []
     for task, (a, _n) in acc.items():
         scored = [i for i in range(len(run_ids)) if np.isfinite(a[i])]
@@ -112,8 +119,7 @@ def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, l
             rid = run_ids[i]
             got = per_run.get(rid, {}).get(task)
             if got is None:
-                reasons = problems.get(rid) or ["no items file"]
-                why = f"run {rid}: {reasons[0]}"
+                why = f"run {rid}: {problems.get(rid, {}).get(task, 'no items file')}"
                 break
             if first is None:
                 first = got
@@ -136,22 +142,34 @@ def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, l
     return out, notes
 
 
-def draw(items: ItemScores, reps: int, seed: int, task: str) -> np.ndarray:
-    """(reps, items) resample counts of the items, all items at once (``mean``) or within each
-    type (``macro``), from a stream of its own per task (so adding a task changes no other's)."""
+CHUNK = 100   # replicates redrawn at a time: (CHUNK, items) counts stay small for 40k-item sets
+
+
+def _count_chunks(items: ItemScores, reps: int, seed: int, task: str):
+    """Item resample counts, CHUNK replicates at a time ((k, items) arrays)."""
     rng = np.random.default_rng([seed, zlib.crc32(task.encode())])
     n = items.n_items
-    if items.stat == "mean":
-        groups = [np.arange(n)]
-    else:
-        groups = [np.flatnonzero(items.groups == g) for g in np.unique(items.groups)]
-    V = np.zeros((reps, n))
-    for g in groups:
-        V[:, g] = rng.multinomial(len(g), np.full(len(g), 1.0 / len(g)), size=reps)
-    return V
+    groups = ([np.arange(n)] if items.stat == "mean" else
+              [np.flatnonzero(items.groups == g) for g in np.unique(items.groups)])
+    for lo in range(0, reps, CHUNK):
+        k = min(CHUNK, reps - lo)
+        flat = np.zeros(k * n)
+        for g in groups:
+            picks = g[rng.integers(0, len(g), (k, len(g)))] + n * np.arange(k)[:, None]
+            flat += np.bincount(picks.ravel(), minlength=k * n)
+        yield flat.reshape(k, n)
+
+
+def draw(items: ItemScores, reps: int, seed: int, task: str) -> np.ndarray:
+    """(reps, items) resample counts: each replicate draws as many items as there are, with
+    replacement, from all of them (``mean``) or within each type (``macro``), from a stream of
+    its own per task (adding a task changes no other's)."""
+    return np.concatenate(list(_count_chunks(items, reps, seed, task)) or [np.zeros((0, items.n_items))])
 
 
 def replicate_accuracies(items: ItemScores, reps: int, seed: int, task: str) -> np.ndarray:
-    """(reps, runs) accuracies of every run on each replicate's redrawn items (NaN where a run
-    has no score)."""
-    return statistic(items.values, items.groups, items.stat, draw(items, reps, seed, task))
+    """(reps, runs) accuracies of every run on each replicate's redrawn items (the counts of
+    ``draw``; NaN where a run has no score)."""
+    parts = [statistic(items.values, items.groups, items.stat, V)
+             for V in _count_chunks(items, reps, seed, task)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(items.values)))
