@@ -97,9 +97,16 @@ def test_scores_every_checkpoint_then_skips(run):
     s1 = (run / "run" / "zeroshot" / "1" / "mean" / "sSC.txt").read_text()
     s2 = (run / "run" / "zeroshot" / "2" / "mean" / "sSC.txt").read_text()
     assert s1 != s2   # different weights, different scores
+    # A step scored before items/ was written gets it from per_file/, without a model run.
+    items1 = run / "run" / "zeroshot" / "1" / "items"
+    written = {p.name: p.read_text() for p in items1.iterdir()}
+    assert set(written) == {"swuggy_dev.tsv", "sblimp_dev.tsv", "ssc.tsv", "tsc.tsv"}
+    shutil.rmtree(items1)
     again = _eval(run, f"--tokenizer={run / 'tok'}")
     assert again.returncode == 0 and "already scored" in again.stderr
     assert not again.stdout.strip()
+    assert "step 1: wrote items/ of ['swuggy_dev', 'sblimp_dev', 'ssc', 'tsc'] from per_file/" in again.stderr
+    assert {p.name: p.read_text() for p in items1.iterdir()} == written
     # Scores made with another context (or by an older slmjax, without one) are made again.
     other = _eval(run, f"--tokenizer={run / 'tok'}", "--steps=2", "--context=64")
     assert other.returncode == 0 and "scored with context 32, not 64" in other.stderr

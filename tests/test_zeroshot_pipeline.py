@@ -588,3 +588,19 @@ def test_sets_of_one_layout_in_different_subfolders_are_each_read(tmp_path):
     make_syntactic(tmp_path / "c" / "syntactic" / "dev", [("agr", "s1", "1", "v1")])
     with pytest.raises(ZeroShotError, match="holds 2 sblimp folders"):
         bm.discover(tmp_path)
+
+
+def test_items_backfilled_from_per_file_equal_the_scored_ones(tmp_path):
+    from slmjax.analysis.zeroshot.evaluate import backfill_items
+    root = tmp_path / "bench"
+    _build(root)
+    scores, out, _ = _score(root, tmp_path)
+    written = {p.name: p.read_text() for p in (out / "items").iterdir()}
+    shutil.rmtree(out / "items")
+    benches = bm.discover(root)
+    (out / "per_file" / "ssc.tsv").write_text("stem\tn_units\n")          # not as written: left
+    assert backfill_items(out, benches, scores) == ["swuggy_dev", "sblimp_dev"]
+    assert {p.name: p.read_text() for p in (out / "items").iterdir()} == {
+        k: v for k, v in written.items() if k != "ssc.tsv"}
+    assert backfill_items(out, benches, scores) == []                    # present: not rewritten
+    assert backfill_items(out, benches, {"tasks": {}}) == []             # not in the record

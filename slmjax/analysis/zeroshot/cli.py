@@ -173,7 +173,14 @@ def _still_to_score(path: Path, asked: dict, benches: list, test_sets: dict):
 def _left_to_score(what: str, path: Path, asked: dict, benches: list, test_sets: dict):
     """:func:`_still_to_score`, said in the log; None when ``what`` (``step 2``, ``release
     checkpoint``) has nothing left to score."""
+    from slmjax.analysis.zeroshot.evaluate import backfill_items
     sets, tests, previous = _still_to_score(path, asked, benches, test_sets)
+    if previous is not None:
+        now = {b.name for b in sets}
+        written = backfill_items(path.parent, [b for b in benches if b.name not in now], previous)
+        if written:
+            logging.warning("%s: wrote items/ of %s from per_file/ (scored before item outcomes "
+                            "were written; no model run)", what, written)
     if not sets and not tests:
         logging.warning("%s already scored (%s); --force to redo", what, path)
         return None

@@ -26,7 +26,7 @@ from slmjax import fileio
 from slmjax.analysis.zeroshot import itemfile, rules
 from slmjax.analysis.zeroshot.benchmarks import submission_file
 from slmjax.analysis.zeroshot.errors import ZeroShotError
-from slmjax.analysis.zeroshot.scoring import CONVENTIONS, benchmark_sequence, file_scores
+from slmjax.analysis.zeroshot.scoring import CONVENTIONS, SeqStats, benchmark_sequence, file_scores
 from slmjax.errortext import describe
 
 SCORES_VERSION = 1
@@ -91,9 +91,46 @@ def write_submissions(out: Path, bench, stems, stats):
                                  stats.truncated)]
     _atomic_write(out / "per_file" / f"{bench.name}.tsv", "".join(rows))
     if not bench.submission_only:
-        scores = {conv: dict(zip(stems, file_scores(stats, conv).tolist())) for conv in CONVENTIONS}
-        _atomic_write(out / "items" / f"{bench.name}.tsv",
-                      itemfile.items_tsv(scored_pairs(bench, stems), scores))
+        _write_items(out, bench, stems, stats)
+
+
+def _write_items(out: Path, bench, stems, stats):
+    scores = {conv: dict(zip(stems, file_scores(stats, conv).tolist())) for conv in CONVENTIONS}
+    _atomic_write(out / "items" / f"{bench.name}.tsv",
+                  itemfile.items_tsv(scored_pairs(bench, stems), scores))
+
+
+def _read_per_file(path: Path):
+    """(stems, SeqStats) from a per_file/<set>.tsv; ValueError when it is not as written."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t") != ["stem", "n_units", "sum_logprob", "eos_logprob", "truncated"]:
+        raise ValueError("not a per_file table (header)")
+    rows = [ln.split("\t") for ln in lines[1:]]
+    if any(len(r) != 5 for r in rows):
+        raise ValueError("a line without its 5 fields")
+    stems = [r[0] for r in rows]
+    col = lambda j, t: np.array([t(r[j]) for r in rows], dtype=t)
+    return stems, SeqStats(col(2, float), col(3, float), col(1, int) + 1, col(4, int).astype(bool))
+
+
+def backfill_items(out, benches, record: dict) -> list:
+    """Write ``items/<set>.tsv`` from ``per_file/<set>.tsv`` for each set of ``benches`` (with gold)
+    that ``record`` (out's scores.json) holds as scored but that has no items file, as a step scored
+    before slmjax-eval wrote them: the same per-file scores (written exactly), no model run.
+    Returns the names written; a per_file table that cannot be read is said in the log and left."""
+    out, done = Path(out), []
+    for bench in benches:
+        if (bench.submission_only or bench.name not in record.get("tasks", {})
+                or (out / "items" / f"{bench.name}.tsv").exists()):
+            continue
+        path = out / "per_file" / f"{bench.name}.tsv"
+        try:
+            _write_items(out, bench, *_read_per_file(path))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            logging.warning("%s: cannot write items/%s.tsv from it (%s)", path, bench.name, describe(e))
+            continue
+        done.append(bench.name)
+    return done
 
 
 # headline key -> (task, metric)
