@@ -113,7 +113,8 @@ def test_a_run_without_items_leaves_the_task_to_the_run_bootstrap_with_a_note(tm
     assert "sblimp" not in t.items
     (note,) = [s for s in t.notes if "redraws runs only" in s]
     assert note == ("downstream sblimp: the bootstrap redraws runs only, not items: run r3: no "
-                    "items/sblimp_dev.tsv (scored before slmjax-eval wrote item outcomes)")
+                    "items/sblimp_dev.tsv (scored before slmjax-eval wrote item outcomes: slmjax-eval "
+                    "run on that step again writes them from its per_file/ tables)")
 
 
 def test_items_that_do_not_give_the_accuracy_are_not_used(tmp_path):

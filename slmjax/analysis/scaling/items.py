@@ -79,7 +79,8 @@ def read_run(step_dir: str, scores: dict, task_name) -> tuple[dict, dict]:
 def _parse(path: str, name: str, bench: str):
     """The ItemFile at ``path``, or the one line that says why there is none."""
     if "/" in bench or os.sep in bench or bench.startswith(".") or not os.path.isfile(path):
-        return f"no {name} (scored before slmjax-eval wrote item outcomes)"
+        return (f"no {name} (scored before slmjax-eval wrote item outcomes: slmjax-eval run on that "
+                "step again writes them from its per_file/ tables)")
     try:
         with open(path, encoding="utf-8") as f:
             return parse_items_tsv(f.read())
