@@ -265,3 +265,39 @@ def test_each_task_is_judged_by_its_own_items_file(tmp_path):
     (note,) = [s for s in t.notes if "redraws runs only" in s]
     assert note.startswith("downstream swuggy: the bootstrap redraws runs only, not items: run r0: "
                            "no items/swuggy_dev.tsv")
+
+
+def test_a_type_of_one_item_is_not_redrawn_by_item(tmp_path):
+    """A redraw stratified by type always draws a lone item of its type: that type's mean would
+    never move (slmjax-eval gives such a macro no interval); the task is left to the run bootstrap."""
+    rows = ROWS[:2] + [("i3", "b", 0.0)]                   # type b: one item
+    _grid(tmp_path, rows_of=lambda i: rows)
+    t = read_sweep(str(tmp_path))
+    assert "sblimp" not in t.items
+    (note,) = [s for s in t.notes if "redraws runs only" in s]
+    assert "at least 2 items of every type; sblimp_dev has fewer of b" in note
+
+
+def test_a_headline_convention_that_is_not_a_name_is_a_note(tmp_path):
+    _grid(tmp_path)
+    sj = tmp_path / "r1" / "zeroshot" / "100" / "scores.json"
+    obj = json.loads(sj.read_text())
+    obj["headline_convention"] = ["mean"]
+    sj.write_text(json.dumps(obj))
+    t = read_sweep(str(tmp_path))
+    assert "sblimp" not in t.items
+    assert any("run r1: items/sblimp_dev.tsv has no ['mean'] outcomes" in s for s in t.notes)
+
+
+def test_report_says_what_downstream_replicates_redraw(tmp_path):
+    from slmjax.analysis.scaling import report
+    _grid(tmp_path)
+    table = read_sweep(str(tmp_path))
+    for mode, want in (("both", "also redraw the benchmark items"), ("items", "the runs held fixed"),
+                       ("runs", "redraw runs only (--downstream_bootstrap=runs)")):
+        res, _ = fit.analyse(table, fit.FitOptions(bootstrap=20, huber_bootstrap=0, n_refine=1, workers=1,
+                                                   sigmoid=False, downstream_bootstrap=mode))
+        md = report.render(res, {})
+        assert want in md
+        # the one task is skipped (no run above chance on 5 items): no empty list of redraws
+        assert "replicates redraw: ." not in md

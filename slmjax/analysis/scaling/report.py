@@ -94,10 +94,11 @@ def render(res: dict, figures: dict) -> str:
             if "compute_to_target" in d:
                 ct = d["compute_to_target"]
                 md.append(f"| {task}: compute to reach {100 * ct['target']:.1f}% | | | | {_iv(ct)} FLOPs | |")
+        redraws = "; ".join(f"{task}: {d['bootstrap']}" for task, d in res["downstream"].items()
+                            if "bootstrap" in d)
         md += ["", "Ratios are reference gamma / our gamma (the paper's text rows give its "
-               "\"orders of magnitude more slowly\" claim). Each task's replicates redraw: "
-               + "; ".join(f"{task}: {d['bootstrap']}" for task, d in res["downstream"].items()
-                           if "bootstrap" in d) + "."]
+               "\"orders of magnitude more slowly\" claim)."
+               + (f" Each task's replicates redraw: {redraws}." if redraws else "")]
     ho = res["holdout"]
     md += ["", "## Held-out validation", ""]
     if "skipped" in ho:
@@ -158,10 +159,21 @@ def _checklist(res):
         f"- **Intervals**: {100 * o['level']:.4g}% percentile bootstrap over whole runs"
         f" (stratified by IsoFLOP budget when labelled, multi-epoch runs apart), seed {o['seed']}; every fit redone "
         "per replicate (variable projection from its whole grid; the Huber objective, the sigmoid and the repeat "
-        "terms started from the point fit, Huber also from the replicate's VP fit); downstream replicates also "
-        "redraw the benchmark items the runs share where every run has item outcomes (Downstream above).",
+        "terms started from the point fit, Huber also from the replicate's VP fit)" + _item_redraws(o) + ".",
         f"- **Held-out validation**: {_held_out(res['holdout'], o['holdout'])}; see above.",
     ]
+
+
+def _item_redraws(o):
+    """The checklist's words on the benchmark items downstream replicates redraw (--downstream_bootstrap)."""
+    mode = o.get("downstream_bootstrap", "runs")
+    if mode == "both":
+        return ("; downstream replicates also redraw the benchmark items the runs share where every run "
+                "has item outcomes (Downstream above)")
+    if mode == "items":
+        return ("; downstream replicates redraw the benchmark items the runs share instead, the runs held "
+                "fixed, where every run has item outcomes (Downstream above)")
+    return "; downstream replicates redraw runs only (--downstream_bootstrap=runs)"
 
 
 def _held_out(ho, frac):
