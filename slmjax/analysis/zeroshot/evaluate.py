@@ -7,7 +7,7 @@ Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
   <convention>/sSC.txt, tSC.txt
   per_file/<benchmark>.tsv          stem, n_units, sum_logprob, eos_logprob, truncated
   items/<benchmark>.tsv             per item (sets with gold): its key, type, frequency, pairs and
-                                    outcome under each convention (rules.ITEM_COLUMNS)
+                                    outcome under each convention (itemfile.ITEM_COLUMNS)
 """
 
 from __future__ import annotations
