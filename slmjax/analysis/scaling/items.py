@@ -111,8 +111,8 @@ def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, l
     """({task: ItemScores}, notes) for a table's runs (``run_ids`` in table order, ``acc`` its
     task -> (accuracy, n) columns): a task gets item scores when every run with a finite accuracy
     brought items of one benchmark with one key set, enough of them to redraw (``_too_few``); else
-    a note says why its runs are not
-    redrawn by item. ``per_run``, ``problems``: run id -> read_run's two dicts."""
+    a note says why its runs are not redrawn by item. ``per_run``, ``problems``: run id ->
+    read_run's two dicts."""
     out, notes = {}, []
     for task, (a, _n) in acc.items():
         scored = [i for i in range(len(run_ids)) if np.isfinite(a[i])]
