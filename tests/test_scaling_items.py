@@ -61,7 +61,8 @@ def _run(root, rid, N, D, loss, acc, item_rows=None, bench="sblimp_dev", metric=
         "flops_per_token": {"6n": 6 * N}, "status": "completed", "final_test_loss": loss}))
     (step / "scores.json").write_text(json.dumps({
         "headline_convention": "mean",
-        "headline": {"sblimp": {"benchmark": bench, "metric": metric, "accuracy": acc, "n_items": 5}}}))
+        "headline": {"sblimp": {"benchmark": bench, "metric": metric, "accuracy": acc,
+                               "n_items": len(item_rows or ROWS)}}}))
     if item_rows is not None:
         (step / "items").mkdir()
         (step / "items" / f"{bench}.tsv").write_text(HEADER + "".join(
@@ -301,3 +302,25 @@ def test_report_says_what_downstream_replicates_redraw(tmp_path):
         assert want in md
         # the one task is skipped (no run above chance on 5 items): no empty list of redraws
         assert "replicates redraw: ." not in md
+
+
+def test_slmjax_fit_on_a_sweep_root_redraws_its_items(tmp_path):
+    """A sweep root as slmjax-eval leaves it (scores.json + items/) through slmjax-fit: fit.json
+    says each task redrew runs and items, and the report says so."""
+    from slmjax.analysis.scaling import cli
+    n_items, i = 200, 0
+    (tmp_path / "sweep").mkdir()
+    for N in (2e7, 8e7, 3e8):
+        for r in (4, 20, 100):
+            right = 110 + 4 * i + (3 if i % 2 else 0)            # rises with compute, off a line
+            rows = [(f"i{j:03d}", "ab"[j % 2], 1.0 if j < right else 0.0) for j in range(n_items)]
+            _run(tmp_path / "sweep", f"r{i}", N, r * N, 2 + 10 / r, _macro(rows), rows)
+            i += 1
+    res = cli.main(str(tmp_path / "sweep"), str(tmp_path / "out"), bootstrap=40, huber_bootstrap=0,
+                   n_refine=4, workers=1)
+    d = res["downstream"]["sblimp"]
+    assert d["bootstrap"] == ("runs and the 200 sblimp_dev items all runs share (redrawn once per "
+                              "replicate, stratified by type)")
+    assert d["c1"]["lo"] < d["c1"]["value"] < d["c1"]["hi"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Each task's replicates redraw: sblimp: runs and the 200 sblimp_dev items" in text
