@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -155,6 +156,11 @@ def test_epoch_size_of_synthetic_data_is_counted_by_the_data_package():
     (dict(train_config="configs/missing.py"), "train_config='configs/missing.py': no such file"),
     (dict(seq_len=4096), "data.seq_len=4096 must be in 1..model.max_seq_len=2050"),
     (dict(ratios=(2, 2.01)), "two runs share the key"),
+    (dict(ratios=(2, float("nan"))), "ratios must be positive numbers, got nan"),
+    (dict(ratios=(float("inf"),)), "ratios must be positive numbers, got inf"),
+    (dict(multi_epoch=ml_collections.ConfigDict(dict(sizes=("a",), epochs=(2, float("inf")),
+                                                     unique_tokens=50_000))),
+     "multi_epoch.epochs must be a positive integer, got inf"),
 ])
 def test_bad_sweeps_are_one_clear_error(change, message):
     with pytest.raises(grid.SweepError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -251,3 +257,33 @@ def test_a_dataset_given_with_a_tilde_is_read_as_the_trainer_reads_it(tmp_path, 
     keys = [r.key for r in runs]
     absolute = tiny_sweep(data_path=f"{tmp_path}/units", multi_epoch=cfg.multi_epoch)
     assert keys == [r.key for r in grid.expand(absolute, "/r", REPO)]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("def get_config(arg=None:\n    pass\n", "cannot be loaded: SyntaxError: invalid syntax (line 1)"),
+    ("import nonexistent_module_xyz\n", "cannot be loaded: ModuleNotFoundError: No module named"),
+    ("def get_config(arg=None):\n    return undefined_name\n", "get_config failed: NameError"),
+])
+def test_a_broken_training_config_file_is_one_clear_error(tmp_path, text, says):
+    path = tmp_path / "broken_train.py"
+    path.write_text(text)
+    with pytest.raises(grid.SweepError, match=re.escape(says)):
+        grid.expand(tiny_sweep(train_config=str(path)), "/r", REPO)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("def get_config(arg=None:\n    pass\n", "cannot load the --config file: SyntaxError: invalid syntax"),
+    ("def get_config(arg=None):\n    return undefined_name\n",
+     "cannot load the --config file: NameError: name 'undefined_name' is not defined"),
+])
+def test_a_broken_sweep_file_is_one_line_without_a_traceback(tmp_path, text, says):
+    import subprocess
+    import sys
+
+    path = tmp_path / "sweep.py"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "slmjax.launch.cli", f"--config={path}",
+                           f"--root={tmp_path / 'runs'}", "--dry_run"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert says in proc.stderr, proc.stderr[-2000:]

@@ -159,6 +159,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
         key = str(e).strip("\"' ")
         hits = [n for n in named if key in n.split(".")] or named   # the missing part may be inner
         sys.exit(f"slmjax-sweep: the sweep config has no field {', '.join(hits)}")
+    except SyntaxError as e:   # the sweep file itself does not parse
+        sys.exit(f"slmjax-sweep: cannot load the --config file: SyntaxError: {e.msg} "
+                 f"({e.filename}, line {e.lineno})")
+    except Exception as e:  # noqa: BLE001 - the sweep file raised as it ran (get_config, imports)
+        from slmjax.launch.trainconf import one_line
+
+        sys.exit(f"slmjax-sweep: cannot load the --config file: {one_line(e)}")
 
 
 def run() -> None:

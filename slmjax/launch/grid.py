@@ -83,7 +83,8 @@ def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _positive_int(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value != int(value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value <= 0 or value != int(value)):
         raise SweepError(f"{field} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -169,7 +170,7 @@ def expand(cfg: ml_collections.ConfigDict, root: str, repo_root: str | None = No
         if not isinstance(ratios, (tuple, list)):
             raise SweepError(f"{where} must be a tuple of positive numbers, got {ratios!r}")
         for r in ratios:
-            if not isinstance(r, (int, float)) or r <= 0:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
                 raise SweepError(f"{where} must be positive numbers, got {r!r}")
             plan.append((name, float(r), round(r * sizes[name][2]), unique, False))
         _size_batch(cfg.sizes[name], name, None)   # the pairs' shape, before their ratios

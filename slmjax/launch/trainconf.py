@@ -22,6 +22,12 @@ def _error(msg: str) -> Exception:
     return SweepError(msg)
 
 
+def one_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (the type alone when the message is empty)."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def resolve_path(path: str, repo_root: str | None = None) -> str:
     """An existing file for `path`: as given, else relative to the repository root."""
     if os.path.isabs(path) or os.path.exists(path) or repo_root is None:
@@ -34,7 +40,13 @@ def _module(path: str):
         spec = importlib.util.spec_from_file_location(
             f"_slmjax_train_config_{len(_CACHE)}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as e:
+            raise _error(f"train_config={path!r} cannot be loaded: SyntaxError: {e.msg} "
+                         f"(line {e.lineno})") from None
+        except Exception as e:  # noqa: BLE001 - whatever the file raises as it is imported
+            raise _error(f"train_config={path!r} cannot be loaded: {one_line(e)}") from None
         if not hasattr(module, "get_config"):
             raise _error(f"train_config={path!r} defines no get_config()")
         _CACHE[path] = module
@@ -70,6 +82,8 @@ def load(train_config: str, arg: str, overrides: list[tuple[str, Any]],
         cfg = module.get_config(arg) if arg else module.get_config()
     except (KeyError, ValueError) as e:
         raise _error(f"{train_config}:{arg}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a broken get_config: one line naming the file
+        raise _error(f"{train_config}:{arg}: get_config failed: {one_line(e)}") from None
     for dotted, value in overrides:
         set_field(cfg, dotted, value, f"{train_config}:{arg}")
     return cfg
