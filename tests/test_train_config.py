@@ -330,3 +330,40 @@ def test_a_non_positive_concentration_is_one_line(value):
     with pytest.raises(ConfigError) as e:
         validate(c, n_devices=1)
     assert str(e.value) == f"data.synthetic.concentration={value} must be positive"
+
+
+def test_dry_run_opens_the_unit_datasets_as_the_run_does(tmp_path):
+    # --dry_run printed a plan (exit 0) for a data.path that does not exist, holds a corrupt
+    # manifest or a truncated shard, or whose vocabulary is not the model's; the run itself then
+    # stopped at its start with one line. The dry run now says that line.
+    from slmjax.data.testing import random_utterances, write_unit_dataset
+
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good"
+    write_unit_dataset(str(good), {"train": random_utterances(200, 60, rng),
+                                   "test": random_utterances(20, 60, rng)}, vocab_size=60)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "manifest.json").write_text("{bad")
+    truncated = tmp_path / "truncated"
+    write_unit_dataset(str(truncated), {"train": random_utterances(200, 60, rng),
+                                        "test": random_utterances(20, 60, rng)}, vocab_size=60,
+                       n_shards=1)
+    shard = truncated / "train-00000-of-00001.array_record"
+    shard.write_bytes(shard.read_bytes()[:50])
+    base = ["--config=configs/train.py:tiny", "--dry_run", "--config.data.kind=units",
+            "--config.model.vocab_size=60"]
+    bad = [
+        ([f"--config.data.path={tmp_path / 'missing'}"], "unit dataset not found"),
+        ([f"--config.data.path={corrupt}"], "manifest.json is not valid JSON"),
+        ([f"--config.data.path={truncated}"], "truncated or corrupt"),
+        ([f"--config.data.path={good}", "--config.model.vocab_size=102"],
+         "manifest vocab_size 60 does not match config.model.vocab_size 102"),
+    ]
+    procs = [(_cli(*base, *args, devices=1), message) for args, message in bad]
+    ok = _cli(*base, f"--config.data.path={good}", devices=1)
+    for proc, message in procs:
+        _assert_one_line(proc, message)
+    out, err = ok.communicate(timeout=120)
+    assert ok.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["size"] == "tiny"

@@ -55,6 +55,16 @@ def main(argv) -> None:
     except ConfigError as e:
         _fail(str(e))
     plan = run_plan(config, n_devices)
+    if _DRY_RUN.value and config.data.get("kind") == "units":
+        # the unit datasets are opened as the run opens them at its start: a missing path, a
+        # corrupt manifest or shard, or a vocabulary other than the model's is the run's own one
+        # line here, not a plan printed for a run that would stop before its first step
+        from slmjax.data import DataError, build_pipeline
+
+        try:
+            build_pipeline(config, jax.process_index(), jax.process_count())
+        except DataError as e:
+            _fail(str(e))
     if _DRY_RUN.value:
         print(f"model {plan['size']}: {plan['n_params']:,} params ({plan['n_params_nonemb']:,} "
               f"non-embedding); {plan['steps']:,} steps x {plan['batch_tokens']:,} tokens = "
