@@ -290,3 +290,40 @@ def test_a_plain_text_file_may_open_with_a_bracket_or_a_brace(tmp_path):
     named.write_text("[Illustration] The dog ran home.\n")
     with pytest.raises(SynthError, match="not valid JSON"):
         list(textsrc.from_file(str(named)))
+
+
+def test_endless_hours_are_one_line_errors(tmp_path):
+    # --hours=nan passed the ">= 0" check and never reached its target: the corpus grew without end
+    voices = engines.parse_voices("1")
+    for hours in (float("nan"), float("inf")):
+        with pytest.raises(SynthError, match=rf"--hours={hours}: must be >= 0 and finite"):
+            # max_utterances: where the check is missing, the test fails after two files, not never
+            corpus.build(str(tmp_path / "c"), hours=hours, voices=voices, workers=1, max_utterances=2)
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("argv", [["corpus", "--hours=0.0005"], ["swuggy", "--n=1"], ["bench", "--n=1"]])
+def test_an_out_that_is_a_file_is_one_line_without_a_traceback(tmp_path, argv):
+    import sys
+
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-m", "slmjax.synth.cli", *argv, f"--out={out}", "--voices=1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == \
+        f"slmjax-synth {argv[0]}: error: --out={out} exists and is not a directory"
+    assert out.read_text() == "not a folder"
+
+
+def test_a_folder_that_cannot_be_made_is_one_line_without_a_traceback(tmp_path):
+    import sys
+
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "wavs").write_text("a file where the wav folder goes")
+    proc = subprocess.run([sys.executable, "-m", "slmjax.synth.cli", "corpus", f"--out={out}",
+                           "--hours=0.0005", "--voices=1", "--workers=1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"slmjax-synth corpus: error: Not a directory: {out}/wavs/" in proc.stderr, proc.stderr[-2000:]

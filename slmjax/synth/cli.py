@@ -15,6 +15,7 @@ count N of the built-in espeak-ng voices. A rerun skips every wav that already e
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -47,6 +48,8 @@ def _voices() -> list[engines.Voice]:
 def _need_out() -> str:
     if not _OUT.value:
         raise SynthError("--out is required")
+    if os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
+        raise SynthError(f"--out={_OUT.value} exists and is not a directory")
     return _OUT.value
 
 
@@ -89,8 +92,6 @@ def _stories() -> dict:
 
 
 def _leakage() -> dict:
-    import os
-
     if not _EXCLUDE.value:
         raise SynthError("--exclude=BENCH_ROOT is required")
     manifest = os.path.join(_need_out(), "manifest.jsonl")
@@ -125,6 +126,10 @@ def main(argv: list[str]) -> None:
             result = _bench(cmd)
     except SynthError as e:
         print(f"slmjax-synth {cmd}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a folder that cannot be made or written (a file in its place, permissions, disk full)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"slmjax-synth {cmd}: error: {e.strerror or e}{where}", file=sys.stderr)
         sys.exit(2)
     if result:
         print(json.dumps(result))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import time
@@ -42,8 +43,8 @@ def build(out: str, hours: float, voices: list[engines.Voice], seed: int = 0, te
           exclude: list[str] = (), workers: int | None = None, test_fraction: float = 0.01,
           max_utterances: int | None = None) -> dict:
     """Synthesise about ``hours`` of speech (0 = the whole --text file) into ``out``; returns the summary."""
-    if hours < 0:
-        raise SynthError(f"--hours={hours}: must be >= 0 (0 with --text: the whole file)")
+    if not (math.isfinite(hours) and hours >= 0):  # NaN and inf never reach their target: no end
+        raise SynthError(f"--hours={hours}: must be >= 0 and finite (0 with --text: the whole file)")
     n_workers = worker_count(workers)
     if hours == 0 and text is None:
         raise SynthError("--hours must be > 0 with the built-in stories (only a --text file can be read to its end)")
