@@ -176,3 +176,32 @@ def test_sigterm_just_before_the_trainer_starts_still_stops_it(tmp_path, monkeyp
     assert rc == 128 + signal.SIGTERM
     assert time.time() - t0 < 15
     assert [e["event"] for e in status.read_events(str(tmp_path))] == ["start", "interrupted"]
+
+
+def test_a_completed_run_of_another_config_is_not_skipped_as_this_sweeps(tmp_path, capsys):
+    # The same sweep launched again into its root with another data path (or any field that
+    # changes the math) has the same run keys: each workdir said 'completed' and was skipped, so
+    # the sweep reported the old config's results as the new one's and trained nothing.
+    from slmjax.launch import trainconf
+    from slmjax.train.run_files import config_dict
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    train_config = os.path.join(repo, "configs", "train.py")
+    trained = trainconf.load(train_config, "tiny", [("train.lr", 1e-3)])
+    now = trainconf.load(train_config, "tiny", [("train.lr", 2e-3)])
+
+    def run(cfg):
+        return grid.Run(key="a", size="x", n_params=10, tokens=100, batch_size=1, seq_len=10,
+                        steps=10, warmup=1, unique_tokens=None, restricted=False,
+                        workdir=str(tmp_path / "a"), overrides=(("train.lr", cfg.train.lr),),
+                        train_config="t.py:x", config=cfg)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"status": "completed"}))
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config_dict(trained)))
+    assert local.launch([run(trained)], str(tmp_path), dry_run=True, program=["TRAIN"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["# a: completed, skipped"]
+    for dry_run in (True, False):
+        with pytest.raises(grid.SweepError, match=r"a: .* holds a completed run with another config "
+                           r"\(train\.lr: 0\.001 in the workdir vs 0\.002 now\)"):
+            local.launch([run(now)], str(tmp_path), dry_run=dry_run, program=["TRAIN"])
