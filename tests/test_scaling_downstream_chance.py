@@ -84,3 +84,26 @@ def test_runs_below_chance_are_inside_the_accuracy_axis(tmp_path, monkeypatch):
     plotting.downstream_vs_compute(p, str(tmp_path), {})
     (lo, hi), = drawn["downstream_vs_compute.png"]
     assert lo < 43 and hi == 100
+
+
+def test_chance_line_is_bonferroni_over_the_task_runs():
+    """at_chance asks one run's 95% Wilson interval to clear 0.5 with the 95% spread over the runs
+    (two-sided, Bonferroni): z = Phi^-1(1 - 0.025 / k) for k runs (2.807 for k = 10; not
+    Phi^-1(1 - 0.05 / k) = 2.576). Wilson's lower end is written out here; the best run's accuracy is
+    put where the two z disagree."""
+    k, n = 10, 400
+    z_right, z_wrong = stats.norm.isf(0.025 / k), stats.norm.isf(0.05 / k)
+    assert (round(z_right, 3), round(z_wrong, 3)) == (2.807, 2.576)
+
+    def wilson(p, z):
+        return (p + z * z / (2 * n) - z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+
+    between = [c for c in range(200, 400) if wilson(c / n, z_wrong) > 0.5 >= wilson(c / n, z_right)]
+    assert between
+    acc = np.full(k, 0.5)
+    n_items = np.full(k, float(n))
+    acc[3] = between[-1] / n                    # clears 0.5 only with the uncorrected z
+    line = downstream.at_chance(acc, n_items)
+    assert line is not None and f"over the {k} runs (best {100 * acc[3]:.1f}% of {n} items)" in line
+    acc[3] = (between[-1] + 1) / n              # clears it with the Bonferroni z too
+    assert wilson(acc[3], z_right) > 0.5 and downstream.at_chance(acc, n_items) is None

@@ -170,3 +170,87 @@ def test_repeat_term_replicates_reach_the_best_minimum():
         ref = min(optimize.minimize(f, s0, method="L-BFGS-B", bounds=[datacon.LOG_R_BOUNDS] * 2).fun
                   for s0 in starts)
         assert f(np.log([got["rn"], got["rd"]])) <= ref * (1 + 1e-6) + 1e-12
+
+
+def test_downstream_linear_fit_weights_by_item_count():
+    """acc = c0 + c1 L by least squares weighted by n / (p (1 - p)) (module doc): runs scored on
+    more items count more. Reference: np.polyfit (its w multiplies the unsquared residual) with
+    those weights written out here, on runs whose item counts differ by 100x."""
+    rng = np.random.default_rng(4)
+    L = np.linspace(2.0, 3.0, 12)
+    acc = 0.95 - 0.12 * L + 0.02 * rng.standard_normal(12)
+    n = np.array([50.0, 5000.0] * 6)
+    c0, c1 = downstream.linear_fit(L, acc, n, np.ones(12))
+    ref = np.polyfit(L, acc, 1, w=np.sqrt(n / (acc * (1 - acc))))
+    assert (c1, c0) == pytest.approx(tuple(ref), rel=1e-9)
+    unweighted = np.polyfit(L, acc, 1, w=np.sqrt(1 / (acc * (1 - acc))))
+    assert abs(unweighted[0] - ref[0]) > 1e-3       # the item counts move the line
+
+
+def test_isoflop_profile_minimum_and_kaplan_scale_by_hand():
+    """Each IsoFLOP profile's parabola minimum L_min (drawn on the IsoFLOP plot) is the loss at its
+    N*, and Approach 1's L = (C_c / C)^gamma gives C_c: both against the exact laws the data follow."""
+    N, D, L, budget = [], [], [], []
+    for C in (1e18, 1e19, 1e20, 1e21):
+        ns = 0.1 * C ** 0.5 * np.exp(np.linspace(-0.6, 1.4, 7))   # off centre: N* is not the mean log N
+        N += list(ns)
+        D += list(C / (6 * ns))
+        L += list(3 - 0.1 * np.log10(C) + 0.2 * (np.log(ns) - np.log(0.1 * C ** 0.5)) ** 2)
+        budget += [C] * 7
+    N, D, L, budget = map(np.array, (N, D, L, budget))
+    r = isoflop.isoflop_fit(N, D, L, 6 * N * D, budget)
+    for p, C in zip(r["profiles"], (1e18, 1e19, 1e20, 1e21)):
+        assert p["C"] == pytest.approx(C, rel=1e-12)
+        assert p["N_opt"] == pytest.approx(0.1 * C ** 0.5, rel=1e-9)
+        assert p["L_min"] == pytest.approx(3 - 0.1 * np.log10(C), rel=1e-9)
+    C = np.geomspace(1e17, 1e21, 9)
+    r = isoflop.kaplan_fit(np.geomspace(1e7, 1e9, 9), C, (2.5e9 / C) ** 0.05)
+    assert r["gamma"] == pytest.approx(0.05, rel=1e-9) and r["C_c"] == pytest.approx(2.5e9, rel=1e-6)
+    assert r["log_k"] == pytest.approx(0.05 * np.log(2.5e9), rel=1e-9)
+
+
+def test_huber_e_bound_is_the_lowest_loss_of_the_drawn_runs():
+    """e = log E is bounded above by log of the lowest loss (E below every loss); in a bootstrap
+    replicate that is the lowest loss among the runs drawn (w > 0), not of runs left out."""
+    lN, lD, L = _grid(noise=0.01, seed=2)
+    w = np.ones(len(L))
+    low = np.argsort(L)[:3]
+    w[low] = 0.0
+    res = huber.huber_fit(lN, lD, L, w=w, grid=False, extra_starts=[[0.4, 2.0, 3.5, 0.3, 0.25]])
+    assert res.bounds[0] == (-10.0, pytest.approx(np.log(np.sort(L)[3]), rel=1e-15))
+    assert res.bounds[0][1] > np.log(L.min())
+    full = huber.huber_fit(lN, lD, L, grid=False, extra_starts=[[0.4, 2.0, 3.5, 0.3, 0.25]])
+    assert full.bounds[0][1] == pytest.approx(np.log(L.min()), rel=1e-15)
+
+
+def test_huber_starts_disagree_and_at_bounds_by_hand():
+    """starts_disagree: starts ending within rel_obj (1e-3) of the best objective that differ in alpha
+    or beta by more than 0.02; at_bounds: parameters within tol (relative, at least absolute) of a
+    bound. Hand-made results, so each case is known."""
+    bounds = [(-10.0, 0.5), (-30.0, 60.0), (-30.0, 60.0), huber.EXP_BOUNDS, huber.EXP_BOUNDS]
+
+    def res(top, theta=(0.0, 2.0, 3.0, 0.3, 0.3)):
+        top = [(f, np.array([1.7, 10.0, 30.0, a, b])) for f, a, b in top]
+        return huber.HuberResult(np.zeros(5), np.array(theta, float), top[0][0] if top else 0.0, True, 1, top, bounds)
+
+    assert huber.starts_disagree(res([(1.0, 0.30, 0.24), (1.0009, 0.35, 0.24)])) is True    # alpha 0.05 apart
+    assert huber.starts_disagree(res([(1.0, 0.30, 0.24), (1.0009, 0.30, 0.27)])) is True    # beta 0.03 apart
+    assert huber.starts_disagree(res([(1.0, 0.30, 0.24), (1.0011, 0.35, 0.24)])) is False   # worse start
+    assert huber.starts_disagree(res([(1.0, 0.30, 0.24), (1.0009, 0.315, 0.235)])) is False  # within 0.02
+    assert huber.starts_disagree(res([(1.0, 0.30, 0.24)])) is False
+    assert huber.starts_disagree(res([])) is False
+    assert huber.at_bounds(res([], (0.0, 2.0, 3.0, 0.3, 0.3))) == []
+    assert huber.at_bounds(res([], (0.5, 2.0, 3.0, 0.3, 3.0))) == ["e", "beta"]             # upper bounds
+    assert huber.at_bounds(res([], (0.0, -30.0, 3.0, 1e-4, 0.3))) == ["a", "alpha"]         # lower bounds
+    assert huber.at_bounds(res([], (0.0, 2.0, 3.0, 1e-4 + 2e-6, 0.3))) == []                # 2e-6 off: not
+
+
+def test_grid_local_minima_by_hand():
+    """Local minima of the SSE grid (no lower neighbour, diagonals included) within 1% of the best,
+    best first: a cell within 1% that has a lower neighbour is not one."""
+    g = np.array([[1.0, 1.005, 2.0],
+                  [2.0, 3.0, 2.0],
+                  [2.0, 2.0, 1.008]])
+    a, b = np.array([0.1, 0.2, 0.3]), np.array([0.4, 0.5, 0.6])
+    assert vpfit.grid_local_minima(g, a, b, rel=0.01) == [(0.1, 0.4, 1.0), (0.3, 0.6, 1.008)]
+    assert vpfit.grid_local_minima(g, a, b, rel=0.005) == [(0.1, 0.4, 1.0)]
