@@ -521,3 +521,20 @@ def test_fit_features_stop_at_the_hours_and_frames_limits(max_seconds, max_frame
     feats, skipped = read_features(Frames(), utts, max_seconds, seed=0, progress=False, max_frames=max_frames)
     assert sum(len(f) for f in feats) == frames and skipped == []
     assert [len(f) for f in feats[:-1]] == [100] * (len(feats) - 1)   # only the last file is cut
+
+
+@pytest.mark.parametrize("min_seconds", [float("nan"), float("inf"), -1.0])
+def test_a_min_seconds_that_is_no_duration_is_one_line_and_pins_no_plan(tmp_path, tok_dir, min_seconds):
+    # NaN or inf reached int(round(min_seconds * 16000)) as a ValueError/OverflowError traceback,
+    # after plan.json was pinned with it: the rerun with a good value was then refused as a
+    # dataset "from another source, tokenizer or options".
+    from slmjax.units.encode import encode_from_flags
+
+    _write_good(tmp_path / "audio", 2)
+    ds = tmp_path / "ds"
+    given = {"audio": str(tmp_path / "audio"), "out": str(ds), "tokenizer": tok_dir}
+    msg = _one_line_error(encode_from_flags, _flags(**dict(given, min_seconds=min_seconds)))
+    assert msg == f"--min_seconds must be a finite number >= 0, got {min_seconds}"
+    assert not (ds / "plan.json").exists()
+    encode_from_flags(_flags(**given))
+    assert (ds / "manifest.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from tqdm import tqdm
@@ -52,6 +53,8 @@ def merge_dataset(tok, utts, out: str, shard_utterances: int = 2000, min_seconds
 
 def _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, durations, create):
     """The shard plan, checked against (or, with ``create``, pinned in) ``out/plan.json``."""
+    if not (math.isfinite(min_seconds) and min_seconds >= 0):  # before a plan is pinned with it
+        raise UnitsError(f"--min_seconds must be a finite number >= 0, got {min_seconds}")
     if durations and tok.coarse is not None:
         raise UnitsError("--durations needs a tokenizer without coarse tokens (durations are per unit)")
     shards = plan_shards(utts, shard_utterances)
