@@ -62,16 +62,21 @@ def test_huber_gradient_and_exact_recovery():
     assert not huber.starts_disagree(res) and not huber.at_bounds(res)
 
 
-def test_isoflop_parabola_minimum_and_exponent():
-    # Loss exactly quadratic in log N around N*(C) = 0.1 C^0.5 -> a = 0.5 exactly.
+def _quadratic_profiles(lo, hi):
+    """IsoFLOP profiles at 1e18..1e21 whose loss is exactly quadratic in log N around
+    N*(C) = 0.1 C^0.5 (so a = 0.5), with minimum 3 - 0.1 log10 C; sizes N* e^[lo, hi]."""
     N, D, L, budget = [], [], [], []
     for C in (1e18, 1e19, 1e20, 1e21):
-        ns = 0.1 * C ** 0.5 * np.exp(np.linspace(-1, 1, 7))
+        ns = 0.1 * C ** 0.5 * np.exp(np.linspace(lo, hi, 7))
         N += list(ns)
         D += list(C / (6 * ns))
         L += list(3 - 0.1 * np.log10(C) + 0.2 * (np.log(ns) - np.log(0.1 * C ** 0.5)) ** 2)
         budget += [C] * 7
-    N, D, L, budget = map(np.array, (N, D, L, budget))
+    return map(np.array, (N, D, L, budget))
+
+
+def test_isoflop_parabola_minimum_and_exponent():
+    N, D, L, budget = _quadratic_profiles(-1, 1)
     r = isoflop.isoflop_fit(N, D, L, 6 * N * D, budget)
     assert r["a"] == pytest.approx(0.5, abs=1e-9) and r["grouped"] and r["n_used"] == 4
     assert r["k"] == pytest.approx(0.1, rel=1e-6)
@@ -190,14 +195,7 @@ def test_downstream_linear_fit_weights_by_item_count():
 def test_isoflop_profile_minimum_and_kaplan_scale_by_hand():
     """Each IsoFLOP profile's parabola minimum L_min (drawn on the IsoFLOP plot) is the loss at its
     N*, and Approach 1's L = (C_c / C)^gamma gives C_c: both against the exact laws the data follow."""
-    N, D, L, budget = [], [], [], []
-    for C in (1e18, 1e19, 1e20, 1e21):
-        ns = 0.1 * C ** 0.5 * np.exp(np.linspace(-0.6, 1.4, 7))   # off centre: N* is not the mean log N
-        N += list(ns)
-        D += list(C / (6 * ns))
-        L += list(3 - 0.1 * np.log10(C) + 0.2 * (np.log(ns) - np.log(0.1 * C ** 0.5)) ** 2)
-        budget += [C] * 7
-    N, D, L, budget = map(np.array, (N, D, L, budget))
+    N, D, L, budget = _quadratic_profiles(-0.6, 1.4)   # off centre: N* is not the mean log N
     r = isoflop.isoflop_fit(N, D, L, 6 * N * D, budget)
     for p, C in zip(r["profiles"], (1e18, 1e19, 1e20, 1e21)):
         assert p["C"] == pytest.approx(C, rel=1e-12)
