@@ -327,3 +327,16 @@ def test_a_folder_that_cannot_be_made_is_one_line_without_a_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"slmjax-synth corpus: error: Not a directory: {out}/wavs/" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flag", ["--n=-1", "--count=-5"])
+def test_stories_with_a_negative_count_is_one_line(flag):
+    """stories --n=-1 printed nothing and exited 0, --count=-5 was ignored."""
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "slmjax.synth.cli", "stories", flag],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == \
+        f"slmjax-synth stories: error: {flag}: must be >= 0 (stories to print / to count)"
+    assert not proc.stdout.strip()

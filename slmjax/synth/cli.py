@@ -78,6 +78,9 @@ def _stories() -> dict:
 
     from tqdm import tqdm
 
+    for flag, value in (("n", _N.value), ("count", _COUNT.value)):
+        if value < 0:
+            raise SynthError(f"--{flag}={value}: must be >= 0 (stories to print / to count)")
     for i in range(_N.value):
         s = stories.story(_SEED.value, i)
         print(f"[{s.topic}, {'success' if s.success else 'failure'}] {s.text}\n")
