@@ -367,3 +367,15 @@ def test_dry_run_opens_the_unit_datasets_as_the_run_does(tmp_path):
     out, err = ok.communicate(timeout=120)
     assert ok.returncode == 0, err
     assert json.loads(out.strip().splitlines()[-1])["size"] == "tiny"
+
+
+def test_a_mesh_that_cannot_fill_the_devices_names_them_in_plain_words():
+    from slmjax.train.validate import mesh_shape
+    c = load_config("tiny")
+    c.mesh.update(data=2, fsdp=-1, tensor=1)
+    for n, want in ((1, "cannot fill 1 device: 2 does not divide it"),
+                    (3, "cannot fill 3 devices: 2 does not divide it")):
+        with pytest.raises(ConfigError) as e:
+            mesh_shape(c, n)
+        assert str(e.value) == f"mesh {{'data': 2, 'fsdp': -1, 'tensor': 1}} {want}"
+    assert mesh_shape(c, 4) == {"data": 2, "fsdp": 2, "tensor": 1}

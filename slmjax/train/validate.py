@@ -45,7 +45,8 @@ def mesh_shape(config, n_devices: int) -> dict[str, int]:
         raise ConfigError("\n".join(bad))
     if free:
         if n_devices % fixed:
-            raise ConfigError(f"mesh {axes} cannot fill {n_devices} devices: {fixed} does not divide it")
+            raise ConfigError(f"mesh {axes} cannot fill {n_devices} device{'s' * (n_devices != 1)}: "
+                              f"{fixed} does not divide it")
         axes[free[0]] = n_devices // fixed
     elif fixed != n_devices:
         raise ConfigError(f"mesh data*fsdp*tensor = {axes['data']}*{axes['fsdp']}*{axes['tensor']} "
