@@ -86,8 +86,8 @@ def test_report_states_runs_law_and_chance(tmp_path):
     assert "| this demo | 1.5 [1.35, 1.65] | 10 [9, 11] | 20 [18, 22] | 0.3 [0.27, 0.33] | 0.2 [0.18, 0.22]" in text
     assert "| 0.4 [0.35, 0.45] | 0.6 [0.55, inf] |" in text
     # a downstream task skipped by the fit is named with its reason, not left out
-    assert ("Accuracy envelope vs compute, Q ~ C^gamma (intervals redraw the runs and the "
-            "benchmark items they share):\n- sBLIMP (macro): not fitted: no run above chance (0.5) by a 95% interval (paper, "
+    assert ("Accuracy envelope vs compute, Q ~ C^gamma (intervals include the noise of the "
+            "benchmark items the runs share):\n- sBLIMP (macro): not fitted: no run above chance (0.5) by a 95% interval (paper, "
             "speech: 0.021)\n- tSC: gamma = 0.02 [0.01, 0.03] (paper, speech: 0.025)") in text
     assert "| paper (HuBERT units) | 1.73 | 13.9 | 39.8 | 0.25 | 0.24 | 0.49 | 0.51 |" in text
     assert "| m4000_r20 | 4,000 | 80,000 | 0.1 | 2.6000 | - | - | - | 70.0 [65.0, 75.0] |" in text

@@ -206,7 +206,7 @@ def test_item_bootstrap_gamma_spread_matches_fresh_item_sets():
     rng = np.random.default_rng(1)
     sd_true = np.nanstd([_envelope_gamma(C, item_set(rng).mean(1)) for _ in range(400)])
     rows = simulate.simulate_rows(law="speech", noise=0.01, seed=3, n_items=N_ITEMS)[:N_RUNS]
-    ratios = []
+    ratios, shared_ratios, both_ratios = [], [], []
     for k in range(4):
         X = item_set(np.random.default_rng(100 + k))
         t = _fit(X, C, rows, "items", k)
@@ -214,10 +214,18 @@ def test_item_bootstrap_gamma_spread_matches_fresh_item_sets():
         assert t["bootstrap"] == "the 300 set items all runs share (redrawn once per replicate); runs fixed"
         ratios.append(t["gamma"]["se"] / sd_true)
         both, runs = _fit(X, C, rows, "both", k), _fit(X, C, rows, "runs", k)
+        shared = _fit(X, C, rows, "shared", k)
         assert both["bootstrap"].startswith("runs and the 300 set items") and runs["bootstrap"] == "runs"
-        assert both["gamma"]["value"] == runs["gamma"]["value"] == t["gamma"]["value"]
+        assert shared["bootstrap"].startswith("runs, and the shift of every run's accuracy by the 300")
+        assert (both["gamma"]["value"] == runs["gamma"]["value"] == t["gamma"]["value"]
+                == shared["gamma"]["value"])
         assert both["gamma"]["se"] > max(runs["gamma"]["se"], t["gamma"]["se"]) * 0.9
+        shared_ratios.append(shared["gamma"]["se"] / sd_true)
+        both_ratios.append(both["gamma"]["se"] / sd_true)
     assert 0.7 < np.mean(ratios) < 1.5, ratios
+    # shared: runs redrawn, the items' common shift added; the runs' own item noise is counted
+    # once (in their scatter), so it measures gamma's spread where both counts it twice
+    assert 0.75 < np.mean(shared_ratios) < 1.3 < np.mean(both_ratios), (shared_ratios, both_ratios)
 
 
 def test_runs_mode_ignores_items_and_matches_a_table_without_them():
@@ -229,7 +237,7 @@ def test_runs_mode_ignores_items_and_matches_a_table_without_them():
     opt = fit.FitOptions(bootstrap=300, workers=1, sigmoid=False, seed=2)
     plain = fit._downstream(table, table.test_loss, C, bs.resample_weights(N_RUNS, 300, 2), opt, 1, {})[0]["t"]
     assert with_items["gamma"] == plain["gamma"] and plain["bootstrap"] == "runs"
-    with pytest.raises(FitInputError, match="--downstream_bootstrap=rows must be one of both, runs, items"):
+    with pytest.raises(FitInputError, match="--downstream_bootstrap=rows must be one of shared, both, runs, items"):
         fit.FitOptions(downstream_bootstrap="rows").validate()
 
 
@@ -294,7 +302,8 @@ def test_report_says_what_downstream_replicates_redraw(tmp_path):
     from slmjax.analysis.scaling import report
     _grid(tmp_path)
     table = read_sweep(str(tmp_path))
-    for mode, want in (("both", "also redraw the benchmark items"), ("items", "the runs held fixed"),
+    for mode, want in (("shared", "move every run's accuracy by the shift of their mean"),
+                       ("both", "also redraw the benchmark items"), ("items", "the runs held fixed"),
                        ("runs", "redraw runs only (--downstream_bootstrap=runs)")):
         res, _ = fit.analyse(table, fit.FitOptions(bootstrap=20, huber_bootstrap=0, n_refine=1, workers=1,
                                                    sigmoid=False, downstream_bootstrap=mode))
@@ -319,8 +328,31 @@ def test_slmjax_fit_on_a_sweep_root_redraws_its_items(tmp_path):
     res = cli.main(str(tmp_path / "sweep"), str(tmp_path / "out"), bootstrap=40, huber_bootstrap=0,
                    n_refine=4, workers=1)
     d = res["downstream"]["sblimp"]
-    assert d["bootstrap"] == ("runs and the 200 sblimp_dev items all runs share (redrawn once per "
-                              "replicate, stratified by type)")
+    assert d["bootstrap"] == ("runs, and the shift of every run's accuracy by the 200 sblimp_dev items "
+                              "all runs share (redrawn once per replicate, stratified by type)")
     assert d["c1"]["lo"] < d["c1"]["value"] < d["c1"]["hi"]
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "Each task's replicates redraw: sblimp: runs and the 200 sblimp_dev items" in text
+    assert "Each task's replicates redraw: sblimp: runs, and the shift of every run's accuracy" in text
+
+
+def test_shared_shift_moves_each_run_by_the_mean_change_of_the_scored_runs():
+    acc = np.array([0.6, np.nan, 0.7, 0.8])
+    A = np.array([[0.62, np.nan, 0.71, 0.83],     # shifts +0.02, +0.01, +0.03: mean +0.02
+                  [0.50, np.nan, 0.70, 0.78]])    # -0.10, 0, -0.02: mean -0.04
+    got = items.shared_shift(A, acc)
+    np.testing.assert_allclose(got[:, [0, 2, 3]], [[0.62, 0.72, 0.82], [0.56, 0.66, 0.76]], rtol=1e-12)
+    assert np.isnan(got[:, 1]).all()
+
+
+def test_shared_shift_spreads_the_runs_mean_as_fresh_item_sets_do():
+    """The level every run shares moves as over fresh item sets; each run's own item noise is
+    not added (it is in the runs' scatter): the runs' differences from their mean stay put."""
+    C, item_set = _population(0)
+    rng = np.random.default_rng(1)
+    sd_mean = np.array([item_set(rng).mean(1).mean() for _ in range(400)]).std()
+    X = item_set(np.random.default_rng(100))
+    it = items.ItemScores("set", "mean", np.full(N_ITEMS, "", object), X)
+    S = items.shared_shift(items.replicate_accuracies(it, 400, 0, "t"), X.mean(1))
+    assert 0.7 < S.mean(1).std() / sd_mean < 1.4
+    np.testing.assert_allclose(S - S.mean(1, keepdims=True),
+                               np.broadcast_to(X.mean(1) - X.mean(1).mean(), S.shape), atol=1e-12)

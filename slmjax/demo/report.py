@@ -256,10 +256,9 @@ def write_demo_report(out: str) -> str:
           + (f" (paper, speech: {PAPER_GAMMA[t]})" if t in PAPER_GAMMA else "")
           for t, d in sorted(down.items()) if isinstance(d, dict) and ("gamma" in d or "skipped" in d)]
     if gl:
-        redrawn = any(isinstance(d, dict) and str(d.get("bootstrap", "")).startswith("runs and")
-                      for d in down.values())
+        redrawn = any(isinstance(d, dict) and d.get("bootstrap", "runs") != "runs" for d in down.values())
         L += ["", "Accuracy envelope vs compute, Q ~ C^gamma" + (
-            " (intervals redraw the runs and the benchmark items they share)" if redrawn else "")
+            " (intervals include the noise of the benchmark items the runs share)" if redrawn else "")
               + ":"] + gl
     pngs = sorted(glob.glob(os.path.join(out, "fit", "*.png")))
     if pngs:

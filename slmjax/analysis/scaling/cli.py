@@ -43,9 +43,10 @@ flags.DEFINE_list("target_acc", [], "task=accuracy pairs (sblimp=0.65, or percen
                   "compute needed to reach them.")
 cli_help.DEFINE_path("reference", None, "CSV task,gamma[,label] of reference gammas (default: the paper's rows).")
 flags.DEFINE_bool("sigmoid", True, "Fit the chance-floored sigmoid of accuracy vs loss.")
-flags.DEFINE_enum("downstream_bootstrap", "both", ["both", "runs", "items"],
-                  "What downstream replicates redraw: runs and the benchmark items they share (both: "
-                  "conservative), runs only, or items only (runs fixed). Items are redrawn for a task "
+flags.DEFINE_enum("downstream_bootstrap", "shared", ["shared", "both", "runs", "items"],
+                  "What downstream replicates redraw: runs, plus the shift of all runs' accuracy on "
+                  "redrawn benchmark items (shared); runs and rescored items (both: conservative); "
+                  "runs only; or items only (runs fixed). Items are redrawn for a task "
                   "when every scored run has its items/<benchmark>.tsv (slmjax-eval writes them).")
 
 

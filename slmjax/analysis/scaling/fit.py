@@ -17,7 +17,7 @@ from slmjax.analysis.scaling.errors import FitInputError
 from slmjax.analysis.scaling.table import RunTable, check_coverage
 
 
-DOWNSTREAM_BOOTSTRAP = ("both", "runs", "items")   # what downstream replicates redraw (items.py)
+DOWNSTREAM_BOOTSTRAP = ("shared", "both", "runs", "items")   # what downstream replicates redraw (items.py)
 
 
 @dataclasses.dataclass
@@ -36,7 +36,7 @@ class FitOptions:
     target_acc: dict = dataclasses.field(default_factory=dict)   # task -> accuracy to reach (or percent)
     reference: str | None = None      # CSV task,gamma[,label]; default: the paper's rows
     sigmoid: bool = True
-    downstream_bootstrap: str = "both"  # what downstream replicates redraw: both, runs or items
+    downstream_bootstrap: str = "shared"  # what downstream replicates redraw: shared, both, runs, items
     grid: tuple = vpfit.ALPHA_GRID      # (alpha, beta) grid of the point fit
     boot_grid: tuple = vpfit.BOOT_GRID  # coarser grid of bootstrap replicates (then zoomed)
 
@@ -207,20 +207,24 @@ def _down_row(common, row):
     return downstream.task_fit(L, C, a if a_items is None else a_items, n, w, sig=sig, x0=x0)[0]
 
 
-def _downstream_replicates(table, task, W, opt):
+def _downstream_replicates(table, task, acc, W, opt):
     """(run weights, per-replicate accuracies or Nones, what the replicates redraw) for ``task``
-    under ``opt.downstream_bootstrap`` (items.py): the runs rescored on redrawn items where asked
-    and the table has them, with the runs redrawn too (``both``) or fixed (``items``); else the
-    runs alone with their own accuracies."""
+    under ``opt.downstream_bootstrap`` (items.py), where the table has its items: the runs
+    redrawn and every run's accuracy moved by the shift that redrawing the items gives the runs'
+    mean (``shared``), the runs rescored on redrawn items with the runs redrawn too (``both``) or
+    fixed (``items``); else (``runs``, or no items) the runs alone with their own accuracies."""
     it = table.items.get(task)
     if it is None or opt.downstream_bootstrap == "runs":
         return W, [None] * len(W), "runs"
-    A = list(items.replicate_accuracies(it, len(W), opt.seed, task))
+    A = items.replicate_accuracies(it, len(W), opt.seed, task)
     strat = ", stratified by type" if it.stat == "macro" else ""
     what = f"the {it.n_items} {it.benchmark} items all runs share (redrawn once per replicate{strat})"
+    if opt.downstream_bootstrap == "shared":
+        return W, list(items.shared_shift(A, acc)), (
+            f"runs, and the shift of every run's accuracy by {what}")
     if opt.downstream_bootstrap == "items":
-        return np.ones_like(W), A, f"{what}; runs fixed"
-    return W, A, f"runs and {what}"
+        return np.ones_like(W), list(A), f"{what}; runs fixed"
+    return W, list(A), f"runs and {what}"
 
 
 def _downstream(table, L, C, W, opt, workers, ref):
@@ -236,7 +240,7 @@ def _downstream(table, L, C, W, opt, workers, ref):
             continue
         point, front = downstream.task_fit(L, C, acc, n, sig=opt.sigmoid)
         x0 = (point["sig_c"], point["sig_k"], point["sig_L0"]) if np.isfinite(point["sig_c"]) else None
-        Wt, A, unit = _downstream_replicates(table, task, W, opt)
+        Wt, A, unit = _downstream_replicates(table, task, acc, W, opt)
         reps = bs.map_rows(_down_row, list(zip(Wt, A)), (L, C, acc, n, opt.sigmoid, x0), workers,
                            desc=f"bootstrap ({task})")
         R = {k: np.array([r[k] for r in reps]) for k in point}

@@ -3,13 +3,15 @@
 Every run of a sweep is scored on the same benchmark items, so its accuracy is an estimate from one
 finite item set, and the item noise is shared: an item that every model finds hard lowers every
 run's accuracy together. A bootstrap over runs sees the runs' scatter about their fitted curve (so
-gamma's spread) but not that shared shift of the accuracy level, which moves c0, the sigmoid
-ceiling and the compute to a target. Where every scored run has its items (slmjax-eval's
-``items/<benchmark>.tsv``), a replicate redraws the items, once for all runs (stratified by sBLIMP
-type for the macro mean, as slmjax-eval's own intervals are), and rescores every run on them; the
-runs are redrawn too (``both``, slmjax-fit's default) or held fixed (``items``). Redrawing both the
-runs and the items of a crossed design counts the run-by-item noise twice, so ``both`` is
-conservative; tools/calibrate_downstream_bootstrap.py measures each choice against a known truth.
+gamma's spread, the runs' own item noise included) but not that shared shift of the accuracy level,
+which moves c0, the sigmoid ceiling and the compute to a target. Where every scored run has its
+items (slmjax-eval's ``items/<benchmark>.tsv``), a replicate redraws the items, once for all runs
+(stratified by sBLIMP type for the macro mean, as slmjax-eval's own intervals are), and rescores
+every run on them. slmjax-fit's default (``shared``) redraws the runs and moves every run's own
+accuracy by the shift of the runs' mean on the redrawn items (``shared_shift``): the shared part
+alone, as the runs' own item noise is in their scatter already. ``both`` uses the rescored
+accuracies with the runs redrawn, which counts that noise twice (conservative); ``items`` holds the
+runs fixed. tools/calibrate_downstream_bootstrap.py measures each against a known truth.
 """
 
 from __future__ import annotations
@@ -193,3 +195,14 @@ def replicate_accuracies(items: ItemScores, reps: int, seed: int, task: str) -> 
     parts = [statistic(items.values, items.groups, items.stat, V)
              for V in _count_chunks(items, reps, seed, task)]
     return np.concatenate(parts) if parts else np.zeros((0, len(items.values)))
+
+
+def shared_shift(A, acc) -> np.ndarray:
+    """(reps, runs): each run's own accuracy ``acc`` moved by its replicate's shared shift, the mean
+    over the scored runs of A - acc (A: replicate_accuracies). The runs' own item noise, which a
+    redraw of the runs already sees in their scatter, averages out of the shift; the part every
+    run shares (how hard the drawn items are) stays."""
+    acc = np.asarray(acc, np.float64)
+    ok = np.isfinite(acc)
+    shift = (A[:, ok] - acc[ok]).mean(1, keepdims=True)
+    return acc[None] + shift

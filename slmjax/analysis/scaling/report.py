@@ -167,6 +167,9 @@ def _checklist(res):
 def _item_redraws(o):
     """The checklist's words on the benchmark items downstream replicates redraw (--downstream_bootstrap)."""
     mode = o.get("downstream_bootstrap", "runs")
+    if mode == "shared":
+        return ("; downstream replicates also redraw the benchmark items the runs share and move every run's "
+                "accuracy by the shift of their mean, where every run has item outcomes (Downstream above)")
     if mode == "both":
         return ("; downstream replicates also redraw the benchmark items the runs share where every run "
                 "has item outcomes (Downstream above)")
