@@ -163,9 +163,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(f"slmjax-sweep: cannot load the --config file: SyntaxError: {e.msg} "
                  f"({e.filename}, line {e.lineno})")
     except Exception as e:  # noqa: BLE001 - the sweep file raised as it ran (get_config, imports)
-        from slmjax.launch.trainconf import one_line
+        from slmjax.errortext import describe
 
-        sys.exit(f"slmjax-sweep: cannot load the --config file: {one_line(e)}")
+        sys.exit(f"slmjax-sweep: cannot load the --config file: {describe(e)}")
 
 
 def run() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import ml_collections
 
+from slmjax.errortext import describe
+
 _CACHE: dict[str, Any] = {}
 
 
@@ -20,12 +22,6 @@ def _error(msg: str) -> Exception:
     from slmjax.launch.grid import SweepError
 
     return SweepError(msg)
-
-
-def one_line(e: BaseException) -> str:
-    """``Type: first line of the message`` (the type alone when the message is empty)."""
-    first = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def resolve_path(path: str, repo_root: str | None = None) -> str:
@@ -46,7 +42,7 @@ def _module(path: str):
             raise _error(f"train_config={path!r} cannot be loaded: SyntaxError: {e.msg} "
                          f"(line {e.lineno})") from None
         except Exception as e:  # noqa: BLE001 - whatever the file raises as it is imported
-            raise _error(f"train_config={path!r} cannot be loaded: {one_line(e)}") from None
+            raise _error(f"train_config={path!r} cannot be loaded: {describe(e)}") from None
         if not hasattr(module, "get_config"):
             raise _error(f"train_config={path!r} defines no get_config()")
         _CACHE[path] = module
@@ -83,7 +79,7 @@ def load(train_config: str, arg: str, overrides: list[tuple[str, Any]],
     except (KeyError, ValueError) as e:
         raise _error(f"{train_config}:{arg}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a broken get_config: one line naming the file
-        raise _error(f"{train_config}:{arg}: get_config failed: {one_line(e)}") from None
+        raise _error(f"{train_config}:{arg}: get_config failed: {describe(e)}") from None
     for dotted, value in overrides:
         set_field(cfg, dotted, value, f"{train_config}:{arg}")
     return cfg

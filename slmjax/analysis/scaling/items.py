@@ -23,7 +23,7 @@ import zlib
 import numpy as np
 
 from slmjax.analysis.zeroshot.itemfile import parse_items_tsv
-from slmjax.analysis.zeroshot.rules import MIN_ITEMS
+from slmjax.analysis.zeroshot.rules import too_few
 
 ACC_TOLERANCE = 1e-9   # an items file agrees with its scores.json accuracy to rounding
 
@@ -112,7 +112,7 @@ def statistic(values, groups, stat: str, weights=None) -> np.ndarray:
 def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, list]:
     """({task: ItemScores}, notes) for a table's runs (``run_ids`` in table order, ``acc`` its
     task -> (accuracy, n) columns): a task gets item scores when every run with a finite accuracy
-    brought items of one benchmark with one key set, enough of them to redraw (``_too_few``); else
+    brought items of one benchmark with one key set, enough of them to redraw (``rules.too_few``); else
     a note says why its runs are not redrawn by item. ``per_run``, ``problems``: run id ->
     read_run's two dicts."""
     out, notes = {}, []
@@ -134,8 +134,9 @@ def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, l
                 break
         if not scored:
             continue
-        if why is None:
-            why = _too_few(first)
+        if why is None:   # as slmjax-eval's intervals: a lone item (of a type) is always redrawn
+            short = too_few(first[1], np.asarray(first[2], dtype=object) if first[4] == "macro" else None)
+            why = short and f"{first[0]}: {short}"
         if why:
             notes.append(f"downstream {task}: the bootstrap redraws runs only, not items: {why}")
             continue
@@ -147,21 +148,6 @@ def assemble(run_ids, acc: dict, per_run: dict, problems: dict) -> tuple[dict, l
             values[i] = v[[index[key] for key in keys]]
         out[task] = ItemScores(bench, stat, np.asarray(types, dtype=object), values)
     return out, notes
-
-
-def _too_few(first):
-    """Why the items of ``first`` (read_run's tuple) cannot be redrawn, or None: as slmjax-eval's
-    intervals (rules), a redraw needs at least MIN_ITEMS items in every set it resamples (all the
-    items, or each type for the macro mean); a lone item is always drawn, so it adds no variance."""
-    _, keys, types, _, stat = first
-    if stat != "macro":
-        return None if len(keys) >= MIN_ITEMS else (
-            f"{len(keys)} item(s) in {first[0]}; a redraw needs at least {MIN_ITEMS}")
-    kinds, counts = np.unique(np.asarray(types, dtype=object), return_counts=True)
-    short = [str(k) for k, c in zip(kinds, counts) if c < MIN_ITEMS]
-    return None if not short else (
-        f"a redraw stratified by type needs at least {MIN_ITEMS} items of every type; "
-        f"{first[0]} has fewer of {', '.join(short)}")
 
 
 CHUNK = 100   # replicates redrawn at a time: (CHUNK, items) counts stay small for 40k-item sets

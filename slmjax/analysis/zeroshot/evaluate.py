@@ -30,6 +30,7 @@ from slmjax.analysis.zeroshot.scoring import CONVENTIONS, SeqStats, benchmark_se
 from slmjax.errortext import describe
 
 SCORES_VERSION = 1
+PER_FILE_COLUMNS = ("stem", "n_units", "sum_logprob", "eos_logprob", "truncated")   # per_file/<set>.tsv
 # What a record must share with this scoring to be added to (scores made otherwise do not mix).
 SETTINGS = ("context", "compute_dtype", "tokenizer", "checkpoint")
 LOCK_NAME = ".scores.json.lock"
@@ -85,7 +86,7 @@ def write_submissions(out: Path, bench, stems, stats):
         values = file_scores(stats, conv)
         lines = "".join(f"{s} {float(v)!r}\n" for s, v in zip(stems, values))
         _atomic_write(out / conv / bench.submission, lines)
-    rows = ["stem\tn_units\tsum_logprob\teos_logprob\ttruncated\n"] + [
+    rows = ["\t".join(PER_FILE_COLUMNS) + "\n"] + [
         f"{s}\t{int(n) - 1}\t{float(b)!r}\t{float(e)!r}\t{int(t)}\n"
         for s, n, b, e, t in zip(stems, stats.n_targets, stats.body_logprob, stats.last_logprob,
                                  stats.truncated)]
@@ -103,11 +104,11 @@ def _write_items(out: Path, bench, stems, stats):
 def _read_per_file(path: Path):
     """(stems, SeqStats) from a per_file/<set>.tsv; ValueError when it is not as written."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0].split("\t") != ["stem", "n_units", "sum_logprob", "eos_logprob", "truncated"]:
+    if not lines or tuple(lines[0].split("\t")) != PER_FILE_COLUMNS:
         raise ValueError("not a per_file table (header)")
     rows = [ln.split("\t") for ln in lines[1:]]
-    if any(len(r) != 5 for r in rows):
-        raise ValueError("a line without its 5 fields")
+    if any(len(r) != len(PER_FILE_COLUMNS) for r in rows):
+        raise ValueError(f"a line without its {len(PER_FILE_COLUMNS)} fields")
     stems = [r[0] for r in rows]
     col = lambda j, t: np.array([t(r[j]) for r in rows], dtype=t)
     return stems, SeqStats(col(2, float), col(3, float), col(1, int) + 1, col(4, int).astype(bool))

@@ -60,7 +60,7 @@ def items_of(pairs, scores) -> Items:
 MIN_ITEMS = 2   # per stratum: resampling one item always draws it, so it shows no variance
 
 
-def _too_few(values, groups=None):
+def too_few(values, groups=None):
     """Why a bootstrap interval of ``values`` cannot be estimated (see :func:`_interval`), or None."""
     if groups is None:
         if len(values) < MIN_ITEMS:
@@ -96,7 +96,7 @@ def _interval(stat, values, groups=None, seed=0):
     statistic (a mean over fewer types). An interval can still have zero width when every item of
     a row has the same outcome: that is what the items show.
     """
-    if _too_few(values, groups) is not None:
+    if too_few(values, groups) is not None:
         return None
     rng = np.random.default_rng(seed)
     if groups is None:
@@ -129,7 +129,7 @@ def _row(metric, items: Items, sel=None, stat=_mean, groups=None, **extra):
     values = items.means[sel]
     if len(values) == 0:
         return dict(metric=metric, n_items=0, accuracy=None, ci95=None, tie_rate=None, **extra)
-    note = _too_few(values, groups)
+    note = too_few(values, groups)
     row = dict(metric=metric, n_items=int(len(values)), accuracy=stat(values, groups),
                ci95=None if note else _interval(stat, values, groups),
                tie_rate=float(items.ties[sel].sum() / items.n_pairs[sel].sum()), **extra)
