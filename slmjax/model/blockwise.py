@@ -27,7 +27,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.core import spmd as flax_spmd
+
+from slmjax.model.partitioning import HEADS, context_spec
 
 _NEG = float(np.finfo(np.float32).min)
 
@@ -163,17 +164,6 @@ def _backward(block, res, do):
 _attention.defvjp(_forward, _backward)
 
 
-def _mesh_specs(shape):
-    """(mesh, PartitionSpec of [B, T, N, H]) when a mesh with more than one device and the
-    logical-axis rules are in context; (None, None) otherwise."""
-    from slmjax.model.functional import logical_to_spec  # functional imports the model
-
-    mesh, rules = jax.sharding.get_abstract_mesh(), flax_spmd.get_logical_axis_rules()
-    if mesh.empty or mesh.size == 1 or not rules:
-        return None, None
-    return mesh, logical_to_spec(("batch", None, "heads", None), shape, mesh, rules)
-
-
 def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 512):
     """Exact causal attention of q, k, v [B,T,N,H]; segment_ids [B,T] masks attention across
     segments. Query block i (rows s..e) attends to keys 0..e only, so the work is about
@@ -184,7 +174,7 @@ def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 512):
         return _attention(q, k, v, seg, block)
 
     args = (q, k, v) if segment_ids is None else (q, k, v, segment_ids)
-    mesh, spec = _mesh_specs(q.shape)
+    mesh, spec = context_spec(HEADS, q.shape)
     if mesh is None:
         return fn(*args)
     specs = (spec,) * 3 + (jax.sharding.PartitionSpec(spec[0]),)  # segment ids: [B, T]

@@ -10,6 +10,7 @@ from flax import nnx
 from flax.core import spmd as flax_spmd
 
 from slmjax.model.config import ModelConfig
+from slmjax.model.partitioning import logical_to_spec
 from slmjax.model.transformer import Transformer
 
 
@@ -55,28 +56,6 @@ def build_params(cfg: ModelConfig, key) -> dict:
     """Traceable init (use inside jax.jit; `init_params` is the eager, sharding-aware front)."""
     _, state = nnx.split(_build(cfg, key), nnx.Param)
     return _str_keys(nnx.to_pure_dict(state))
-
-
-def logical_to_spec(axes, shape, mesh, rules) -> jax.sharding.PartitionSpec:
-    """PartitionSpec of an array with logical `axes` under `rules` ((logical, mesh axes) pairs).
-
-    Mesh axes of size 1 are dropped; a dimension whose size is not divisible by its mesh axes
-    stays replicated.
-    """
-    table = dict(rules)
-    spec = []
-    for name, size in zip(axes, shape):
-        target = table.get(name)
-        names = (target,) if isinstance(target, str) else tuple(target or ())
-        names = tuple(a for a in names if mesh.shape[a] > 1)  # size-1 axes shard nothing
-        n = 1
-        for a in names:
-            n *= mesh.shape[a]
-        if not names or size % n:
-            spec.append(None)
-        else:
-            spec.append(names[0] if len(names) == 1 else names)
-    return jax.sharding.PartitionSpec(*spec)
 
 
 def param_shardings(cfg: ModelConfig, mesh, rules) -> dict:

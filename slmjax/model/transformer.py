@@ -17,6 +17,7 @@ from flax import nnx
 from slmjax.model.attention import causal_attention
 from slmjax.model.config import ModelConfig, resolve_dtype
 from slmjax.model.logits import tied_logits
+from slmjax.model.partitioning import HEADS, RESIDUAL, constrain
 from slmjax.model.qkv import qkv_projection
 from slmjax.model.swiglu import swiglu
 
@@ -90,8 +91,9 @@ class Attention(nnx.Module):
         # copies, and it is the layout dot_product_attention takes.
         cfg, dt = self.cfg, x.dtype
         q, k, v = qkv_projection(x, *(w[...].astype(dt) for w in (self.wq, self.wk, self.wv)))
-        q, k = rope(q, tables), rope(k, tables)
+        q, k, v = (constrain(a, HEADS) for a in (rope(q, tables), rope(k, tables), v))
         o = causal_attention(q, k, v, segment_ids, impl=cfg.attention, block=cfg.attention_block)
+        o = constrain(o, HEADS)
         return jnp.einsum("btnh,nhd->btd", o, self.wo[...].astype(dt))
 
 
@@ -120,7 +122,8 @@ class Block(nnx.Module):
     def __call__(self, h, tables, segment_ids, dtype):
         # The residual stream stays float32 (as under PyTorch autocast); matmuls run in `dtype`.
         h = h + self.attention(self.attention_norm(h, dtype), tables, segment_ids).astype(h.dtype)
-        return h + self.feed_forward(self.ffn_norm(h, dtype)).astype(h.dtype)
+        h = constrain(h, RESIDUAL)
+        return constrain(h + self.feed_forward(self.ffn_norm(h, dtype)).astype(h.dtype), RESIDUAL)
 
 
 _REMAT_POLICIES = {
@@ -142,7 +145,7 @@ class Transformer(nnx.Module):
         cfg = self.cfg
         dtype = resolve_dtype(cfg.dtype)
         emb = self.tok_embeddings[...]
-        h = jnp.take(emb, tokens, axis=0).astype(jnp.float32)
+        h = constrain(jnp.take(emb, tokens, axis=0).astype(jnp.float32), RESIDUAL)
         length = max(cfg.max_seq_len, tokens.shape[1])
         tables = rope_tables(positions, cfg.head_dim, cfg.rope_theta, length)
         for layer in self.layers:

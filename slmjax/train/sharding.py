@@ -15,7 +15,7 @@ from flax.core import spmd as flax_spmd
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from slmjax.model import ModelConfig
-from slmjax.model.functional import logical_to_spec as _logical_to_spec
+from slmjax.model.partitioning import logical_to_spec as _logical_to_spec
 from slmjax.model.functional import param_shardings as model_param_shardings
 
 BATCH_AXES = ("data", "fsdp")
