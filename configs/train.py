@@ -41,8 +41,8 @@ def get_config(arg: str = "s20m") -> ml_collections.ConfigDict:
     m.init_std = 0.02  # N(0, init_std) init; w3 and wo use init_std / sqrt(2 * n_layers)
     m.param_dtype = "float32"  # storage dtype of parameters (and so of the optimizer state)
     m.dtype = "auto"  # matmul compute dtype: auto = float32 on CPU, bfloat16 on GPU/TPU
-    m.attention = "auto"  # auto | xla | cudnn | blockwise (auto: cuDNN on GPU, blockwise on CPU)
-    m.attention_block = 512  # query block of the blockwise causal attention (CPU)
+    m.attention = "auto"  # auto | xla | cudnn | blockwise | splash (auto: cuDNN on GPU, splash on TPU, blockwise on CPU)
+    m.attention_block = 512  # query block of the blockwise (CPU) and largest block of the splash (TPU) attention
     m.remat = "none"  # per-block rematerialisation: none | full | dots | dots_no_batch
 
     d = c.data = ml_collections.ConfigDict()

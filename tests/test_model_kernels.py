@@ -1,5 +1,6 @@
-"""The model's hand-written backward passes (CPU blockwise attention, SwiGLU, q/k/v projections,
-tied logits) against PyTorch float64 autograd or float64 NumPy."""
+"""The model's attention kernels (CPU blockwise; TPU splash, run here in Pallas's interpreter) and
+hand-written backward passes (SwiGLU, q/k/v projections, tied logits) against PyTorch float64
+autograd or float64 NumPy."""
 
 import re
 
@@ -12,6 +13,7 @@ from slmjax.model.attention import causal_attention
 from slmjax.model.blockwise import blockwise_causal_attention
 from slmjax.model.logits import tied_logits
 from slmjax.model.qkv import qkv_projection
+from slmjax.model.splash import splash_causal_attention, tiling
 from slmjax.model.swiglu import swiglu
 
 B, N, T, H = 2, 3, 37, 16
@@ -63,6 +65,36 @@ def test_output_and_gradients_match_torch_float64(segments, block, rows_per_step
     for ours, theirs in zip([out, *grads], ref):
         scale = np.abs(theirs).max()
         assert np.abs(np.asarray(ours, np.float64) - theirs).max() < 1e-5 * scale
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("segments", [False, True])
+@pytest.mark.parametrize("block", [128, 512])
+def test_splash_output_and_gradients_match_torch_float64(segments, block):
+    """TPU's kernel, interpreted: T = 37 is padded to one 128-row tile (the padded keys lie after
+    every real query; the padded queries are cut off), q is pre-scaled by 1/sqrt(H)."""
+    q, k, v, w = _inputs(3)
+    seg = SEGMENTS if segments else None
+    ref = torch_reference(q, k, v, w, seg)
+    seg_j = None if seg is None else jnp.asarray(seg)
+
+    def loss(q, k, v):
+        return jnp.sum(splash_causal_attention(q, k, v, seg_j, block) * w)
+
+    out = jax.jit(lambda q, k, v: splash_causal_attention(q, k, v, seg_j, block))(q, k, v)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+    for ours, theirs in zip([out, *grads], ref):
+        scale = np.abs(theirs).max()
+        assert np.abs(np.asarray(ours, np.float64) - theirs).max() < 1e-5 * scale
+
+
+def test_splash_tiles():
+    """(padded length, block): a multiple of 128, and the largest block <= the asked one dividing it."""
+    assert tiling(2050, 512) == (2176, 128)   # the paper's length: 17 tiles of 128
+    assert tiling(2048, 512) == (2048, 512)
+    assert tiling(1536, 1024) == (1536, 512)
+    assert tiling(37, 512) == (128, 128)
+    assert tiling(640, 100) == (640, 128)
 
 
 def test_dispatch_and_bfloat16_inputs_stay_close():
@@ -170,7 +202,8 @@ def test_tied_logits_and_gradients_match_float64():
     assert operands == [("bf16", "bf16")] * 3
 
 
-def test_under_a_mesh_each_device_loops_over_its_own_sequences_and_heads():
+@pytest.mark.parametrize("kernel", [blockwise_causal_attention, splash_causal_attention])
+def test_under_a_mesh_each_device_loops_over_its_own_sequences_and_heads(kernel):
     """With a mesh and the rules in context the attention runs in shard_map (no gather of the
     sharded batch), with the same output and gradients as without a mesh."""
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -186,7 +219,7 @@ def test_under_a_mesh_each_device_loops_over_its_own_sequences_and_heads():
     seg = jnp.asarray(SEGMENTS)
 
     def loss(q, k, v):
-        return jnp.sum(blockwise_causal_attention(q, k, v, seg, 16) * w)
+        return jnp.sum(kernel(q, k, v, seg, 16 if kernel is blockwise_causal_attention else 128) * w)
 
     plain = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
     sharded = NamedSharding(mesh, P("data", None, "tensor"))

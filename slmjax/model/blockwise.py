@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slmjax.model.partitioning import HEADS, context_spec
+from slmjax.model.partitioning import per_device_heads
 
 _NEG = float(np.finfo(np.float32).min)
 
@@ -169,13 +169,4 @@ def blockwise_causal_attention(q, k, v, segment_ids=None, block: int = 512):
     segments. Query block i (rows s..e) attends to keys 0..e only, so the work is about
     (nb + 1) / (2 nb) of full attention for nb blocks."""
     block = int(block)
-
-    def fn(q, k, v, seg=None):
-        return _attention(q, k, v, seg, block)
-
-    args = (q, k, v) if segment_ids is None else (q, k, v, segment_ids)
-    mesh, spec = context_spec(HEADS, q.shape)
-    if mesh is None:
-        return fn(*args)
-    specs = (spec,) * 3 + (jax.sharding.PartitionSpec(spec[0]),)  # segment ids: [B, T]
-    return jax.shard_map(fn, mesh=mesh, in_specs=specs[:len(args)], out_specs=spec)(*args)
+    return per_device_heads(lambda q, k, v, seg: _attention(q, k, v, seg, block), q, k, v, segment_ids)

@@ -15,7 +15,7 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 }
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "blockwise")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "blockwise", "splash")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
@@ -41,8 +41,8 @@ class ModelConfig:
     init_std: float = 0.02  # N(0, std) for every Linear/Embedding; w3 and wo use std/sqrt(2L)
     param_dtype: str = "float32"  # storage dtype of the parameters
     dtype: str = "float32"  # compute dtype of matmuls; "auto" = float32 on CPU, bfloat16 elsewhere
-    attention: str = "auto"  # auto: cuDNN/XLA via dot_product_attention on GPU/TPU, blockwise on CPU
-    attention_block: int = 512  # query block of the blockwise causal attention (CPU)
+    attention: str = "auto"  # auto: cuDNN (bf16) or XLA on GPU, splash on TPU, blockwise on CPU
+    attention_block: int = 512  # query block of the blockwise (CPU) and splash (TPU) attention
     remat: str = "none"  # rematerialisation of each block: none | full | dots | dots_no_batch
 
     @property
@@ -95,9 +95,10 @@ def count_params(cfg: ModelConfig) -> tuple[int, int]:
 
 def resolve_dtype(name: str):
     """jnp dtype of a config dtype string ("auto": float32 on CPU, bfloat16 on accelerators)."""
-    import jax
     import jax.numpy as jnp
 
+    from slmjax.model import platform
+
     if name == "auto":
-        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+        name = "float32" if platform.backend() == "cpu" else "bfloat16"
     return jnp.dtype(name)

@@ -57,3 +57,18 @@ def constrain(x, axes):
     if mesh is None:
         return x
     return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+
+
+def per_device_heads(fn, q, k, v, segment_ids=None, check_vma: bool = True):
+    """`fn(q, k, v, segment_ids)` (q, k, v [B, T, N, H]; segment_ids [B, T] or None) on each
+    device's own sequences and heads (`shard_map`) under a mesh in context, so that a kernel XLA
+    cannot partition (a loop, a Pallas call) keeps a sharded batch sharded; on the whole arrays
+    without one. check_vma=False for a Pallas call (its outputs carry no mesh-axis types)."""
+    mesh, spec = context_spec(HEADS, q.shape)
+    if mesh is None:
+        return fn(q, k, v, segment_ids)
+    kw = {"mesh": mesh, "out_specs": spec, "check_vma": check_vma}
+    if segment_ids is None:
+        return jax.shard_map(lambda q, k, v: fn(q, k, v, None), in_specs=(spec,) * 3, **kw)(q, k, v)
+    return jax.shard_map(fn, in_specs=(spec,) * 3 + (jax.sharding.PartitionSpec(spec[0]),),
+                         **kw)(q, k, v, segment_ids)

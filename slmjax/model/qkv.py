@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from slmjax.model import platform
+
 
 @jax.custom_vjp
 def qkv_projection(x, wq, wk, wv):
@@ -28,7 +30,7 @@ def _backward(res, grads):
     x, *ws = res
     rows = x.shape[0] * x.shape[1]
     xt = x.reshape(rows, x.shape[2]).T
-    if jax.default_backend() == "cpu":
+    if platform.backend() == "cpu":
         xt = jax.lax.optimization_barrier(xt)  # one transposed copy, shared by the three dots
     dws = [(xt @ g.reshape(rows, -1)).reshape(w.shape).astype(w.dtype) for g, w in zip(grads, ws)]
     dx = sum(jnp.einsum("btnh,dnh->btd", g, w) for g, w in zip(grads, ws))

@@ -140,15 +140,18 @@ def problems(config, n_devices: int | None = None) -> list[str]:
 
 
 def _attention_problems(cfg) -> list[str]:
-    """cuDNN attention needs a GPU and 16-bit q, k, v (checked where the run's JAX is up)."""
-    import jax
-
+    """cuDNN attention needs a GPU and 16-bit q, k, v; splash a TPU (checked where the run's JAX
+    is up, or under slmjax.model.platform.target for a deviceless compilation)."""
+    from slmjax.model import platform
     from slmjax.model.config import resolve_dtype
 
+    backend = platform.backend()
+    if cfg.attention == "splash" and backend != "tpu":
+        return [f"model.attention=splash needs a TPU; this run is on {backend}"]
     if cfg.attention != "cudnn":
         return []
-    if jax.default_backend() != "gpu":
-        return [f"model.attention=cudnn needs a GPU; this run is on {jax.default_backend()}"]
+    if backend != "gpu":
+        return [f"model.attention=cudnn needs a GPU; this run is on {backend}"]
     if resolve_dtype(cfg.dtype) not in ("bfloat16", "float16"):
         return [f"model.attention=cudnn needs model.dtype bfloat16 or auto, got {cfg.dtype}"]
     return []

@@ -1,0 +1,26 @@
+"""The platform the model is traced for: the running backend, or the one a deviceless
+compilation targets (tools/compile_tpu.py traces the TPU program on a CPU-only host)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+
+_target: str | None = None
+
+
+def backend() -> str:
+    """"cpu", "gpu" or "tpu": what the traced program will run on."""
+    return _target or jax.default_backend()
+
+
+@contextlib.contextmanager
+def target(platform: str):
+    """Trace the model for `platform` (e.g. "tpu") whatever this process runs on."""
+    global _target
+    before, _target = _target, platform
+    try:
+        yield
+    finally:
+        _target = before

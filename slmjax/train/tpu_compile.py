@@ -1,0 +1,154 @@
+"""The training step compiled for a TPU slice on a host without one (deviceless AOT compilation).
+
+libtpu's compiler runs on any x86-64 Linux host: given a topology ("v4:4x2x2", 16 chips) it lays
+out the TPU devices, and the sharded step lowers and compiles for them as it would on the slice.
+What comes back is what a launch needs to know before it books the slice: whether the step fits
+the chips' HBM (XLA's own accounting: state, temporaries, code) and how many FLOPs each chip
+runs, against the step's counted FLOPs (a ratio far above 1 is work duplicated across chips).
+
+libtpu is looked up as a Python module, else under `.venv/tpu-compiler` of this checkout
+(`make tpu-compiler` puts it there; outside the venv's import path, so that no other process of
+this checkout starts a TPU runtime).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+
+from slmjax.model import attention, platform
+from slmjax.model.config import resolve_dtype
+from slmjax.train import sharding
+from slmjax.train.flops import flops_per_token
+from slmjax.train.mesh import make_mesh
+from slmjax.train.step import abstract_train_state, make_train_step
+from slmjax.train.validate import model_config, validate
+
+LIBTPU_DIR = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "tpu-compiler")
+HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}  # per chip, nominal
+_ACCELERATOR = re.compile(r"^(v4|v5p|v5litepod|v5e|v6e)-([1-9][0-9]*)$")
+_TOPOLOGY = re.compile(r"^(v4|v5p|v5e|v6e):[1-9][0-9]*(x[1-9][0-9]*){1,2}$")
+_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)")
+
+
+class TpuCompileError(ValueError):
+    """A TPU type, topology or config that cannot be compiled for (one line)."""
+
+
+def topology(tpu: str) -> str:
+    """Topology name of an accelerator type (v4-32 -> v4:4x2x2; v5e-16 or v5litepod-16 -> v5e:4x4)
+    or a topology name itself ("v4:2x2x4")."""
+    if _TOPOLOGY.match(tpu):
+        return tpu
+    m = _ACCELERATOR.match(tpu)
+    if not m:
+        raise TpuCompileError(f"--tpu={tpu!r}: not an accelerator type (v4-32, v5p-16, v5e-16, "
+                              "v5litepod-16, v6e-8) nor a topology (v4:2x2x4)")
+    gen, n = m[1], int(m[2])
+    chips = n // 2 if gen in ("v4", "v5p") else n  # v4/v5p count TensorCores, two per chip
+    dims = [1, 1, 1] if gen in ("v4", "v5p") else [1, 1]
+    if chips < 4 or chips & (chips - 1):
+        raise TpuCompileError(f"--tpu={tpu}: {chips} chips; a slice of 4, 8, 16, ... chips (a power "
+                              "of 2) can be laid out here, or give its topology (e.g. v4:2x2x4)")
+    i = 0
+    while math.prod(dims) < chips:
+        dims[i % len(dims)] *= 2
+        i += 1
+    return f"{'v5e' if gen == 'v5litepod' else gen}:{'x'.join(map(str, dims))}"
+
+
+def _libtpu_path() -> str:
+    try:
+        import libtpu
+        return libtpu.get_library_path()
+    except ImportError:
+        path = os.path.join(os.path.abspath(LIBTPU_DIR), "libtpu", "libtpu.so")
+        if os.path.isfile(path):
+            return path
+    raise TpuCompileError("libtpu is not installed: `make tpu-compiler` (pip install libtpu into "
+                          ".venv/tpu-compiler)")
+
+
+def tpu_devices(tpu: str) -> list:
+    """The devices of a TPU slice's topology, one per chip (megacore on v4/v5p), no TPU needed."""
+    from jax.experimental import topologies
+
+    name = topology(tpu)
+    os.environ.setdefault("TPU_LIBRARY_PATH", _libtpu_path())
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server to ask here
+    kw = {"chip_config_name": "megacore"} if name.startswith(("v4", "v5p")) else {}
+    try:
+        return list(topologies.get_topology_desc(topology_name=name, platform="tpu", **kw).devices)
+    except Exception as e:  # libtpu's refusals are RuntimeErrors / XlaRuntimeErrors
+        raise TpuCompileError(f"--tpu={tpu}: libtpu has no topology {name}: {str(e).splitlines()[0]}")
+
+
+def oom_sizes(message: str) -> tuple[float, float] | None:
+    """(temporaries asked for, HBM available) in bytes from libtpu's out-of-memory refusal; None
+    for any other error."""
+    m = _OOM.search(message)
+    if not m:
+        return None
+    return tuple(float(m[i]) * 1024 ** "_KMGT".index(m[i + 1] or "_") for i in (1, 3))
+
+
+def _batch(config, mesh) -> dict:
+    """ShapeDtypeStructs of one global batch as the loop feeds it."""
+    b, t = int(config.train.batch_size), int(config.data.seq_len)
+    names = ["inputs", "targets", "weights"]
+    if config.data.get("mode") == "packed":
+        names += ["positions", "segment_ids"]
+    sh = sharding.batch_sharding(mesh)
+    return {k: jax.ShapeDtypeStruct((b, t), jnp.float32 if k == "weights" else jnp.int32, sharding=sh)
+            for k in names}
+
+
+def compile_step(config, devices) -> dict:
+    """Compiles the config's train step for `devices` (from tpu_devices). Returns per chip:
+    fits, state / temporaries / code / total bytes (XLA's accounting; on an out-of-memory refusal
+    only the temporaries it asked for and the HBM it had), compiler and counted FLOPs."""
+    n, kind = len(devices), devices[0].device_kind
+    with platform.target("tpu"):
+        validate(config, n)
+        mesh = make_mesh(config.mesh, devices)
+        step = make_train_step(config, mesh)
+        traced = step.trace(abstract_train_state(config, mesh), _batch(config, mesh))
+        lowered = traced.lower()
+        cfg = model_config(config)
+        kernel = attention.resolve(cfg.attention, resolve_dtype(cfg.dtype))
+    b, t = int(config.train.batch_size), int(config.data.seq_len)
+    out = {"chips": n, "device_kind": kind, "mesh": dict(mesh.shape),
+           "batch_size": b, "micro_batches": int(config.train.micro_batches),
+           "attention": kernel, "remat": cfg.remat,
+           "counted_flops_per_chip": flops_per_token(cfg, t)["6n_attn"] * b * t / n,
+           "hbm_bytes": HBM_GIB[kind] * 2 ** 30 if kind in HBM_GIB else None}
+    try:
+        compiled = lowered.compile()
+    except Exception as e:  # XlaRuntimeError; only an out-of-memory refusal is a result
+        sizes = oom_sizes(str(e))
+        if sizes is None:
+            raise
+        return {**out, "fits": False, "temp_bytes": sizes[0], "hbm_bytes": sizes[1],
+                "state_bytes": None, "code_bytes": None, "total_bytes": None, "compiler_flops_per_chip": None}
+    mem, cost = compiled.memory_analysis(), compiled.cost_analysis() or {}
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+             + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
+    # A scan's body is costed once: with micro-batches the compiler's count is one micro-batch's.
+    flops = cost.get("flops") if out["micro_batches"] == 1 else None
+    return {**out, "fits": True, "state_bytes": mem.argument_size_in_bytes, "temp_bytes": mem.temp_size_in_bytes,
+            "code_bytes": mem.generated_code_size_in_bytes, "total_bytes": total,
+            "compiler_flops_per_chip": flops}
+
+
+def micro_batch_choices(config, n_devices: int) -> list[int]:
+    """Micro-batch counts that split the batch evenly over the mesh's batch shards, fewest first."""
+    from slmjax.train.validate import mesh_shape
+
+    shape = mesh_shape(config, n_devices)
+    shards = shape["data"] * shape["fsdp"]
+    b = int(config.train.batch_size)
+    return [m for m in range(1, b + 1) if b % m == 0 and (b // m) % shards == 0]

@@ -1,0 +1,111 @@
+"""Does each model size's training step fit a TPU slice? Compiled for the slice, on this host.
+
+    make tpu-compiler   # once: libtpu (the TPU compiler) into .venv/tpu-compiler
+    python tools/compile_tpu.py --tpu=v4-32 --sizes=s20m,s85m,s155m
+
+For each size, the sharded train step (configs/train.py:SIZE, the paper's batch) is compiled by
+libtpu for the slice's topology, with no TPU attached (slmjax.train.tpu_compile). With
+--micro_batches=0 the fewest micro-batches whose step fits the chips' HBM are searched for (each
+try is one compilation). Prints a table per chip: state (params + AdamW), XLA's temporaries,
+total against the HBM, and the compiler's FLOPs against the counted 6N + 12LHQT/2 FLOPs (1.0x:
+no work duplicated; Pallas attention kernels are outside the compiler's count, so below 1 with
+splash). The last line is one JSON list of the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+import benchcli  # tools/, beside this script
+
+_TPU = flags.DEFINE_string("tpu", "v4-32", "Accelerator type (v4-32, v5p-16, v5e-16, v6e-8) or topology (v4:2x2x4).")
+_SIZES = flags.DEFINE_list("sizes", ["s20m", "s85m", "s155m", "s309m", "s823m"], "Model sizes of configs/train.py.")
+benchcli.choices("sizes", ("tiny", "s20m", "s85m", "s155m", "s309m", "s823m"), required=True)
+_CONFIG = flags.DEFINE_string("train_config", "configs/train.py", "Training config file (get_config(SIZE)).")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Global sequences per update; 0 = the config's (the paper's).",
+                              lower_bound=0)
+_MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient-accumulation micro-batches; 0 = the fewest that fit.",
+                              lower_bound=0)
+_REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"], "model.remat.")
+_ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "splash", "xla"], "model.attention (auto: splash).")
+_MESH = flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 fills); empty = the config's (FSDP over all chips).")
+
+GIB = 2 ** 30
+
+
+def _config(size: str):
+    from slmjax.launch import trainconf
+
+    sets = [("model.remat", _REMAT.value), ("model.attention", _ATTENTION.value)]
+    if _BATCH.value:
+        sets.append(("train.batch_size", _BATCH.value))
+    if _MESH.value:
+        try:
+            d, f, t = (int(x) for x in _MESH.value.split(","))
+        except ValueError:
+            benchcli.fail(f"--mesh={_MESH.value!r}: give data,fsdp,tensor, e.g. 1,-1,1")
+        sets += [("mesh.data", d), ("mesh.fsdp", f), ("mesh.tensor", t)]
+    return trainconf.load(_CONFIG.value, size, sets)
+
+
+def _fit(config, devices) -> dict:
+    """The compiled step at --micro_batches, or the first of the valid counts that fits."""
+    from slmjax.train.tpu_compile import compile_step, micro_batch_choices
+
+    if _MICRO.value:
+        config.train.micro_batches = _MICRO.value
+        return compile_step(config, devices)
+    row = None
+    for m in micro_batch_choices(config, len(devices)):
+        config.train.micro_batches = m
+        row = compile_step(config, devices)
+        print(f"  {config.model.size}: micro_batches={m} {'fits' if row['fits'] else 'does not fit'}",
+              file=sys.stderr, flush=True)
+        if row["fits"]:
+            break
+    return row
+
+
+def _gib(x) -> str:
+    return "-" if x is None else f"{x / GIB:.2f}"
+
+
+def main(argv):
+    del argv
+    from slmjax.launch.grid import SweepError
+    from slmjax.train.tpu_compile import TpuCompileError, topology, tpu_devices
+    from slmjax.train.validate import ConfigError
+
+    try:
+        devices = tpu_devices(_TPU.value)
+    except TpuCompileError as e:
+        benchcli.fail(str(e))
+    rows = []
+    for size in _SIZES.value:
+        try:
+            row = _fit(_config(size), devices)
+        except (ConfigError, SweepError) as e:
+            benchcli.fail(f"{size}: " + str(e).replace("\n", "; "))
+        if row is None:
+            benchcli.fail(f"{size}: no micro-batch count splits its batch over {len(devices)} chips")
+        rows.append({"size": size, "tpu": _TPU.value, "topology": topology(_TPU.value), **row})
+    kind = devices[0].device_kind
+    print(f"\n{_TPU.value} ({topology(_TPU.value)}): {len(devices)} x {kind}; per chip, GiB; "
+          f"attention {rows[0]['attention']}, remat {rows[0]['remat']}")
+    print("| size | mesh (d,f,t) | batch | micro | state | temporaries | total | HBM | fits | compiler / counted FLOPs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mesh = ",".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
+        ratio = (f"{r['compiler_flops_per_chip'] / r['counted_flops_per_chip']:.2f}x"
+                 if r["compiler_flops_per_chip"] else "-")
+        print(f"| {r['size']} | {mesh} | {r['batch_size']} | {r['micro_batches']} | {_gib(r['state_bytes'])} | "
+              f"{_gib(r['temp_bytes'])} | {_gib(r['total_bytes'])} | {_gib(r['hbm_bytes'])} | "
+              f"{'yes' if r['fits'] else 'no'} | {ratio} |")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=benchcli.parse_flags)
