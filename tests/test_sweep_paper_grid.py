@@ -117,6 +117,25 @@ def test_local_dry_run_prints_runnable_commands(paper):
     assert cmd[2] == f"--workdir={root}/s85m_d2.7e9"
 
 
+def test_v4_32_layout_runs_51_of_52_on_its_16_chips(tmp_path):
+    """paper_grid.py:v4-32: 309M over 4 FSDP x 4 tensor shards in 3 micro-batches, 823M over 8 x 2
+    in 19 (the layouts tools/compile_tpu.py compiled to fit 32 GiB chips); every update keeps the
+    paper's batch. Only the 494-sequence run does not divide, and the sweep refuses it by name."""
+    args = ["--config=configs/sweeps/paper_grid.py:v4-32", f"--root={tmp_path}", "--config.data_path=/data/units",
+            "--launcher=tpu", "--tpu_name=v4", "--zone=z", "--tpu_type=v4-32", "--dry_run"]
+    rows, n_runs, cmds = parse(sweep(*args, r"--only=^(?!s823m_d5\.3e10$)"))
+    assert n_runs == len(cmds) == 51 and "s823m_d5.3e10" not in rows
+    for key, cmd in cmds.items():
+        size = key.split("_")[0]
+        layout = {"s309m": ("4", "4", "3"), "s823m": ("8", "2", "19")}.get(size)
+        got = tuple(cmd.get(f) for f in ("mesh.fsdp", "mesh.tensor", "train.micro_batches"))
+        assert got == (layout or (None, None, None)), key
+        assert int(cmd["train.batch_size"]) == int(rows[key]["batch"])
+    proc = subprocess.run([sys.executable, "-m", "slmjax.launch.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 1 and "slmjax-sweep: s823m_d5.3e10: train.batch_size=494" in proc.stderr
+
+
 def test_unigram_grid_has_the_coarse_vocabulary(tmp_path):
     out = sweep("--config=configs/sweeps/unigram_grid.py", f"--root={tmp_path}", "--dry_run")
     assert out.startswith("# note: unigram_grid trains on a unit dataset")

@@ -6,10 +6,9 @@
 For each size, the sharded train step (configs/train.py:SIZE, the paper's batch) is compiled by
 libtpu for the slice's topology, with no TPU attached (slmjax.train.tpu_compile). With
 --micro_batches=0 the fewest micro-batches whose step fits the chips' HBM are searched for (each
-try is one compilation). Prints a table per chip: state (params + AdamW), XLA's temporaries,
-total against the HBM, and the compiler's FLOPs against the counted 6N + 12LHQT/2 FLOPs (1.0x:
-no work duplicated; Pallas attention kernels are outside the compiler's count, so below 1 with
-splash). The last line is one JSON list of the rows.
+try is one compilation). Prints a table per chip: state (params + AdamW), XLA's temporaries and
+generated code, total against the HBM. The last line is one JSON list of the rows (with XLA's
+FLOPs per chip beside the counted ones: slmjax.train.tpu_compile says how far to read them).
 """
 
 from __future__ import annotations
@@ -95,15 +94,13 @@ def main(argv):
     kind = devices[0].device_kind
     print(f"\n{_TPU.value} ({topology(_TPU.value)}): {len(devices)} x {kind}; per chip, GiB; "
           f"attention {rows[0]['attention']}, remat {rows[0]['remat']}")
-    print("| size | mesh (d,f,t) | batch | micro | state | temporaries | total | HBM | fits | compiler / counted FLOPs |")
+    print("| size | mesh (d,f,t) | batch | micro | state | temporaries | code | total | HBM | fits |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mesh = ",".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
-        ratio = (f"{r['compiler_flops_per_chip'] / r['counted_flops_per_chip']:.2f}x"
-                 if r["compiler_flops_per_chip"] else "-")
         print(f"| {r['size']} | {mesh} | {r['batch_size']} | {r['micro_batches']} | {_gib(r['state_bytes'])} | "
-              f"{_gib(r['temp_bytes'])} | {_gib(r['total_bytes'])} | {_gib(r['hbm_bytes'])} | "
-              f"{'yes' if r['fits'] else 'no'} | {ratio} |")
+              f"{_gib(r['temp_bytes'])} | {_gib(r['code_bytes'])} | {_gib(r['total_bytes'])} | "
+              f"{_gib(r['hbm_bytes'])} | {'yes' if r['fits'] else 'no'} |")
     print(json.dumps(rows))
 
 

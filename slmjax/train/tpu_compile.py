@@ -3,8 +3,11 @@
 libtpu's compiler runs on any x86-64 Linux host: given a topology ("v4:4x2x2", 16 chips) it lays
 out the TPU devices, and the sharded step lowers and compiles for them as it would on the slice.
 What comes back is what a launch needs to know before it books the slice: whether the step fits
-the chips' HBM (XLA's own accounting: state, temporaries, code) and how many FLOPs each chip
-runs, against the step's counted FLOPs (a ratio far above 1 is work duplicated across chips).
+the chips' HBM (XLA's own accounting: state, temporaries, code). Also the FLOPs XLA's cost
+analysis gives each chip, beside the step's counted FLOPs per chip: with XLA's attention on v4 or
+v5e the two agree to ~1.09x (the masked half of the scores), and work duplicated across chips
+shows as a multiple; Pallas kernels (splash) are outside XLA's count, and v6e's count is ~1.8x
+at the tiny model's shapes, so it is a check, not a FLOP counter.
 
 libtpu is looked up as a Python module, else under `.venv/tpu-compiler` of this checkout
 (`make tpu-compiler` puts it there; outside the venv's import path, so that no other process of
@@ -80,6 +83,7 @@ def tpu_devices(tpu: str) -> list:
     name = topology(tpu)
     os.environ.setdefault("TPU_LIBRARY_PATH", _libtpu_path())
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server to ask here
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compilers only: no chip to lock
     kw = {"chip_config_name": "megacore"} if name.startswith(("v4", "v5p")) else {}
     try:
         return list(topologies.get_topology_desc(topology_name=name, platform="tpu", **kw).devices)
