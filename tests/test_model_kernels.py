@@ -95,6 +95,91 @@ def test_splash_tiles():
     assert tiling(1536, 1024) == (1536, 512)
     assert tiling(37, 512) == (128, 128)
     assert tiling(640, 100) == (640, 128)
+    # Only multiples of 128: the kernel refuses a block of 192 or 320 even where it divides.
+    assert tiling(384, 192) == (384, 128)
+    assert tiling(640, 320) == (640, 128)
+    assert tiling(768, 384) == (768, 384)
+    for t, block in [(1, 1), (128, 512), (300, 96), (1000, 700), (2050, 1000)]:
+        padded, b = tiling(t, block)
+        assert padded >= t and padded % b == 0 and b % 128 == 0
+
+
+def test_splash_runs_with_a_block_that_is_not_a_multiple_of_128():
+    q = jnp.ones((1, 384, 1, 16))
+    assert splash_causal_attention(q, q, q, None, 192).shape == q.shape
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("b, t", [(1, 1), (1, 128), (2, 256)])
+def test_splash_edge_lengths_match_torch_float64(b, t):
+    """One token (padded to 128), and lengths that need no padding (one tile; two tiles of 128)."""
+    rng = np.random.default_rng(6)
+    q, k, v, w = (rng.normal(size=(b, t, N, H)).astype(np.float32) for _ in range(4))
+    ref = torch_reference(q, k, v, w, None)
+
+    def loss(q, k, v):
+        return jnp.sum(splash_causal_attention(q, k, v, None, 128) * w)
+
+    out = splash_causal_attention(q, k, v, None, 128)
+    grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    for ours, theirs in zip([out, *grads], ref):
+        assert ours.shape == theirs.shape
+        assert np.abs(np.asarray(ours, np.float64) - theirs).max() <= 1e-5 * max(np.abs(theirs).max(), 1)
+
+
+# Row 0: one-token first and last segments; row 1: ids 3 and 4 each in two separate runs.
+EDGE_SEGMENTS = np.array([[1] + [2] * 35 + [3],
+                          [3] * 9 + [4] * 1 + [3] * 12 + [4] * 15])
+
+
+def test_kernels_agree_on_segment_ids_by_equality():
+    """Splash, blockwise and the XLA path all mask by id equality: a token attends to earlier
+    tokens of its id even across another segment's run (row 1), unlike ids relabelled per run."""
+    q, k, v, _ = _inputs(7)
+    seg = jnp.asarray(EDGE_SEGMENTS)
+    ref = causal_attention(q, k, v, seg, impl="xla")
+    for impl in ("blockwise", "splash"):
+        ours = causal_attention(q, k, v, seg, impl=impl, block=16 if impl == "blockwise" else 128)
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    runs = jnp.asarray(np.cumsum(np.diff(EDGE_SEGMENTS, prepend=-1, axis=1) != 0, axis=1))
+    by_run = causal_attention(q, k, v, runs, impl="xla")
+    assert np.allclose(by_run[0], ref[0]) and not np.allclose(by_run[1], ref[1])
+
+
+def test_splash_bfloat16_stays_close_to_float32():
+    """bfloat16 q, k, v (with segments): bfloat16 output and gradients within bfloat16 rounding of
+    the float32 blockwise kernel's on the same (rounded) inputs."""
+    q, k, v, w = _inputs(8)
+    seg = jnp.asarray(EDGE_SEGMENTS)
+    bf = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+    f32 = [x.astype(jnp.float32) for x in bf]
+
+    def run(kernel, block, args):
+        def loss(q, k, v):
+            return jnp.sum(kernel(q, k, v, seg, block).astype(jnp.float32) * w)
+        return [kernel(*args, seg, block), *jax.grad(loss, argnums=(0, 1, 2))(*args)]
+
+    ours = run(splash_causal_attention, 128, bf)
+    ref = run(blockwise_causal_attention, 16, f32)
+    for a, r in zip(ours, ref):
+        assert a.dtype == jnp.bfloat16
+        r = np.asarray(r, np.float64)
+        assert np.abs(np.asarray(a, np.float64) - r).max() < 0.02 * np.abs(r).max()
+
+
+@pytest.mark.parametrize("backend, dtype, kernel", [
+    ("cpu", jnp.float32, "blockwise"), ("cpu", jnp.bfloat16, "blockwise"),
+    ("gpu", jnp.float32, "xla"), ("gpu", jnp.bfloat16, "cudnn"), ("gpu", jnp.float16, "cudnn"),
+    ("tpu", jnp.float32, "splash"), ("tpu", jnp.bfloat16, "splash")])
+def test_auto_resolves_per_traced_platform_and_dtype(backend, dtype, kernel):
+    from slmjax.model import platform
+    from slmjax.model.attention import resolve
+
+    with platform.target(backend):
+        assert resolve("auto", dtype) == kernel
+        assert resolve("auto", jnp.dtype(dtype)) == kernel
+        for impl in ("xla", "cudnn", "blockwise", "splash"):
+            assert resolve(impl, dtype) == impl
 
 
 def test_dispatch_and_bfloat16_inputs_stay_close():

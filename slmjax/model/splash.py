@@ -25,12 +25,12 @@ _LANE = 128  # the kernel's smallest tile
 
 def tiling(t: int, block: int) -> tuple[int, int]:
     """(padded length, block): the length rounded up to a multiple of 128, and the largest of
-    block, block/2, ... (at least 128) that divides it."""
+    block, block/2, ... that is a multiple of 128 and divides it (128 if none is)."""
     padded = -(-t // _LANE) * _LANE
-    b = max(_LANE, int(block))
-    while b > _LANE and padded % b:
+    b = int(block)
+    while b > _LANE and (b % _LANE or padded % b):  # the kernel refuses blocks of 192, 320, ...
         b //= 2
-    return padded, b if padded % b == 0 else _LANE
+    return padded, b if b > _LANE else _LANE
 
 
 def _kernel(n_heads: int, length: int, block: int):
