@@ -22,15 +22,15 @@ HEADS = ("batch", None, "heads", None)    # [B, T, N, H]
 def logical_to_spec(axes, shape, mesh, rules) -> jax.sharding.PartitionSpec:
     """PartitionSpec of an array with logical `axes` under `rules` ((logical, mesh axes) pairs).
 
-    Mesh axes of size 1 are dropped; a dimension whose size is not divisible by its mesh axes
-    stays replicated.
+    Mesh axes of size 1 (or not in the mesh) are dropped; a dimension whose size is not
+    divisible by its mesh axes stays replicated.
     """
     table = dict(rules)
     spec = []
     for name, size in zip(axes, shape):
         target = table.get(name)
         names = (target,) if isinstance(target, str) else tuple(target or ())
-        names = tuple(a for a in names if mesh.shape[a] > 1)  # size-1 axes shard nothing
+        names = tuple(a for a in names if mesh.shape.get(a, 1) > 1)  # size-1 axes shard nothing
         n = 1
         for a in names:
             n *= mesh.shape[a]
@@ -44,9 +44,9 @@ def logical_to_spec(axes, shape, mesh, rules) -> jax.sharding.PartitionSpec:
 def context_spec(axes, shape):
     """(abstract mesh, PartitionSpec of `shape` with logical `axes`) when a mesh of more than one
     device and the logical-axis rules are in context (slmjax.train.sharding.model_context);
-    (None, None) otherwise."""
+    (None, None) otherwise, and inside `shard_map` (manual axes: the arrays are per device)."""
     mesh, rules = jax.sharding.get_abstract_mesh(), flax_spmd.get_logical_axis_rules()
-    if mesh.empty or mesh.size == 1 or not rules:
+    if mesh.empty or mesh.size == 1 or not rules or jax.sharding.AxisType.Manual in mesh.axis_types:
         return None, None
     return mesh, logical_to_spec(axes, shape, mesh, rules)
 

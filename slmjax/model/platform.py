@@ -17,8 +17,14 @@ def backend() -> str:
 
 @contextlib.contextmanager
 def target(platform: str):
-    """Trace the model for `platform` (e.g. "tpu") whatever this process runs on."""
+    """Trace the model for `platform` ("cpu", "gpu" or "tpu") whatever this process runs on.
+
+    Only traces made inside the context see it: a function jitted and traced before is not traced
+    again (jit's cache knows nothing of the target), so build the jitted function inside.
+    """
     global _target
+    if platform not in ("cpu", "gpu", "tpu"):
+        raise ValueError(f"unknown platform {platform!r}: expected cpu, gpu or tpu")
     before, _target = _target, platform
     try:
         yield
