@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from slmjax.train import tpu_compile
-from slmjax.train.tpu_compile import TpuCompileError, oom_sizes, topology
+from slmjax.train.tpu_compile import TpuCompileError, accelerator_type, oom_sizes, topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,9 +28,10 @@ def _has_libtpu() -> bool:
 needs_libtpu = pytest.mark.skipif(not _has_libtpu(), reason="libtpu not installed (make tpu-compiler)")
 
 
-def _run(args, code=None):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+def _run(args, code=None, **env_vars):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("TPU_")}
     env["PYTHONPATH"] = ROOT + os.pathsep + os.path.join(ROOT, "tools")
+    env.update(env_vars)
     cmd = [sys.executable] + (["-c", code] if code else [os.path.join(ROOT, "tools", "compile_tpu.py")]) + args
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 
@@ -55,7 +56,19 @@ def test_out_of_memory_refusal_is_read():
     msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
            "(63.92G) exceeds available HBM (15.75G).")
     assert oom_sizes(msg) == (63.92 * 2 ** 30, 15.75 * 2 ** 30)
+    assert oom_sizes(msg.replace("63.92G", "512.00M").replace("15.75G", "1.5KiB")) == (512 * 2 ** 20, 1536)
+    assert oom_sizes(msg.replace("63.92G", "900B")) == (900, 15.75 * 2 ** 30)
+    # Its other form (the whole program over the HBM) is one too.
+    assert oom_sizes("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space "
+                     "hbm. Used 40.50G of 15.75G hbm. Exceeded hbm capacity by 24.75G.") == \
+        (40.5 * 2 ** 30, 15.75 * 2 ** 30)
     assert oom_sizes("INTERNAL: something else") is None
+
+
+@pytest.mark.parametrize("name, kind", [("v4:4x2x2", "v4-32"), ("v5p:2x2x2", "v5p-16"), ("v5e:2x2", "v5litepod-4"),
+                                        ("v6e:4x2", "v6e-8")])
+def test_topologies_name_their_accelerator_type(name, kind):
+    assert accelerator_type(name) == kind
 
 
 _COMPILE = """
@@ -111,3 +124,82 @@ def test_tool_refuses_a_bad_slice_in_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip() == "compile_tpu.py: --tpu=v4-4: 2 chips; a slice of 4, 8, 16, ... chips " \
                                   "(a power of 2) can be laid out here, or give its topology (e.g. v4:2x2x4)"
+
+
+def _one_line(proc, *parts):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(p in lines[0] for p in parts), proc.stderr[-3000:]
+
+
+@needs_libtpu
+def test_tool_refuses_a_topology_libtpu_rejects_in_one_line():
+    """Without TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES libtpu printed six lines of its own."""
+    _one_line(_run(["--tpu=v5e:1x1", "--sizes=tiny"]), "--tpu=v5e:1x1: libtpu has no topology v5e:1x1")
+
+
+@needs_libtpu
+def test_tool_refuses_a_config_in_one_line():
+    _one_line(_run(["--tpu=v5e-4", "--sizes=tiny", "--mesh=1,2,1"]),
+              "tiny: mesh data*fsdp*tensor = 1*2*1 = 2 does not match the 4 available devices")
+
+
+@needs_libtpu
+def test_a_stale_library_path_is_replaced():
+    """A TPU_LIBRARY_PATH to no file (which jax's import warns of) is replaced by the libtpu found;
+    it was kept, and the slice had 'no topology' (JAX TPU support not installed)."""
+    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--mesh=1,2,1"], TPU_LIBRARY_PATH="/nonexistent/libtpu.so")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("compile_tpu.py: tiny: mesh data*fsdp*tensor = 1*2*1 = 2 "
+                                                     "does not match the 4 available devices"), proc.stderr[-3000:]
+
+
+def test_tool_without_libtpu_says_so_in_one_line():
+    code = ("import runpy, sys; sys.modules['libtpu'] = None\n"
+            "from slmjax.train import tpu_compile; tpu_compile.LIBTPU_DIR = '/nonexistent'\n"
+            "sys.argv[0] = 'compile_tpu.py'; runpy.run_path('tools/compile_tpu.py', run_name='__main__')")
+    _one_line(_run(["--tpu=v5e-4", "--sizes=tiny"], code=code), "libtpu is not installed: `make tpu-compiler`")
+
+
+def _strict_json(line):
+    return json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the JSON line"))
+
+
+@needs_libtpu
+def test_out_of_memory_row_gives_the_total_asked():
+    """libtpu's figure is the whole program's (state and temporaries), so it is the row's total."""
+    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--batch_size=65536"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    row = _strict_json(lines[-1])[0]
+    assert not row["fits"] and row["total_bytes"] > row["hbm_bytes"] > 15 * 2 ** 30
+    assert row["state_bytes"] is row["temp_bytes"] is row["code_bytes"] is row["compiler_flops_per_chip"] is None
+    assert any(ln.startswith("| tiny | 1,4,1 | 65536 | 1 | - | - | - | ") and ln.endswith("| 15.75 | no |")
+               for ln in lines)
+
+
+_BIG = """
+import importlib.util
+spec = importlib.util.spec_from_file_location("train_config", {path!r})
+base = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(base)
+
+
+def get_config(arg):
+    c = base.get_config(arg)
+    c.model.dim, c.model.n_heads = 7168, 56  # replicated state: 13.9 GiB per chip
+    return c
+"""
+
+
+@needs_libtpu
+def test_micro_batch_search_says_when_nothing_fits(tmp_path):
+    config = tmp_path / "big.py"
+    config.write_text(_BIG.format(path=os.path.join(ROOT, "configs", "train.py")))
+    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--mesh=4,1,1", "--batch_size=4",
+                 "--micro_batches=0", f"--train_config={config}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tiny: micro_batches=1 does not fit (" in proc.stderr
+    assert "tiny: fits at no micro-batch count (1); its row is micro_batches=1" in proc.stderr
+    row = _strict_json(proc.stdout.strip().splitlines()[-1])[0]
+    assert not row["fits"] and row["micro_batches"] == 1 and row["total_bytes"] > row["hbm_bytes"]

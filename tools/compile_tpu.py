@@ -57,14 +57,18 @@ def _fit(config, devices) -> dict:
     if _MICRO.value:
         config.train.micro_batches = _MICRO.value
         return compile_step(config, devices)
-    row = None
-    for m in micro_batch_choices(config, len(devices)):
+    choices, row = micro_batch_choices(config, len(devices)), None
+    for m in choices:
         config.train.micro_batches = m
         row = compile_step(config, devices)
-        print(f"  {config.model.size}: micro_batches={m} {'fits' if row['fits'] else 'does not fit'}",
+        print(f"  {config.model.size}: micro_batches={m} " + ("fits" if row["fits"] else
+              f"does not fit ({_gib(row['total_bytes'])} of {_gib(row['hbm_bytes'])} GiB)"),
               file=sys.stderr, flush=True)
         if row["fits"]:
             break
+    if row is not None and not row["fits"]:
+        print(f"  {config.model.size}: fits at no micro-batch count ({', '.join(map(str, choices))}); "
+              f"its row is micro_batches={row['micro_batches']}", file=sys.stderr, flush=True)
     return row
 
 
@@ -89,7 +93,8 @@ def main(argv):
         except (ConfigError, SweepError) as e:
             benchcli.fail(f"{size}: " + str(e).replace("\n", "; "))
         if row is None:
-            benchcli.fail(f"{size}: no micro-batch count splits its batch over {len(devices)} chips")
+            benchcli.fail(f"{size}: no micro-batch count splits its batch over the mesh's batch shards "
+                          "(mesh.data * mesh.fsdp)")
         rows.append({"size": size, "tpu": _TPU.value, "topology": topology(_TPU.value), **row})
     kind = devices[0].device_kind
     print(f"\n{_TPU.value} ({topology(_TPU.value)}): {len(devices)} x {kind}; per chip, GiB; "

@@ -35,11 +35,21 @@ LIBTPU_DIR = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "tpu-c
 HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}  # per chip, nominal
 _ACCELERATOR = re.compile(r"^(v4|v5p|v5litepod|v5e|v6e)-([1-9][0-9]*)$")
 _TOPOLOGY = re.compile(r"^(v4|v5p|v5e|v6e):[1-9][0-9]*(x[1-9][0-9]*){1,2}$")
-_OOM = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM \(([\d.]+)([KMGT]?)\)")
+_SIZE = r"([\d.]+) ?([KMGTPE]?)(?:i?B)?"  # libtpu writes 63.92G; also read 512B, 1.5KiB, 2.00GiB
+# libtpu's out-of-memory refusals: (asked, available) for the whole program (state and temporaries).
+_OOM = (re.compile(rf"required for HLO temporaries \({_SIZE}\) exceeds available HBM \({_SIZE}\)"),
+        re.compile(rf"Used {_SIZE} of {_SIZE} hbm"))
 
 
 class TpuCompileError(ValueError):
     """A TPU type, topology or config that cannot be compiled for (one line)."""
+
+
+def accelerator_type(name: str) -> str:
+    """Accelerator type of a topology name (v4:4x2x2 -> v4-32, v5e:2x2 -> v5litepod-4)."""
+    gen, dims = name.split(":")
+    chips = math.prod(int(d) for d in dims.split("x"))
+    return f"{'v5litepod' if gen == 'v5e' else gen}-{chips * 2 if gen in ('v4', 'v5p') else chips}"
 
 
 def topology(tpu: str) -> str:
@@ -81,8 +91,12 @@ def tpu_devices(tpu: str) -> list:
     from jax.experimental import topologies
 
     name = topology(tpu)
-    os.environ.setdefault("TPU_LIBRARY_PATH", _libtpu_path())
+    if not os.path.isfile(os.environ.get("TPU_LIBRARY_PATH", "")):  # jax ignores a stale one
+        os.environ["TPU_LIBRARY_PATH"] = _libtpu_path()
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no GCE metadata server to ask here
+    # What the metadata server would say; unset, libtpu prints six lines of warnings on stderr.
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator_type(name))
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compilers only: no chip to lock
     kw = {"chip_config_name": "megacore"} if name.startswith(("v4", "v5p")) else {}
     try:
@@ -92,12 +106,13 @@ def tpu_devices(tpu: str) -> list:
 
 
 def oom_sizes(message: str) -> tuple[float, float] | None:
-    """(temporaries asked for, HBM available) in bytes from libtpu's out-of-memory refusal; None
-    for any other error."""
-    m = _OOM.search(message)
-    if not m:
-        return None
-    return tuple(float(m[i]) * 1024 ** "_KMGT".index(m[i + 1] or "_") for i in (1, 3))
+    """(HBM asked for: state and temporaries, HBM available) in bytes from libtpu's out-of-memory
+    refusal; None for any other error."""
+    for pattern in _OOM:
+        m = pattern.search(message)
+        if m:
+            return tuple(float(m[i]) * 1024 ** "_KMGTPE".index(m[i + 1] or "_") for i in (1, 3))
+    return None
 
 
 def _batch(config, mesh) -> dict:
@@ -114,7 +129,7 @@ def _batch(config, mesh) -> dict:
 def compile_step(config, devices) -> dict:
     """Compiles the config's train step for `devices` (from tpu_devices). Returns per chip:
     fits, state / temporaries / code / total bytes (XLA's accounting; on an out-of-memory refusal
-    only the temporaries it asked for and the HBM it had), compiler and counted FLOPs."""
+    only the total it asked for and the HBM it had), compiler and counted FLOPs."""
     n, kind = len(devices), devices[0].device_kind
     with platform.target("tpu"):
         validate(config, n)
@@ -136,8 +151,8 @@ def compile_step(config, devices) -> dict:
         sizes = oom_sizes(str(e))
         if sizes is None:
             raise
-        return {**out, "fits": False, "temp_bytes": sizes[0], "hbm_bytes": sizes[1],
-                "state_bytes": None, "code_bytes": None, "total_bytes": None, "compiler_flops_per_chip": None}
+        return {**out, "fits": False, "total_bytes": sizes[0], "hbm_bytes": sizes[1],
+                "state_bytes": None, "temp_bytes": None, "code_bytes": None, "compiler_flops_per_chip": None}
     mem, cost = compiled.memory_analysis(), compiled.cost_analysis() or {}
     total = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
              + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
