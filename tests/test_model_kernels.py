@@ -43,6 +43,24 @@ def torch_reference(q, k, v, w, segment_ids):
     return [x.detach().numpy().transpose(0, 2, 1, 3) for x in (out, q.grad, k.grad, v.grad)]
 
 
+def assert_matches_torch(kernel, inputs, segments, block):
+    """kernel(q, k, v, segment_ids, block)'s output and its gradients of sum(out * w) equal torch
+    float64 autograd's within 1e-5 of each one's largest magnitude."""
+    q, k, v, w = inputs
+    seg = SEGMENTS if segments else None
+    ref = torch_reference(q, k, v, w, seg)
+    seg_j = None if seg is None else jnp.asarray(seg)
+
+    def loss(q, k, v):
+        return jnp.sum(kernel(q, k, v, seg_j, block) * w)
+
+    out = jax.jit(lambda q, k, v: kernel(q, k, v, seg_j, block))(q, k, v)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+    for ours, theirs in zip([out, *grads], ref):
+        scale = np.abs(theirs).max()
+        assert np.abs(np.asarray(ours, np.float64) - theirs).max() < 1e-5 * scale
+
+
 @pytest.mark.torch
 @pytest.mark.parametrize("segments", [False, True])
 @pytest.mark.parametrize("block", [8, 16, 37, 64])
@@ -52,19 +70,7 @@ def test_output_and_gradients_match_torch_float64(segments, block, rows_per_step
 
     monkeypatch.setattr(blockwise, "_ROWS_PER_STEP", rows_per_step)
     assert blockwise._group(B, T) == (B if rows_per_step > B * T else 1)
-    q, k, v, w = _inputs()
-    seg = SEGMENTS if segments else None
-    ref = torch_reference(q, k, v, w, seg)
-    seg_j = None if seg is None else jnp.asarray(seg)
-
-    def loss(q, k, v):
-        return jnp.sum(blockwise_causal_attention(q, k, v, seg_j, block) * w)
-
-    out = jax.jit(lambda q, k, v: blockwise_causal_attention(q, k, v, seg_j, block))(q, k, v)
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
-    for ours, theirs in zip([out, *grads], ref):
-        scale = np.abs(theirs).max()
-        assert np.abs(np.asarray(ours, np.float64) - theirs).max() < 1e-5 * scale
+    assert_matches_torch(blockwise_causal_attention, _inputs(), segments, block)
 
 
 @pytest.mark.torch
@@ -73,19 +79,7 @@ def test_output_and_gradients_match_torch_float64(segments, block, rows_per_step
 def test_splash_output_and_gradients_match_torch_float64(segments, block):
     """TPU's kernel, interpreted: T = 37 is padded to one 128-row tile (the padded keys lie after
     every real query; the padded queries are cut off), q is pre-scaled by 1/sqrt(H)."""
-    q, k, v, w = _inputs(3)
-    seg = SEGMENTS if segments else None
-    ref = torch_reference(q, k, v, w, seg)
-    seg_j = None if seg is None else jnp.asarray(seg)
-
-    def loss(q, k, v):
-        return jnp.sum(splash_causal_attention(q, k, v, seg_j, block) * w)
-
-    out = jax.jit(lambda q, k, v: splash_causal_attention(q, k, v, seg_j, block))(q, k, v)
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
-    for ours, theirs in zip([out, *grads], ref):
-        scale = np.abs(theirs).max()
-        assert np.abs(np.asarray(ours, np.float64) - theirs).max() < 1e-5 * scale
+    assert_matches_torch(splash_causal_attention, _inputs(3), segments, block)
 
 
 def test_splash_tiles():
