@@ -167,6 +167,16 @@ def test_bad_sweeps_are_one_clear_error(change, message):
         grid.expand(tiny_sweep(**change), "/r", REPO)
 
 
+def test_missing_train_config_names_the_places_looked_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(grid.SweepError) as e:
+        trainconf.load("configs/missing.py", "tiny", [])
+    assert str(e.value) == f"train_config='configs/missing.py': no such file (looked in {tmp_path})"
+    with pytest.raises(grid.SweepError) as e:
+        trainconf.load("configs/missing.py", "tiny", [], REPO)
+    assert str(e.value).endswith(f"(looked in {tmp_path} and {REPO})")
+
+
 def test_multi_epoch_errors():
     cfg = tiny_sweep()
     cfg.multi_epoch.sizes = ("c",)

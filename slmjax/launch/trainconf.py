@@ -71,7 +71,8 @@ def load(train_config: str, arg: str, overrides: list[tuple[str, Any]],
     """get_config(arg) from the training config file, with `overrides` applied in order."""
     path = resolve_path(train_config, repo_root)
     if not os.path.isfile(path):
-        where = "" if os.path.isabs(train_config) else f" (looked in {os.getcwd()} and {repo_root})"
+        places = [os.getcwd()] + ([repo_root] if repo_root else [])
+        where = "" if os.path.isabs(train_config) else f" (looked in {' and '.join(places)})"
         raise _error(f"train_config={train_config!r}: no such file{where}")
     module = _module(path)
     try:
