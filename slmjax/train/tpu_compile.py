@@ -16,6 +16,7 @@ this checkout starts a TPU runtime).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -98,6 +99,8 @@ def tpu_devices(tpu: str) -> list:
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator_type(name))
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compilers only: no chip to lock
+    # With libtpu found, JAX's backend start-up tries a TPU runtime too and logs its failure.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     kw = {"chip_config_name": "megacore"} if name.startswith(("v4", "v5p")) else {}
     try:
         return list(topologies.get_topology_desc(topology_name=name, platform="tpu", **kw).devices)
