@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -59,6 +60,26 @@ def test_export_writes_the_release_format_exactly(run, tmp_path):
     assert [getattr(cfg2, a) for a in arch] == [getattr(cfg, a) for a in arch] and step == 2
     assert jax.tree.structure(params2) == jax.tree.structure(params)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_weights_read_back_take_this_platforms_attention(run, tmp_path):
+    """A run trained on TPU records model.attention=splash; read back here (CPU), the weights are
+    scored with the kernel auto picks (splash off a TPU runs in Pallas's interpreter, ~12x slower)."""
+    import shutil
+
+    from slmjax.model.attention import resolve
+    from slmjax.train.checkpoint import restore_params
+
+    tpu_run = str(tmp_path / "tpu_run")
+    shutil.copytree(run, tpu_run)
+    config = json.load(open(os.path.join(tpu_run, "config.json")))
+    config["model"]["attention"] = "splash"
+    json.dump(config, open(os.path.join(tpu_run, "config.json"), "w"))
+    cfg, params, _ = restore_params(tpu_run)
+    assert cfg.attention == "auto" and resolve(cfg.attention, jnp.float32) == "blockwise"
+    _, want, _ = restore_params(run)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

@@ -37,8 +37,9 @@ def _run(args, code=None, **env_vars):
 
 
 @pytest.mark.parametrize("tpu, name", [
-    ("v4-8", "v4:2x2x1"), ("v4-32", "v4:4x2x2"), ("v4-128", "v4:4x4x4"), ("v5p-16", "v5p:2x2x2"),
-    ("v5e-16", "v5e:4x4"), ("v5litepod-8", "v5e:4x2"), ("v6e-256", "v6e:16x16"), ("v4:2x2x4", "v4:2x2x4")])
+    ("v4-8", "v4:2x2x1"), ("v4-32", "v4:2x2x4"), ("v4-64", "v4:2x4x4"), ("v4-128", "v4:4x4x4"),
+    ("v4-256", "v4:4x4x8"), ("v5p-16", "v5p:2x2x2"), ("v5e-16", "v5e:4x4"), ("v5litepod-8", "v5e:2x4"),
+    ("v6e-32", "v6e:4x8"), ("v6e-256", "v6e:16x16"), ("v4:4x2x2", "v4:4x2x2")])
 def test_accelerator_types_map_to_topologies(tpu, name):
     """v4/v5p-N count TensorCores (N/2 chips, 3-D); v5e/v6e-N count chips (2-D)."""
     assert topology(tpu) == name
@@ -65,7 +66,7 @@ def test_out_of_memory_refusal_is_read():
     assert oom_sizes("INTERNAL: something else") is None
 
 
-@pytest.mark.parametrize("name, kind", [("v4:4x2x2", "v4-32"), ("v5p:2x2x2", "v5p-16"), ("v5e:2x2", "v5litepod-4"),
+@pytest.mark.parametrize("name, kind", [("v4:2x2x4", "v4-32"), ("v5p:2x2x2", "v5p-16"), ("v5e:2x2", "v5litepod-4"),
                                         ("v6e:4x2", "v6e-8")])
 def test_topologies_name_their_accelerator_type(name, kind):
     assert accelerator_type(name) == kind
@@ -100,9 +101,53 @@ def test_fsdp_step_gives_each_chip_its_own_sequences():
     assert r["temp_bytes"] < 30e6
 
 
+def _pallas_calls(jaxpr) -> list:
+    """Every pallas_call equation of a jaxpr, inner jaxprs (scan, custom_vjp, shard_map) included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "pallas_call":
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _pallas_calls(inner)
+    return found
+
+
+def test_the_tpu_step_gives_splash_the_packed_rows_segment_ids():
+    """Traced for TPU (no libtpu needed), each splash kernel of a packed-rows step takes the rows'
+    segment ids (query and key ids: two more int32 operands, per sequence) beside its block masks."""
+    import jax
+    import jax.numpy as jnp
+
+    from slmjax.model import platform
+    from slmjax.train import sharding
+    from slmjax.train.mesh import make_mesh
+    from slmjax.train.step import abstract_train_state, make_train_step
+    from test_train_step_sharded import load_config
+
+    int_operands = {}
+    for mode in ("windows", "packed"):
+        c = load_config("tiny")
+        c.data.mode, c.model.attention = mode, "auto"
+        c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
+        mesh = make_mesh(c.mesh, jax.devices()[:1])
+        names = ("inputs", "targets") + (("positions", "segment_ids") if mode == "packed" else ())
+        spec = jax.ShapeDtypeStruct((2, c.data.seq_len), jnp.int32, sharding=sharding.batch_sharding(mesh))
+        with platform.target("tpu"):
+            traced = make_train_step(c, mesh).trace(abstract_train_state(c, mesh), {k: spec for k in names})
+        calls = _pallas_calls(traced.jaxpr.jaxpr)
+        assert len(calls) == 2 * c.model.n_layers, mode  # forward and backward per layer
+        int_operands[mode] = [[v.aval.shape for v in e.invars if v.aval.dtype == jnp.int32] for e in calls]
+    for plain, packed in zip(int_operands["windows"], int_operands["packed"]):
+        extra = [s for s in packed if s not in plain or packed.count(s) > plain.count(s)]
+        assert len(packed) == len(plain) + 2 and all(s[0] == 2 for s in extra), (plain, packed)
+
+
 @needs_libtpu
 def test_packed_rows_compile_with_splash_attention():
-    """Auto picks splash on TPU; packed rows pass their segment ids through it."""
+    """Auto picks splash on TPU and the packed-rows step compiles for a slice."""
     r = _compile("v5e-4", [["data.mode", "packed"], ["data.seq_len", 200], ["model.max_seq_len", 256]])
     assert r["fits"] and r["attention"] == "splash" and r["state_bytes"] > 0
     # The kernel's FLOPs are outside the compiler's count: below the counted, never above.

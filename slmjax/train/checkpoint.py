@@ -12,6 +12,7 @@ time in `_CHECKPOINT_METADATA`), not an empty, hand-made or half-copied one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -301,7 +302,8 @@ class RunCheckpoints:
 def restore_params(workdir: str, step: int | None = None):
   """Model weights of a run: (ModelConfig, params as a tree of jax arrays, step).
 
-  step=None takes the latest checkpoint. Arrays are restored onto the default device.
+  step=None takes the latest checkpoint. Arrays are restored onto the default device. The
+  config's attention is "auto", whatever kernel the run trained with.
   """
   from slmjax.model import abstract_params  # pylint: disable=g-import-not-at-top
   from slmjax.train.validate import model_config  # pylint: disable=g-import-not-at-top
@@ -310,7 +312,9 @@ def restore_params(workdir: str, step: int | None = None):
   cfg_json = read_json(os.path.join(workdir, "config.json"))
   if cfg_json is None:
     raise RunError(f"{workdir} is not a run workdir (no config.json)")
-  model_cfg = model_config(ml_collections.ConfigDict(cfg_json))
+  # The attention kernel is the training platform's choice (splash on TPU, cuDNN on GPU); whoever
+  # reads the weights back picks the one of the platform it runs on.
+  model_cfg = dataclasses.replace(model_config(ml_collections.ConfigDict(cfg_json)), attention="auto")
   steps = list_steps(workdir)
   if not steps:
     raise RunError(f"run {workdir} has no checkpoint")

@@ -1,6 +1,6 @@
 """The training step compiled for a TPU slice on a host without one (deviceless AOT compilation).
 
-libtpu's compiler runs on any x86-64 Linux host: given a topology ("v4:4x2x2", 16 chips) it lays
+libtpu's compiler runs on any x86-64 Linux host: given a topology ("v4:2x2x4", 16 chips) it lays
 out the TPU devices, and the sharded step lowers and compiles for them as it would on the slice.
 What comes back is what a launch needs to know before it books the slice: whether the step fits
 the chips' HBM (XLA's own accounting: state, temporaries, code). Also the FLOPs XLA's cost
@@ -47,14 +47,14 @@ class TpuCompileError(ValueError):
 
 
 def accelerator_type(name: str) -> str:
-    """Accelerator type of a topology name (v4:4x2x2 -> v4-32, v5e:2x2 -> v5litepod-4)."""
+    """Accelerator type of a topology name (v4:2x2x4 -> v4-32, v5e:2x2 -> v5litepod-4)."""
     gen, dims = name.split(":")
     chips = math.prod(int(d) for d in dims.split("x"))
     return f"{'v5litepod' if gen == 'v5e' else gen}-{chips * 2 if gen in ('v4', 'v5p') else chips}"
 
 
 def topology(tpu: str) -> str:
-    """Topology name of an accelerator type (v4-32 -> v4:4x2x2; v5e-16 or v5litepod-16 -> v5e:4x4)
+    """Topology name of an accelerator type (v4-32 -> v4:2x2x4; v5e-16 or v5litepod-16 -> v5e:4x4)
     or a topology name itself ("v4:2x2x4")."""
     if _TOPOLOGY.match(tpu):
         return tpu
@@ -72,6 +72,7 @@ def topology(tpu: str) -> str:
     while math.prod(dims) < chips:
         dims[i % len(dims)] *= 2
         i += 1
+    dims.sort(key=lambda d: (d == 1, d))  # Cloud TPU's names: A <= B <= C, v4-8 is 2x2x1
     return f"{'v5e' if gen == 'v5litepod' else gen}:{'x'.join(map(str, dims))}"
 
 
