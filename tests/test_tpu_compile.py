@@ -6,6 +6,7 @@ tpu-compiler`, which `make test` runs) those tests skip.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -232,7 +233,7 @@ spec.loader.exec_module(base)
 
 def get_config(arg):
     c = base.get_config(arg)
-    c.model.dim, c.model.n_heads = 7168, 56  # replicated state: 13.9 GiB per chip
+    c.model.dim, c.model.n_heads = {dim}, {dim} // 128  # replicated state: 13.9 GiB per chip at 7168
     return c
 """
 
@@ -240,11 +241,28 @@ def get_config(arg):
 @needs_libtpu
 def test_micro_batch_search_says_when_nothing_fits(tmp_path):
     config = tmp_path / "big.py"
-    config.write_text(_BIG.format(path=os.path.join(ROOT, "configs", "train.py")))
+    config.write_text(_BIG.format(path=os.path.join(ROOT, "configs", "train.py"), dim=7168))
     proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--mesh=4,1,1", "--batch_size=4",
                  "--micro_batches=0", f"--train_config={config}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny: micro_batches=1 does not fit (" in proc.stderr
-    assert "tiny: fits at no micro-batch count (1); its row is micro_batches=1" in proc.stderr
+    assert "tiny: no micro-batch count (1) fits with 10% free; its row is micro_batches=1" in proc.stderr
     row = _strict_json(proc.stdout.strip().splitlines()[-1])[0]
     assert not row["fits"] and row["micro_batches"] == 1 and row["total_bytes"] > row["hbm_bytes"]
+
+
+@needs_libtpu
+def test_micro_batch_search_wants_headroom(tmp_path):
+    """A step that fits but leaves less than --headroom of the HBM free is not the search's answer."""
+    config = tmp_path / "big.py"
+    config.write_text(_BIG.format(path=os.path.join(ROOT, "configs", "train.py"), dim=3072))
+    args = ["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--mesh=4,1,1", "--batch_size=4",
+            "--micro_batches=0", f"--train_config={config}"]
+    roomy, tight = _run(args + ["--headroom=0.5"]), _run(args + ["--headroom=0.9"])
+    for proc in roomy, tight:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    row = _strict_json(tight.stdout.strip().splitlines()[-1])[0]
+    assert row["fits"] and 0.1 * row["hbm_bytes"] < row["total_bytes"] < 0.5 * row["hbm_bytes"], row
+    assert re.search(r"micro_batches=1 fits \(\d+\.\d\d of 16\.00 GiB\)", roomy.stderr), roomy.stderr
+    assert "micro_batches=1 fits, but leaves under 90% free (" in tight.stderr
+    assert "no micro-batch count (1) fits with 90% free; its row is micro_batches=1" in tight.stderr

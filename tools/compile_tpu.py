@@ -5,9 +5,9 @@
 
 For each size, the sharded train step (configs/train.py:SIZE, the paper's batch) is compiled by
 libtpu for the slice's topology, with no TPU attached (slmjax.train.tpu_compile). With
---micro_batches=0 the fewest micro-batches whose step fits the chips' HBM are searched for (each
-try is one compilation). Prints a table per chip: state (params + AdamW), XLA's temporaries and
-generated code, total against the HBM. The last line is one JSON list of the rows (with XLA's
+--micro_batches=0 the fewest micro-batches whose step fits the chips' HBM with --headroom (10%)
+of it free are searched for (each try is one compilation). Prints a table per chip: state
+(params + AdamW), XLA's temporaries and generated code, total against the HBM. The last line is one JSON list of the rows (with XLA's
 FLOPs per chip beside the counted ones: slmjax.train.tpu_compile says how far to read them).
 """
 
@@ -31,6 +31,9 @@ _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient-accumulation micro-b
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"], "model.remat.")
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "splash", "xla"], "model.attention (auto: splash).")
 _MESH = flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 fills); empty = the config's (FSDP over all chips).")
+_HEADROOM = flags.DEFINE_float("headroom", 0.1, "With --micro_batches=0: the fraction of each chip's HBM a count must "
+                               "leave free (a step that just fits the compiler's budget leaves none for the "
+                               "runtime's buffers).", lower_bound=0.0, upper_bound=0.9)
 
 GIB = 2 ** 30
 
@@ -61,15 +64,24 @@ def _fit(config, devices) -> dict:
     for m in choices:
         config.train.micro_batches = m
         row = compile_step(config, devices)
-        print(f"  {config.model.size}: micro_batches={m} " + ("fits" if row["fits"] else
-              f"does not fit ({_gib(row['total_bytes'])} of {_gib(row['hbm_bytes'])} GiB)"),
-              file=sys.stderr, flush=True)
-        if row["fits"]:
+        used = f"{_gib(row['total_bytes'])} of {_gib(row['hbm_bytes'])} GiB"
+        roomy = _roomy(row)
+        print(f"  {config.model.size}: micro_batches={m} " + (
+            f"fits ({used})" if roomy else f"fits, but leaves under {_HEADROOM.value:.0%} free ({used})"
+            if row["fits"] else f"does not fit ({used})"), file=sys.stderr, flush=True)
+        if roomy:
             break
-    if row is not None and not row["fits"]:
-        print(f"  {config.model.size}: fits at no micro-batch count ({', '.join(map(str, choices))}); "
-              f"its row is micro_batches={row['micro_batches']}", file=sys.stderr, flush=True)
+    if row is not None and not _roomy(row):
+        print(f"  {config.model.size}: no micro-batch count ({', '.join(map(str, choices))}) fits with "
+              f"{_HEADROOM.value:.0%} free; its row is micro_batches={row['micro_batches']}",
+              file=sys.stderr, flush=True)
     return row
+
+
+def _roomy(row) -> bool:
+    """Fits, and leaves --headroom of the HBM free (where the chip's HBM is known)."""
+    hbm = row["hbm_bytes"]
+    return row["fits"] and (hbm is None or row["total_bytes"] <= (1 - _HEADROOM.value) * hbm)
 
 
 def _gib(x) -> str:
