@@ -266,3 +266,44 @@ def test_micro_batch_search_wants_headroom(tmp_path):
     assert re.search(r"micro_batches=1 fits \(\d+\.\d\d of 16\.00 GiB\)", roomy.stderr), roomy.stderr
     assert "micro_batches=1 fits, but leaves under 90% free (" in tight.stderr
     assert "no micro-batch count (1) fits with 90% free; its row is micro_batches=1" in tight.stderr
+
+
+def test_mesh_candidates_put_fewest_tensor_shards_first_and_say_why_not():
+    """16 chips: s309m's 252 sequences split over 4 shards (252 = 4 x 63), not 8 or 16; s20m's 8
+    heads do not split 16 ways; s823m's 456 = 8 x 57 and 608 = 16 x 38."""
+    from slmjax.launch import trainconf
+    from slmjax.train.tpu_compile import mesh_candidates
+
+    def candidates(size, batch):
+        config = trainconf.load(os.path.join(ROOT, "configs", "train.py"), size, [("train.batch_size", batch)])
+        return [((m["data"], m["fsdp"], m["tensor"]), why) for m, why in mesh_candidates(config, 16)]
+
+    meshes = [(1, 16, 1), (1, 8, 2), (1, 4, 4), (1, 2, 8), (1, 1, 16)]
+    got = candidates("s309m", 252)
+    assert [m for m, _ in got] == meshes
+    assert [why is None for _, why in got] == [False, False, True, True, True]
+    assert got[0][1] == "batch 252 does not split over 16 batch shards at any micro-batch count"
+    assert [why for _, why in candidates("s20m", 64)][-1] == "mesh.tensor=16 does not divide model.n_heads=8"
+    assert [why is None for _, why in candidates("s823m", 456)] == [False, True, True, True, True]
+    assert [why is None for _, why in candidates("s823m", 608)] == [True] * 5
+
+
+@needs_libtpu
+def test_mesh_search_takes_the_first_mesh_that_splits_the_batch_and_fits():
+    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--batch_size=6", "--mesh=search", "--micro_batches=0"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tiny: mesh 1,4,1: batch 6 does not split over 4 batch shards at any micro-batch count" in proc.stderr
+    assert "tiny: micro_batches=1 fits (" in proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    row = _strict_json(lines[-1])[0]
+    assert row["fits"] and row["mesh"] == {"data": 1, "fsdp": 2, "tensor": 2} and row["micro_batches"] == 1
+    layout = '"mesh": {"data": 1, "fsdp": 2, "tensor": 2}, "train": {"micro_batches": 1}'
+    assert f"  'tiny': {{{layout}}}," in lines
+    # 7 sequences split over no FSDP shard count of 4 chips with 2 heads (tensor 4 > heads): each
+    # mesh's reason, then the refusal.
+    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--batch_size=7", "--mesh=search", "--micro_batches=0"])
+    assert proc.returncode == 2 and proc.stderr.rstrip().splitlines() == [
+        "  tiny: mesh 1,4,1: batch 7 does not split over 4 batch shards at any micro-batch count",
+        "  tiny: mesh 1,2,2: batch 7 does not split over 2 batch shards at any micro-batch count",
+        "  tiny: mesh 1,1,4: mesh.tensor=4 does not divide model.n_heads=2",
+        "compile_tpu.py: tiny: no FSDP x tensor mesh of 4 chips takes its batch and heads"], proc.stderr

@@ -6,8 +6,10 @@
 For each size, the sharded train step (configs/train.py:SIZE, the paper's batch) is compiled by
 libtpu for the slice's topology, with no TPU attached (slmjax.train.tpu_compile). With
 --micro_batches=0 the fewest micro-batches whose step fits the chips' HBM with --headroom (10%)
-of it free are searched for (each try is one compilation). Prints a table per chip: state
-(params + AdamW), XLA's temporaries and generated code, total against the HBM. The last line is one JSON list of the rows (with XLA's
+of it free are searched for (each try is one compilation); with --mesh=search the FSDP x tensor
+meshes are tried too, fewest tensor shards first, and the layouts found are printed as a sweep's
+per-size overrides. Prints a table per chip: state (params + AdamW), XLA's temporaries and
+generated code, total against the HBM. The last line is one JSON list of the rows (with XLA's
 FLOPs per chip beside the counted ones: slmjax.train.tpu_compile says how far to read them).
 """
 
@@ -30,7 +32,8 @@ _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient-accumulation micro-b
                               lower_bound=0)
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"], "model.remat.")
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "splash", "xla"], "model.attention (auto: splash).")
-_MESH = flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 fills); empty = the config's (FSDP over all chips).")
+_MESH = flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 fills); empty = the config's (FSDP over all chips); "
+                            "'search' = the first of FSDP x tensor meshes, fewest tensor shards first, that fits.")
 _HEADROOM = flags.DEFINE_float("headroom", 0.1, "With --micro_batches=0: the fraction of each chip's HBM a count must "
                                "leave free (a step that just fits the compiler's budget leaves none for the "
                                "runtime's buffers).", lower_bound=0.0, upper_bound=0.9)
@@ -44,7 +47,7 @@ def _config(size: str):
     sets = [("model.remat", _REMAT.value), ("model.attention", _ATTENTION.value)]
     if _BATCH.value:
         sets.append(("train.batch_size", _BATCH.value))
-    if _MESH.value:
+    if _MESH.value and _MESH.value != "search":
         try:
             d, f, t = (int(x) for x in _MESH.value.split(","))
         except ValueError:
@@ -78,6 +81,30 @@ def _fit(config, devices) -> dict:
     return row
 
 
+def _search_mesh(config, devices) -> dict | None:
+    """The first candidate mesh (slmjax.train.tpu_compile.mesh_candidates) whose step fits with
+    --headroom free, else the last one tried."""
+    from slmjax.train.tpu_compile import mesh_candidates, micro_batch_choices
+
+    row, size = None, config.model.size
+    for mesh, why in mesh_candidates(config, len(devices)):
+        shape = f"{mesh['data']},{mesh['fsdp']},{mesh['tensor']}"
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh["data"], mesh["fsdp"], mesh["tensor"]
+        if not why and _MICRO.value and _MICRO.value not in micro_batch_choices(config, len(devices)):
+            why = f"{_MICRO.value} micro-batches do not split batch {config.train.batch_size} over {mesh['fsdp']} shards"
+        print(f"  {size}: mesh {shape}" + (f": {why}" if why else ""), file=sys.stderr, flush=True)
+        if why:
+            continue
+        row = _fit(config, devices)
+        if _MICRO.value:
+            print(f"  {size}: micro_batches={_MICRO.value} " + ("fits" if _roomy(row) else "does not fit with "
+                  f"{_HEADROOM.value:.0%} free") + f" ({_gib(row['total_bytes'])} of {_gib(row['hbm_bytes'])} GiB)",
+                  file=sys.stderr, flush=True)
+        if _roomy(row):
+            break
+    return row
+
+
 def _roomy(row) -> bool:
     """Fits, and leaves --headroom of the HBM free (where the chip's HBM is known)."""
     hbm = row["hbm_bytes"]
@@ -101,9 +128,12 @@ def main(argv):
     rows = []
     for size in _SIZES.value:
         try:
-            row = _fit(_config(size), devices)
+            config = _config(size)
+            row = _search_mesh(config, devices) if _MESH.value == "search" else _fit(config, devices)
         except (ConfigError, SweepError) as e:
             benchcli.fail(f"{size}: " + str(e).replace("\n", "; "))
+        if row is None and _MESH.value == "search":
+            benchcli.fail(f"{size}: no FSDP x tensor mesh of {len(devices)} chips takes its batch and heads")
         if row is None:
             benchcli.fail(f"{size}: no micro-batch count splits its batch over the mesh's batch shards "
                           "(mesh.data * mesh.fsdp)")
@@ -118,6 +148,11 @@ def main(argv):
         print(f"| {r['size']} | {mesh} | {r['batch_size']} | {r['micro_batches']} | {_gib(r['state_bytes'])} | "
               f"{_gib(r['temp_bytes'])} | {_gib(r['code_bytes'])} | {_gib(r['total_bytes'])} | "
               f"{_gib(r['hbm_bytes'])} | {'yes' if r['fits'] else 'no'} |")
+    if _MESH.value == "search":
+        print("\nAs a sweep's sizes.<size>.overrides (configs/sweeps/paper_grid.py's SLICE_LAYOUTS):")
+        for r in rows:
+            print(f"  {r['size']!r}: " + json.dumps({"mesh": r["mesh"], "train": {"micro_batches": r["micro_batches"]}})
+                  + ("," if r["fits"] else ",  # does not fit"))
     print(json.dumps(rows))
 
 

@@ -175,3 +175,24 @@ def micro_batch_choices(config, n_devices: int) -> list[int]:
     shards = shape["data"] * shape["fsdp"]
     b = int(config.train.batch_size)
     return [m for m in range(1, b + 1) if b % m == 0 and (b // m) % shards == 0]
+
+
+def mesh_candidates(config, n_devices: int) -> list[tuple[dict, str | None]]:
+    """Meshes (data 1, fsdp, tensor) to try for the config on n_devices, fewest tensor shards first
+    (tensor parallelism talks at every layer; FSDP once per weight), each with None or why it
+    cannot be used: tensor not dividing the heads or the FFN, or a batch no micro-batch count splits
+    over the fsdp shards."""
+    from slmjax.train.validate import problems
+
+    out = []
+    for t in (t for t in range(1, n_devices + 1) if n_devices % t == 0):
+        trial = config.copy_and_resolve_references()
+        trial.mesh.data, trial.mesh.fsdp, trial.mesh.tensor = 1, n_devices // t, t
+        trial.train.micro_batches = 1
+        why = [p for p in problems(trial, n_devices) if p.startswith("mesh.tensor")]
+        if not why and not micro_batch_choices(trial, n_devices):
+            why = [f"batch {int(config.train.batch_size)} does not split over {n_devices // t} "
+                   "batch shards at any micro-batch count"]
+        out.append(({"data": 1, "fsdp": n_devices // t, "tensor": t}, "; ".join(why) or None))
+    return out
+
