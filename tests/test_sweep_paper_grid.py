@@ -117,19 +117,22 @@ def test_local_dry_run_prints_runnable_commands(paper):
     assert cmd[2] == f"--workdir={root}/s85m_d2.7e9"
 
 
-def test_v4_32_layout_runs_51_of_52_on_its_16_chips(tmp_path):
-    """paper_grid.py:v4-32: 309M over 4 FSDP x 4 tensor shards in 3 micro-batches, 823M over 8 x 2
-    in 19 (the layouts tools/compile_tpu.py compiled to fit 32 GiB chips); every update keeps the
-    paper's batch. Only the 494-sequence run does not divide, and the sweep refuses it by name."""
-    args = ["--config=configs/sweeps/paper_grid.py:v4-32", f"--root={tmp_path}", "--config.data_path=/data/units",
-            "--launcher=tpu", "--tpu_name=v4", "--zone=z", "--tpu_type=v4-32", "--dry_run"]
+@pytest.mark.parametrize("slice_, tpu_type, layouts", [
+    ("v4-32", "v4-32", {"s309m": ("4", "4", "3"), "s823m": ("8", "2", "19")}),
+    ("v5e-16", "v5litepod-16", {"s155m": (None, None, "2"), "s309m": ("4", "4", "7"), "s823m": ("8", "2", "19")}),
+])
+def test_slice_layouts_run_51_of_52_on_16_chips(tmp_path, slice_, tpu_type, layouts):
+    """paper_grid.py:v4-32 (32 GiB chips) and :v5e-16 (16 GiB): the meshes and micro-batches that
+    tools/compile_tpu.py compiled to fit; every update keeps the paper's batch. Only the
+    494-sequence run does not divide, and the sweep refuses it by name."""
+    args = [f"--config=configs/sweeps/paper_grid.py:{slice_}", f"--root={tmp_path}", "--config.data_path=/data/units",
+            "--launcher=tpu", "--tpu_name=tpu", "--zone=z", f"--tpu_type={tpu_type}", "--dry_run"]
     rows, n_runs, cmds = parse(sweep(*args, r"--only=^(?!s823m_d5\.3e10$)"))
     assert n_runs == len(cmds) == 51 and "s823m_d5.3e10" not in rows
     for key, cmd in cmds.items():
         size = key.split("_")[0]
-        layout = {"s309m": ("4", "4", "3"), "s823m": ("8", "2", "19")}.get(size)
         got = tuple(cmd.get(f) for f in ("mesh.fsdp", "mesh.tensor", "train.micro_batches"))
-        assert got == (layout or (None, None, None)), key
+        assert got == layouts.get(size, (None, None, None)), key
         assert int(cmd["train.batch_size"]) == int(rows[key]["batch"])
     proc = subprocess.run([sys.executable, "-m", "slmjax.launch.cli", *args], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": REPO})

@@ -18,13 +18,22 @@ BATCH_SIZES = {"s20m": 64, "s85m": 128, "s155m": 256, "s309m": 252, "s823m": 456
 
 # Layouts for a TPU slice, `--config=configs/sweeps/paper_grid.py:SLICE`: the sizes whose paper
 # batch does not fit the slice's HBM at one pass, or does not divide its chips, get a mesh and
-# gradient accumulation (same updates) that tools/compile_tpu.py compiled to fit (README, Sweeps).
+# gradient accumulation (same updates) that tools/compile_tpu.py compiled to fit with 10% of the HBM
+# free (README, Sweeps): `tools/compile_tpu.py --tpu=SLICE --mesh=search --micro_batches=0` finds them.
 SLICE_LAYOUTS = {
     # 16 chips x 32 GiB. s20m, s85m and s155m fit as they are (at most 20.6 GiB per chip). s309m's
     # 252 over 4 FSDP x 4 tensor shards in 3 micro-batches: 20.6 GiB. s823m over 8 x 2 in 19
     # micro-batches: batch 456 and 608 fit; 494 (D/N 64) does not divide 8 shards: leave it out.
     "v4-32": {
         "s309m": {"mesh": {"fsdp": 4, "tensor": 4}, "train": {"micro_batches": 3}},
+        "s823m": {"mesh": {"fsdp": 8, "tensor": 2}, "train": {"micro_batches": 19}},
+    },
+    # 16 chips x 16 GiB (v5litepod-16). s20m and s85m fit as they are (1.8 and 8.7 GiB). s155m in 2
+    # micro-batches: 11.8 GiB (1 asks 17.0). s309m over 4 x 4 in 7: 10.8 GiB (3 leave under 10%
+    # free). s823m over 8 x 2 in 19: 8.3 and 10.2 GiB at batch 456 and 608; 494 does not divide.
+    "v5e-16": {
+        "s155m": {"train": {"micro_batches": 2}},
+        "s309m": {"mesh": {"fsdp": 4, "tensor": 4}, "train": {"micro_batches": 7}},
         "s823m": {"mesh": {"fsdp": 8, "tensor": 2}, "train": {"micro_batches": 19}},
     },
 }
