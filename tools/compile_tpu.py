@@ -34,8 +34,8 @@ _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_ba
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "splash", "xla"], "model.attention (auto: splash).")
 _MESH = flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 fills); empty = the config's (FSDP over all chips); "
                             "'search' = the first of FSDP x tensor meshes, fewest tensor shards first, that fits.")
-_HEADROOM = flags.DEFINE_float("headroom", 0.1, "With --micro_batches=0: the fraction of each chip's HBM a count must "
-                               "leave free (a step that just fits the compiler's budget leaves none for the "
+_HEADROOM = flags.DEFINE_float("headroom", 0.1, "With --micro_batches=0 or --mesh=search: the fraction of each "
+                               "chip's HBM a layout must leave free (a step that just fits the compiler's budget leaves none for the "
                                "runtime's buffers).", lower_bound=0.0, upper_bound=0.9)
 
 GIB = 2 ** 30
@@ -151,8 +151,9 @@ def main(argv):
     if _MESH.value == "search":
         print("\nAs a sweep's sizes.<size>.overrides (configs/sweeps/paper_grid.py's SLICE_LAYOUTS):")
         for r in rows:
+            note = "" if _roomy(r) else "  # leaves under the headroom free" if r["fits"] else "  # does not fit"
             print(f"  {r['size']!r}: " + json.dumps({"mesh": r["mesh"], "train": {"micro_batches": r["micro_batches"]}})
-                  + ("," if r["fits"] else ",  # does not fit"))
+                  + "," + note)
     print(json.dumps(rows))
 
 
