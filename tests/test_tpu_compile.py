@@ -122,23 +122,15 @@ def test_the_tpu_step_gives_splash_the_packed_rows_segment_ids():
     import jax
     import jax.numpy as jnp
 
-    from slmjax.model import platform
-    from slmjax.train import sharding
-    from slmjax.train.mesh import make_mesh
-    from slmjax.train.step import abstract_train_state, make_train_step
+    from slmjax.train.tpu_compile import trace_step
     from test_train_step_sharded import load_config
 
     int_operands = {}
     for mode in ("windows", "packed"):
         c = load_config("tiny")
-        c.data.mode, c.model.attention = mode, "auto"
+        c.data.mode, c.model.attention, c.train.batch_size = mode, "auto", 2
         c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
-        mesh = make_mesh(c.mesh, jax.devices()[:1])
-        names = ("inputs", "targets") + (("positions", "segment_ids") if mode == "packed" else ())
-        spec = jax.ShapeDtypeStruct((2, c.data.seq_len), jnp.int32, sharding=sharding.batch_sharding(mesh))
-        with platform.target("tpu"):
-            traced = make_train_step(c, mesh).trace(abstract_train_state(c, mesh), {k: spec for k in names})
-        calls = _pallas_calls(traced.jaxpr.jaxpr)
+        calls = _pallas_calls(trace_step(c, jax.devices()[:1]).jaxpr.jaxpr)
         assert len(calls) == 2 * c.model.n_layers, mode  # forward and backward per layer
         int_operands[mode] = [[v.aval.shape for v in e.invars if v.aval.dtype == jnp.int32] for e in calls]
     for plain, packed in zip(int_operands["windows"], int_operands["packed"]):

@@ -67,12 +67,8 @@ def _fit(config, devices) -> dict:
     for m in choices:
         config.train.micro_batches = m
         row = compile_step(config, devices)
-        used = f"{_gib(row['total_bytes'])} of {_gib(row['hbm_bytes'])} GiB"
-        roomy = _roomy(row)
-        print(f"  {config.model.size}: micro_batches={m} " + (
-            f"fits ({used})" if roomy else f"fits, but leaves under {_HEADROOM.value:.0%} free ({used})"
-            if row["fits"] else f"does not fit ({used})"), file=sys.stderr, flush=True)
-        if roomy:
+        print(f"  {config.model.size}: micro_batches={m} {_verdict(row)}", file=sys.stderr, flush=True)
+        if _roomy(row):
             break
     if row is not None and not _roomy(row):
         print(f"  {config.model.size}: no micro-batch count ({', '.join(map(str, choices))}) fits with "
@@ -89,7 +85,7 @@ def _search_mesh(config, devices) -> dict | None:
     row, size = None, config.model.size
     for mesh, why in mesh_candidates(config, len(devices)):
         shape = f"{mesh['data']},{mesh['fsdp']},{mesh['tensor']}"
-        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh["data"], mesh["fsdp"], mesh["tensor"]
+        config.mesh.update(mesh)
         if not why and _MICRO.value and _MICRO.value not in micro_batch_choices(config, len(devices)):
             why = f"{_MICRO.value} micro-batches do not split batch {config.train.batch_size} over {mesh['fsdp']} shards"
         print(f"  {size}: mesh {shape}" + (f": {why}" if why else ""), file=sys.stderr, flush=True)
@@ -97,9 +93,7 @@ def _search_mesh(config, devices) -> dict | None:
             continue
         row = _fit(config, devices)
         if _MICRO.value:
-            print(f"  {size}: micro_batches={_MICRO.value} " + ("fits" if _roomy(row) else "does not fit with "
-                  f"{_HEADROOM.value:.0%} free") + f" ({_gib(row['total_bytes'])} of {_gib(row['hbm_bytes'])} GiB)",
-                  file=sys.stderr, flush=True)
+            print(f"  {size}: micro_batches={_MICRO.value} {_verdict(row)}", file=sys.stderr, flush=True)
         if _roomy(row):
             break
     return row
@@ -109,6 +103,14 @@ def _roomy(row) -> bool:
     """Fits, and leaves --headroom of the HBM free (where the chip's HBM is known)."""
     hbm = row["hbm_bytes"]
     return row["fits"] and (hbm is None or row["total_bytes"] <= (1 - _HEADROOM.value) * hbm)
+
+
+def _verdict(row) -> str:
+    """'fits', 'fits, but leaves under H% free' or 'does not fit', with the GiB used of the HBM."""
+    used = f"({_gib(row['total_bytes'])} of {_gib(row['hbm_bytes'])} GiB)"
+    if _roomy(row):
+        return f"fits {used}"
+    return f"fits, but leaves under {_HEADROOM.value:.0%} free {used}" if row["fits"] else f"does not fit {used}"
 
 
 def _gib(x) -> str:

@@ -30,7 +30,7 @@ from slmjax.train import sharding
 from slmjax.train.flops import flops_per_token
 from slmjax.train.mesh import make_mesh
 from slmjax.train.step import abstract_train_state, make_train_step
-from slmjax.train.validate import model_config, validate
+from slmjax.train.validate import mesh_shape, model_config, validate
 
 LIBTPU_DIR = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "tpu-compiler")
 HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}  # per chip, nominal
@@ -130,21 +130,27 @@ def _batch(config, mesh) -> dict:
             for k in names}
 
 
+def trace_step(config, devices):
+    """The config's train step (validated first) traced for TPU over a mesh of `devices`, on the
+    global batch the loop feeds it: jax's Traced, to lower or to inspect."""
+    with platform.target("tpu"):
+        validate(config, len(devices))
+        mesh = make_mesh(config.mesh, devices)
+        return make_train_step(config, mesh).trace(abstract_train_state(config, mesh), _batch(config, mesh))
+
+
 def compile_step(config, devices) -> dict:
     """Compiles the config's train step for `devices` (from tpu_devices). Returns per chip:
     fits, state / temporaries / code / total bytes (XLA's accounting; on an out-of-memory refusal
     only the total it asked for and the HBM it had), compiler and counted FLOPs."""
     n, kind = len(devices), devices[0].device_kind
     with platform.target("tpu"):
-        validate(config, n)
-        mesh = make_mesh(config.mesh, devices)
-        step = make_train_step(config, mesh)
-        traced = step.trace(abstract_train_state(config, mesh), _batch(config, mesh))
+        traced = trace_step(config, devices)
         lowered = traced.lower()
         cfg = model_config(config)
         kernel = attention.resolve(cfg.attention, resolve_dtype(cfg.dtype))
     b, t = int(config.train.batch_size), int(config.data.seq_len)
-    out = {"chips": n, "device_kind": kind, "mesh": dict(mesh.shape),
+    out = {"chips": n, "device_kind": kind, "mesh": mesh_shape(config, n),
            "batch_size": b, "micro_batches": int(config.train.micro_batches),
            "attention": kernel, "remat": cfg.remat,
            "counted_flops_per_chip": flops_per_token(cfg, t)["6n_attn"] * b * t / n,
@@ -169,8 +175,6 @@ def compile_step(config, devices) -> dict:
 
 def micro_batch_choices(config, n_devices: int) -> list[int]:
     """Micro-batch counts that split the batch evenly over the mesh's batch shards, fewest first."""
-    from slmjax.train.validate import mesh_shape
-
     shape = mesh_shape(config, n_devices)
     shards = shape["data"] * shape["fsdp"]
     b = int(config.train.batch_size)
@@ -186,13 +190,13 @@ def mesh_candidates(config, n_devices: int) -> list[tuple[dict, str | None]]:
 
     out = []
     for t in (t for t in range(1, n_devices + 1) if n_devices % t == 0):
+        mesh = {"data": 1, "fsdp": n_devices // t, "tensor": t}
         trial = config.copy_and_resolve_references()
-        trial.mesh.data, trial.mesh.fsdp, trial.mesh.tensor = 1, n_devices // t, t
+        trial.mesh.update(mesh)
         trial.train.micro_batches = 1
         why = [p for p in problems(trial, n_devices) if p.startswith("mesh.tensor")]
         if not why and not micro_batch_choices(trial, n_devices):
-            why = [f"batch {int(config.train.batch_size)} does not split over {n_devices // t} "
+            why = [f"batch {int(config.train.batch_size)} does not split over {mesh['fsdp']} "
                    "batch shards at any micro-batch count"]
-        out.append(({"data": 1, "fsdp": n_devices // t, "tensor": t}, "; ".join(why) or None))
+        out.append((mesh, "; ".join(why) or None))
     return out
-
