@@ -1,9 +1,10 @@
 """The bfloat16 training step as a GPU would get it, lowered for CUDA on this CPU-only machine.
 
-No GPU is needed to see the program an H100 compiles: the step is lowered with
-`lowering_platforms=("cuda",)`. What it must hold for the MFU goal: cuDNN's flash attention forward
-and backward in every layer (causal, no score matrix materialised), and every matmul on bfloat16
-operands (tensor cores), the tied output projection's backward included. jax asks the installed
+No GPU is needed to see the program an H100 compiles: the step is traced as a GPU run traces it
+(slmjax.train.trace: dtype and attention "auto") and lowered with `lowering_platforms=("cuda",)`.
+What it must hold for the MFU goal: cuDNN's flash attention forward and backward in every layer
+(causal, no score matrix materialised), and every matmul on bfloat16 operands (tensor cores), the
+tied output projection's backward included. jax asks the installed
 cuDNN for its version while tracing; with no CUDA here, those checks are answered as an H100 with
 cuDNN 9.10 would answer them.
 """
@@ -12,12 +13,9 @@ import re
 from collections import Counter
 
 import jax
-import jax.numpy as jnp
 import pytest
 
-from slmjax.train import sharding
-from slmjax.train.mesh import make_mesh
-from slmjax.train.step import abstract_train_state, make_train_step
+from slmjax.train.trace import trace_step
 from test_train_step_sharded import load_config
 
 T = 2050
@@ -32,16 +30,14 @@ def as_h100(monkeypatch):
 
 
 def cuda_program(size, mesh_shape, batch=8, packed=False) -> str:
+    """The config's step as a GPU run traces it (dtype and attention left at "auto"), lowered for
+    CUDA on the batch the loop feeds."""
     c = load_config(size)
-    c.model.dtype = "bfloat16"
-    c.model.attention = "cudnn"  # what "auto" picks on a GPU; this process traces on the CPU
+    c.data.mode = "packed" if packed else "windows"
+    c.train.batch_size = batch
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = mesh_shape
     n = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
-    mesh = make_mesh(c.mesh, jax.devices()[:n])
-    names = ("inputs", "targets") + (("positions", "segment_ids") if packed else ())
-    spec = jax.ShapeDtypeStruct((batch, T), jnp.int32, sharding=sharding.batch_sharding(mesh))
-    step = make_train_step(c, mesh)
-    traced = step.trace(abstract_train_state(c, mesh), {k: spec for k in names})
+    traced = trace_step(c, jax.devices()[:n], "gpu")
     return traced.lower(lowering_platforms=("cuda",)).as_text()
 
 

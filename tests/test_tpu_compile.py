@@ -122,7 +122,7 @@ def test_the_tpu_step_gives_splash_the_packed_rows_segment_ids():
     import jax
     import jax.numpy as jnp
 
-    from slmjax.train.tpu_compile import trace_step
+    from slmjax.train.trace import trace_step
     from test_train_step_sharded import load_config
 
     int_operands = {}
@@ -130,7 +130,7 @@ def test_the_tpu_step_gives_splash_the_packed_rows_segment_ids():
         c = load_config("tiny")
         c.data.mode, c.model.attention, c.train.batch_size = mode, "auto", 2
         c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
-        calls = _pallas_calls(trace_step(c, jax.devices()[:1]).jaxpr.jaxpr)
+        calls = _pallas_calls(trace_step(c, jax.devices()[:1], "tpu").jaxpr.jaxpr)
         assert len(calls) == 2 * c.model.n_layers, mode  # forward and backward per layer
         int_operands[mode] = [[v.aval.shape for v in e.invars if v.aval.dtype == jnp.int32] for e in calls]
     for plain, packed in zip(int_operands["windows"], int_operands["packed"]):

@@ -21,16 +21,11 @@ import math
 import os
 import re
 
-import jax
-import jax.numpy as jnp
-
 from slmjax.model import attention, platform
 from slmjax.model.config import resolve_dtype
-from slmjax.train import sharding
 from slmjax.train.flops import flops_per_token
-from slmjax.train.mesh import make_mesh
-from slmjax.train.step import abstract_train_state, make_train_step
-from slmjax.train.validate import mesh_shape, model_config, validate
+from slmjax.train.trace import trace_step
+from slmjax.train.validate import mesh_shape, model_config
 
 LIBTPU_DIR = os.path.join(os.path.dirname(__file__), "..", "..", ".venv", "tpu-compiler")
 HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95, "TPU v6 lite": 32}  # per chip, nominal
@@ -119,33 +114,13 @@ def oom_sizes(message: str) -> tuple[float, float] | None:
     return None
 
 
-def _batch(config, mesh) -> dict:
-    """ShapeDtypeStructs of one global batch as the loop feeds it."""
-    b, t = int(config.train.batch_size), int(config.data.seq_len)
-    names = ["inputs", "targets", "weights"]
-    if config.data.get("mode") == "packed":
-        names += ["positions", "segment_ids"]
-    sh = sharding.batch_sharding(mesh)
-    return {k: jax.ShapeDtypeStruct((b, t), jnp.float32 if k == "weights" else jnp.int32, sharding=sh)
-            for k in names}
-
-
-def trace_step(config, devices):
-    """The config's train step (validated first) traced for TPU over a mesh of `devices`, on the
-    global batch the loop feeds it: jax's Traced, to lower or to inspect."""
-    with platform.target("tpu"):
-        validate(config, len(devices))
-        mesh = make_mesh(config.mesh, devices)
-        return make_train_step(config, mesh).trace(abstract_train_state(config, mesh), _batch(config, mesh))
-
-
 def compile_step(config, devices) -> dict:
     """Compiles the config's train step for `devices` (from tpu_devices). Returns per chip:
     fits, state / temporaries / code / total bytes (XLA's accounting; on an out-of-memory refusal
     only the total it asked for and the HBM it had), compiler and counted FLOPs."""
     n, kind = len(devices), devices[0].device_kind
     with platform.target("tpu"):
-        traced = trace_step(config, devices)
+        traced = trace_step(config, devices, "tpu")
         lowered = traced.lower()
         cfg = model_config(config)
         kernel = attention.resolve(cfg.attention, resolve_dtype(cfg.dtype))
