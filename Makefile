@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # runs past 15 minutes (the slowest takes ~2.5) fails with its traceback instead of hanging CI.
 TEST_WORKERS ?= 2
 
-.PHONY: install apt test test-slow demo clean tpu-compiler
+.PHONY: install apt test test-slow demo clean tpu-compiler gpu-compiler
 
 # Idempotent: rebuilds .venv only when setup.cfg changes.
 install: $(VENV)/.installed
@@ -20,13 +20,22 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(VPY) -m pip install -q -e '.[test,torch]'
 	@touch $@
 
-# libtpu, the TPU compiler of tools/compile_tpu.py (no TPU needed), at the version jax 0.10.2's
-# [tpu] extra pins; in its own folder, off the venv's import path (slmjax/train/tpu_compile.py).
+# libtpu, the TPU compiler of tools/compile_step.py (no TPU needed), at the version jax 0.10.2's
+# [tpu] extra pins; in its own folder, off the venv's import path (slmjax/train/tpu_topology.py).
 LIBTPU ?= libtpu==0.0.42.*
 tpu-compiler: $(VENV)/tpu-compiler/.installed
 
 $(VENV)/tpu-compiler/.installed: | $(VENV)/.installed
 	$(VPY) -m pip install -q --no-deps --upgrade --target $(VENV)/tpu-compiler '$(LIBTPU)'
+	@touch $@
+
+# JAX's CUDA plugin at jax's version, the GPU compiler of tools/compile_step.py (no GPU or CUDA
+# libraries needed); in its own folder, off the venv's import path (slmjax/train/gpu_topology.py).
+JAX_CUDA ?= $(shell sed -n 's/^ *jax==\([0-9.]*\).*/\1/p' setup.cfg)
+gpu-compiler: $(VENV)/gpu-compiler/.installed
+
+$(VENV)/gpu-compiler/.installed: | $(VENV)/.installed
+	$(VPY) -m pip install -q --no-deps --upgrade --target $(VENV)/gpu-compiler 'jax-cuda13-plugin==$(JAX_CUDA)' 'jax-cuda13-pjrt==$(JAX_CUDA)'
 	@touch $@
 
 # System packages: TTS engines, real recorded speech for tests, tcmalloc (slmjax/hostalloc.py; root on Debian).
@@ -36,10 +45,10 @@ apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng pocketsphinx-testdata wamerican libtcmalloc-minimal4 >/dev/null; \
 	fi
 
-test: apt install tpu-compiler
+test: apt install tpu-compiler gpu-compiler
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --timeout=900 $(PYTEST_ARGS)
 
-test-slow: apt install tpu-compiler
+test-slow: apt install tpu-compiler gpu-compiler
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(VPY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: apt install

@@ -6,28 +6,18 @@ Without the plugin (`make gpu-compiler`, which `make test` runs) those tests ski
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from compile_tool import one_line, run_tool
 
 from slmjax.train import gpu_topology
 from slmjax.train.aot import CompileTargetError
 from slmjax.train.gpu_topology import parse, topology
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 2 ** 20
 needs_plugin = pytest.mark.skipif(
     not os.path.isdir(os.path.join(gpu_topology.GPU_COMPILER_DIR, "jax_plugins", "xla_cuda13")),
     reason="JAX's CUDA plugin not installed (make gpu-compiler)")
-
-
-def _run(args, code=None, **env_vars):
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    env["PYTHONPATH"] = ROOT + os.pathsep + os.path.join(ROOT, "tools")
-    env.update(env_vars)
-    cmd = [sys.executable] + (["-c", code] if code else [os.path.join(ROOT, "tools", "compile_step.py")]) + args
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 
 
 def _rows(proc) -> list[dict]:
@@ -61,7 +51,7 @@ def test_state_is_the_papers_params_and_adamw_moments():
     """s309m on one H100: the step's arguments are the paper's 308,845,568 float32 parameters and
     AdamW's two float32 moments (12 bytes each), three int32 counters and the batch (inputs and
     targets int32, weights float32); cuDNN's flash attention; 16 x 2050 fits the 0.75 pool."""
-    row = _rows(_run(["--gpu=h100", "--sizes=s309m", "--batch_size=16"]))[0]
+    row = _rows(run_tool(["--gpu=h100", "--sizes=s309m", "--batch_size=16"]))[0]
     assert row["state_bytes"] == 12 * 308_845_568 + 3 * 4 + 16 * 2050 * 12
     assert row["attention"] == "cudnn" and row["device_kind"] == "NVIDIA H100 80GB HBM3"
     assert row["hbm_bytes"] == 0.75 * 81559 * MIB
@@ -70,17 +60,17 @@ def test_state_is_the_papers_params_and_adamw_moments():
 
 @needs_plugin
 def test_fsdp_halves_each_gpus_state_and_temporaries_follow_the_batch():
-    two = _rows(_run(["--gpu=h100:1x2", "--sizes=tiny", "--mesh=1,2,1"]))[0]
-    one = _rows(_run(["--gpu=h100", "--sizes=tiny"]))[0]
+    two = _rows(run_tool(["--gpu=h100:1x2", "--sizes=tiny", "--mesh=1,2,1"]))[0]
+    one = _rows(run_tool(["--gpu=h100", "--sizes=tiny"]))[0]
     assert two["chips"] == 2 and two["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1}
     assert 0.5 <= two["state_bytes"] / one["state_bytes"] < 0.53  # RMSNorm scales stay whole
-    double = _rows(_run(["--gpu=h100", "--sizes=tiny", "--batch_size=32"]))[0]
+    double = _rows(run_tool(["--gpu=h100", "--sizes=tiny", "--batch_size=32"]))[0]
     assert 1.6 < double["temp_bytes"] / one["temp_bytes"] < 2.2
 
 
 @needs_plugin
 def test_pool_follows_the_memory_fraction_and_a_step_over_it_does_not_fit():
-    proc = _run(["--gpu=h100", "--sizes=tiny", "--batch_size=4096", "--micro_batches=0"],
+    proc = run_tool(["--gpu=h100", "--sizes=tiny", "--batch_size=4096", "--micro_batches=0"],
                 XLA_PYTHON_CLIENT_MEM_FRACTION="0.02")
     row = _rows(proc)[0]
     assert row["hbm_bytes"] == 0.02 * 81559 * MIB
@@ -90,33 +80,28 @@ def test_pool_follows_the_memory_fraction_and_a_step_over_it_does_not_fit():
     assert "*JAX's pool: XLA_PYTHON_CLIENT_MEM_FRACTION 0.02 of the card's 79.65 GiB" in proc.stdout
 
 
-def _one_line(proc, text):
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines() == [f"compile_step.py: {text}"], proc.stderr[-3000:]
-
-
 @pytest.mark.parametrize("args", [["--sizes=tiny"], ["--tpu=v5e-4", "--gpu=h100", "--sizes=tiny"]])
 def test_tool_takes_one_target(args):
-    _one_line(_run(args), "give one of --tpu (v4-32, v5e-16, ...) and --gpu (h100:8, h100:2x8, ...)")
+    one_line(run_tool(args), "give one of --tpu (v4-32, v5e-16, ...) and --gpu (h100:8, h100:2x8, ...)")
 
 
-def test_tool_refuses_a_bad_layout_or_fraction_in_one_line():
-    _one_line(_run(["--gpu=v100:8", "--sizes=tiny"]), "--gpu='v100:8': expected KIND[:[NODESx]GPUS] with KIND "
+def test_tool_refuses_a_bad_layout_or_fraction_inone_line():
+    one_line(run_tool(["--gpu=v100:8", "--sizes=tiny"]), "--gpu='v100:8': expected KIND[:[NODESx]GPUS] with KIND "
               "one of a100, h100, h200 (h100, h100:8, h100:2x8)")
 
 
 @needs_plugin
-def test_tool_refuses_a_bad_fraction_and_splash_in_one_line():
-    _one_line(_run(["--gpu=h100", "--sizes=tiny"], XLA_PYTHON_CLIENT_MEM_FRACTION="lots"),
+def test_tool_refuses_a_bad_fraction_and_splash_inone_line():
+    one_line(run_tool(["--gpu=h100", "--sizes=tiny"], XLA_PYTHON_CLIENT_MEM_FRACTION="lots"),
               "XLA_PYTHON_CLIENT_MEM_FRACTION='lots': expected a fraction in (0, 1]")
-    _one_line(_run(["--gpu=h100", "--sizes=tiny", "--attention=splash"]),
+    one_line(run_tool(["--gpu=h100", "--sizes=tiny", "--attention=splash"]),
               "tiny: model.attention=splash needs a TPU; this run is on gpu")
 
 
-def test_tool_without_the_plugin_says_so_in_one_line():
+def test_tool_without_the_plugin_says_so_inone_line():
     code = ("import runpy, sys\n"
             "from slmjax.train import gpu_topology; gpu_topology.GPU_COMPILER_DIR = '/nonexistent'\n"
             "sys.argv[0] = 'compile_step.py'; runpy.run_path('tools/compile_step.py', run_name='__main__')")
-    _one_line(_run(["--gpu=h100", "--sizes=tiny"], code=code),
+    one_line(run_tool(["--gpu=h100", "--sizes=tiny"], code=code),
               "JAX's CUDA plugin is not installed: `make gpu-compiler` (pip install jax-cuda13-plugin and "
               "jax-cuda13-pjrt into .venv/gpu-compiler)")

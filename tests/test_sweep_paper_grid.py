@@ -123,7 +123,7 @@ def test_local_dry_run_prints_runnable_commands(paper):
 ])
 def test_slice_layouts_run_51_of_52_on_16_chips(tmp_path, slice_, tpu_type, layouts):
     """paper_grid.py:v4-32 (32 GiB chips) and :v5e-16 (16 GiB): the meshes and micro-batches that
-    tools/compile_tpu.py compiled to fit; every update keeps the paper's batch. Only the
+    tools/compile_step.py compiled to fit; every update keeps the paper's batch. Only the
     494-sequence run does not divide, and the sweep refuses it by name."""
     args = [f"--config=configs/sweeps/paper_grid.py:{slice_}", f"--root={tmp_path}", "--config.data_path=/data/units",
             "--launcher=tpu", "--tpu_name=tpu", "--zone=z", f"--tpu_type={tpu_type}", "--dry_run"]
@@ -137,6 +137,25 @@ def test_slice_layouts_run_51_of_52_on_16_chips(tmp_path, slice_, tpu_type, layo
     proc = subprocess.run([sys.executable, "-m", "slmjax.launch.cli", *args], cwd=REPO, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 1 and "slmjax-sweep: s823m_d5.3e10: train.batch_size=494" in proc.stderr
+
+
+def test_gpu_layout_runs_all_52_on_two_nodes_of_8(tmp_path):
+    """paper_grid.py:h100-2x8: the meshes and micro-batches tools/compile_step.py compiled to fit
+    two nodes of 8 80 GB GPUs. 823M over 2 FSDP x 8 tensor shards splits all three of its batches
+    (456, 494, 608 in 19 micro-batches), so the sweep takes every run."""
+    out = sweep("--config=configs/sweeps/paper_grid.py:h100-2x8", f"--root={tmp_path}", "--config.data_path=/data/units",
+                "--launcher=slurm", "--slurm_partition=gpu", "--nodes=2", "--gpus_per_node=8", "--dry_run")
+    lines = out.splitlines()
+    end = next(i for i, ln in enumerate(lines) if re.match(r"^\d+ runs, total C", ln))
+    rows, n_runs, cmds = parse("\n".join(lines[:end + 1] + [ln for ln in lines if "slmjax-train --config=" in ln]))
+    assert n_runs == len(cmds) == 52
+    layouts = {"s309m": ("4", "4", "3"), "s823m": ("2", "8", "19")}
+    for key, cmd in cmds.items():
+        size = key.split("_")[0]
+        got = tuple(cmd.get(f) for f in ("mesh.fsdp", "mesh.tensor", "train.micro_batches"))
+        assert got == layouts.get(size, (None, None, None)), key
+        assert int(cmd["train.batch_size"]) == int(rows[key]["batch"])
+    assert {rows[k]["batch"] for k in cmds if k.startswith("s823m_")} == {"456", "494", "608"}
 
 
 def test_unigram_grid_has_the_coarse_vocabulary(tmp_path):

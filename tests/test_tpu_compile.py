@@ -1,4 +1,4 @@
-"""The train step compiled by libtpu for TPU slices on this CPU-only host (tools/compile_tpu.py).
+"""The train step compiled by libtpu for TPU slices on this CPU-only host (tools/compile_step.py --tpu).
 
 The compilations run in subprocesses: libtpu is loaded there only. Without libtpu (`make
 tpu-compiler`, which `make test` runs) those tests skip.
@@ -7,34 +7,26 @@ tpu-compiler`, which `make test` runs) those tests skip.
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from compile_tool import one_line, run_tool
 
-from slmjax.train import tpu_compile
-from slmjax.train.tpu_compile import TpuCompileError, accelerator_type, oom_sizes, topology
+from slmjax.train import tpu_topology
+from slmjax.train.aot import CompileTargetError, oom_sizes
+from slmjax.train.tpu_topology import accelerator_type, topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _has_libtpu() -> bool:
     try:
-        tpu_compile._libtpu_path()
+        tpu_topology._libtpu_path()
         return True
-    except TpuCompileError:
+    except CompileTargetError:
         return False
 
 
 needs_libtpu = pytest.mark.skipif(not _has_libtpu(), reason="libtpu not installed (make tpu-compiler)")
-
-
-def _run(args, code=None, **env_vars):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("TPU_")}
-    env["PYTHONPATH"] = ROOT + os.pathsep + os.path.join(ROOT, "tools")
-    env.update(env_vars)
-    cmd = [sys.executable] + (["-c", code] if code else [os.path.join(ROOT, "tools", "compile_tpu.py")]) + args
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 
 
 @pytest.mark.parametrize("tpu, name", [
@@ -49,7 +41,7 @@ def test_accelerator_types_map_to_topologies(tpu, name):
 @pytest.mark.parametrize("tpu, why", [("v4-4", "2 chips"), ("v5e-12", "12 chips"), ("v3-8", "not an accelerator"),
                                       ("tpu", "not an accelerator")])
 def test_unlayable_slices_are_one_clear_error(tpu, why):
-    with pytest.raises(TpuCompileError, match=why):
+    with pytest.raises(CompileTargetError, match=why):
         topology(tpu)
 
 
@@ -76,7 +68,8 @@ def test_topologies_name_their_accelerator_type(name, kind):
 _COMPILE = """
 import json, sys
 from slmjax.launch import trainconf
-from slmjax.train.tpu_compile import compile_step, tpu_devices
+from slmjax.train.aot import compile_step
+from slmjax.train.tpu_topology import tpu_devices
 sets = json.loads(sys.argv[2])
 print(json.dumps(compile_step(trainconf.load("configs/train.py", "tiny", [tuple(s) for s in sets]),
                               tpu_devices(sys.argv[1]))))
@@ -84,7 +77,7 @@ print(json.dumps(compile_step(trainconf.load("configs/train.py", "tiny", [tuple(
 
 
 def _compile(tpu, sets):
-    proc = _run([tpu, json.dumps(sets)], code=_COMPILE)
+    proc = run_tool([tpu, json.dumps(sets)], code=_COMPILE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -149,7 +142,7 @@ def test_packed_rows_compile_with_splash_attention():
 
 @needs_libtpu
 def test_tool_prints_the_table_and_json():
-    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--remat=full"])
+    proc = run_tool(["--tpu=v5e-4", "--sizes=tiny", "--remat=full"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     row = json.loads(lines[-1])[0]
@@ -157,28 +150,22 @@ def test_tool_prints_the_table_and_json():
     assert any(ln.startswith("| tiny | 1,4,1 | 16 | 1 |") and "| yes |" in ln for ln in lines)
 
 
-def test_tool_refuses_a_bad_slice_in_one_line():
-    proc = _run(["--tpu=v4-4", "--sizes=tiny"])
+def test_tool_refuses_a_bad_slice_inone_line():
+    proc = run_tool(["--tpu=v4-4", "--sizes=tiny"])
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "compile_tpu.py: --tpu=v4-4: 2 chips; a slice of 4, 8, 16, ... chips " \
+    assert proc.stderr.strip() == "compile_step.py: --tpu=v4-4: 2 chips; a slice of 4, 8, 16, ... chips " \
                                   "(a power of 2) can be laid out here, or give its topology (e.g. v4:2x2x4)"
 
 
-def _one_line(proc, *parts):
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and all(p in lines[0] for p in parts), proc.stderr[-3000:]
-
-
 @needs_libtpu
-def test_tool_refuses_a_topology_libtpu_rejects_in_one_line():
+def test_tool_refuses_a_topology_libtpu_rejects_inone_line():
     """Without TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES libtpu printed six lines of its own."""
-    _one_line(_run(["--tpu=v5e:1x1", "--sizes=tiny"]), "--tpu=v5e:1x1: libtpu has no topology v5e:1x1")
+    one_line(run_tool(["--tpu=v5e:1x1", "--sizes=tiny"]), "--tpu=v5e:1x1: libtpu has no topology v5e:1x1")
 
 
 @needs_libtpu
-def test_tool_refuses_a_config_in_one_line():
-    _one_line(_run(["--tpu=v5e-4", "--sizes=tiny", "--mesh=1,2,1"]),
+def test_tool_refuses_a_config_inone_line():
+    one_line(run_tool(["--tpu=v5e-4", "--sizes=tiny", "--mesh=1,2,1"]),
               "tiny: mesh data*fsdp*tensor = 1*2*1 = 2 does not match the 4 available devices")
 
 
@@ -186,17 +173,17 @@ def test_tool_refuses_a_config_in_one_line():
 def test_a_stale_library_path_is_replaced():
     """A TPU_LIBRARY_PATH to no file (which jax's import warns of) is replaced by the libtpu found;
     it was kept, and the slice had 'no topology' (JAX TPU support not installed)."""
-    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--mesh=1,2,1"], TPU_LIBRARY_PATH="/nonexistent/libtpu.so")
+    proc = run_tool(["--tpu=v5e-4", "--sizes=tiny", "--mesh=1,2,1"], TPU_LIBRARY_PATH="/nonexistent/libtpu.so")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == ("compile_tpu.py: tiny: mesh data*fsdp*tensor = 1*2*1 = 2 "
+    assert proc.stderr.strip().splitlines()[-1] == ("compile_step.py: tiny: mesh data*fsdp*tensor = 1*2*1 = 2 "
                                                      "does not match the 4 available devices"), proc.stderr[-3000:]
 
 
-def test_tool_without_libtpu_says_so_in_one_line():
+def test_tool_without_libtpu_says_so_inone_line():
     code = ("import runpy, sys; sys.modules['libtpu'] = None\n"
-            "from slmjax.train import tpu_compile; tpu_compile.LIBTPU_DIR = '/nonexistent'\n"
-            "sys.argv[0] = 'compile_tpu.py'; runpy.run_path('tools/compile_tpu.py', run_name='__main__')")
-    _one_line(_run(["--tpu=v5e-4", "--sizes=tiny"], code=code), "libtpu is not installed: `make tpu-compiler`")
+            "from slmjax.train import tpu_topology; tpu_topology.LIBTPU_DIR = '/nonexistent'\n"
+            "sys.argv[0] = 'compile_step.py'; runpy.run_path('tools/compile_step.py', run_name='__main__')")
+    one_line(run_tool(["--tpu=v5e-4", "--sizes=tiny"], code=code), "libtpu is not installed: `make tpu-compiler`")
 
 
 def _strict_json(line):
@@ -206,7 +193,7 @@ def _strict_json(line):
 @needs_libtpu
 def test_out_of_memory_row_gives_the_total_asked():
     """libtpu's figure is the whole program's (state and temporaries), so it is the row's total."""
-    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--batch_size=65536"])
+    proc = run_tool(["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--batch_size=65536"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     row = _strict_json(lines[-1])[0]
@@ -234,7 +221,7 @@ def get_config(arg):
 def test_micro_batch_search_says_when_nothing_fits(tmp_path):
     config = tmp_path / "big.py"
     config.write_text(_BIG.format(path=os.path.join(ROOT, "configs", "train.py"), dim=7168))
-    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--mesh=4,1,1", "--batch_size=4",
+    proc = run_tool(["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--mesh=4,1,1", "--batch_size=4",
                  "--micro_batches=0", f"--train_config={config}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny: micro_batches=1 does not fit (" in proc.stderr
@@ -250,7 +237,7 @@ def test_micro_batch_search_wants_headroom(tmp_path):
     config.write_text(_BIG.format(path=os.path.join(ROOT, "configs", "train.py"), dim=3072))
     args = ["--tpu=v5e-4", "--sizes=tiny", "--attention=xla", "--mesh=4,1,1", "--batch_size=4",
             "--micro_batches=0", f"--train_config={config}"]
-    roomy, tight = _run(args + ["--headroom=0.5"]), _run(args + ["--headroom=0.9"])
+    roomy, tight = run_tool(args + ["--headroom=0.5"]), run_tool(args + ["--headroom=0.9"])
     for proc in roomy, tight:
         assert proc.returncode == 0, proc.stderr[-3000:]
     row = _strict_json(tight.stdout.strip().splitlines()[-1])[0]
@@ -264,7 +251,7 @@ def test_mesh_candidates_put_fewest_tensor_shards_first_and_say_why_not():
     """16 chips: s309m's 252 sequences split over 4 shards (252 = 4 x 63), not 8 or 16; s20m's 8
     heads do not split 16 ways; s823m's 456 = 8 x 57 and 608 = 16 x 38."""
     from slmjax.launch import trainconf
-    from slmjax.train.tpu_compile import mesh_candidates
+    from slmjax.train.aot import mesh_candidates
 
     def candidates(size, batch):
         config = trainconf.load(os.path.join(ROOT, "configs", "train.py"), size, [("train.batch_size", batch)])
@@ -282,7 +269,7 @@ def test_mesh_candidates_put_fewest_tensor_shards_first_and_say_why_not():
 
 @needs_libtpu
 def test_mesh_search_takes_the_first_mesh_that_splits_the_batch_and_fits():
-    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--batch_size=6", "--mesh=search", "--micro_batches=0"])
+    proc = run_tool(["--tpu=v5e-4", "--sizes=tiny", "--batch_size=6", "--mesh=search", "--micro_batches=0"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny: mesh 1,4,1: batch 6 does not split over 4 batch shards at any micro-batch count" in proc.stderr
     assert "tiny: micro_batches=1 fits (" in proc.stderr
@@ -293,9 +280,9 @@ def test_mesh_search_takes_the_first_mesh_that_splits_the_batch_and_fits():
     assert f"  'tiny': {{{layout}}}," in lines
     # 7 sequences split over no FSDP shard count of 4 chips with 2 heads (tensor 4 > heads): each
     # mesh's reason, then the refusal.
-    proc = _run(["--tpu=v5e-4", "--sizes=tiny", "--batch_size=7", "--mesh=search", "--micro_batches=0"])
+    proc = run_tool(["--tpu=v5e-4", "--sizes=tiny", "--batch_size=7", "--mesh=search", "--micro_batches=0"])
     assert proc.returncode == 2 and proc.stderr.rstrip().splitlines() == [
         "  tiny: mesh 1,4,1: batch 7 does not split over 4 batch shards at any micro-batch count",
         "  tiny: mesh 1,2,2: batch 7 does not split over 2 batch shards at any micro-batch count",
         "  tiny: mesh 1,1,4: mesh.tensor=4 does not divide model.n_heads=2",
-        "compile_tpu.py: tiny: no FSDP x tensor mesh of 4 chips takes its batch and heads"], proc.stderr
+        "compile_step.py: tiny: no FSDP x tensor mesh of 4 devices takes its batch and heads"], proc.stderr

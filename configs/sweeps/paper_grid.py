@@ -16,11 +16,12 @@ import ml_collections
 BATCH_SIZES = {"s20m": 64, "s85m": 128, "s155m": 256, "s309m": 252, "s823m": 456}
 
 
-# Layouts for a TPU slice, `--config=configs/sweeps/paper_grid.py:SLICE`: the sizes whose paper
-# batch does not fit the slice's HBM at one pass, or does not divide its chips, get a mesh and
-# gradient accumulation (same updates) that tools/compile_tpu.py compiled to fit with 10% of the HBM
-# free (README, Sweeps): `tools/compile_tpu.py --tpu=SLICE --mesh=search --micro_batches=0` finds them.
-SLICE_LAYOUTS = {
+# Layouts for a TPU slice or GPU nodes, `--config=configs/sweeps/paper_grid.py:LAYOUT`: the sizes
+# whose paper batch does not fit the devices' memory at one pass, or does not divide them, get a
+# mesh and gradient accumulation (same updates) that tools/compile_step.py compiled to fit with 10%
+# of the memory free (README, Sweeps): `tools/compile_step.py --tpu=SLICE (or --gpu=h100:2x8)
+# --mesh=search --micro_batches=0` finds them.
+LAYOUTS = {
     # 16 chips x 32 GiB. s20m, s85m and s155m fit as they are (at most 20.6 GiB per chip). s309m's
     # 252 over 4 FSDP x 4 tensor shards in 3 micro-batches: 20.6 GiB. s823m over 8 x 2 in 19
     # micro-batches: batch 456 and 608 fit; 494 (D/N 64) does not divide 8 shards: leave it out.
@@ -36,12 +37,21 @@ SLICE_LAYOUTS = {
         "s309m": {"mesh": {"fsdp": 4, "tensor": 4}, "train": {"micro_batches": 7}},
         "s823m": {"mesh": {"fsdp": 8, "tensor": 2}, "train": {"micro_batches": 19}},
     },
+    # 2 nodes x 8 GPUs of 80 GB (JAX's default pool: 75%, 59.7 GiB). s20m, s85m and s155m fit as
+    # they are (at most 14.3 GiB). s309m's 252 over 4 x 4 in 3 micro-batches: 19.3 GiB (1 leaves
+    # under 10% free). s823m over 2 FSDP x 8 tensor shards (a node each) in 19: the fewest tensor
+    # shards whose FSDP shards split all three of its batches (456, 494, 608): 13.1 to 17.0 GiB.
+    # All 52 runs.
+    "h100-2x8": {
+        "s309m": {"mesh": {"fsdp": 4, "tensor": 4}, "train": {"micro_batches": 3}},
+        "s823m": {"mesh": {"fsdp": 2, "tensor": 8}, "train": {"micro_batches": 19}},
+    },
 }
 
 
 def get_config(arg=None):
-    if arg and arg not in SLICE_LAYOUTS:
-        raise ValueError(f"no layout for slice {arg!r}; known: {', '.join(SLICE_LAYOUTS)}")
+    if arg and arg not in LAYOUTS:
+        raise ValueError(f"no layout {arg!r}; known: {', '.join(LAYOUTS)}")
     c = ml_collections.ConfigDict()
     c.name = "paper_grid"
     # Training config every run starts from: `<train_config>:<size>` (relative to the repo root).
@@ -62,7 +72,7 @@ def get_config(arg=None):
             train_arg=name,         # the argument of configs/train.py's get_config
             overrides={},           # extra --config.* overrides for this size only (nested dict)
         ))
-    for name, over in SLICE_LAYOUTS.get(arg, {}).items():
+    for name, over in LAYOUTS.get(arg, {}).items():
         c.sizes[name].overrides = over
     # The 823M model's two longest runs used larger batches (494 and 608 sequences).
     c.sizes.s823m.batch_size_by_ratio = ((64, 494), (100, 608))
