@@ -1,16 +1,19 @@
-"""Does each model size's training step fit a TPU slice? Compiled for the slice, on this host.
+"""Does each model size's training step fit a TPU slice or GPU nodes? Compiled for them, on this host.
 
-    make tpu-compiler   # once: libtpu (the TPU compiler) into .venv/tpu-compiler
-    python tools/compile_tpu.py --tpu=v4-32 --sizes=s20m,s85m,s155m
+    make tpu-compiler gpu-compiler   # once: libtpu and JAX's CUDA plugin (the compilers) into .venv
+    python tools/compile_step.py --tpu=v4-32 --sizes=s20m,s85m,s155m
+    python tools/compile_step.py --gpu=h100:2x8 --sizes=s823m --mesh=search
 
 For each size, the sharded train step (configs/train.py:SIZE, the paper's batch) is compiled by
-libtpu for the slice's topology, with no TPU attached (slmjax.train.tpu_compile). With
---micro_batches=0 the fewest micro-batches whose step fits the chips' HBM with --headroom (10%)
-of it free are searched for (each try is one compilation); with --mesh=search the FSDP x tensor
-meshes are tried too, fewest tensor shards first, and the layouts found are printed as a sweep's
-per-size overrides. Prints a table per chip: state (params + AdamW), XLA's temporaries and
-generated code, total against the HBM. The last line is one JSON list of the rows (with XLA's
-FLOPs per chip beside the counted ones: slmjax.train.tpu_compile says how far to read them).
+the target's XLA compiler for the slice's topology or the nodes' GPUs, with none attached
+(slmjax.train.aot). With --micro_batches=0 the fewest micro-batches whose step fits each device's
+memory with --headroom (10%) of it free are searched for (each try is one compilation); with
+--mesh=search the FSDP x tensor meshes are tried too, fewest tensor shards first, and the layouts
+found are printed as a sweep's per-size overrides. Prints a table per device: state (params +
+AdamW), XLA's temporaries and generated code, total against the memory (a TPU chip's HBM; on a GPU
+the pool JAX's allocator takes: XLA_PYTHON_CLIENT_MEM_FRACTION of the card, 0.75 unless set). The
+last line is one JSON list of the rows (on TPU with XLA's FLOPs per chip beside the counted ones:
+slmjax.train.aot says how far to read them).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from absl import app, flags
 
 import benchcli  # tools/, beside this script
 
-_TPU = flags.DEFINE_string("tpu", "v4-32", "Accelerator type (v4-32, v5p-16, v5e-16, v6e-8) or topology (v4:2x2x4).")
+_TPU = flags.DEFINE_string("tpu", "", "Accelerator type (v4-32, v5p-16, v5e-16, v6e-8) or topology (v4:2x2x4).")
+_GPU = flags.DEFINE_string("gpu", "", "GPUs: KIND[:[NODESx]GPUS] with KIND a100, h100 or h200 (h100, h100:8, h100:2x8).")
 _SIZES = flags.DEFINE_list("sizes", ["s20m", "s85m", "s155m", "s309m", "s823m"], "Model sizes of configs/train.py.")
 benchcli.choices("sizes", ("tiny", "s20m", "s85m", "s155m", "s309m", "s823m"), required=True)
 _CONFIG = flags.DEFINE_string("train_config", "configs/train.py", "Training config file (get_config(SIZE)).")
@@ -31,11 +35,12 @@ _BATCH = flags.DEFINE_integer("batch_size", 0, "Global sequences per update; 0 =
 _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient-accumulation micro-batches; 0 = the fewest that fit.",
                               lower_bound=0)
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"], "model.remat.")
-_ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "splash", "xla"], "model.attention (auto: splash).")
+_ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "splash", "cudnn", "xla"],
+                                "model.attention (auto: splash on TPU, cuDNN on GPU).")
 _MESH = flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 fills); empty = the config's (FSDP over all chips); "
                             "'search' = the first of FSDP x tensor meshes, fewest tensor shards first, that fits.")
 _HEADROOM = flags.DEFINE_float("headroom", 0.1, "With --micro_batches=0 or --mesh=search: the fraction of each "
-                               "chip's HBM a layout must leave free (a step that just fits the compiler's budget leaves none for the "
+                               "device's memory a layout must leave free (a step that just fits the compiler's budget leaves none for the "
                                "runtime's buffers).", lower_bound=0.0, upper_bound=0.9)
 
 GIB = 2 ** 30
@@ -58,7 +63,7 @@ def _config(size: str):
 
 def _fit(config, devices) -> dict:
     """The compiled step at --micro_batches, or the first of the valid counts that fits."""
-    from slmjax.train.tpu_compile import compile_step, micro_batch_choices
+    from slmjax.train.aot import compile_step, micro_batch_choices
 
     if _MICRO.value:
         config.train.micro_batches = _MICRO.value
@@ -78,9 +83,9 @@ def _fit(config, devices) -> dict:
 
 
 def _search_mesh(config, devices) -> dict | None:
-    """The first candidate mesh (slmjax.train.tpu_compile.mesh_candidates) whose step fits with
+    """The first candidate mesh (slmjax.train.aot.mesh_candidates) whose step fits with
     --headroom free, else the last one tried."""
-    from slmjax.train.tpu_compile import mesh_candidates, micro_batch_choices
+    from slmjax.train.aot import mesh_candidates, micro_batch_choices
 
     row, size = None, config.model.size
     for mesh, why in mesh_candidates(config, len(devices)):
@@ -100,7 +105,7 @@ def _search_mesh(config, devices) -> dict | None:
 
 
 def _roomy(row) -> bool:
-    """Fits, and leaves --headroom of the HBM free (where the chip's HBM is known)."""
+    """Fits, and leaves --headroom of the memory free (where the device's memory is known)."""
     hbm = row["hbm_bytes"]
     return row["fits"] and (hbm is None or row["total_bytes"] <= (1 - _HEADROOM.value) * hbm)
 
@@ -117,41 +122,58 @@ def _gib(x) -> str:
     return "-" if x is None else f"{x / GIB:.2f}"
 
 
+def _target():
+    """(devices, the target as given, its topology's name) of --tpu or --gpu."""
+    from slmjax.train import gpu_topology, tpu_topology
+    from slmjax.train.aot import CompileTargetError
+
+    if bool(_TPU.value) == bool(_GPU.value):
+        benchcli.fail("give one of --tpu (v4-32, v5e-16, ...) and --gpu (h100:8, h100:2x8, ...)")
+    try:
+        if _TPU.value:
+            return tpu_topology.tpu_devices(_TPU.value), _TPU.value, tpu_topology.topology(_TPU.value)
+        return gpu_topology.gpu_devices(_GPU.value), _GPU.value, gpu_topology.topology(_GPU.value)
+    except CompileTargetError as e:
+        benchcli.fail(str(e))
+
+
 def main(argv):
     del argv
     from slmjax.launch.grid import SweepError
-    from slmjax.train.tpu_compile import TpuCompileError, topology, tpu_devices
+    from slmjax.train import gpu_topology
+    from slmjax.train.aot import CompileTargetError, gpu_memory_fraction
     from slmjax.train.validate import ConfigError
 
-    try:
-        devices = tpu_devices(_TPU.value)
-    except TpuCompileError as e:
-        benchcli.fail(str(e))
+    devices, target, name = _target()
     rows = []
     for size in _SIZES.value:
         try:
             config = _config(size)
             row = _search_mesh(config, devices) if _MESH.value == "search" else _fit(config, devices)
-        except (ConfigError, SweepError) as e:
+        except (ConfigError, SweepError, CompileTargetError) as e:
             benchcli.fail(f"{size}: " + str(e).replace("\n", "; "))
         if row is None and _MESH.value == "search":
-            benchcli.fail(f"{size}: no FSDP x tensor mesh of {len(devices)} chips takes its batch and heads")
+            benchcli.fail(f"{size}: no FSDP x tensor mesh of {len(devices)} devices takes its batch and heads")
         if row is None:
             benchcli.fail(f"{size}: no micro-batch count splits its batch over the mesh's batch shards "
                           "(mesh.data * mesh.fsdp)")
-        rows.append({"size": size, "tpu": _TPU.value, "topology": topology(_TPU.value), **row})
+        rows.append({"size": size, "target": target, "topology": name, **row})
     kind = devices[0].device_kind
-    print(f"\n{_TPU.value} ({topology(_TPU.value)}): {len(devices)} x {kind}; per chip, GiB; "
+    memory = "HBM" if _TPU.value else "memory*"
+    print(f"\n{target} ({name}): {len(devices)} x {kind}; per device, GiB; "
           f"attention {rows[0]['attention']}, remat {rows[0]['remat']}")
-    print("| size | mesh (d,f,t) | batch | micro | state | temporaries | code | total | HBM | fits |")
+    print(f"| size | mesh (d,f,t) | batch | micro | state | temporaries | code | total | {memory} | fits |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mesh = ",".join(str(r["mesh"][a]) for a in ("data", "fsdp", "tensor"))
         print(f"| {r['size']} | {mesh} | {r['batch_size']} | {r['micro_batches']} | {_gib(r['state_bytes'])} | "
               f"{_gib(r['temp_bytes'])} | {_gib(r['code_bytes'])} | {_gib(r['total_bytes'])} | "
               f"{_gib(r['hbm_bytes'])} | {'yes' if r['fits'] else 'no'} |")
+    if _GPU.value:
+        print(f"*JAX's pool: XLA_PYTHON_CLIENT_MEM_FRACTION {gpu_memory_fraction()} of the card's "
+              f"{gpu_topology.memory_bytes(kind) / GIB:.2f} GiB")
     if _MESH.value == "search":
-        print("\nAs a sweep's sizes.<size>.overrides (configs/sweeps/paper_grid.py's SLICE_LAYOUTS):")
+        print("\nAs a sweep's sizes.<size>.overrides (configs/sweeps/paper_grid.py's LAYOUTS):")
         for r in rows:
             note = "" if _roomy(r) else "  # leaves under the headroom free" if r["fits"] else "  # does not fit"
             print(f"  {r['size']!r}: " + json.dumps({"mesh": r["mesh"], "train": {"micro_batches": r["micro_batches"]}})
