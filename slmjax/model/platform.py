@@ -1,5 +1,5 @@
 """The platform the model is traced for: the running backend, or the one a deviceless
-compilation targets (tools/compile_tpu.py traces the TPU program on a CPU-only host)."""
+compilation targets (tools/compile_step.py traces the TPU or GPU program on a CPU-only host)."""
 
 from __future__ import annotations
 
