@@ -79,14 +79,14 @@ def init_params(cfg: ModelConfig, key) -> dict:
 def forward(cfg: ModelConfig, params: dict, tokens, positions=None, segment_ids=None):
     """Float32 logits [B,T,V] of int tokens [B,T].
 
-    positions: RoPE positions [B,T] (default 0..T-1); segment_ids: [B,T], attention is masked
-    across segments (packed sequences).
+    positions: RoPE positions [B,T] (default 0..T-1, one [1,T] row for every sequence); segment_ids:
+    [B,T], attention is masked across segments (packed sequences).
     """
     graphdef, abstract_state, _ = _skeleton(cfg)
     state = jax.tree.map(lambda x: x, abstract_state)  # fresh copy of the template
     nnx.replace_by_pure_dict(state, params)
     model = nnx.merge(graphdef, state)
     tokens = jnp.asarray(tokens)
-    if positions is None:
-        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    if positions is None:  # one row: [B,T] copies would be constant-folded into [B,T,H] tables
+        positions = jnp.arange(tokens.shape[1])[None]
     return model(tokens, positions, segment_ids)
