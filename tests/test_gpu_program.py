@@ -6,7 +6,7 @@ What it must hold for the MFU goal: cuDNN's flash attention forward and backward
 (causal, no score matrix materialised), and every matmul on bfloat16 operands (tensor cores), the
 tied output projection's backward included. jax asks the installed
 cuDNN for its version while tracing; with no CUDA here, those checks are answered as an H100 with
-cuDNN 9.10 would answer them.
+cuDNN 9.10 would answer them (slmjax.train.gpu_topology.answer_as).
 """
 
 import re
@@ -15,6 +15,7 @@ from collections import Counter
 import jax
 import pytest
 
+from slmjax.train import gpu_topology
 from slmjax.train.trace import trace_step
 from test_train_step_sharded import load_config
 
@@ -22,11 +23,9 @@ T = 2050
 
 
 @pytest.fixture
-def as_h100(monkeypatch):
-    from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
-    monkeypatch.setattr(cudnn_attention, "check_cudnn_version", lambda: 91000)
-    monkeypatch.setattr(cudnn_attention, "check_compute_capability", lambda c: float(c) <= 9.0)
-    monkeypatch.setattr(cudnn_attention, "is_cuda_compute_capability_equal", lambda c: c == "9.0")
+def as_h100():
+    with gpu_topology.answer_as(gpu_topology.GPUS["h100"].description):
+        yield
 
 
 def cuda_program(size, mesh_shape, batch=8, packed=False) -> str:
