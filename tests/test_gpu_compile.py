@@ -105,3 +105,11 @@ def test_tool_without_the_plugin_says_so_inone_line():
     one_line(run_tool(["--gpu=h100", "--sizes=tiny"], code=code),
               "JAX's CUDA plugin is not installed: `make gpu-compiler` (pip install jax-cuda13-plugin and "
               "jax-cuda13-pjrt into .venv/gpu-compiler)")
+
+
+@needs_plugin
+def test_vocab_size_adds_its_embedding_rows_to_the_state():
+    """--vocab_size=1000 (tiny: width 128, tied embedding): 498 more rows of 128 float32 weights and
+    their two AdamW moments, 12 bytes each."""
+    base, big = (_rows(run_tool(["--gpu=h100", "--sizes=tiny", *extra]))[0] for extra in ([], ["--vocab_size=1000"]))
+    assert big["state_bytes"] - base["state_bytes"] == 12 * (1000 - 502) * 128

@@ -32,6 +32,8 @@ benchcli.choices("sizes", ("tiny", "s20m", "s85m", "s155m", "s309m", "s823m"), r
 _CONFIG = flags.DEFINE_string("train_config", "configs/train.py", "Training config file (get_config(SIZE)).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Global sequences per update; 0 = the config's (the paper's).",
                               lower_bound=0)
+_VOCAB = flags.DEFINE_integer("vocab_size", 0, "model.vocab_size; 0 = the config's (502; unigram_grid.py's 5002).",
+                               lower_bound=0)
 _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient-accumulation micro-batches; 0 = the fewest that fit.",
                               lower_bound=0)
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"], "model.remat.")
@@ -52,6 +54,8 @@ def _config(size: str):
     sets = [("model.remat", _REMAT.value), ("model.attention", _ATTENTION.value)]
     if _BATCH.value:
         sets.append(("train.batch_size", _BATCH.value))
+    if _VOCAB.value:
+        sets.append(("model.vocab_size", _VOCAB.value))
     if _MESH.value and _MESH.value != "search":
         try:
             d, f, t = (int(x) for x in _MESH.value.split(","))
