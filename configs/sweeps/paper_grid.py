@@ -22,16 +22,16 @@ BATCH_SIZES = {"s20m": 64, "s85m": 128, "s155m": 256, "s309m": 252, "s823m": 456
 # of the memory free (README, Sweeps): `tools/compile_step.py --tpu=SLICE (or --gpu=h100:2x8)
 # --mesh=search --micro_batches=0` finds them.
 LAYOUTS = {
-    # 16 chips x 32 GiB. s20m, s85m and s155m fit as they are (at most 20.6 GiB per chip). s309m's
-    # 252 over 4 FSDP x 4 tensor shards in 3 micro-batches: 20.6 GiB. s823m over 8 x 2 in 19
+    # 16 chips x 32 GiB. s20m, s85m and s155m fit as they are (at most 20.5 GiB per chip). s309m's
+    # 252 over 4 FSDP x 4 tensor shards in 3 micro-batches: 20.7 GiB. s823m over 8 x 2 in 19
     # micro-batches: batch 456 and 608 fit; 494 (D/N 64) does not divide 8 shards: leave it out.
     "v4-32": {
         "s309m": {"mesh": {"fsdp": 4, "tensor": 4}, "train": {"micro_batches": 3}},
         "s823m": {"mesh": {"fsdp": 8, "tensor": 2}, "train": {"micro_batches": 19}},
     },
-    # 16 chips x 16 GiB (v5litepod-16). s20m and s85m fit as they are (1.8 and 8.7 GiB). s155m in 2
-    # micro-batches: 11.8 GiB (1 asks 17.0). s309m over 4 x 4 in 7: 10.8 GiB (3 leave under 10%
-    # free). s823m over 8 x 2 in 19: 8.3 and 10.2 GiB at batch 456 and 608; 494 does not divide.
+    # 16 chips x 16 GiB (v5litepod-16). s20m and s85m fit as they are (1.8 and 8.6 GiB). s155m in 2
+    # micro-batches: 11.8 GiB (1 asks 16.4). s309m over 4 x 4 in 7: 10.7 GiB (3 leave under 10%
+    # free). s823m over 8 x 2 in 19: 8.2 and 10.2 GiB at batch 456 and 608; 494 does not divide.
     "v5e-16": {
         "s155m": {"train": {"micro_batches": 2}},
         "s309m": {"mesh": {"fsdp": 4, "tensor": 4}, "train": {"micro_batches": 7}},
