@@ -34,7 +34,7 @@ $(VENV)/tpu-compiler/.installed: | $(VENV)/.installed
 JAX_CUDA ?= $(shell sed -n 's/^ *jax==\([0-9.]*\).*/\1/p' setup.cfg)
 gpu-compiler: $(VENV)/gpu-compiler/.installed
 
-$(VENV)/gpu-compiler/.installed: | $(VENV)/.installed
+$(VENV)/gpu-compiler/.installed: setup.cfg | $(VENV)/.installed
 	$(VPY) -m pip install -q --no-deps --upgrade --target $(VENV)/gpu-compiler 'jax-cuda13-plugin==$(JAX_CUDA)' 'jax-cuda13-pjrt==$(JAX_CUDA)'
 	@touch $@
 

@@ -10,8 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_tool(args, code=None, **env_vars) -> subprocess.CompletedProcess:
     """tools/compile_step.py ARGS (or `python -c CODE ARGS`) from the repo root."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "JAX_PLATFORMS") and not k.startswith("TPU_")}
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS", "XLA_CLIENT_MEM_FRACTION")
+           and not k.startswith(("TPU_", "XLA_PYTHON_CLIENT_"))}
     env["PYTHONPATH"] = ROOT + os.pathsep + os.path.join(ROOT, "tools")
     env.update(env_vars)
     cmd = [sys.executable] + (["-c", code] if code else [os.path.join(ROOT, "tools", "compile_step.py")]) + args

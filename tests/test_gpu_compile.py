@@ -4,6 +4,7 @@ The compilations run in subprocesses: JAX's CUDA plugin is loaded there only, be
 Without the plugin (`make gpu-compiler`, which `make test` runs) those tests skip.
 """
 
+import importlib.util
 import json
 import os
 
@@ -56,6 +57,7 @@ def test_state_is_the_papers_params_and_adamw_moments():
     assert row["attention"] == "cudnn" and row["device_kind"] == "NVIDIA H100 80GB HBM3"
     assert row["hbm_bytes"] == 0.75 * 81559 * MIB
     assert row["fits"] and row["state_bytes"] + row["temp_bytes"] <= row["total_bytes"] < row["hbm_bytes"]
+    assert row["compiler_flops_per_chip"] is None  # the GPU compiler gives no cost analysis
 
 
 @needs_plugin
@@ -71,13 +73,13 @@ def test_fsdp_halves_each_gpus_state_and_temporaries_follow_the_batch():
 @needs_plugin
 def test_pool_follows_the_memory_fraction_and_a_step_over_it_does_not_fit():
     proc = run_tool(["--gpu=h100", "--sizes=tiny", "--batch_size=4096", "--micro_batches=0"],
-                XLA_PYTHON_CLIENT_MEM_FRACTION="0.02")
+                XLA_CLIENT_MEM_FRACTION="0.02")
     row = _rows(proc)[0]
     assert row["hbm_bytes"] == 0.02 * 81559 * MIB
     # The fewest micro-batches whose step leaves 10% of the pool free: the first tried did not fit.
     assert row["micro_batches"] > 1 and row["total_bytes"] <= 0.9 * row["hbm_bytes"]
     assert "tiny: micro_batches=1 does not fit (" in proc.stderr
-    assert "*JAX's pool: XLA_PYTHON_CLIENT_MEM_FRACTION 0.02 of the card's 79.65 GiB" in proc.stdout
+    assert "*JAX's pool: 0.02 of the card's 79.65 GiB (XLA_CLIENT_MEM_FRACTION; " in proc.stdout
 
 
 @pytest.mark.parametrize("args", [["--sizes=tiny"], ["--tpu=v5e-4", "--gpu=h100", "--sizes=tiny"]])
@@ -85,20 +87,39 @@ def test_tool_takes_one_target(args):
     one_line(run_tool(args), "give one of --tpu (v4-32, v5e-16, ...) and --gpu (h100:8, h100:2x8, ...)")
 
 
-def test_tool_refuses_a_bad_layout_or_fraction_inone_line():
+def test_tool_refuses_a_bad_layout_or_fraction_in_one_line():
     one_line(run_tool(["--gpu=v100:8", "--sizes=tiny"]), "--gpu='v100:8': expected KIND[:[NODESx]GPUS] with KIND "
-              "one of a100, h100, h200 (h100, h100:8, h100:2x8)")
+             "one of a100, h100, h200 (h100, h100:8, h100:2x8)")
+    # Named before the plugin loads (jaxlib's own refusal was a traceback).
+    one_line(run_tool(["--gpu=h100", "--sizes=tiny"], XLA_CLIENT_MEM_FRACTION="lots"),
+             "XLA_CLIENT_MEM_FRACTION='lots': expected a fraction in (0, 1]")
+    one_line(run_tool(["--gpu=h100", "--sizes=tiny"], XLA_CLIENT_MEM_FRACTION="0.5", XLA_PYTHON_CLIENT_MEM_FRACTION="0.5"),
+             "XLA_CLIENT_MEM_FRACTION and XLA_PYTHON_CLIENT_MEM_FRACTION are both set")
 
 
 @needs_plugin
-def test_tool_refuses_a_bad_fraction_and_splash_inone_line():
-    one_line(run_tool(["--gpu=h100", "--sizes=tiny"], XLA_PYTHON_CLIENT_MEM_FRACTION="lots"),
-              "XLA_PYTHON_CLIENT_MEM_FRACTION='lots': expected a fraction in (0, 1]")
+def test_tool_refuses_splash_and_a_bad_plugin_setting_in_one_line():
     one_line(run_tool(["--gpu=h100", "--sizes=tiny", "--attention=splash"]),
-              "tiny: model.attention=splash needs a TPU; this run is on gpu")
+             "tiny: model.attention=splash needs a TPU; this run is on gpu")
+    one_line(run_tool(["--gpu=h100", "--sizes=tiny"], XLA_PYTHON_CLIENT_ALLOCATOR="nope"),
+             "JAX's CUDA plugin did not load: XLA_PYTHON_CLIENT_ALLOCATOR env var must be")
 
 
-def test_tool_without_the_plugin_says_so_inone_line():
+def test_answers_to_jax_are_the_cards_and_are_taken_back():
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    before = cudnn.check_compute_capability
+    with gpu_topology.answer_as("NVIDIA A100-SXM4-80GB"):
+        assert cudnn.check_compute_capability("8.0") and not cudnn.check_compute_capability("9.0")
+        assert cudnn.is_cuda_compute_capability_equal("8.0") and cudnn.check_cudnn_version() == 91000
+    assert cudnn.check_compute_capability is before
+    with pytest.raises(CompileTargetError, match="unknown GPU 'NVIDIA V100'"):
+        gpu_topology.memory_bytes("NVIDIA V100")
+
+
+@pytest.mark.skipif(bool(importlib.util.find_spec("jax_plugins") and importlib.util.find_spec("jax_plugins.xla_cuda13")),
+                    reason="the environment has JAX's CUDA plugin (used instead of .venv/gpu-compiler)")
+def test_tool_without_the_plugin_says_so_in_one_line():
     code = ("import runpy, sys\n"
             "from slmjax.train import gpu_topology; gpu_topology.GPU_COMPILER_DIR = '/nonexistent'\n"
             "sys.argv[0] = 'compile_step.py'; runpy.run_path('tools/compile_step.py', run_name='__main__')")

@@ -150,7 +150,7 @@ def test_tool_prints_the_table_and_json():
     assert any(ln.startswith("| tiny | 1,4,1 | 16 | 1 |") and "| yes |" in ln for ln in lines)
 
 
-def test_tool_refuses_a_bad_slice_inone_line():
+def test_tool_refuses_a_bad_slice_in_one_line():
     proc = run_tool(["--tpu=v4-4", "--sizes=tiny"])
     assert proc.returncode == 2
     assert proc.stderr.strip() == "compile_step.py: --tpu=v4-4: 2 chips; a slice of 4, 8, 16, ... chips " \
@@ -158,13 +158,13 @@ def test_tool_refuses_a_bad_slice_inone_line():
 
 
 @needs_libtpu
-def test_tool_refuses_a_topology_libtpu_rejects_inone_line():
+def test_tool_refuses_a_topology_libtpu_rejects_in_one_line():
     """Without TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES libtpu printed six lines of its own."""
     one_line(run_tool(["--tpu=v5e:1x1", "--sizes=tiny"]), "--tpu=v5e:1x1: libtpu has no topology v5e:1x1")
 
 
 @needs_libtpu
-def test_tool_refuses_a_config_inone_line():
+def test_tool_refuses_a_config_in_one_line():
     one_line(run_tool(["--tpu=v5e-4", "--sizes=tiny", "--mesh=1,2,1"]),
               "tiny: mesh data*fsdp*tensor = 1*2*1 = 2 does not match the 4 available devices")
 
@@ -179,7 +179,7 @@ def test_a_stale_library_path_is_replaced():
                                                      "does not match the 4 available devices"), proc.stderr[-3000:]
 
 
-def test_tool_without_libtpu_says_so_inone_line():
+def test_tool_without_libtpu_says_so_in_one_line():
     code = ("import runpy, sys; sys.modules['libtpu'] = None\n"
             "from slmjax.train import tpu_topology; tpu_topology.LIBTPU_DIR = '/nonexistent'\n"
             "sys.argv[0] = 'compile_step.py'; runpy.run_path('tools/compile_step.py', run_name='__main__')")

@@ -11,7 +11,7 @@ memory with --headroom (10%) of it free are searched for (each try is one compil
 --mesh=search the FSDP x tensor meshes are tried too, fewest tensor shards first, and the layouts
 found are printed as a sweep's per-size overrides. Prints a table per device: state (params +
 AdamW), XLA's temporaries and generated code, total against the memory (a TPU chip's HBM; on a GPU
-the pool JAX's allocator takes: XLA_PYTHON_CLIENT_MEM_FRACTION of the card, 0.75 unless set). The
+the pool JAX's allocator takes: XLA_CLIENT_MEM_FRACTION of the card, 0.75 unless set). The
 last line is one JSON list of the rows (on TPU with XLA's FLOPs per chip beside the counted ones:
 slmjax.train.aot says how far to read them).
 """
@@ -41,9 +41,10 @@ _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "splash", "cudnn", 
                                 "model.attention (auto: splash on TPU, cuDNN on GPU).")
 _MESH = flags.DEFINE_string("mesh", "", "data,fsdp,tensor (-1 fills); empty = the config's (FSDP over all chips); "
                             "'search' = the first of FSDP x tensor meshes, fewest tensor shards first, that fits.")
-_HEADROOM = flags.DEFINE_float("headroom", 0.1, "With --micro_batches=0 or --mesh=search: the fraction of each "
-                               "device's memory a layout must leave free (a step that just fits the compiler's budget leaves none for the "
-                               "runtime's buffers).", lower_bound=0.0, upper_bound=0.9)
+_HEADROOM = flags.DEFINE_float("headroom", 0.1, "With --micro_batches=0 or --mesh=search: the fraction of "
+                               "each device's memory a layout must leave free (a step that just fits the "
+                               "compiler's budget leaves none for the runtime's buffers).",
+                               lower_bound=0.0, upper_bound=0.9)
 
 GIB = 2 ** 30
 
@@ -174,8 +175,9 @@ def main(argv):
               f"{_gib(r['temp_bytes'])} | {_gib(r['code_bytes'])} | {_gib(r['total_bytes'])} | "
               f"{_gib(r['hbm_bytes'])} | {'yes' if r['fits'] else 'no'} |")
     if _GPU.value:
-        print(f"*JAX's pool: XLA_PYTHON_CLIENT_MEM_FRACTION {gpu_memory_fraction()} of the card's "
-              f"{gpu_topology.memory_bytes(kind) / GIB:.2f} GiB")
+        fraction, source = gpu_memory_fraction()
+        print(f"*JAX's pool: {fraction} of the card's {gpu_topology.memory_bytes(kind) / GIB:.2f} GiB "
+              f"({source}; XLA_CLIENT_MEM_FRACTION sets it)")
     if _MESH.value == "search":
         print("\nAs a sweep's sizes.<size>.overrides (configs/sweeps/paper_grid.py's LAYOUTS):")
         for r in rows:

@@ -42,8 +42,8 @@ class RMSNorm(nnx.Module):
 
 def rope_tables(positions, head_dim: int, theta: float, length: int):
     """(cos, signed sin) [B,T,1,H] float32 of interleaved-pair rotary embedding at `positions`
-    [B,T] (or [1,T], shared by the batch), gathered from tables of `length` positions computed once (a position outside them gives
-    NaN, jnp.take's fill, rather than a silently wrong angle).
+    [B,T] (or [1,T], shared by the batch), gathered from tables of `length` positions computed once
+    (a position outside them gives NaN, jnp.take's fill, rather than a silently wrong angle).
 
     The tables are computed in float32 as the paper's release computes them (inverse frequencies,
     then position x frequency rounded to float32, then cos and sin): the released weights were

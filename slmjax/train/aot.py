@@ -8,7 +8,7 @@ memory (XLA's own accounting: state, temporaries, code).
 
 A TPU compilation also refuses a program over the HBM (its figures are read back); a GPU one does
 not, so there the total is set against the pool JAX's allocator takes on the card
-(XLA_PYTHON_CLIENT_MEM_FRACTION of its memory, 0.75 unless set). Beside the step's counted FLOPs
+(XLA_CLIENT_MEM_FRACTION of its memory, 0.75 unless set). Beside the step's counted FLOPs
 per device comes XLA's cost analysis on TPU: with XLA's attention on v4 or v5e the two agree to
 ~1.09x (the masked half of the scores), and work duplicated across chips shows as a multiple;
 Pallas kernels (splash) are outside XLA's count, and v6e's count is ~1.8x at the tiny model's
@@ -46,16 +46,23 @@ def oom_sizes(message: str) -> tuple[float, float] | None:
     return None
 
 
-def gpu_memory_fraction() -> float:
-    """The fraction of a GPU's memory JAX's allocator may use (XLA_PYTHON_CLIENT_MEM_FRACTION)."""
-    value = os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")
+def gpu_memory_fraction() -> tuple[float, str]:
+    """(the fraction of a GPU's memory JAX's allocator may use, the variable that set it), as jaxlib
+    reads it: XLA_CLIENT_MEM_FRACTION, else the deprecated XLA_PYTHON_CLIENT_MEM_FRACTION, else 0.75."""
+    names = [n for n in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION") if os.environ.get(n)]
+    if len(names) == 2:
+        raise CompileTargetError("XLA_CLIENT_MEM_FRACTION and XLA_PYTHON_CLIENT_MEM_FRACTION are both set "
+                                 "(jax refuses that): unset the second, which is deprecated")
+    if not names:
+        return 0.75, "the default"
+    value = os.environ[names[0]]
     try:
         fraction = float(value)
     except ValueError:
         fraction = -1.0
     if not 0 < fraction <= 1:
-        raise CompileTargetError(f"XLA_PYTHON_CLIENT_MEM_FRACTION={value!r}: expected a fraction in (0, 1]")
-    return fraction
+        raise CompileTargetError(f"{names[0]}={value!r}: expected a fraction in (0, 1]")
+    return fraction, names[0]
 
 
 def device_memory(device) -> float | None:
@@ -65,7 +72,7 @@ def device_memory(device) -> float | None:
     if device.platform == "tpu":
         gib = tpu_topology.HBM_GIB.get(device.device_kind)
         return None if gib is None else gib * 2 ** 30
-    return gpu_topology.memory_bytes(device.device_kind) * gpu_memory_fraction()
+    return gpu_topology.memory_bytes(device.device_kind) * gpu_memory_fraction()[0]
 
 
 def compile_step(config, devices) -> dict:

@@ -94,19 +94,25 @@ device_description_str: "{g.description}"
 """
 
 
-def memory_bytes(device_kind: str) -> float:
-    """The card's memory in bytes, by the device_kind JAX reports."""
+def _gpu(device_kind: str) -> Gpu:
+    """The card whose description JAX reports as `device_kind`."""
     for g in GPUS.values():
         if g.description == device_kind:
-            return float(g.memory_mib << 20)
-    raise CompileTargetError(f"no memory size known for GPU {device_kind!r} (known: "
+            return g
+    raise CompileTargetError(f"unknown GPU {device_kind!r} (known: "
                              f"{', '.join(g.description for g in GPUS.values())})")
+
+
+def memory_bytes(device_kind: str) -> float:
+    """The card's memory in bytes, by the device_kind JAX reports."""
+    return float(_gpu(device_kind).memory_mib << 20)
 
 
 def _load_plugin() -> None:
     """Registers the CUDA plugin from .venv/gpu-compiler unless the environment has one (which
     JAX's plugin discovery registers). Before JAX's backends start: its discovery then runs the
-    hooks other modules left for plugins (the custom-call partitioner a sharded cuDNN call needs)."""
+    hooks other modules left for plugins (the custom-call partitioner a sharded cuDNN call needs).
+    The process then runs on the CPU (jax_platforms=cpu): there is no GPU for the plugin here."""
     import jax
     from jax._src import xla_bridge
 
@@ -123,11 +129,12 @@ def _load_plugin() -> None:
     if xla_bridge.backends_are_initialized():
         raise CompileTargetError("the GPU compiler must be loaded before JAX starts its backends: call "
                                  "gpu_devices before anything asks JAX for devices")
-    if not jax.config.jax_platforms:
-        jax.config.update("jax_platforms", "cpu")  # no GPU to start here: run on the CPU
+    jax.config.update("jax_platforms", "cpu")  # also skips the plugin's check of CUDA libraries
     sys.path.append(path)
     try:
         importlib.import_module("jax_plugins.xla_cuda13").initialize()
+    except Exception as e:  # the plugin's own refusals (its XLA_PYTHON_CLIENT_* settings, ...)
+        raise CompileTargetError(f"JAX's CUDA plugin did not load: {str(e).splitlines()[0]}") from None
     finally:
         sys.path.remove(path)
 
@@ -139,7 +146,7 @@ def gpu_devices(spec: str) -> list:
     from slmjax.train.aot import gpu_memory_fraction
 
     kind, nodes, per_node = parse(spec)
-    gpu_memory_fraction()  # a bad XLA_PYTHON_CLIENT_MEM_FRACTION is named before the plugin reads it
+    gpu_memory_fraction()  # a bad memory fraction is named before the plugin reads it
     _load_plugin()
     try:
         desc = topologies.get_topology_desc(platform="cuda", target_config=target_config(kind),
@@ -155,7 +162,7 @@ def answer_as(device_kind: str):
     capability while it traces; with no GPU here, they are answered for `device_kind` (cuDNN CUDNN)."""
     from jax._src.cudnn import fused_attention_stablehlo as cudnn
 
-    cc = next(g.compute_capability for g in GPUS.values() if g.description == device_kind)
+    cc = _gpu(device_kind).compute_capability
     answers = {"check_cudnn_version": lambda: CUDNN[0] * 10000 + CUDNN[1] * 100,
                "check_compute_capability": lambda c: cc >= tuple(int(x) for x in c.split(".")),
                "is_cuda_compute_capability_equal": lambda c: cc == tuple(int(x) for x in c.split("."))}

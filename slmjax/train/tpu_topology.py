@@ -38,13 +38,13 @@ def topology(tpu: str) -> str:
     m = _ACCELERATOR.match(tpu)
     if not m:
         raise CompileTargetError(f"--tpu={tpu!r}: not an accelerator type (v4-32, v5p-16, v5e-16, "
-                              "v5litepod-16, v6e-8) nor a topology (v4:2x2x4)")
+                                 "v5litepod-16, v6e-8) nor a topology (v4:2x2x4)")
     gen, n = m[1], int(m[2])
     chips = n // 2 if gen in ("v4", "v5p") else n  # v4/v5p count TensorCores, two per chip
     dims = [1, 1, 1] if gen in ("v4", "v5p") else [1, 1]
     if chips < 4 or chips & (chips - 1):
         raise CompileTargetError(f"--tpu={tpu}: {chips} chips; a slice of 4, 8, 16, ... chips (a power "
-                              "of 2) can be laid out here, or give its topology (e.g. v4:2x2x4)")
+                                 "of 2) can be laid out here, or give its topology (e.g. v4:2x2x4)")
     i = 0
     while math.prod(dims) < chips:
         dims[i % len(dims)] *= 2
@@ -62,7 +62,7 @@ def _libtpu_path() -> str:
         if os.path.isfile(path):
             return path
     raise CompileTargetError("libtpu is not installed: `make tpu-compiler` (pip install libtpu into "
-                          ".venv/tpu-compiler)")
+                             ".venv/tpu-compiler)")
 
 
 def tpu_devices(tpu: str) -> list:

@@ -1,8 +1,9 @@
 """The train step traced for a platform other than this process's (no accelerator needed).
 
 The model reads the platform it is traced for from slmjax.model.platform, so on a CPU-only host
-the step can be traced as a TPU slice or a GPU would trace it: tools/compile_tpu.py compiles the
-result with libtpu, and the tests lower it for CUDA to inspect the GPU program.
+the step can be traced as a TPU slice or a GPU would trace it: tools/compile_step.py compiles the
+result with libtpu or JAX's CUDA plugin (slmjax.train.aot), and the tests lower it for CUDA to
+inspect the GPU program.
 """
 
 from __future__ import annotations
