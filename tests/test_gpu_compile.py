@@ -4,9 +4,7 @@ The compilations run in subprocesses: JAX's CUDA plugin is loaded there only, be
 Without the plugin (`make gpu-compiler`, which `make test` runs) those tests skip.
 """
 
-import importlib.util
 import json
-import os
 
 import pytest
 from compile_tool import one_line, run_tool
@@ -17,7 +15,7 @@ from slmjax.train.gpu_topology import parse, topology
 
 MIB = 2 ** 20
 needs_plugin = pytest.mark.skipif(
-    not os.path.isdir(os.path.join(gpu_topology.GPU_COMPILER_DIR, "jax_plugins", "xla_cuda13")),
+    not (gpu_topology.bundled_plugin_installed() or gpu_topology.plugin_in_environment()),
     reason="JAX's CUDA plugin not installed (make gpu-compiler)")
 
 
@@ -117,8 +115,7 @@ def test_answers_to_jax_are_the_cards_and_are_taken_back():
         gpu_topology.memory_bytes("NVIDIA V100")
 
 
-@pytest.mark.skipif(bool(importlib.util.find_spec("jax_plugins") and importlib.util.find_spec("jax_plugins.xla_cuda13")),
-                    reason="the environment has JAX's CUDA plugin (used instead of .venv/gpu-compiler)")
+@pytest.mark.skipif(gpu_topology.plugin_in_environment(), reason="the environment has JAX's CUDA plugin (used instead of .venv/gpu-compiler)")
 def test_tool_without_the_plugin_says_so_in_one_line():
     code = ("import runpy, sys\n"
             "from slmjax.train import gpu_topology; gpu_topology.GPU_COMPILER_DIR = '/nonexistent'\n"

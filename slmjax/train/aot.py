@@ -17,6 +17,7 @@ shapes, so it is a check, not a FLOP counter. The GPU compiler gives no count.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -113,8 +114,6 @@ def compile_step(config, devices) -> dict:
 
 def _gpu_queries(device):
     """jax asks the local GPU and cuDNN while it traces the cuDNN attention: answered for `device`."""
-    import contextlib
-
     from slmjax.train import gpu_topology
 
     if device.platform == "tpu":

@@ -108,6 +108,23 @@ def memory_bytes(device_kind: str) -> float:
     return float(_gpu(device_kind).memory_mib << 20)
 
 
+def plugin_in_environment() -> bool:
+    """Whether JAX's CUDA plugin is installed where this process imports from (jax[cuda] on a GPU
+    host); else the one of .venv/gpu-compiler is loaded."""
+    for name in ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12"):
+        try:
+            if importlib.util.find_spec(name):
+                return True
+        except ModuleNotFoundError:  # no jax_plugins package at all
+            return False
+    return False
+
+
+def bundled_plugin_installed() -> bool:
+    """Whether `make gpu-compiler` put the plugin in .venv/gpu-compiler."""
+    return os.path.isdir(os.path.join(os.path.abspath(GPU_COMPILER_DIR), "jax_plugins", "xla_cuda13"))
+
+
 def _load_plugin() -> None:
     """Registers the CUDA plugin from .venv/gpu-compiler unless the environment has one (which
     JAX's plugin discovery registers). Before JAX's backends start: its discovery then runs the
@@ -116,20 +133,16 @@ def _load_plugin() -> None:
     import jax
     from jax._src import xla_bridge
 
-    for name in ("jax_plugins.xla_cuda13", "jax_plugins.xla_cuda12"):
-        try:
-            if importlib.util.find_spec(name):
-                return
-        except ModuleNotFoundError:  # no jax_plugins package at all
-            break
-    path = os.path.abspath(GPU_COMPILER_DIR)
-    if not os.path.isdir(os.path.join(path, "jax_plugins", "xla_cuda13")):
+    if plugin_in_environment():
+        return
+    if not bundled_plugin_installed():
         raise CompileTargetError("JAX's CUDA plugin is not installed: `make gpu-compiler` (pip install "
                                  "jax-cuda13-plugin and jax-cuda13-pjrt into .venv/gpu-compiler)")
     if xla_bridge.backends_are_initialized():
         raise CompileTargetError("the GPU compiler must be loaded before JAX starts its backends: call "
                                  "gpu_devices before anything asks JAX for devices")
     jax.config.update("jax_platforms", "cpu")  # also skips the plugin's check of CUDA libraries
+    path = os.path.abspath(GPU_COMPILER_DIR)
     sys.path.append(path)
     try:
         importlib.import_module("jax_plugins.xla_cuda13").initialize()
