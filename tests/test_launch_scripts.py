@@ -131,7 +131,8 @@ def test_bench_attention_counts_flops_by_hand():
     T = 64 in query blocks of 16: blocks 0-16, 16-32, 32-48, 48-64 attend to 16, 32, 48, 64 keys."""
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "bench_attention.py"), "--batch_size=1",
-         "--seq_len=64", "--heads=2", "--head_dim=8", "--block=16", "--rounds=1"],
+         "--seq_len=64", "--heads=2", "--head_dim=8", "--block=16", "--rounds=1",
+         "--libraries=numpy"],
         env={**os.environ, "SLMJAX_ALLOCATOR": "system"}, capture_output=True, text=True,
         timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -144,6 +145,9 @@ def test_bench_attention_counts_flops_by_hand():
                                      "x^T P  [h,m] x [m,e]", "softmax pass (mask, max, exp, sum)",
                                      "backward pass (mask, exp, dS)"}
     assert 0 < result["mfu_counted"] and result["kernel_seconds"] > 0
+    numpy_rates = result["libraries_gflops"]["numpy"]  # the same shapes in NumPy's BLAS
+    assert set(numpy_rates) == set(list(result["shapes"])[:3]) | {"square [2048,2048] x [2048,2048]"}
+    assert all(rate > 0 for rate in numpy_rates.values())
 
 
 def test_slurm_run_and_stop_read_a_relative_root_alike(tmp_path):

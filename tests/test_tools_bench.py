@@ -41,6 +41,7 @@ TINY = "--config=configs/train.py:tiny"
     ("bench_train.py", ("--config=configs/missing.py",), "configs/missing.py"),
     ("bench_attention.py", ("--seq_len=0",), "--seq_len"),
     ("bench_attention.py", ("--rounds=0",), "--rounds"),
+    ("bench_attention.py", ("--libraries=numpy,blis",), "--libraries"),
     ("bench_data.py", ("--batch=0",), "--batch"),
     ("bench_data.py", ("--modes=windows,pakced",), "pakced"),
     ("bench_data.py", ("--mean_utterance=1",), "--mean_utterance"),

@@ -9,7 +9,9 @@ backward. Per (sequence, head) pair and query block the kernel runs seven matmul
 shape (the forward scores, their recomputation and dP = dO v^T), two of P v's (the output and
 dQ = dS k) and two of x^T P's (the dV^T and dK^T updates). Prints a table and the kernel's
 efficiency on its counted FLOPs (causal attention counted once, as bench_train) and on the FLOPs
-it executes (whole diagonal blocks, recomputed scores); the last line is one JSON object.
+it executes (whole diagonal blocks, recomputed scores). (d) The same matmul shapes and the 2048
+square in the other GEMMs of the machine (`--libraries`: PyTorch's and NumPy's BLAS), to tell
+whether a shape's rate is XLA's or the CPU's. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ _HEAD_DIM = flags.DEFINE_integer("head_dim", 64, "Head dimension.", lower_bound=
 _BLOCK = flags.DEFINE_integer("block", 512, "Query block of the blockwise attention.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds of each measurement (the best counts).",
                                lower_bound=1)
+_LIBRARIES = flags.DEFINE_list(
+    "libraries", ["torch", "numpy"],
+    "Other GEMMs timed at the kernel's matmul shapes and the 2048 square (torch, numpy; empty: none).")
+benchcli.choices("libraries", ("torch", "numpy"))
 _LOOP = 40  # iterations per timed loop of one matmul or pass
 
 
@@ -93,6 +99,60 @@ def shape_timings(m: int, e: int, h: int, rounds: int) -> dict:
     }
 
 
+def _library_matmul(name: str):
+    """matmul(a, b) -> None in library `name` on float32 NumPy arrays (operands converted once)."""
+    import numpy as np
+
+    if name == "numpy":
+        def prepare(a, b):
+            out = np.empty((a.shape[0], b.shape[1]), np.float32)
+            return lambda: np.matmul(a, b, out=out)
+        return prepare
+    if name == "torch":
+        import torch
+
+        from slmjax import hostdevices
+
+        torch.set_num_threads(hostdevices.host_cores())  # the cores XLA's CPU client uses
+
+        def prepare(a, b):
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            out = torch.empty(a.shape[0], b.shape[1])
+            return lambda: torch.matmul(ta, tb, out=out)
+        return prepare
+    raise ValueError(f"unknown library {name!r}")
+
+
+def library_timings(names, m: int, e: int, h: int, rounds: int) -> dict:
+    """{library: {shape: GFLOP/s}} of each library's matmul at the kernel's shapes (an [m, e]
+    block, head dim h) and at 2048 x 2048 x 2048, all float32."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arr = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    qk, pv, xp = _USES
+    # transposed views where the kernel has them (k^T, x^T), as the XLA loops above
+    operands = {qk: (arr(m, h), arr(e, h).T), pv: (arr(m, e), arr(e, h)), xp: (arr(m, h).T, arr(m, e)),
+                _SQUARE: (arr(2048, 2048), arr(2048, 2048))}
+    out = {}
+    for name in names:
+        prepare = _library_matmul(name)
+        out[name] = {}
+        for shape, (a, b) in operands.items():
+            run = prepare(a, b)
+            reps = 2 if shape == _SQUARE else _LOOP
+
+            def loop():
+                for _ in range(reps):
+                    run()
+            sec = _best(loop, rounds) / reps
+            out[name][shape] = 2.0 * a.shape[0] * a.shape[1] * b.shape[1] / sec / 1e9
+    return out
+
+
+_SQUARE = "square [2048,2048] x [2048,2048]"
+
+
 def main(argv):
     del argv
     import jax
@@ -107,6 +167,12 @@ def main(argv):
     m = max(e - s for s, e in blocks)
     peak = measured_matmul_peak(n=2048, dtype="float32")
     shapes = shape_timings(m, t, h, rounds)
+    libraries = {}
+    for name in _LIBRARIES.value:
+        try:
+            libraries.update(library_timings([name], m, t, h, rounds))
+        except ImportError as err:
+            print(f"--libraries: {name} skipped ({err})")
 
     rng = np.random.default_rng(1)
     q, k, v, do = (jnp.asarray(rng.standard_normal((b, t, n, h)).astype(np.float32))
@@ -142,12 +208,23 @@ def main(argv):
             ("measured", kernel)]
     for name, sec in rows:
         print(f"| {name:<44} | {1e3 * sec:>8.1f} | {100 * counted / peak / sec:>6.1f}% |")
+    if libraries:
+        names = list(libraries)
+        print(f"\n| {'matmul (float32)':<36} | {'XLA':>8} | " + " | ".join(f"{x:>8}" for x in names)
+              + " |  GFLOP/s")
+        print(f"|{'-' * 38}|{'-' * 10}|" + "|".join("-" * 10 for _ in names) + "|")
+        xla = {name: shapes[name][1] / shapes[name][0] / 1e9 for name in _USES}
+        xla[_SQUARE] = peak / 1e9
+        for shape in (*_USES, _SQUARE):
+            print(f"| {shape:<36} | {xla[shape]:>8.1f} | "
+                  + " | ".join(f"{libraries[x][shape]:>8.1f}" for x in names) + " |")
     print(json.dumps({"kernel_seconds": kernel, "peak_flops": peak, "counted_flops": counted,
                       "executed_flops": executed, "mfu_counted": counted / kernel / peak,
                       "matmul_seconds_at_measured_speeds": dots, "pass_seconds": passes,
                       "shapes": {k: {"seconds": s, "gflops": f / s / 1e9 if f else None}
                                  for k, (s, f) in shapes.items()},
-                      "block_rows": m, "blocks": len(blocks)}))
+                      "block_rows": m, "blocks": len(blocks),
+                      "libraries_gflops": libraries}))
 
 
 if __name__ == "__main__":
