@@ -283,9 +283,11 @@ def test_a_packed_run_begun_on_the_earlier_rows_is_not_resumed_on_these(unit_dat
   for k in ("final_test_loss", "status"):
     run.pop(k, None)
   json.dump(run, open(run_json, "w"))
+  before = _snapshot(wd)
   with pytest.raises(RunError, match=r"was trained on packed rows of an earlier slmjax .* train it "
                                      r"again in a new workdir"):
     loop.train(cfg, wd)
+  assert _snapshot(wd) == before  # refused before the restore or run.json changed anything
   # the same run with its layout recorded resumes
   run["data"]["packed_rows"] = "eos_first"
   json.dump(run, open(run_json, "w"))
@@ -320,6 +322,32 @@ def test_a_run_is_not_resumed_on_a_unit_dataset_rewritten_since_it_began(unit_da
   msg = str(e.value)
   assert "\n" not in msg and "train_tokens" in msg and "changed since" in msg, msg
   assert _snapshot(wd) == before
+
+
+def test_a_run_resumes_on_its_unit_dataset_moved_to_another_folder(unit_dataset, tmp_path):
+  """The dataset moved (a new mount) between launches: the relaunch with the new data.path
+  resumes and ends as an uninterrupted run, its counts checked instead of the path's text."""
+  ref, wd = str(tmp_path / "ref"), str(tmp_path / "run")
+  cfg = dict(data__kind="units", train__steps=8, checkpoint__every_steps=4, train__eval_every=4)
+  loop.train(_config(data__path=unit_dataset, **cfg), ref)
+  loop.train(_config(data__path=unit_dataset, **{**cfg, "train__steps": 8}), wd)
+  run_json = os.path.join(wd, "run.json")
+  run = json.load(open(run_json))
+  shutil.rmtree(os.path.join(wd, "checkpoints", "8"))   # as a run stopped after step 4 left it
+  for k in ("final_test_loss", "status"):
+    run.pop(k, None)
+  json.dump(run, open(run_json, "w"))
+  moved = str(tmp_path / "new_mount" / "units")
+  os.makedirs(os.path.dirname(moved))
+  shutil.move(unit_dataset, moved)
+  info = loop.train(_config(data__path=moved, **cfg), wd)
+  assert info["status"] == "completed" and info["resumed_from"] == 4
+  assert info["final_test_loss"] == json.load(open(os.path.join(ref, "run.json")))["final_test_loss"]
+  # the number of datasets is still the config's
+  old = {"data": {"path": "/a/units"}}
+  assert config_conflicts(old, {"data": {"path": "/mnt/b/units "}}) == []
+  assert [c.split(":")[0] for c in config_conflicts(old, {"data": {"path": "/a/units,/a/more"}})] \
+      == ["data.path"]
 
 
 def test_the_mfu_peak_may_change_between_launches():

@@ -47,10 +47,18 @@ loop.build_pipeline = hooked
 """,
     "eval": """
 real_eval = loop._Evaluator.__call__
-def evaluate(self, params, final=False):
+def evaluate(self, params, final=False, **k):
   if not final:
     term()
-  return real_eval(self, params, final)
+  return real_eval(self, params, final, **k)
+loop._Evaluator.__call__ = evaluate
+""",
+    "final_term": """
+real_eval = loop._Evaluator.__call__
+def evaluate(self, params, final=False, **k):
+  if final:
+    term()
+  return real_eval(self, params, final, **k)
 loop._Evaluator.__call__ = evaluate
 """,
     "hold": """
@@ -74,13 +82,13 @@ RunCheckpoints.close = close
 """,
     "final_kill": """
 real_eval = loop._Evaluator.__call__
-def evaluate(self, params, final=False):
+def evaluate(self, params, final=False, **k):
   if final:  # killed once the last checkpoint is on disk, or after 20 s
     step_dir, end = os.path.join(sys.argv[2], "checkpoints", "24"), time.time() + 20
     while time.time() < end and not os.path.isdir(step_dir):
       time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGKILL)
-  return real_eval(self, params, final)
+  return real_eval(self, params, final, **k)
 loop._Evaluator.__call__ = evaluate
 """,
     "fail": """
@@ -222,13 +230,32 @@ def test_kill_during_the_final_evaluation_loses_no_training(reference, tmp_path)
     assert _run_json(wd)[k] == _run_json(reference)[k], k
 
 
+def test_sigterm_during_the_final_evaluation_exits_preempted_at_once(reference, tmp_path):
+  """The final evaluation reads the whole held-out split (long for a big run): a notice during
+  it stops it there (the last checkpoint is on disk) and the launch ends `preempted` rather than
+  running into the grace period's SIGKILL; the relaunch evaluates the restored weights."""
+  wd = str(tmp_path / "run")
+  code, out = _launch_hooked(wd, "final_term")
+  assert code == 0, out[-3000:]
+  assert _run_json(wd)["status"] == "preempted" and "final_test_loss" not in _run_json(wd)
+  assert list_steps(wd) == [8, 16, 24]
+  assert not [r for r in train_rows(wd)[1] if r["step"] == 24]  # no row of a part-evaluation
+  run(wd)
+  assert _run_json(wd)["resumed_from"] == 24
+  _assert_matches_reference(wd, reference)
+  for k in ("status", "final_test_loss", "final_test_tokens", "test_loss_by_dataset"):
+    assert _run_json(wd)[k] == _run_json(reference)[k], k
+
+
 def test_relaunching_a_completed_run_changes_nothing(reference, tmp_path):
-  """A finished run launched again (a sweep relaunched, on another device count) keeps its
-  record: run.json and metrics.jsonl byte for byte, the same checkpoints."""
+  """A finished run launched again (a sweep relaunched, on another device count, a logging
+  field changed) keeps its record: run.json, config.json and metrics.jsonl byte for byte, the
+  same checkpoints."""
   wd = str(tmp_path / "run")
   shutil.copytree(reference, wd)
-  before = {f: open(os.path.join(wd, f), "rb").read() for f in ("run.json", "metrics.jsonl")}
-  run(wd, devices=4)
+  before = {f: open(os.path.join(wd, f), "rb").read()
+            for f in ("run.json", "config.json", "metrics.jsonl")}
+  run(wd, devices=4, train__eval_batches=3)
   assert {f: open(os.path.join(wd, f), "rb").read() for f in before} == before
   assert list_steps(wd) == list_steps(reference)
 
@@ -304,10 +331,15 @@ def test_sigterm_during_an_evaluation_saves_where_the_run_stands(reference, tmp_
   assert code == 0, out[-3000:]
   assert _run_json(wd)["status"] == "preempted"
   assert list_steps(wd) == [4], out[-2000:]
+  assert train_rows(wd)[1] == []  # the evaluation was abandoned, not reported on part of the data
   run(wd, **over)
-  rows, _ = train_rows(wd)
+  rows, evals = train_rows(wd)
   assert _strip(rows) == _strip(train_rows(reference)[0])
   _assert_same_params(wd, reference)
+  # the relaunch made the cut evaluation from step 4's checkpoint; the others equal the reference's
+  assert [r["step"] for r in evals] == [4, 8, 12, 16, 20, 24]
+  ref_evals = {r["step"]: r for r in train_rows(reference)[1]}
+  assert [r for r in evals if r["step"] in ref_evals] == list(ref_evals.values())
 
 
 def test_relaunch_waits_for_a_preempted_trainer_still_in_the_workdir(reference, tmp_path):
@@ -343,6 +375,13 @@ def test_workdir_lock_held_too_long_is_one_line(tmp_path):
   assert str(e.value) == (f"another trainer (pid {os.getpid()}) is running in {tmp_path}; stop "
                           "it or wait for it to exit")
   workdir_lock(str(tmp_path), wait_s=0).release()     # free again once released
+
+
+def test_a_lock_wait_that_is_not_a_number_is_one_line(tmp_path, monkeypatch):
+  monkeypatch.setenv("SLMJAX_WORKDIR_LOCK_WAIT", "ten")
+  with pytest.raises(RunError, match=r"^\$SLMJAX_WORKDIR_LOCK_WAIT='ten' is not a number of "
+                                     r"seconds$"):
+    workdir_lock(str(tmp_path))
 
 
 def test_sigterm_while_last_checkpoint_is_written_completes(reference, tmp_path):

@@ -59,8 +59,10 @@ class _Evaluator:
     self.final_batches = int(config.train.get("final_eval_batches", 0) or 0) * micro
     self.step = make_eval_step(config, mesh)
 
-  def __call__(self, params, final: bool = False) -> dict:
-    """Periodic evaluations read ``eval_batches`` batches; the final one ``final_eval_batches``."""
+  def __call__(self, params, final: bool = False, stop=None) -> dict | None:
+    """Periodic evaluations read ``eval_batches`` batches; the final one ``final_eval_batches``.
+    None when `stop()` turned true between two batches (a preemption notice): the evaluation is
+    abandoned, not reported on part of the data."""
     limit = self.final_batches if final else self.max_batches
     sums = {}
     for ev in self.pipeline.evals:
@@ -71,6 +73,8 @@ class _Evaluator:
       totals = np.zeros(2)  # (NLL, tokens), float64 on the host
       running = None
       for local in ev.batches(self.batch, jax.process_index(), jax.process_count(), limit):
+        if stop is not None and stop():
+          return None
         batch = make_global_batch(local, self.mesh)
         if running is not None:
           totals += jax.device_get(running)
@@ -163,6 +167,17 @@ def _check_same_data(workdir: str, before: dict, data: dict) -> None:
                    "restore the data it began on, or train it again in a new workdir")
 
 
+def _eval_missing(workdir: str, start: int, eval_every: int, primary: bool) -> bool:
+  """Whether the resumed step is an evaluation step without its evaluation row in metrics.jsonl
+  (decided by process 0 for all)."""
+  missing = bool(primary and start > 0 and eval_every and start % eval_every == 0 and not any(
+      r.get("step") == start and "test_loss" in r for r in read_metrics(workdir)))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+  return missing
+
+
 def _launch_kind(workdir: str, primary: bool, stopped: bool) -> int:
   """What this launch does, decided by process 0 for all: _STOPPED (a preemption notice came
   while it waited for the workdir lock), _FINISHED (run.json records the final evaluation) or
@@ -192,9 +207,9 @@ def _train(config, workdir: str, locks: list) -> dict:
     # waits for a trainer still saving in this workdir; a notice meanwhile ends the wait
     locks.append(workdir_lock(workdir, stop=preemption.requested))
     stopped = locks[-1] is None
-    if not stopped:
-      claim_workdir(workdir, config)
   kind = _launch_kind(workdir, primary, stopped)
+  if primary and kind == _TRAIN:  # a finished run's config.json stays as it is
+    claim_workdir(workdir, config)
   if kind == _STOPPED:  # the other trainer owns the run's files: none is touched
     if primary:
       print(f"slmjax-train: a preemption notice came while waiting for the other trainer in "
@@ -212,6 +227,7 @@ def _train(config, workdir: str, locks: list) -> dict:
   before = read_json(os.path.join(workdir, "run.json"), {}).get("data") or {}
   if list_steps(workdir):  # before anything of the run is changed, the restore included
     _check_same_data(workdir, before, data)
+    _check_packed_rows(workdir, before, data)
   # closed whatever happens (a restore that raises included), the checkpoints first: an
   # unfinished save still reads the data iterator's state
   data_iter = pipeline.train_iter()
@@ -224,8 +240,6 @@ def _train(config, workdir: str, locks: list) -> dict:
       start, state = 0, init_train_state(config, mesh, jax.random.key(int(config.seed)))
     else:
       start, state = restored
-    if restored is not None:
-      _check_packed_rows(workdir, before, data)
     unique = pipeline.unique_tokens
     run = dict(run_id=os.path.basename(workdir), **plan, unique_tokens=unique,
                trained_tokens=pipeline.trained_tokens(steps), epochs=pipeline.total_epochs(steps),
@@ -235,10 +249,16 @@ def _train(config, workdir: str, locks: list) -> dict:
     if primary:  # an earlier launch's error and speed do not describe this one
       update_run_json(workdir, drop=("error", "throughput"), **run, status="running")
     peak, peak_src = _peak(config, model_cfg)
+    # A notice stops an evaluation between batches where the processes need not agree on it: with
+    # one process. With several, JAX's preemption service picks a step for all, so they finish it.
+    interrupt = preemption.requested if jax.process_count() == 1 else None
     # A run killed after its last checkpoint but before run.json recorded the final evaluation
     # (the checkpoint is written first) evaluates the restored weights.
     if start >= steps:
-      final = _Evaluator(config, mesh, pipeline)(state["params"], final=True)
+      final = _Evaluator(config, mesh, pipeline)(state["params"], final=True, stop=interrupt)
+      if final is None:  # the weights are on disk: the next launch evaluates them
+        out = dict(status="preempted", peak_flops=peak, peak_flops_source=peak_src)
+        return update_run_json(workdir, **out) if primary else {**run, **out}
       if primary:
         _write_final_row(workdir, steps, final)
       out = dict(status="completed", **_completion(final, pipeline), peak_flops=peak,
@@ -251,6 +271,11 @@ def _train(config, workdir: str, locks: list) -> dict:
     evaluate = _Evaluator(config, mesh, pipeline)
     log_every = max(1, int(config.train.get("log_every", 1)))
     eval_every = int(config.train.get("eval_every", 0) or 0)
+    if _eval_missing(workdir, start, eval_every, primary):
+      # the checkpoint of an evaluation step whose evaluation a notice (or a kill) cut short
+      result = evaluate(state["params"], stop=interrupt)
+      if result is not None:
+        writer.write({"step": start, **result})
     ck_every = int(config.checkpoint.get("every_steps", 0) or 0)
     prof_start = int(config.train.get("profile_start", -1))
     prof_steps = int(config.train.get("profile_steps", 5))
@@ -311,15 +336,20 @@ def _train(config, workdir: str, locks: list) -> dict:
         prof_start = -1
       if s == steps:  # saved before the final evaluation: a kill or crash in it loses no
         save(s)         # training (the relaunch evaluates the restored weights)
+      evaluated = True
       if (eval_every and s % eval_every == 0) or s == steps:
         fetch()
-        final = evaluate(state["params"], final=s == steps)
-        writer.write({"step": s, **final})
-      # checked after the evaluation: a notice that came during it saves this step too
+        result = evaluate(state["params"], final=s == steps, stop=interrupt)
+        evaluated = result is not None
+        if evaluated:
+          final = result
+          writer.write({"step": s, **final})
+      # checked after the evaluation: a notice that came during it saves this step too (and an
+      # evaluation it cut short is made by the next launch, from this step's checkpoint)
       stop = preemption.due(s - start)
       if s < steps and ((ck_every and s % ck_every == 0) or stop):
         save(s)
-      if stop and s < steps:
+      if stop and (s < steps or not evaluated):
         status = "preempted"
         break
     else:

@@ -109,6 +109,11 @@ def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> 
   steps = _steps(old)
   same_steps = (steps is not None and steps == _steps(new)
                 and a.get("train.steps") == b.get("train.steps"))
+  # a unit dataset may move (a new mount): the number of paths is the config's, their contents
+  # are checked against run.json's token and row counts before a resume (loop._check_same_data)
+  for d in (a, b):
+    if "data.path" in d:
+      d["data.path"] = f"{len(_paths(d['data.path']))} path(s)"
   out = []
   for k in sorted(set(a) | set(b)):
     if k.startswith(_FREE_PREFIXES) or (k == "train.tokens" and same_steps):
@@ -116,6 +121,11 @@ def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> 
     if a.get(k, "<absent>") != b.get(k, "<absent>"):
       out.append(f"{k}: {a.get(k, '<absent>')!r} in the workdir vs {b.get(k, '<absent>')!r} now")
   return out
+
+
+def _paths(value) -> list[str]:
+  """data.path's datasets (joined by ",", as data.pipeline reads them)."""
+  return [p.strip() for p in str(value or "").split(",") if p.strip()]
 
 
 def claim_workdir(workdir: str, config, write: bool = True) -> bool:
@@ -182,7 +192,11 @@ def workdir_lock(workdir: str, wait_s: float | None = None, stop=None) -> fileio
   lock (and no error).
   """
   if wait_s is None:
-    wait_s = float(os.environ.get(LOCK_WAIT_ENV, "600") or 0)
+    value = os.environ.get(LOCK_WAIT_ENV, "600")
+    try:
+      wait_s = float(value or 0)
+    except ValueError:
+      raise RunError(f"${LOCK_WAIT_ENV}={value!r} is not a number of seconds") from None
 
   def tell(pid):
     print(f"slmjax-train: waiting for the trainer (pid {pid}) still running in {workdir} to exit",
