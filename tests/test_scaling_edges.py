@@ -82,3 +82,45 @@ def test_vp_fits_stay_above_the_grid_floor():
     boot = approach3.vp_bootstrap(lN, lD, L, bs.resample_weights(len(L), 20, seed=0), workers=1)
     assert lo <= p[3] <= hi and lo <= p[4] <= hi, p
     assert np.all((boot[:, 3:] >= lo) & (boot[:, 3:] <= hi)), boot[:, 3:].min()
+
+
+@pytest.mark.parametrize("n_runs", [4, 5])
+def test_no_more_runs_than_the_law_has_parameters_is_one_clear_line(n_runs):
+    """Three or more sizes and D/N ratios in 4 or 5 runs passed the coverage checks: the 5-parameter
+    law then went through every run (SSE 0, or 3e-7 for 4 runs) and the report printed intervals,
+    one of them not holding its own point estimate."""
+    from slmjax.analysis.scaling.errors import FitInputError
+    from slmjax.analysis.scaling.table import build_table
+    N = np.array([2e7, 8.5e7, 1.5e8, 3e8, 6e8])[:n_runs]
+    D = N * np.array([2, 30, 8, 100, 20])[:n_runs]
+    L = laws.chinchilla(N, D, *SPEECH.values())
+    rows = [dict(run_id=f"r{i}", n_params=n, tokens=d, test_loss=l) for i, (n, d, l) in enumerate(zip(N, D, L))]
+    with pytest.raises(FitInputError) as e:
+        build_table(rows, "few")
+    msg = str(e.value)
+    assert msg.startswith(f"few: only {n_runs} runs to fit L(N, D)") and "need at least 6" in msg
+    assert "\n" not in msg
+    rows.append(dict(run_id="r6", n_params=1e9, tokens=4e9, test_loss=2.0))
+    rows += [] if n_runs == 5 else [dict(run_id="r7", n_params=4e7, tokens=4e9, test_loss=2.5)]
+    assert len(build_table(rows, "few")) == 6
+
+
+def test_approach1_without_three_sizes_on_its_envelope_gives_no_a_env_interval():
+    """The loss-compute envelope holds 2 sizes, so N ~ C^a_env has no estimate (NaN); replicates
+    that drew a third size onto it used to give it an interval anyway ("C^nan [0.328, 0.555]")."""
+    from slmjax.analysis.scaling import FitOptions, analyse, isoflop, report
+    from slmjax.analysis.scaling.table import build_table
+    runs = [(1e7, 1e8, 6.0), (1e7, 2e8, 5.0), (1e7, 2e9, 3.0), (3e7, 2e8, 4.0), (3e7, 6e8, 3.9),
+            (3e7, 3e9, 3.5), (1e8, 1.5e8, 4.5), (1e8, 1e9, 3.05), (1e8, 3e9, 3.1)]
+    t = build_table([dict(run_id=f"r{i}", n_params=n, tokens=d, test_loss=l)
+                     for i, (n, d, l) in enumerate(runs)], "env")
+    C = 6 * t.n_params * t.tokens
+    front = isoflop.kaplan_fit(t.n_params, C, t.test_loss)["envelope"]
+    assert sorted(front) == [0, 1, 2, 3, 4]  # by hand: sizes 1e7 and 3e7 only
+    res, _ = analyse(t, FitOptions(bootstrap=60, huber_bootstrap=0, n_refine=2, workers=1, sigmoid=False))
+    a1 = res["approach1"]
+    assert a1["a_env"]["value"] is None and a1["a_env"]["lo"] is None and a1["a_env"]["hi"] is None
+    assert a1["a_env_skipped"] == "2 model size(s) on the envelope (need 3)"
+    line = next(ln for ln in report.render(res, {}).splitlines() if ln.startswith("- Approach 1 ("))
+    assert "N on the envelope not fitted: 2 model size(s) on the envelope (need 3)" in line
+    assert "nan" not in line

@@ -194,7 +194,7 @@ def test_redrawn_items_spread_each_runs_accuracy_as_fresh_item_sets_do():
 def _fit(X, C, rows, mode, seed):
     for i, r in enumerate(rows):
         r["acc_t"], r["n_t"] = X[i].mean(), N_ITEMS
-    table = build_table(rows, "sim", min_sizes=1, min_budgets=1)
+    table = build_table(rows, "sim", min_sizes=1, min_budgets=1, min_runs=1)
     table.items = {"t": items.ItemScores("set", "mean", np.full(N_ITEMS, "", object), X)}
     W = bs.resample_weights(N_RUNS, 300, seed)
     opt = fit.FitOptions(bootstrap=300, workers=1, sigmoid=False, seed=seed, downstream_bootstrap=mode)
@@ -233,7 +233,7 @@ def test_runs_mode_ignores_items_and_matches_a_table_without_them():
     rows = simulate.simulate_rows(law="speech", noise=0.01, seed=3, n_items=N_ITEMS)[:N_RUNS]
     X = item_set(np.random.default_rng(7))
     with_items = _fit(X, C, rows, "runs", 2)
-    table = build_table(rows, "sim", min_sizes=1, min_budgets=1)      # rows hold X's accuracies
+    table = build_table(rows, "sim", min_sizes=1, min_budgets=1, min_runs=1)      # rows hold X's accuracies
     opt = fit.FitOptions(bootstrap=300, workers=1, sigmoid=False, seed=2)
     plain = fit._downstream(table, table.test_loss, C, bs.resample_weights(N_RUNS, 300, 2), opt, 1, {})[0]["t"]
     assert with_items["gamma"] == plain["gamma"] and plain["bootstrap"] == "runs"

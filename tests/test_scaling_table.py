@@ -162,7 +162,7 @@ def test_sweep_root_notes_final_losses_over_different_heldout_tokens(tmp_path):
         if n_eval is not None:
             run = json.loads((tmp_path / f"r{i}" / "run.json").read_text())
             (tmp_path / f"r{i}" / "run.json").write_text(json.dumps({**run, "final_test_tokens": n_eval}))
-    notes = [s for s in read_sweep(str(tmp_path), min_sizes=1, min_budgets=1).notes
+    notes = [s for s in read_sweep(str(tmp_path), min_sizes=1, min_budgets=1, min_runs=1).notes
              if "held-out tokens" in s]
     assert len(notes) == 1 and "r0: 4096" in notes[0] and "r2: ?" in notes[0]
 

@@ -207,7 +207,7 @@ def write_demo_report(out: str) -> str:
     units = _load(os.path.join(out, "units", "manifest.json"), {})
     n_utt, hours, voices = _corpus_summary(out)
     runs_dir = os.path.join(out, "runs")
-    table = read_sweep(runs_dir, min_sizes=1, min_budgets=1)
+    table = read_sweep(runs_dir, min_sizes=1, min_budgets=1, min_runs=1)
     sizes = sorted({int(n) for n in table.n_params})
     runs = _runs(runs_dir)
     run_lines, best = _runs_section(runs)

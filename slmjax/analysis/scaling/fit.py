@@ -143,6 +143,11 @@ def analyse(table: RunTable, opt: FitOptions):
                             "a_env": bs.summarise(a1["a_env"], reps[:, 1], opt.level),
                             "C_c": a1["C_c"], "envelope_runs": [str(one.run_id[i]) for i in a1["envelope"]],
                             "compute": opt.flops}
+        if not np.isfinite(a1["a_env"]):
+            # Replicates whose envelope held 3 sizes would give an interval around no point estimate.
+            sizes = len(np.unique(np.round(np.log(N[a1["envelope"]]), 3)))
+            res["approach1"].update(a_env=bs.summarise(None, [], opt.level),
+                                    a_env_skipped=f"{sizes} model size(s) on the envelope (need 3)")
     else:
         res["approach1"] = {"skipped": "fewer than 3 runs on the loss-compute envelope"}
     plots["approach1"] = a1

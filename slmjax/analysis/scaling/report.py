@@ -63,8 +63,10 @@ def render(res: dict, figures: dict) -> str:
     if "skipped" in a1:
         md.append(f"- Approach 1: skipped: {a1['skipped']}.")
     else:
+        env = (f"N on the envelope not fitted: {a1['a_env_skipped']}" if a1.get("a_env_skipped")
+               else f"N on the envelope ~ C^{_iv(a1['a_env'])}")
         md.append(f"- Approach 1 (Kaplan, envelope of {len(a1['envelope_runs'])} runs): "
-                  f"L ~ C^-gamma with gamma = {_iv(a1['gamma'])}; N on the envelope ~ C^{_iv(a1['a_env'])}.")
+                  f"L ~ C^-gamma with gamma = {_iv(a1['gamma'])}; {env}.")
     dc = res["data_constrained"]
     md += ["", "## Data-constrained terms (second stage, multi-epoch runs)", ""]
     if "skipped" in dc:

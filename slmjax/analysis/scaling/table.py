@@ -130,7 +130,7 @@ def _fractions(t, a, ids, source, notes):
 
 
 def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: int = 3,
-                excluded=None, notes=None) -> RunTable:
+                excluded=None, notes=None, min_runs: int = 6) -> RunTable:
     """Validate row dicts (numeric fields already parsed or strings) into a RunTable."""
     if not rows:
         raise FitInputError(f"{source}: no runs found")
@@ -221,7 +221,7 @@ def build_table(rows: list[dict], source: str, min_sizes: int = 3, min_budgets: 
                else "the labels are ignored (fewer than 3) and IsoFLOP profiles are interpolated along each size")
         table.notes.append(f"budget missing for {len(miss)} single-epoch run(s) ({', '.join(miss[:5])}"
                            f"{', ...' if len(miss) > 5 else ''}): {use}")
-    check_coverage(table, min_sizes, min_budgets)
+    check_coverage(table, min_sizes, min_budgets, min_runs)
     return table
 
 
@@ -246,13 +246,19 @@ def _check_flops_units(ratio, ids, source):
                             "training FLOPs (FLOPs per token times D, not per token or in other units)")
 
 
-def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3):
-    """At least ``min_sizes`` model sizes and ``min_budgets`` token budgets, or one clear error.
+def check_coverage(table: RunTable, min_sizes: int = 3, min_budgets: int = 3, min_runs: int = 6):
+    """At least ``min_runs`` runs (6: more than L(N, D)'s five parameters, which any five runs fit
+    exactly), ``min_sizes`` model sizes and ``min_budgets`` token budgets, or one clear error.
 
     Budgets are counted as distinct tokens per parameter (D/N within 5%): with fewer than three, D is
     tied to N and the surface cannot separate the two terms; so it is when every run sits at one
     compute budget, one D, or any one line in (log N, log D).
     """
+    if len(table) < min_runs:
+        raise FitInputError(f"{table.source}: only {len(table)} run{'s' if len(table) != 1 else ''} to fit "
+                            f"L(N, D) on (single-epoch ones; multi-epoch runs fit its second stage): a law of 5 "
+                            f"parameters passes through any 5 runs exactly, leaving no error to measure; need at "
+                            f"least {min_runs} (10 or more for useful intervals)")
     ns, nd = table.distinct(table.n_params), table.distinct(table.tokens / table.n_params, rel=0.05)
     if ns < min_sizes:
         raise FitInputError(f"{table.source}: only {ns} model size{'s' if ns != 1 else ''} "
