@@ -287,14 +287,30 @@ def test_validator_names_files_eval_would_skip(tmp_path):
     folder = tmp_path / "bench" / "sSC"
     make_storycloze(folder, 3)
     write_units_wav(folder / "0_story000_correct.wav", [])
-    soundfile.write(str(folder / "3_story001_incorrect.wav"), np.zeros(64, np.float32), 16000)
+    soundfile.write(str(folder / "3_story001_incorrect.wav"), np.zeros(800, np.float32), 16000)
     soundfile.write(str(folder / "4_story002_correct.wav"), np.full(64, np.nan, np.float32), 16000,
                     subtype="FLOAT")
+    # under one 25 ms feature frame (400 samples at 16 kHz): encoding skips it as too short
+    soundfile.write(str(folder / "5_story002_incorrect.wav"), np.full(320, 0.3, np.float32), 16000)
+    soundfile.write(str(folder / "1_story000_incorrect.wav"), np.full(199, 0.3, np.float32), 8000)
     skip = ": slmjax-eval skips the file and drops its pair"
     assert [str(p) for p in bm.validate(tmp_path / "bench")] == [
         f"error: {folder / '0_story000_correct.wav'}: empty: no samples{skip}",
+        f"error: {folder / '1_story000_incorrect.wav'}: too short: 199 samples < 200{skip}",
+        f"warning: {folder / '1_story000_incorrect.wav'}: 8000 Hz, 1 channel(s): resampled to 16 kHz mono",
         f"error: {folder / '3_story001_incorrect.wav'}: silent: peak amplitude below 0.0001{skip}",
-        f"error: {folder / '4_story002_correct.wav'}: non-finite: NaN or Inf samples{skip}"]
+        f"error: {folder / '4_story002_correct.wav'}: non-finite: NaN or Inf samples{skip}",
+        f"error: {folder / '5_story002_incorrect.wav'}: too short: 320 samples < 400{skip}"]
+    # the same files as slmjax-eval's tokenizer reads them: each one it refuses, none it takes
+    from slmjax.units.features import MfccFeatures
+    from slmjax.units.tokenizer import Tokenizer
+    from slmjax.units.errors import UnitsError
+    tok = Tokenizer(MfccFeatures(), np.zeros((4, 39), np.float32))
+    for name in ("1_story000_incorrect", "5_story002_incorrect"):
+        with pytest.raises(UnitsError, match="too short"):
+            tok.encode_file(str(folder / f"{name}.wav"))
+    soundfile.write(str(folder / "5_story002_incorrect.wav"), np.full(400, 0.3, np.float32), 16000)
+    assert len(tok.encode_file(str(folder / "5_story002_incorrect.wav"))) == 1
 
 
 def test_gold_not_utf8_and_storycloze_index_clash_are_problems(tmp_path):

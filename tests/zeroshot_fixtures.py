@@ -8,11 +8,14 @@ import numpy as np
 import soundfile
 
 K = 20  # units of the fake tokenizer
+# samples that spell one unit: a 25 ms feature frame at 16 kHz, the fewest a real tokenizer encodes
+# (so slmjax-eval --validate finds no file too short)
+SAMPLES_PER_UNIT = 400
 
 
 def write_units_wav(path: Path, units) -> None:
-    """A wav whose samples spell ``units`` (8 samples per unit) for :class:`FakeTokenizer`."""
-    samples = np.repeat((np.asarray(units, np.float32) + 0.5) / K * 0.9, 8)
+    """A wav whose samples spell ``units`` (one frame of samples per unit) for :class:`FakeTokenizer`."""
+    samples = np.repeat((np.asarray(units, np.float32) + 0.5) / K * 0.9, SAMPLES_PER_UNIT)
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(str(path), samples, 16000, subtype="FLOAT")
 
@@ -28,7 +31,7 @@ class FakeTokenizer:
     def encode_file(self, path):
         self.calls += 1
         x, _ = soundfile.read(str(path), dtype="float32")
-        return np.floor(x[::8] / 0.9 * K).astype(np.int32)
+        return np.floor(x[::SAMPLES_PER_UNIT] / 0.9 * K).astype(np.int32)
 
 
 def write_gold(path: Path, columns, rows, shuffle_seed=None):

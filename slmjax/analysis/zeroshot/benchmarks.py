@@ -14,6 +14,8 @@ is scored for the submission file, no accuracy.
 
 from __future__ import annotations
 
+import math
+
 import csv
 import dataclasses
 import functools
@@ -392,11 +394,12 @@ def _asked(benches: list, tasks, root: Path) -> list:
 
 def check_audio_files(bench: Benchmark) -> None:
     """Append a problem for every audio file that cannot be read or holds no signal (empty, NaN or
-    Inf samples, silent: slmjax-eval skips it), and a warning for one not 16 kHz mono. Reads every
-    file in full."""
+    Inf samples, shorter than one feature frame, silent: slmjax-eval skips it), and a warning for
+    one not 16 kHz mono. Reads every file in full."""
     import soundfile
 
     from slmjax.units.audio import BadAudio, check_wave
+    from slmjax.units.mfcc import WIN  # one 25 ms frame at 16 kHz; HuBERT's receptive field too
     paired = {s for p in bench.pairs for s in (p.pos, p.neg)}
     for stem, path in bench.files.items():
         try:
@@ -405,7 +408,8 @@ def check_audio_files(bench: Benchmark) -> None:
             bench.problems.append(Problem("error", str(path), f"unreadable audio ({e})"))
             continue
         try:
-            check_wave(wave.mean(axis=1), min_samples=1)
+            # the frame in the file's own rate: slmjax-eval resamples to 16 kHz, then checks
+            check_wave(wave.mean(axis=1), min_samples=math.ceil(WIN * rate / 16000))
         except BadAudio as e:
             effect = "drops its pair" if stem in paired else "its submission file lacks it"
             bench.problems.append(Problem("error", str(path), f"{e}: slmjax-eval skips the file "
