@@ -110,7 +110,11 @@ def test_end_to_end_closed_form(tmp_path):
         assert (out / conv / "syntactic" / "dev.txt").is_file()
         assert (out / conv / "sSC.txt").is_file()
     tsv = (out / "per_file" / "ssc.tsv").read_text().splitlines()
-    assert tsv[0].split("\t") == ["stem", "n_units", "sum_logprob", "eos_logprob", "truncated"]
+    assert tsv[0].split("\t") == ["stem", "n_units", "sum_logprob", "eos_logprob", "truncated",
+                                  "file_units"]
+    ssc = next(b for b in bm.discover(root) if b.task == "ssc")
+    for row in (ln.split("\t") for ln in tsv[1:]):   # none cut: every unit scored
+        assert int(row[1]) == int(row[5]) == len(tok.encode_file(ssc.files[row[0]])) and row[4] == "0"
     # items/: every item's outcome, by hand (a wins twice; b ties in v1 and loses in v2)
     lex = [ln.split("\t") for ln in (out / "items" / "swuggy_dev.tsv").read_text().splitlines()]
     assert lex[0] == ["item", "type", "frequency", "n_pairs", "mean", "sum", "mean_eos"]
@@ -615,6 +619,8 @@ def test_items_backfilled_from_per_file_equal_the_scored_ones(tmp_path):
     shutil.rmtree(out / "items")
     benches = bm.discover(root)
     (out / "per_file" / "ssc.tsv").write_text("stem\tn_units\n")          # not as written: left
+    old = out / "per_file" / "swuggy_dev.tsv"   # as written before the file_units column
+    old.write_text("".join("\t".join(ln.split("\t")[:5]) + "\n" for ln in old.read_text().splitlines()))
     assert backfill_items(out, benches, scores) == ["swuggy_dev", "sblimp_dev"]
     assert {p.name: p.read_text() for p in (out / "items").iterdir()} == {
         k: v for k, v in written.items() if k != "ssc.tsv"}

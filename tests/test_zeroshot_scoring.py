@@ -185,6 +185,7 @@ def test_too_long_sequence_keeps_the_end():
     stats = Scorer(bigram_logits, jnp.asarray(table), max_len=16, pad_id=PAD,
                    progress=False).score([seq])
     assert stats.truncated[0] and stats.n_targets[0] == 17   # the last 16 units and the EOS
+    assert stats.seq_len[0] == 52                             # the file's 50 units, 2 EOS
     lp = _bigram_reference(table.astype(np.float64), seq[-18:])
     assert stats.body_logprob[0] == pytest.approx(lp[:-1].sum(), rel=1e-5)
     assert stats.last_logprob[0] == pytest.approx(lp[-1], rel=1e-5)

@@ -5,7 +5,9 @@ Layout of ``<out>`` (``RUN/zeroshot/<step>/``):
                                     sets without gold.csv under ``submission_only`` (no accuracy)
   <convention>/lexical/dev.txt ...  official submission files, ``<stem> <score>`` per line
   <convention>/sSC.txt, tSC.txt
-  per_file/<benchmark>.tsv          stem, n_units, sum_logprob, eos_logprob, truncated
+  per_file/<benchmark>.tsv          stem, n_units (unit predictions scored), sum_logprob,
+                                    eos_logprob, truncated, file_units (units of the file: more
+                                    than n_units where the context cut it)
   items/<benchmark>.tsv             per item (sets with gold): its key, type, frequency, pairs and
                                     outcome under each convention (itemfile.ITEM_COLUMNS)
 """
@@ -30,7 +32,10 @@ from slmjax.analysis.zeroshot.scoring import CONVENTIONS, SeqStats, benchmark_se
 from slmjax.errortext import describe
 
 SCORES_VERSION = 1
-PER_FILE_COLUMNS = ("stem", "n_units", "sum_logprob", "eos_logprob", "truncated")   # per_file/<set>.tsv
+PER_FILE_COLUMNS = ("stem", "n_units", "sum_logprob", "eos_logprob", "truncated",
+                    "file_units")   # per_file/<set>.tsv
+# per_file tables written before file_units (read back to write items/ tables)
+_PER_FILE_COLUMNS_BEFORE = PER_FILE_COLUMNS[:5]
 # What a record must share with this scoring to be added to (scores made otherwise do not mix).
 SETTINGS = ("context", "compute_dtype", "tokenizer", "checkpoint")
 LOCK_NAME = ".scores.json.lock"
@@ -87,9 +92,9 @@ def write_submissions(out: Path, bench, stems, stats):
         lines = "".join(f"{s} {float(v)!r}\n" for s, v in zip(stems, values))
         _atomic_write(out / conv / bench.submission, lines)
     rows = ["\t".join(PER_FILE_COLUMNS) + "\n"] + [
-        f"{s}\t{int(n) - 1}\t{float(b)!r}\t{float(e)!r}\t{int(t)}\n"
-        for s, n, b, e, t in zip(stems, stats.n_targets, stats.body_logprob, stats.last_logprob,
-                                 stats.truncated)]
+        f"{s}\t{int(n) - 1}\t{float(b)!r}\t{float(e)!r}\t{int(t)}\t{int(length) - 2}\n"
+        for s, n, b, e, t, length in zip(stems, stats.n_targets, stats.body_logprob,
+                                         stats.last_logprob, stats.truncated, stats.seq_len)]
     _atomic_write(out / "per_file" / f"{bench.name}.tsv", "".join(rows))
     if not bench.submission_only:
         _write_items(out, bench, stems, stats)
@@ -104,14 +109,18 @@ def _write_items(out: Path, bench, stems, stats):
 def _read_per_file(path: Path):
     """(stems, SeqStats) from a per_file/<set>.tsv; ValueError when it is not as written."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or tuple(lines[0].split("\t")) != PER_FILE_COLUMNS:
+    header = tuple(lines[0].split("\t")) if lines else ()
+    if header not in (PER_FILE_COLUMNS, _PER_FILE_COLUMNS_BEFORE):
         raise ValueError("not a per_file table (header)")
     rows = [ln.split("\t") for ln in lines[1:]]
-    if any(len(r) != len(PER_FILE_COLUMNS) for r in rows):
-        raise ValueError(f"a line without its {len(PER_FILE_COLUMNS)} fields")
+    if any(len(r) != len(header) for r in rows):
+        raise ValueError(f"a line without its {len(header)} fields")
     stems = [r[0] for r in rows]
     col = lambda j, t: np.array([t(r[j]) for r in rows], dtype=t)
-    return stems, SeqStats(col(2, float), col(3, float), col(1, int) + 1, col(4, int).astype(bool))
+    n_targets = col(1, int) + 1
+    # an earlier table has no file_units: the scored length stands for it
+    seq_len = col(5, int) + 2 if len(header) > 5 else n_targets + 1
+    return stems, SeqStats(col(2, float), col(3, float), n_targets, col(4, int).astype(bool), seq_len)
 
 
 def backfill_items(out, benches, record: dict) -> list:

@@ -29,11 +29,13 @@ MESH_AXES = ("data", "fsdp", "tensor")
 @dataclasses.dataclass
 class SeqStats:
     """Per-sequence results: log p summed over all targets but the last, log p of the last target,
-    number of targets (``len(seq) - 1``), and whether the sequence was cut to fit the context."""
+    number of targets scored (``len(seq) - 1``, or the context's share of a cut sequence), whether
+    the sequence was cut to fit the context, and its whole length."""
     body_logprob: np.ndarray
     last_logprob: np.ndarray
     n_targets: np.ndarray
     truncated: np.ndarray
+    seq_len: np.ndarray
 
 
 @dataclasses.dataclass
@@ -265,7 +267,8 @@ class Scorer:
                 + [seqs[i][:-1][-(ctx + 1):] for i in cut])
         body, last, lengths = self._score_rows(rows, desc)
         body[cut], lengths[cut] = body[n:] + last[n:], ctx + 1
-        return SeqStats(body[:n], last[:n], lengths[:n], truncated)
+        return SeqStats(body[:n], last[:n], lengths[:n], truncated,
+                        np.array([len(s) for s in seqs], np.int64))
 
     def _score_rows(self, seqs, desc):
         """(log p of all targets but the last, of the last, number of targets) of sequences that
