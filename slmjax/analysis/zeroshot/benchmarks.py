@@ -168,10 +168,17 @@ def _read_gold(path: Path, columns: tuple, problems: list):
     return rows
 
 
+# The official scripts that pair a gold.csv's rows by position (the i-th correct row with the i-th
+# incorrect one) rather than on keys: both of the zerospeech2021 package (the newer zerospeech
+# toolkit joins sWUGGY on (voice, id), as slmjax joins both).
+_POSITIONAL_SCRIPT = {"sblimp": "the official sBLIMP script",
+                      "swuggy": "the zerospeech2021 package's lexical script"}
+
+
 def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows, positional):
-    """Join correct (1) and incorrect (0) rows on ``key_fn``; with ``positional`` (sBLIMP, whose
-    official script pairs rows by position), check that the file-order pairing of ``all_rows``
-    (the whole gold.csv) agrees."""
+    """Join correct (1) and incorrect (0) rows on ``key_fn``; with ``positional`` (the name of an
+    official script that pairs rows by position), check that the file-order pairing of
+    ``all_rows`` (the whole gold.csv) agrees."""
     by_key = defaultdict(lambda: ([], []))
     for r in rows:
         by_key[key_fn(r)][0 if r["correct"] == "1" else 1].append(r)
@@ -183,15 +190,14 @@ def _pair_rows(rows, key_fn, where, problems, make_pair, all_rows, positional):
                                     f"{len(neg)} incorrect rows (lines {lines})"))
             continue
         pairs.append(make_pair(pos[0], neg[0]))
-    if not positional:   # the official lexical script joins on (voice, id) as slmjax does
+    if not positional:
         return pairs
-    # The official sBLIMP script pairs the i-th correct row with the i-th incorrect row.
     pos_rows = [r for r in all_rows if r["correct"] == "1"]
     neg_rows = [r for r in all_rows if r["correct"] == "0"]
     by_position = sum(1 for a, b in zip(pos_rows, neg_rows) if key_fn(a) != key_fn(b))
     if by_position or len(pos_rows) != len(neg_rows):
-        problems.append(Problem("warning", where, f"file-order pairing (used by the official "
-                                f"sBLIMP script) disagrees with the key join ({by_position} of "
+        problems.append(Problem("warning", where, f"file-order pairing (used by {positional}) "
+                                f"disagrees with the key join ({by_position} of "
                                 f"{min(len(pos_rows), len(neg_rows))} pairs differ, {len(pos_rows)} "
                                 f"correct vs {len(neg_rows)} incorrect rows); slmjax joins on keys"))
     return pairs
@@ -272,7 +278,7 @@ def load_slm21(directory: Path, task: str, split: str) -> Benchmark:
             return Pair(p["_stem"], n["_stem"], (p["type"], p["subtype"], p["id"]), p["voice"],
                         group=p["type"], subgroup=p["subtype"])
     bench.pairs = _pair_rows(usable, key, str(gold_path), problems, make, rows,
-                             positional=task == "sblimp")
+                             positional=_POSITIONAL_SCRIPT[task])
     unknown = sorted({p.group for p in bench.pairs} - set(SBLIMP_TYPES)) if task == "sblimp" else []
     if unknown:
         problems.append(Problem("warning", str(gold_path), f"types outside the 12 of sBLIMP: "
