@@ -215,14 +215,22 @@ def test_a_dataset_too_small_for_one_window_is_named(ds, tmp_path):
     (lambda m: m["splits"]["test"].update(shards=m["splits"]["train"]["shards"][:1]),
      "train-00000-of-00002.array_record"),
     (lambda m: m["splits"]["train"]["shards"].append("./train-00001-of-00002.array_record"),
-     "train-00001-of-00002.array_record")])
+     "train-00001-of-00002.array_record (as ./train-00001-of-00002.array_record)"),
+    # the same file by an absolute path, or through the folder's parent: the test split would be
+    # the training shard it names
+    (lambda m, ds: m["splits"]["test"].update(shards=[os.path.join(ds, "train-00000-of-00002.array_record")]),
+     "train-00000-of-00002.array_record (as {ds}/train-00000-of-00002.array_record)"),
+    (lambda m, ds: m["splits"]["test"].update(
+        shards=[f"../{os.path.basename(ds)}/train-00000-of-00002.array_record"]),
+     "train-00000-of-00002.array_record (as ../{base}/train-00000-of-00002.array_record)")])
 def test_a_shard_listed_twice_is_refused(ds, edit, shard):
   # A test split listing a training shard would score the model on what it trained on.
   mpath = os.path.join(ds, "manifest.json")
   m = json.load(open(mpath))
   for info in m["splits"].values():
     info.pop("utterances"), info.pop("tokens")
-  edit(m)
+  edit(m) if edit.__code__.co_argcount == 1 else edit(m, ds)
+  shard = shard.format(ds=ds, base=os.path.basename(ds))
   json.dump(m, open(mpath, "w"))
   with pytest.raises(DataError) as e:
     open_dataset(ds)

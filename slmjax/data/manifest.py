@@ -96,13 +96,15 @@ def load_manifest(path: str) -> dict:
 
 def _check_shards_unique(path: str, splits: dict) -> None:
   """A shard read twice would be trained twice per epoch, or tested on after training on it."""
-  seen = set()
+  seen = {}
   for info in splits.values():
     for shard in info["shards"]:
-      key = os.path.normpath(shard)
+      # the file itself: one shard may be spelled as a relative, an absolute or a linked path
+      key = os.path.realpath(os.path.join(path, shard))
       if key in seen:
-        raise DataError(f"unit dataset {path}: shard {key} is listed twice in manifest.json")
-      seen.add(key)
+        twice = shard if seen[key] == shard else f"{seen[key]} (as {shard})"
+        raise DataError(f"unit dataset {path}: shard {twice} is listed twice in manifest.json")
+      seen[key] = shard
 
 
 def _is_int(value) -> bool:
