@@ -87,13 +87,25 @@ def test_bad_inputs_skipped_with_reasons(tmp_path, tok_dir):
     sf.write(audio / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
     sf.write(audio / "silent.wav", np.zeros(16000, np.float32), 16000)
     sf.write(audio / "short.wav", _tone(1, 0.01), 16000)
+    # a wav cut off in a copy: libsndfile reads the half that is there without an error
+    sf.write(audio / "cut.wav", _tone(1, 2.0), 16000)
+    whole = (audio / "cut.wav").read_bytes()
+    (audio / "cut.wav").write_bytes(whole[:len(whole) // 2])
+    # a wav streamed to a pipe declares no length (0xffffffff): whole, so encoded
+    sf.write(audio / "sub" / "streamed.wav", _tone(1, 1.0), 16000)
+    streamed = bytearray((audio / "sub" / "streamed.wav").read_bytes())
+    streamed[40:44] = b"\xff\xff\xff\xff"
+    (audio / "sub" / "streamed.wav").write_bytes(bytes(streamed))
     (audio / "notes.txt").write_text("not audio")
     m = encode_dataset(load_tokenizer(tok_dir), list_utterances(str(audio), holdout=0.0), str(tmp_path / "ds"), progress=False)
-    assert m["splits"]["train"]["utterances"] == 3 and m["skipped"] == 6
+    assert m["splits"]["train"]["utterances"] == 4 and m["skipped"] == 7
     rows = [json.loads(line) for line in open(tmp_path / "ds" / "skipped.jsonl")]
     reasons = {os.path.basename(r["source"]): r["reason"].split(":")[0] for r in rows}
     assert reasons == {"corrupt.wav": "unreadable", "empty.wav": "unreadable", "nosamples.wav": "empty",
-                       "nan.wav": "non-finite", "silent.wav": "silent", "short.wav": "too short"}
+                       "nan.wav": "non-finite", "silent.wav": "silent", "short.wav": "too short",
+                       "cut.wav": "truncated"}
+    cut = next(r["reason"] for r in rows if r["source"].endswith("cut.wav"))
+    assert cut == f"truncated: the header declares 64000 bytes of audio, the file holds {len(whole) // 2 - 44}"
 
 
 def test_an_unreadable_subfolder_is_a_skipped_input_with_its_reason(tmp_path, tok_dir, monkeypatch):

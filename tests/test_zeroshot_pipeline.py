@@ -297,11 +297,16 @@ def test_validator_names_files_eval_would_skip(tmp_path):
     # under one 25 ms feature frame (400 samples at 16 kHz): encoding skips it as too short
     soundfile.write(str(folder / "5_story002_incorrect.wav"), np.full(320, 0.3, np.float32), 16000)
     soundfile.write(str(folder / "1_story000_incorrect.wav"), np.full(199, 0.3, np.float32), 8000)
+    soundfile.write(str(folder / "2_story001_correct.wav"), np.full(4000, 0.3, np.float32), 16000)
+    whole = (folder / "2_story001_correct.wav").read_bytes()   # cut off in a copy
+    (folder / "2_story001_correct.wav").write_bytes(whole[:2044])
     skip = ": slmjax-eval skips the file and drops its pair"
     assert [str(p) for p in bm.validate(tmp_path / "bench")] == [
         f"error: {folder / '0_story000_correct.wav'}: empty: no samples{skip}",
         f"error: {folder / '1_story000_incorrect.wav'}: too short: 199 samples < 200{skip}",
         f"warning: {folder / '1_story000_incorrect.wav'}: 8000 Hz, 1 channel(s): resampled to 16 kHz mono",
+        f"error: {folder / '2_story001_correct.wav'}: truncated: the header declares 8000 bytes of "
+        f"audio, the file holds 2000{skip}",
         f"error: {folder / '3_story001_incorrect.wav'}: silent: peak amplitude below 0.0001{skip}",
         f"error: {folder / '4_story002_correct.wav'}: non-finite: NaN or Inf samples{skip}",
         f"error: {folder / '5_story002_incorrect.wav'}: too short: 320 samples < 400{skip}"]
@@ -310,8 +315,9 @@ def test_validator_names_files_eval_would_skip(tmp_path):
     from slmjax.units.tokenizer import Tokenizer
     from slmjax.units.errors import UnitsError
     tok = Tokenizer(MfccFeatures(), np.zeros((4, 39), np.float32))
-    for name in ("1_story000_incorrect", "5_story002_incorrect"):
-        with pytest.raises(UnitsError, match="too short"):
+    for name, why in (("1_story000_incorrect", "too short"), ("5_story002_incorrect", "too short"),
+                      ("2_story001_correct", "truncated")):
+        with pytest.raises(UnitsError, match=why):
             tok.encode_file(str(folder / f"{name}.wav"))
     soundfile.write(str(folder / "5_story002_incorrect.wav"), np.full(400, 0.3, np.float32), 16000)
     assert len(tok.encode_file(str(folder / "5_story002_incorrect.wav"))) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -26,9 +27,12 @@ def load_wave(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     import soundfile as sf
 
     try:  # as bytes: soundfile cannot encode a str path holding a non-UTF-8 name
-        wave, sr = sf.read(path if hasattr(path, "read") else os.fsencode(path), dtype="float32",
-                           always_2d=True)
+        with sf.SoundFile(path if hasattr(path, "read") else os.fsencode(path)) as f:
+            wave, sr = f.read(dtype="float32", always_2d=True), f.samplerate
+            check_header_length(f.extra_info)
         wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    except BadAudio:
+        raise
     except Exception as sf_exc:  # formats soundfile lacks (e.g. some mp3): librosa's fallbacks
         sf_why = getattr(sf_exc, "error_string", None) or describe(sf_exc)
         if hasattr(path, "read"):  # the fallbacks beyond soundfile read only paths
@@ -42,6 +46,24 @@ def load_wave(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         except Exception as exc:  # noqa: BLE001 - any decoder failure means unreadable
             raise BadAudio(f"unreadable: {_why_unreadable(exc)}; soundfile: {sf_why}") from None
     return resample(np.asarray(wave, np.float32), int(sr), sample_rate)
+
+
+# libsndfile's log of a WAV whose data chunk is shorter than its header declares (a file cut off):
+# "data : 64000 (should be 31978)". It reads what is there without an error.
+_CUT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Sizes that writers streaming to a pipe put in the header, not knowing the length (0, sox's
+# 0x7ffff000, 0xffffffff): such a file is whole.
+_STREAMED = 0x7FFFF000
+
+
+def check_header_length(log: str) -> None:
+    """BadAudio when libsndfile's header log shows a WAV cut short of its declared data."""
+    m = _CUT_DATA.search(log or "")
+    if m:
+        declared, held = int(m.group(1)), int(m.group(2))
+        if 0 < declared < _STREAMED and held < declared:
+            raise BadAudio(f"truncated: the header declares {declared} bytes of audio, the file "
+                           f"holds {held}")
 
 
 def _why_unreadable(exc: Exception) -> str:

@@ -404,16 +404,18 @@ def check_audio_files(bench: Benchmark) -> None:
     one not 16 kHz mono. Reads every file in full."""
     import soundfile
 
-    from slmjax.units.audio import BadAudio, check_wave
+    from slmjax.units.audio import BadAudio, check_header_length, check_wave
     from slmjax.units.mfcc import WIN  # one 25 ms frame at 16 kHz; HuBERT's receptive field too
     paired = {s for p in bench.pairs for s in (p.pos, p.neg)}
     for stem, path in bench.files.items():
         try:
-            wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+            with soundfile.SoundFile(str(path)) as f:
+                wave, rate, log = f.read(dtype="float32", always_2d=True), f.samplerate, f.extra_info
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
             bench.problems.append(Problem("error", str(path), f"unreadable audio ({e})"))
             continue
         try:
+            check_header_length(log)
             # the frame in the file's own rate: slmjax-eval resamples to 16 kHz, then checks
             check_wave(wave.mean(axis=1), min_samples=math.ceil(WIN * rate / 16000))
         except BadAudio as e:
