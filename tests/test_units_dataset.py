@@ -418,6 +418,15 @@ def test_tfds_sliced_split_is_its_split(monkeypatch):
     utts = list_utterances("tfds:speech:train[:10%],tfds:speech:train[10%:20%]")
     assert [(u.uid, u.split) for u in utts] == [("speech:train[:10%]:0", "train"), ("speech:train[:10%]:1", "train"),
                                                 ("speech:train[10%:20%]:0", "train"), ("speech:train[10%:20%]:1", "train")]
+    # LibriSpeech's splits: train_clean100 was a split of its own, so k-means fitted on every
+    # utterance (test ones too, no 'train' split) and training refused the dataset
+    utts = list_utterances("tfds:librispeech:train_clean100,tfds:librispeech:dev_other,"
+                           "tfds:librispeech:test_clean")
+    assert [u.split for u in utts] == ["train", "train", "dev", "dev", "test", "test"]
+    assert utts[0].uid == "librispeech:train_clean100:0"
+    from slmjax.units.sources import tfds_split_kind
+    assert [tfds_split_kind(x) for x in ("validation[:5%]", "train+test", "extra", "training", "tests")] == \
+        ["validation", "train", None, None, None]   # None: the hashed --holdout decides
 
 
 def test_hosts_starting_together_cannot_pin_two_plans(tmp_path, tok_dir, monkeypatch):

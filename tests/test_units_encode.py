@@ -96,6 +96,10 @@ def test_retry_killed_before_its_part_file_encodes_the_shard_again(tmp_path, mon
     monkeypatch.setattr(writer, "_atomic_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):  # killed after the shard was rewritten, before its part file
         run()
+    # the manifest of the first run (one utterance in the shard, now two) is not left to be read
+    assert not os.path.exists(os.path.join(ds, "manifest.json"))
+    with pytest.raises(FileNotFoundError):
+        read_dataset(ds, "train")
     monkeypatch.setattr(writer, "_atomic_json", real)
     m = run()
     assert good.loads == 2 and m["skipped"] == 0  # the shard was not complete: encoded whole again

@@ -34,7 +34,7 @@ flags.DEFINE_integer("seed", 0, "fit: seed for the fitting subset, k-means++ and
 flags.DEFINE_enum("kmeans_method", "lloyd", ["lloyd", "minibatch"], "fit: k-means updates.")
 flags.DEFINE_integer("kmeans_iters", 100, "fit: maximum Lloyd iterations (or mini-batch steps).")
 flags.DEFINE_integer("kmeans_batch", 10000, "fit: mini-batch size.")
-flags.DEFINE_integer("max_frames", 1_000_000, "fit: at most this many feature frames (uniformly drawn) fit k-means.")
+flags.DEFINE_integer("max_frames", 1_000_000, "fit: at most this many feature frames fit k-means: whole files in the seeded order of --fit_hours, the last one cut (bounds memory; 1M MFCC frames are ~2.8 h).")
 flags.DEFINE_float("fit_hours", 10.0, "fit: at most this many hours of training-split audio (seeded order) are read.")
 cli_help.DEFINE_path("kmeans_file", None, "fit: import centroids from an sklearn/joblib k-means file (e.g. TWIST km500) instead of fitting.")
 flags.DEFINE_bool("mfcc_norm", False, "fit: per-utterance mean/variance normalisation of MFCC features.")

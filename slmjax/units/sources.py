@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Callable
 
 import numpy as np
@@ -168,6 +169,15 @@ def _list_jsonl(path: str) -> list[Utterance]:
     return utts
 
 
+def tfds_split_kind(split: str) -> str | None:
+    """The split a TFDS split's utterances belong to: the SPLIT_DIRS name it is, or begins with
+    before "_", "-" or "." (LibriSpeech's train_clean100, dev_other, test_clean); a slice of a
+    split belongs to it. None (the hashed --holdout) for another name."""
+    base = split.split("[")[0]
+    m = re.match(r"(%s)(?:$|[_.+-])" % "|".join(SPLIT_DIRS), base)
+    return m.group(1) if m else None
+
+
 def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
     """``tfds:NAME[/CONFIG]:SPLIT[@RATE]`` read with ``tfds.data_source`` (random access, no
     TensorFlow). RATE (Hz) is needed where the Audio feature records no sample rate."""
@@ -214,7 +224,7 @@ def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:
         return load
 
     utts = []
-    base_split = split.split("[")[0]  # a slice of a split belongs to it
+    base_split = tfds_split_kind(split)
     for i in range(len(source)):  # ids by index: reading each record's own id would decode its audio
         utts.append(Utterance(uid=f"{name}:{split}:{i}", source=f"{spec}#{i}", split=base_split, load=loader(i)))
     return utts

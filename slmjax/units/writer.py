@@ -9,6 +9,7 @@ but try again the inputs a shard skipped (a file fixed or replaced since), keepi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -177,8 +178,10 @@ def encode_shard(tok, shard: Shard, out: str, durations: bool = False, min_secon
         dur_records.append(dur)
         part["ids"].append(u.uid)
     if len(records) > len(kept):
-        if prev is not None:  # a kill while the shard is rewritten then leaves it to encode again, not mislabelled
-            os.remove(part_path(out, shard))
+        if prev is not None:  # a kill while the shard is rewritten then leaves it to encode again, not mislabelled,
+            os.remove(part_path(out, shard))  # and no manifest describing the shard as it was
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out, "manifest.json"))
         _write_records(os.path.join(out, shard.name), records)
         if durations:
             _write_records(os.path.join(out, durations_name(shard.name)), dur_records)
