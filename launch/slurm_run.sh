@@ -17,7 +17,11 @@ shift 2
 # A relative ROOT (and a SWEEP_CONFIG found from here) is where it is given, as slurm_stop.sh
 # reads ROOT; the sweep then runs from the checkout, so configs/sweeps/... works from anywhere.
 if [[ $root != /* ]]; then root=$PWD/$root; fi
-if [[ $config != /* && -e $config ]]; then config=$PWD/$config; fi
+if [[ $config != /* ]]; then
+  if [[ -e $config ]]; then config=$PWD/$config
+  elif [[ $config == *:* && -e ${config%:*} ]]; then config=$PWD/$config   # FILE:LAYOUT
+  fi
+fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 exec "$here/.venv/bin/slmjax-sweep" --config="$config" --root="$root" --launcher=slurm \

@@ -5,6 +5,7 @@ it trains to steps.log and writes run.json status 'completed' at the end, as slm
 The sweep is killed with SIGKILL (the hardest case) and with SIGTERM, then launched again.
 """
 
+import io
 import json
 import os
 import signal
@@ -205,3 +206,16 @@ def test_a_completed_run_of_another_config_is_not_skipped_as_this_sweeps(tmp_pat
         with pytest.raises(grid.SweepError, match=r"a: .* holds a completed run with another config "
                            r"\(train\.lr: 0\.001 in the workdir vs 0\.002 now\)"):
             local.launch([run(now)], str(tmp_path), dry_run=dry_run, program=["TRAIN"])
+    # the SLURM and TPU launchers read the same workdirs alike (they skipped it as completed)
+    from slmjax.launch import slurm, tpu
+    launchers = [lambda r: slurm.launch([r], str(tmp_path), slurm.SlurmOptions(gpus_per_node=0, repo_dir=str(tmp_path)),
+                                        dry_run=True, out=io.StringIO()),
+                 lambda r: tpu.launch([r], str(tmp_path), tpu.TpuOptions(name="x", zone="z"),
+                                      dry_run=True, out=io.StringIO())]
+    for launch in launchers:
+        with pytest.raises(grid.SweepError, match=r"holds a completed run with another config"):
+            launch(run(now))
+    out = io.StringIO()
+    assert slurm.launch([run(trained)], str(tmp_path), slurm.SlurmOptions(gpus_per_node=0, repo_dir=str(tmp_path)),
+                        dry_run=True, out=out) == 0
+    assert "# a: completed, skipped" in out.getvalue()

@@ -158,7 +158,8 @@ def test_slurm_run_and_stop_read_a_relative_root_alike(tmp_path):
     (here / "sweeps").mkdir(parents=True)
     shutil.copy(os.path.join(REPO, "configs", "sweeps", "paper_grid.py"), here / "sweeps" / "grid.py")
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}
-    for config in (f"{here}/sweeps/grid.py", "sweeps/grid.py"):   # a relative one: from here too
+    # a relative one, with a layout too: from here
+    for config in (f"{here}/sweeps/grid.py", "sweeps/grid.py", "sweeps/grid.py:h100-2x8"):
         proc = subprocess.run(["bash", f"{REPO}/launch/slurm_run.sh", config, "runs/paper",
                                f"--config.train_config={REPO}/configs/train.py",
                                "--config.data_path=/shared/units", "--only=^s20m_d4.1e7$",

@@ -16,6 +16,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO}
 
@@ -44,10 +46,14 @@ FAKE_GCLOUD = textwrap.dedent("""\
     cmd= worker=all
     for a in "$@"; do case $a in --command=*) cmd=${a#--command=} ;; --worker=*) worker=${a#--worker=} ;; esac; done
     cmd=${cmd//\/gcs\//$FAKE_TPU/gcs/}
-    if [[ $worker != all ]]; then HOME=$FAKE_TPU/worker$worker exec bash -c "$cmd"; fi
+    if [[ $worker != all ]]; then
+      # $FAKE_UNREACHABLE: once a session dropped, worker 0 answers no ssh either
+      if [[ -n ${FAKE_UNREACHABLE:-} && -e $FAKE_TPU/dropped ]]; then echo "ssh: connect to host: timed out" >&2; exit 255; fi
+      HOME=$FAKE_TPU/worker$worker exec bash -c "$cmd"
+    fi
     pids=()
     for w in "$FAKE_TPU"/worker*; do HOME=$w bash -c "$cmd" > "$w/out.log" 2>&1 & pids+=($!); done
-    if [[ -n ${FAKE_DROP:-} ]]; then sleep 1; exit 255; fi   # the ssh session drops, the trainers go on
+    if [[ -n ${FAKE_DROP:-} ]]; then sleep 1; touch "$FAKE_TPU/dropped"; exit 255; fi   # the ssh session drops, the trainers go on
     rc=0
     for p in "${pids[@]}"; do wait "$p" || rc=$?; done
     exit $rc
@@ -288,15 +294,22 @@ def test_tpu_sweep_refuses_a_slice_whose_trainer_still_runs(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_tpu_sweep_stops_when_the_ssh_session_drops_but_the_trainer_goes_on(tmp_path):
-    # Even with --keep_going, starting the next run beside the still-running one would collide.
+@pytest.mark.parametrize("unreachable", [False, True], ids=["trainer_seen", "worker0_silent"])
+def test_tpu_sweep_stops_when_the_ssh_session_drops_but_the_trainer_goes_on(tmp_path, unreachable):
+    # Even with --keep_going, starting the next run beside the still-running one would collide;
+    # so it would when worker 0 does not answer after the drop (the trainer may be running).
     fake, env = _slice(tmp_path)
     proc = sweep(*_tpu_sweep_args(tmp_path / "runs"), "--keep_going",
-                 env={**env, "FAKE_DROP": "1", "FAKE_SLEEP": "30"})
+                 env={**env, "FAKE_DROP": "1", "FAKE_SLEEP": "30",
+                      **({"FAKE_UNREACHABLE": "1"} if unreachable else {})})
     try:
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "s20m_d4.1e7: failed (exit code 255)" in proc.stdout
-        assert "is still running on worker 0 of v4-32" in proc.stdout
+        if unreachable:
+            assert ("could not read the runs' status on worker 0 of v4-32: ssh: connect to host: "
+                    "timed out, so a trainer may still be running there; the sweep stops") in proc.stdout
+        else:
+            assert "is still running on worker 0 of v4-32" in proc.stdout
         started = (fake / "worker0" / "trainer.json").read_text().splitlines()
         assert len(started) == 1, "the next run was started beside the running one"
     finally:

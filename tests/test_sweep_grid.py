@@ -154,6 +154,10 @@ def test_epoch_size_of_synthetic_data_is_counted_by_the_data_package():
     (dict(overrides=ml_collections.ConfigDict({"nope": {"x": 1}})),
      "the training config has no section 'nope'"),
     (dict(train_config="configs/missing.py"), "train_config='configs/missing.py': no such file"),
+    # a sweep config given for the training one ended in an AttributeError traceback
+    (dict(train_config="configs/sweeps/cpu_mini.py"),
+     "configs/sweeps/cpu_mini.py:tiny: not a training config (no model, train, data or mesh "
+     "section; configs/train.py is one)"),
     (dict(seq_len=4096), "data.seq_len=4096 must be in 1..model.max_seq_len=2050"),
     (dict(ratios=(2, 2.01)), "two runs share the key"),
     (dict(ratios=(2, float("nan"))), "ratios must be positive numbers, got nan"),

@@ -23,6 +23,7 @@ from slmjax import fileio
 from slmjax.fileio import url_problem
 from slmjax.launch import status
 from slmjax.launch.commands import local_train_program, train_args
+from slmjax.launch.done import completed
 from slmjax.launch.grid import Run, SweepError
 
 _PR_SET_PDEATHSIG = 1
@@ -54,30 +55,6 @@ def _open_log(root: str, key: str, argv: list[str]):
     return f
 
 
-def _completed(run: Run) -> bool:
-    """run.json says `run` completed; SweepError when its workdir's config.json is another run's
-    (the sweep would otherwise report another config's results, say another data_path's, as this
-    run's and train nothing)."""
-    if not status.is_completed(run.workdir):
-        return False
-    if run.config is None:   # a Run made by hand: no training config to compare
-        return True
-    from slmjax.train.run_files import config_conflicts, config_dict
-
-    try:
-        old = fileio.read_json_object(os.path.join(run.workdir, "config.json"))
-        recorded = fileio.read_json_object(os.path.join(run.workdir, "run.json")).get("compute_dtype")
-    except (OSError, ValueError, fileio.NotAJSONObject):   # none recorded: the trainer's own check
-        return True
-    diff = config_conflicts(old, config_dict(run.config), recorded)
-    if diff:
-        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
-        raise SweepError(f"{run.key}: {run.workdir} holds a completed run with another config "
-                         f"({'; '.join(diff[:3])}{more}): it is not this sweep's run; use a new "
-                         "--root, or move that workdir aside")
-    return True
-
-
 def _lock(root: str) -> fileio.PidLock:
     """One sweep per root: an flock on <root>/.sweep.lock."""
     os.makedirs(root, exist_ok=True)
@@ -97,7 +74,7 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
         raise SweepError(problem)
     if dry_run:
         for r in runs:
-            if _completed(r):
+            if completed(r):
                 print(f"# {r.key}: completed, skipped", file=out)
             else:
                 print(shlex.join(command(r, train_config, program)), file=out)
@@ -119,7 +96,7 @@ def launch(runs: list[Run], root: str, *, dry_run: bool = False, keep_going: boo
         for i, r in enumerate(runs):
             if stop["signal"] is not None:
                 break
-            if _completed(r):
+            if completed(r):
                 status.log_event(root, "skip", r.key, reason="completed")
                 print(f"[{i + 1}/{len(runs)}] {r.key}: completed, skipped", file=out, flush=True)
                 continue

@@ -33,6 +33,7 @@ from typing import Callable, TextIO
 from slmjax import fileio
 from slmjax.launch import status
 from slmjax.launch.commands import TRAIN_SCRIPT, train_args
+from slmjax.launch.done import completed
 from slmjax.launch.grid import Run, SweepError, join
 
 JOB_PREFIX = "slmjax-"
@@ -260,7 +261,7 @@ def _submit(runs: list[Run], root: str, opts: SlurmOptions, dry_run: bool, out: 
         queued = set()
     todo = []
     for r in runs:
-        if status.is_completed(r.workdir):
+        if completed(r):
             print(f"# {r.key}: completed, skipped", file=out, flush=True)
         elif (job_name(r), os.path.realpath(script_path(root, r))) in queued:
             print(f"# {r.key}: already queued as {job_name(r)}, skipped", file=out, flush=True)

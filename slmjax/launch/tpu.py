@@ -42,6 +42,7 @@ from typing import Callable, TextIO
 
 from slmjax.launch import status
 from slmjax.launch.commands import TRAIN_SCRIPT, train_args
+from slmjax.launch.done import completed
 from slmjax.launch.grid import Run, SweepError
 
 PIDFILE = "~/slmjax-train.pid"   # the trainer's pid on each worker, read by launch/tpu_stop.sh
@@ -167,16 +168,16 @@ def _busy(pid: int, opts: TpuOptions) -> str:
             f"run, or one whose launcher ended): wait for it to exit, or stop it with {stop}")
 
 
-def _after_run(run: Run, rc: int, opts: TpuOptions) -> tuple[str | None, int | None]:
-    """(status, live trainer pid) on worker 0 after `run`'s ssh ended with `rc`; after a failed
-    ssh whatever cannot be read is None."""
+def _after_run(run: Run, rc: int, opts: TpuOptions) -> tuple[str | None, int | None, str | None]:
+    """(status, live trainer pid, why the state is unknown) on worker 0 after `run`'s ssh ended
+    with `rc`; after a failed ssh whose state cannot be read either, (None, None, the reason)."""
     try:
         statuses, trainer = remote_state([run], opts)
-    except SweepError:
+    except SweepError as e:
         if rc == 0:
             raise
-        return None, None
-    return statuses[0], trainer
+        return None, None, str(e)
+    return statuses[0], trainer, None
 
 
 def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = False,
@@ -196,7 +197,7 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
             print(f"# note: {root} is not visible on this machine: a launch reads the runs' status "
                   f"on worker 0 of {opts.name} and skips those completed there; this dry run lists "
                   "every run", file=out, flush=True)
-        done = [status.is_completed(r.workdir) for r in runs]
+        done = [completed(r) for r in runs]
     elif runs:
         statuses, trainer = remote_state(runs, opts)
         if trainer is not None:   # a second trainer on the same chips fails to start, or worse
@@ -233,7 +234,7 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
             rc = subprocess.run(argv).returncode
         except FileNotFoundError:
             raise SweepError(_GCLOUD_MISSING) from None
-        ended, trainer = _after_run(r, rc, opts)
+        ended, trainer, unknown = _after_run(r, rc, opts)
         if rc != 0 or ended != "completed":
             why = f"exit code {rc}" if rc else f"exit code 0 but run.json status is {ended!r}"
             print(f"[{i + 1}/{len(runs)}] {r.key}: failed ({why}); launch/tpu_stop.sh "
@@ -241,6 +242,11 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
             failed.append(r.key)
         if trainer is not None:   # e.g. the ssh session dropped while the trainer went on
             print(f"[{i + 1}/{len(runs)}] {_busy(trainer, opts)}", file=out, flush=True)
+            break
+        if unknown is not None:   # the ssh failed and worker 0 does not answer: a trainer may live
+            print(f"[{i + 1}/{len(runs)}] {unknown}, so a trainer may still be running there; "
+                  "the sweep stops (whatever --keep_going says): check the workers, or stop them "
+                  "with launch/tpu_stop.sh, then launch again", file=out, flush=True)
             break
         if failed and failed[-1] == r.key and not keep_going:
             break

@@ -66,6 +66,13 @@ def set_field(cfg: ml_collections.ConfigDict, dotted: str, value: Any, what: str
         raise _error(f"{what}: cannot set {dotted}={value!r}: {e}") from None
 
 
+def _has(cfg, key: str) -> bool:
+    try:
+        return key in cfg
+    except TypeError:  # get_config returned something that holds no fields
+        return False
+
+
 def load(train_config: str, arg: str, overrides: list[tuple[str, Any]],
          repo_root: str | None = None) -> ml_collections.ConfigDict:
     """get_config(arg) from the training config file, with `overrides` applied in order."""
@@ -81,6 +88,11 @@ def load(train_config: str, arg: str, overrides: list[tuple[str, Any]],
         raise _error(f"{train_config}:{arg}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a broken get_config: one line naming the file
         raise _error(f"{train_config}:{arg}: get_config failed: {describe(e)}") from None
+    missing = [k for k in ("model", "train", "data", "mesh") if not _has(cfg, k)]
+    if missing:  # say, a sweep config given as train_config
+        names = " or ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        raise _error(f"{train_config}:{arg}: not a training config (no {names} section; "
+                     "configs/train.py is one)")
     for dotted, value in overrides:
         set_field(cfg, dotted, value, f"{train_config}:{arg}")
     return cfg
