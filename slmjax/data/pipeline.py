@@ -210,8 +210,10 @@ class DataPipeline:
     return int(sum(s.split.n_tokens for s, c in zip(self.train.streams, self.counts) if c > 0))
 
   def epochs(self, steps: int) -> dict:
-    """Passes over each dataset's training examples after `steps` updates."""
-    return {ds.name: float(steps * c / s.examples_per_epoch)
+    """Passes over each dataset's training data after `steps` updates: its tokens trained on over
+    an epoch's (windows: whole windows of an epoch; packed: the split's utterance tokens, whose
+    rows per epoch vary with the packing order, so rows over epoch 0's rows would not count it)."""
+    return {ds.name: float(s.tokens_in(steps * int(c)) / (s.examples_per_epoch * s.tokens_per_example))
             for ds, c, s in zip(self.datasets, self.counts, self.train.streams)}
 
   def trained_tokens(self, steps: int) -> int:
@@ -222,9 +224,8 @@ class DataPipeline:
 
   def total_epochs(self, steps: int) -> float:
     """Passes over the unique tokens after `steps` updates: the data tokens trained on (packed
-    rows' padding excluded) over `unique_tokens`."""
-    trained = sum(steps * c * s.tokens_per_example for c, s in zip(self.counts, self.train.streams))
-    return float(trained / self.unique_tokens)
+    rows' padding excluded, counted exactly as `trained_tokens`) over `unique_tokens`."""
+    return float(self.trained_tokens(steps) / self.unique_tokens)
 
   def info(self) -> dict:
     out = {"mode": self.mode, "seq_len": self.seq_len, "datasets": []}
