@@ -158,21 +158,27 @@ def _losses(workdir):
 
 
 @pytest.mark.slow   # ~1-2 min on a shared 2-core machine: three trainers start and compile
-def test_two_processes_train_tiny_to_the_losses_of_one_process(tmp_path):
+@pytest.mark.parametrize("per_process,mesh", [
+    (4, []),
+    # the two heads' tensor shards on the two processes: both hold every row of each batch, so
+    # both must feed all of them (each fed its half, as though its rows were its own)
+    (1, ["--config.mesh.data=1", "--config.mesh.fsdp=1", "--config.mesh.tensor=2"]),
+], ids=["batch_split", "tensor_across_processes"])
+def test_two_processes_train_tiny_to_the_losses_of_one_process(tmp_path, per_process, mesh):
     args = ["--config=configs/train.py:tiny", "--config.model.vocab_size=102",
             "--config.train.steps=20", "--config.train.log_every=1",
-            "--config.train.eval_every=10", "--config.checkpoint.every_steps=10"]
+            "--config.train.eval_every=10", "--config.checkpoint.every_steps=10", *mesh]
     port = _free_port()
     two = str(tmp_path / "two")
     procs = [subprocess.Popen([sys.executable, "-c", TRAIN, *args, f"--workdir={two}"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_worker_env(4, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                              env=_worker_env(per_process, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                                               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
              for i in range(2)]
     one = str(tmp_path / "one")
     single = subprocess.Popen([sys.executable, "-c", TRAIN, *args, f"--workdir={one}"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_worker_env(8))
+                              env=_worker_env(2 * per_process))
     for p in procs + [single]:
         out = p.communicate(timeout=900)[0]
         assert p.returncode == 0, out[-3000:]
@@ -180,7 +186,7 @@ def test_two_processes_train_tiny_to_the_losses_of_one_process(tmp_path):
     run_two = json.loads(open(os.path.join(two, "run.json")).read())
     run_one = json.loads(open(os.path.join(one, "run.json")).read())
     assert run_two["processes"] == 2 and run_one["processes"] == 1
-    assert run_two["devices"] == run_one["devices"] == 8
+    assert run_two["devices"] == run_one["devices"] == 2 * per_process
     assert run_two["status"] == run_one["status"] == "completed"
     train_two, test_two = _losses(two)
     train_one, test_one = _losses(one)

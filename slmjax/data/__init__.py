@@ -1,8 +1,9 @@
 """slmjax.data: unit datasets (ArrayRecord via Grain), windows/packing, mixtures, synthetic streams.
 
-    pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
+    # this process's block of each global batch: slmjax.train.sharding.process_rows(mesh, B)
+    pipeline = build_pipeline(config, slot, slots)
     it = pipeline.train_iter()          # Grain iterator; it.get_state() goes in checkpoints
-    batch = next(it)                    # dict of int32 [B/P, T] inputs/targets (+ packed fields)
+    batch = next(it)                    # dict of int32 [B/slots, T] inputs/targets (+ packed fields)
     for ev in pipeline.evals: ev.batches(B)   # held-out test split of each dataset
 """
 

@@ -26,7 +26,7 @@ from slmjax.train.mesh import make_mesh
 from slmjax.train.metrics import MetricsWriter, read_metrics
 from slmjax.train.run_files import (RunError, claim_workdir, read_json, resolved_dtype,
                                     update_run_json, workdir_lock)
-from slmjax.train.sharding import make_global_batch
+from slmjax.train.sharding import make_global_batch, process_rows
 from slmjax.train.step import (abstract_train_state, init_train_state, make_eval_step,
                                make_train_step)
 from slmjax.train.validate import ConfigError, model_config, run_plan, validate
@@ -58,6 +58,7 @@ class _Evaluator:
     self.max_batches = int(config.train.get("eval_batches", 0) or 0) * micro
     self.final_batches = int(config.train.get("final_eval_batches", 0) or 0) * micro
     self.step = make_eval_step(config, mesh)
+    self.slot = process_rows(mesh, self.batch)   # the rows of each batch this process feeds
 
   def __call__(self, params, final: bool = False, stop=None) -> dict | None:
     """Periodic evaluations read ``eval_batches`` batches; the final one ``final_eval_batches``.
@@ -72,7 +73,7 @@ class _Evaluator:
       # the steps of one device can take every thread before another device starts its first.
       totals = np.zeros(2)  # (NLL, tokens), float64 on the host
       running = None
-      for local in ev.batches(self.batch, jax.process_index(), jax.process_count(), limit):
+      for local in ev.batches(self.batch, *self.slot, limit):
         if stop is not None and stop():
           return None
         batch = make_global_batch(local, self.mesh)
@@ -200,7 +201,8 @@ def _train(config, workdir: str, locks: list) -> dict:
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
   validate(config, jax.device_count())
   primary = jax.process_index() == 0
-  pipeline = build_pipeline(config, jax.process_index(), jax.process_count())
+  mesh = make_mesh(config.mesh)
+  pipeline = build_pipeline(config, *process_rows(mesh, int(config.train.batch_size)))
   stopped = False
   if primary:
     claim_workdir(workdir, config, write=False)  # another run's workdir is refused before any wait
@@ -217,7 +219,6 @@ def _train(config, workdir: str, locks: list) -> dict:
     return dict(run_id=os.path.basename(workdir), status="preempted")
   if kind == _FINISHED:  # a finished run launched again: its record stays as it is,
     return read_json(os.path.join(workdir, "run.json"), {})  # checkpoints kept or not
-  mesh = make_mesh(config.mesh)
   model_cfg = model_config(config)
   plan = run_plan(config, jax.device_count())  # the same figures --dry_run prints
   steps, batch_tokens, fpt = plan["steps"], plan["batch_tokens"], plan["flops_per_token"]

@@ -73,6 +73,31 @@ def batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def process_rows(mesh, rows: int) -> tuple[int, int]:
+    """(slot, slots): this process's devices hold rows [slot * n, (slot + 1) * n) of a global
+    batch of `rows` rows, n = rows // slots, so it feeds those (slmjax.data's process_index and
+    process_count). Processes whose devices hold the same rows, as when `tensor` spans hosts,
+    share a slot and feed the same rows; one process is (0, 1). RunError (one line) when its rows
+    are not one such block."""
+    if jax.process_count() == 1:
+        return 0, 1
+    spans = sorted({(sl[0].start or 0, rows if sl[0].stop is None else sl[0].stop)
+                    for sl in batch_sharding(mesh).addressable_devices_indices_map((rows, 1)).values()})
+    lo, hi = spans[0][0], max(b for _, b in spans)
+    reach = lo
+    for a, b in spans:
+        if a > reach:
+            break
+        reach = max(reach, b)
+    n = hi - lo
+    if reach < hi or rows % n or lo % n:
+        from slmjax.train.run_files import RunError  # pylint: disable=g-import-not-at-top
+        raise RunError(f"process {jax.process_index()}'s devices hold rows {spans} of each batch of "
+                       f"{rows}, not one block of a equal split; lay the mesh out so that each "
+                       "process's devices hold consecutive rows (mesh.data / mesh.fsdp over hosts)")
+    return lo // n, rows // n
+
+
 def make_global_batch(local: dict, mesh) -> dict:
     """Global jax.Arrays from this process's rows ([B_local, T] numpy per key), for multi-host."""
     sharding = batch_sharding(mesh)
