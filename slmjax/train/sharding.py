@@ -93,7 +93,7 @@ def process_rows(mesh, rows: int) -> tuple[int, int]:
     if reach < hi or rows % n or lo % n:
         from slmjax.train.run_files import RunError  # pylint: disable=g-import-not-at-top
         raise RunError(f"process {jax.process_index()}'s devices hold rows {spans} of each batch of "
-                       f"{rows}, not one block of a equal split; lay the mesh out so that each "
+                       f"{rows}, not one block of an equal split; lay the mesh out so that each "
                        "process's devices hold consecutive rows (mesh.data / mesh.fsdp over hosts)")
     return lo // n, rows // n
 
