@@ -559,3 +559,36 @@ def test_a_min_seconds_that_is_no_duration_is_one_line_and_pins_no_plan(tmp_path
     assert not (ds / "plan.json").exists()
     encode_from_flags(_flags(**given))
     assert (ds / "manifest.json").exists()
+
+
+def test_a_rerun_over_another_folder_with_the_same_names_is_refused(tmp_path, tok_dir):
+    """Folder b holds files named as folder a's (other audio): a rerun into a's dataset kept a's
+    shards and filled what a skipped from b, mixing two sources under one manifest."""
+    from slmjax.units.writer import plan_fingerprint, plan_shards
+
+    a, b, out = tmp_path / "a", tmp_path / "b", str(tmp_path / "ds")
+    _write_good(a, 3)
+    _write_good(b, 3, start=10)
+    for name in sorted(os.listdir(b)):                     # b's files under a's names
+        os.rename(b / name, b / name.replace("good1", "good0"))
+    assert sorted(os.listdir(a)) == sorted(os.listdir(b))
+    tok = load_tokenizer(tok_dir)
+    first = encode_dataset(tok, list_utterances(str(a), holdout=0.0), out, progress=False)
+    with pytest.raises(UnitsError, match="holds a dataset from another source, tokenizer or options"):
+        encode_dataset(tok, list_utterances(str(b), holdout=0.0), out, progress=False)
+    # the same folder by another spelling (relative, from elsewhere) is the same source
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert encode_dataset(tok, list_utterances("a", holdout=0.0), out, progress=False) == first
+    finally:
+        os.chdir(cwd)
+    # a plan pinned by an older slmjax (no sources in it) is resumed, not refused
+    older = str(tmp_path / "older")
+    encode_dataset(tok, list_utterances(str(a), holdout=0.0), older, progress=False)
+    utts = list_utterances(str(a), holdout=0.0)
+    options = {"min_seconds": 0.0, "synthetic": False, "durations": False, "shard_utterances": 2000}
+    pinned = plan_fingerprint(plan_shards(utts, 2000), tok.identity, options, sources=False)
+    with open(os.path.join(older, "plan.json"), "w") as f:
+        json.dump({"fingerprint": pinned}, f)
+    assert encode_dataset(tok, utts, older, progress=False) == first

@@ -166,7 +166,7 @@ def test_durations_dataset_of_16_bit_code_is_refused_by_name(tmp_path):
     ds = tmp_path / "ds"
     ds.mkdir()
     old = {"min_seconds": 0.0, "synthetic": False, "durations": True, "shard_utterances": 2000}
-    pinned = plan_fingerprint(plan_shards(utts, 2000), _tok().identity, old)
+    pinned = plan_fingerprint(plan_shards(utts, 2000), _tok().identity, old, sources=False)
     (ds / "plan.json").write_text(json.dumps({"fingerprint": pinned}))
     for go in (lambda: encode_dataset(_tok(), utts, str(ds), durations=True, progress=False),
                lambda: merge_dataset(_tok(), utts, str(ds), durations=True)):

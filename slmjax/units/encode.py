@@ -59,11 +59,12 @@ def _planned_shards(tok, utts, out, shard_utterances, min_seconds, synthetic, du
         raise UnitsError("--durations needs a tokenizer without coarse tokens (durations are per unit)")
     shards = plan_shards(utts, shard_utterances)
     options = {"min_seconds": min_seconds, "synthetic": synthetic, "durations": durations, "shard_utterances": shard_utterances}
-    before_dtype = plan_fingerprint(shards, tok.identity, options) if durations else None
+    before_dtype = plan_fingerprint(shards, tok.identity, options, sources=False) if durations else None
     if durations:  # a dataset begun with 16-bit durations is not resumed with 32-bit ones
         options["durations_dtype"] = DURATIONS_DTYPE
     try:
-        pin_plan(out, plan_fingerprint(shards, tok.identity, options), create)
+        pin_plan(out, plan_fingerprint(shards, tok.identity, options), create,
+                 older=plan_fingerprint(shards, tok.identity, options, sources=False))
     except UnitsError:
         if before_dtype is not None and pinned_plan(out) == before_dtype:  # same flags, pinned by the older code
             raise UnitsError(f"{out} holds 16-bit durations of an older slmjax (runs over 65535 frames clipped), "

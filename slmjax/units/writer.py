@@ -54,22 +54,33 @@ def plan_shards(utts: list[Utterance], shard_utterances: int) -> list[Shard]:
     return shards
 
 
-def plan_fingerprint(shards: list[Shard], identity: dict, options: dict) -> str:
+def plan_fingerprint(shards: list[Shard], identity: dict, options: dict, sources: bool = True) -> str:
+    """The plan's identity: tokenizer, options, shards, utterance ids and (``sources``) where each
+    utterance is read from, so that a rerun over another folder whose files have the same names
+    is another plan (plans pinned by an older slmjax hold no sources: ``sources=False``)."""
     h = hashlib.sha256(json.dumps([identity, options], sort_keys=True).encode())
     for s in shards:
         h.update(s.name.encode())
         for u in s.utts:
             h.update(b"\0" + u.uid.encode())
+            if sources:
+                h.update(b"\1" + _where(u.source).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def _where(source: str) -> str:
+    """An utterance's source as the same file reads from any working directory."""
+    return source if source.startswith("tfds:") else os.path.abspath(source)
 
 
 def _atomic_json(path: str, obj) -> None:
     fileio.atomic_write_json(path, obj, indent=1)
 
 
-def pin_plan(out: str, fingerprint: str, create: bool = True) -> None:
+def pin_plan(out: str, fingerprint: str, create: bool = True, older: str | None = None) -> None:
     """Check ``fingerprint`` against ``out/plan.json``. With ``create`` (encode) make ``out`` and pin
-    the plan if there is none; without (merge) a missing plan is an error, as a corrupt or different one."""
+    the plan if there is none; without (merge) a missing plan is an error, as a corrupt or different one.
+    ``older``: the same plan's fingerprint as an older slmjax pinned it, accepted too."""
     path = os.path.join(out, "plan.json")
     if create:
         make_dir(out)
@@ -81,7 +92,7 @@ def pin_plan(out: str, fingerprint: str, create: bool = True) -> None:
         if _create_new(path, {"fingerprint": fingerprint}):
             return
         pinned = _pinned(path)  # another worker pinned its plan first
-    if pinned != fingerprint:
+    if pinned not in (fingerprint, older):
         raise UnitsError(f"{out} holds a dataset from another source, tokenizer or options; "
                          "use a new --out (merge needs the flags the dataset was encoded with)")
 
