@@ -64,6 +64,12 @@ def test_errors_and_coverage_of_held_out_runs_by_hand():
         assert lo <= hi and abs(lo - tr) < 1e-3 * tr and abs(hi - tr) < 1e-3 * tr   # tight around the law
         assert x["covered"] is False
     assert r["pi_coverage"] == 0.0 and r["ci_coverage"] == 0.0
+    # without budget labels the runs are held out by compute, and the report says so
+    from slmjax.analysis.scaling.report import _held_out
+    assert r["by_budget"] is False
+    assert _held_out(r, 0.2) == ("the 8 of 40 single-epoch runs of the most compute held out "
+                                 "(--holdout=0.2; not every run has a budget label, so they are held "
+                                 "out by compute)")
 
 
 def test_held_out_runs_on_the_law_are_covered_and_residual_spread_widens_the_intervals():

@@ -56,6 +56,7 @@ def holdout(table, N, D, L, C, frac, reps, seed, workers, level):
                          covered=bool(pi[0, j] <= obs[j] <= pi[1, j])))
     rel = np.array([r["rel_error"] for r in rows])
     return dict(n_train=int(tr.sum()), n_held=int(te.sum()), held_min_C=float(C[te].min()),
+                by_budget=bool(np.isfinite(table.budget).all()),
                 params=dict(zip(approach3.PARAMS, map(float, point))), runs=rows,
                 mean_signed_rel_error=float(rel.mean()), max_abs_rel_error=float(np.abs(rel).max()),
                 pi_coverage=float(np.mean([r["covered"] for r in rows])),

@@ -184,8 +184,11 @@ def _item_redraws(o):
 def _held_out(ho, frac):
     if "skipped" in ho:
         return f"skipped ({ho['skipped']})"
-    return (f"the {ho['n_held']} of {ho['n_train'] + ho['n_held']} single-epoch runs with the largest budgets "
-            f"held out (--holdout={frac:g}; an IsoFLOP budget is held out whole)")
+    if ho.get("by_budget", True):
+        return (f"the {ho['n_held']} of {ho['n_train'] + ho['n_held']} single-epoch runs with the largest budgets "
+                f"held out (--holdout={frac:g}; an IsoFLOP budget is held out whole)")
+    return (f"the {ho['n_held']} of {ho['n_train'] + ho['n_held']} single-epoch runs of the most compute held "
+            f"out (--holdout={frac:g}; not every run has a budget label, so they are held out by compute)")
 
 
 def write(res, figures, out):
