@@ -20,7 +20,15 @@ def test_a_benchmark_sentence_inside_quoted_dialogue_leaks():
     assert ex.leaks('Mom smiled. "The dog sleeps every day." Then they went home.')
     assert ex.leaks("Mom smiled. 'The dog sleeps every day!' Then they went home.")
     assert ex.leaks('Mom smiled. \u201cThe dog sleeps every day.\u201d Then they went home.')
-    assert not ex.leaks('Mom smiled. "The dog sleeps every day," said Tom. Then they went home.')
+    # a quote ending in a comma before its speech tag speaks the same words: TinyStories' usual
+    # dialogue, and the sentence after a colon, a semicolon or a full stop with no space after it
+    assert ex.leaks('Mom smiled. "The dog sleeps every day," said Tom. Then they went home.')
+    assert ex.leaks('\u201cThe dog sleeps every day,\u201d said Tom.')
+    assert ex.leaks("Tom said: The dog sleeps every day. Then it rained.")
+    assert ex.leaks("Tom was tired; the dog sleeps every day. Then it rained.")
+    assert ex.leaks("Tom was tired.The dog sleeps every day. Then it rained.")
+    assert not ex.leaks('"The dog sleeps every day, and night," said Tom.')
+    assert not ex.leaks("Tom said: the dog sleeps every day and night.")
     ctx = ["Ann had a kite.", "It was red.", "The wind came.", "The kite flew away."]
     ex = leakage.Exclusions(context={leakage.text_hash(" ".join(ctx))})
     assert ex.leaks('Hi. "Ann had a kite." "It was red." The wind came. (The kite flew away.) Bye.')
@@ -340,3 +348,38 @@ def test_stories_with_a_negative_count_is_one_line(flag):
     assert proc.stderr.strip().splitlines()[-1] == \
         f"slmjax-synth stories: error: {flag}: must be >= 0 (stories to print / to count)"
     assert not proc.stdout.strip()
+
+
+def test_a_killed_storycloze_run_leaves_no_short_set_to_score(tmp_path, monkeypatch):
+    """The wavs went straight into sSC/ and tSC/: a run killed after 2 of 10 pairs left an sSC/ that
+    `slmjax-synth check` and slmjax-eval took for the set (2 pairs). Now each set is rendered under
+    a hidden name and renamed whole; the contexts to exclude are written before any audio."""
+    from slmjax.synth import benchio, storycloze
+
+    state = {"kill_after": 4, "written": 0}
+
+    def render(folder, rows, texts, voices, workers, desc):   # a stand-in engine: 1-byte wavs
+        os.makedirs(folder, exist_ok=True)
+        for r in rows:
+            path = os.path.join(folder, r["filename"] + ".wav")
+            if os.path.exists(path):
+                continue
+            if state["written"] == state["kill_after"]:
+                raise KeyboardInterrupt   # killed after 4 wavs: 2 of sSC's 10 pairs
+            with open(path, "wb") as f:
+                f.write(b"\0")
+            state["written"] += 1
+
+    monkeypatch.setattr(benchio, "render_rows", render)
+    voices = engines.parse_voices("1")
+    root = tmp_path / "bench"
+    with pytest.raises(KeyboardInterrupt):
+        storycloze.build(str(root), 10, voices)
+    assert not (root / "sSC").exists() and not (root / "tSC").exists()
+    assert len(os.listdir(root / ".sSC.partial")) == 4
+    assert len((root / "exclude" / "storycloze.txt").read_text().split()) == 20   # 10 contexts
+    state["kill_after"] = None
+    assert storycloze.build(str(root), 10, voices) == {"sSC": 10, "tSC": 10}
+    assert state["written"] == 40   # the 4 of the killed run kept, not made again
+    assert len(os.listdir(root / "sSC")) == len(os.listdir(root / "tSC")) == 20
+    assert not (root / ".sSC.partial").exists() and not (root / ".tSC.partial").exists()

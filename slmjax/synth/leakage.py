@@ -23,7 +23,11 @@ CONTEXT_SENTENCES = 4
 _SENT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))\s+")
 # A quoted sentence after a speech tag (`Mom said, "The dog sleeps."`): the quote's sentences count too.
 # (overlapping matches: an apostrophe before the opening quote, as in "Tom's mom said, 'Hi.'", may open one)
-_QUOTED = re.compile(r"(?=[\"'\u201c\u2018]([^\"\u201c\u201d\u2018\u2019]{1,500}?[.!?])[\"'\u201d\u2019])")
+# A quoted sentence may end in a comma before its speech tag (`"The dog sleeps," said Mom.`).
+_QUOTED = re.compile(r"(?=[\"'\u201c\u2018]([^\"\u201c\u201d\u2018\u2019]{1,500}?[.!?,])[\"'\u201d\u2019])")
+# Finer clause breaks, for the sentence check only: after ; or :, and a sentence end with no space
+# after it (`tired.The`). A benchmark sentence holds none of them, so splitting there loses none.
+_CLAUSE = re.compile(r"(?<=[;:])\s+|(?<=[.!?])(?=[A-Z\u201c\"])")
 # Words keep inner apostrophes (didn't); quote marks around them are punctuation.
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
@@ -62,7 +66,8 @@ class Exclusions:
         """True when ``text`` contains a benchmark sentence or a benchmark story context."""
         sents = split_sentences(text)
         quoted = [q for m in _QUOTED.finditer(text) for q in split_sentences(m.group(1))]
-        if text_hash(text) in self.sentence or any(text_hash(s) in self.sentence for s in sents + quoted):
+        clauses = [c for s in sents + quoted for c in _CLAUSE.split(s) if c]
+        if text_hash(text) in self.sentence or any(text_hash(s) in self.sentence for s in sents + quoted + clauses):
             return True
         k = CONTEXT_SENTENCES
         return any(text_hash(" ".join(sents[i:i + k])) in self.context for i in range(len(sents) - k + 1))
