@@ -92,7 +92,8 @@ def test_report_states_runs_law_and_chance(tmp_path):
     assert "| paper (HuBERT units) | 1.73 | 13.9 | 39.8 | 0.25 | 0.24 | 0.49 | 0.51 |" in text
     assert "| m4000_r20 | 4,000 | 80,000 | 0.1 | 2.6000 | - | - | - | 70.0 [65.0, 75.0] |" in text
     # best tSC 70% with interval [65, 75] is above chance; the others have no scores
-    assert "Beats chance (95% interval above 50%) on: tSC." in text
+    assert ("Beats chance (the best run's 95% interval above 50%; the best of the runs, so a "
+            "selection) on: tSC.") in text
     assert ("Every file was scored in a context of 128 units; longer files keep only their last "
             "units, and the story or sentence before them could not inform the choice: 150 of 300 "
             "tsc files.") in text
@@ -116,10 +117,16 @@ def test_scores_below_chance_are_explained_by_type_and_convention():
             ("runs/c", {}, scores(0.48, 0.52, {"quantifiers": 0.1}, 0.5))]   # interval reaches 50%
     assert report._below_chance_lines(runs) == [
         "- sBLIMP (macro) is below chance with a 95% interval in 2 of 3 runs; lowest 42.0% (b), "
-        "most of all on quantifiers (25%), ellipsis (50%); the same run scores 52.7% with the summed "
+        "most of all on quantifiers (25%); the same run scores 52.7% with the summed "
         "log-probability instead of the mean per unit: a ranking that flips with the convention "
         "points to the two sides' different lengths, not to anything learnt about the task."]
     assert report._below_chance_lines(runs[2:]) == []
+    # below chance under both conventions: no flip to speak of (types at 50% are not "below")
+    runs = [("runs/d", {}, scores(0.40, 0.45, {"quantifiers": 0.3, "binding": 0.5}, 0.41))]
+    assert report._below_chance_lines(runs) == [
+        "- sBLIMP (macro) is below chance with a 95% interval in 1 of 1 runs; lowest 40.0% (d), "
+        "most of all on quantifiers (30%); the same run scores 41.0% with the summed "
+        "log-probability instead of the mean per unit."]
 
 
 def test_a_best_score_without_an_interval_is_not_called_below_chance():

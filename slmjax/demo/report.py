@@ -129,7 +129,8 @@ def _chance_lines(best, sizes, context_note):
         lines.append(f"- {TASK_TITLES[task]}: best {100 * h['accuracy']:.1f}% ({run}, n={h.get('n_items')}"
                      f" items); {verdict}.")
     if beaten:
-        lines.insert(0, "Beats chance (95% interval above 50%) on: " + ", ".join(beaten) + ".")
+        lines.insert(0, "Beats chance (the best run's 95% interval above 50%; the best of the runs, "
+                     "so a selection) on: " + ", ".join(beaten) + ".")
     else:
         lines.insert(0, "No benchmark is beaten with a 95% interval above chance. These models have "
                      f"{_count(min(sizes))}-{_count(max(sizes))} parameters and see a few million units "
@@ -164,14 +165,17 @@ def _below_chance_lines(runs):
                 f"lowest {100 * acc:.1f}% ({name})")
         rows = scores.get("tasks", {}).get(h.get("benchmark"), {}).get("conventions", {}).get("mean", [])
         types = sorted((r["accuracy"], r["metric"][5:]) for r in rows
-                       if str(r.get("metric", "")).startswith("type/") and r.get("accuracy") is not None)
+                       if str(r.get("metric", "")).startswith("type/") and r.get("accuracy") is not None
+                       and r["accuracy"] < 0.5)
         if types:
             line += ", most of all on " + ", ".join(f"{t} ({100 * a:.0f}%)" for a, t in types[:3])
         total = _metric(scores, h.get("benchmark"), h.get("metric"), "sum")
         if total is not None:
             line += (f"; the same run scores {100 * total:.1f}% with the summed log-probability "
-                     "instead of the mean per unit: a ranking that flips with the convention points "
-                     "to the two sides' different lengths, not to anything learnt about the task")
+                     "instead of the mean per unit")
+            if total > 0.5:   # the ranking flips with the convention
+                line += (": a ranking that flips with the convention points to the two sides' "
+                         "different lengths, not to anything learnt about the task")
         lines.append(line + ".")
     return lines
 
