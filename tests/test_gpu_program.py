@@ -81,3 +81,37 @@ def test_packed_rows_keep_flash_attention_with_a_segment_bias(as_h100):
     assert attention_calls(text) == {"fmhaScaleBiasSoftmax": 24, "fmhaScaleBiasSoftmaxBackward": 24}
     assert config_field(text, "is_flash_attention") == {"true": 48}
     assert set(dot_operand_types(text)) == {("bf16", "bf16")}
+
+
+@pytest.mark.parametrize("head_dim,seq_len,segments", [
+    (64, 32, False), (12, 32, False), (72, 32, False), (256, 32, False), (264, 32, False),
+    (64, 33, True), (64, 32, True), (64, 33, False)])
+def test_cudnn_shape_limits_are_jaxs(as_h100, head_dim, seq_len, segments):
+    """slmjax.model.attention's cuDNN shape check against jax itself: the gradient of jax's cuDNN
+    attention, lowered for CUDA as an H100 (head dims up to 256), refuses exactly the shapes the
+    check names, with or without a segment mask; the forward alone takes odd lengths.
+    (model.attention=auto on a GPU goes to XLA's attention for them, and for head dims over 128,
+    the limit before Hopper; an explicit cudnn is refused by the config check.)"""
+    import jax.numpy as jnp
+
+    from slmjax.model.attention import cudnn_shape_problem
+
+    x = jax.ShapeDtypeStruct((2, seq_len, 2, head_dim), jnp.bfloat16)
+    seg = jax.ShapeDtypeStruct((2, seq_len), jnp.int32)
+
+    def loss(q, k, v, s):
+        mask = (s[:, None, :, None] == s[:, None, None, :]) if segments else None
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
+        return out.astype(jnp.float32).sum()
+
+    def refusal(fn):
+        try:
+            jax.jit(fn).trace(x, x, x, seg).lower(lowering_platforms=("cuda",))
+        except (NotImplementedError, ValueError) as e:
+            return str(e)
+        return None
+
+    refused = refusal(jax.grad(loss, argnums=(0, 1, 2)))
+    assert (refused is not None) == (cudnn_shape_problem(head_dim, seq_len) is not None), refused
+    if head_dim % 8 == 0 and head_dim <= 256:
+        assert refusal(loss) is None   # the forward: any length

@@ -201,6 +201,20 @@ def test_cudnn_attention_off_a_gpu_or_in_float32_is_one_line(monkeypatch):
     assert str(e.value) == "model.attention=cudnn needs model.dtype bfloat16 or auto, got float32"
     c.model.dtype = "auto"
     validate(c, n_devices=1)
+    # shapes cuDNN cannot train on: one line here, not jax's NotImplementedError at the first step
+    c.model.dim, c.model.n_heads = 96, 8                       # head_dim 12
+    with pytest.raises(ConfigError, match=r"^model.attention=cudnn cannot take these shapes "
+                                          r"\(head_dim 12 is not a multiple of 8\); use "
+                                          r"model.attention=auto \(XLA's attention there\) or xla$"):
+        validate(c, n_devices=1)
+    c.model.dim, c.model.n_heads, c.data.seq_len = 128, 2, 63
+    with pytest.raises(ConfigError, match=r"its backward needs an even sequence length, got 63"):
+        validate(c, n_devices=1)
+    from slmjax.model import attention, platform
+    with platform.target("gpu"):                                # what auto picks on a GPU
+        assert [attention.resolve("auto", jnp.bfloat16, h, t) for h, t in
+                ((64, 2050), (12, 2050), (192, 2050), (64, 2049))] == ["cudnn", "xla", "xla", "xla"]
+        assert attention.resolve("auto", jnp.float32, 64, 2050) == "xla"
 
 
 def test_schedule_hand_computed():

@@ -130,7 +130,7 @@ def problems(config, n_devices: int | None = None) -> list[str]:
             if cfg.ffn_dim % axes["tensor"]:
                 out.append(f"mesh.tensor={axes['tensor']} does not divide the FFN hidden size "
                            f"{cfg.ffn_dim}")
-            out += _attention_problems(cfg)
+            out += _attention_problems(cfg, int(config.data.seq_len))
         shards = axes["data"] * axes["fsdp"]
         if t.micro_batches > 0 and t.batch_size > 0 and t.batch_size % t.micro_batches == 0 \
                 and (t.batch_size // t.micro_batches) % shards:
@@ -139,7 +139,7 @@ def problems(config, n_devices: int | None = None) -> list[str]:
     return out
 
 
-def _attention_problems(cfg) -> list[str]:
+def _attention_problems(cfg, seq_len: int = 2) -> list[str]:
     """cuDNN attention needs a GPU and 16-bit q, k, v; splash a TPU (checked where the run's JAX
     is up, or under slmjax.model.platform.target for a deviceless compilation)."""
     from slmjax.model import platform
@@ -154,6 +154,11 @@ def _attention_problems(cfg) -> list[str]:
         return [f"model.attention=cudnn needs a GPU; this run is on {backend}"]
     if resolve_dtype(cfg.dtype) not in ("bfloat16", "float16"):
         return [f"model.attention=cudnn needs model.dtype bfloat16 or auto, got {cfg.dtype}"]
+    from slmjax.model.attention import cudnn_shape_problem
+    why = cudnn_shape_problem(cfg.dim // max(cfg.n_heads, 1), seq_len)
+    if why:
+        return [f"model.attention=cudnn cannot take these shapes ({why}); use model.attention=auto "
+                "(XLA's attention there) or xla"]
     return []
 
 
