@@ -185,6 +185,8 @@ def test_tpu_statuses_of_every_kind_survive_extra_ssh_output(tmp_path, monkeypat
         (fake / "gcs" / "root" / name / "run.json").write_text(json.dumps({"status": st}))
     (fake / "gcs" / "root" / "e").mkdir()
     (fake / "gcs" / "root" / "e" / "run.json").write_text('{"status": "comp')   # half written
+    (fake / "gcs" / "root" / "a" / "config.json").write_text(json.dumps({"train": {"lr": 0.1}}))
+    (fake / "gcs" / "root" / "b" / "config.json").write_text(json.dumps({"train": {"lr": 0.1}}))
     runs = [Run(key=k, size="s", n_params=1, tokens=1, batch_size=1, seq_len=1, steps=1, warmup=0,
                 unique_tokens=None, restricted=False, workdir=f"/gcs/root/{k}", overrides=(),
                 train_config="configs/train.py:s") for k in "abcde"]
@@ -192,7 +194,49 @@ def test_tpu_statuses_of_every_kind_survive_extra_ssh_output(tmp_path, monkeypat
     noise = "slmjax-status is not a status line\r\nWarning: Permanently added 'tpu' to known hosts."
     for name, value in {**env, "FAKE_NOISE": noise}.items():
         monkeypatch.setenv(name, value)
-    assert tpu.remote_state(runs, opts) == (["completed", "preempted", "failed", None, None], None)
+    # with the recorded config of the completed run only (the launcher compares it with its own)
+    assert tpu.remote_state(runs, opts) == (["completed", "preempted", "failed", None, None], None,
+                                            [{"config": {"train": {"lr": 0.1}}, "compute_dtype": None},
+                                             None, None, None, None])
+
+
+def test_a_tpu_launch_does_not_skip_a_completed_run_of_another_config(tmp_path):
+    # The root is on the workers' bucket: the run there completed with another learning rate (a
+    # sweep changed and launched into the same root). It was skipped as this sweep's run; the
+    # launch now reads its config.json on worker 0 and refuses, naming the field.
+    fake, env = _slice(tmp_path)
+    args = ["--config=configs/sweeps/paper_grid.py", "--root=/gcs/paper", "--launcher=tpu",
+            "--tpu_name=v4-32", "--zone=us-central2-b", "--config.data_path=/gcs/units",
+            "--only=^s20m_d4.1e7$"]
+    wd = fake / "gcs" / "paper" / "s20m_d4.1e7"
+    wd.mkdir(parents=True)
+    (wd / "run.json").write_text(json.dumps({"status": "completed"}))
+    proc = sweep(*args, env=env)                     # no config.json: the trainer's check decides
+    assert proc.returncode == 0 and "completed, skipped" in proc.stdout, proc.stdout + proc.stderr
+    # the run's own config, as its trainer wrote it: skipped; with another lr: refused
+    import importlib.util
+
+    from slmjax.launch import grid
+    from slmjax.train.run_files import config_dict
+    spec = importlib.util.spec_from_file_location("paper_grid", f"{REPO}/configs/sweeps/paper_grid.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config()
+    cfg.data_path = "/gcs/units"
+    (run,) = [r for r in grid.expand(cfg, "/gcs/paper", REPO) if r.key == "s20m_d4.1e7"]
+    recorded = config_dict(run.config)
+    (wd / "config.json").write_text(json.dumps(recorded))
+    proc = sweep(*args, env=env)
+    assert proc.returncode == 0 and "completed, skipped" in proc.stdout, proc.stdout + proc.stderr
+    recorded["train"]["lr"] = 0.1
+    (wd / "config.json").write_text(json.dumps(recorded))
+    proc = sweep(*args, env=env)
+    assert proc.returncode != 0
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line == ("slmjax-sweep: s20m_d4.1e7: /gcs/paper/s20m_d4.1e7 holds a completed run with "
+                    "another config (train.lr: 0.1 in the workdir vs 0.0005 now): it is not this "
+                    "sweep's run; use a new --root, or move that workdir aside"), proc.stderr
+    assert not (fake / "worker0" / "trainer.json").exists()
 
 
 def test_tpu_stop_script_stops_the_trainer_on_every_worker(tmp_path):

@@ -17,14 +17,22 @@ def completed(run: Run) -> bool:
         return False
     if run.config is None:   # a Run made by hand: no training config to compare
         return True
-    from slmjax.train.run_files import config_conflicts, config_dict
-
     try:
         old = fileio.read_json_object(os.path.join(run.workdir, "config.json"))
         recorded = fileio.read_json_object(os.path.join(run.workdir, "run.json")).get("compute_dtype")
     except (OSError, ValueError, fileio.NotAJSONObject):   # none recorded: the trainer's own check
         return True
-    diff = config_conflicts(old, config_dict(run.config), recorded)
+    return check_recorded(run, old, recorded)
+
+
+def check_recorded(run: Run, old: dict | None, compute_dtype: str | None = None) -> bool:
+    """True when the config a completed workdir recorded (`old`, config.json; None: unreadable, the
+    trainer's own check then decides) is `run`'s; SweepError naming the fields when it is another's."""
+    if old is None or run.config is None:
+        return True
+    from slmjax.train.run_files import config_conflicts, config_dict
+
+    diff = config_conflicts(old, config_dict(run.config), compute_dtype)
     if diff:
         more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
         raise SweepError(f"{run.key}: {run.workdir} holds a completed run with another config "

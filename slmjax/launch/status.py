@@ -11,6 +11,7 @@ EVENTS = "sweep.jsonl"
 TAG = "slmjax-status"   # marks status lines among whatever else a remote shell prints
 TRAINER_TAG = "slmjax-trainer"   # the line naming a trainer still running on the machine (or null)
 TRAINER_PROGRAM = "slmjax-train"
+CONFIG_TAG = "slmjax-config"   # a completed run's recorded config (or null), one line per workdir
 
 
 def _run_json(workdir: str) -> dict:
@@ -39,6 +40,30 @@ def run_status(workdir: str) -> str | None:
 
 def is_completed(workdir: str) -> bool:
     return run_status(workdir) == "completed"
+
+
+def completed_config(workdir: str) -> dict | None:
+    """{"config": config.json, "compute_dtype": run.json's} of a completed run, for a launcher
+    that cannot read the workdir to tell whether it is its run; None for any other run or when
+    either file cannot be read."""
+    try:
+        run = _run_json(workdir)
+        if run.get("status") != "completed":
+            return None
+        with open(os.path.join(workdir, "config.json")) as f:
+            config = json.load(f)
+    except Exception:  # noqa: BLE001 - unreadable: the trainer's own check decides
+        return None
+    return {"config": config, "compute_dtype": run.get("compute_dtype")}
+
+
+def config_line(workdir: str) -> str:
+    return f"{CONFIG_TAG} {json.dumps(completed_config(workdir))}"
+
+
+def parse_config_lines(text: str) -> list[dict | None]:
+    """The recorded configs of the config lines in `text`, in order."""
+    return _tagged(text, CONFIG_TAG)
 
 
 def status_line(status: str | None) -> str:
@@ -116,14 +141,15 @@ def read_events(root: str) -> list[dict]:
 
 
 def _main(argv: list[str]) -> None:
-    """python -m slmjax.launch.status [--trainer_pidfile=PATH] WORKDIR...: one status line per
-    workdir, after a trainer line when a pid file is given."""
+    """python -m slmjax.launch.status [--trainer_pidfile=PATH] WORKDIR...: a status line and a
+    config line per workdir, after a trainer line when a pid file is given."""
     pidfile_flag = "--trainer_pidfile="
     if argv and argv[0].startswith(pidfile_flag):
         print(trainer_line(live_trainer(argv[0][len(pidfile_flag):])))
         argv = argv[1:]
     for workdir in argv:
         print(status_line(run_status(workdir)))
+        print(config_line(workdir))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Callable, TextIO
 
 from slmjax.launch import status
 from slmjax.launch.commands import TRAIN_SCRIPT, train_args
-from slmjax.launch.done import completed
+from slmjax.launch.done import check_recorded, completed
 from slmjax.launch.grid import Run, SweepError
 
 PIDFILE = "~/slmjax-train.pid"   # the trainer's pid on each worker, read by launch/tpu_stop.sh
@@ -143,9 +143,10 @@ def gcloud_command(run: Run, opts: TpuOptions) -> list[str]:
     return _ssh(opts, "all", remote_command(run, opts))
 
 
-def remote_state(runs: list[Run], opts: TpuOptions) -> tuple[list[str | None], int | None]:
-    """Read on worker 0: the run.json status of each run (None: no readable run.json), and the
-    pid of a trainer still running there (None: none)."""
+def remote_state(runs: list[Run], opts: TpuOptions) -> tuple[list[str | None], int | None, list]:
+    """Read on worker 0: the run.json status of each run (None: no readable run.json), the pid
+    of a trainer still running there (None: none), and each completed run's recorded config
+    (status.completed_config; None for the others)."""
     argv = _ssh(opts, "0", _in_venv(opts, "python", ["-m", "slmjax.launch.status",
                                                      f"--trainer_pidfile={PIDFILE}"]
                                      + [r.workdir for r in runs]))
@@ -159,7 +160,10 @@ def remote_state(runs: list[Run], opts: TpuOptions) -> tuple[list[str | None], i
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
         raise SweepError(f"could not read the runs' status on worker 0 of {opts.name}: "
                          f"{last[0] if last else f'exit code {proc.returncode}'}")
-    return found, status.parse_trainer_line(proc.stdout)
+    configs = status.parse_config_lines(proc.stdout)
+    if len(configs) != len(runs):   # a worker's checkout from before config lines
+        configs = [None] * len(runs)
+    return found, status.parse_trainer_line(proc.stdout), configs
 
 
 def _busy(pid: int, opts: TpuOptions) -> str:
@@ -172,7 +176,7 @@ def _after_run(run: Run, rc: int, opts: TpuOptions) -> tuple[str | None, int | N
     """(status, live trainer pid, why the state is unknown) on worker 0 after `run`'s ssh ended
     with `rc`; after a failed ssh whose state cannot be read either, (None, None, the reason)."""
     try:
-        statuses, trainer = remote_state([run], opts)
+        statuses, trainer, _ = remote_state([run], opts)
     except SweepError as e:
         if rc == 0:
             raise
@@ -199,10 +203,12 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
                   "every run", file=out, flush=True)
         done = [completed(r) for r in runs]
     elif runs:
-        statuses, trainer = remote_state(runs, opts)
+        statuses, trainer, configs = remote_state(runs, opts)
         if trainer is not None:   # a second trainer on the same chips fails to start, or worse
             raise SweepError(_busy(trainer, opts))
-        done = [s == "completed" for s in statuses]
+        # completed, and by this sweep's config (another config's results are not this run's)
+        done = [s == "completed" and check_recorded(r, *(c["config"], c["compute_dtype"]) if c else (None,))
+                for r, s, c in zip(runs, statuses, configs)]
     todo = [r for r, d in zip(runs, done) if not d]
     if check is not None and todo:
         unchecked = ("a launch asks gcloud for its accelerator type" if dry_run and not opts.tpu_type
