@@ -22,13 +22,14 @@ def test_a_benchmark_sentence_inside_quoted_dialogue_leaks():
     assert ex.leaks('Mom smiled. \u201cThe dog sleeps every day.\u201d Then they went home.')
     # a quote ending in a comma before its speech tag speaks the same words: TinyStories' usual
     # dialogue, and the sentence after a colon, a semicolon or a full stop with no space after it
-    assert ex.leaks('Mom smiled. "The dog sleeps every day," said Tom. Then they went home.')
-    assert ex.leaks('\u201cThe dog sleeps every day,\u201d said Tom.')
-    assert ex.leaks("Tom said: The dog sleeps every day. Then it rained.")
-    assert ex.leaks("Tom was tired; the dog sleeps every day. Then it rained.")
-    assert ex.leaks("Tom was tired.The dog sleeps every day. Then it rained.")
-    assert not ex.leaks('"The dog sleeps every day, and night," said Tom.')
-    assert not ex.leaks("Tom said: the dog sleeps every day and night.")
+    leaking = ['Mom smiled. "The dog sleeps every day," said Tom. Then they went home.',
+               '\u201cThe dog sleeps every day,\u201d said Tom.',
+               "Tom said: The dog sleeps every day. Then it rained.",
+               "Tom was tired; the dog sleeps every day. Then it rained.",
+               "Tom was tired.The dog sleeps every day. Then it rained."]
+    other = ['"The dog sleeps every day, and night," said Tom.',
+             "Tom said: the dog sleeps every day and night."]
+    assert [ex.leaks(t) for t in leaking + other] == [True] * len(leaking) + [False] * len(other)
     ctx = ["Ann had a kite.", "It was red.", "The wind came.", "The kite flew away."]
     ex = leakage.Exclusions(context={leakage.text_hash(" ".join(ctx))})
     assert ex.leaks('Hi. "Ann had a kite." "It was red." The wind came. (The kite flew away.) Bye.')
