@@ -343,11 +343,17 @@ def test_a_run_resumes_on_its_unit_dataset_moved_to_another_folder(unit_dataset,
   info = loop.train(_config(data__path=moved, **cfg), wd)
   assert info["status"] == "completed" and info["resumed_from"] == 4
   assert info["final_test_loss"] == json.load(open(os.path.join(ref, "run.json")))["final_test_loss"]
-  # the number of datasets is still the config's
+  # the number of datasets is still the config's; and only an unfinished run's data may move:
+  # a finished run's record (and a sweep's check of it) is its own data's
   old = {"data": {"path": "/a/units"}}
-  assert config_conflicts(old, {"data": {"path": "/mnt/b/units "}}) == []
-  assert [c.split(":")[0] for c in config_conflicts(old, {"data": {"path": "/a/units,/a/more"}})] \
+  assert config_conflicts(old, {"data": {"path": "/mnt/b/units "}}, data_may_move=True) == []
+  assert [c.split(":")[0] for c in config_conflicts(old, {"data": {"path": "/a/units,/a/more"}},
+                                                    data_may_move=True)] == ["data.path"]
+  assert [c.split(":")[0] for c in config_conflicts(old, {"data": {"path": "/mnt/b/units"}})] \
       == ["data.path"]
+  shutil.move(moved, unit_dataset)   # moved again: the finished run is not relabelled
+  with pytest.raises(RunError, match=r"holds a run with another config \(data.path: "):
+    loop.train(_config(data__path=unit_dataset, **cfg), wd)
 
 
 def test_the_mfu_peak_may_change_between_launches():

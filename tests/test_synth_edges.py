@@ -379,8 +379,17 @@ def test_a_killed_storycloze_run_leaves_no_short_set_to_score(tmp_path, monkeypa
     assert not (root / "sSC").exists() and not (root / "tSC").exists()
     assert len(os.listdir(root / ".sSC.partial")) == 4
     assert len((root / "exclude" / "storycloze.txt").read_text().split()) == 20   # 10 contexts
+    # the hidden folder's wavs are the settings' too: another seed is refused, not mixed in
+    with pytest.raises(SynthError, match="holds storycloze audio made with other settings"):
+        storycloze.build(str(root), 10, voices, seed=2)
     state["kill_after"] = None
     assert storycloze.build(str(root), 10, voices) == {"sSC": 10, "tSC": 10}
     assert state["written"] == 40   # the 4 of the killed run kept, not made again
     assert len(os.listdir(root / "sSC")) == len(os.listdir(root / "tSC")) == 20
     assert not (root / ".sSC.partial").exists() and not (root / ".tSC.partial").exists()
+    # an sSC/ an older slmjax rendered in place and a kill cut short (no meta CSV): resumed
+    os.remove(root / "meta" / "sSC.csv")
+    os.remove(root / "sSC" / sorted(os.listdir(root / "sSC"))[-1])
+    assert storycloze.build(str(root), 10, voices) == {"sSC": 10, "tSC": 10}
+    assert state["written"] == 41 and len(os.listdir(root / "sSC")) == 20
+    assert (root / "meta" / "sSC.csv").is_file()

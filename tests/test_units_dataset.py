@@ -96,9 +96,15 @@ def test_bad_inputs_skipped_with_reasons(tmp_path, tok_dir):
     streamed = bytearray((audio / "sub" / "streamed.wav").read_bytes())
     streamed[40:44] = b"\xff\xff\xff\xff"
     (audio / "sub" / "streamed.wav").write_bytes(bytes(streamed))
+    # sox streaming 24-bit audio: 0x7ffff000 rounded down to its 3-byte blocks, also whole
+    sf.write(audio / "sub" / "streamed24.wav", _tone(2, 1.0), 16000, subtype="PCM_24")
+    streamed = bytearray((audio / "sub" / "streamed24.wav").read_bytes())
+    assert streamed[36:40] == b"data"
+    streamed[40:44] = (0x7FFFF000 // 3 * 3).to_bytes(4, "little")
+    (audio / "sub" / "streamed24.wav").write_bytes(bytes(streamed))
     (audio / "notes.txt").write_text("not audio")
     m = encode_dataset(load_tokenizer(tok_dir), list_utterances(str(audio), holdout=0.0), str(tmp_path / "ds"), progress=False)
-    assert m["splits"]["train"]["utterances"] == 4 and m["skipped"] == 7
+    assert m["splits"]["train"]["utterances"] == 5 and m["skipped"] == 7
     rows = [json.loads(line) for line in open(tmp_path / "ds" / "skipped.jsonl")]
     reasons = {os.path.basename(r["source"]): r["reason"].split(":")[0] for r in rows}
     assert reasons == {"corrupt.wav": "unreadable", "empty.wav": "unreadable", "nosamples.wav": "empty",
@@ -425,8 +431,9 @@ def test_tfds_sliced_split_is_its_split(monkeypatch):
     assert [u.split for u in utts] == ["train", "train", "dev", "dev", "test", "test"]
     assert utts[0].uid == "librispeech:train_clean100:0"
     from slmjax.units.sources import tfds_split_kind
-    assert [tfds_split_kind(x) for x in ("validation[:5%]", "train+test", "extra", "training", "tests")] == \
-        ["validation", "train", None, None, None]   # None: the hashed --holdout decides
+    assert [tfds_split_kind(x) for x in ("validation[:5%]", "train_clean100+train_clean360",
+                                         "train+test", "extra", "training", "tests")] == \
+        ["validation", "train", None, None, None, None]   # None: the hashed --holdout decides
 
 
 def test_hosts_starting_together_cannot_pin_two_plans(tmp_path, tok_dir, monkeypatch):
@@ -583,6 +590,10 @@ def test_a_rerun_over_another_folder_with_the_same_names_is_refused(tmp_path, to
         assert encode_dataset(tok, list_utterances("a", holdout=0.0), out, progress=False) == first
     finally:
         os.chdir(cwd)
+    # ... and through a link to the folder
+    os.symlink(a, tmp_path / "link")
+    assert encode_dataset(tok, list_utterances(str(tmp_path / "link"), holdout=0.0), out,
+                          progress=False) == first
     # a plan pinned by an older slmjax (no sources in it) is resumed, not refused
     older = str(tmp_path / "older")
     encode_dataset(tok, list_utterances(str(a), holdout=0.0), older, progress=False)

@@ -52,14 +52,17 @@ def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers
     """Write ``root/sSC/`` and ``root/tSC/`` (n pairs each), their meta CSVs, and the contexts to exclude."""
     settings.claim(root, "storycloze", {"n": n, "seed": seed, "voices": [v.spec for v in voices],
                                          "stories": stories.TEXT_VERSION},
-                   files=[os.path.join(root, "sSC"), os.path.join(root, "tSC")])
+                   files=[os.path.join(root, d) for d in ("sSC", "tSC", ".sSC.partial", ".tSC.partial")])
     stories_ = items(n, seed)
     # the contexts to keep out of training corpora first: a kill later leaves them recorded
     leakage.write(root, "storycloze", contexts=[it["context"] for it in stories_])
     for name, foil in (("sSC", "ssc_foil"), ("tSC", "tsc_foil")):
-        folder = os.path.join(root, name)
-        if os.path.isdir(folder):   # renamed into place whole (below): this set is done
+        folder, staging = os.path.join(root, name), os.path.join(root, f".{name}.partial")
+        meta_path = os.path.join(root, "meta", f"{name}.csv")
+        if os.path.isdir(folder) and os.path.exists(meta_path):   # renamed into place whole: done
             continue
+        if os.path.isdir(folder) and not os.path.exists(staging):
+            os.replace(folder, staging)   # rendered in place by an older slmjax and cut short: resumed
         rows, texts = [], []
         for i, it in enumerate(stories_):
             v = voices[i % len(voices)]
@@ -70,11 +73,10 @@ def build(root: str, n: int, voices: list[engines.Voice], seed: int = 1, workers
                 texts.append(text)
         # rendered under a hidden name, then renamed whole: a killed run leaves no sSC/ or tSC/ of
         # fewer pairs that slmjax-eval would score as the set (a rerun resumes the hidden folder)
-        staging = os.path.join(root, f".{name}.partial")
         benchio.render_rows(staging, rows, texts, voices, workers, name)
         meta = [{"file": r["filename"] + ".wav", "pair": j // 2, "story_id": stories_[j // 2]["story_id"],
                  "voice": r["voice"], "topic": stories_[j // 2]["topic"], "correct": 1 - j % 2, "text": t}
                 for j, (r, t) in enumerate(zip(rows, texts))]
-        benchio.write_csv(os.path.join(root, "meta", f"{name}.csv"), META_COLUMNS, meta)
         os.replace(staging, folder)
+        benchio.write_csv(meta_path, META_COLUMNS, meta)
     return {name: len(stories_) for name in SETS}

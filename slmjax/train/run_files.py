@@ -89,12 +89,15 @@ def _steps(cfg: dict) -> int | None:
     return None
 
 
-def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> list[str]:
+def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None,
+                     data_may_move: bool = False) -> list[str]:
   """'field: old vs new' for every field that differs and changes the run's math.
 
   `compute_dtype`: the resolved dtype run.json recorded; model.dtype "auto" on either side then
   stands for it, so an explicit model.dtype equal to it is no conflict (whether "auto" resolves
-  to it on this machine is claim_workdir's check).
+  to it on this machine is claim_workdir's check). `data_may_move`: data.path compared by its
+  number of datasets only (an unfinished run resumed where its data is now mounted: the trainer
+  checks the datasets' counts against run.json before it resumes).
   """
   a, b = _flatten(old), _flatten(new)
   for k, v in _ADDED_DEFAULTS.items():
@@ -109,11 +112,10 @@ def config_conflicts(old: dict, new: dict, compute_dtype: str | None = None) -> 
   steps = _steps(old)
   same_steps = (steps is not None and steps == _steps(new)
                 and a.get("train.steps") == b.get("train.steps"))
-  # a unit dataset may move (a new mount): the number of paths is the config's, their contents
-  # are checked against run.json's token and row counts before a resume (loop._check_same_data)
-  for d in (a, b):
-    if "data.path" in d:
-      d["data.path"] = f"{len(_paths(d['data.path']))} path(s)"
+  if data_may_move:
+    for d in (a, b):
+      if "data.path" in d:
+        d["data.path"] = f"{len(_paths(d['data.path']))} path(s)"
   out = []
   for k in sorted(set(a) | set(b)):
     if k.startswith(_FREE_PREFIXES) or (k == "train.tokens" and same_steps):
@@ -147,7 +149,10 @@ def claim_workdir(workdir: str, config, write: bool = True) -> bool:
                   "writes a new one); nothing was changed") or {}
   recorded = run.get("compute_dtype")  # absent in a run.json written before the field
   if old is not None:
-    diff = config_conflicts(old, new, recorded)
+    # an unfinished run's unit dataset may move (a new mount): its contents are checked against
+    # run.json's token and row counts before the resume (loop._check_same_data); a finished run's
+    # record stays its data's
+    diff = config_conflicts(old, new, recorded, data_may_move=run.get("final_test_loss") is None)
     if diff:
       raise RunError(f"workdir {workdir} holds a run with another config ({'; '.join(diff)}); "
                      "use a new workdir or the same config")

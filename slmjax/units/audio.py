@@ -51,9 +51,9 @@ def load_wave(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 # libsndfile's log of a WAV whose data chunk is shorter than its header declares (a file cut off):
 # "data : 64000 (should be 31978)". It reads what is there without an error.
 _CUT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
-# Sizes that writers streaming to a pipe put in the header, not knowing the length (0, sox's
-# 0x7ffff000, 0xffffffff): such a file is whole.
-_STREAMED = 0x7FFFF000
+# Sizes that writers streaming to a pipe put in the header, not knowing the length (0, 0xffffffff,
+# or sox's 0x7ffff000 rounded down to the block size): such a file is whole.
+_STREAMED = 0x7FFF0000
 
 
 def check_header_length(log: str) -> None:

@@ -172,10 +172,13 @@ def _list_jsonl(path: str) -> list[Utterance]:
 def tfds_split_kind(split: str) -> str | None:
     """The split a TFDS split's utterances belong to: the SPLIT_DIRS name it is, or begins with
     before "_", "-" or "." (LibriSpeech's train_clean100, dev_other, test_clean); a slice of a
-    split belongs to it. None (the hashed --holdout) for another name."""
-    base = split.split("[")[0]
-    m = re.match(r"(%s)(?:$|[_.+-])" % "|".join(SPLIT_DIRS), base)
-    return m.group(1) if m else None
+    split belongs to it, and a union ("a+b") to the split all its parts belong to. None (the
+    hashed --holdout) for another name, or a union of parts of different splits."""
+    kinds = set()
+    for part in split.split("+"):
+        m = re.match(r"(%s)(?:$|[_.-])" % "|".join(SPLIT_DIRS), part.split("[")[0].strip())
+        kinds.add(m.group(1) if m else None)
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def _list_tfds(spec: str, data_dir: str | None) -> list[Utterance]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -69,8 +70,17 @@ def plan_fingerprint(shards: list[Shard], identity: dict, options: dict, sources
 
 
 def _where(source: str) -> str:
-    """An utterance's source as the same file reads from any working directory."""
-    return source if source.startswith("tfds:") else os.path.abspath(source)
+    """An utterance's source as the same file reads from any working directory or through any
+    link to its folder."""
+    if source.startswith("tfds:"):
+        return source
+    folder, name = os.path.split(os.path.abspath(source))
+    return os.path.join(_real_folder(folder), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)  # once per folder, not per file (a corpus is many files)
 
 
 def _atomic_json(path: str, obj) -> None:

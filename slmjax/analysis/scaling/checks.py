@@ -31,7 +31,8 @@ def holdout(table, N, D, L, C, frac, reps, seed, workers, level):
         from slmjax.analysis.scaling.table import check_coverage
         check_coverage(train)
     except FitInputError as e:
-        return {"skipped": f"too few runs left after holding out the largest budgets ({e})"}
+        held_out = "the largest budgets" if np.isfinite(table.budget).all() else "the runs of the most compute"
+        return {"skipped": f"too few runs left after holding out {held_out} ({e})"}
     tr, te = ~held, held
     lN, lD = np.log(N), np.log(D)
     point = vpfit.vp_fit(lN[tr], lD[tr], L[tr]).params[0]
