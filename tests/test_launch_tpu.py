@@ -170,7 +170,7 @@ def test_tpu_run_status_is_read_on_the_workers(tmp_path):
     # The statuses come from slmjax.launch.status in the workers' venv, all runs in one call.
     first = [c for c in (fake / "gcloud.log").read_text().splitlines() if "--worker=0" in c][0]
     assert first.endswith("--command=cd ~/slmjax && exec .venv/bin/python -m slmjax.launch.status "
-                          "'--trainer_pidfile=~/slmjax-train.pid' "
+                          "'--trainer_pidfile=~/slmjax-train.pid' --configs "
                           "/gcs/paper/s20m_d4.1e7 /gcs/paper/s20m_d8.3e7")
 
 

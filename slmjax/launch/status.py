@@ -141,15 +141,18 @@ def read_events(root: str) -> list[dict]:
 
 
 def _main(argv: list[str]) -> None:
-    """python -m slmjax.launch.status [--trainer_pidfile=PATH] WORKDIR...: a status line and a
-    config line per workdir, after a trainer line when a pid file is given."""
+    """python -m slmjax.launch.status [--trainer_pidfile=PATH] [--configs] WORKDIR...: one status
+    line per workdir (the SLURM job script compares it whole), after a trainer line when a pid file
+    is given; with --configs each followed by its config line (the TPU launcher's)."""
     pidfile_flag = "--trainer_pidfile="
     if argv and argv[0].startswith(pidfile_flag):
         print(trainer_line(live_trainer(argv[0][len(pidfile_flag):])))
         argv = argv[1:]
-    for workdir in argv:
+    configs = bool(argv) and argv[0] == "--configs"
+    for workdir in argv[configs:]:
         print(status_line(run_status(workdir)))
-        print(config_line(workdir))
+        if configs:
+            print(config_line(workdir))
 
 
 if __name__ == "__main__":

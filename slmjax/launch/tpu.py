@@ -148,7 +148,7 @@ def remote_state(runs: list[Run], opts: TpuOptions) -> tuple[list[str | None], i
     of a trainer still running there (None: none), and each completed run's recorded config
     (status.completed_config; None for the others)."""
     argv = _ssh(opts, "0", _in_venv(opts, "python", ["-m", "slmjax.launch.status",
-                                                     f"--trainer_pidfile={PIDFILE}"]
+                                                     f"--trainer_pidfile={PIDFILE}", "--configs"]
                                      + [r.workdir for r in runs]))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True)
