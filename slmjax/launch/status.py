@@ -46,12 +46,13 @@ def completed_config(workdir: str) -> dict | None:
     """{"config": config.json, "compute_dtype": run.json's} of a completed run, for a launcher
     that cannot read the workdir to tell whether it is its run; None for any other run or when
     either file cannot be read."""
+    from slmjax import fileio
+
     try:
-        run = _run_json(workdir)
+        run = fileio.read_json_object(os.path.join(workdir, "run.json"))
         if run.get("status") != "completed":
             return None
-        with open(os.path.join(workdir, "config.json")) as f:
-            config = json.load(f)
+        config = fileio.read_json_object(os.path.join(workdir, "config.json"))
     except Exception:  # noqa: BLE001 - unreadable: the trainer's own check decides
         return None
     return {"config": config, "compute_dtype": run.get("compute_dtype")}

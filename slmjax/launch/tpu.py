@@ -207,8 +207,7 @@ def launch(runs: list[Run], root: str, opts: TpuOptions, *, dry_run: bool = Fals
         if trainer is not None:   # a second trainer on the same chips fails to start, or worse
             raise SweepError(_busy(trainer, opts))
         # completed, and by this sweep's config (another config's results are not this run's)
-        done = [s == "completed" and check_recorded(r, *(c["config"], c["compute_dtype"]) if c else (None,))
-                for r, s, c in zip(runs, statuses, configs)]
+        done = [s == "completed" and check_recorded(r, c) for r, s, c in zip(runs, statuses, configs)]
     todo = [r for r, d in zip(runs, done) if not d]
     if check is not None and todo:
         unchecked = ("a launch asks gcloud for its accelerator type" if dry_run and not opts.tpu_type

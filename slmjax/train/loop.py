@@ -122,7 +122,7 @@ def _write_final_row(workdir: str, steps: int, final: dict) -> None:
   final evaluation comes after the last checkpoint, before the row)."""
   writer = MetricsWriter(workdir, steps)
   try:
-    if not any(r.get("step") == steps and "test_loss" in r for r in read_metrics(workdir)):
+    if not _has_eval_row(workdir, steps):
       writer.write({"step": steps, **final})
   finally:
     writer.close()
@@ -168,15 +168,24 @@ def _check_same_data(workdir: str, before: dict, data: dict) -> None:
                    "restore the data it began on, or train it again in a new workdir")
 
 
+def _has_eval_row(workdir: str, step: int) -> bool:
+  """metrics.jsonl holds an evaluation row of `step`."""
+  return any(r.get("step") == step and "test_loss" in r for r in read_metrics(workdir))
+
+
+def _from_process_0(value: int) -> int:
+  """Process 0's `value` on every process (what it alone read of the run's files)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    value = int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+  return value
+
+
 def _eval_missing(workdir: str, start: int, eval_every: int, primary: bool) -> bool:
   """Whether the resumed step is an evaluation step without its evaluation row in metrics.jsonl
   (decided by process 0 for all)."""
-  missing = bool(primary and start > 0 and eval_every and start % eval_every == 0 and not any(
-      r.get("step") == start and "test_loss" in r for r in read_metrics(workdir)))
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
-  return missing
+  return bool(_from_process_0(primary and start > 0 and eval_every and start % eval_every == 0
+                              and not _has_eval_row(workdir, start)))
 
 
 def _launch_kind(workdir: str, primary: bool, stopped: bool) -> int:
@@ -189,10 +198,7 @@ def _launch_kind(workdir: str, primary: bool, stopped: bool) -> int:
   elif primary and read_json(os.path.join(workdir, "run.json"), {}).get(
       "final_test_loss") is not None:
     kind = _FINISHED
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    kind = int(multihost_utils.broadcast_one_to_all(np.int32(kind)))
-  return kind
+  return _from_process_0(kind)
 
 
 def _train(config, workdir: str, locks: list) -> dict:
